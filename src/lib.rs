@@ -1,0 +1,2 @@
+//! dynamo-kv: a Dynamo-style key-value store that speaks RESP.
+pub mod versioning;

@@ -1,0 +1,361 @@
+//! The versioned state of one key: a causal context plus the dotted versions not yet superseded.
+//!
+//! This is the "dotted version vector set" model (Preguiça et al. 2012; Riak 2.0's DVVSet), kept in its explicit
+//! form: `context` is a version vector over every dot whose fate this replica knows, and `versions` are the
+//! concurrent values that survive, each tagged with the dot that created it. Invariant: every held version's dot is
+//! covered by `context`.
+//!
+//! * A write with client context `C` removes exactly the versions whose dots `C` covers and adds the new value with
+//!   a fresh dot from the coordinator. Two clients writing with the same `C` through the same coordinator therefore
+//!   end as two siblings; a plain vector clock would let the second overwrite the first silently.
+//! * Replicas merge whole states: a version survives unless the other side's context covers its dot and the other
+//!   side no longer holds it (then the other side saw it superseded). The merge is commutative, associative and
+//!   idempotent, so anti-entropy, read repair and hinted handoff can apply states in any order, any number of times.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use super::clock::{Actor, Dot, VersionVector};
+
+/// One surviving version of a key: a value or a tombstone, and the dot of the write that made it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// The write event that created this version.
+    pub dot: Dot,
+    /// When the coordinator accepted the write, in ms since the Unix epoch (informational, and for tombstone
+    /// reaping; never used to order versions).
+    pub timestamp_ms: u64,
+    /// The value, or `None` for a tombstone (a versioned delete).
+    pub value: Option<Bytes>,
+}
+
+impl Version {
+    /// True for a tombstone.
+    pub fn is_tombstone(&self) -> bool {
+        self.value.is_none()
+    }
+}
+
+/// The full versioned state of a key on one replica.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Siblings {
+    context: VersionVector,
+    versions: Vec<Version>,
+}
+
+impl Siblings {
+    /// The state of a key never written: empty context, no versions.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The causal context: every dot accounted for.
+    pub fn context(&self) -> &VersionVector {
+        &self.context
+    }
+
+    /// The surviving versions (values and tombstones), sorted by dot.
+    pub fn versions(&self) -> &[Version] {
+        &self.versions
+    }
+
+    /// The values of the live (non-tombstone) versions, in dot order.
+    pub fn live_values(&self) -> impl Iterator<Item = &Bytes> {
+        self.versions.iter().filter_map(|v| v.value.as_ref())
+    }
+
+    /// True when at least one version holds a value.
+    pub fn has_live_value(&self) -> bool {
+        self.versions.iter().any(|v| v.value.is_some())
+    }
+
+    /// Applies a write coordinated by `dot.actor`: every version whose dot `covered` covers is superseded, and the
+    /// new value (or tombstone) is added under `dot`. `covered` is the client's context, or this state's own context
+    /// for a blind write. The caller guarantees `dot` is fresh: greater than any counter `dot.actor` issued before.
+    pub fn update(
+        &mut self,
+        covered: &VersionVector,
+        dot: Dot,
+        timestamp_ms: u64,
+        value: Option<Bytes>,
+    ) {
+        debug_assert!(!self.context.covers(dot), "dot {dot:?} reused");
+        self.versions.retain(|v| !covered.covers(v.dot));
+        self.context.merge(covered);
+        self.context.advance(dot.actor, dot.counter, timestamp_ms);
+        let at = self.versions.partition_point(|v| v.dot < dot);
+        self.versions.insert(
+            at,
+            Version {
+                dot,
+                timestamp_ms,
+                value,
+            },
+        );
+    }
+
+    /// Merges another replica's state of the same key into this one (the join of the two states).
+    pub fn merge(&mut self, other: &Siblings) {
+        let mut merged = Vec::with_capacity(self.versions.len().max(other.versions.len()));
+        let (mut i, mut j) = (0, 0);
+        // Both lists are sorted by dot, and a dot names one write, so equal dots hold equal versions.
+        while i < self.versions.len() || j < other.versions.len() {
+            let mine = self.versions.get(i);
+            let theirs = other.versions.get(j);
+            match (mine, theirs) {
+                (Some(a), Some(b)) if a.dot == b.dot => {
+                    merged.push(a.clone());
+                    i += 1;
+                    j += 1;
+                }
+                (Some(a), b) if b.is_none_or(|b| a.dot < b.dot) => {
+                    if !other.context.covers(a.dot) {
+                        merged.push(a.clone());
+                    }
+                    i += 1;
+                }
+                (_, Some(b)) => {
+                    if !self.context.covers(b.dot) {
+                        merged.push(b.clone());
+                    }
+                    j += 1;
+                }
+                (Some(_), None) | (None, None) => {
+                    unreachable!("guarded by the loop condition and arms above")
+                }
+            }
+        }
+        self.versions = merged;
+        self.context.merge(&other.context);
+    }
+
+    /// Keeps the causal context within `max_entries` actors by dropping the oldest entries of actors that hold no
+    /// version (paper §4.4's clock truncation). Returns how many entries were dropped.
+    pub fn prune_context(&mut self, max_entries: usize) -> usize {
+        let versions = &self.versions;
+        self.context.prune(max_entries, |actor: Actor| {
+            versions.iter().any(|v| v.dot.actor == actor)
+        })
+    }
+
+    /// Number of surviving versions, tombstones included.
+    pub fn sibling_count(&self) -> usize {
+        self.versions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const A: Actor = Actor(1);
+    const B: Actor = Actor(2);
+
+    fn dot(actor: Actor, counter: u64) -> Dot {
+        Dot { actor, counter }
+    }
+
+    fn values(s: &Siblings) -> Vec<&[u8]> {
+        s.live_values().map(|b| b.as_ref()).collect()
+    }
+
+    /// The case a plain vector clock gets wrong: two clients read the same context and write through the same
+    /// coordinator. Both values must survive as siblings.
+    #[test]
+    fn concurrent_writes_through_one_coordinator_become_siblings() {
+        let mut s = Siblings::new();
+        s.update(
+            &VersionVector::new(),
+            dot(A, 1),
+            1,
+            Some(Bytes::from_static(b"v0")),
+        );
+        let read_ctx = s.context().clone();
+        s.update(&read_ctx, dot(A, 2), 2, Some(Bytes::from_static(b"x")));
+        s.update(&read_ctx, dot(A, 3), 3, Some(Bytes::from_static(b"y")));
+        assert_eq!(values(&s), vec![b"x".as_ref(), b"y".as_ref()]);
+        // A write whose context covers both collapses them.
+        let ctx = s.context().clone();
+        s.update(&ctx, dot(A, 4), 4, Some(Bytes::from_static(b"xy")));
+        assert_eq!(values(&s), vec![b"xy".as_ref()]);
+    }
+
+    #[test]
+    fn tombstone_can_be_a_sibling_of_a_value() {
+        let mut s = Siblings::new();
+        s.update(
+            &VersionVector::new(),
+            dot(A, 1),
+            1,
+            Some(Bytes::from_static(b"v")),
+        );
+        let ctx = s.context().clone();
+        s.update(&ctx, dot(A, 2), 2, None);
+        s.update(&ctx, dot(A, 3), 3, Some(Bytes::from_static(b"w")));
+        assert_eq!(s.sibling_count(), 2);
+        assert_eq!(values(&s), vec![b"w".as_ref()]);
+        assert!(s.versions()[0].is_tombstone());
+    }
+
+    #[test]
+    fn merge_keeps_concurrent_and_drops_superseded() {
+        let mut r1 = Siblings::new();
+        r1.update(
+            &VersionVector::new(),
+            dot(A, 1),
+            1,
+            Some(Bytes::from_static(b"a1")),
+        );
+        let mut r2 = r1.clone();
+        // r2 supersedes a1 with b1; r1 concurrently writes a2 blind-but-unaware of b1.
+        let ctx = r2.context().clone();
+        r2.update(&ctx, dot(B, 1), 2, Some(Bytes::from_static(b"b1")));
+        let ctx = r1.context().clone();
+        r1.update(&ctx, dot(A, 2), 3, Some(Bytes::from_static(b"a2")));
+        let mut m = r1.clone();
+        m.merge(&r2);
+        assert_eq!(values(&m), vec![b"a2".as_ref(), b"b1".as_ref()]);
+    }
+
+    #[test]
+    fn prune_keeps_actors_of_live_versions() {
+        let mut s = Siblings::new();
+        for i in 0..15u64 {
+            let ctx = s.context().clone();
+            s.update(
+                &ctx,
+                dot(Actor(100 + i), 1),
+                i,
+                Some(Bytes::from(vec![i as u8])),
+            );
+        }
+        assert_eq!(s.context().len(), 15);
+        assert_eq!(s.prune_context(10), 5);
+        assert_eq!(s.context().len(), 10);
+        let live = s.versions()[0].dot;
+        assert!(s.context().covers(live));
+    }
+
+    /// One step of a random history across three replicas.
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A client reads the replicas in the mask, then writes through `coord` with the merged context
+        /// (or blind, when `blind`).
+        Write {
+            coord: usize,
+            read_mask: u8,
+            blind: bool,
+            delete: bool,
+        },
+        /// Replica `from` sends its state to `to` (replication, read repair, anti-entropy, handoff).
+        Sync { from: usize, to: usize },
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (
+                0usize..3,
+                0u8..8,
+                any::<bool>(),
+                proptest::bool::weighted(0.15)
+            )
+                .prop_map(|(coord, read_mask, blind, delete)| Op::Write {
+                    coord,
+                    read_mask,
+                    blind,
+                    delete
+                }),
+            (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Sync { from, to }),
+        ]
+    }
+
+    /// Runs a history and returns the replica states plus, for every write, its dot and the context it
+    /// superseded.
+    fn run(ops: &[Op]) -> (Vec<Siblings>, Vec<(Dot, VersionVector)>) {
+        let actors = [Actor(11), Actor(22), Actor(33)];
+        let mut counters = [0u64; 3];
+        let mut replicas = vec![Siblings::new(); 3];
+        let mut writes = Vec::new();
+        for (t, op) in ops.iter().enumerate() {
+            match *op {
+                Op::Write {
+                    coord,
+                    read_mask,
+                    blind,
+                    delete,
+                } => {
+                    let covered = if blind {
+                        replicas[coord].context().clone()
+                    } else {
+                        let mut read = Siblings::new();
+                        for (i, r) in replicas.iter().enumerate() {
+                            if read_mask & (1 << i) != 0 {
+                                read.merge(r);
+                            }
+                        }
+                        read.context().clone()
+                    };
+                    counters[coord] += 1;
+                    let d = dot(actors[coord], counters[coord]);
+                    let value = (!delete).then(|| Bytes::from(format!("w{t}")));
+                    replicas[coord].update(&covered, d, t as u64, value);
+                    writes.push((d, covered));
+                }
+                Op::Sync { from, to } => {
+                    let s = replicas[from].clone();
+                    replicas[to].merge(&s);
+                }
+            }
+        }
+        (replicas, writes)
+    }
+
+    fn merged(states: &[Siblings]) -> Siblings {
+        let mut m = Siblings::new();
+        for s in states {
+            m.merge(s);
+        }
+        m
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Merge is commutative, associative and idempotent on reachable states.
+        #[test]
+        fn merge_laws(ops in proptest::collection::vec(arb_op(), 0..40)) {
+            let (r, _) = run(&ops);
+            let (a, b, c) = (&r[0], &r[1], &r[2]);
+            let mut ab = a.clone(); ab.merge(b);
+            let mut ba = b.clone(); ba.merge(a);
+            prop_assert_eq!(&ab, &ba);
+            let mut ab_c = ab.clone(); ab_c.merge(c);
+            let mut bc = b.clone(); bc.merge(c);
+            let mut a_bc = a.clone(); a_bc.merge(&bc);
+            prop_assert_eq!(&ab_c, &a_bc);
+            let mut aa = a.clone(); aa.merge(a);
+            prop_assert_eq!(&aa, a);
+        }
+
+        /// No lost writes: after every replica has merged everything, a write's version is gone exactly when some
+        /// later write's context covered its dot. Nothing disappears silently, and nothing superseded comes back.
+        #[test]
+        fn nothing_lost_nothing_resurrected(ops in proptest::collection::vec(arb_op(), 0..60)) {
+            let (replicas, writes) = run(&ops);
+            let all = merged(&replicas);
+            let held: BTreeSet<Dot> = all.versions().iter().map(|v| v.dot).collect();
+            for (d, _) in &writes {
+                let superseded = writes.iter().any(|(_, covered)| covered.covers(*d));
+                prop_assert_eq!(held.contains(d), !superseded, "dot {:?}", d);
+            }
+            // Every replica that then merges the full state converges to it.
+            for r in &replicas {
+                let mut x = r.clone();
+                x.merge(&all);
+                prop_assert_eq!(&x, &all);
+            }
+        }
+    }
+}
