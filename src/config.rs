@@ -1,0 +1,462 @@
+//! Configuration (L0): every setting of a node, from flags, `DYNAMO_KV_*` environment variables and a TOML file.
+//!
+//! Precedence: flag > environment > file > built-in default. Clap resolves flag-vs-environment (each flag declares
+//! its variable); [`Config::resolve`] lays the result over the file and the defaults and validates the whole.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When a write is acknowledged; see [`crate::storage::store`] for what each mode can lose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Acknowledged after fsync; concurrent writes share one fsync (group commit).
+    Fsync,
+    /// Acknowledged once the write reached the OS (survives kill -9); fsync once a second.
+    Os,
+    /// Acknowledged from an in-memory buffer persisted by a background writer (paper §6.1).
+    Buffered,
+}
+
+impl Durability {
+    /// The lowercase name used in flags, files and INFO.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => "fsync",
+            Durability::Os => "os",
+            Durability::Buffered => "buffered",
+        }
+    }
+}
+
+/// Default client address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
+/// Default maximum key size.
+pub const DEFAULT_MAX_KEY_BYTES: usize = 64 << 10;
+/// Default maximum value size.
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 16 << 20;
+/// Default maximum size of one request frame.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;
+/// Default maximum number of elements in one request array.
+pub const DEFAULT_MAX_ARRAY_LEN: usize = 1 << 20;
+/// Default maximum number of connected clients.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default number of actors kept in a key's version vector (the paper's threshold).
+pub const DEFAULT_MAX_VV_ENTRIES: usize = 10;
+/// Default sibling count above which a write logs and counts a warning (Riak's default).
+pub const DEFAULT_SIBLING_SOFT_LIMIT: usize = 25;
+/// Default sibling count a write may not exceed (Riak's default).
+pub const DEFAULT_SIBLING_HARD_LIMIT: usize = 100;
+/// Default interval of the buffered writer.
+pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
+/// Default block-cache size of the storage engine.
+pub const DEFAULT_CACHE_MB: u64 = 64;
+
+/// Size limits on client input, checked before anything is allocated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key, bytes.
+    pub max_key_bytes: usize,
+    /// Largest value, bytes.
+    pub max_value_bytes: usize,
+    /// Largest single request frame, bytes.
+    pub max_request_bytes: usize,
+    /// Most elements in one request array.
+    pub max_array_len: usize,
+    /// Most clients connected at once.
+    pub max_clients: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_key_bytes: DEFAULT_MAX_KEY_BYTES,
+            max_value_bytes: DEFAULT_MAX_VALUE_BYTES,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            max_array_len: DEFAULT_MAX_ARRAY_LEN,
+            max_clients: DEFAULT_MAX_CLIENTS,
+        }
+    }
+}
+
+/// Versioning tunables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersioningOptions {
+    /// Actors kept per version vector before the oldest is pruned.
+    pub max_vv_entries: usize,
+    /// Siblings per key above which a warning is logged and counted.
+    pub sibling_soft_limit: usize,
+    /// Siblings per key a write may not exceed.
+    pub sibling_hard_limit: usize,
+}
+
+impl Default for VersioningOptions {
+    fn default() -> Self {
+        Self {
+            max_vv_entries: DEFAULT_MAX_VV_ENTRIES,
+            sibling_soft_limit: DEFAULT_SIBLING_SOFT_LIMIT,
+            sibling_hard_limit: DEFAULT_SIBLING_HARD_LIMIT,
+        }
+    }
+}
+
+/// The resolved configuration of one node.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Stable identity of the node.
+    pub node_id: String,
+    /// Client address (RESP).
+    pub listen: String,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Password clients must present with AUTH, if any.
+    pub requirepass: Option<String>,
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// Interval of the buffered writer.
+    pub buffer_flush_interval: Duration,
+    /// Storage block cache, bytes.
+    pub cache_bytes: u64,
+    /// Client input limits.
+    pub limits: Limits,
+    /// Versioning tunables.
+    pub versioning: VersioningOptions,
+}
+
+/// The settings that can come from flags and environment variables (all optional: unset means "ask the file").
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Stable, unique id of this node (letters, digits, '-', '_', '.').
+    #[arg(long, env = "DYNAMO_KV_NODE_ID")]
+    pub node_id: Option<String>,
+    /// Address for RESP clients, HOST:PORT [default: 127.0.0.1:7001].
+    #[arg(long, env = "DYNAMO_KV_LISTEN")]
+    pub listen: Option<String>,
+    /// Directory for this node's data; created when missing.
+    #[arg(long, env = "DYNAMO_KV_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// TOML file with any of these settings (snake_case names, e.g. `node_id = "n1"`).
+    #[arg(long, env = "DYNAMO_KV_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Require clients to AUTH with this password.
+    #[arg(long, env = "DYNAMO_KV_REQUIREPASS", hide_env_values = true)]
+    pub requirepass: Option<String>,
+    /// When writes are acknowledged: fsync (on disk), os (reached the OS; fsync every second), buffered
+    /// (in-memory buffer persisted in the background) [default: os].
+    #[arg(long, env = "DYNAMO_KV_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Buffered mode: milliseconds between background writes [default: 50].
+    #[arg(long, env = "DYNAMO_KV_BUFFER_FLUSH_MS")]
+    pub buffer_flush_ms: Option<u64>,
+    /// Storage block cache in MiB [default: 64].
+    #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
+    pub cache_mb: Option<u64>,
+    /// Largest key in bytes [default: 65536].
+    #[arg(long, env = "DYNAMO_KV_MAX_KEY_BYTES")]
+    pub max_key_bytes: Option<usize>,
+    /// Largest value in bytes [default: 16777216].
+    #[arg(long, env = "DYNAMO_KV_MAX_VALUE_BYTES")]
+    pub max_value_bytes: Option<usize>,
+    /// Largest request frame in bytes [default: 33554432].
+    #[arg(long, env = "DYNAMO_KV_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Most elements in one request [default: 1048576].
+    #[arg(long, env = "DYNAMO_KV_MAX_ARRAY_LEN")]
+    pub max_array_len: Option<usize>,
+    /// Most clients connected at once [default: 10000].
+    #[arg(long, env = "DYNAMO_KV_MAX_CLIENTS")]
+    pub max_clients: Option<usize>,
+    /// Actors kept in a key's version vector before the oldest is pruned [default: 10].
+    #[arg(long, env = "DYNAMO_KV_MAX_VV_ENTRIES")]
+    pub max_vv_entries: Option<usize>,
+    /// Siblings per key above which a warning is logged [default: 25].
+    #[arg(long, env = "DYNAMO_KV_SIBLING_SOFT_LIMIT")]
+    pub sibling_soft_limit: Option<usize>,
+    /// Siblings per key a write may not exceed [default: 100].
+    #[arg(long, env = "DYNAMO_KV_SIBLING_HARD_LIMIT")]
+    pub sibling_hard_limit: Option<usize>,
+}
+
+/// The config file: the same settings as [`ServeArgs`], snake_case.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    node_id: Option<String>,
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    requirepass: Option<String>,
+    durability: Option<Durability>,
+    buffer_flush_ms: Option<u64>,
+    cache_mb: Option<u64>,
+    max_key_bytes: Option<usize>,
+    max_value_bytes: Option<usize>,
+    max_request_bytes: Option<usize>,
+    max_array_len: Option<usize>,
+    max_clients: Option<usize>,
+    max_vv_entries: Option<usize>,
+    sibling_soft_limit: Option<usize>,
+    sibling_hard_limit: Option<usize>,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for our settings.
+    #[error("config file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A required setting is missing.
+    #[error(
+        "{setting} is required (flag --{flag}, environment {env}, or `{setting}` in the config file)"
+    )]
+    Missing {
+        /// Setting name as in the file.
+        setting: &'static str,
+        /// Flag name.
+        flag: &'static str,
+        /// Environment variable.
+        env: &'static str,
+    },
+    /// A setting has a value outside its range.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// Setting name.
+        setting: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl Config {
+    /// Lays `args` (flags and environment) over the config file they name, if any, and the defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let file = match &args.config {
+            Some(path) => load_file(path)?,
+            None => FileConfig::default(),
+        };
+        let node_id = args
+            .node_id
+            .clone()
+            .or(file.node_id)
+            .ok_or(ConfigError::Missing {
+                setting: "node_id",
+                flag: "node-id",
+                env: "DYNAMO_KV_NODE_ID",
+            })?;
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .ok_or(ConfigError::Missing {
+                setting: "data_dir",
+                flag: "data-dir",
+                env: "DYNAMO_KV_DATA_DIR",
+            })?;
+        let config = Config {
+            node_id,
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            data_dir,
+            requirepass: args.requirepass.clone().or(file.requirepass),
+            durability: args
+                .durability
+                .or(file.durability)
+                .unwrap_or(Durability::Os),
+            buffer_flush_interval: Duration::from_millis(
+                args.buffer_flush_ms
+                    .or(file.buffer_flush_ms)
+                    .unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
+            ),
+            cache_bytes: args.cache_mb.or(file.cache_mb).unwrap_or(DEFAULT_CACHE_MB) << 20,
+            limits: Limits {
+                max_key_bytes: args
+                    .max_key_bytes
+                    .or(file.max_key_bytes)
+                    .unwrap_or(DEFAULT_MAX_KEY_BYTES),
+                max_value_bytes: args
+                    .max_value_bytes
+                    .or(file.max_value_bytes)
+                    .unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+                max_request_bytes: args
+                    .max_request_bytes
+                    .or(file.max_request_bytes)
+                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+                max_array_len: args
+                    .max_array_len
+                    .or(file.max_array_len)
+                    .unwrap_or(DEFAULT_MAX_ARRAY_LEN),
+                max_clients: args
+                    .max_clients
+                    .or(file.max_clients)
+                    .unwrap_or(DEFAULT_MAX_CLIENTS),
+            },
+            versioning: VersioningOptions {
+                max_vv_entries: args
+                    .max_vv_entries
+                    .or(file.max_vv_entries)
+                    .unwrap_or(DEFAULT_MAX_VV_ENTRIES),
+                sibling_soft_limit: args
+                    .sibling_soft_limit
+                    .or(file.sibling_soft_limit)
+                    .unwrap_or(DEFAULT_SIBLING_SOFT_LIMIT),
+                sibling_hard_limit: args
+                    .sibling_hard_limit
+                    .or(file.sibling_hard_limit)
+                    .unwrap_or(DEFAULT_SIBLING_HARD_LIMIT),
+            },
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and relations between settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
+        let id_ok = !self.node_id.is_empty()
+            && self.node_id.len() <= 64
+            && self
+                .node_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !id_ok {
+            return invalid(
+                "node_id",
+                format!(
+                    "'{}': use 1-64 letters, digits, '-', '_' or '.'",
+                    self.node_id
+                ),
+            );
+        }
+        let l = &self.limits;
+        for (setting, v) in [
+            ("max_key_bytes", l.max_key_bytes),
+            ("max_value_bytes", l.max_value_bytes),
+            ("max_array_len", l.max_array_len),
+            ("max_clients", l.max_clients),
+            ("max_vv_entries", self.versioning.max_vv_entries),
+        ] {
+            if v == 0 {
+                return invalid(setting, "must be at least 1".into());
+            }
+        }
+        if l.max_request_bytes < l.max_key_bytes + l.max_value_bytes + 1024 {
+            return invalid(
+                "max_request_bytes",
+                format!(
+                    "{} cannot hold a SET of the largest key and value ({} + {} bytes plus framing)",
+                    l.max_request_bytes, l.max_key_bytes, l.max_value_bytes
+                ),
+            );
+        }
+        let v = &self.versioning;
+        if v.sibling_soft_limit == 0 || v.sibling_hard_limit < v.sibling_soft_limit {
+            return invalid(
+                "sibling_hard_limit",
+                format!(
+                    "need 1 <= sibling_soft_limit ({}) <= sibling_hard_limit ({})",
+                    v.sibling_soft_limit, v.sibling_hard_limit
+                ),
+            );
+        }
+        if self.buffer_flush_interval.is_zero() {
+            return invalid("buffer_flush_ms", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ServeArgs {
+        ServeArgs {
+            node_id: Some("n1".into()),
+            data_dir: Some("/tmp/x".into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::resolve(&args()).unwrap();
+        assert_eq!(c.listen, DEFAULT_LISTEN);
+        assert_eq!(c.durability, Durability::Os);
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "node_id = \"file-node\"\nlisten = \"127.0.0.1:9000\"\ndurability = \"fsync\"\n",
+        )
+        .unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.listen = Some("127.0.0.1:9100".into());
+        let c = Config::resolve(&a).unwrap();
+        assert_eq!(c.node_id, "n1");
+        assert_eq!(c.listen, "127.0.0.1:9100");
+        assert_eq!(c.durability, Durability::Fsync);
+
+        std::fs::write(&path, "listen = 5\n").unwrap();
+        assert!(matches!(
+            Config::resolve(&a),
+            Err(ConfigError::Parse { .. })
+        ));
+        std::fs::write(&path, "no_such_setting = 1\n").unwrap();
+        assert!(matches!(
+            Config::resolve(&a),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        let mut a = args();
+        a.node_id = Some("bad id".into());
+        assert!(Config::resolve(&a).is_err());
+        let mut a = args();
+        a.sibling_soft_limit = Some(10);
+        a.sibling_hard_limit = Some(5);
+        assert!(Config::resolve(&a).is_err());
+        let mut a = args();
+        a.node_id = None;
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(
+            err.contains("--node-id") && err.contains("DYNAMO_KV_NODE_ID"),
+            "{err}"
+        );
+    }
+}

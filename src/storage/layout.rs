@@ -1,0 +1,55 @@
+//! The storage key layout: `ring position (16 bytes, big endian) ‖ user key`.
+//!
+//! The position is MD5 of the user key (paper §4.2), so sorting storage keys sorts by ring position and every
+//! partition of the ring is one contiguous range; handoff and Merkle trees scan partitions this way.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Length of the ring-position prefix.
+pub const POSITION_LEN: usize = 16;
+
+/// The ring position of a user key: MD5 as a big-endian 128-bit integer.
+pub fn ring_position(user_key: &[u8]) -> u128 {
+    u128::from_be_bytes(md5::compute(user_key).0)
+}
+
+/// The storage key of a user key.
+pub fn storage_key(user_key: &[u8]) -> Bytes {
+    let mut k = BytesMut::with_capacity(POSITION_LEN + user_key.len());
+    k.put_u128(ring_position(user_key));
+    k.put_slice(user_key);
+    k.freeze()
+}
+
+/// The user key inside a storage key, or `None` when the storage key is too short to be one.
+pub fn user_key(storage_key: &[u8]) -> Option<&[u8]> {
+    storage_key.get(POSITION_LEN..)
+}
+
+/// Inclusive start and exclusive end (or `None` for "to the end of the ring") of the storage keys whose positions
+/// fall in `[first, last]`.
+pub fn position_range(first: u128, last: u128) -> ([u8; POSITION_LEN], Option<[u8; POSITION_LEN]>) {
+    (
+        first.to_be_bytes(),
+        last.checked_add(1).map(u128::to_be_bytes),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_round_trip() {
+        let k = storage_key(b"cart:42");
+        assert_eq!(k.len(), 16 + 7);
+        assert_eq!(user_key(&k), Some(&b"cart:42"[..]));
+        assert_eq!(
+            u128::from_be_bytes(k[..16].try_into().unwrap()),
+            ring_position(b"cart:42")
+        );
+        let (start, end) = position_range(0, u128::MAX);
+        assert_eq!(start, [0u8; 16]);
+        assert_eq!(end, None);
+    }
+}

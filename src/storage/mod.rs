@@ -1,0 +1,93 @@
+//! Storage (L1): engines behind one trait, the on-disk key layout, durability modes, and the per-key
+//! read-modify-write store that holds sibling sets.
+//!
+//! * [`Engine`]: an ordered byte map with atomic batches, range scans and an explicit sync. Two engines implement it,
+//!   [`fjall_engine::FjallEngine`] and [`memory::MemoryEngine`], and one conformance suite checks both.
+//! * [`layout`]: storage key = MD5 ring position (16 bytes, big endian) ‖ user key, so one partition of the ring is
+//!   one contiguous range scan.
+//! * [`store::KvStore`]: sibling sets per key, updated atomically under a key lock, with the configured durability.
+//! * [`meta::NodeMeta`]: the node's identity in its data directory (epoch, dot counter, clean-shutdown marker).
+
+pub mod fjall_engine;
+pub mod layout;
+pub mod memory;
+pub mod meta;
+pub mod store;
+mod write_buffer;
+
+#[cfg(test)]
+mod conformance;
+
+use std::ops::Bound;
+
+use bytes::Bytes;
+
+pub use store::KvStore;
+
+/// Errors of the storage layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The engine failed (I/O, corruption, a full disk).
+    #[error("storage engine failure: {message}")]
+    Engine {
+        /// The engine's own description.
+        message: String,
+    },
+    /// A stored value could not be decoded.
+    #[error("stored value for a key is corrupt: {reason}")]
+    Corrupt {
+        /// What was wrong.
+        reason: String,
+    },
+    /// File-system failure outside the engine (node metadata).
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What we tried.
+        action: &'static str,
+        /// The file involved.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data directory belongs to another node, or is otherwise unusable.
+    #[error("data directory {path} is unusable: {reason}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl From<fjall::Error> for StorageError {
+    fn from(e: fjall::Error) -> Self {
+        StorageError::Engine {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// One change in an atomic batch: `Some(value)` to put, `None` to delete.
+pub type Change = (Bytes, Option<Bytes>);
+
+/// An ordered byte map. Implementations must apply a batch atomically: a reader sees all of it or none of it, and
+/// after a crash either all of it or none of it is recovered.
+pub trait Engine: Send + Sync + 'static {
+    /// A short name for logs and INFO.
+    fn name(&self) -> &'static str;
+    /// The value stored under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError>;
+    /// Applies every change atomically. Returns once the changes reached the operating system (or memory, for the
+    /// in-memory engine); not necessarily the disk.
+    fn apply(&self, changes: &[Change]) -> Result<(), StorageError>;
+    /// Up to `limit` entries with keys in `range`, in key order.
+    fn scan(
+        &self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
+    /// Makes everything applied so far durable on disk (fsync).
+    fn sync(&self) -> Result<(), StorageError>;
+    /// Bytes used on disk (0 for the in-memory engine).
+    fn disk_space(&self) -> u64;
+}

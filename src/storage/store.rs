@@ -1,0 +1,316 @@
+//! The key-value store of one node: sibling sets per key, read-modify-write under a key lock, and the durability
+//! mode that decides when a write is acknowledged.
+//!
+//! | mode       | a write is acknowledged once…                           | lost by kill -9 | lost by power loss |
+//! |------------|---------------------------------------------------------|-----------------|--------------------|
+//! | `fsync`    | it is on disk; concurrent writers share one fsync        | nothing         | nothing            |
+//! | `os`       | it reached the OS; storage is fsynced every second       | nothing         | ≤ ~1 s of writes   |
+//! | `buffered` | it is in the in-memory buffer; flushed every few ms      | ≤ one interval  | ≤ ~1 s + interval  |
+
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Mutex as AsyncMutex;
+use tokio_util::sync::CancellationToken;
+
+use super::write_buffer::{Buffered, WriteBuffer};
+use super::{Change, Engine, StorageError, layout};
+use crate::config::Durability;
+use crate::versioning::Siblings;
+
+/// Number of key-lock stripes: enough that unrelated keys rarely share one.
+const LOCK_STRIPES: usize = 1024;
+/// Format byte prefixed to every stored sibling set.
+const VALUE_FORMAT: u8 = 1;
+/// How often `os` mode fsyncs (Redis's appendfsync everysec).
+pub const OS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Buffered bytes that make a writer flush inline instead of waiting for the background writer.
+const BUFFER_FLUSH_BYTES: usize = 64 << 20;
+
+/// Tunables of the store.
+#[derive(Clone, Debug)]
+pub struct StoreOptions {
+    /// When writes are acknowledged.
+    pub durability: Durability,
+    /// How often the `buffered` mode's writer persists the buffer.
+    pub buffer_flush_interval: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Os,
+            buffer_flush_interval: Duration::from_millis(50),
+        }
+    }
+}
+
+/// What a read-modify-write closure decided.
+pub enum Decision<T> {
+    /// Store the (changed) sibling set and return the value.
+    Write(T),
+    /// Change nothing and return the value.
+    Keep(T),
+}
+
+/// Sibling sets keyed by user key, on an [`Engine`].
+pub struct KvStore {
+    engine: Arc<dyn Engine>,
+    options: StoreOptions,
+    locks: Box<[std::sync::Mutex<()>]>,
+    buffer: Option<WriteBuffer>,
+    /// Writes applied so far and writes known to be on disk (fsync mode's group commit).
+    applied_seq: AtomicU64,
+    synced_seq: AsyncMutex<u64>,
+    /// Keys holding at least one live value (DBSIZE).
+    live_keys: AtomicI64,
+}
+
+impl KvStore {
+    /// Opens the store on `engine`, counting the live keys already stored (a full scan: start-up time grows with
+    /// the data).
+    pub fn open(engine: Arc<dyn Engine>, options: StoreOptions) -> Result<Arc<Self>, StorageError> {
+        let buffer = (options.durability == Durability::Buffered).then(WriteBuffer::default);
+        let store = KvStore {
+            engine,
+            options,
+            locks: (0..LOCK_STRIPES)
+                .map(|_| std::sync::Mutex::new(()))
+                .collect(),
+            buffer,
+            applied_seq: AtomicU64::new(0),
+            synced_seq: AsyncMutex::new(0),
+            live_keys: AtomicI64::new(0),
+        };
+        let mut live = 0i64;
+        store.for_each_raw((Bound::Unbounded, Bound::Unbounded), |_, s| {
+            live += i64::from(s.has_live_value());
+        })?;
+        store.live_keys.store(live, Ordering::Relaxed);
+        Ok(Arc::new(store))
+    }
+
+    /// The engine's name.
+    pub fn engine_name(&self) -> &'static str {
+        self.engine.name()
+    }
+
+    /// The durability mode.
+    pub fn durability(&self) -> Durability {
+        self.options.durability
+    }
+
+    /// Keys with at least one live value on this node.
+    pub fn live_keys(&self) -> u64 {
+        self.live_keys.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Bytes on disk.
+    pub fn disk_space(&self) -> u64 {
+        self.engine.disk_space()
+    }
+
+    /// The sibling set of `user_key`, or `None` when this node never stored the key.
+    pub fn get(&self, user_key: &[u8]) -> Result<Option<Siblings>, StorageError> {
+        let key = layout::storage_key(user_key);
+        self.get_raw(&key)?.map(|raw| decode(&raw)).transpose()
+    }
+
+    /// Atomically reads, changes and writes the sibling set of `user_key`: no other update of the key runs in
+    /// between, and no reader sees half of it. `f` gets the current set (empty when absent) and whether it existed.
+    /// Returns once the write is as durable as the mode promises.
+    pub async fn update<T, E>(
+        &self,
+        user_key: &[u8],
+        f: impl FnOnce(&mut Siblings, bool) -> Result<Decision<T>, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        let key = layout::storage_key(user_key);
+        let (out, seq) = {
+            let _guard = self.locks[stripe(&key)].lock().expect("key lock");
+            let existing = self.get_raw(&key)?.map(|raw| decode(&raw)).transpose()?;
+            let existed = existing.is_some();
+            let mut siblings = existing.unwrap_or_default();
+            let was_live = siblings.has_live_value();
+            let out = match f(&mut siblings, existed)? {
+                Decision::Keep(out) => return Ok(out),
+                Decision::Write(out) => out,
+            };
+            let now_live = siblings.has_live_value();
+            self.write_raw(&[(key, Some(encode(&siblings)))])?;
+            self.live_keys
+                .fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
+            (out, self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
+        };
+        if self.options.durability == Durability::Fsync {
+            self.wait_synced(seq).await?;
+        }
+        Ok(out)
+    }
+
+    /// Visits every stored key in `range` of storage keys with its decoded sibling set, in key order.
+    pub fn for_each_raw(
+        &self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        mut f: impl FnMut(&[u8], Siblings),
+    ) -> Result<(), StorageError> {
+        const PAGE: usize = 4096;
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let mut start: Bound<Bytes> = match range.0 {
+            Bound::Included(k) => Bound::Included(Bytes::copy_from_slice(k)),
+            Bound::Excluded(k) => Bound::Excluded(Bytes::copy_from_slice(k)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        loop {
+            let page = self
+                .engine
+                .scan((start.as_ref().map(|b| b.as_ref()), range.1), PAGE)?;
+            for (k, v) in &page {
+                let user_key = layout::user_key(k).ok_or_else(|| StorageError::Corrupt {
+                    reason: "storage key shorter than its ring position".into(),
+                })?;
+                f(user_key, decode(v)?);
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE => start = Bound::Excluded(k.clone()),
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Persists buffered writes and fsyncs the engine: used by the periodic sync and at shutdown.
+    pub fn flush_and_sync(&self) -> Result<(), StorageError> {
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        self.engine.sync()
+    }
+
+    /// Background duties of the durability mode, until `cancel` fires: the buffered writer, the once-a-second
+    /// fsync. Ends with a final flush and sync.
+    pub async fn run_background(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+    ) -> Result<(), StorageError> {
+        let period = match self.options.durability {
+            Durability::Buffered => self.options.buffer_flush_interval,
+            Durability::Os | Durability::Fsync => OS_SYNC_INTERVAL,
+        };
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut since_sync = Duration::ZERO;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = ticker.tick() => {}
+            }
+            since_sync += period;
+            let store = self.clone();
+            let sync_now = since_sync >= OS_SYNC_INTERVAL;
+            if sync_now {
+                since_sync = Duration::ZERO;
+            }
+            let result = tokio::task::spawn_blocking(move || {
+                if let Some(buffer) = &store.buffer {
+                    buffer.flush(store.engine.as_ref())?;
+                }
+                if sync_now {
+                    store.engine.sync()
+                } else {
+                    Ok(())
+                }
+            })
+            .await
+            .expect("storage task panicked");
+            if let Err(e) = result {
+                tracing::error!(error = %e, "background storage flush failed; will retry");
+                metrics::counter!("dynamo_storage_flush_errors_total").increment(1);
+            }
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.flush_and_sync())
+            .await
+            .expect("storage task panicked")
+    }
+
+    fn get_raw(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        if let Some(buffer) = &self.buffer {
+            match buffer.get(key) {
+                Buffered::Value(v) => return Ok(Some(v)),
+                Buffered::Deleted => return Ok(None),
+                Buffered::Absent => {}
+            }
+        }
+        self.engine.get(key)
+    }
+
+    fn write_raw(&self, changes: &[Change]) -> Result<(), StorageError> {
+        match &self.buffer {
+            Some(buffer) => {
+                if buffer.put(changes) >= BUFFER_FLUSH_BYTES {
+                    buffer.flush(self.engine.as_ref())?;
+                }
+                Ok(())
+            }
+            None => self.engine.apply(changes),
+        }
+    }
+
+    /// Group commit: the first waiter syncs everything applied so far; waiters that queued behind it find their
+    /// write already covered and return without another fsync.
+    async fn wait_synced(&self, seq: u64) -> Result<(), StorageError> {
+        let mut synced = self.synced_seq.lock().await;
+        if *synced >= seq {
+            return Ok(());
+        }
+        let target = self.applied_seq.load(Ordering::Acquire);
+        let engine = self.engine.clone();
+        tokio::task::spawn_blocking(move || engine.sync())
+            .await
+            .expect("storage task panicked")?;
+        metrics::counter!("dynamo_storage_fsyncs_total").increment(1);
+        *synced = target;
+        Ok(())
+    }
+}
+
+fn stripe(key: &[u8]) -> usize {
+    // The first bytes of a storage key are MD5 output: already uniform.
+    let mut b = [0u8; 8];
+    let n = key.len().min(8);
+    b[..n].copy_from_slice(&key[..n]);
+    (u64::from_be_bytes(b) as usize) % LOCK_STRIPES
+}
+
+/// Encodes a sibling set for storage: `[format][postcard]`.
+pub fn encode(s: &Siblings) -> Bytes {
+    let mut out = BytesMut::with_capacity(64);
+    out.extend_from_slice(&[VALUE_FORMAT]);
+    let body = postcard::to_stdvec(s).expect("sibling sets always serialize");
+    out.extend_from_slice(&body);
+    out.freeze()
+}
+
+/// Decodes a stored sibling set.
+pub fn decode(raw: &[u8]) -> Result<Siblings, StorageError> {
+    match raw.split_first() {
+        Some((&VALUE_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| StorageError::Corrupt {
+                reason: format!("sibling set does not decode: {e}"),
+            })
+        }
+        Some((other, _)) => Err(StorageError::Corrupt {
+            reason: format!("unknown value format {other}"),
+        }),
+        None => Err(StorageError::Corrupt {
+            reason: "empty stored value".into(),
+        }),
+    }
+}

@@ -1,0 +1,102 @@
+//! The in-memory write buffer of the `buffered` durability mode (paper §6.1): writes land here and a background
+//! writer persists them in batches. Reads check the buffer before the engine.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use super::{Change, Engine, StorageError};
+
+/// Pending changes plus the batch being written out.
+#[derive(Default)]
+pub(super) struct WriteBuffer {
+    pending: Mutex<Pending>,
+    /// The batch a flush is writing: still visible to readers until the engine holds it.
+    flushing: RwLock<Arc<HashMap<Bytes, Option<Bytes>>>>,
+    /// One flush at a time, so a newer batch never lands before an older one.
+    flush_lock: Mutex<()>,
+}
+
+#[derive(Default)]
+struct Pending {
+    changes: HashMap<Bytes, Option<Bytes>>,
+    bytes: usize,
+}
+
+/// What a read found in the buffer.
+pub(super) enum Buffered {
+    /// The key has a buffered value.
+    Value(Bytes),
+    /// The key has a buffered delete.
+    Deleted,
+    /// Not buffered: read the engine.
+    Absent,
+}
+
+impl WriteBuffer {
+    /// Looks `key` up in the pending changes, then in the batch being flushed.
+    pub(super) fn get(&self, key: &[u8]) -> Buffered {
+        // Pending first, under its lock: a flush moves changes to `flushing` while holding it, so a key is always
+        // in one of the two (or already in the engine) when we look.
+        if let Some(v) = self
+            .pending
+            .lock()
+            .expect("write buffer lock")
+            .changes
+            .get(key)
+        {
+            return found(v);
+        }
+        match self.flushing.read().expect("write buffer lock").get(key) {
+            Some(v) => found(v),
+            None => Buffered::Absent,
+        }
+    }
+
+    /// Buffers changes; returns the buffered size in bytes afterwards.
+    pub(super) fn put(&self, changes: &[Change]) -> usize {
+        let mut p = self.pending.lock().expect("write buffer lock");
+        for (k, v) in changes {
+            p.bytes += k.len() + v.as_ref().map_or(0, Bytes::len);
+            p.changes.insert(k.clone(), v.clone());
+        }
+        p.bytes
+    }
+
+    /// Writes every pending change to the engine. Returns how many changes were written.
+    pub(super) fn flush(&self, engine: &dyn Engine) -> Result<usize, StorageError> {
+        let _one_at_a_time = self.flush_lock.lock().expect("write buffer lock");
+        let batch = {
+            let mut p = self.pending.lock().expect("write buffer lock");
+            if p.changes.is_empty() {
+                return Ok(0);
+            }
+            let taken = Arc::new(std::mem::take(&mut p.changes));
+            p.bytes = 0;
+            *self.flushing.write().expect("write buffer lock") = taken.clone();
+            taken
+        };
+        let changes: Vec<Change> = batch.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let result = engine.apply(&changes);
+        if result.is_err() {
+            // Put the batch back (newer pending changes win) so nothing acknowledged is dropped.
+            let mut p = self.pending.lock().expect("write buffer lock");
+            for (k, v) in batch.iter() {
+                if !p.changes.contains_key(k) {
+                    p.bytes += k.len() + v.as_ref().map_or(0, Bytes::len);
+                    p.changes.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        *self.flushing.write().expect("write buffer lock") = Arc::default();
+        result.map(|_| changes.len())
+    }
+}
+
+fn found(v: &Option<Bytes>) -> Buffered {
+    match v {
+        Some(v) => Buffered::Value(v.clone()),
+        None => Buffered::Deleted,
+    }
+}
