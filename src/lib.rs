@@ -1,4 +1,25 @@
-//! dynamo-kv: a Dynamo-style key-value store that speaks RESP.
+//! dynamo-kv: a Dynamo-style (DeCandia et al., SOSP 2007) highly available key-value store that speaks RESP.
+//!
+//! Module map, lowest layer first. A module imports only from layers below it.
+//!
+//! | layer | module          | owns                                                                          |
+//! |-------|-----------------|-------------------------------------------------------------------------------|
+//! | L0    | [`config`]      | every setting; flags > `DYNAMO_KV_*` env > TOML file > defaults                 |
+//! | L0    | [`versioning`]  | dots, version vectors, sibling sets (DVV update/merge), context tokens          |
+//! | L0/L1 | [`resp`]        | RESP request framing with limits and inline commands; RESP2/RESP3 replies       |
+//! | L1    | [`storage`]     | engine trait (fjall, memory), key layout, durability modes, node epoch          |
+//! | L4    | [`coordinator`] | client reads and writes as versioned operations (quorums arrive with the ring)  |
+//! | L5    | [`commands`]    | one handler per RESP command; never sees a socket or a peer                     |
+//! | L5    | [`server`]      | client listener and connections, pipelining, protocol errors                    |
+//! | top   | [`node`]        | wiring, start-up, graceful shutdown                                             |
+//!
+//! `main.rs` turns the command line into a [`config::Config`], sets up tracing and runs a [`node::Node`].
+
+pub mod commands;
 pub mod config;
+pub mod coordinator;
+pub mod node;
+pub mod resp;
+pub mod server;
 pub mod storage;
 pub mod versioning;

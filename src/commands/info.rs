@@ -1,0 +1,128 @@
+//! INFO [section ...]: Redis-style sections `server`, `clients`, `stats`, `keyspace`, and `dynamo` for this store.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::NodeContext;
+use super::connection::REDIS_COMPAT_VERSION;
+use crate::resp::Reply;
+
+const SECTIONS: &[&str] = &["server", "clients", "stats", "keyspace", "dynamo"];
+
+/// INFO: the requested sections (default and `all`: every section).
+pub fn info(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let wanted: Vec<String> = args[1..]
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
+        .collect();
+    let all = wanted.is_empty()
+        || wanted
+            .iter()
+            .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
+    let mut out = String::new();
+    for section in SECTIONS {
+        if all || wanted.iter().any(|w| w == section) {
+            if !out.is_empty() {
+                out.push_str("\r\n");
+            }
+            render(node, section, &mut out);
+        }
+    }
+    Reply::Bulk(Bytes::from(out))
+}
+
+fn kv(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = write!(out, "{key}:{value}\r\n");
+}
+
+fn render(node: &NodeContext, section: &str, out: &mut String) {
+    let s = &node.stats;
+    let c = &node.config;
+    let meta = node.coordinator.meta();
+    let store = node.coordinator.store();
+    let uptime = node.started.elapsed().as_secs();
+    match section {
+        "server" => {
+            out.push_str("# Server\r\n");
+            kv(out, "redis_version", REDIS_COMPAT_VERSION);
+            kv(out, "dynamo_kv_version", env!("CARGO_PKG_VERSION"));
+            kv(out, "redis_mode", "standalone");
+            kv(out, "os", std::env::consts::OS);
+            kv(out, "arch_bits", usize::BITS);
+            kv(out, "process_id", std::process::id());
+            kv(out, "tcp_port", node.client_addr.port());
+            kv(out, "uptime_in_seconds", uptime);
+            kv(out, "uptime_in_days", uptime / 86_400);
+        }
+        "clients" => {
+            out.push_str("# Clients\r\n");
+            kv(
+                out,
+                "connected_clients",
+                s.connected_clients.load(Ordering::Relaxed),
+            );
+            kv(out, "maxclients", c.limits.max_clients);
+        }
+        "stats" => {
+            out.push_str("# Stats\r\n");
+            kv(
+                out,
+                "total_connections_received",
+                s.connections_received.load(Ordering::Relaxed),
+            );
+            kv(
+                out,
+                "total_commands_processed",
+                s.commands_processed.load(Ordering::Relaxed),
+            );
+            kv(
+                out,
+                "rejected_connections",
+                s.rejected_connections.load(Ordering::Relaxed),
+            );
+            kv(
+                out,
+                "total_error_replies",
+                s.error_replies.load(Ordering::Relaxed),
+            );
+            kv(
+                out,
+                "protocol_errors",
+                s.protocol_errors.load(Ordering::Relaxed),
+            );
+            kv(
+                out,
+                "auth_failures",
+                s.auth_failures.load(Ordering::Relaxed),
+            );
+        }
+        "keyspace" => {
+            out.push_str("# Keyspace\r\n");
+            let keys = store.live_keys();
+            if keys > 0 {
+                kv(out, "db0", format!("keys={keys},expires=0,avg_ttl=0"));
+            }
+        }
+        "dynamo" => {
+            out.push_str("# Dynamo\r\n");
+            kv(out, "node_id", meta.node_id());
+            kv(out, "actor", meta.actor());
+            kv(out, "epoch", format!("{:016x}", meta.epoch()));
+            kv(
+                out,
+                "start",
+                format!("{:?}", meta.start_kind()).to_ascii_lowercase(),
+            );
+            kv(out, "storage_engine", store.engine_name());
+            kv(out, "durability", c.durability.as_str());
+            kv(out, "disk_bytes", store.disk_space());
+            kv(out, "local_live_keys", store.live_keys());
+            kv(out, "max_vv_entries", c.versioning.max_vv_entries);
+            kv(out, "sibling_soft_limit", c.versioning.sibling_soft_limit);
+            kv(out, "sibling_hard_limit", c.versioning.sibling_hard_limit);
+        }
+        _ => {}
+    }
+}

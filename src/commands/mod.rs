@@ -1,0 +1,215 @@
+//! Commands (L5): one handler per RESP command, over the coordinator. Commands never see a peer or a socket.
+//!
+//! [`TABLE`] describes every command (arity, flags, docs); `COMMAND` serves it to redis-cli for hints and
+//! [`execute`] uses it to check arity before a handler runs.
+
+mod client;
+mod command;
+mod config_get;
+mod connection;
+mod del;
+mod exists;
+mod get;
+mod info;
+mod set;
+pub mod table;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::config::Config;
+use crate::coordinator::{CoordError, Coordinator};
+use crate::resp::{Protocol, Reply};
+use crate::versioning::{VersionVector, context};
+
+pub use table::{CommandSpec, TABLE};
+
+/// Counters INFO reports.
+#[derive(Default)]
+pub struct Stats {
+    /// Connections accepted since start.
+    pub connections_received: AtomicU64,
+    /// Connections refused (max_clients).
+    pub rejected_connections: AtomicU64,
+    /// Clients connected now.
+    pub connected_clients: AtomicUsize,
+    /// Commands executed since start.
+    pub commands_processed: AtomicU64,
+    /// Commands that answered an error.
+    pub error_replies: AtomicU64,
+    /// Connections closed for a protocol error.
+    pub protocol_errors: AtomicU64,
+    /// Failed AUTH attempts.
+    pub auth_failures: AtomicU64,
+}
+
+/// What every connection of a node shares.
+pub struct NodeContext {
+    /// The resolved configuration.
+    pub config: Arc<Config>,
+    /// Reads and writes.
+    pub coordinator: Arc<Coordinator>,
+    /// Counters.
+    pub stats: Stats,
+    /// When the node started.
+    pub started: Instant,
+    /// The address clients actually reach (after binding port 0, the real port).
+    pub client_addr: std::net::SocketAddr,
+}
+
+/// Per-connection state.
+#[derive(Debug)]
+pub struct Session {
+    /// Client id (CLIENT ID).
+    pub id: u64,
+    /// Negotiated protocol.
+    pub protocol: Protocol,
+    /// Whether AUTH succeeded (or no password is required).
+    pub authenticated: bool,
+    /// CLIENT SETNAME.
+    pub name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: Option<Bytes>,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: Option<Bytes>,
+    /// Set by QUIT: close after this reply.
+    pub closing: bool,
+}
+
+impl Session {
+    /// A new connection's session.
+    pub fn new(id: u64, needs_auth: bool) -> Self {
+        Self {
+            id,
+            protocol: Protocol::Resp2,
+            authenticated: !needs_auth,
+            name: None,
+            lib_name: None,
+            lib_ver: None,
+            closing: false,
+        }
+    }
+}
+
+/// Runs one request (command name first) and returns its reply.
+pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>) -> Reply {
+    node.stats
+        .commands_processed
+        .fetch_add(1, Ordering::Relaxed);
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let reply = match table::lookup(&name) {
+        None => unknown_command(&args),
+        Some(spec) if !spec.arity_ok(args.len()) => wrong_arity(&name),
+        Some(spec) if !session.authenticated && !spec.allowed_before_auth() => {
+            Reply::error("NOAUTH Authentication required.")
+        }
+        Some(spec) => {
+            metrics::counter!("dynamo_commands_total", "command" => spec.name).increment(1);
+            run(node, session, spec.name, &args).await
+        }
+    };
+    if reply.is_error() {
+        node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+    }
+    reply
+}
+
+async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
+    match name {
+        "get" => get::get(node, args),
+        "set" => set::set(node, args).await,
+        "del" => del::del(node, args).await,
+        "delctx" => del::delctx(node, args).await,
+        "exists" => exists::exists(node, args),
+        "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
+        "ping" => connection::ping(session, args),
+        "echo" => Reply::Bulk(args[1].clone()),
+        "quit" => {
+            session.closing = true;
+            Reply::ok()
+        }
+        "select" => connection::select(args),
+        "auth" => connection::auth(node, session, args),
+        "hello" => connection::hello(node, session, args),
+        "client" => client::client(session, args),
+        "command" => command::command(args),
+        "config" => config_get::config(node, args),
+        "info" => info::info(node, args),
+        other => unreachable!("command '{other}' is in the table but has no handler"),
+    }
+}
+
+/// Redis's words for an unknown command.
+fn unknown_command(args: &[Bytes]) -> Reply {
+    let mut msg = format!(
+        "ERR unknown command '{}', with args beginning with: ",
+        printable(&args[0], 128)
+    );
+    for a in args.iter().skip(1).take(16) {
+        msg.push_str(&format!("'{}' ", printable(a, 128)));
+    }
+    Reply::error(msg)
+}
+
+/// Redis's words for a wrong argument count.
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// Redis's syntax error.
+pub fn syntax_error() -> Reply {
+    Reply::error("ERR syntax error")
+}
+
+/// A client-supplied string made safe and short for an error message.
+pub fn printable(b: &[u8], max: usize) -> String {
+    let s: String = String::from_utf8_lossy(&b[..b.len().min(max)])
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if b.len() > max { format!("{s}...") } else { s }
+}
+
+/// Parses a non-negative integer argument the way Redis words the failure.
+pub fn parse_int(b: &[u8]) -> Result<i64, Reply> {
+    std::str::from_utf8(b)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| Reply::error("ERR value is not an integer or out of range"))
+}
+
+/// Decodes a client context token, or the `ERR invalid context` reply.
+pub fn parse_context(token: &[u8]) -> Result<VersionVector, Reply> {
+    context::decode(token).map_err(|e| Reply::error(format!("ERR invalid context: {e}")))
+}
+
+/// Checks a key against the configured limit.
+pub fn check_key(node: &NodeContext, key: &[u8]) -> Result<(), Reply> {
+    let max = node.config.limits.max_key_bytes;
+    if key.len() > max {
+        return Err(Reply::error(format!(
+            "ERR key is {} bytes, larger than max_key_bytes ({max})",
+            key.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The reply for a coordinator failure.
+pub fn coord_error(e: CoordError) -> Reply {
+    match e {
+        CoordError::TooManySiblings { count, limit } => Reply::error(format!(
+            "SIBLINGS write would leave {count} siblings (hard limit {limit}); read the key and write back with \
+             its CONTEXT to resolve them"
+        )),
+        CoordError::Storage(e) => {
+            tracing::error!(error = %e, "storage failure serving a request");
+            Reply::error(format!("STORAGE {e}"))
+        }
+    }
+}

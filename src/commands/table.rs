@@ -1,0 +1,304 @@
+//! The command table: arity and flags as Redis reports them in `COMMAND INFO`, docs as in `COMMAND DOCS`.
+
+/// One argument, as `COMMAND DOCS` describes it (redis-cli builds its hints from these).
+#[derive(Debug)]
+pub struct Arg {
+    /// Argument name.
+    pub name: &'static str,
+    /// Redis's argument type: key, string, integer, pure-token.
+    pub kind: &'static str,
+    /// A literal token that precedes the value, if any (`CONTEXT`).
+    pub token: Option<&'static str>,
+    /// May be left out.
+    pub optional: bool,
+    /// May repeat.
+    pub multiple: bool,
+}
+
+/// One command.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Lower-case name.
+    pub name: &'static str,
+    /// Redis arity: N means exactly N arguments (name included), -N at least N.
+    pub arity: i64,
+    /// Redis command flags.
+    pub flags: &'static [&'static str],
+    /// Position of the first key (0: none).
+    pub first_key: i64,
+    /// Position of the last key (-1: the last argument).
+    pub last_key: i64,
+    /// Step between keys.
+    pub step: i64,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Redis group.
+    pub group: &'static str,
+    /// Complexity, as Redis documents it.
+    pub complexity: &'static str,
+    /// Arguments after the name.
+    pub args: &'static [Arg],
+}
+
+impl CommandSpec {
+    /// True when `n` arguments (name included) satisfy the arity.
+    pub fn arity_ok(&self, n: usize) -> bool {
+        let n = n as i64;
+        if self.arity >= 0 {
+            n == self.arity
+        } else {
+            n >= -self.arity
+        }
+    }
+
+    /// Commands a client may send before AUTH (Redis's `no-auth` flag).
+    pub fn allowed_before_auth(&self) -> bool {
+        self.flags.contains(&"no_auth")
+    }
+}
+
+const fn arg(name: &'static str, kind: &'static str) -> Arg {
+    Arg {
+        name,
+        kind,
+        token: None,
+        optional: false,
+        multiple: false,
+    }
+}
+const fn opt(name: &'static str, kind: &'static str, token: &'static str) -> Arg {
+    Arg {
+        name,
+        kind,
+        token: Some(token),
+        optional: true,
+        multiple: false,
+    }
+}
+const fn many(name: &'static str, kind: &'static str) -> Arg {
+    Arg {
+        name,
+        kind,
+        token: None,
+        optional: false,
+        multiple: true,
+    }
+}
+const fn optional(name: &'static str, kind: &'static str) -> Arg {
+    Arg {
+        name,
+        kind,
+        token: None,
+        optional: true,
+        multiple: false,
+    }
+}
+
+/// Every command this node serves.
+pub static TABLE: &[CommandSpec] = &[
+    CommandSpec {
+        name: "get",
+        arity: 2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        summary: "Returns [siblings, context]: every causally-concurrent value of the key and the context to write back with.",
+        group: "string",
+        complexity: "O(siblings)",
+        args: &[arg("key", "key")],
+    },
+    CommandSpec {
+        name: "set",
+        arity: -3,
+        flags: &["write", "denyoom"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        summary: "Writes a value superseding what CONTEXT covers (without CONTEXT: every version this node holds).",
+        group: "string",
+        complexity: "O(siblings)",
+        args: &[
+            arg("key", "key"),
+            arg("value", "string"),
+            opt("context", "string", "CONTEXT"),
+        ],
+    },
+    CommandSpec {
+        name: "del",
+        arity: -2,
+        flags: &["write"],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        summary: "Deletes keys blindly (a tombstone superseding every version this node holds); returns how many had a value.",
+        group: "generic",
+        complexity: "O(keys)",
+        args: &[many("key", "key")],
+    },
+    CommandSpec {
+        name: "delctx",
+        arity: 3,
+        flags: &["write"],
+        first_key: 1,
+        last_key: 1,
+        step: 1,
+        summary: "Deletes exactly the versions a context covers (a versioned tombstone); returns 1 if a live value was superseded.",
+        group: "generic",
+        complexity: "O(siblings)",
+        args: &[arg("key", "key"), arg("context", "string")],
+    },
+    CommandSpec {
+        name: "exists",
+        arity: -2,
+        flags: &["readonly", "fast"],
+        first_key: 1,
+        last_key: -1,
+        step: 1,
+        summary: "Counts the given keys that have at least one live value.",
+        group: "generic",
+        complexity: "O(keys)",
+        args: &[many("key", "key")],
+    },
+    CommandSpec {
+        name: "dbsize",
+        arity: 1,
+        flags: &["readonly", "fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Number of keys with a live value stored on this node (local count, not cluster-wide).",
+        group: "server",
+        complexity: "O(1)",
+        args: &[],
+    },
+    CommandSpec {
+        name: "ping",
+        arity: -1,
+        flags: &["fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Returns PONG, or the message.",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[optional("message", "string")],
+    },
+    CommandSpec {
+        name: "echo",
+        arity: 2,
+        flags: &["fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Returns the message.",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[arg("message", "string")],
+    },
+    CommandSpec {
+        name: "quit",
+        arity: -1,
+        flags: &["no_auth", "fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Closes the connection.",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[],
+    },
+    CommandSpec {
+        name: "select",
+        arity: 2,
+        flags: &["fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Selects database 0 (the only one).",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[arg("index", "integer")],
+    },
+    CommandSpec {
+        name: "auth",
+        arity: -2,
+        flags: &["no_auth", "fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Authenticates the connection.",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[optional("username", "string"), arg("password", "string")],
+    },
+    CommandSpec {
+        name: "hello",
+        arity: -1,
+        flags: &["no_auth", "fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Negotiates RESP2 or RESP3, optionally authenticating and naming the connection.",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[
+            optional("protover", "integer"),
+            opt("auth", "string", "AUTH"),
+            opt("clientname", "string", "SETNAME"),
+        ],
+    },
+    CommandSpec {
+        name: "client",
+        arity: -2,
+        flags: &[],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "CLIENT ID | SETNAME name | GETNAME | SETINFO LIB-NAME|LIB-VER value.",
+        group: "connection",
+        complexity: "O(1)",
+        args: &[arg("subcommand", "string"), optional("arg", "string")],
+    },
+    CommandSpec {
+        name: "command",
+        arity: -1,
+        flags: &[],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "COMMAND [COUNT | LIST | INFO name... | DOCS name...]: describes the commands.",
+        group: "server",
+        complexity: "O(commands)",
+        args: &[optional("subcommand", "string")],
+    },
+    CommandSpec {
+        name: "config",
+        arity: -2,
+        flags: &[],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "CONFIG GET pattern...: reads settings (they are set by flags, environment or the config file).",
+        group: "server",
+        complexity: "O(settings)",
+        args: &[arg("subcommand", "string"), many("pattern", "string")],
+    },
+    CommandSpec {
+        name: "info",
+        arity: -1,
+        flags: &[],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "Server, clients, stats, keyspace and dynamo sections, Redis-style.",
+        group: "server",
+        complexity: "O(1)",
+        args: &[optional("section", "string")],
+    },
+];
+
+/// Finds a command by lower-case name.
+pub fn lookup(name: &str) -> Option<&'static CommandSpec> {
+    TABLE.iter().find(|c| c.name == name)
+}

@@ -1,0 +1,193 @@
+//! Test harness: real `dynamo-kv` processes on free loopback ports, driven over RESP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A node process with its own data directory.
+pub struct TestNode {
+    pub node_id: String,
+    pub data_dir: PathBuf,
+    pub extra: Vec<String>,
+    pub port: u16,
+    child: Option<Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestNode {
+    /// Starts a node on a fresh data directory with extra `serve` flags.
+    pub fn start(extra: &[&str]) -> TestNode {
+        let dir = tempfile::tempdir().unwrap();
+        let mut n = TestNode {
+            node_id: "t1".into(),
+            data_dir: dir.path().join("data"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            port: 0,
+            child: None,
+            _dir: Some(dir),
+        };
+        n.spawn(0);
+        n
+    }
+
+    /// Starts the process on `port` (0: any free port) and waits for its ready line.
+    fn spawn(&mut self, port: u16) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
+            .arg("serve")
+            .args(["--node-id", &self.node_id])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .args(&self.extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawning dynamo-kv");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("dynamo-kv ready: clients on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+    }
+
+    /// The redis URL of the node.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// A redis-rs connection.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// SIGTERM and wait: a graceful shutdown.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("node running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        wait_timeout(&mut child, Duration::from_secs(30))
+    }
+
+    /// kill -9: no flush, no clean marker.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("node running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    /// Starts the same node again on the same port and data directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the node first");
+        let port = self.port;
+        self.spawn(port);
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "node did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends raw bytes and reads until `expect` bytes arrived or the peer closed; returns what was read.
+pub async fn raw_exchange(port: u16, send: &[u8], expect: usize) -> (Vec<u8>, bool) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(send).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut closed = false;
+    while out.len() < expect {
+        match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+            Ok(Ok(0)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    if !closed {
+        // Check whether the server closes shortly after.
+        closed = matches!(
+            tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await,
+            Ok(Ok(0)) | Ok(Err(_))
+        );
+    }
+    (out, closed)
+}
+
+/// GET through redis-rs: (sorted sibling values, context token or None).
+pub async fn get(
+    con: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+) -> (Vec<String>, Option<String>) {
+    let v: redis::Value = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
+    parse_get(v)
+}
+
+pub fn parse_get(v: redis::Value) -> (Vec<String>, Option<String>) {
+    let redis::Value::Array(parts) = v else {
+        panic!("GET reply is not an array: {v:?}")
+    };
+    assert_eq!(parts.len(), 2, "GET reply has two elements");
+    let redis::Value::Array(vals) = &parts[0] else {
+        panic!("siblings not an array: {parts:?}")
+    };
+    let mut values: Vec<String> = vals
+        .iter()
+        .map(|x| match x {
+            redis::Value::BulkString(b) => String::from_utf8(b.clone()).unwrap(),
+            other => panic!("sibling not a bulk string: {other:?}"),
+        })
+        .collect();
+    values.sort();
+    let ctx = match &parts[1] {
+        redis::Value::Nil => None,
+        redis::Value::BulkString(b) => Some(String::from_utf8(b.clone()).unwrap()),
+        other => panic!("context not bulk or nil: {other:?}"),
+    };
+    (values, ctx)
+}

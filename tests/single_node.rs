@@ -1,0 +1,512 @@
+//! One real node driven with the `redis` crate: the paper's shopping cart, durability across restart and kill -9,
+//! and the client protocol's edges.
+
+mod common;
+
+use common::{TestNode, get, raw_exchange};
+use redis::AsyncCommands;
+
+async fn set_ctx(con: &mut redis::aio::MultiplexedConnection, key: &str, value: &str, ctx: &str) {
+    let r: String = redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .arg("CONTEXT")
+        .arg(ctx)
+        .query_async(con)
+        .await
+        .unwrap();
+    assert_eq!(r, "OK");
+}
+
+/// Paper §4.4: concurrent writes become siblings; a write whose context covers them reconciles them.
+#[tokio::test]
+async fn shopping_cart_siblings_and_reconciliation() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let (vals, ctx) = get(&mut c, "cart").await;
+    assert!(
+        vals.is_empty() && ctx.is_none(),
+        "never-written key: no siblings, nil context"
+    );
+
+    let _: () = c.set("cart", "[]").await.unwrap();
+    let (vals, ctx0) = get(&mut c, "cart").await;
+    assert_eq!(vals, vec!["[]"]);
+    let ctx0 = ctx0.unwrap();
+
+    // Two clients read the same context and write through the same node.
+    set_ctx(&mut c, "cart", "[book]", &ctx0).await;
+    set_ctx(&mut c, "cart", "[pen]", &ctx0).await;
+    let (vals, ctx1) = get(&mut c, "cart").await;
+    assert_eq!(
+        vals,
+        vec!["[book]", "[pen]"],
+        "both concurrent writes survive as siblings"
+    );
+
+    // The client merges and writes back with the context that covers both.
+    set_ctx(&mut c, "cart", "[book,pen]", &ctx1.unwrap()).await;
+    let (vals, _) = get(&mut c, "cart").await;
+    assert_eq!(vals, vec!["[book,pen]"]);
+
+    // A stale context supersedes only what it covered: the reconciled value stays as a sibling.
+    set_ctx(&mut c, "cart", "[stale]", &ctx0).await;
+    let (vals, _) = get(&mut c, "cart").await;
+    assert_eq!(vals, vec!["[book,pen]", "[stale]"]);
+
+    // A blind SET leaves one value, like Redis.
+    let _: () = c.set("cart", "[final]").await.unwrap();
+    assert_eq!(get(&mut c, "cart").await.0, vec!["[final]"]);
+
+    // DEL: empty siblings, but a context (the tombstone's).
+    let n: i64 = c.del("cart").await.unwrap();
+    assert_eq!(n, 1);
+    let (vals, ctx) = get(&mut c, "cart").await;
+    assert!(vals.is_empty());
+    assert!(ctx.is_some(), "a deleted key still has a context");
+    let n: i64 = c.del("cart").await.unwrap();
+    assert_eq!(n, 0, "deleting a deleted key counts nothing");
+}
+
+#[tokio::test]
+async fn context_delete_keeps_concurrent_writes() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let _: () = c.set("k", "v1").await.unwrap();
+    let (_, ctx) = get(&mut c, "k").await;
+    let ctx = ctx.unwrap();
+    // Someone writes concurrently with our delete.
+    set_ctx(&mut c, "k", "v2", &ctx).await;
+    let n: i64 = redis::cmd("DELCTX")
+        .arg("k")
+        .arg(&ctx)
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0, "v1 was already superseded by v2 on this node");
+    assert_eq!(
+        get(&mut c, "k").await.0,
+        vec!["v2"],
+        "the concurrent write survives the delete"
+    );
+    let (_, ctx) = get(&mut c, "k").await;
+    let n: i64 = redis::cmd("DELCTX")
+        .arg("k")
+        .arg(ctx.unwrap())
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(get(&mut c, "k").await.0.is_empty());
+}
+
+#[tokio::test]
+async fn bad_context_is_refused_and_writes_nothing() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let _: () = c.set("k", "v").await.unwrap();
+    let (_, ctx) = get(&mut c, "k").await;
+    let mut bad = ctx.unwrap();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'A' { 'B' } else { 'A' });
+    for token in [bad.as_str(), "", "%%%", "AAAA"] {
+        let err = redis::cmd("SET")
+            .arg("k")
+            .arg("evil")
+            .arg("CONTEXT")
+            .arg(token)
+            .query_async::<String>(&mut c)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid context"), "{err}");
+        let err = redis::cmd("DELCTX")
+            .arg("k")
+            .arg(token)
+            .query_async::<i64>(&mut c)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("invalid context"), "{err}");
+    }
+    assert_eq!(get(&mut c, "k").await.0, vec!["v"]);
+}
+
+#[tokio::test]
+async fn sibling_hard_limit_refuses_the_write() {
+    let node = TestNode::start(&["--sibling-soft-limit", "2", "--sibling-hard-limit", "3"]);
+    let mut c = node.conn().await;
+    let _: () = c.set("k", "v0").await.unwrap();
+    let (_, ctx0) = get(&mut c, "k").await;
+    let ctx0 = ctx0.unwrap();
+    // Three writes from the same stale context: three concurrent siblings, the hard limit.
+    for v in ["a", "b", "c"] {
+        set_ctx(&mut c, "k", v, &ctx0).await;
+    }
+    assert_eq!(get(&mut c, "k").await.0, vec!["a", "b", "c"]);
+    let err = redis::cmd("SET")
+        .arg("k")
+        .arg("d")
+        .arg("CONTEXT")
+        .arg(&ctx0)
+        .query_async::<String>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("hard limit 3"), "{err}");
+    assert_eq!(
+        get(&mut c, "k").await.0,
+        vec!["a", "b", "c"],
+        "the refused write changed nothing"
+    );
+    // Resolving with the full context is always possible.
+    let (_, ctx) = get(&mut c, "k").await;
+    set_ctx(&mut c, "k", "abc", &ctx.unwrap()).await;
+    assert_eq!(get(&mut c, "k").await.0, vec!["abc"]);
+}
+
+#[tokio::test]
+async fn everything_acknowledged_survives_restart_and_kill9() {
+    let mut node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    for i in 0..500 {
+        let _: () = c.set(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    let _: () = c.set("cart", "a").await.unwrap();
+    let (_, ctx) = get(&mut c, "cart").await;
+    set_ctx(&mut c, "cart", "b", ctx.as_ref().unwrap()).await;
+    set_ctx(&mut c, "cart", "c", ctx.as_ref().unwrap()).await;
+    let _: i64 = c.del("k0").await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("dynamo")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    let actor = field(&info, "actor");
+    drop(c);
+
+    assert!(node.stop().success(), "graceful shutdown exits 0");
+    node.restart();
+    let mut c = node.conn().await;
+    check_data(&mut c).await;
+    let info: String = redis::cmd("INFO")
+        .arg("dynamo")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(field(&info, "start"), "clean");
+    assert_eq!(
+        field(&info, "actor"),
+        actor,
+        "a clean restart keeps the actor"
+    );
+
+    // Writes right before kill -9 are acknowledged, so they must survive it.
+    for i in 500..1000 {
+        let _: () = c.set(format!("k{i}"), format!("v{i}")).await.unwrap();
+    }
+    drop(c);
+    node.kill9();
+    node.restart();
+    let mut c = node.conn().await;
+    check_data(&mut c).await;
+    for i in 500..1000 {
+        assert_eq!(get(&mut c, &format!("k{i}")).await.0, vec![format!("v{i}")]);
+    }
+    let info: String = redis::cmd("INFO")
+        .arg("dynamo")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(field(&info, "start"), "unclean");
+    assert_ne!(
+        field(&info, "actor"),
+        actor,
+        "after a crash the node must not reuse its actor"
+    );
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 1000, "k1..k999 plus cart");
+}
+
+async fn check_data(c: &mut redis::aio::MultiplexedConnection) {
+    for i in 1..500 {
+        assert_eq!(get(c, &format!("k{i}")).await.0, vec![format!("v{i}")]);
+    }
+    let (vals, ctx) = get(c, "k0").await;
+    assert!(vals.is_empty() && ctx.is_some(), "the delete survived");
+    assert_eq!(get(c, "cart").await.0, vec!["b", "c"], "siblings survived");
+}
+
+fn field(info: &str, name: &str) -> String {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("INFO has no {name}: {info}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test]
+async fn every_durability_mode_survives_a_graceful_restart() {
+    for mode in ["fsync", "os", "buffered"] {
+        let mut node = TestNode::start(&["--durability", mode]);
+        let mut c = node.conn().await;
+        for i in 0..200 {
+            let _: () = c.set(format!("k{i}"), format!("{mode}{i}")).await.unwrap();
+        }
+        drop(c);
+        assert!(node.stop().success());
+        node.restart();
+        let mut c = node.conn().await;
+        for i in 0..200 {
+            assert_eq!(
+                get(&mut c, &format!("k{i}")).await.0,
+                vec![format!("{mode}{i}")],
+                "mode {mode}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn fsync_mode_survives_kill9() {
+    let mut node = TestNode::start(&["--durability", "fsync"]);
+    let mut c = node.conn().await;
+    // Concurrent writers share fsyncs (group commit); each acknowledged write must survive.
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let mut c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..50 {
+                let _: () = c.set(format!("t{t}:{i}"), i).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    node.kill9();
+    node.restart();
+    c = node.conn().await;
+    for t in 0..8 {
+        for i in 0..50 {
+            assert_eq!(
+                get(&mut c, &format!("t{t}:{i}")).await.0,
+                vec![i.to_string()]
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn pipelined_and_inline_requests_are_answered_in_order() {
+    let node = TestNode::start(&[]);
+    let mut req = Vec::new();
+    for i in 0..100 {
+        req.extend_from_slice(
+            format!(
+                "*3\r\n$3\r\nSET\r\n$2\r\np{}\r\n$1\r\n{}\r\n",
+                i % 10,
+                i % 10
+            )
+            .as_bytes(),
+        );
+        req.extend_from_slice(b"PING\r\n");
+    }
+    req.extend_from_slice(b"ECHO \"two words\"\r\n");
+    let expected: Vec<u8> = "+OK\r\n+PONG\r\n"
+        .repeat(100)
+        .into_bytes()
+        .into_iter()
+        .chain(b"$9\r\ntwo words\r\n".iter().copied())
+        .collect();
+    let (out, closed) = raw_exchange(node.port, &req, expected.len()).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&expected)
+    );
+    assert!(!closed);
+}
+
+#[tokio::test]
+async fn protocol_errors_close_only_that_connection() {
+    let node = TestNode::start(&[
+        "--max-value-bytes",
+        "1000",
+        "--max-request-bytes",
+        "70000",
+        "--max-key-bytes",
+        "100",
+    ]);
+    let mut good = node.conn().await;
+    let _: () = good.set("k", "v").await.unwrap();
+    let cases: &[(&[u8], &str)] = &[
+        (b"*1\r\n$999999999\r\n", "invalid bulk length"),
+        (b"*99999999999\r\n", "invalid multibulk length"),
+        (b"*2\r\n:1\r\n", "expected '$'"),
+        (b"*1\r\n$4\r\nPINGxx", "CRLF"),
+        (b"PING \"unterminated\r\n", "unbalanced quotes"),
+    ];
+    for (bytes, msg) in cases {
+        let (out, closed) = raw_exchange(node.port, bytes, 10).await;
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.starts_with("-ERR Protocol error") && text.contains(msg),
+            "{text:?} for {bytes:?}"
+        );
+        assert!(closed, "connection must close after {msg}");
+    }
+    // The earlier request on a connection is still answered before the error.
+    let (out, closed) = raw_exchange(node.port, b"PING\r\n*x\r\n", 30).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("+PONG\r\n-ERR Protocol error"));
+    assert!(closed);
+    // Oversized key and value get clear errors, the connection stays usable.
+    let big = "x".repeat(101);
+    let err = good.set::<_, _, ()>(&big, "v").await.unwrap_err();
+    assert!(err.to_string().contains("max_key_bytes"), "{err}");
+    // The other client never noticed.
+    assert_eq!(get(&mut good, "k").await.0, vec!["v"]);
+}
+
+#[tokio::test]
+async fn redis_errors_use_redis_words() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let e = redis::cmd("FOO")
+        .arg("a")
+        .arg("b")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("unknown command 'FOO', with args beginning with: 'a' 'b'"),
+        "{e}"
+    );
+    let e = redis::cmd("GET")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("wrong number of arguments for 'get' command"),
+        "{e}"
+    );
+    let e = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("BOGUS")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("syntax error"), "{e}");
+    let e = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("EX")
+        .arg("10")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("not supported"), "{e}");
+    let e = redis::cmd("SELECT")
+        .arg("1")
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("DB index is out of range"), "{e}");
+    let ok: String = redis::cmd("SELECT")
+        .arg("0")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("nope")
+        .arg("nope")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn requirepass_gates_every_command_until_auth() {
+    let node = TestNode::start(&["--requirepass", "s3cret"]);
+    let (out, _) = raw_exchange(
+        node.port,
+        b"GET k\r\nAUTH wrong\r\nAUTH s3cret\r\nPING\r\n",
+        200,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("-NOAUTH Authentication required.\r\n-WRONGPASS"),
+        "{text}"
+    );
+    assert!(text.ends_with("+OK\r\n+PONG\r\n"), "{text}");
+    let client = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", node.port)).unwrap();
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = c.set("k", "v").await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(info.contains("auth_failures:1"), "{info}");
+}
+
+#[tokio::test]
+async fn resp3_after_hello_3() {
+    let node = TestNode::start(&[]);
+    let (out, _) = raw_exchange(
+        node.port,
+        b"HELLO 3\r\nSET k v\r\nGET missing\r\nCONFIG GET appendonly\r\n",
+        400,
+    )
+    .await;
+    let text = String::from_utf8_lossy(&out);
+    assert!(
+        text.starts_with("%8\r\n"),
+        "HELLO 3 answers a RESP3 map: {text}"
+    );
+    assert!(
+        text.contains("+OK\r\n*2\r\n*0\r\n_\r\n%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn max_clients_refuses_extra_connections_cleanly() {
+    let node = TestNode::start(&["--max-clients", "2"]);
+    let mut a = node.conn().await;
+    let _b = node.conn().await;
+    let (out, closed) = raw_exchange(node.port, b"PING\r\n", 40).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "-ERR max number of clients reached\r\n"
+    );
+    assert!(closed);
+    let pong: String = redis::cmd("PING").query_async(&mut a).await.unwrap();
+    assert_eq!(pong, "PONG");
+}
+
+#[tokio::test]
+async fn thousands_of_concurrent_clients() {
+    let node = TestNode::start(&[]);
+    let mut tasks = Vec::new();
+    for i in 0..2000 {
+        let port = node.port;
+        tasks.push(tokio::spawn(async move {
+            let key = format!("c{i}");
+            let req = format!(
+                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nx\r\nPING\r\n",
+                key.len()
+            );
+            let (out, _) = raw_exchange(port, req.as_bytes(), 12).await;
+            assert_eq!(out, b"+OK\r\n+PONG\r\n");
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut c = node.conn().await;
+    let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 2000);
+}
