@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# redis-cli against a node: plain Redis usage, the siblings/context session from the README, --pipe mass insert,
+# COMMAND DOCS for hints, errors in Redis's words.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+. compat/lib.sh
+PORT=${PORT:-7301}
+start_node "$PORT" || exit 1
+trap stop_node EXIT
+cli() { redis-cli -p "$PORT" "$@"; }
+
+check "PING" test "$(cli PING)" = "PONG"
+check "inline PING" test "$(printf 'PING\r\n' | cli)" = "PONG"
+check "SET" test "$(cli SET greeting hello)" = "OK"
+check "GET shows the value then the context" test "$(cli GET greeting | head -1)" = "hello"
+
+# The README session: two writes with one context make siblings; the covering context resolves them.
+cli SET cart '[]' > /dev/null
+ctx=$(cli GET cart | tail -1)
+cli SET cart '[book]' CONTEXT "$ctx" > /dev/null
+cli SET cart '[pen]' CONTEXT "$ctx" > /dev/null
+out=$(cli GET cart)
+check "two writes with one context are siblings" test "$(echo "$out" | head -2 | sort | tr '\n' ' ')" = "[book] [pen] "
+ctx2=$(echo "$out" | tail -1)
+cli SET cart '[book,pen]' CONTEXT "$ctx2" > /dev/null
+check "a covering context collapses them" test "$(cli GET cart | head -1)" = "[book,pen]"
+check "bad context is refused" bash -c "redis-cli -p $PORT SET cart x CONTEXT nonsense | grep -q 'invalid context'"
+check "DEL counts deleted keys" test "$(cli DEL cart greeting missing)" = "2"
+check "EXISTS after DEL" test "$(cli EXISTS cart)" = "0"
+check "unknown command in Redis's words" bash -c "redis-cli -p $PORT FOO bar | grep -q \"unknown command 'FOO', with args beginning with: 'bar'\""
+check "wrong arity in Redis's words" bash -c "redis-cli -p $PORT GET | grep -q \"wrong number of arguments for 'get' command\""
+check "COMMAND DOCS has hints" bash -c "redis-cli -p $PORT COMMAND DOCS set | grep -q CONTEXT"
+check "COMMAND COUNT" test "$(cli COMMAND COUNT)" -ge 10
+check "INFO keyspace" bash -c "redis-cli -p $PORT INFO keyspace | grep -q '# Keyspace'"
+
+# Mass insert with --pipe (redis-cli appends an ECHO and waits for its echo).
+pipe_file=$(mktemp)
+python3 - "$pipe_file" <<'PY'
+import sys
+with open(sys.argv[1], "wb") as f:
+    for i in range(1, 20001):
+        k = b"mass:%d" % i
+        f.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$5\r\nvalue\r\n" % (len(k), k))
+PY
+pipe_out=$(redis-cli -p "$PORT" --pipe < "$pipe_file" 2>&1)
+rm -f "$pipe_file"
+check "--pipe mass insert: 0 errors, 20000 replies" bash -c "echo '$pipe_out' | grep -q 'errors: 0, replies: 20000'"
+check "DBSIZE after mass insert" test "$(cli DBSIZE)" = "20000"
+check "a mass-inserted key reads back" test "$(cli GET mass:12345 | head -1)" = "value"
+
+echo "redis-cli: $PASSED passed, $FAILED failed"
+[ "$FAILED" -eq 0 ]

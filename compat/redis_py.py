@@ -1,0 +1,102 @@
+#!/usr/bin/env python3
+"""redis-py against a node, over RESP2 and RESP3 (redis-py 8 sends HELLO 3 when asked for protocol 3):
+connect, plain usage, pipelines, the shopping cart with contexts, errors, and AUTH."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import redis
+
+BIN = os.environ.get("DYNAMO_KV_BIN", "target/debug/dynamo-kv")
+PORT = int(os.environ.get("PORT", "7302"))
+passed = failed = 0
+
+
+def check(what, cond):
+    global passed, failed
+    if cond:
+        passed += 1
+        print("PASS", what)
+    else:
+        failed += 1
+        print("FAIL", what)
+
+
+def start(*extra):
+    d = tempfile.mkdtemp()
+    p = subprocess.Popen(
+        [BIN, "serve", "--node-id", "py", "--listen", f"127.0.0.1:{PORT}", "--data-dir", d + "/data", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    line = p.stdout.readline().decode()
+    assert "ready" in line, line
+    return p
+
+
+def cart(r, label):
+    r.execute_command("SET", "cart", "[]")
+    values, ctx = r.execute_command("GET", "cart")
+    r.execute_command("SET", "cart", "[book]", "CONTEXT", ctx)
+    r.execute_command("SET", "cart", "[pen]", "CONTEXT", ctx)
+    values, ctx2 = r.execute_command("GET", "cart")
+    check(f"{label}: siblings", sorted(values) == [b"[book]", b"[pen]"])
+    merged = b"[" + b",".join(sorted(v.strip(b"[]") for v in values)) + b"]"
+    r.execute_command("SET", "cart", merged, "CONTEXT", ctx2)
+    values, _ = r.execute_command("GET", "cart")
+    check(f"{label}: reconciled", values == [b"[book,pen]"])
+
+
+node = start()
+try:
+    for proto in (2, 3):
+        r = redis.Redis(port=PORT, protocol=proto)
+        label = f"RESP{proto}"
+        check(f"{label}: ping", r.ping() is True)
+        check(f"{label}: set", r.set("k", "v") is True)
+        check(f"{label}: get", r.execute_command("GET", "k")[0] == [b"v"])
+        check(f"{label}: exists", r.exists("k", "nope") == 1)
+        check(f"{label}: client id", isinstance(r.client_id(), int))
+        check(f"{label}: info", r.info("server")["redis_version"].startswith("7."))
+        check(f"{label}: config get", r.config_get("appendonly")["appendonly"] in ("yes", "no"))
+        p = r.pipeline(transaction=False)
+        for i in range(100):
+            p.set(f"p{i}", i)
+        p.execute_command("GET", "p99")
+        res = p.execute()
+        check(f"{label}: pipeline answered in order", res[:100] == [True] * 100 and res[100][0] == [b"99"])
+        cart(r, label)
+        try:
+            r.execute_command("SET", "k", "x", "CONTEXT", "tampered")
+            check(f"{label}: bad context refused", False)
+        except redis.ResponseError as e:
+            check(f"{label}: bad context refused", "invalid context" in str(e))
+        check(f"{label}: delete", r.delete("k") == 1 and r.execute_command("GET", "k")[0] == [])
+        check(f"{label}: dbsize", r.dbsize() >= 100)
+finally:
+    node.terminate()
+    node.wait()
+
+node = start("--requirepass", "pw")
+try:
+    try:
+        redis.Redis(port=PORT).get("x")
+        check("NOAUTH without password", False)
+    except redis.AuthenticationError:
+        check("NOAUTH without password", True)
+    except redis.ResponseError as e:
+        check("NOAUTH without password", "NOAUTH" in str(e))
+    for proto in (2, 3):
+        r = redis.Redis(port=PORT, password="pw", protocol=proto)
+        check(f"RESP{proto}: AUTH on connect", r.set("a", "1") is True)
+    try:
+        redis.Redis(port=PORT, password="wrong").ping()
+        check("wrong password refused", False)
+    except redis.AuthenticationError:
+        check("wrong password refused", True)
+finally:
+    node.terminate()
+    node.wait()
+
+print(f"redis-py: {passed} passed, {failed} failed")
+sys.exit(1 if failed else 0)

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Runs every compat suite against the dynamo-kv binary (DYNAMO_KV_BIN, default target/debug/dynamo-kv) and
+# prints one total line. Needs redis-cli, redis-benchmark (Debian: redis-tools) and redis-py (pip: redis).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+total_pass=0
+total_fail=0
+for suite in "bash compat/redis_cli.sh" "python3 compat/redis_py.py" "bash compat/redis_benchmark.sh"; do
+  echo "== $suite"
+  out=$($suite 2>&1)
+  echo "$out"
+  p=$(echo "$out" | grep -c '^PASS')
+  f=$(echo "$out" | grep -c '^FAIL')
+  if ! echo "$out" | tail -1 | grep -q 'passed, 0 failed'; then
+    # A suite that died before its summary counts as one failure more.
+    f=$((f + 1))
+  fi
+  total_pass=$((total_pass + p))
+  total_fail=$((total_fail + f))
+done
+echo "compat: $total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
