@@ -49,6 +49,8 @@ pub const DEFAULT_MAX_VV_ENTRIES: usize = 10;
 pub const DEFAULT_SIBLING_SOFT_LIMIT: usize = 25;
 /// Default sibling count a write may not exceed (Riak's default).
 pub const DEFAULT_SIBLING_HARD_LIMIT: usize = 100;
+/// Default total bytes of a key's sibling values a write may leave.
+pub const DEFAULT_MAX_SIBLINGS_BYTES: usize = 64 << 20;
 /// Default interval of the buffered writer.
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
@@ -90,6 +92,8 @@ pub struct VersioningOptions {
     pub sibling_soft_limit: usize,
     /// Siblings per key a write may not exceed.
     pub sibling_hard_limit: usize,
+    /// Total bytes of a key's sibling values a write may not exceed (bounds what one GET returns).
+    pub max_siblings_bytes: usize,
 }
 
 impl Default for VersioningOptions {
@@ -98,6 +102,7 @@ impl Default for VersioningOptions {
             max_vv_entries: DEFAULT_MAX_VV_ENTRIES,
             sibling_soft_limit: DEFAULT_SIBLING_SOFT_LIMIT,
             sibling_hard_limit: DEFAULT_SIBLING_HARD_LIMIT,
+            max_siblings_bytes: DEFAULT_MAX_SIBLINGS_BYTES,
         }
     }
 }
@@ -177,6 +182,9 @@ pub struct ServeArgs {
     /// Siblings per key a write may not exceed [default: 100].
     #[arg(long, env = "DYNAMO_KV_SIBLING_HARD_LIMIT")]
     pub sibling_hard_limit: Option<usize>,
+    /// Total bytes of a key's sibling values a write may not exceed [default: 67108864].
+    #[arg(long, env = "DYNAMO_KV_MAX_SIBLINGS_BYTES")]
+    pub max_siblings_bytes: Option<usize>,
 }
 
 /// The config file: the same settings as [`ServeArgs`], snake_case.
@@ -198,6 +206,7 @@ struct FileConfig {
     max_vv_entries: Option<usize>,
     sibling_soft_limit: Option<usize>,
     sibling_hard_limit: Option<usize>,
+    max_siblings_bytes: Option<usize>,
 }
 
 /// Why a configuration was refused.
@@ -320,6 +329,10 @@ impl Config {
                     .sibling_hard_limit
                     .or(file.sibling_hard_limit)
                     .unwrap_or(DEFAULT_SIBLING_HARD_LIMIT),
+                max_siblings_bytes: args
+                    .max_siblings_bytes
+                    .or(file.max_siblings_bytes)
+                    .unwrap_or(DEFAULT_MAX_SIBLINGS_BYTES),
             },
         };
         config.validate()?;
@@ -372,6 +385,15 @@ impl Config {
                 format!(
                     "need 1 <= sibling_soft_limit ({}) <= sibling_hard_limit ({})",
                     v.sibling_soft_limit, v.sibling_hard_limit
+                ),
+            );
+        }
+        if v.max_siblings_bytes < l.max_value_bytes {
+            return invalid(
+                "max_siblings_bytes",
+                format!(
+                    "{} is below max_value_bytes ({}): a single value could never be written",
+                    v.max_siblings_bytes, l.max_value_bytes
                 ),
             );
         }

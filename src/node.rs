@@ -152,6 +152,12 @@ impl Node {
         {
             tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
         }
+        // Close the write gate before the final flush: a connection that outlived the drain can no longer take a
+        // dot or buffer a write after it, so "clean" below is true.
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.close_writes())
+            .await
+            .expect("closing writes panicked");
         storage_cancel.cancel();
         background
             .await

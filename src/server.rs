@@ -20,6 +20,9 @@ use crate::resp::{FrameLimits, ProtocolError, Reply, RequestCodec};
 
 /// Initial read buffer per connection; grows with the requests actually received.
 const READ_BUFFER: usize = 16 << 10;
+/// Replies buffered beyond this are written out before the next request runs, so a pipeline of reads of large
+/// values cannot pile up unbounded output in memory.
+const WRITE_CHUNK: usize = 64 << 10;
 
 /// Accepts clients until `cancel` fires; every connection task is spawned on `tracker`.
 pub async fn serve(
@@ -102,6 +105,10 @@ async fn connection(
                     if session.closing {
                         writer.write_all(&wbuf).await?;
                         return writer.shutdown().await;
+                    }
+                    if wbuf.len() >= WRITE_CHUNK {
+                        writer.write_all(&wbuf).await?;
+                        wbuf.clear();
                     }
                 }
                 Ok(None) => break,

@@ -128,6 +128,19 @@ async fn bad_context_is_refused_and_writes_nothing() {
         assert!(err.to_string().contains("invalid context"), "{err}");
     }
     assert_eq!(get(&mut c, "k").await.0, vec!["v"]);
+    // A genuine token of another key is refused too: it would remove versions this client never read.
+    let _: () = c.set("other", "o").await.unwrap();
+    let (_, other_ctx) = get(&mut c, "other").await;
+    let err = redis::cmd("SET")
+        .arg("k")
+        .arg("evil")
+        .arg("CONTEXT")
+        .arg(other_ctx.unwrap())
+        .query_async::<String>(&mut c)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("invalid context"), "{err}");
+    assert_eq!(get(&mut c, "k").await.0, vec!["v"]);
 }
 
 #[tokio::test]

@@ -29,7 +29,7 @@ pub async fn delctx(node: &NodeContext, args: &[Bytes]) -> Reply {
     if let Err(r) = check_key(node, &args[1]) {
         return r;
     }
-    let context = match parse_context(&args[2]) {
+    let context = match parse_context(node, &args[1], &args[2]) {
         Ok(vv) => vv,
         Err(r) => return r,
     };

@@ -2,9 +2,8 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error};
+use super::{NodeContext, check_key, context_token, coord_error};
 use crate::resp::Reply;
-use crate::versioning::context;
 
 /// GET: the live siblings (array of bulk strings, empty when missing or deleted) and the context token (nil only
 /// when the key was never written on this node).
@@ -16,7 +15,7 @@ pub fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
         Ok(read) => Reply::Array(vec![
             Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
             read.context
-                .map_or(Reply::Nil, |c| Reply::bulk(context::encode(&c))),
+                .map_or(Reply::Nil, |c| context_token(node, &args[1], &c)),
         ]),
         Err(e) => coord_error(e),
     }

@@ -23,6 +23,7 @@ use bytes::Bytes;
 use crate::config::Config;
 use crate::coordinator::{CoordError, Coordinator};
 use crate::resp::{Protocol, Reply};
+use crate::storage::StorageError;
 use crate::versioning::{VersionVector, context};
 
 pub use table::{CommandSpec, TABLE};
@@ -183,9 +184,19 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Reply> {
         .ok_or_else(|| Reply::error("ERR value is not an integer or out of range"))
 }
 
-/// Decodes a client context token, or the `ERR invalid context` reply.
-pub fn parse_context(token: &[u8]) -> Result<VersionVector, Reply> {
-    context::decode(token).map_err(|e| Reply::error(format!("ERR invalid context: {e}")))
+/// Decodes a client context token presented for `key`, or the `ERR invalid context` reply.
+pub fn parse_context(node: &NodeContext, key: &[u8], token: &[u8]) -> Result<VersionVector, Reply> {
+    context::decode(node.coordinator.meta().context_key(), key, token)
+        .map_err(|e| Reply::error(format!("ERR invalid context: {e}")))
+}
+
+/// The token for `key`'s causal context.
+pub fn context_token(node: &NodeContext, key: &[u8], vv: &VersionVector) -> Reply {
+    Reply::bulk(context::encode(
+        node.coordinator.meta().context_key(),
+        key,
+        vv,
+    ))
 }
 
 /// Checks a key against the configured limit.
@@ -203,10 +214,20 @@ pub fn check_key(node: &NodeContext, key: &[u8]) -> Result<(), Reply> {
 /// The reply for a coordinator failure.
 pub fn coord_error(e: CoordError) -> Reply {
     match e {
+        CoordError::ContextAhead => {
+            Reply::error("ERR invalid context: it covers writes this node never made")
+        }
+        CoordError::SiblingsTooLarge { bytes, limit } => Reply::error(format!(
+            "SIBLINGS write would leave {bytes} bytes of siblings (max_siblings_bytes {limit}); read the key and \
+             write back with its CONTEXT to resolve them"
+        )),
         CoordError::TooManySiblings { count, limit } => Reply::error(format!(
             "SIBLINGS write would leave {count} siblings (hard limit {limit}); read the key and write back with \
              its CONTEXT to resolve them"
         )),
+        CoordError::Storage(StorageError::Closed) => {
+            Reply::error("UNAVAILABLE node is shutting down; retry on another node")
+        }
         CoordError::Storage(e) => {
             tracing::error!(error = %e, "storage failure serving a request");
             Reply::error(format!("STORAGE {e}"))

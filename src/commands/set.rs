@@ -32,7 +32,7 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
                 if matches!(context, WriteContext::Covering(_)) {
                     return syntax_error();
                 }
-                match parse_context(&args[i + 1]) {
+                match parse_context(node, key, &args[i + 1]) {
                     Ok(vv) => context = WriteContext::Covering(vv),
                     Err(r) => return r,
                 }

@@ -19,6 +19,17 @@ pub enum CoordError {
     /// Storage failed; nothing was acknowledged.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The context claims writes of this node that it never made (it was not minted by a read).
+    #[error("context covers writes this node never made")]
+    ContextAhead,
+    /// The write would leave more sibling bytes than allowed.
+    #[error("write would leave {bytes} bytes of siblings, above max_siblings_bytes ({limit})")]
+    SiblingsTooLarge {
+        /// Bytes the surviving siblings and the new value would hold.
+        bytes: usize,
+        /// The configured limit.
+        limit: usize,
+    },
     /// The write would leave more siblings than the hard limit allows.
     #[error("write would leave {count} siblings, above the hard limit of {limit}")]
     TooManySiblings {
@@ -130,7 +141,14 @@ impl Coordinator {
                         }
                         s.context().clone()
                     }
-                    WriteContext::Covering(c) => c,
+                    WriteContext::Covering(c) => {
+                        // Tokens are authenticated, so this only trips on a bug or a leaked secret; it keeps a bad
+                        // context from marking this node's future dots as already superseded.
+                        if c.get(meta.actor()) > meta.issued_counter() {
+                            return Err(CoordError::ContextAhead);
+                        }
+                        c
+                    }
                 };
                 let superseded_live =
                     s.versions().iter().filter(|v| !v.is_tombstone() && covered.covers(v.dot)).count();
@@ -138,6 +156,16 @@ impl Coordinator {
                 if survivors + 1 > opts.sibling_hard_limit {
                     metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
                     return Err(CoordError::TooManySiblings { count: survivors + 1, limit: opts.sibling_hard_limit });
+                }
+                let bytes = value.as_ref().map_or(0, Bytes::len)
+                    + s.versions()
+                        .iter()
+                        .filter(|v| !covered.covers(v.dot))
+                        .filter_map(|v| v.value.as_ref().map(Bytes::len))
+                        .sum::<usize>();
+                if bytes > opts.max_siblings_bytes {
+                    metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
+                    return Err(CoordError::SiblingsTooLarge { bytes, limit: opts.max_siblings_bytes });
                 }
                 s.update(&covered, meta.next_dot(), now_ms(), value);
                 s.prune_context(opts.max_vv_entries);
@@ -258,6 +286,67 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(c.get(b"k").unwrap().values.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn sibling_bytes_limit_refuses_without_writing() {
+        let opts = VersioningOptions {
+            max_siblings_bytes: 10,
+            ..Default::default()
+        };
+        let (c, _d) = coordinator(opts);
+        let empty = VersionVector::new();
+        c.put(
+            b"k",
+            Some(Bytes::from_static(b"123456")),
+            WriteContext::Covering(empty.clone()),
+        )
+        .await
+        .unwrap();
+        let err = c
+            .put(
+                b"k",
+                Some(Bytes::from_static(b"78901")),
+                WriteContext::Covering(empty),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            CoordError::SiblingsTooLarge {
+                bytes: 11,
+                limit: 10
+            }
+        ));
+        // Superseding the big sibling makes room.
+        let ctx = c.get(b"k").unwrap().context.unwrap();
+        c.put(
+            b"k",
+            Some(Bytes::from_static(b"78901")),
+            WriteContext::Covering(ctx),
+        )
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
+    async fn context_claiming_unissued_local_dots_is_refused() {
+        let (c, _d) = coordinator(VersioningOptions::default());
+        c.put(b"k", Some(Bytes::from_static(b"v")), WriteContext::Blind)
+            .await
+            .unwrap();
+        let mut ahead = VersionVector::new();
+        ahead.advance(c.meta().actor(), c.meta().issued_counter() + 1000, 0);
+        let err = c
+            .put(
+                b"k",
+                Some(Bytes::from_static(b"w")),
+                WriteContext::Covering(ahead),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CoordError::ContextAhead));
+        assert_eq!(vals(&c.get(b"k").unwrap()), vec![b"v".as_ref()]);
     }
 
     #[tokio::test]

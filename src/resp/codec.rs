@@ -77,6 +77,8 @@ struct Progress {
 pub struct RequestCodec {
     limits: FrameLimits,
     progress: Option<Progress>,
+    /// Bytes of a partial inline line already searched for its newline: a slow sender costs linear work.
+    inline_scanned: usize,
 }
 
 impl RequestCodec {
@@ -85,6 +87,7 @@ impl RequestCodec {
         Self {
             limits,
             progress: None,
+            inline_scanned: 0,
         }
     }
 
@@ -178,7 +181,7 @@ impl Decoder for RequestCodec {
                 return Ok(None);
             };
             if first != b'*' {
-                match decode_inline(buf)? {
+                match self.decode_inline(buf)? {
                     Some(args) if args.is_empty() => continue,
                     other => return Ok(other),
                 }
@@ -220,23 +223,31 @@ impl Decoder for RequestCodec {
     }
 }
 
-/// Splits one inline command line, with Redis's quoting rules (double quotes with escapes, single quotes literal).
-fn decode_inline(buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
-    let Some(nl) = buf
-        .iter()
-        .take(MAX_INLINE_BYTES + 1)
-        .position(|&b| b == b'\n')
-    else {
-        return if buf.len() > MAX_INLINE_BYTES {
-            Err(ProtocolError::InlineTooBig)
-        } else {
-            Ok(None)
+impl RequestCodec {
+    /// Splits one inline command line, with Redis's quoting rules (double quotes with escapes, single quotes
+    /// literal).
+    fn decode_inline(&mut self, buf: &mut BytesMut) -> Result<Option<Vec<Bytes>>, ProtocolError> {
+        let max = MAX_INLINE_BYTES.min(self.limits.max_request_bytes);
+        let from = self.inline_scanned.min(buf.len());
+        let window = &buf[from..buf.len().min(max + 1)];
+        let Some(nl) = window.iter().position(|&b| b == b'\n').map(|i| i + from) else {
+            self.inline_scanned = buf.len();
+            return if buf.len() > max {
+                Err(ProtocolError::InlineTooBig)
+            } else {
+                Ok(None)
+            };
         };
-    };
-    let line = buf.split_to(nl + 1);
-    let line = line.strip_suffix(b"\n").unwrap_or(&line);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    split_args(line).map(Some)
+        self.inline_scanned = 0;
+        let line = buf.split_to(nl + 1);
+        let line = line.strip_suffix(b"\n").unwrap_or(&line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let args = split_args(line)?;
+        if args.len() > self.limits.max_array_len {
+            return Err(ProtocolError::MultibulkLength);
+        }
+        Ok(Some(args))
+    }
 }
 
 /// Redis's `sdssplitargs`, the parts inline commands use.
@@ -378,6 +389,18 @@ mod tests {
             c.decode(&mut buf),
             Err(ProtocolError::InlineTooBig)
         ));
+        // A line trickling in byte by byte is found once complete.
+        let mut c = codec();
+        let mut buf = BytesMut::new();
+        for &b in b"ECHO trickle\r" {
+            buf.extend_from_slice(&[b]);
+            assert!(c.decode(&mut buf).unwrap().is_none());
+        }
+        buf.extend_from_slice(b"\n");
+        assert_eq!(
+            strs(c.decode(&mut buf).unwrap().unwrap()),
+            ["ECHO", "trickle"]
+        );
     }
 
     #[test]

@@ -202,6 +202,102 @@ async fn check_store(engine: Arc<dyn Engine>, durability: Durability) {
 }
 
 #[tokio::test]
+async fn no_write_after_close() {
+    let store = KvStore::open(Arc::new(MemoryEngine::new()), StoreOptions::default()).unwrap();
+    write(&store, "k", Some("v"), 1).await.unwrap();
+    store.close_writes();
+    assert!(matches!(
+        write(&store, "k", Some("w"), 2).await,
+        Err(StorageError::Closed)
+    ));
+    assert_eq!(
+        store
+            .get(b"k")
+            .unwrap()
+            .unwrap()
+            .live_values()
+            .collect::<Vec<_>>(),
+        vec![&b("v")]
+    );
+}
+
+/// An engine whose writes fail while `failing` is set.
+struct FlakyEngine {
+    inner: MemoryEngine,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Engine for FlakyEngine {
+    fn name(&self) -> &'static str {
+        "flaky"
+    }
+    fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
+        self.inner.get(key)
+    }
+    fn apply(&self, changes: &[super::Change]) -> Result<(), StorageError> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(StorageError::Engine {
+                message: "disk on fire".into(),
+            });
+        }
+        self.inner.apply(changes)
+    }
+    fn scan(
+        &self,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        self.inner.scan(range, limit)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+    fn disk_space(&self) -> u64 {
+        0
+    }
+}
+
+#[tokio::test]
+async fn buffered_writes_survive_a_failed_flush() {
+    let engine = Arc::new(FlakyEngine {
+        inner: MemoryEngine::new(),
+        failing: true.into(),
+    });
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        ..Default::default()
+    };
+    let store = KvStore::open(engine.clone(), options).unwrap();
+    write(&store, "k", Some("v"), 1).await.unwrap();
+    assert!(
+        store.flush_and_sync().is_err(),
+        "the engine refuses the batch"
+    );
+    // The acknowledged write is still visible and still pending.
+    assert_eq!(
+        store
+            .get(b"k")
+            .unwrap()
+            .unwrap()
+            .live_values()
+            .collect::<Vec<_>>(),
+        vec![&b("v")]
+    );
+    engine
+        .failing
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    store.flush_and_sync().unwrap();
+    assert!(
+        engine
+            .inner
+            .get(&super::layout::storage_key(b"k"))
+            .unwrap()
+            .is_some(),
+        "it reached the engine"
+    );
+}
+
+#[tokio::test]
 async fn store_on_memory_in_every_mode() {
     for mode in [Durability::Fsync, Durability::Os, Durability::Buffered] {
         check_store(Arc::new(MemoryEngine::new()), mode).await;

@@ -11,12 +11,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use crate::versioning::{Actor, Dot};
+use crate::versioning::{Actor, ContextKey, Dot};
 
 /// File name inside the data directory.
 const META_FILE: &str = "node.meta";
@@ -30,6 +29,8 @@ struct MetaFile {
     epoch: u64,
     counter: u64,
     clean: bool,
+    /// Hex of the key that authenticates context tokens; kept across restarts so clients' tokens stay valid.
+    context_secret: String,
 }
 
 /// How this start relates to the previous one.
@@ -51,6 +52,7 @@ pub struct NodeMeta {
     actor: Actor,
     counter: AtomicU64,
     start_kind: StartKind,
+    context_key: ContextKey,
     /// Serializes file rewrites.
     write_lock: Mutex<()>,
 }
@@ -78,25 +80,34 @@ impl NodeMeta {
                 });
             }
         };
-        let (epoch, counter, start_kind) = match previous {
-            None => (new_epoch(node_id), 0, StartKind::Fresh),
+        let dir_error = |reason: String| StorageError::DataDir {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let (epoch, counter, start_kind, context_key) = match previous {
+            None => (random_u64()?, 0, StartKind::Fresh, random_key()?),
             Some(m) if m.format != META_FORMAT => {
-                return Err(StorageError::DataDir {
-                    path: dir.display().to_string(),
-                    reason: format!(
-                        "{META_FILE} has format {} but this build reads {META_FORMAT}",
-                        m.format
-                    ),
-                });
+                return Err(dir_error(format!(
+                    "{META_FILE} has format {} but this build reads {META_FORMAT}",
+                    m.format
+                )));
             }
             Some(m) if m.node_id != node_id => {
-                return Err(StorageError::DataDir {
-                    path: dir.display().to_string(),
-                    reason: format!("it belongs to node '{}', not '{node_id}'", m.node_id),
-                });
+                return Err(dir_error(format!(
+                    "it belongs to node '{}', not '{node_id}'",
+                    m.node_id
+                )));
             }
-            Some(m) if m.clean => (m.epoch, m.counter, StartKind::Clean),
-            Some(_) => (new_epoch(node_id), 0, StartKind::Unclean),
+            Some(m) => {
+                let key = parse_key(&m.context_secret).ok_or_else(|| {
+                    dir_error(format!("{META_FILE} has a malformed context_secret"))
+                })?;
+                if m.clean {
+                    (m.epoch, m.counter, StartKind::Clean, key)
+                } else {
+                    (random_u64()?, 0, StartKind::Unclean, key)
+                }
+            }
         };
         let meta = NodeMeta {
             path,
@@ -105,6 +116,7 @@ impl NodeMeta {
             actor: Actor::derive(node_id, epoch),
             counter: AtomicU64::new(counter),
             start_kind,
+            context_key,
             write_lock: Mutex::new(()),
         };
         meta.write(false)?;
@@ -131,6 +143,16 @@ impl NodeMeta {
         self.start_kind
     }
 
+    /// The key that authenticates this node's context tokens.
+    pub fn context_key(&self) -> &ContextKey {
+        &self.context_key
+    }
+
+    /// The highest counter issued so far: no genuine context can cover more of this node's dots.
+    pub fn issued_counter(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed)
+    }
+
     /// Issues a fresh dot. Call it under the key's lock, so a key's dots are applied in the order issued.
     pub fn next_dot(&self) -> Dot {
         Dot {
@@ -153,6 +175,12 @@ impl NodeMeta {
             epoch: self.epoch,
             counter: self.counter.load(Ordering::Relaxed),
             clean,
+            context_secret: self
+                .context_key
+                .as_bytes()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect(),
         };
         let text = toml::to_string(&file).expect("node metadata serializes");
         let tmp = self.path.with_extension("meta.tmp");
@@ -178,17 +206,30 @@ impl NodeMeta {
     }
 }
 
-/// A fresh epoch, unique with overwhelming probability: MD5 of the time, the process id, the node id and an
-/// address, truncated to 64 bits.
-fn new_epoch(node_id: &str) -> u64 {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let local = 0u8;
-    let seed = format!("{nanos}/{}/{node_id}/{:p}", std::process::id(), &local);
-    let digest = md5::compute(seed.as_bytes()).0;
-    u64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+/// A random epoch from the operating system: unique for all practical purposes.
+fn random_u64() -> Result<u64, StorageError> {
+    getrandom::u64().map_err(|e| StorageError::DataDir {
+        path: String::new(),
+        reason: format!("no randomness from the OS for a new epoch: {e}"),
+    })
+}
+
+fn random_key() -> Result<ContextKey, StorageError> {
+    ContextKey::generate().map_err(|e| StorageError::DataDir {
+        path: String::new(),
+        reason: format!("no randomness from the OS for the context secret: {e}"),
+    })
+}
+
+fn parse_key(hex: &str) -> Option<ContextKey> {
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(ContextKey::from_bytes(out))
 }
 
 #[cfg(test)]
@@ -201,6 +242,7 @@ mod tests {
         let m = NodeMeta::open(dir.path(), "n1").unwrap();
         assert_eq!(m.start_kind(), StartKind::Fresh);
         let d1 = m.next_dot();
+        let secret = m.context_key().clone();
         m.mark_clean().unwrap();
         drop(m);
 
@@ -216,6 +258,11 @@ mod tests {
         let m = NodeMeta::open(dir.path(), "n1").unwrap();
         assert_eq!(m.start_kind(), StartKind::Unclean);
         assert_ne!(m.actor(), d1.actor, "a crash must change the actor");
+        assert_eq!(
+            m.context_key().as_bytes(),
+            secret.as_bytes(),
+            "tokens stay valid across a crash"
+        );
         drop(m);
 
         fs::remove_file(dir.path().join(META_FILE)).unwrap();

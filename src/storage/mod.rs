@@ -49,6 +49,9 @@ pub enum StorageError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The store stopped taking writes (the node is shutting down).
+    #[error("node is shutting down")]
+    Closed,
     /// The data directory belongs to another node, or is otherwise unusable.
     #[error("data directory {path} is unusable: {reason}")]
     DataDir {

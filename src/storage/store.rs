@@ -9,7 +9,7 @@
 
 use std::ops::Bound;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -67,6 +67,8 @@ pub struct KvStore {
     synced_seq: AsyncMutex<u64>,
     /// Keys holding at least one live value (DBSIZE).
     live_keys: AtomicI64,
+    /// Set at shutdown: no update may start after the final flush.
+    closed: AtomicBool,
 }
 
 impl KvStore {
@@ -84,6 +86,7 @@ impl KvStore {
             applied_seq: AtomicU64::new(0),
             synced_seq: AsyncMutex::new(0),
             live_keys: AtomicI64::new(0),
+            closed: AtomicBool::new(false),
         };
         let mut live = 0i64;
         store.for_each_raw((Bound::Unbounded, Bound::Unbounded), |_, s| {
@@ -133,6 +136,9 @@ impl KvStore {
         let key = layout::storage_key(user_key);
         let (out, seq) = {
             let _guard = self.locks[stripe(&key)].lock().expect("key lock");
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed.into());
+            }
             let existing = self.get_raw(&key)?.map(|raw| decode(&raw)).transpose()?;
             let existed = existing.is_some();
             let mut siblings = existing.unwrap_or_default();
@@ -182,6 +188,15 @@ impl KvStore {
                 Some((k, _)) if page.len() == PAGE => start = Bound::Excluded(k.clone()),
                 _ => return Ok(()),
             }
+        }
+    }
+
+    /// Refuses every later update and waits for those in progress, so a flush after this call holds every write
+    /// that was or will be acknowledged. Blocks briefly (it takes each key lock once).
+    pub fn close_writes(&self) {
+        self.closed.store(true, Ordering::Release);
+        for lock in self.locks.iter() {
+            drop(lock.lock().expect("key lock"));
         }
     }
 
@@ -254,9 +269,12 @@ impl KvStore {
     fn write_raw(&self, changes: &[Change]) -> Result<(), StorageError> {
         match &self.buffer {
             Some(buffer) => {
-                if buffer.put(changes) >= BUFFER_FLUSH_BYTES {
+                // Flush a full buffer before taking the change: if the flush fails, this write is refused
+                // whole instead of being reported failed while it still lands later.
+                if buffer.pending_bytes() >= BUFFER_FLUSH_BYTES {
                     buffer.flush(self.engine.as_ref())?;
                 }
+                buffer.put(changes);
                 Ok(())
             }
             None => self.engine.apply(changes),

@@ -37,15 +37,10 @@ pub(super) enum Buffered {
 impl WriteBuffer {
     /// Looks `key` up in the pending changes, then in the batch being flushed.
     pub(super) fn get(&self, key: &[u8]) -> Buffered {
-        // Pending first, under its lock: a flush moves changes to `flushing` while holding it, so a key is always
-        // in one of the two (or already in the engine) when we look.
-        if let Some(v) = self
-            .pending
-            .lock()
-            .expect("write buffer lock")
-            .changes
-            .get(key)
-        {
+        // Lock order everywhere: pending, then flushing. Holding pending while reading flushing means a flush can
+        // neither move a key between the two nor put a failed batch back while we look.
+        let pending = self.pending.lock().expect("write buffer lock");
+        if let Some(v) = pending.changes.get(key) {
             return found(v);
         }
         match self.flushing.read().expect("write buffer lock").get(key) {
@@ -54,14 +49,18 @@ impl WriteBuffer {
         }
     }
 
-    /// Buffers changes; returns the buffered size in bytes afterwards.
-    pub(super) fn put(&self, changes: &[Change]) -> usize {
+    /// Bytes waiting to be flushed.
+    pub(super) fn pending_bytes(&self) -> usize {
+        self.pending.lock().expect("write buffer lock").bytes
+    }
+
+    /// Buffers changes.
+    pub(super) fn put(&self, changes: &[Change]) {
         let mut p = self.pending.lock().expect("write buffer lock");
         for (k, v) in changes {
             p.bytes += k.len() + v.as_ref().map_or(0, Bytes::len);
             p.changes.insert(k.clone(), v.clone());
         }
-        p.bytes
     }
 
     /// Writes every pending change to the engine. Returns how many changes were written.
@@ -79,9 +78,10 @@ impl WriteBuffer {
         };
         let changes: Vec<Change> = batch.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let result = engine.apply(&changes);
+        let mut p = self.pending.lock().expect("write buffer lock");
         if result.is_err() {
-            // Put the batch back (newer pending changes win) so nothing acknowledged is dropped.
-            let mut p = self.pending.lock().expect("write buffer lock");
+            // Put the batch back (newer pending changes win) so nothing acknowledged is dropped, in the same
+            // critical section that empties `flushing`: a reader never finds the key in neither place.
             for (k, v) in batch.iter() {
                 if !p.changes.contains_key(k) {
                     p.bytes += k.len() + v.as_ref().map_or(0, Bytes::len);
@@ -90,6 +90,7 @@ impl WriteBuffer {
             }
         }
         *self.flushing.write().expect("write buffer lock") = Arc::default();
+        drop(p);
         result.map(|_| changes.len())
     }
 }

@@ -1,20 +1,65 @@
-//! The context token handed to clients: an opaque, printable encoding of a version vector.
+//! The context token handed to clients: an opaque, printable, authenticated encoding of a version vector.
 //!
-//! Layout before base64url (no padding): `[format version: 1 byte][postcard(VersionVector)][check: 4 bytes]`, where
-//! the check is the first 4 bytes of MD5 over everything before it. The check catches truncation, typos and
-//! tampering by accident; it is not a signature (a client may always send an older context, which is harmless).
+//! Layout before base64url (no padding): `[format: 1 byte][postcard(VersionVector)][tag: 12 bytes]`. The tag is
+//! HMAC-SHA256, truncated, keyed by a secret clients never see, over the format byte, the MD5 of the user key, and
+//! the payload.
+//!
+//! Why authenticate: a context decides which versions a write removes, and its counters are merged into the key's
+//! causal context for good. A forged token claiming `{actor: 2^63}` would make that actor's future writes to the
+//! key look already superseded, which turns the key into last-writer-wins and drops concurrent writes silently.
+//! A token reused on another key would remove versions the client never saw. So only tokens minted by a read of
+//! the same key are accepted.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 
 use super::clock::VersionVector;
 
 /// Current token format.
 const FORMAT_V1: u8 = 1;
-/// Length of the integrity check.
-const CHECK_LEN: usize = 4;
+/// Bytes of the truncated HMAC kept in a token (96 bits).
+const TAG_LEN: usize = 12;
 /// Longest token accepted, in characters: far above any pruned vector, far below a memory hazard.
 pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// The secret that authenticates context tokens. Every node that may receive a token must hold the same key.
+#[derive(Clone)]
+pub struct ContextKey([u8; 32]);
+
+impl ContextKey {
+    /// A key from raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(bytes)
+    }
+
+    /// A fresh random key from the operating system.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut k = [0u8; 32];
+        getrandom::fill(&mut k)?;
+        Ok(Self(k))
+    }
+
+    /// The raw bytes, for persisting.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    fn tag(&self, user_key: &[u8], body: &[u8]) -> Hmac<Sha256> {
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
+            .expect("HMAC takes keys of any length");
+        mac.update(&md5::compute(user_key).0);
+        mac.update(body);
+        mac
+    }
+}
+
+impl std::fmt::Debug for ContextKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ContextKey(..)")
+    }
+}
 
 /// Why a token was rejected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -28,12 +73,12 @@ pub enum ContextError {
     /// Not base64url.
     #[error("context token is not base64url")]
     Encoding,
-    /// Too short to hold a version byte and a check.
+    /// Too short to hold a format byte and a tag.
     #[error("context token is truncated")]
     Truncated,
-    /// The check does not match the payload.
-    #[error("context token failed its integrity check")]
-    Checksum,
+    /// The tag does not match: altered, truncated, from another key, or minted under another secret.
+    #[error("context token failed authentication (altered, or issued for another key or cluster)")]
+    Authentication,
     /// A format this build does not know.
     #[error("context token has unknown format version {version}")]
     UnknownFormat {
@@ -45,37 +90,35 @@ pub enum ContextError {
     Payload,
 }
 
-fn check(bytes: &[u8]) -> [u8; CHECK_LEN] {
-    let digest = md5::compute(bytes).0;
-    let mut out = [0u8; CHECK_LEN];
-    out.copy_from_slice(&digest[..CHECK_LEN]);
-    out
-}
-
-/// Encodes a causal context as a printable token.
-pub fn encode(context: &VersionVector) -> String {
+/// Encodes the causal context of `user_key` as a printable token.
+pub fn encode(key: &ContextKey, user_key: &[u8], context: &VersionVector) -> String {
     let mut raw = vec![FORMAT_V1];
     raw.extend(postcard::to_stdvec(context).expect("a version vector always serializes"));
-    let c = check(&raw);
-    raw.extend_from_slice(&c);
+    let tag = key.tag(user_key, &raw).finalize().into_bytes();
+    raw.extend_from_slice(&tag[..TAG_LEN]);
     URL_SAFE_NO_PAD.encode(raw)
 }
 
-/// Decodes and verifies a token; anything malformed is rejected, never guessed at.
-pub fn decode(token: &[u8]) -> Result<VersionVector, ContextError> {
+/// Decodes and verifies a token presented for `user_key`; anything malformed is rejected, never guessed at.
+pub fn decode(
+    key: &ContextKey,
+    user_key: &[u8],
+    token: &[u8],
+) -> Result<VersionVector, ContextError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ContextError::TooLong { len: token.len() });
     }
     let raw = URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| ContextError::Encoding)?;
-    if raw.len() < 1 + CHECK_LEN {
+    if raw.len() < 1 + TAG_LEN {
         return Err(ContextError::Truncated);
     }
-    let (body, sum) = raw.split_at(raw.len() - CHECK_LEN);
-    if check(body) != sum {
-        return Err(ContextError::Checksum);
-    }
+    let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
+    // Constant-time comparison of the truncated tag.
+    key.tag(user_key, body)
+        .verify_truncated_left(tag)
+        .map_err(|_| ContextError::Authentication)?;
     if body[0] != FORMAT_V1 {
         return Err(ContextError::UnknownFormat { version: body[0] });
     }
@@ -84,7 +127,7 @@ pub fn decode(token: &[u8]) -> Result<VersionVector, ContextError> {
     if !rest.is_empty() {
         return Err(ContextError::Payload);
     }
-    // Re-canonicalize: a forged payload with unsorted or duplicate actors must not break binary searches.
+    // Re-canonicalize defensively: binary searches rely on sorted, unique actors.
     Ok(VersionVector::from_entries(vv.entries().iter().copied()))
 }
 
@@ -93,6 +136,10 @@ mod tests {
     use super::*;
     use crate::versioning::clock::{Actor, Entry};
     use proptest::prelude::*;
+
+    fn key() -> ContextKey {
+        ContextKey::from_bytes([7; 32])
+    }
 
     fn sample() -> VersionVector {
         VersionVector::from_entries([
@@ -111,62 +158,80 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let t = encode(&sample());
+        let t = encode(&key(), b"k", &sample());
         assert!(
             t.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         );
-        assert_eq!(decode(t.as_bytes()).unwrap(), sample());
+        assert_eq!(decode(&key(), b"k", t.as_bytes()).unwrap(), sample());
+        let empty = encode(&key(), b"k", &VersionVector::new());
         assert_eq!(
-            decode(encode(&VersionVector::new()).as_bytes()).unwrap(),
+            decode(&key(), b"k", empty.as_bytes()).unwrap(),
             VersionVector::new()
         );
     }
 
     #[test]
-    fn rejects_tampering() {
-        let t = encode(&sample());
+    fn rejects_tampering_other_keys_and_other_secrets() {
+        let t = encode(&key(), b"k", &sample());
         let mut bytes = t.clone().into_bytes();
-        // Flip one character in the middle.
         let mid = bytes.len() / 2;
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
-        assert!(decode(&bytes).is_err());
+        assert!(decode(&key(), b"k", &bytes).is_err());
+        assert!(decode(&key(), b"k", &t.as_bytes()[..t.len() - 3]).is_err());
         assert_eq!(
-            decode(&t.as_bytes()[..t.len() - 3]).unwrap_err(),
-            ContextError::Checksum
+            decode(&key(), b"other", t.as_bytes()).unwrap_err(),
+            ContextError::Authentication
         );
-        assert_eq!(decode(b"!!!").unwrap_err(), ContextError::Encoding);
-        assert_eq!(decode(b"").unwrap_err(), ContextError::Truncated);
+        let stranger = ContextKey::from_bytes([8; 32]);
+        assert_eq!(
+            decode(&stranger, b"k", t.as_bytes()).unwrap_err(),
+            ContextError::Authentication
+        );
+        assert_eq!(
+            decode(&key(), b"k", b"!!!").unwrap_err(),
+            ContextError::Encoding
+        );
+        assert_eq!(
+            decode(&key(), b"k", b"").unwrap_err(),
+            ContextError::Truncated
+        );
         assert!(matches!(
-            decode(&vec![b'A'; 5000]),
+            decode(&key(), b"k", &vec![b'A'; 5000]),
             Err(ContextError::TooLong { .. })
         ));
     }
 
     #[test]
-    fn rejects_unknown_format() {
-        let mut raw = vec![9u8, 0];
-        let c = check(&raw);
-        raw.extend_from_slice(&c);
+    fn forged_counters_are_refused() {
+        // A client that knows the layout but not the secret cannot mint a token.
+        let forged = VersionVector::from_entries([Entry {
+            actor: Actor(7),
+            counter: u64::MAX,
+            timestamp_ms: 0,
+        }]);
+        let mut raw = vec![FORMAT_V1];
+        raw.extend(postcard::to_stdvec(&forged).unwrap());
+        raw.extend_from_slice(&[0u8; TAG_LEN]);
         let t = URL_SAFE_NO_PAD.encode(raw);
         assert_eq!(
-            decode(t.as_bytes()).unwrap_err(),
-            ContextError::UnknownFormat { version: 9 }
+            decode(&key(), b"k", t.as_bytes()).unwrap_err(),
+            ContextError::Authentication
         );
     }
 
     proptest! {
         #[test]
         fn arbitrary_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode(&data);
+            let _ = decode(&key(), b"k", &data);
             let t = URL_SAFE_NO_PAD.encode(&data);
-            let _ = decode(t.as_bytes());
+            let _ = decode(&key(), b"k", t.as_bytes());
         }
 
         #[test]
         fn round_trip_any(pairs in proptest::collection::vec((any::<u64>(), 1u64..u64::MAX, any::<u64>()), 0..12)) {
             let vv = VersionVector::from_entries(pairs.into_iter().map(|(a, c, t)| Entry { actor: Actor(a), counter: c, timestamp_ms: t }));
-            prop_assert_eq!(decode(encode(&vv).as_bytes()).unwrap(), vv);
+            prop_assert_eq!(decode(&key(), b"key", encode(&key(), b"key", &vv).as_bytes()).unwrap(), vv);
         }
     }
 }
