@@ -21,7 +21,16 @@ pub struct FjallEngine {
 impl FjallEngine {
     /// Opens (or creates) the database under `dir`. `cache_bytes` sizes fjall's block cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
-        let db = Database::builder(dir).cache_size(cache_bytes).open()?;
+        let db = Database::builder(dir)
+            .cache_size(cache_bytes)
+            .open()
+            .map_err(|e| match e {
+                fjall::Error::Locked => StorageError::DataDir {
+                    path: dir.display().to_string(),
+                    reason: "it is in use by another dynamo-kv process".into(),
+                },
+                other => other.into(),
+            })?;
         let data = db.keyspace(DATA_KEYSPACE, KeyspaceCreateOptions::default)?;
         Ok(Self { db, data })
     }
