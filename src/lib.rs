@@ -20,6 +20,7 @@ pub mod config;
 pub mod coordinator;
 pub mod node;
 pub mod resp;
+pub mod ring;
 pub mod server;
 pub mod storage;
 pub mod versioning;
