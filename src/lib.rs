@@ -21,6 +21,7 @@ pub mod coordinator;
 pub mod node;
 pub mod resp;
 pub mod ring;
+pub mod rpc;
 pub mod server;
 pub mod storage;
 pub mod versioning;

@@ -1,0 +1,53 @@
+//! The internal binary protocol (L1): TCP, length-prefixed postcard frames, a versioned tagged message set,
+//! request ids so many requests share one connection per peer pair, per-request timeouts, reconnect with backoff,
+//! and a mutual challenge-response handshake on the cluster secret.
+
+pub mod handshake;
+pub mod message;
+pub mod transport;
+
+pub use handshake::{ClusterKey, HandshakeError};
+pub use message::{Envelope, PeerInfo, RemoteErrorKind, Request, Response};
+pub use transport::{Handler, Identity, PeerPool};
+
+/// Errors of a call to a peer.
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    /// No response before the deadline.
+    #[error("peer {addr} did not answer in time")]
+    Timeout {
+        /// Peer address.
+        addr: String,
+    },
+    /// The peer could not be reached.
+    #[error("peer {addr} is unreachable: {reason}")]
+    Unreachable {
+        /// Peer address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+    /// The connection closed before the response.
+    #[error("connection to peer {addr} closed")]
+    Closed {
+        /// Peer address.
+        addr: String,
+    },
+    /// The handshake failed.
+    #[error("handshake with {addr} failed: {source}")]
+    Handshake {
+        /// Peer address.
+        addr: String,
+        /// Why.
+        source: HandshakeError,
+    },
+    /// A frame could not be read or decoded.
+    #[error("bad frame: {reason}")]
+    Frame {
+        /// Why.
+        reason: String,
+    },
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,423 @@
+//! Sockets of the internal protocol: a pool of client connections (one per peer, requests multiplexed by id) and
+//! the peer listener. This is the only code that touches peer sockets.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::RpcError;
+use super::handshake::{ClientHandshake, ClusterKey, Handshake, ServerHandshake};
+use super::message::{Envelope, Request, Response};
+
+/// Largest frame accepted: a sibling set at its byte limit plus framing.
+pub const MAX_FRAME: usize = 80 << 20;
+/// Time a peer has to complete the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+/// First and longest wait before reconnecting to a peer that failed.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Frames queued per connection before senders wait.
+const SEND_QUEUE: usize = 1024;
+
+/// Who we are on the internal protocol.
+#[derive(Clone, Debug)]
+pub struct Identity {
+    /// Our node id.
+    pub node_id: String,
+    /// The cluster key both handshake sides prove.
+    pub key: ClusterKey,
+}
+
+/// Serves requests that arrive from peers.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers `request` from peer `from`.
+    fn handle(&self, from: &str, request: Request) -> impl Future<Output = Response> + Send;
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_FRAME)
+        .new_codec()
+}
+
+fn encode<T: Serialize>(msg: &T) -> Bytes {
+    Bytes::from(postcard::to_stdvec(msg).expect("protocol messages serialize"))
+}
+
+async fn recv<T: DeserializeOwned>(
+    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
+) -> Result<T, RpcError> {
+    match framed.next().await {
+        Some(Ok(frame)) => postcard::from_bytes(&frame).map_err(|e| RpcError::Frame {
+            reason: e.to_string(),
+        }),
+        Some(Err(e)) => Err(RpcError::Frame {
+            reason: e.to_string(),
+        }),
+        None => Err(RpcError::Frame {
+            reason: "connection closed during handshake".into(),
+        }),
+    }
+}
+
+fn nonce() -> [u8; 16] {
+    let mut n = [0u8; 16];
+    getrandom::fill(&mut n).expect("the OS provides randomness");
+    n
+}
+
+type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+
+/// One live client connection to a peer.
+struct Conn {
+    tx: mpsc::Sender<Bytes>,
+    pending: Pending,
+    closed: Arc<AtomicBool>,
+}
+
+#[derive(Default)]
+struct Slot {
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// Consecutive failures and when the next attempt may start.
+    backoff: Mutex<(u32, Option<Instant>)>,
+}
+
+/// Client connections to peers, by peer address.
+pub struct PeerPool {
+    identity: Identity,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    next_id: AtomicU64,
+}
+
+impl PeerPool {
+    /// An empty pool.
+    pub fn new(identity: Identity) -> Self {
+        Self {
+            identity,
+            slots: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        }
+    }
+
+    /// Sends `request` to the peer at `addr` and waits for its response until `timeout`.
+    pub async fn call(
+        &self,
+        addr: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let kind = request.kind();
+        let started = Instant::now();
+        let conn = self.connection(addr, deadline).await?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        conn.pending.lock().expect("pending lock").insert(id, tx);
+        let frame = encode(&Envelope::Request { id, body: request });
+        let result = tokio::time::timeout_at(deadline, async {
+            conn.tx.send(frame).await.map_err(|_| RpcError::Closed {
+                addr: addr.to_string(),
+            })?;
+            rx.await.map_err(|_| RpcError::Closed {
+                addr: addr.to_string(),
+            })
+        })
+        .await;
+        let out = match result {
+            Ok(r) => r,
+            Err(_) => {
+                conn.pending.lock().expect("pending lock").remove(&id);
+                Err(RpcError::Timeout {
+                    addr: addr.to_string(),
+                })
+            }
+        };
+        metrics::histogram!("dynamo_rpc_seconds", "message" => kind)
+            .record(started.elapsed().as_secs_f64());
+        if out.is_err() {
+            metrics::counter!("dynamo_rpc_errors_total", "message" => kind).increment(1);
+        }
+        out
+    }
+
+    async fn connection(
+        &self,
+        addr: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Conn>, RpcError> {
+        let slot = self
+            .slots
+            .lock()
+            .expect("slots lock")
+            .entry(addr.to_string())
+            .or_default()
+            .clone();
+        let mut guard = tokio::time::timeout_at(deadline, slot.conn.lock())
+            .await
+            .map_err(|_| RpcError::Timeout {
+                addr: addr.to_string(),
+            })?;
+        if let Some(c) = guard.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
+            return Ok(c.clone());
+        }
+        if let (_, Some(retry_at)) = *slot.backoff.lock().expect("backoff lock")
+            && Instant::now() < retry_at
+        {
+            return Err(RpcError::Unreachable {
+                addr: addr.to_string(),
+                reason: "backing off after failures".into(),
+            });
+        }
+        let attempt = tokio::time::timeout_at(deadline, self.connect(addr)).await;
+        let result = match attempt {
+            Ok(r) => r,
+            Err(_) => Err(RpcError::Timeout {
+                addr: addr.to_string(),
+            }),
+        };
+        let mut backoff = slot.backoff.lock().expect("backoff lock");
+        match result {
+            Ok(conn) => {
+                *backoff = (0, None);
+                *guard = Some(conn.clone());
+                Ok(conn)
+            }
+            Err(e) => {
+                let failures = backoff.0.saturating_add(1);
+                let wait = BACKOFF_MIN
+                    .saturating_mul(1 << failures.min(6))
+                    .min(BACKOFF_MAX);
+                *backoff = (failures, Some(Instant::now() + wait));
+                *guard = None;
+                Err(e)
+            }
+        }
+    }
+
+    async fn connect(&self, addr: &str) -> Result<Arc<Conn>, RpcError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| RpcError::Unreachable {
+                addr: addr.to_string(),
+                reason: e.to_string(),
+            })?;
+        let _ = stream.set_nodelay(true);
+        let mut framed = Framed::new(stream, codec());
+        let key = &self.identity.key;
+        let (mut hs, hello) = ClientHandshake::start(key, &self.identity.node_id, nonce());
+        let handshake = async {
+            framed
+                .send(encode(&hello))
+                .await
+                .map_err(|e| RpcError::Frame {
+                    reason: e.to_string(),
+                })?;
+            let proof = hs
+                .on_challenge(key, recv(&mut framed).await?)
+                .map_err(|source| RpcError::Handshake {
+                    addr: addr.to_string(),
+                    source,
+                })?;
+            framed
+                .send(encode(&proof))
+                .await
+                .map_err(|e| RpcError::Frame {
+                    reason: e.to_string(),
+                })?;
+            hs.on_result(recv::<Handshake>(&mut framed).await?)
+                .map_err(|source| RpcError::Handshake {
+                    addr: addr.to_string(),
+                    source,
+                })
+        };
+        let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+            .await
+            .map_err(|_| RpcError::Timeout {
+                addr: addr.to_string(),
+            })??;
+        tracing::debug!(%addr, %peer, "connected to peer");
+
+        let (mut sink, mut stream) = framed.split();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+        let pending: Pending = Arc::default();
+        let closed = Arc::new(AtomicBool::new(false));
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                if sink.send(frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let (reader_pending, reader_closed, reader_addr) =
+            (pending.clone(), closed.clone(), addr.to_string());
+        tokio::spawn(async move {
+            while let Some(Ok(frame)) = stream.next().await {
+                match postcard::from_bytes::<Envelope>(&frame) {
+                    Ok(Envelope::Response { id, body }) => {
+                        if let Some(tx) = reader_pending.lock().expect("pending lock").remove(&id) {
+                            let _ = tx.send(body);
+                        }
+                    }
+                    _ => {
+                        metrics::counter!("dynamo_rpc_bad_frames_total").increment(1);
+                        tracing::warn!(addr = %reader_addr, "malformed frame from peer; closing the connection");
+                        break;
+                    }
+                }
+            }
+            reader_closed.store(true, Ordering::Release);
+            // Dropping the senders fails every waiting call at once instead of at its timeout.
+            reader_pending.lock().expect("pending lock").clear();
+        });
+        Ok(Arc::new(Conn {
+            tx,
+            pending,
+            closed,
+        }))
+    }
+}
+
+/// Accepts peers until `cancel` fires: handshake, then requests answered concurrently by `handler`.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    identity: Identity,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let identity = Arc::new(identity);
+    loop {
+        let (socket, remote) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "peer accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let (identity, handler, cancel) = (identity.clone(), handler.clone(), cancel.clone());
+        tracker.spawn(async move {
+            let _ = socket.set_nodelay(true);
+            if let Err(e) = serve_peer(socket, &identity, handler, cancel).await {
+                tracing::warn!(%remote, error = %e, "peer connection ended");
+            }
+        });
+    }
+}
+
+async fn serve_peer<H: Handler>(
+    socket: TcpStream,
+    identity: &Identity,
+    handler: Arc<H>,
+    cancel: CancellationToken,
+) -> Result<(), RpcError> {
+    let mut framed = Framed::new(socket, codec());
+    let key = &identity.key;
+    let accept = async {
+        let mut hs = ServerHandshake::new(&identity.node_id, nonce());
+        let result = match hs.on_hello(key, recv(&mut framed).await?) {
+            Ok(challenge) => {
+                framed
+                    .send(encode(&challenge))
+                    .await
+                    .map_err(|e| RpcError::Frame {
+                        reason: e.to_string(),
+                    })?;
+                hs.on_proof(key, recv(&mut framed).await?)
+            }
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok((peer, welcome)) => {
+                framed
+                    .send(encode(&welcome))
+                    .await
+                    .map_err(|e| RpcError::Frame {
+                        reason: e.to_string(),
+                    })?;
+                Ok(peer)
+            }
+            Err(e) => {
+                // Tell the peer why (a misconfigured operator reads it in the other node's log too).
+                let _ = framed
+                    .send(encode(&Handshake::Refused {
+                        reason: e.to_string(),
+                    }))
+                    .await;
+                Err(RpcError::Handshake {
+                    addr: "incoming".into(),
+                    source: e,
+                })
+            }
+        }
+    };
+    let peer = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(peer)) => peer,
+        Ok(Err(e)) => {
+            metrics::counter!("dynamo_rpc_refused_peers_total").increment(1);
+            return Err(e);
+        }
+        Err(_) => {
+            return Err(RpcError::Timeout {
+                addr: "incoming".into(),
+            });
+        }
+    };
+    let peer: Arc<str> = Arc::from(peer);
+    let (mut sink, mut stream) = framed.split();
+    let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if sink.send(frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    loop {
+        let frame = tokio::select! {
+            _ = cancel.cancelled() => break,
+            f = stream.next() => f,
+        };
+        let frame = match frame {
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                metrics::counter!("dynamo_rpc_bad_frames_total").increment(1);
+                tracing::warn!(%peer, error = %e, "bad frame from peer; closing the connection");
+                break;
+            }
+            None => break,
+        };
+        let (id, request) = match postcard::from_bytes::<Envelope>(&frame) {
+            Ok(Envelope::Request { id, body }) => (id, body),
+            _ => {
+                metrics::counter!("dynamo_rpc_bad_frames_total").increment(1);
+                tracing::warn!(%peer, "malformed message from peer; closing the connection");
+                break;
+            }
+        };
+        metrics::counter!("dynamo_rpc_requests_total", "message" => request.kind()).increment(1);
+        let (handler, tx, peer) = (handler.clone(), tx.clone(), peer.clone());
+        tokio::spawn(async move {
+            let body = handler.handle(&peer, request).await;
+            let _ = tx.send(encode(&Envelope::Response { id, body })).await;
+        });
+    }
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}
