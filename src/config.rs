@@ -51,6 +51,14 @@ pub const DEFAULT_SIBLING_SOFT_LIMIT: usize = 25;
 pub const DEFAULT_SIBLING_HARD_LIMIT: usize = 100;
 /// Default total bytes of a key's sibling values a write may leave.
 pub const DEFAULT_MAX_SIBLINGS_BYTES: usize = 64 << 20;
+/// Default cluster name (peers with another name are refused).
+pub const DEFAULT_CLUSTER_NAME: &str = "dynamo-kv";
+/// Default time a coordinator waits for replicas.
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 2000;
+/// Default interval of the membership exchange with seeds and peers.
+pub const DEFAULT_MEMBERSHIP_INTERVAL_MS: u64 = 1000;
+/// Offset of the default peer port from the client port.
+pub const PEER_PORT_OFFSET: u16 = 10_000;
 /// Default interval of the buffered writer.
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
@@ -107,6 +115,52 @@ impl Default for VersioningOptions {
     }
 }
 
+/// Replication: N replicas per key, R replies per read, W acknowledgements per write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quorum {
+    /// Replicas per key.
+    pub n: usize,
+    /// Replies a read waits for.
+    pub r: usize,
+    /// Acknowledgements a write waits for.
+    pub w: usize,
+}
+
+impl Quorum {
+    /// Checks 1 <= R, W <= N.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.n == 0 || self.r == 0 || self.w == 0 || self.r > self.n || self.w > self.n {
+            return Err(format!("need 1 <= R, W <= N; got N={} R={} W={}", self.n, self.r, self.w));
+        }
+        Ok(())
+    }
+}
+
+/// How this node finds and proves itself to the rest of the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// Address of the internal protocol.
+    pub peer_listen: String,
+    /// Peer addresses contacted at start and periodically (static seeds).
+    pub seeds: Vec<String>,
+    /// Cluster name; peers with another name are refused.
+    pub cluster_name: String,
+    /// Shared secret peers prove in the handshake; `None` is open dev mode.
+    pub cluster_secret: Option<String>,
+    /// Partitions of the ring (Q), fixed when the cluster is created.
+    pub partitions: usize,
+    /// This node's relative capacity.
+    pub weight: u32,
+    /// This node's zone (rack or datacenter).
+    pub zone: Option<String>,
+    /// Replication defaults.
+    pub quorum: Quorum,
+    /// How long a coordinator waits for replicas.
+    pub request_timeout: Duration,
+    /// Interval of the membership exchange.
+    pub membership_interval: Duration,
+}
+
 /// The resolved configuration of one node.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -128,6 +182,8 @@ pub struct Config {
     pub limits: Limits,
     /// Versioning tunables.
     pub versioning: VersioningOptions,
+    /// Cluster membership, ring and replication.
+    pub cluster: ClusterOptions,
 }
 
 /// The settings that can come from flags and environment variables (all optional: unset means "ask the file").
@@ -185,6 +241,42 @@ pub struct ServeArgs {
     /// Total bytes of a key's sibling values a write may not exceed [default: 67108864].
     #[arg(long, env = "DYNAMO_KV_MAX_SIBLINGS_BYTES")]
     pub max_siblings_bytes: Option<usize>,
+    /// Address of the internal protocol, HOST:PORT [default: client host, client port + 10000].
+    #[arg(long, env = "DYNAMO_KV_PEER_LISTEN")]
+    pub peer_listen: Option<String>,
+    /// Peer addresses (HOST:PORT of their internal protocol) to join through, comma-separated.
+    #[arg(long, env = "DYNAMO_KV_SEEDS", value_delimiter = ',')]
+    pub seeds: Option<Vec<String>>,
+    /// Cluster name; peers with another name are refused [default: dynamo-kv].
+    #[arg(long, env = "DYNAMO_KV_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
+    /// Secret every node of the cluster shares; without it the node runs in open dev mode (anyone can join).
+    #[arg(long, env = "DYNAMO_KV_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// Partitions of the ring (Q, a power of two), fixed when the cluster is created [default: 256].
+    #[arg(long, env = "DYNAMO_KV_PARTITIONS")]
+    pub partitions: Option<usize>,
+    /// This node's relative capacity: it owns partitions in proportion [default: 1].
+    #[arg(long, env = "DYNAMO_KV_WEIGHT")]
+    pub weight: Option<u32>,
+    /// This node's zone (rack or datacenter); replicas spread across zones.
+    #[arg(long, env = "DYNAMO_KV_ZONE")]
+    pub zone: Option<String>,
+    /// Replicas per key [default: 3 with seeds, 1 standalone].
+    #[arg(long = "n", env = "DYNAMO_KV_N")]
+    pub n: Option<usize>,
+    /// Replies a read waits for [default: 2 with seeds, 1 standalone].
+    #[arg(long = "r", env = "DYNAMO_KV_R")]
+    pub r: Option<usize>,
+    /// Acknowledgements a write waits for [default: 2 with seeds, 1 standalone].
+    #[arg(long = "w", env = "DYNAMO_KV_W")]
+    pub w: Option<usize>,
+    /// Milliseconds a coordinator waits for replicas [default: 2000].
+    #[arg(long, env = "DYNAMO_KV_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Milliseconds between membership exchanges [default: 1000].
+    #[arg(long, env = "DYNAMO_KV_MEMBERSHIP_INTERVAL_MS")]
+    pub membership_interval_ms: Option<u64>,
 }
 
 /// The config file: the same settings as [`ServeArgs`], snake_case.
@@ -207,6 +299,18 @@ struct FileConfig {
     sibling_soft_limit: Option<usize>,
     sibling_hard_limit: Option<usize>,
     max_siblings_bytes: Option<usize>,
+    peer_listen: Option<String>,
+    seeds: Option<Vec<String>>,
+    cluster_name: Option<String>,
+    cluster_secret: Option<String>,
+    partitions: Option<usize>,
+    weight: Option<u32>,
+    zone: Option<String>,
+    n: Option<usize>,
+    r: Option<usize>,
+    w: Option<usize>,
+    request_timeout_ms: Option<u64>,
+    membership_interval_ms: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -229,9 +333,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A required setting is missing.
-    #[error(
-        "{setting} is required (flag --{flag}, environment {env}, or `{setting}` in the config file)"
-    )]
+    #[error("{setting} is required (flag --{flag}, environment {env}, or `{setting}` in the config file)")]
     Missing {
         /// Setting name as in the file.
         setting: &'static str,
@@ -257,70 +359,78 @@ impl Config {
             Some(path) => load_file(path)?,
             None => FileConfig::default(),
         };
-        let node_id = args
-            .node_id
+        let node_id = args.node_id.clone().or(file.node_id).ok_or(ConfigError::Missing {
+            setting: "node_id",
+            flag: "node-id",
+            env: "DYNAMO_KV_NODE_ID",
+        })?;
+        let data_dir = args.data_dir.clone().or(file.data_dir).ok_or(ConfigError::Missing {
+            setting: "data_dir",
+            flag: "data-dir",
+            env: "DYNAMO_KV_DATA_DIR",
+        })?;
+        let listen = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let peer_listen = match args.peer_listen.clone().or(file.peer_listen) {
+            Some(p) => p,
+            None => default_peer_listen(&listen)?,
+        };
+        let seeds: Vec<String> = args
+            .seeds
             .clone()
-            .or(file.node_id)
-            .ok_or(ConfigError::Missing {
-                setting: "node_id",
-                flag: "node-id",
-                env: "DYNAMO_KV_NODE_ID",
-            })?;
-        let data_dir = args
-            .data_dir
-            .clone()
-            .or(file.data_dir)
-            .ok_or(ConfigError::Missing {
-                setting: "data_dir",
-                flag: "data-dir",
-                env: "DYNAMO_KV_DATA_DIR",
-            })?;
+            .or(file.seeds)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect();
+        // A standalone node replicates to itself only; with seeds the paper's common N=3, R=2, W=2.
+        let (dn, dr, dw) = if seeds.is_empty() { (1, 1, 1) } else { (3, 2, 2) };
+        let cluster = ClusterOptions {
+            peer_listen,
+            cluster_name: args
+                .cluster_name
+                .clone()
+                .or(file.cluster_name)
+                .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
+            cluster_secret: args.cluster_secret.clone().or(file.cluster_secret),
+            partitions: args.partitions.or(file.partitions).unwrap_or(crate::ring::DEFAULT_PARTITIONS),
+            weight: args.weight.or(file.weight).unwrap_or(1),
+            zone: args.zone.clone().or(file.zone),
+            quorum: Quorum {
+                n: args.n.or(file.n).unwrap_or(dn),
+                r: args.r.or(file.r).unwrap_or(dr),
+                w: args.w.or(file.w).unwrap_or(dw),
+            },
+            request_timeout: Duration::from_millis(
+                args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
+            ),
+            membership_interval: Duration::from_millis(
+                args.membership_interval_ms.or(file.membership_interval_ms).unwrap_or(DEFAULT_MEMBERSHIP_INTERVAL_MS),
+            ),
+            seeds,
+        };
         let config = Config {
             node_id,
-            listen: args
-                .listen
-                .clone()
-                .or(file.listen)
-                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            listen,
             data_dir,
             requirepass: args.requirepass.clone().or(file.requirepass),
-            durability: args
-                .durability
-                .or(file.durability)
-                .unwrap_or(Durability::Os),
+            durability: args.durability.or(file.durability).unwrap_or(Durability::Os),
             buffer_flush_interval: Duration::from_millis(
-                args.buffer_flush_ms
-                    .or(file.buffer_flush_ms)
-                    .unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
+                args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
             ),
             cache_bytes: args.cache_mb.or(file.cache_mb).unwrap_or(DEFAULT_CACHE_MB) << 20,
             limits: Limits {
-                max_key_bytes: args
-                    .max_key_bytes
-                    .or(file.max_key_bytes)
-                    .unwrap_or(DEFAULT_MAX_KEY_BYTES),
-                max_value_bytes: args
-                    .max_value_bytes
-                    .or(file.max_value_bytes)
-                    .unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+                max_key_bytes: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(DEFAULT_MAX_KEY_BYTES),
+                max_value_bytes: args.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES),
                 max_request_bytes: args
                     .max_request_bytes
                     .or(file.max_request_bytes)
                     .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
-                max_array_len: args
-                    .max_array_len
-                    .or(file.max_array_len)
-                    .unwrap_or(DEFAULT_MAX_ARRAY_LEN),
-                max_clients: args
-                    .max_clients
-                    .or(file.max_clients)
-                    .unwrap_or(DEFAULT_MAX_CLIENTS),
+                max_array_len: args.max_array_len.or(file.max_array_len).unwrap_or(DEFAULT_MAX_ARRAY_LEN),
+                max_clients: args.max_clients.or(file.max_clients).unwrap_or(DEFAULT_MAX_CLIENTS),
             },
             versioning: VersioningOptions {
-                max_vv_entries: args
-                    .max_vv_entries
-                    .or(file.max_vv_entries)
-                    .unwrap_or(DEFAULT_MAX_VV_ENTRIES),
+                max_vv_entries: args.max_vv_entries.or(file.max_vv_entries).unwrap_or(DEFAULT_MAX_VV_ENTRIES),
                 sibling_soft_limit: args
                     .sibling_soft_limit
                     .or(file.sibling_soft_limit)
@@ -334,6 +444,7 @@ impl Config {
                     .or(file.max_siblings_bytes)
                     .unwrap_or(DEFAULT_MAX_SIBLINGS_BYTES),
             },
+            cluster,
         };
         config.validate()?;
         Ok(config)
@@ -344,18 +455,9 @@ impl Config {
         let invalid = |setting, reason: String| Err(ConfigError::Invalid { setting, reason });
         let id_ok = !self.node_id.is_empty()
             && self.node_id.len() <= 64
-            && self
-                .node_id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !id_ok {
-            return invalid(
-                "node_id",
-                format!(
-                    "'{}': use 1-64 letters, digits, '-', '_' or '.'",
-                    self.node_id
-                ),
-            );
+            return invalid("node_id", format!("'{}': use 1-64 letters, digits, '-', '_' or '.'", self.node_id));
         }
         let l = &self.limits;
         for (setting, v) in [
@@ -397,6 +499,22 @@ impl Config {
                 ),
             );
         }
+        let c = &self.cluster;
+        if let Err(reason) = c.quorum.validate() {
+            return invalid("n/r/w", reason);
+        }
+        if !c.partitions.is_power_of_two() || c.partitions > crate::ring::MAX_PARTITIONS {
+            return invalid(
+                "partitions",
+                format!("{} must be a power of two up to {}", c.partitions, crate::ring::MAX_PARTITIONS),
+            );
+        }
+        if c.weight == 0 || c.weight > 1000 {
+            return invalid("weight", format!("{} must be between 1 and 1000", c.weight));
+        }
+        if c.request_timeout.is_zero() || c.membership_interval.is_zero() {
+            return invalid("request_timeout_ms", "timeouts and intervals must be at least 1 ms".into());
+        }
         if self.buffer_flush_interval.is_zero() {
             return invalid("buffer_flush_ms", "must be at least 1".into());
         }
@@ -404,15 +522,29 @@ impl Config {
     }
 }
 
+/// The client address with its port raised by [`PEER_PORT_OFFSET`] (port 0 stays 0: pick any free port).
+fn default_peer_listen(listen: &str) -> Result<String, ConfigError> {
+    let (host, port) = listen
+        .rsplit_once(':')
+        .ok_or_else(|| ConfigError::Invalid { setting: "listen", reason: format!("'{listen}' is not HOST:PORT") })?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| ConfigError::Invalid { setting: "listen", reason: format!("'{listen}' has no valid port") })?;
+    let peer = if port == 0 {
+        0
+    } else {
+        port.checked_add(PEER_PORT_OFFSET).ok_or_else(|| ConfigError::Invalid {
+            setting: "peer_listen",
+            reason: format!("client port {port} + {PEER_PORT_OFFSET} exceeds 65535; set peer_listen"),
+        })?
+    };
+    Ok(format!("{host}:{peer}"))
+}
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.display().to_string(),
-        source,
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse {
-        path: path.display().to_string(),
-        message: e.to_string(),
-    })
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
 }
 
 #[cfg(test)]
@@ -420,11 +552,7 @@ mod tests {
     use super::*;
 
     fn args() -> ServeArgs {
-        ServeArgs {
-            node_id: Some("n1".into()),
-            data_dir: Some("/tmp/x".into()),
-            ..Default::default()
-        }
+        ServeArgs { node_id: Some("n1".into()), data_dir: Some("/tmp/x".into()), ..Default::default() }
     }
 
     #[test]
@@ -433,17 +561,21 @@ mod tests {
         assert_eq!(c.listen, DEFAULT_LISTEN);
         assert_eq!(c.durability, Durability::Os);
         assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.cluster.peer_listen, "127.0.0.1:17001");
+        assert_eq!(c.cluster.quorum, Quorum { n: 1, r: 1, w: 1 }, "standalone");
+        let mut a = args();
+        a.seeds = Some(vec!["127.0.0.1:17002".into()]);
+        assert_eq!(Config::resolve(&a).unwrap().cluster.quorum, Quorum { n: 3, r: 2, w: 2 });
+        a.r = Some(4);
+        assert!(Config::resolve(&a).is_err(), "R > N is refused");
     }
 
     #[test]
     fn flags_win_over_file() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
-        std::fs::write(
-            &path,
-            "node_id = \"file-node\"\nlisten = \"127.0.0.1:9000\"\ndurability = \"fsync\"\n",
-        )
-        .unwrap();
+        std::fs::write(&path, "node_id = \"file-node\"\nlisten = \"127.0.0.1:9000\"\ndurability = \"fsync\"\n")
+            .unwrap();
         let mut a = args();
         a.config = Some(path.clone());
         a.listen = Some("127.0.0.1:9100".into());
@@ -453,15 +585,9 @@ mod tests {
         assert_eq!(c.durability, Durability::Fsync);
 
         std::fs::write(&path, "listen = 5\n").unwrap();
-        assert!(matches!(
-            Config::resolve(&a),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(Config::resolve(&a), Err(ConfigError::Parse { .. })));
         std::fs::write(&path, "no_such_setting = 1\n").unwrap();
-        assert!(matches!(
-            Config::resolve(&a),
-            Err(ConfigError::Parse { .. })
-        ));
+        assert!(matches!(Config::resolve(&a), Err(ConfigError::Parse { .. })));
     }
 
     #[test]
@@ -476,9 +602,6 @@ mod tests {
         let mut a = args();
         a.node_id = None;
         let err = Config::resolve(&a).unwrap_err().to_string();
-        assert!(
-            err.contains("--node-id") && err.contains("DYNAMO_KV_NODE_ID"),
-            "{err}"
-        );
+        assert!(err.contains("--node-id") && err.contains("DYNAMO_KV_NODE_ID"), "{err}");
     }
 }

@@ -15,6 +15,7 @@
 //!
 //! `main.rs` turns the command line into a [`config::Config`], sets up tracing and runs a [`node::Node`].
 
+pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod coordinator;

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use dynamo_kv::config::{Config, ServeArgs};
+use dynamo_kv::config::{Config, Durability, ServeArgs};
 use dynamo_kv::node::Node;
 
 /// A Dynamo-style, highly available key-value store that speaks RESP (use redis-cli or any Redis client).
@@ -21,17 +21,24 @@ enum Command {
     /// Run one node. Every flag can also be set by its DYNAMO_KV_* environment variable or in the --config file;
     /// flags win over the environment, the environment over the file.
     Serve(Box<ServeArgs>),
-    /// Run a local development node in one command: 127.0.0.1:PORT, data under --data-dir.
+    /// Run a whole local cluster in one process: node i serves clients on PORT+i-1 and peers on that + 10000,
+    /// over real TCP, with N/R/W set to what the node count allows (1 node: 1/1/1; 3 or more: 3/2/2).
     Dev {
-        /// Client port.
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u16,
+        /// Client port of the first node.
         #[arg(long, default_value_t = 7001)]
         port: u16,
-        /// Where the node keeps its data (kept between runs).
+        /// Where the nodes keep their data (one directory per node, kept between runs).
         #[arg(long, default_value = "dynamo-dev-data")]
         data_dir: PathBuf,
         /// Require clients to AUTH with this password.
         #[arg(long)]
         requirepass: Option<String>,
+        /// When writes are acknowledged (fsync, os, buffered).
+        #[arg(long, value_enum)]
+        durability: Option<Durability>,
     },
 }
 
@@ -55,28 +62,76 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let config = match cli.command {
-        Command::Serve(args) => Config::resolve(&args)?,
-        Command::Dev {
-            port,
-            data_dir,
-            requirepass,
-        } => Config::resolve(&ServeArgs {
-            node_id: Some("dev1".into()),
-            listen: Some(format!("127.0.0.1:{port}")),
-            data_dir: Some(data_dir.join("dev1")),
-            requirepass,
-            ..Default::default()
-        })?,
+    let configs = match cli.command {
+        Command::Serve(args) => vec![Config::resolve(&args)?],
+        Command::Dev { nodes, port, data_dir, requirepass, durability } => {
+            dev_configs(nodes, port, &data_dir, requirepass, durability)?
+        }
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
-        let node = Node::start(config).await?;
-        // One stable line on stdout for scripts and tests; logs go to stderr.
-        println!("dynamo-kv ready: clients on {}", node.client_addr());
-        node.run(shutdown_signal()).await?;
+        let mut started = Vec::new();
+        for config in configs {
+            let id = config.node_id.clone();
+            let node = Node::start(config).await.with_context(|| format!("starting node {id}"))?;
+            // One stable line per node on stdout for scripts and tests; logs go to stderr.
+            println!("dynamo-kv ready: node {id} clients on {} peers on {}", node.client_addr(), node.peer_addr());
+            started.push(node);
+        }
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let runs: Vec<_> = started
+            .into_iter()
+            .map(|node| {
+                let token = shutdown.clone();
+                tokio::spawn(async move { node.run(token.cancelled_owned()).await })
+            })
+            .collect();
+        shutdown_signal().await;
+        shutdown.cancel();
+        for run in runs {
+            run.await.context("node task panicked")??;
+        }
         Ok(())
     })
+}
+
+/// The configurations of a local cluster of `nodes` nodes.
+fn dev_configs(
+    nodes: u16,
+    port: u16,
+    data_dir: &std::path::Path,
+    requirepass: Option<String>,
+    durability: Option<Durability>,
+) -> anyhow::Result<Vec<Config>> {
+    anyhow::ensure!((1..=64).contains(&nodes), "--nodes must be between 1 and 64");
+    anyhow::ensure!(
+        u32::from(port) + u32::from(nodes) + 10_000 <= 65_535,
+        "--port {port} leaves no room for {nodes} nodes and their peer ports (port + 10000)"
+    );
+    let peer = |i: u16| format!("127.0.0.1:{}", port + i + 10_000);
+    let seeds: Vec<String> = (0..nodes).map(peer).collect();
+    let n = usize::from(nodes).min(3);
+    let rw = n.min(2);
+    (0..nodes)
+        .map(|i| {
+            let id = format!("dev{}", i + 1);
+            Config::resolve(&ServeArgs {
+                data_dir: Some(data_dir.join(&id)),
+                node_id: Some(id),
+                listen: Some(format!("127.0.0.1:{}", port + i)),
+                peer_listen: Some(peer(i)),
+                seeds: Some(if nodes > 1 { seeds.clone() } else { Vec::new() }),
+                n: Some(n),
+                r: Some(rw),
+                w: Some(rw),
+                requirepass: requirepass.clone(),
+                durability,
+                membership_interval_ms: Some(500),
+                ..Default::default()
+            })
+            .map_err(anyhow::Error::from)
+        })
+        .collect()
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

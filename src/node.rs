@@ -12,13 +12,17 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::cluster::Cluster;
 use crate::commands::{NodeContext, Stats};
 use crate::config::Config;
-use crate::coordinator::Coordinator;
+use crate::coordinator::{CoordError, Coordinator, CoordinatorParts, WriteContext};
+use crate::ring::Member;
+use crate::rpc::{self, ClusterKey, Handler, Identity, PeerInfo, PeerPool, Request, Response};
 use crate::storage::fjall_engine::FjallEngine;
 use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::store::StoreOptions;
 use crate::storage::{KvStore, StorageError};
+use crate::versioning::ContextKey;
 
 /// How long connections get to finish their request at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,6 +33,9 @@ pub enum NodeError {
     /// Storage failed to open, flush or sync.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// The ring could not be built from this node's settings.
+    #[error(transparent)]
+    Ring(#[from] crate::ring::RingError),
     /// The client address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -51,7 +58,10 @@ pub enum NodeError {
 pub struct Node {
     config: Arc<Config>,
     listener: TcpListener,
+    peer_listener: TcpListener,
+    identity: Identity,
     context: Arc<NodeContext>,
+    cluster: Arc<Cluster>,
     store: Arc<KvStore>,
     meta: Arc<NodeMeta>,
 }
@@ -60,15 +70,10 @@ impl Node {
     /// Opens the data directory and binds the client port.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
         let config = Arc::new(config);
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
-            path: config.data_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
         // fjall locks its directory, so a second process on the same data directory stops here.
-        let engine = Arc::new(FjallEngine::open(
-            &config.data_dir.join("db"),
-            config.cache_bytes,
-        )?);
+        let engine = Arc::new(FjallEngine::open(&config.data_dir.join("db"), config.cache_bytes)?);
         let meta = Arc::new(NodeMeta::open(&config.data_dir, &config.node_id)?);
         match meta.start_kind() {
             StartKind::Fresh => {
@@ -80,27 +85,59 @@ impl Node {
                 "previous run did not shut down cleanly: new epoch and actor, so no dot can be reissued"
             ),
         }
-        let options = StoreOptions {
-            durability: config.durability,
-            buffer_flush_interval: config.buffer_flush_interval,
-        };
+        let options =
+            StoreOptions { durability: config.durability, buffer_flush_interval: config.buffer_flush_interval };
         let store = KvStore::open(engine, options)?;
-        let coordinator = Arc::new(Coordinator::new(
-            store.clone(),
-            meta.clone(),
-            config.versioning.clone(),
-        ));
-        let listener =
-            TcpListener::bind(&config.listen)
-                .await
-                .map_err(|source| NodeError::Bind {
-                    addr: config.listen.clone(),
-                    source,
-                })?;
-        let client_addr = listener.local_addr().map_err(|source| NodeError::Bind {
-            addr: config.listen.clone(),
-            source,
-        })?;
+        let bind_error = |addr: &str| {
+            let addr = addr.to_string();
+            move |source| NodeError::Bind { addr, source }
+        };
+        let listener = TcpListener::bind(&config.listen).await.map_err(bind_error(&config.listen))?;
+        let client_addr = listener.local_addr().map_err(bind_error(&config.listen))?;
+        let c = &config.cluster;
+        let peer_listener = TcpListener::bind(&c.peer_listen).await.map_err(bind_error(&c.peer_listen))?;
+        let peer_addr = peer_listener.local_addr().map_err(bind_error(&c.peer_listen))?;
+
+        let key = ClusterKey::derive(&c.cluster_name, c.cluster_secret.as_deref());
+        if !key.authenticated {
+            tracing::warn!(
+                "no cluster secret: open dev mode, any process that can reach {peer_addr} can join and write; set \
+                 --cluster-secret in production"
+            );
+        }
+        // Every node must verify every other node's tokens: with a secret they share a derived key. A standalone
+        // node without one keeps the random key of its data directory; an open cluster uses the key of the empty
+        // secret, which anyone could derive (open dev mode).
+        let context_key = match (&c.cluster_secret, c.seeds.is_empty()) {
+            (None, true) => meta.context_key().clone(),
+            _ => ContextKey::from_bytes(key.subkey("context")),
+        };
+        let identity = Identity { node_id: config.node_id.clone(), key };
+        let pool = Arc::new(PeerPool::new(identity.clone()));
+        let me = PeerInfo {
+            member: Member { id: config.node_id.clone(), weight: c.weight, zone: c.zone.clone() },
+            client_addr: client_addr.to_string(),
+            peer_addr: peer_addr.to_string(),
+        };
+        let cluster = Cluster::new(
+            me,
+            c.seeds.clone(),
+            c.partitions,
+            c.quorum.n,
+            pool.clone(),
+            c.membership_interval,
+            c.request_timeout,
+        )?;
+        let coordinator = Coordinator::new(CoordinatorParts {
+            store: store.clone(),
+            meta: meta.clone(),
+            options: config.versioning.clone(),
+            cluster: cluster.clone(),
+            pool,
+            quorum: c.quorum,
+            timeout: c.request_timeout,
+            context_key,
+        });
         let context = Arc::new(NodeContext {
             config: config.clone(),
             coordinator,
@@ -108,18 +145,17 @@ impl Node {
             started: Instant::now(),
             client_addr,
         });
-        Ok(Node {
-            config,
-            listener,
-            context,
-            store,
-            meta,
-        })
+        Ok(Node { config, listener, peer_listener, identity, context, cluster, store, meta })
     }
 
     /// The address clients connect to.
     pub fn client_addr(&self) -> SocketAddr {
         self.context.client_addr
+    }
+
+    /// The address peers connect to.
+    pub fn peer_addr(&self) -> &str {
+        &self.cluster.me().peer_addr
     }
 
     /// Serves until `shutdown` completes, then drains connections, flushes storage and marks the directory clean.
@@ -131,39 +167,74 @@ impl Node {
         tracing::info!(
             node_id = %self.config.node_id,
             clients = %self.context.client_addr,
+            peers = %self.cluster.me().peer_addr,
             durability = self.config.durability.as_str(),
             auth = self.config.requirepass.is_some(),
             "serving"
         );
-        let server = tokio::spawn(crate::server::serve(
-            self.listener,
-            self.context.clone(),
+        let service = Arc::new(PeerService { node: self.context.clone() });
+        tokio::spawn(rpc::transport::serve(
+            self.peer_listener,
+            self.identity,
+            service,
             cancel.clone(),
             tracker.clone(),
         ));
+        tokio::spawn(self.cluster.clone().run(cancel.clone()));
+        let server =
+            tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
         shutdown.await;
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         cancel.cancel();
         let _ = server.await;
         tracker.close();
-        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
             tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
         }
         // Close the write gate before the final flush: a connection that outlived the drain can no longer take a
         // dot or buffer a write after it, so "clean" below is true.
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.close_writes())
-            .await
-            .expect("closing writes panicked");
+        tokio::task::spawn_blocking(move || store.close_writes()).await.expect("closing writes panicked");
         storage_cancel.cancel();
-        background
-            .await
-            .expect("storage background task panicked")?;
+        background.await.expect("storage background task panicked")?;
         self.meta.mark_clean()?;
         tracing::info!("storage flushed and synced; clean shutdown");
         Ok(())
+    }
+}
+
+/// Answers the internal protocol: membership exchanges, replica reads and writes, forwarded coordination.
+struct PeerService {
+    node: Arc<NodeContext>,
+}
+
+impl Handler for PeerService {
+    async fn handle(&self, from: &str, request: Request) -> Response {
+        let coordinator = &self.node.coordinator;
+        let cluster = coordinator.cluster();
+        cluster.note_reachable(from, true);
+        let failed = |e: CoordError| Response::Error { kind: e.remote_kind(), message: e.client_text() };
+        match request {
+            Request::Ping => Response::Pong,
+            Request::Members { known } => {
+                cluster.learn(known, Some(from));
+                Response::Members { known: cluster.known() }
+            }
+            Request::Read { key } => match coordinator.read_local(&key) {
+                Ok(state) => Response::State { state },
+                Err(e) => failed(e),
+            },
+            Request::Replicate { key, state } => match coordinator.merge_local(&key, &state).await {
+                Ok(()) => Response::Ack,
+                Err(e) => failed(e),
+            },
+            Request::Coordinate { key, value, context, w } => {
+                let context = context.map_or(WriteContext::Blind, WriteContext::Covering);
+                match coordinator.coordinate(key, value, context, w.map(usize::from)).await {
+                    Ok(out) => Response::Written { superseded_live: out.superseded_live as u32 },
+                    Err(e) => failed(e),
+                }
+            }
+        }
     }
 }

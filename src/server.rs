@@ -25,12 +25,7 @@ const READ_BUFFER: usize = 16 << 10;
 const WRITE_CHUNK: usize = 64 << 10;
 
 /// Accepts clients until `cancel` fires; every connection task is spawned on `tracker`.
-pub async fn serve(
-    listener: TcpListener,
-    node: Arc<NodeContext>,
-    cancel: CancellationToken,
-    tracker: TaskTracker,
-) {
+pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: CancellationToken, tracker: TaskTracker) {
     let next_id = Arc::new(AtomicU64::new(1));
     loop {
         let (socket, peer) = tokio::select! {
@@ -45,15 +40,11 @@ pub async fn serve(
                 }
             },
         };
-        node.stats
-            .connections_received
-            .fetch_add(1, Ordering::Relaxed);
+        node.stats.connections_received.fetch_add(1, Ordering::Relaxed);
         let connected = node.stats.connected_clients.fetch_add(1, Ordering::AcqRel) + 1;
         if connected > node.config.limits.max_clients {
             node.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
-            node.stats
-                .rejected_connections
-                .fetch_add(1, Ordering::Relaxed);
+            node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
             tracker.spawn(refuse(socket));
             continue;
         }
@@ -72,19 +63,12 @@ pub async fn serve(
 }
 
 async fn refuse(mut socket: TcpStream) {
-    let _ = socket
-        .write_all(b"-ERR max number of clients reached\r\n")
-        .await;
+    let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
     let _ = socket.shutdown().await;
 }
 
 /// Serves one client until it quits, breaks the protocol, disconnects or the node shuts down.
-async fn connection(
-    socket: TcpStream,
-    node: &NodeContext,
-    id: u64,
-    cancel: CancellationToken,
-) -> std::io::Result<()> {
+async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: CancellationToken) -> std::io::Result<()> {
     let limits = &node.config.limits;
     let mut codec = RequestCodec::new(FrameLimits {
         max_request_bytes: limits.max_request_bytes,

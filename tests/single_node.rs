@@ -7,14 +7,7 @@ use common::{TestNode, get, raw_exchange};
 use redis::AsyncCommands;
 
 async fn set_ctx(con: &mut redis::aio::MultiplexedConnection, key: &str, value: &str, ctx: &str) {
-    let r: String = redis::cmd("SET")
-        .arg(key)
-        .arg(value)
-        .arg("CONTEXT")
-        .arg(ctx)
-        .query_async(con)
-        .await
-        .unwrap();
+    let r: String = redis::cmd("SET").arg(key).arg(value).arg("CONTEXT").arg(ctx).query_async(con).await.unwrap();
     assert_eq!(r, "OK");
 }
 
@@ -24,10 +17,7 @@ async fn shopping_cart_siblings_and_reconciliation() {
     let node = TestNode::start(&[]);
     let mut c = node.conn().await;
     let (vals, ctx) = get(&mut c, "cart").await;
-    assert!(
-        vals.is_empty() && ctx.is_none(),
-        "never-written key: no siblings, nil context"
-    );
+    assert!(vals.is_empty() && ctx.is_none(), "never-written key: no siblings, nil context");
 
     let _: () = c.set("cart", "[]").await.unwrap();
     let (vals, ctx0) = get(&mut c, "cart").await;
@@ -38,11 +28,7 @@ async fn shopping_cart_siblings_and_reconciliation() {
     set_ctx(&mut c, "cart", "[book]", &ctx0).await;
     set_ctx(&mut c, "cart", "[pen]", &ctx0).await;
     let (vals, ctx1) = get(&mut c, "cart").await;
-    assert_eq!(
-        vals,
-        vec!["[book]", "[pen]"],
-        "both concurrent writes survive as siblings"
-    );
+    assert_eq!(vals, vec!["[book]", "[pen]"], "both concurrent writes survive as siblings");
 
     // The client merges and writes back with the context that covers both.
     set_ctx(&mut c, "cart", "[book,pen]", &ctx1.unwrap()).await;
@@ -77,25 +63,11 @@ async fn context_delete_keeps_concurrent_writes() {
     let ctx = ctx.unwrap();
     // Someone writes concurrently with our delete.
     set_ctx(&mut c, "k", "v2", &ctx).await;
-    let n: i64 = redis::cmd("DELCTX")
-        .arg("k")
-        .arg(&ctx)
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let n: i64 = redis::cmd("DELCTX").arg("k").arg(&ctx).query_async(&mut c).await.unwrap();
     assert_eq!(n, 0, "v1 was already superseded by v2 on this node");
-    assert_eq!(
-        get(&mut c, "k").await.0,
-        vec!["v2"],
-        "the concurrent write survives the delete"
-    );
+    assert_eq!(get(&mut c, "k").await.0, vec!["v2"], "the concurrent write survives the delete");
     let (_, ctx) = get(&mut c, "k").await;
-    let n: i64 = redis::cmd("DELCTX")
-        .arg("k")
-        .arg(ctx.unwrap())
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let n: i64 = redis::cmd("DELCTX").arg("k").arg(ctx.unwrap()).query_async(&mut c).await.unwrap();
     assert_eq!(n, 1);
     assert!(get(&mut c, "k").await.0.is_empty());
 }
@@ -119,12 +91,7 @@ async fn bad_context_is_refused_and_writes_nothing() {
             .await
             .unwrap_err();
         assert!(err.to_string().contains("invalid context"), "{err}");
-        let err = redis::cmd("DELCTX")
-            .arg("k")
-            .arg(token)
-            .query_async::<i64>(&mut c)
-            .await
-            .unwrap_err();
+        let err = redis::cmd("DELCTX").arg("k").arg(token).query_async::<i64>(&mut c).await.unwrap_err();
         assert!(err.to_string().contains("invalid context"), "{err}");
     }
     assert_eq!(get(&mut c, "k").await.0, vec!["v"]);
@@ -155,20 +122,10 @@ async fn sibling_hard_limit_refuses_the_write() {
         set_ctx(&mut c, "k", v, &ctx0).await;
     }
     assert_eq!(get(&mut c, "k").await.0, vec!["a", "b", "c"]);
-    let err = redis::cmd("SET")
-        .arg("k")
-        .arg("d")
-        .arg("CONTEXT")
-        .arg(&ctx0)
-        .query_async::<String>(&mut c)
-        .await
-        .unwrap_err();
+    let err =
+        redis::cmd("SET").arg("k").arg("d").arg("CONTEXT").arg(&ctx0).query_async::<String>(&mut c).await.unwrap_err();
     assert!(err.to_string().contains("hard limit 3"), "{err}");
-    assert_eq!(
-        get(&mut c, "k").await.0,
-        vec!["a", "b", "c"],
-        "the refused write changed nothing"
-    );
+    assert_eq!(get(&mut c, "k").await.0, vec!["a", "b", "c"], "the refused write changed nothing");
     // Resolving with the full context is always possible.
     let (_, ctx) = get(&mut c, "k").await;
     set_ctx(&mut c, "k", "abc", &ctx.unwrap()).await;
@@ -187,11 +144,7 @@ async fn everything_acknowledged_survives_restart_and_kill9() {
     set_ctx(&mut c, "cart", "b", ctx.as_ref().unwrap()).await;
     set_ctx(&mut c, "cart", "c", ctx.as_ref().unwrap()).await;
     let _: i64 = c.del("k0").await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("dynamo")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
     let actor = field(&info, "actor");
     drop(c);
 
@@ -199,17 +152,9 @@ async fn everything_acknowledged_survives_restart_and_kill9() {
     node.restart();
     let mut c = node.conn().await;
     check_data(&mut c).await;
-    let info: String = redis::cmd("INFO")
-        .arg("dynamo")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
     assert_eq!(field(&info, "start"), "clean");
-    assert_eq!(
-        field(&info, "actor"),
-        actor,
-        "a clean restart keeps the actor"
-    );
+    assert_eq!(field(&info, "actor"), actor, "a clean restart keeps the actor");
 
     // Writes right before kill -9 are acknowledged, so they must survive it.
     for i in 500..1000 {
@@ -223,17 +168,9 @@ async fn everything_acknowledged_survives_restart_and_kill9() {
     for i in 500..1000 {
         assert_eq!(get(&mut c, &format!("k{i}")).await.0, vec![format!("v{i}")]);
     }
-    let info: String = redis::cmd("INFO")
-        .arg("dynamo")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
     assert_eq!(field(&info, "start"), "unclean");
-    assert_ne!(
-        field(&info, "actor"),
-        actor,
-        "after a crash the node must not reuse its actor"
-    );
+    assert_ne!(field(&info, "actor"), actor, "after a crash the node must not reuse its actor");
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(n, 1000, "k1..k999 plus cart");
 }
@@ -268,11 +205,7 @@ async fn every_durability_mode_survives_a_graceful_restart() {
         node.restart();
         let mut c = node.conn().await;
         for i in 0..200 {
-            assert_eq!(
-                get(&mut c, &format!("k{i}")).await.0,
-                vec![format!("{mode}{i}")],
-                "mode {mode}"
-            );
+            assert_eq!(get(&mut c, &format!("k{i}")).await.0, vec![format!("{mode}{i}")], "mode {mode}");
         }
     }
 }
@@ -299,10 +232,7 @@ async fn fsync_mode_survives_kill9() {
     c = node.conn().await;
     for t in 0..8 {
         for i in 0..50 {
-            assert_eq!(
-                get(&mut c, &format!("t{t}:{i}")).await.0,
-                vec![i.to_string()]
-            );
+            assert_eq!(get(&mut c, &format!("t{t}:{i}")).await.0, vec![i.to_string()]);
         }
     }
 }
@@ -312,41 +242,21 @@ async fn pipelined_and_inline_requests_are_answered_in_order() {
     let node = TestNode::start(&[]);
     let mut req = Vec::new();
     for i in 0..100 {
-        req.extend_from_slice(
-            format!(
-                "*3\r\n$3\r\nSET\r\n$2\r\np{}\r\n$1\r\n{}\r\n",
-                i % 10,
-                i % 10
-            )
-            .as_bytes(),
-        );
+        req.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n$2\r\np{}\r\n$1\r\n{}\r\n", i % 10, i % 10).as_bytes());
         req.extend_from_slice(b"PING\r\n");
     }
     req.extend_from_slice(b"ECHO \"two words\"\r\n");
-    let expected: Vec<u8> = "+OK\r\n+PONG\r\n"
-        .repeat(100)
-        .into_bytes()
-        .into_iter()
-        .chain(b"$9\r\ntwo words\r\n".iter().copied())
-        .collect();
+    let expected: Vec<u8> =
+        "+OK\r\n+PONG\r\n".repeat(100).into_bytes().into_iter().chain(b"$9\r\ntwo words\r\n".iter().copied()).collect();
     let (out, closed) = raw_exchange(node.port, &req, expected.len()).await;
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        String::from_utf8_lossy(&expected)
-    );
+    assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&expected));
     assert!(!closed);
 }
 
 #[tokio::test]
 async fn protocol_errors_close_only_that_connection() {
-    let node = TestNode::start(&[
-        "--max-value-bytes",
-        "1000",
-        "--max-request-bytes",
-        "70000",
-        "--max-key-bytes",
-        "100",
-    ]);
+    let node =
+        TestNode::start(&["--max-value-bytes", "1000", "--max-request-bytes", "70000", "--max-key-bytes", "100"]);
     let mut good = node.conn().await;
     let _: () = good.set("k", "v").await.unwrap();
     let cases: &[(&[u8], &str)] = &[
@@ -359,10 +269,7 @@ async fn protocol_errors_close_only_that_connection() {
     for (bytes, msg) in cases {
         let (out, closed) = raw_exchange(node.port, bytes, 10).await;
         let text = String::from_utf8_lossy(&out);
-        assert!(
-            text.starts_with("-ERR Protocol error") && text.contains(msg),
-            "{text:?} for {bytes:?}"
-        );
+        assert!(text.starts_with("-ERR Protocol error") && text.contains(msg), "{text:?} for {bytes:?}");
         assert!(closed, "connection must close after {msg}");
     }
     // The earlier request on a connection is still answered before the error.
@@ -381,108 +288,44 @@ async fn protocol_errors_close_only_that_connection() {
 async fn redis_errors_use_redis_words() {
     let node = TestNode::start(&[]);
     let mut c = node.conn().await;
-    let e = redis::cmd("FOO")
-        .arg("a")
-        .arg("b")
-        .query_async::<()>(&mut c)
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("unknown command 'FOO', with args beginning with: 'a' 'b'"),
-        "{e}"
-    );
-    let e = redis::cmd("GET")
-        .query_async::<()>(&mut c)
-        .await
-        .unwrap_err();
-    assert!(
-        e.to_string()
-            .contains("wrong number of arguments for 'get' command"),
-        "{e}"
-    );
-    let e = redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .arg("BOGUS")
-        .query_async::<()>(&mut c)
-        .await
-        .unwrap_err();
+    let e = redis::cmd("FOO").arg("a").arg("b").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(e.to_string().contains("unknown command 'FOO', with args beginning with: 'a' 'b'"), "{e}");
+    let e = redis::cmd("GET").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(e.to_string().contains("wrong number of arguments for 'get' command"), "{e}");
+    let e = redis::cmd("SET").arg("k").arg("v").arg("BOGUS").query_async::<()>(&mut c).await.unwrap_err();
     assert!(e.to_string().contains("syntax error"), "{e}");
-    let e = redis::cmd("SET")
-        .arg("k")
-        .arg("v")
-        .arg("EX")
-        .arg("10")
-        .query_async::<()>(&mut c)
-        .await
-        .unwrap_err();
+    let e = redis::cmd("SET").arg("k").arg("v").arg("EX").arg("10").query_async::<()>(&mut c).await.unwrap_err();
     assert!(e.to_string().contains("not supported"), "{e}");
-    let e = redis::cmd("SELECT")
-        .arg("1")
-        .query_async::<()>(&mut c)
-        .await
-        .unwrap_err();
+    let e = redis::cmd("SELECT").arg("1").query_async::<()>(&mut c).await.unwrap_err();
     assert!(e.to_string().contains("DB index is out of range"), "{e}");
-    let ok: String = redis::cmd("SELECT")
-        .arg("0")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let ok: String = redis::cmd("SELECT").arg("0").query_async(&mut c).await.unwrap();
     assert_eq!(ok, "OK");
-    let n: i64 = redis::cmd("EXISTS")
-        .arg("nope")
-        .arg("nope")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let n: i64 = redis::cmd("EXISTS").arg("nope").arg("nope").query_async(&mut c).await.unwrap();
     assert_eq!(n, 0);
 }
 
 #[tokio::test]
 async fn requirepass_gates_every_command_until_auth() {
     let node = TestNode::start(&["--requirepass", "s3cret"]);
-    let (out, _) = raw_exchange(
-        node.port,
-        b"GET k\r\nAUTH wrong\r\nAUTH s3cret\r\nPING\r\n",
-        200,
-    )
-    .await;
+    let (out, _) = raw_exchange(node.port, b"GET k\r\nAUTH wrong\r\nAUTH s3cret\r\nPING\r\n", 200).await;
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        text.starts_with("-NOAUTH Authentication required.\r\n-WRONGPASS"),
-        "{text}"
-    );
+    assert!(text.starts_with("-NOAUTH Authentication required.\r\n-WRONGPASS"), "{text}");
     assert!(text.ends_with("+OK\r\n+PONG\r\n"), "{text}");
     let client = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", node.port)).unwrap();
     let mut c = client.get_multiplexed_async_connection().await.unwrap();
     let _: () = c.set("k", "v").await.unwrap();
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query_async(&mut c)
-        .await
-        .unwrap();
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut c).await.unwrap();
     assert!(info.contains("auth_failures:1"), "{info}");
 }
 
 #[tokio::test]
 async fn resp3_after_hello_3() {
     let node = TestNode::start(&[]);
-    let (out, _) = raw_exchange(
-        node.port,
-        b"HELLO 3\r\nSET k v\r\nGET missing\r\nCONFIG GET appendonly\r\n",
-        400,
-    )
-    .await;
+    let (out, _) =
+        raw_exchange(node.port, b"HELLO 3\r\nSET k v\r\nGET missing\r\nCONFIG GET appendonly\r\n", 400).await;
     let text = String::from_utf8_lossy(&out);
-    assert!(
-        text.starts_with("%8\r\n"),
-        "HELLO 3 answers a RESP3 map: {text}"
-    );
-    assert!(
-        text.contains("+OK\r\n*2\r\n*0\r\n_\r\n%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"),
-        "{text}"
-    );
+    assert!(text.starts_with("%8\r\n"), "HELLO 3 answers a RESP3 map: {text}");
+    assert!(text.contains("+OK\r\n*2\r\n*0\r\n_\r\n%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"), "{text}");
 }
 
 #[tokio::test]
@@ -491,10 +334,7 @@ async fn max_clients_refuses_extra_connections_cleanly() {
     let mut a = node.conn().await;
     let _b = node.conn().await;
     let (out, closed) = raw_exchange(node.port, b"PING\r\n", 40).await;
-    assert_eq!(
-        String::from_utf8_lossy(&out),
-        "-ERR max number of clients reached\r\n"
-    );
+    assert_eq!(String::from_utf8_lossy(&out), "-ERR max number of clients reached\r\n");
     assert!(closed);
     let pong: String = redis::cmd("PING").query_async(&mut a).await.unwrap();
     assert_eq!(pong, "PONG");
@@ -508,10 +348,7 @@ async fn thousands_of_concurrent_clients() {
         let port = node.port;
         tasks.push(tokio::spawn(async move {
             let key = format!("c{i}");
-            let req = format!(
-                "*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nx\r\nPING\r\n",
-                key.len()
-            );
+            let req = format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$1\r\nx\r\nPING\r\n", key.len());
             let (out, _) = raw_exchange(port, req.as_bytes(), 12).await;
             assert_eq!(out, b"+OK\r\n+PONG\r\n");
         }));

@@ -27,18 +27,14 @@ pub fn client(session: &mut Session, args: &[Bytes]) -> Reply {
                 b"LIB-NAME" => session.lib_name = Some(value),
                 b"LIB-VER" => session.lib_ver = Some(value),
                 _ => {
-                    return Reply::error(format!(
-                        "ERR Unrecognized option '{}'",
-                        printable(&args[2], 32)
-                    ));
+                    return Reply::error(format!("ERR Unrecognized option '{}'", printable(&args[2], 32)));
                 }
             }
             Reply::ok()
         }
-        (b"ID" | b"GETNAME" | b"SETNAME" | b"SETINFO", _) => wrong_arity(&format!(
-            "client|{}",
-            String::from_utf8_lossy(&sub).to_ascii_lowercase()
-        )),
+        (b"ID" | b"GETNAME" | b"SETNAME" | b"SETINFO", _) => {
+            wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase()))
+        }
         _ => Reply::error(format!(
             "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME or SETINFO.",
             printable(&args[1], 32)
@@ -49,9 +45,7 @@ pub fn client(session: &mut Session, args: &[Bytes]) -> Reply {
 /// Redis refuses connection names with spaces or newlines.
 pub fn valid_name(name: &Bytes) -> Result<(), Reply> {
     if name.iter().any(|&b| b <= b' ' || b > b'~') {
-        return Err(Reply::error(
-            "ERR Client names cannot contain spaces, newlines or special characters.",
-        ));
+        return Err(Reply::error("ERR Client names cannot contain spaces, newlines or special characters."));
     }
     Ok(())
 }

@@ -12,27 +12,14 @@ pub fn command(args: &[Bytes]) -> Reply {
         return Reply::Array(TABLE.iter().map(info).collect());
     }
     let named = |args: &[Bytes]| -> Vec<Option<&'static CommandSpec>> {
-        args.iter()
-            .map(|a| lookup(&String::from_utf8_lossy(a).to_ascii_lowercase()))
-            .collect()
+        args.iter().map(|a| lookup(&String::from_utf8_lossy(a).to_ascii_lowercase())).collect()
     };
     match args[1].to_ascii_uppercase().as_slice() {
         b"COUNT" if args.len() == 2 => Reply::Integer(TABLE.len() as i64),
-        b"LIST" if args.len() == 2 => {
-            Reply::Array(TABLE.iter().map(|c| Reply::bulk(c.name)).collect())
-        }
+        b"LIST" if args.len() == 2 => Reply::Array(TABLE.iter().map(|c| Reply::bulk(c.name)).collect()),
         b"INFO" => {
-            let specs = if args.len() == 2 {
-                TABLE.iter().map(Some).collect()
-            } else {
-                named(&args[2..])
-            };
-            Reply::Array(
-                specs
-                    .into_iter()
-                    .map(|s| s.map_or(Reply::Nil, info))
-                    .collect(),
-            )
+            let specs = if args.len() == 2 { TABLE.iter().map(Some).collect() } else { named(&args[2..]) };
+            Reply::Array(specs.into_iter().map(|s| s.map_or(Reply::Nil, info)).collect())
         }
         b"DOCS" => {
             let specs: Vec<&CommandSpec> = if args.len() == 2 {
@@ -40,12 +27,7 @@ pub fn command(args: &[Bytes]) -> Reply {
             } else {
                 named(&args[2..]).into_iter().flatten().collect()
             };
-            Reply::Map(
-                specs
-                    .into_iter()
-                    .map(|s| (Reply::bulk(s.name), docs(s)))
-                    .collect(),
-            )
+            Reply::Map(specs.into_iter().map(|s| (Reply::bulk(s.name), docs(s))).collect())
         }
         b"COUNT" | b"LIST" => wrong_arity("command"),
         _ => Reply::error(format!(
@@ -61,12 +43,7 @@ fn info(c: &CommandSpec) -> Reply {
     Reply::Array(vec![
         Reply::bulk(c.name),
         Reply::Integer(c.arity),
-        Reply::Array(
-            c.flags
-                .iter()
-                .map(|f| Reply::Simple(Bytes::from_static(f.as_bytes())))
-                .collect(),
-        ),
+        Reply::Array(c.flags.iter().map(|f| Reply::Simple(Bytes::from_static(f.as_bytes()))).collect()),
         Reply::Integer(c.first_key),
         Reply::Integer(c.last_key),
         Reply::Integer(c.step),

@@ -13,10 +13,7 @@ pub fn config(node: &NodeContext, args: &[Bytes]) -> Reply {
             let settings = settings(node);
             let mut out = Vec::new();
             for (name, value) in &settings {
-                if args[2..]
-                    .iter()
-                    .any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes()))
-                {
+                if args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes())) {
                     out.push((Reply::bulk(*name), Reply::bulk(value.clone())));
                 }
             }
@@ -28,20 +25,13 @@ pub fn config(node: &NodeContext, args: &[Bytes]) -> Reply {
              config file, and take effect at restart",
         ),
         b"RESETSTAT" => Reply::ok(),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try CONFIG GET.",
-            printable(&args[1], 32)
-        )),
+        _ => Reply::error(format!("ERR unknown subcommand '{}'. Try CONFIG GET.", printable(&args[1], 32))),
     }
 }
 
 fn settings(node: &NodeContext) -> Vec<(&'static str, String)> {
     let c = &node.config;
-    let appendonly = if c.durability == Durability::Buffered {
-        "no"
-    } else {
-        "yes"
-    };
+    let appendonly = if c.durability == Durability::Buffered { "no" } else { "yes" };
     let appendfsync = match c.durability {
         Durability::Fsync => "always",
         Durability::Os => "everysec",
@@ -63,14 +53,8 @@ fn settings(node: &NodeContext) -> Vec<(&'static str, String)> {
         ("max-request-bytes", c.limits.max_request_bytes.to_string()),
         ("max-array-len", c.limits.max_array_len.to_string()),
         ("max-vv-entries", c.versioning.max_vv_entries.to_string()),
-        (
-            "sibling-soft-limit",
-            c.versioning.sibling_soft_limit.to_string(),
-        ),
-        (
-            "sibling-hard-limit",
-            c.versioning.sibling_hard_limit.to_string(),
-        ),
+        ("sibling-soft-limit", c.versioning.sibling_soft_limit.to_string()),
+        ("sibling-hard-limit", c.versioning.sibling_hard_limit.to_string()),
     ]
 }
 
@@ -107,9 +91,7 @@ fn match_one(p: &[u8], pi: usize, c: u8) -> Option<usize> {
     match *p.get(pi)? {
         b'?' => Some(pi + 1),
         b'[' => match p[pi + 1..].iter().position(|&b| b == b']') {
-            Some(close) => p[pi + 1..pi + 1 + close]
-                .contains(&c)
-                .then_some(pi + close + 2),
+            Some(close) => p[pi + 1..pi + 1 + close].contains(&c).then_some(pi + close + 2),
             None => (c == b'[').then_some(pi + 1),
         },
         b'\\' if pi + 1 < p.len() => (p[pi + 1] == c).then_some(pi + 2),
@@ -132,9 +114,6 @@ mod tests {
         assert!(glob_match(b"*a*e*", b"appendonly-save"));
         // A hostile pattern finishes at once.
         let hostile = b"*a".repeat(60);
-        assert!(!glob_match(
-            &hostile,
-            b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"
-        ));
+        assert!(!glob_match(&hostile, b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaab"));
     }
 }

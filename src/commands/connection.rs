@@ -45,12 +45,7 @@ pub fn auth(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply 
 }
 
 /// Verifies credentials; on success marks the session authenticated and answers OK.
-fn check_credentials(
-    node: &NodeContext,
-    session: &mut Session,
-    user: Option<&Bytes>,
-    pass: &[u8],
-) -> Reply {
+fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&Bytes>, pass: &[u8]) -> Reply {
     let user_ok = user.is_none_or(|u| u.as_ref() == b"default");
     let pass_ok = match &node.config.requirepass {
         Some(expected) => constant_time_eq(expected.as_bytes(), pass),
@@ -103,10 +98,7 @@ pub fn hello(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply
                 i += 2;
             }
             _ => {
-                return Reply::error(format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    super::printable(&args[i], 32)
-                ));
+                return Reply::error(format!("ERR Syntax error in HELLO option '{}'", super::printable(&args[i], 32)));
             }
         }
     }
@@ -133,14 +125,8 @@ pub fn hello(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply
     Reply::Map(vec![
         (Reply::bulk("server"), Reply::bulk("dynamo-kv")),
         (Reply::bulk("version"), Reply::bulk(REDIS_COMPAT_VERSION)),
-        (
-            Reply::bulk("dynamo-kv-version"),
-            Reply::bulk(env!("CARGO_PKG_VERSION")),
-        ),
-        (
-            Reply::bulk("proto"),
-            Reply::Integer(if protocol == Protocol::Resp3 { 3 } else { 2 }),
-        ),
+        (Reply::bulk("dynamo-kv-version"), Reply::bulk(env!("CARGO_PKG_VERSION"))),
+        (Reply::bulk("proto"), Reply::Integer(if protocol == Protocol::Resp3 { 3 } else { 2 })),
         (Reply::bulk("id"), Reply::Integer(session.id as i64)),
         (Reply::bulk("mode"), Reply::bulk("standalone")),
         (Reply::bulk("role"), Reply::bulk("master")),

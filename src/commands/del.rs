@@ -1,12 +1,14 @@
-//! DEL key [key ...] (blind) and DELCTX key context (versioned).
+//! DEL key [key ...] and DELCTX key context [W n].
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, parse_context};
+use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, syntax_error};
 use crate::coordinator::WriteContext;
 use crate::resp::Reply;
 
-/// DEL: for each key, a tombstone superseding every version this node holds. Returns how many keys had a live value.
+/// DEL: for each key, a read (default R) and then a tombstone superseding exactly what that read saw, so a delete
+/// through any node removes the value as in Redis when nothing fails. Values written concurrently survive as
+/// siblings. Returns how many keys had a live value.
 pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
     for key in &args[1..] {
         if let Err(r) = check_key(node, key) {
@@ -15,27 +17,47 @@ pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
     }
     let mut deleted = 0;
     for key in &args[1..] {
-        match node.coordinator.put(key, None, WriteContext::Blind).await {
-            Ok(out) => deleted += i64::from(out.superseded_live > 0),
+        let read = match node.coordinator.get(key, None).await {
+            Ok(read) => read,
+            Err(e) => return coord_error(e),
+        };
+        let Some(clock) = read.context.filter(|_| !read.values.is_empty()) else {
+            continue;
+        };
+        match node
+            .coordinator
+            .put(key.clone(), None, WriteContext::Covering(clock), None, read.first_replier.as_deref())
+            .await
+        {
+            Ok(_) => deleted += 1,
             Err(e) => return coord_error(e),
         }
     }
     Reply::Integer(deleted)
 }
 
-/// DELCTX: a tombstone superseding exactly what the context covers. Returns 1 if it superseded a live value here.
-/// Values written concurrently (not covered) survive as siblings of the tombstone.
+/// DELCTX: a tombstone superseding exactly what the context covers. Returns 1 if it superseded a live value on its
+/// coordinator. Values written concurrently (not covered) survive as siblings of the tombstone.
 pub async fn delctx(node: &NodeContext, args: &[Bytes]) -> Reply {
-    if let Err(r) = check_key(node, &args[1]) {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
         return r;
     }
-    let context = match parse_context(node, &args[1], &args[2]) {
-        Ok(vv) => vv,
+    let w = match args.len() {
+        3 => None,
+        5 if args[3].eq_ignore_ascii_case(b"W") => match parse_quorum(&args[4]) {
+            Ok(w) => Some(w),
+            Err(r) => return r,
+        },
+        _ => return syntax_error(),
+    };
+    let token = match parse_context(node, key, &args[2]) {
+        Ok(t) => t,
         Err(r) => return r,
     };
     match node
         .coordinator
-        .put(&args[1], None, WriteContext::Covering(context))
+        .put(key.clone(), None, WriteContext::Covering(token.clock), w, token.coordinator.as_deref())
         .await
     {
         Ok(out) => Reply::Integer(i64::from(out.superseded_live > 0)),

@@ -1,21 +1,29 @@
-//! GET key → [siblings, context].
+//! GET key [R n] → [siblings, context].
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, context_token, coord_error};
+use super::{NodeContext, check_key, context_token, coord_error, parse_quorum, syntax_error};
 use crate::resp::Reply;
 
 /// GET: the live siblings (array of bulk strings, empty when missing or deleted) and the context token (nil only
-/// when the key was never written on this node).
-pub fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
-    if let Err(r) = check_key(node, &args[1]) {
+/// when no replica that answered ever stored the key). `R n` overrides the read quorum.
+pub async fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
         return r;
     }
-    match node.coordinator.get(&args[1]) {
+    let r = match args.len() {
+        2 => None,
+        4 if args[2].eq_ignore_ascii_case(b"R") => match parse_quorum(&args[3]) {
+            Ok(r) => Some(r),
+            Err(reply) => return reply,
+        },
+        _ => return syntax_error(),
+    };
+    match node.coordinator.get(key, r).await {
         Ok(read) => Reply::Array(vec![
             Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
-            read.context
-                .map_or(Reply::Nil, |c| context_token(node, &args[1], &c)),
+            read.context.map_or(Reply::Nil, |c| context_token(node, key, c, read.first_replier)),
         ]),
         Err(e) => coord_error(e),
     }

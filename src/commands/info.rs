@@ -13,14 +13,8 @@ const SECTIONS: &[&str] = &["server", "clients", "stats", "keyspace", "dynamo"];
 
 /// INFO: the requested sections (default and `all`: every section).
 pub fn info(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let wanted: Vec<String> = args[1..]
-        .iter()
-        .map(|a| String::from_utf8_lossy(a).to_ascii_lowercase())
-        .collect();
-    let all = wanted.is_empty()
-        || wanted
-            .iter()
-            .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
+    let wanted: Vec<String> = args[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
+    let all = wanted.is_empty() || wanted.iter().any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
     let mut out = String::new();
     for section in SECTIONS {
         if all || wanted.iter().any(|w| w == section) {
@@ -58,45 +52,17 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
         }
         "clients" => {
             out.push_str("# Clients\r\n");
-            kv(
-                out,
-                "connected_clients",
-                s.connected_clients.load(Ordering::Relaxed),
-            );
+            kv(out, "connected_clients", s.connected_clients.load(Ordering::Relaxed));
             kv(out, "maxclients", c.limits.max_clients);
         }
         "stats" => {
             out.push_str("# Stats\r\n");
-            kv(
-                out,
-                "total_connections_received",
-                s.connections_received.load(Ordering::Relaxed),
-            );
-            kv(
-                out,
-                "total_commands_processed",
-                s.commands_processed.load(Ordering::Relaxed),
-            );
-            kv(
-                out,
-                "rejected_connections",
-                s.rejected_connections.load(Ordering::Relaxed),
-            );
-            kv(
-                out,
-                "total_error_replies",
-                s.error_replies.load(Ordering::Relaxed),
-            );
-            kv(
-                out,
-                "protocol_errors",
-                s.protocol_errors.load(Ordering::Relaxed),
-            );
-            kv(
-                out,
-                "auth_failures",
-                s.auth_failures.load(Ordering::Relaxed),
-            );
+            kv(out, "total_connections_received", s.connections_received.load(Ordering::Relaxed));
+            kv(out, "total_commands_processed", s.commands_processed.load(Ordering::Relaxed));
+            kv(out, "rejected_connections", s.rejected_connections.load(Ordering::Relaxed));
+            kv(out, "total_error_replies", s.error_replies.load(Ordering::Relaxed));
+            kv(out, "protocol_errors", s.protocol_errors.load(Ordering::Relaxed));
+            kv(out, "auth_failures", s.auth_failures.load(Ordering::Relaxed));
         }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");
@@ -110,11 +76,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "node_id", meta.node_id());
             kv(out, "actor", meta.actor());
             kv(out, "epoch", format!("{:016x}", meta.epoch()));
-            kv(
-                out,
-                "start",
-                format!("{:?}", meta.start_kind()).to_ascii_lowercase(),
-            );
+            kv(out, "start", format!("{:?}", meta.start_kind()).to_ascii_lowercase());
             kv(out, "storage_engine", store.engine_name());
             kv(out, "durability", c.durability.as_str());
             kv(out, "disk_bytes", store.disk_space());
@@ -122,6 +84,19 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "max_vv_entries", c.versioning.max_vv_entries);
             kv(out, "sibling_soft_limit", c.versioning.sibling_soft_limit);
             kv(out, "sibling_hard_limit", c.versioning.sibling_hard_limit);
+            let cluster = node.coordinator.cluster();
+            let view = cluster.view();
+            let q = node.coordinator.quorum();
+            kv(out, "cluster_name", &c.cluster.cluster_name);
+            kv(out, "cluster_auth", if c.cluster.cluster_secret.is_some() { "secret" } else { "open (dev mode)" });
+            kv(out, "peer_addr", &cluster.me().peer_addr);
+            kv(out, "members", view.peers.len());
+            kv(out, "members_unreachable", cluster.statuses().iter().filter(|s| !s.reachable).count());
+            kv(out, "partitions", view.ring.partitions());
+            kv(out, "partitions_owned", view.ring.ownership().get(meta.node_id()).copied().unwrap_or(0));
+            kv(out, "n", q.n);
+            kv(out, "r", q.r);
+            kv(out, "w", q.w);
         }
         _ => {}
     }

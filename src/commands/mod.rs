@@ -3,6 +3,7 @@
 //! [`TABLE`] describes every command (arity, flags, docs); `COMMAND` serves it to redis-cli for hints and
 //! [`execute`] uses it to check arity before a handler runs.
 
+mod admin;
 mod client;
 mod command;
 mod config_get;
@@ -24,7 +25,7 @@ use crate::config::Config;
 use crate::coordinator::{CoordError, Coordinator};
 use crate::resp::{Protocol, Reply};
 use crate::storage::StorageError;
-use crate::versioning::{VersionVector, context};
+use crate::versioning::{Token, VersionVector, context};
 
 pub use table::{CommandSpec, TABLE};
 
@@ -97,9 +98,7 @@ impl Session {
 
 /// Runs one request (command name first) and returns its reply.
 pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>) -> Reply {
-    node.stats
-        .commands_processed
-        .fetch_add(1, Ordering::Relaxed);
+    node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
     let reply = match table::lookup(&name) {
         None => unknown_command(&args),
@@ -120,11 +119,11 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
 
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "get" => get::get(node, args),
+        "get" => get::get(node, args).await,
         "set" => set::set(node, args).await,
         "del" => del::del(node, args).await,
         "delctx" => del::delctx(node, args).await,
-        "exists" => exists::exists(node, args),
+        "exists" => exists::exists(node, args).await,
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "ping" => connection::ping(session, args),
         "echo" => Reply::Bulk(args[1].clone()),
@@ -139,16 +138,14 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "command" => command::command(args),
         "config" => config_get::config(node, args),
         "info" => info::info(node, args),
+        "admin" => admin::admin(node, args),
         other => unreachable!("command '{other}' is in the table but has no handler"),
     }
 }
 
 /// Redis's words for an unknown command.
 fn unknown_command(args: &[Bytes]) -> Reply {
-    let mut msg = format!(
-        "ERR unknown command '{}', with args beginning with: ",
-        printable(&args[0], 128)
-    );
+    let mut msg = format!("ERR unknown command '{}', with args beginning with: ", printable(&args[0], 128));
     for a in args.iter().skip(1).take(16) {
         msg.push_str(&format!("'{}' ", printable(a, 128)));
     }
@@ -157,9 +154,7 @@ fn unknown_command(args: &[Bytes]) -> Reply {
 
 /// Redis's words for a wrong argument count.
 pub fn wrong_arity(name: &str) -> Reply {
-    Reply::error(format!(
-        "ERR wrong number of arguments for '{name}' command"
-    ))
+    Reply::error(format!("ERR wrong number of arguments for '{name}' command"))
 }
 
 /// Redis's syntax error.
@@ -169,10 +164,8 @@ pub fn syntax_error() -> Reply {
 
 /// A client-supplied string made safe and short for an error message.
 pub fn printable(b: &[u8], max: usize) -> String {
-    let s: String = String::from_utf8_lossy(&b[..b.len().min(max)])
-        .chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect();
+    let s: String =
+        String::from_utf8_lossy(&b[..b.len().min(max)]).chars().map(|c| if c.is_control() { '?' } else { c }).collect();
     if b.len() > max { format!("{s}...") } else { s }
 }
 
@@ -185,52 +178,39 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Reply> {
 }
 
 /// Decodes a client context token presented for `key`, or the `ERR invalid context` reply.
-pub fn parse_context(node: &NodeContext, key: &[u8], token: &[u8]) -> Result<VersionVector, Reply> {
-    context::decode(node.coordinator.meta().context_key(), key, token)
+pub fn parse_context(node: &NodeContext, key: &[u8], token: &[u8]) -> Result<Token, Reply> {
+    context::decode(node.coordinator.context_key(), key, token)
         .map_err(|e| Reply::error(format!("ERR invalid context: {e}")))
 }
 
-/// The token for `key`'s causal context.
-pub fn context_token(node: &NodeContext, key: &[u8], vv: &VersionVector) -> Reply {
-    Reply::bulk(context::encode(
-        node.coordinator.meta().context_key(),
-        key,
-        vv,
-    ))
+/// The token for what a read of `key` returned.
+pub fn context_token(node: &NodeContext, key: &[u8], clock: VersionVector, first_replier: Option<String>) -> Reply {
+    Reply::bulk(context::encode(node.coordinator.context_key(), key, &Token { clock, coordinator: first_replier }))
 }
 
 /// Checks a key against the configured limit.
 pub fn check_key(node: &NodeContext, key: &[u8]) -> Result<(), Reply> {
     let max = node.config.limits.max_key_bytes;
     if key.len() > max {
-        return Err(Reply::error(format!(
-            "ERR key is {} bytes, larger than max_key_bytes ({max})",
-            key.len()
-        )));
+        return Err(Reply::error(format!("ERR key is {} bytes, larger than max_key_bytes ({max})", key.len())));
     }
     Ok(())
 }
 
+/// Parses a per-request quorum option's value (`R 1`, `W 3`).
+pub fn parse_quorum(value: &[u8]) -> Result<usize, Reply> {
+    match parse_int(value) {
+        Ok(n) if n >= 1 => Ok(n as usize),
+        _ => Err(Reply::error("ERR R and W must be positive integers")),
+    }
+}
+
 /// The reply for a coordinator failure.
 pub fn coord_error(e: CoordError) -> Reply {
-    match e {
-        CoordError::ContextAhead => {
-            Reply::error("ERR invalid context: it covers writes this node never made")
-        }
-        CoordError::SiblingsTooLarge { bytes, limit } => Reply::error(format!(
-            "SIBLINGS write would leave {bytes} bytes of siblings (max_siblings_bytes {limit}); read the key and \
-             write back with its CONTEXT to resolve them"
-        )),
-        CoordError::TooManySiblings { count, limit } => Reply::error(format!(
-            "SIBLINGS write would leave {count} siblings (hard limit {limit}); read the key and write back with \
-             its CONTEXT to resolve them"
-        )),
-        CoordError::Storage(StorageError::Closed) => {
-            Reply::error("UNAVAILABLE node is shutting down; retry on another node")
-        }
-        CoordError::Storage(e) => {
-            tracing::error!(error = %e, "storage failure serving a request");
-            Reply::error(format!("STORAGE {e}"))
-        }
+    if let CoordError::Storage(inner) = &e
+        && !matches!(inner, StorageError::Closed)
+    {
+        tracing::error!(error = %inner, "storage failure serving a request");
     }
+    Reply::error(e.client_text())
 }

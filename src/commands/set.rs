@@ -1,16 +1,16 @@
-//! SET key value [CONTEXT token].
+//! SET key value [CONTEXT token] [W n].
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, parse_context, printable, syntax_error};
+use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, printable, syntax_error};
 use crate::coordinator::WriteContext;
 use crate::resp::Reply;
 
 /// Redis SET options we recognise but do not offer, with the reason given to the client.
 const UNSUPPORTED: &[&str] = &["NX", "XX", "GET", "EX", "PX", "EXAT", "PXAT", "KEEPTTL"];
 
-/// SET: writes a new version. With CONTEXT it supersedes exactly what the context covers; without, everything this
-/// node holds for the key.
+/// SET: writes a new version. With CONTEXT it supersedes exactly what the context covers; without, everything the
+/// coordinating replica holds for the key. `W n` overrides the write quorum.
 pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
     let (key, value) = (&args[1], &args[2]);
     if let Err(r) = check_key(node, key) {
@@ -18,22 +18,24 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
     }
     let max = node.config.limits.max_value_bytes;
     if value.len() > max {
-        return Reply::error(format!(
-            "ERR value is {} bytes, larger than max_value_bytes ({max})",
-            value.len()
-        ));
+        return Reply::error(format!("ERR value is {} bytes, larger than max_value_bytes ({max})", value.len()));
     }
-    let mut context = WriteContext::Blind;
+    let mut token = None;
+    let mut w = None;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         match opt.as_slice() {
-            b"CONTEXT" if i + 1 < args.len() => {
-                if matches!(context, WriteContext::Covering(_)) {
-                    return syntax_error();
-                }
+            b"CONTEXT" if i + 1 < args.len() && token.is_none() => {
                 match parse_context(node, key, &args[i + 1]) {
-                    Ok(vv) => context = WriteContext::Covering(vv),
+                    Ok(t) => token = Some(t),
+                    Err(r) => return r,
+                }
+                i += 2;
+            }
+            b"W" if i + 1 < args.len() && w.is_none() => {
+                match parse_quorum(&args[i + 1]) {
+                    Ok(n) => w = Some(n),
                     Err(r) => return r,
                 }
                 i += 2;
@@ -48,11 +50,11 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
             _ => return syntax_error(),
         }
     }
-    match node
-        .coordinator
-        .put(key, Some(value.clone()), context)
-        .await
-    {
+    let (context, preferred) = match token {
+        Some(t) => (WriteContext::Covering(t.clock), t.coordinator),
+        None => (WriteContext::Blind, None),
+    };
+    match node.coordinator.put(key.clone(), Some(value.clone()), context, w, preferred.as_deref()).await {
         Ok(_) => Reply::ok(),
         Err(e) => coord_error(e),
     }

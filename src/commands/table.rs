@@ -44,11 +44,7 @@ impl CommandSpec {
     /// True when `n` arguments (name included) satisfy the arity.
     pub fn arity_ok(&self, n: usize) -> bool {
         let n = n as i64;
-        if self.arity >= 0 {
-            n == self.arity
-        } else {
-            n >= -self.arity
-        }
+        if self.arity >= 0 { n == self.arity } else { n >= -self.arity }
     }
 
     /// Commands a client may send before AUTH (Redis's `no-auth` flag).
@@ -58,47 +54,23 @@ impl CommandSpec {
 }
 
 const fn arg(name: &'static str, kind: &'static str) -> Arg {
-    Arg {
-        name,
-        kind,
-        token: None,
-        optional: false,
-        multiple: false,
-    }
+    Arg { name, kind, token: None, optional: false, multiple: false }
 }
 const fn opt(name: &'static str, kind: &'static str, token: &'static str) -> Arg {
-    Arg {
-        name,
-        kind,
-        token: Some(token),
-        optional: true,
-        multiple: false,
-    }
+    Arg { name, kind, token: Some(token), optional: true, multiple: false }
 }
 const fn many(name: &'static str, kind: &'static str) -> Arg {
-    Arg {
-        name,
-        kind,
-        token: None,
-        optional: false,
-        multiple: true,
-    }
+    Arg { name, kind, token: None, optional: false, multiple: true }
 }
 const fn optional(name: &'static str, kind: &'static str) -> Arg {
-    Arg {
-        name,
-        kind,
-        token: None,
-        optional: true,
-        multiple: false,
-    }
+    Arg { name, kind, token: None, optional: true, multiple: false }
 }
 
 /// Every command this node serves.
 pub static TABLE: &[CommandSpec] = &[
     CommandSpec {
         name: "get",
-        arity: 2,
+        arity: -2,
         flags: &["readonly", "fast"],
         first_key: 1,
         last_key: 1,
@@ -106,7 +78,7 @@ pub static TABLE: &[CommandSpec] = &[
         summary: "Returns [siblings, context]: every causally-concurrent value of the key and the context to write back with.",
         group: "string",
         complexity: "O(siblings)",
-        args: &[arg("key", "key")],
+        args: &[arg("key", "key"), opt("r", "integer", "R")],
     },
     CommandSpec {
         name: "set",
@@ -122,6 +94,7 @@ pub static TABLE: &[CommandSpec] = &[
             arg("key", "key"),
             arg("value", "string"),
             opt("context", "string", "CONTEXT"),
+            opt("w", "integer", "W"),
         ],
     },
     CommandSpec {
@@ -138,7 +111,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "delctx",
-        arity: 3,
+        arity: -3,
         flags: &["write"],
         first_key: 1,
         last_key: 1,
@@ -146,7 +119,7 @@ pub static TABLE: &[CommandSpec] = &[
         summary: "Deletes exactly the versions a context covers (a versioned tombstone); returns 1 if a live value was superseded.",
         group: "generic",
         complexity: "O(siblings)",
-        args: &[arg("key", "key"), arg("context", "string")],
+        args: &[arg("key", "key"), arg("context", "string"), opt("w", "integer", "W")],
     },
     CommandSpec {
         name: "exists",
@@ -242,11 +215,7 @@ pub static TABLE: &[CommandSpec] = &[
         summary: "Negotiates RESP2 or RESP3, optionally authenticating and naming the connection.",
         group: "connection",
         complexity: "O(1)",
-        args: &[
-            optional("protover", "integer"),
-            opt("auth", "string", "AUTH"),
-            opt("clientname", "string", "SETNAME"),
-        ],
+        args: &[optional("protover", "integer"), opt("auth", "string", "AUTH"), opt("clientname", "string", "SETNAME")],
     },
     CommandSpec {
         name: "client",
@@ -295,6 +264,18 @@ pub static TABLE: &[CommandSpec] = &[
         group: "server",
         complexity: "O(1)",
         args: &[optional("section", "string")],
+    },
+    CommandSpec {
+        name: "admin",
+        arity: -2,
+        flags: &[],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "ADMIN MEMBERS | RING | KEY key | LOCALGET key: members and their status, the ring, where a key lives, this node's own replica.",
+        group: "server",
+        complexity: "O(partitions)",
+        args: &[arg("subcommand", "string"), optional("key", "key")],
     },
 ];
 

@@ -1,17 +1,33 @@
-//! Coordinator (L4): turns a client's get or put into versioned reads and writes.
+//! Coordinator (L4): one client get or put as a quorum operation over the key's replicas (paper §4.5, §6.4).
 //!
-//! Today every key is coordinated by the local node (one node, N = 1). The cluster issue adds preference lists
-//! and R/W quorums; the API here (read → siblings + context, write with a context) is the one it keeps.
+//! * get: ask the top N of the preference list (this node's replica directly), answer once R replied with the
+//!   merge of their states, and keep listening in the background: replicas found stale are repaired with the merge
+//!   (read repair) without delaying the answer.
+//! * put: coordinated by a replica in the top N, which stamps the new dot, writes locally and replicates the new
+//!   state to the other N-1, answering once W acknowledged (itself included). A node outside the top N forwards to
+//!   one inside it, preferring the replica that answered the client's read first.
+//! * A quorum that cannot be met is an `Unavailable { needed, got }` error, never a partial success. A failed write
+//!   may still have reached some replicas, and can appear later (as in any Dynamo): retry with the same context.
+//!
+//! The quorum logic itself is the pure [`quorum`] module; this file is the I/O around it.
+
+pub mod quorum;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 
-use crate::config::VersioningOptions;
+use crate::cluster::Cluster;
+use crate::config::{Quorum, VersioningOptions};
+use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response};
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
-use crate::versioning::{Siblings, VersionVector};
+use crate::versioning::{ContextKey, Siblings, VersionVector};
+use quorum::{Progress, ReadQuorum, WriteQuorum};
 
 /// Errors a client request can meet in the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -19,6 +35,24 @@ pub enum CoordError {
     /// Storage failed; nothing was acknowledged.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Fewer replicas answered than the quorum needs.
+    #[error("needed {needed} replicas, got {got}")]
+    Unavailable {
+        /// Replies or acknowledgements required.
+        needed: usize,
+        /// Received.
+        got: usize,
+    },
+    /// A per-request R or W outside 1..=N.
+    #[error("{which} must be between 1 and N ({n}), got {value}")]
+    QuorumRange {
+        /// "R" or "W".
+        which: &'static str,
+        /// The value asked for.
+        value: usize,
+        /// N.
+        n: usize,
+    },
     /// The context claims writes of this node that it never made (it was not minted by a read).
     #[error("context covers writes this node never made")]
     ContextAhead,
@@ -38,6 +72,49 @@ pub enum CoordError {
         /// The configured hard limit.
         limit: usize,
     },
+    /// The coordinator this write was forwarded to refused it.
+    #[error("{message}")]
+    Remote {
+        /// The remote classification.
+        kind: RemoteErrorKind,
+        /// The text a client sees.
+        message: String,
+    },
+}
+
+impl CoordError {
+    /// The error line a client sees, starting with its code word. Forwarded errors keep the remote's text, so a
+    /// client sees the same words whichever node it talks to.
+    pub fn client_text(&self) -> String {
+        match self {
+            CoordError::Unavailable { needed, got } => format!("UNAVAILABLE needed {needed} replicas, got {got}"),
+            CoordError::QuorumRange { .. } => format!("ERR {self}"),
+            CoordError::ContextAhead => "ERR invalid context: it covers writes this node never made".into(),
+            CoordError::SiblingsTooLarge { bytes, limit } => format!(
+                "SIBLINGS write would leave {bytes} bytes of siblings (max_siblings_bytes {limit}); read the key and \
+                 write back with its CONTEXT to resolve them"
+            ),
+            CoordError::TooManySiblings { count, limit } => format!(
+                "SIBLINGS write would leave {count} siblings (hard limit {limit}); read the key and write back with \
+                 its CONTEXT to resolve them"
+            ),
+            CoordError::Storage(StorageError::Closed) => {
+                "UNAVAILABLE node is shutting down; retry on another node".into()
+            }
+            CoordError::Storage(e) => format!("STORAGE {e}"),
+            CoordError::Remote { message, .. } => message.clone(),
+        }
+    }
+
+    /// How a peer that coordinated this request classifies it for the node that forwarded it.
+    pub fn remote_kind(&self) -> RemoteErrorKind {
+        match self {
+            CoordError::Unavailable { .. } | CoordError::Storage(StorageError::Closed) => RemoteErrorKind::Unavailable,
+            CoordError::Storage(_) => RemoteErrorKind::Storage,
+            CoordError::Remote { kind, .. } => *kind,
+            _ => RemoteErrorKind::Refused,
+        }
+    }
 }
 
 /// What a read found.
@@ -45,14 +122,16 @@ pub enum CoordError {
 pub struct ReadResult {
     /// Values of the causally-maximal live versions (tombstones excluded).
     pub values: Vec<Bytes>,
-    /// The causal context covering everything read; `None` when the key was never written here.
+    /// The causal context covering everything read; `None` when no replica ever stored the key.
     pub context: Option<VersionVector>,
+    /// The replica that answered first (the preferred coordinator of a write with this context).
+    pub first_replier: Option<String>,
 }
 
 /// Which versions a write supersedes.
 #[derive(Clone, Debug)]
 pub enum WriteContext {
-    /// Everything the coordinating replica holds now (plain Redis `SET` / `DEL`).
+    /// Everything the coordinating replica holds now (plain Redis `SET`).
     Blind,
     /// Exactly what this context (from a previous read) covers.
     Covering(VersionVector),
@@ -61,27 +140,66 @@ pub enum WriteContext {
 /// What a write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
-    /// Live values the write superseded on the coordinator.
+    /// Live values the write superseded on its coordinator.
     pub superseded_live: usize,
-    /// Whether anything was written (a blind delete of an absent key writes nothing).
-    pub written: bool,
 }
 
-/// Coordinates reads and writes against this node's store.
+/// One replica of a key for this request.
+#[derive(Clone, Debug)]
+struct Replica {
+    id: String,
+    addr: String,
+    local: bool,
+}
+
+type ReadReply = (usize, Result<Option<Siblings>, ()>);
+type AckReply = bool;
+
+/// Coordinates client reads and writes over the key's replicas.
 pub struct Coordinator {
     store: Arc<KvStore>,
     meta: Arc<NodeMeta>,
     options: VersioningOptions,
+    cluster: Arc<Cluster>,
+    pool: Arc<PeerPool>,
+    quorum: Quorum,
+    timeout: Duration,
+    context_key: ContextKey,
+}
+
+/// Everything a coordinator needs.
+pub struct CoordinatorParts {
+    /// Local replica store.
+    pub store: Arc<KvStore>,
+    /// Identity and dot counter.
+    pub meta: Arc<NodeMeta>,
+    /// Versioning limits.
+    pub options: VersioningOptions,
+    /// Membership and ring.
+    pub cluster: Arc<Cluster>,
+    /// Connections to peers.
+    pub pool: Arc<PeerPool>,
+    /// Default N, R, W.
+    pub quorum: Quorum,
+    /// How long to wait for replicas.
+    pub timeout: Duration,
+    /// Key of the context tokens.
+    pub context_key: ContextKey,
 }
 
 impl Coordinator {
-    /// A coordinator over `store`, stamping dots from `meta`.
-    pub fn new(store: Arc<KvStore>, meta: Arc<NodeMeta>, options: VersioningOptions) -> Self {
-        Self {
-            store,
-            meta,
-            options,
-        }
+    /// A coordinator from its parts.
+    pub fn new(p: CoordinatorParts) -> Arc<Self> {
+        Arc::new(Self {
+            store: p.store,
+            meta: p.meta,
+            options: p.options,
+            cluster: p.cluster,
+            pool: p.pool,
+            quorum: p.quorum,
+            timeout: p.timeout,
+            context_key: p.context_key,
+        })
     }
 
     /// The node's metadata (identity, actor).
@@ -94,53 +212,264 @@ impl Coordinator {
         &self.store
     }
 
-    /// The versioning settings.
-    pub fn options(&self) -> &VersioningOptions {
-        &self.options
+    /// Membership and ring.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
-    /// Reads `key`: its live siblings and the context that covers them.
-    pub fn get(&self, key: &[u8]) -> Result<ReadResult, CoordError> {
-        Ok(match self.store.get(key)? {
-            None => ReadResult {
-                values: Vec::new(),
-                context: None,
-            },
-            Some(s) => {
-                metrics::histogram!("dynamo_read_siblings").record(s.live_values().count() as f64);
-                ReadResult {
-                    values: s.live_values().cloned().collect(),
-                    context: Some(s.context().clone()),
+    /// Default N, R, W.
+    pub fn quorum(&self) -> Quorum {
+        self.quorum
+    }
+
+    /// The key that authenticates context tokens.
+    pub fn context_key(&self) -> &ContextKey {
+        &self.context_key
+    }
+
+    /// The top N of the key's preference list.
+    fn replicas(&self, key: &[u8]) -> Vec<Replica> {
+        let view = self.cluster.view();
+        let me = &self.cluster.me().member.id;
+        view.preference_list(key)
+            .into_iter()
+            .take(self.quorum.n)
+            .map(|p| Replica { id: p.member.id.clone(), addr: p.peer_addr.clone(), local: &p.member.id == me })
+            .collect()
+    }
+
+    fn check(&self, which: &'static str, value: usize) -> Result<usize, CoordError> {
+        if value == 0 || value > self.quorum.n {
+            return Err(CoordError::QuorumRange { which, value, n: self.quorum.n });
+        }
+        Ok(value)
+    }
+
+    /// This node's own replica of `key`, without asking anyone (admin views, tests).
+    pub fn read_local(&self, key: &[u8]) -> Result<Option<Siblings>, CoordError> {
+        Ok(self.store.get(key)?)
+    }
+
+    /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
+    pub async fn get(self: &Arc<Self>, key: &Bytes, r: Option<usize>) -> Result<ReadResult, CoordError> {
+        let r = self.check("R", r.unwrap_or(self.quorum.r))?;
+        let replicas = self.replicas(key);
+        let mut q = ReadQuorum::new(r, replicas.len());
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>> = FuturesUnordered::new();
+        for (i, rep) in replicas.iter().enumerate() {
+            if rep.local {
+                q.on_reply(i, self.store.get(key).map_err(|e| tracing::error!(error = %e, "local read failed")));
+            } else {
+                pending.push(self.read_remote(i, rep, key.clone()));
+            }
+        }
+        while q.progress() == Progress::Pending {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((i, reply))) => {
+                    q.on_reply(i, reply);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        if q.progress() != Progress::Reached {
+            metrics::counter!("dynamo_quorum_failures_total", "op" => "read").increment(1);
+            return Err(CoordError::Unavailable { needed: r, got: q.successes() });
+        }
+        let merged = q.merged();
+        metrics::histogram!("dynamo_read_siblings")
+            .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
+        let result = ReadResult {
+            values: merged.as_ref().map(|s| s.live_values().cloned().collect()).unwrap_or_default(),
+            context: merged.as_ref().map(|s| s.context().clone()),
+            first_replier: q.first_replier().map(|i| replicas[i].id.clone()),
+        };
+        let this = self.clone();
+        let key = key.clone();
+        tokio::spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
+        Ok(result)
+    }
+
+    /// Collects the replies that came after the quorum, then repairs every replica that answered stale.
+    async fn finish_read(
+        self: Arc<Self>,
+        key: Bytes,
+        replicas: Vec<Replica>,
+        mut q: ReadQuorum,
+        mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>>,
+        deadline: tokio::time::Instant,
+    ) {
+        while let Ok(Some((i, reply))) = tokio::time::timeout_at(deadline, pending.next()).await {
+            q.on_reply(i, reply);
+        }
+        let Some(merged) = q.merged() else { return };
+        for i in q.stale(&merged) {
+            metrics::counter!("dynamo_read_repairs_total").increment(1);
+            let rep = &replicas[i];
+            tracing::debug!(replica = %rep.id, key = %String::from_utf8_lossy(&key), "read repair");
+            if rep.local {
+                if let Err(e) = self.merge_local(&key, &merged).await {
+                    tracing::warn!(error = %e, "local read repair failed");
+                }
+            } else {
+                let req = Request::Replicate { key: key.clone(), state: merged.clone() };
+                if let Err(e) = self.pool.call(&rep.addr, req, self.timeout).await {
+                    tracing::debug!(replica = %rep.id, error = %e, "read repair not delivered");
+                }
+            }
+        }
+    }
+
+    fn read_remote(&self, i: usize, rep: &Replica, key: Bytes) -> BoxFuture<'static, ReadReply> {
+        let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
+        Box::pin(async move {
+            let reply = match pool.call(&rep.addr, Request::Read { key }, timeout).await {
+                Ok(Response::State { state }) => Ok(state),
+                Ok(other) => {
+                    tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a read");
+                    Err(())
+                }
+                Err(_) => {
+                    cluster.note_reachable(&rep.id, false);
+                    Err(())
+                }
+            };
+            (i, reply)
+        })
+    }
+
+    /// True when `key` has at least one live value (read with the default R).
+    pub async fn exists(self: &Arc<Self>, key: &Bytes) -> Result<bool, CoordError> {
+        Ok(!self.get(key, None).await?.values.is_empty())
+    }
+
+    /// A client write: coordinated here when this node is among the key's top N, else forwarded to one that is
+    /// (`preferred` first, when it is one).
+    pub async fn put(
+        self: &Arc<Self>,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: WriteContext,
+        w: Option<usize>,
+        preferred: Option<&str>,
+    ) -> Result<WriteOutcome, CoordError> {
+        let needed = self.check("W", w.unwrap_or(self.quorum.w))?;
+        let mut replicas = self.replicas(&key);
+        if replicas.iter().any(|r| r.local) {
+            return self.coordinate(key, value, context, w).await;
+        }
+        if let Some(pos) = preferred.and_then(|p| replicas.iter().position(|r| r.id == p)) {
+            let first = replicas.remove(pos);
+            replicas.insert(0, first);
+        }
+        let context = match context {
+            WriteContext::Blind => None,
+            WriteContext::Covering(c) => Some(c),
+        };
+        metrics::counter!("dynamo_forwards_total").increment(1);
+        for rep in &replicas {
+            let req = Request::Coordinate {
+                key: key.clone(),
+                value: value.clone(),
+                context: context.clone(),
+                w: w.map(|w| w as u8),
+            };
+            // The remote coordinator waits for its own quorum: give it that long plus the hop.
+            match self.pool.call(&rep.addr, req, self.timeout * 2).await {
+                Ok(Response::Written { superseded_live }) => {
+                    return Ok(WriteOutcome { superseded_live: superseded_live as usize });
+                }
+                Ok(Response::Error { kind, message }) => return Err(CoordError::Remote { kind, message }),
+                Ok(other) => {
+                    tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a forwarded write");
+                }
+                Err(e) => {
+                    tracing::debug!(replica = %rep.id, error = %e, "forward failed; trying the next replica");
+                    self.cluster.note_reachable(&rep.id, false);
+                }
+            }
+        }
+        metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);
+        Err(CoordError::Unavailable { needed, got: 0 })
+    }
+
+    /// Coordinates a write here: stamp the dot, write locally, replicate to the other replicas, wait for W.
+    pub async fn coordinate(
+        self: &Arc<Self>,
+        key: Bytes,
+        value: Option<Bytes>,
+        context: WriteContext,
+        w: Option<usize>,
+    ) -> Result<WriteOutcome, CoordError> {
+        let needed = self.check("W", w.unwrap_or(self.quorum.w))?;
+        let replicas = self.replicas(&key);
+        let mut q = WriteQuorum::new(needed, replicas.len());
+        if let Progress::Failed { needed, got } = q.progress() {
+            // Fewer replicas exist than W: refuse before writing anything.
+            return Err(CoordError::Unavailable { needed, got });
+        }
+        let (outcome, state) = self.update_local(&key, value, context).await?;
+        if replicas.iter().any(|r| r.local) {
+            q.on_ack(true);
+        }
+        let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = replicas
+            .iter()
+            .filter(|r| !r.local)
+            .map(|rep| self.replicate_remote(rep, key.clone(), state.clone()))
+            .collect();
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        while q.progress() == Progress::Pending {
+            match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some(ok)) => {
+                    q.on_ack(ok);
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        // The remaining replicas still get the write, after the client has its answer.
+        if !pending.is_empty() {
+            tokio::spawn(async move { while pending.next().await.is_some() {} });
+        }
+        match q.progress() {
+            Progress::Reached => Ok(outcome),
+            _ => {
+                metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);
+                Err(CoordError::Unavailable { needed, got: q.acks() })
+            }
+        }
+    }
+
+    fn replicate_remote(&self, rep: &Replica, key: Bytes, state: Siblings) -> BoxFuture<'static, AckReply> {
+        let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
+        Box::pin(async move {
+            match pool.call(&rep.addr, Request::Replicate { key, state }, timeout).await {
+                Ok(Response::Ack) => true,
+                Ok(other) => {
+                    tracing::warn!(replica = %rep.id, ?other, "replica refused a write");
+                    false
+                }
+                Err(_) => {
+                    cluster.note_reachable(&rep.id, false);
+                    false
                 }
             }
         })
     }
 
-    /// True when `key` has at least one live value.
-    pub fn exists(&self, key: &[u8]) -> Result<bool, CoordError> {
-        Ok(self.store.get(key)?.is_some_and(|s| s.has_live_value()))
-    }
-
-    /// Writes `value` (or a tombstone, for `None`) superseding what `context` covers. Returns once the write is as
-    /// durable as the node's mode promises.
-    pub async fn put(
+    /// Applies a client write to the local replica: checks the limits, stamps a fresh dot, prunes the vector.
+    /// Returns the outcome and the new state to replicate.
+    async fn update_local(
         &self,
         key: &[u8],
         value: Option<Bytes>,
         context: WriteContext,
-    ) -> Result<WriteOutcome, CoordError> {
+    ) -> Result<(WriteOutcome, Siblings), CoordError> {
         let opts = &self.options;
         let meta = &self.meta;
         self.store
             .update(key, |s: &mut Siblings, _existed| {
                 let covered = match context {
-                    WriteContext::Blind => {
-                        // A blind delete of nothing live has nothing to supersede: write nothing.
-                        if value.is_none() && !s.has_live_value() {
-                            return Ok(Decision::Keep(WriteOutcome { superseded_live: 0, written: false }));
-                        }
-                        s.context().clone()
-                    }
+                    WriteContext::Blind => s.context().clone(),
                     WriteContext::Covering(c) => {
                         // Tokens are authenticated, so this only trips on a bug or a leaked secret; it keeps a bad
                         // context from marking this node's future dots as already superseded.
@@ -178,7 +507,18 @@ impl Coordinator {
                         "key has many siblings: read it and write back with its context to resolve them"
                     );
                 }
-                Ok(Decision::Write(WriteOutcome { superseded_live, written: true }))
+                Ok(Decision::Write((WriteOutcome { superseded_live }, s.clone())))
+            })
+            .await
+    }
+
+    /// Merges a state sent by another replica (replication, read repair) into the local one.
+    pub async fn merge_local(&self, key: &[u8], state: &Siblings) -> Result<(), CoordError> {
+        self.store
+            .update(key, |s: &mut Siblings, _| {
+                let before = s.clone();
+                s.merge(state);
+                Ok::<_, CoordError>(if *s == before { Decision::Keep(()) } else { Decision::Write(()) })
             })
             .await
     }
@@ -186,181 +526,8 @@ impl Coordinator {
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::memory::MemoryEngine;
-    use crate::storage::store::StoreOptions;
-
-    fn coordinator(options: VersioningOptions) -> (Coordinator, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = KvStore::open(Arc::new(MemoryEngine::new()), StoreOptions::default()).unwrap();
-        let meta = Arc::new(NodeMeta::open(dir.path(), "n1").unwrap());
-        (Coordinator::new(store, meta, options), dir)
-    }
-
-    fn vals(r: &ReadResult) -> Vec<&[u8]> {
-        let mut v: Vec<&[u8]> = r.values.iter().map(|b| b.as_ref()).collect();
-        v.sort();
-        v
-    }
-
-    #[tokio::test]
-    async fn shopping_cart() {
-        let (c, _d) = coordinator(VersioningOptions::default());
-        assert!(c.get(b"cart").unwrap().context.is_none());
-        c.put(
-            b"cart",
-            Some(Bytes::from_static(b"[]")),
-            WriteContext::Blind,
-        )
-        .await
-        .unwrap();
-        let read = c.get(b"cart").unwrap();
-        let ctx = read.context.unwrap();
-        c.put(
-            b"cart",
-            Some(Bytes::from_static(b"[book]")),
-            WriteContext::Covering(ctx.clone()),
-        )
-        .await
-        .unwrap();
-        c.put(
-            b"cart",
-            Some(Bytes::from_static(b"[pen]")),
-            WriteContext::Covering(ctx),
-        )
-        .await
-        .unwrap();
-        let read = c.get(b"cart").unwrap();
-        assert_eq!(vals(&read), vec![b"[book]".as_ref(), b"[pen]".as_ref()]);
-        c.put(
-            b"cart",
-            Some(Bytes::from_static(b"[book,pen]")),
-            WriteContext::Covering(read.context.unwrap()),
-        )
-        .await
-        .unwrap();
-        assert_eq!(vals(&c.get(b"cart").unwrap()), vec![b"[book,pen]".as_ref()]);
-    }
-
-    #[tokio::test]
-    async fn hard_limit_refuses_without_writing() {
-        let opts = VersioningOptions {
-            sibling_soft_limit: 2,
-            sibling_hard_limit: 3,
-            ..Default::default()
-        };
-        let (c, _d) = coordinator(opts);
-        let empty = VersionVector::new();
-        for i in 0..3 {
-            c.put(
-                b"k",
-                Some(Bytes::from(format!("v{i}"))),
-                WriteContext::Covering(empty.clone()),
-            )
-            .await
-            .unwrap();
-        }
-        let err = c
-            .put(
-                b"k",
-                Some(Bytes::from_static(b"v3")),
-                WriteContext::Covering(empty),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            CoordError::TooManySiblings { count: 4, limit: 3 }
-        ));
-        assert_eq!(c.get(b"k").unwrap().values.len(), 3);
-        // A blind write still resolves them.
-        c.put(b"k", Some(Bytes::from_static(b"one")), WriteContext::Blind)
-            .await
-            .unwrap();
-        assert_eq!(c.get(b"k").unwrap().values.len(), 1);
-    }
-
-    #[tokio::test]
-    async fn sibling_bytes_limit_refuses_without_writing() {
-        let opts = VersioningOptions {
-            max_siblings_bytes: 10,
-            ..Default::default()
-        };
-        let (c, _d) = coordinator(opts);
-        let empty = VersionVector::new();
-        c.put(
-            b"k",
-            Some(Bytes::from_static(b"123456")),
-            WriteContext::Covering(empty.clone()),
-        )
-        .await
-        .unwrap();
-        let err = c
-            .put(
-                b"k",
-                Some(Bytes::from_static(b"78901")),
-                WriteContext::Covering(empty),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            CoordError::SiblingsTooLarge {
-                bytes: 11,
-                limit: 10
-            }
-        ));
-        // Superseding the big sibling makes room.
-        let ctx = c.get(b"k").unwrap().context.unwrap();
-        c.put(
-            b"k",
-            Some(Bytes::from_static(b"78901")),
-            WriteContext::Covering(ctx),
-        )
-        .await
-        .unwrap();
-    }
-
-    #[tokio::test]
-    async fn context_claiming_unissued_local_dots_is_refused() {
-        let (c, _d) = coordinator(VersioningOptions::default());
-        c.put(b"k", Some(Bytes::from_static(b"v")), WriteContext::Blind)
-            .await
-            .unwrap();
-        let mut ahead = VersionVector::new();
-        ahead.advance(c.meta().actor(), c.meta().issued_counter() + 1000, 0);
-        let err = c
-            .put(
-                b"k",
-                Some(Bytes::from_static(b"w")),
-                WriteContext::Covering(ahead),
-            )
-            .await
-            .unwrap_err();
-        assert!(matches!(err, CoordError::ContextAhead));
-        assert_eq!(vals(&c.get(b"k").unwrap()), vec![b"v".as_ref()]);
-    }
-
-    #[tokio::test]
-    async fn blind_delete_of_absent_key_writes_nothing() {
-        let (c, _d) = coordinator(VersioningOptions::default());
-        let out = c.put(b"nope", None, WriteContext::Blind).await.unwrap();
-        assert!(!out.written);
-        assert!(c.get(b"nope").unwrap().context.is_none());
-        c.put(b"k", Some(Bytes::from_static(b"v")), WriteContext::Blind)
-            .await
-            .unwrap();
-        let out = c.put(b"k", None, WriteContext::Blind).await.unwrap();
-        assert_eq!(out.superseded_live, 1);
-        let r = c.get(b"k").unwrap();
-        assert!(r.values.is_empty() && r.context.is_some());
-    }
-}
+mod tests;

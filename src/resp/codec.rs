@@ -84,11 +84,7 @@ pub struct RequestCodec {
 impl RequestCodec {
     /// A decoder with these limits.
     pub fn new(limits: FrameLimits) -> Self {
-        Self {
-            limits,
-            progress: None,
-            inline_scanned: 0,
-        }
+        Self { limits, progress: None, inline_scanned: 0 }
     }
 
     /// Scans a multibulk frame at the start of `buf` without copying. Returns its total length once complete.
@@ -96,26 +92,20 @@ impl RequestCodec {
         let mut p = match self.progress {
             Some(p) => p,
             None => {
-                let Some((n, header_len)) = parse_header(buf, ProtocolError::MultibulkLength)?
-                else {
+                let Some((n, header_len)) = parse_header(buf, ProtocolError::MultibulkLength)? else {
                     return Ok(None);
                 };
                 if n > self.limits.max_array_len as i64 {
                     return Err(ProtocolError::MultibulkLength);
                 }
-                Progress {
-                    offset: header_len,
-                    remaining: n.max(0) as usize,
-                }
+                Progress { offset: header_len, remaining: n.max(0) as usize }
             }
         };
         while p.remaining > 0 {
             let rest = &buf[p.offset..];
             let Some(&first) = rest.first() else { break };
             if first != b'$' {
-                return Err(ProtocolError::ExpectedBulk {
-                    found: first as char,
-                });
+                return Err(ProtocolError::ExpectedBulk { found: first as char });
             }
             let Some((len, header_len)) = parse_header(rest, ProtocolError::BulkLength)? else {
                 break;
@@ -125,9 +115,7 @@ impl RequestCodec {
             }
             let end = header_len + len as usize + 2;
             if p.offset + end > self.limits.max_request_bytes {
-                return Err(ProtocolError::RequestTooBig {
-                    limit: self.limits.max_request_bytes,
-                });
+                return Err(ProtocolError::RequestTooBig { limit: self.limits.max_request_bytes });
             }
             if rest.len() < end {
                 break;
@@ -152,11 +140,7 @@ impl RequestCodec {
 fn parse_header(buf: &[u8], err: ProtocolError) -> Result<Option<(i64, usize)>, ProtocolError> {
     let window = &buf[..buf.len().min(MAX_HEADER_LINE)];
     let Some(cr) = window.iter().position(|&b| b == b'\r') else {
-        return if buf.len() >= MAX_HEADER_LINE {
-            Err(err)
-        } else {
-            Ok(None)
-        };
+        return if buf.len() >= MAX_HEADER_LINE { Err(err) } else { Ok(None) };
     };
     if buf.len() < cr + 2 {
         return Ok(None);
@@ -164,10 +148,7 @@ fn parse_header(buf: &[u8], err: ProtocolError) -> Result<Option<(i64, usize)>, 
     if buf[cr + 1] != b'\n' {
         return Err(err);
     }
-    let n = std::str::from_utf8(&buf[1..cr])
-        .ok()
-        .and_then(|s| s.parse::<i64>().ok())
-        .ok_or(err)?;
+    let n = std::str::from_utf8(&buf[1..cr]).ok().and_then(|s| s.parse::<i64>().ok()).ok_or(err)?;
     Ok(Some((n, cr + 2)))
 }
 
@@ -191,29 +172,21 @@ impl Decoder for RequestCodec {
                 return Ok(None);
             };
             let (frame, amt, _) = decode_bytes_mut(buf)
-                .map_err(|e| ProtocolError::Decode {
-                    message: e.to_string(),
-                })?
-                .ok_or_else(|| ProtocolError::Decode {
-                    message: "frame incomplete after scan".into(),
-                })?;
+                .map_err(|e| ProtocolError::Decode { message: e.to_string() })?
+                .ok_or_else(|| ProtocolError::Decode { message: "frame incomplete after scan".into() })?;
             debug_assert_eq!(amt, len);
             let args = match frame {
                 BytesFrame::Array(items) => items
                     .into_iter()
                     .map(|f| match f {
                         BytesFrame::BulkString(b) => Ok(b),
-                        other => Err(ProtocolError::Decode {
-                            message: format!("unexpected {other:?} in request"),
-                        }),
+                        other => Err(ProtocolError::Decode { message: format!("unexpected {other:?} in request") }),
                     })
                     .collect::<Result<Vec<_>, _>>()?,
                 // `*-1` is a null array: Redis ignores it like `*0`.
                 BytesFrame::Null => Vec::new(),
                 other => {
-                    return Err(ProtocolError::Decode {
-                        message: format!("unexpected {other:?} request"),
-                    });
+                    return Err(ProtocolError::Decode { message: format!("unexpected {other:?} request") });
                 }
             };
             if !args.is_empty() {
@@ -232,11 +205,7 @@ impl RequestCodec {
         let window = &buf[from..buf.len().min(max + 1)];
         let Some(nl) = window.iter().position(|&b| b == b'\n').map(|i| i + from) else {
             self.inline_scanned = buf.len();
-            return if buf.len() > max {
-                Err(ProtocolError::InlineTooBig)
-            } else {
-                Ok(None)
-            };
+            return if buf.len() > max { Err(ProtocolError::InlineTooBig) } else { Ok(None) };
         };
         self.inline_scanned = 0;
         let line = buf.split_to(nl + 1);
@@ -277,15 +246,13 @@ pub fn split_args(line: &[u8]) -> Result<Vec<Bytes>, ProtocolError> {
                             i += 1;
                             let hex = |b: u8| (b as char).to_digit(16);
                             match e {
-                                b'x' if i + 2 <= line.len() => {
-                                    match (hex(line[i]), hex(line[i + 1])) {
-                                        (Some(h), Some(l)) => {
-                                            arg.push((h * 16 + l) as u8);
-                                            i += 2;
-                                        }
-                                        _ => arg.push(b'x'),
+                                b'x' if i + 2 <= line.len() => match (hex(line[i]), hex(line[i + 1])) {
+                                    (Some(h), Some(l)) => {
+                                        arg.push((h * 16 + l) as u8);
+                                        i += 2;
                                     }
-                                }
+                                    _ => arg.push(b'x'),
+                                },
                                 b'n' => arg.push(b'\n'),
                                 b'r' => arg.push(b'\r'),
                                 b't' => arg.push(b'\t'),
@@ -338,35 +305,24 @@ mod tests {
     use super::*;
 
     fn codec() -> RequestCodec {
-        RequestCodec::new(FrameLimits {
-            max_request_bytes: 1 << 20,
-            max_array_len: 16,
-            max_bulk_bytes: 1000,
-        })
+        RequestCodec::new(FrameLimits { max_request_bytes: 1 << 20, max_array_len: 16, max_bulk_bytes: 1000 })
     }
 
     fn strs(v: Vec<Bytes>) -> Vec<String> {
-        v.into_iter()
-            .map(|b| String::from_utf8(b.to_vec()).unwrap())
-            .collect()
+        v.into_iter().map(|b| String::from_utf8(b.to_vec()).unwrap()).collect()
     }
 
     #[test]
     fn multibulk_pipelined_and_split() {
         let mut c = codec();
-        let mut buf = BytesMut::from(
-            &b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET"[..],
-        );
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n*1\r\n$4\r\nPING\r\n*3\r\n$3\r\nSET"[..]);
         assert_eq!(strs(c.decode(&mut buf).unwrap().unwrap()), ["GET", "k"]);
         assert_eq!(strs(c.decode(&mut buf).unwrap().unwrap()), ["PING"]);
         assert!(c.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b"\r\n$1\r\nk\r\n$2\r\n");
         assert!(c.decode(&mut buf).unwrap().is_none());
         buf.extend_from_slice(b"v1\r\n");
-        assert_eq!(
-            strs(c.decode(&mut buf).unwrap().unwrap()),
-            ["SET", "k", "v1"]
-        );
+        assert_eq!(strs(c.decode(&mut buf).unwrap().unwrap()), ["SET", "k", "v1"]);
         assert!(buf.is_empty());
     }
 
@@ -375,20 +331,11 @@ mod tests {
         let mut c = codec();
         let mut buf = BytesMut::from(&b"PING\r\n\r\nset k \"a b\\x41\" 'c d'\n"[..]);
         assert_eq!(strs(c.decode(&mut buf).unwrap().unwrap()), ["PING"]);
-        assert_eq!(
-            strs(c.decode(&mut buf).unwrap().unwrap()),
-            ["set", "k", "a bA", "c d"]
-        );
+        assert_eq!(strs(c.decode(&mut buf).unwrap().unwrap()), ["set", "k", "a bA", "c d"]);
         let mut buf = BytesMut::from(&b"ECHO \"open\r\n"[..]);
-        assert!(matches!(
-            c.decode(&mut buf),
-            Err(ProtocolError::UnbalancedQuotes)
-        ));
+        assert!(matches!(c.decode(&mut buf), Err(ProtocolError::UnbalancedQuotes)));
         let mut buf = BytesMut::from(vec![b'a'; MAX_INLINE_BYTES + 10].as_slice());
-        assert!(matches!(
-            c.decode(&mut buf),
-            Err(ProtocolError::InlineTooBig)
-        ));
+        assert!(matches!(c.decode(&mut buf), Err(ProtocolError::InlineTooBig)));
         // A line trickling in byte by byte is found once complete.
         let mut c = codec();
         let mut buf = BytesMut::new();
@@ -397,59 +344,29 @@ mod tests {
             assert!(c.decode(&mut buf).unwrap().is_none());
         }
         buf.extend_from_slice(b"\n");
-        assert_eq!(
-            strs(c.decode(&mut buf).unwrap().unwrap()),
-            ["ECHO", "trickle"]
-        );
+        assert_eq!(strs(c.decode(&mut buf).unwrap().unwrap()), ["ECHO", "trickle"]);
     }
 
     #[test]
     fn limits_are_checked_before_the_payload_arrives() {
         let mut buf = BytesMut::from(&b"*17\r\n"[..]);
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::MultibulkLength)
-        ));
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::MultibulkLength)));
         let mut buf = BytesMut::from(&b"*1\r\n$1001\r\n"[..]);
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::BulkLength)
-        ));
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::BulkLength)));
         let mut buf = BytesMut::from(&b"*1\r\n$99999999999999999999\r\n"[..]);
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::BulkLength)
-        ));
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::BulkLength)));
         let mut buf = BytesMut::from(&b"*1\r\n:5\r\n"[..]);
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::ExpectedBulk { found: ':' })
-        ));
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::ExpectedBulk { found: ':' })));
         let mut buf = BytesMut::from(&b"*1\r\n$1\r\nab\r\n"[..]);
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::MissingCrlf)
-        ));
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::MissingCrlf)));
         let mut buf = BytesMut::from(&b"*abc\r\n"[..]);
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::MultibulkLength)
-        ));
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::MultibulkLength)));
         let mut buf = BytesMut::from(vec![b'*'; 100].as_slice());
-        assert!(matches!(
-            codec().decode(&mut buf),
-            Err(ProtocolError::MultibulkLength)
-        ));
-        let mut small = RequestCodec::new(FrameLimits {
-            max_request_bytes: 100,
-            max_array_len: 16,
-            max_bulk_bytes: 1000,
-        });
+        assert!(matches!(codec().decode(&mut buf), Err(ProtocolError::MultibulkLength)));
+        let mut small =
+            RequestCodec::new(FrameLimits { max_request_bytes: 100, max_array_len: 16, max_bulk_bytes: 1000 });
         let mut buf = BytesMut::from(&b"*2\r\n$3\r\nSET\r\n$200\r\n"[..]);
-        assert!(matches!(
-            small.decode(&mut buf),
-            Err(ProtocolError::RequestTooBig { .. })
-        ));
+        assert!(matches!(small.decode(&mut buf), Err(ProtocolError::RequestTooBig { .. })));
     }
 
     #[test]

@@ -79,50 +79,29 @@ impl Reply {
             Reply::Integer(i) => Frame2::Integer(i),
             Reply::Bulk(b) => Frame2::BulkString(b),
             Reply::Nil => Frame2::Null,
-            Reply::Array(items) => {
-                Frame2::Array(items.into_iter().map(Reply::into_resp2).collect())
+            Reply::Array(items) => Frame2::Array(items.into_iter().map(Reply::into_resp2).collect()),
+            Reply::Map(pairs) => {
+                Frame2::Array(pairs.into_iter().flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()]).collect())
             }
-            Reply::Map(pairs) => Frame2::Array(
-                pairs
-                    .into_iter()
-                    .flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()])
-                    .collect(),
-            ),
         }
     }
 
     fn into_resp3(self) -> Frame3 {
         match self {
-            Reply::Simple(s) => Frame3::SimpleString {
-                data: s,
-                attributes: None,
-            },
-            Reply::Error(e) => Frame3::SimpleError {
-                data: sanitize(e).into(),
-                attributes: None,
-            },
-            Reply::Integer(i) => Frame3::Number {
-                data: i,
-                attributes: None,
-            },
-            Reply::Bulk(b) => Frame3::BlobString {
-                data: b,
-                attributes: None,
-            },
+            Reply::Simple(s) => Frame3::SimpleString { data: s, attributes: None },
+            Reply::Error(e) => Frame3::SimpleError { data: sanitize(e).into(), attributes: None },
+            Reply::Integer(i) => Frame3::Number { data: i, attributes: None },
+            Reply::Bulk(b) => Frame3::BlobString { data: b, attributes: None },
             Reply::Nil => Frame3::Null,
-            Reply::Array(items) => Frame3::Array {
-                data: items.into_iter().map(Reply::into_resp3).collect(),
-                attributes: None,
-            },
+            Reply::Array(items) => {
+                Frame3::Array { data: items.into_iter().map(Reply::into_resp3).collect(), attributes: None }
+            }
             Reply::Map(pairs) => {
                 let mut data = FrameMap::with_capacity(pairs.len());
                 for (k, v) in pairs {
                     data.insert(k.into_resp3(), v.into_resp3());
                 }
-                Frame3::Map {
-                    data,
-                    attributes: None,
-                }
+                Frame3::Map { data, attributes: None }
             }
         }
     }
@@ -149,18 +128,12 @@ mod tests {
     #[test]
     fn resp2_and_resp3() {
         let get = Reply::Array(vec![Reply::Array(vec![Reply::bulk("v")]), Reply::Nil]);
-        assert_eq!(
-            enc(get.clone(), Protocol::Resp2),
-            "*2\r\n*1\r\n$1\r\nv\r\n$-1\r\n"
-        );
+        assert_eq!(enc(get.clone(), Protocol::Resp2), "*2\r\n*1\r\n$1\r\nv\r\n$-1\r\n");
         assert_eq!(enc(get, Protocol::Resp3), "*2\r\n*1\r\n$1\r\nv\r\n_\r\n");
         let map = Reply::Map(vec![(Reply::bulk("a"), Reply::Integer(1))]);
         assert_eq!(enc(map.clone(), Protocol::Resp2), "*2\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(map, Protocol::Resp3), "%1\r\n$1\r\na\r\n:1\r\n");
-        assert_eq!(
-            enc(Reply::error("ERR a\r\nb"), Protocol::Resp2),
-            "-ERR a  b\r\n"
-        );
+        assert_eq!(enc(Reply::error("ERR a\r\nb"), Protocol::Resp2), "-ERR a  b\r\n");
         assert_eq!(enc(Reply::ok(), Protocol::Resp3), "+OK\r\n");
     }
 }

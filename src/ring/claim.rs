@@ -16,22 +16,14 @@ const ZONE_CONFLICT: usize = 1;
 
 /// Assigns `q` partitions to `members` (sorted by id, weights > 0). `previous[p]` is partition p's owner before,
 /// as an index into `members`, or `None` when that owner left (or there was no previous ring).
-pub fn claim(
-    q: usize,
-    members: &[Member],
-    previous: Option<&[Option<u16>]>,
-    spacing: usize,
-) -> Vec<u16> {
+pub fn claim(q: usize, members: &[Member], previous: Option<&[Option<u16>]>, spacing: usize) -> Vec<u16> {
     let quotas = quotas(q, members);
     let mut owners: Vec<Option<u16>> = previous.map(<[_]>::to_vec).unwrap_or_else(|| vec![None; q]);
     let mut counts = vec![0usize; members.len()];
     for o in owners.iter().flatten() {
         counts[*o as usize] += 1;
     }
-    let ctx = Ctx {
-        members,
-        spacing: spacing.min(q),
-    };
+    let ctx = Ctx { members, spacing: spacing.min(q) };
 
     // Members above their quota release partitions: conflicting ones first, the rest evenly spread so the
     // freed slots (and with them the gaining member's partitions) are spread around the ring.
@@ -41,9 +33,8 @@ pub fn claim(
             continue;
         }
         let mine: Vec<usize> = (0..q).filter(|&p| owners[p] == Some(m as u16)).collect();
-        let (mut release, rest): (Vec<usize>, Vec<usize>) = mine
-            .into_iter()
-            .partition(|&p| ctx.cost_at(&owners, p, m as u16) > 0);
+        let (mut release, rest): (Vec<usize>, Vec<usize>) =
+            mine.into_iter().partition(|&p| ctx.cost_at(&owners, p, m as u16) > 0);
         release.truncate(excess);
         let still = excess - release.len();
         if still > 0 {
@@ -61,22 +52,13 @@ pub fn claim(
     for &p in &freed {
         let best = (0..members.len())
             .filter(|&m| counts[m] < quotas[m])
-            .min_by_key(|&m| {
-                (
-                    ctx.cost_at(&owners, p, m as u16),
-                    std::cmp::Reverse(quotas[m] - counts[m]),
-                    m,
-                )
-            })
+            .min_by_key(|&m| (ctx.cost_at(&owners, p, m as u16), std::cmp::Reverse(quotas[m] - counts[m]), m))
             .expect("quotas sum to q, so a member below quota exists while a partition is free");
         owners[p] = Some(best as u16);
         counts[best] += 1;
     }
 
-    let mut owners: Vec<u16> = owners
-        .into_iter()
-        .map(|o| o.expect("every partition assigned"))
-        .collect();
+    let mut owners: Vec<u16> = owners.into_iter().map(|o| o.expect("every partition assigned")).collect();
     // Swaps among the partitions that moved anyway improve spacing without moving anything else.
     ctx.repair(&mut owners, &freed);
     owners

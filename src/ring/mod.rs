@@ -70,12 +70,7 @@ pub struct Ring {
 impl Ring {
     /// Builds a ring of `q` partitions over `members`, keeping as much of `previous` as balance allows.
     /// `spacing` is how many consecutive partitions should have distinct owners (use the replication factor N).
-    pub fn build(
-        q: usize,
-        members: Vec<Member>,
-        previous: Option<&Ring>,
-        spacing: usize,
-    ) -> Result<Ring, RingError> {
+    pub fn build(q: usize, members: Vec<Member>, previous: Option<&Ring>, spacing: usize) -> Result<Ring, RingError> {
         if !q.is_power_of_two() || q > MAX_PARTITIONS {
             return Err(RingError::PartitionCount { q });
         }
@@ -86,26 +81,17 @@ impl Ring {
         }
         for w in members.windows(2) {
             if w[0].id == w[1].id {
-                return Err(RingError::Duplicate {
-                    id: w[0].id.clone(),
-                });
+                return Err(RingError::Duplicate { id: w[0].id.clone() });
             }
         }
         if let Some(m) = members.iter().find(|m| m.weight == 0) {
             return Err(RingError::ZeroWeight { id: m.id.clone() });
         }
-        let previous_owners: Option<Vec<Option<u16>>> =
-            previous.filter(|p| p.owners.len() == q).map(|p| {
-                let index: BTreeMap<&str, u16> = members
-                    .iter()
-                    .enumerate()
-                    .map(|(i, m)| (m.id.as_str(), i as u16))
-                    .collect();
-                p.owners
-                    .iter()
-                    .map(|&o| index.get(p.members[o as usize].id.as_str()).copied())
-                    .collect()
-            });
+        let previous_owners: Option<Vec<Option<u16>>> = previous.filter(|p| p.owners.len() == q).map(|p| {
+            let index: BTreeMap<&str, u16> =
+                members.iter().enumerate().map(|(i, m)| (m.id.as_str(), i as u16)).collect();
+            p.owners.iter().map(|&o| index.get(p.members[o as usize].id.as_str()).copied()).collect()
+        });
         let owners = claim(q, &members, previous_owners.as_deref(), spacing.max(1));
         Ok(Ring::from_owners(members, owners))
     }
@@ -152,11 +138,7 @@ impl Ring {
                 list
             })
             .collect();
-        Ring {
-            members,
-            owners,
-            preflists,
-        }
+        Ring { members, owners, preflists }
     }
 
     /// Number of partitions (Q).
@@ -172,11 +154,7 @@ impl Ring {
     /// The partition holding ring position `position`.
     pub fn partition_of(&self, position: u128) -> usize {
         let bits = self.owners.len().trailing_zeros();
-        if bits == 0 {
-            0
-        } else {
-            (position >> (128 - bits)) as usize
-        }
+        if bits == 0 { 0 } else { (position >> (128 - bits)) as usize }
     }
 
     /// The partition of a user key.
@@ -213,12 +191,9 @@ impl Ring {
 
     /// Partitions owned per member id.
     pub fn ownership(&self) -> BTreeMap<&str, usize> {
-        let mut counts: BTreeMap<&str, usize> =
-            self.members.iter().map(|m| (m.id.as_str(), 0)).collect();
+        let mut counts: BTreeMap<&str, usize> = self.members.iter().map(|m| (m.id.as_str(), 0)).collect();
         for &o in &self.owners {
-            *counts
-                .get_mut(self.members[o as usize].id.as_str())
-                .expect("owner is a member") += 1;
+            *counts.get_mut(self.members[o as usize].id.as_str()).expect("owner is a member") += 1;
         }
         counts
     }

@@ -3,13 +3,7 @@ use proptest::prelude::*;
 use super::*;
 
 fn nodes(n: usize) -> Vec<Member> {
-    (0..n)
-        .map(|i| Member {
-            id: format!("n{i:02}"),
-            weight: 1,
-            zone: None,
-        })
-        .collect()
+    (0..n).map(|i| Member { id: format!("n{i:02}"), weight: 1, zone: None }).collect()
 }
 
 fn max_over_mean(ring: &Ring) -> f64 {
@@ -49,11 +43,7 @@ fn preference_lists_hold_distinct_nodes_and_every_member() {
         sorted.sort();
         sorted.dedup();
         assert_eq!(sorted.len(), 5, "partition {p}: {list:?}");
-        assert_eq!(
-            list[0],
-            ring.owner(p).id,
-            "without zones the owner comes first"
-        );
+        assert_eq!(list[0], ring.owner(p).id, "without zones the owner comes first");
     }
 }
 
@@ -71,21 +61,12 @@ fn spacing_gives_distinct_consecutive_owners_when_possible() {
 
 #[test]
 fn zones_spread_preference_lists() {
-    let members: Vec<Member> = (0..6)
-        .map(|i| Member {
-            id: format!("n{i}"),
-            weight: 1,
-            zone: Some(format!("z{}", i % 3)),
-        })
-        .collect();
+    let members: Vec<Member> =
+        (0..6).map(|i| Member { id: format!("n{i}"), weight: 1, zone: Some(format!("z{}", i % 3)) }).collect();
     let ring = Ring::build(64, members, None, 3).unwrap();
     let spread = (0..64)
         .filter(|&p| {
-            let mut zones: Vec<_> = ring
-                .preference_list(p)
-                .take(3)
-                .map(|m| m.zone.clone())
-                .collect();
+            let mut zones: Vec<_> = ring.preference_list(p).take(3).map(|m| m.zone.clone()).collect();
             zones.sort();
             zones.dedup();
             zones.len() == 3
@@ -110,26 +91,14 @@ fn key_partitions_cover_the_space() {
 
 #[test]
 fn rejects_bad_input() {
-    assert_eq!(
-        Ring::build(100, nodes(3), None, 3).unwrap_err(),
-        RingError::PartitionCount { q: 100 }
-    );
-    assert_eq!(
-        Ring::build(64, vec![], None, 3).unwrap_err(),
-        RingError::NoMembers
-    );
+    assert_eq!(Ring::build(100, nodes(3), None, 3).unwrap_err(), RingError::PartitionCount { q: 100 });
+    assert_eq!(Ring::build(64, vec![], None, 3).unwrap_err(), RingError::NoMembers);
     let mut m = nodes(2);
     m[1].id = "n00".into();
-    assert!(matches!(
-        Ring::build(64, m, None, 3),
-        Err(RingError::Duplicate { .. })
-    ));
+    assert!(matches!(Ring::build(64, m, None, 3), Err(RingError::Duplicate { .. })));
     let mut m = nodes(2);
     m[0].weight = 0;
-    assert!(matches!(
-        Ring::build(64, m, None, 3),
-        Err(RingError::ZeroWeight { .. })
-    ));
+    assert!(matches!(Ring::build(64, m, None, 3), Err(RingError::ZeroWeight { .. })));
 }
 
 proptest! {
@@ -175,10 +144,6 @@ fn check_balance(ring: &Ring) {
     for m in ring.members() {
         let exact = ring.partitions() as f64 * f64::from(m.weight) / total as f64;
         let got = counts[m.id.as_str()] as f64;
-        assert!(
-            (got - exact).abs() < 1.0 + 1e-9,
-            "{}: {got} vs {exact}",
-            m.id
-        );
+        assert!((got - exact).abs() < 1.0 + 1e-9, "{}: {got} vs {exact}", m.id);
     }
 }

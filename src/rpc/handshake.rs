@@ -67,11 +67,7 @@ pub struct ClusterKey {
 
 impl std::fmt::Debug for ClusterKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "ClusterKey({}, authenticated: {})",
-            self.cluster, self.authenticated
-        )
+        write!(f, "ClusterKey({}, authenticated: {})", self.cluster, self.authenticated)
     }
 }
 
@@ -101,23 +97,9 @@ impl ClusterKey {
         <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC takes keys of any length")
     }
 
-    fn proof(
-        &self,
-        role: &[u8],
-        first: &[u8; 16],
-        second: &[u8; 16],
-        client: &str,
-        server: &str,
-    ) -> [u8; 32] {
+    fn proof(&self, role: &[u8], first: &[u8; 16], second: &[u8; 16], client: &str, server: &str) -> [u8; 32] {
         let mut mac = self.mac();
-        for part in [
-            role,
-            first,
-            second,
-            client.as_bytes(),
-            &[0],
-            server.as_bytes(),
-        ] {
+        for part in [role, first, second, client.as_bytes(), &[0], server.as_bytes()] {
             mac.update(part);
         }
         mac.finalize().into_bytes().into()
@@ -133,14 +115,7 @@ impl ClusterKey {
         proof: &[u8; 32],
     ) -> bool {
         let mut mac = self.mac();
-        for part in [
-            role,
-            first,
-            second,
-            client.as_bytes(),
-            &[0],
-            server.as_bytes(),
-        ] {
+        for part in [role, first, second, client.as_bytes(), &[0], server.as_bytes()] {
             mac.update(part);
         }
         mac.verify_slice(proof).is_ok()
@@ -199,43 +174,17 @@ impl ClientHandshake {
             node_id: node_id.to_string(),
             nonce,
         };
-        (
-            Self {
-                node_id: node_id.to_string(),
-                nonce,
-                peer: None,
-            },
-            hello,
-        )
+        (Self { node_id: node_id.to_string(), nonce, peer: None }, hello)
     }
 
     /// Checks the server's Challenge; returns the Proof to send.
-    pub fn on_challenge(
-        &mut self,
-        key: &ClusterKey,
-        frame: Handshake,
-    ) -> Result<Handshake, HandshakeError> {
+    pub fn on_challenge(&mut self, key: &ClusterKey, frame: Handshake) -> Result<Handshake, HandshakeError> {
         match frame {
-            Handshake::Challenge {
-                version,
-                node_id,
-                nonce,
-                proof,
-            } => {
+            Handshake::Challenge { version, node_id, nonce, proof } => {
                 if version != PROTOCOL_VERSION {
-                    return Err(HandshakeError::Version {
-                        ours: PROTOCOL_VERSION,
-                        theirs: version,
-                    });
+                    return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: version });
                 }
-                if !key.verify(
-                    b"server",
-                    &self.nonce,
-                    &nonce,
-                    &self.node_id,
-                    &node_id,
-                    &proof,
-                ) {
+                if !key.verify(b"server", &self.nonce, &nonce, &self.node_id, &node_id, &proof) {
                     return Err(HandshakeError::Authentication { peer: node_id });
                 }
                 let proof = key.proof(b"client", &nonce, &self.nonce, &self.node_id, &node_id);
@@ -267,37 +216,18 @@ pub struct ServerHandshake {
 impl ServerHandshake {
     /// Prepares to accept with a fresh nonce.
     pub fn new(node_id: &str, nonce: [u8; 16]) -> Self {
-        Self {
-            node_id: node_id.to_string(),
-            nonce,
-            client: None,
-        }
+        Self { node_id: node_id.to_string(), nonce, client: None }
     }
 
     /// Checks the Hello; returns the Challenge to send. On an error, send `Refused` with its text.
-    pub fn on_hello(
-        &mut self,
-        key: &ClusterKey,
-        frame: Handshake,
-    ) -> Result<Handshake, HandshakeError> {
+    pub fn on_hello(&mut self, key: &ClusterKey, frame: Handshake) -> Result<Handshake, HandshakeError> {
         match frame {
-            Handshake::Hello {
-                version,
-                cluster,
-                node_id,
-                nonce,
-            } => {
+            Handshake::Hello { version, cluster, node_id, nonce } => {
                 if version != PROTOCOL_VERSION {
-                    return Err(HandshakeError::Version {
-                        ours: PROTOCOL_VERSION,
-                        theirs: version,
-                    });
+                    return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: version });
                 }
                 if cluster != key.cluster {
-                    return Err(HandshakeError::Cluster {
-                        ours: key.cluster.clone(),
-                        theirs: cluster,
-                    });
+                    return Err(HandshakeError::Cluster { ours: key.cluster.clone(), theirs: cluster });
                 }
                 let proof = key.proof(b"server", &nonce, &self.nonce, &node_id, &self.node_id);
                 self.client = Some((node_id, nonce));
@@ -314,24 +244,13 @@ impl ServerHandshake {
 
     /// Checks the client's Proof; returns the client's node id and the Welcome to send. On an error, send
     /// `Refused` with its text.
-    pub fn on_proof(
-        self,
-        key: &ClusterKey,
-        frame: Handshake,
-    ) -> Result<(String, Handshake), HandshakeError> {
+    pub fn on_proof(self, key: &ClusterKey, frame: Handshake) -> Result<(String, Handshake), HandshakeError> {
         let Some((client, client_nonce)) = self.client else {
             return Err(HandshakeError::Unexpected);
         };
         match frame {
             Handshake::Proof { proof }
-                if key.verify(
-                    b"client",
-                    &self.nonce,
-                    &client_nonce,
-                    &client,
-                    &self.node_id,
-                    &proof,
-                ) =>
+                if key.verify(b"client", &self.nonce, &client_nonce, &client, &self.node_id, &proof) =>
             {
                 Ok((client, Handshake::Welcome))
             }
@@ -345,10 +264,7 @@ impl ServerHandshake {
 mod tests {
     use super::*;
 
-    fn run(
-        client_key: &ClusterKey,
-        server_key: &ClusterKey,
-    ) -> Result<(String, String), HandshakeError> {
+    fn run(client_key: &ClusterKey, server_key: &ClusterKey) -> Result<(String, String), HandshakeError> {
         let (mut c, hello) = ClientHandshake::start(client_key, "a", [1; 16]);
         let mut s = ServerHandshake::new("b", [2; 16]);
         let challenge = s.on_hello(server_key, hello)?;
@@ -371,24 +287,12 @@ mod tests {
         let k = ClusterKey::derive("prod", Some("s3cret"));
         let wrong = ClusterKey::derive("prod", Some("guess"));
         // The client detects a server without the secret, and the server a client without it.
-        assert!(matches!(
-            run(&wrong, &k),
-            Err(HandshakeError::Authentication { .. })
-        ));
-        assert!(matches!(
-            run(&k, &wrong),
-            Err(HandshakeError::Authentication { .. })
-        ));
+        assert!(matches!(run(&wrong, &k), Err(HandshakeError::Authentication { .. })));
+        assert!(matches!(run(&k, &wrong), Err(HandshakeError::Authentication { .. })));
         let open = ClusterKey::derive("prod", None);
-        assert!(matches!(
-            run(&open, &k),
-            Err(HandshakeError::Authentication { .. })
-        ));
+        assert!(matches!(run(&open, &k), Err(HandshakeError::Authentication { .. })));
         let other = ClusterKey::derive("staging", Some("s3cret"));
-        assert!(matches!(
-            run(&other, &k),
-            Err(HandshakeError::Cluster { .. })
-        ));
+        assert!(matches!(run(&other, &k), Err(HandshakeError::Cluster { .. })));
     }
 
     #[test]
@@ -396,9 +300,7 @@ mod tests {
         let k = ClusterKey::derive("prod", Some("s3cret"));
         let (mut c, hello) = ClientHandshake::start(&k, "a", [1; 16]);
         let mut s1 = ServerHandshake::new("b", [2; 16]);
-        let proof = c
-            .on_challenge(&k, s1.on_hello(&k, hello.clone()).unwrap())
-            .unwrap();
+        let proof = c.on_challenge(&k, s1.on_hello(&k, hello.clone()).unwrap()).unwrap();
         // An eavesdropper replays the proof against a new server nonce.
         let mut s2 = ServerHandshake::new("b", [3; 16]);
         s2.on_hello(&k, hello).unwrap();

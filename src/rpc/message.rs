@@ -97,8 +97,13 @@ pub enum Response {
         /// The replica's state.
         state: Option<Siblings>,
     },
-    /// Answer to `Replicate` and `Coordinate`: applied.
+    /// Answer to `Replicate`: merged.
     Ack,
+    /// Answer to `Coordinate`: written with the quorum reached.
+    Written {
+        /// Live values the write superseded on its coordinator.
+        superseded_live: u32,
+    },
     /// The request failed on the receiver.
     Error {
         /// Classification.

@@ -18,11 +18,7 @@ struct Echo {
 
 impl Echo {
     fn new(delay: Duration) -> Self {
-        Self {
-            delay,
-            in_flight: AtomicUsize::new(0),
-            peak: AtomicUsize::new(0),
-        }
+        Self { delay, in_flight: AtomicUsize::new(0), peak: AtomicUsize::new(0) }
     }
 }
 
@@ -40,23 +36,14 @@ impl Handler for Echo {
 }
 
 fn identity(id: &str, secret: Option<&str>) -> Identity {
-    Identity {
-        node_id: id.into(),
-        key: ClusterKey::derive("test", secret),
-    }
+    Identity { node_id: id.into(), key: ClusterKey::derive("test", secret) }
 }
 
 async fn server_with(secret: Option<&str>, echo: Arc<Echo>) -> (String, CancellationToken) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let cancel = CancellationToken::new();
-    tokio::spawn(transport::serve(
-        listener,
-        identity("server", secret),
-        echo,
-        cancel.clone(),
-        TaskTracker::new(),
-    ));
+    tokio::spawn(transport::serve(listener, identity("server", secret), echo, cancel.clone(), TaskTracker::new()));
     (addr, cancel)
 }
 
@@ -72,58 +59,33 @@ async fn many_requests_share_one_connection() {
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let (pool, addr) = (pool.clone(), addr.clone());
-            tokio::spawn(async move {
-                pool.call(&addr, Request::Ping, Duration::from_secs(5))
-                    .await
-            })
+            tokio::spawn(async move { pool.call(&addr, Request::Ping, Duration::from_secs(5)).await })
         })
         .collect();
     for c in calls {
         assert!(matches!(c.await.unwrap().unwrap(), Response::Pong));
     }
     // Requests on the one connection were served concurrently, not one after another.
-    assert!(
-        echo.peak.load(Ordering::SeqCst) > 1,
-        "peak concurrency {}",
-        echo.peak.load(Ordering::SeqCst)
-    );
+    assert!(echo.peak.load(Ordering::SeqCst) > 1, "peak concurrency {}", echo.peak.load(Ordering::SeqCst));
 }
 
 #[tokio::test]
 async fn a_stranger_is_refused() {
     let (addr, _c) = server(Some("right"), Duration::ZERO).await;
     let pool = PeerPool::new(identity("client", Some("wrong")));
-    let err = pool
-        .call(&addr, Request::Ping, Duration::from_secs(2))
-        .await
-        .unwrap_err();
+    let err = pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.unwrap_err();
     assert!(matches!(err, RpcError::Handshake { .. }), "{err}");
     let open = PeerPool::new(identity("client", None));
-    assert!(
-        open.call(&addr, Request::Ping, Duration::from_secs(2))
-            .await
-            .is_err()
-    );
+    assert!(open.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_err());
 }
 
 #[tokio::test]
 async fn timeouts_and_reconnects() {
     let (addr, cancel) = server(None, Duration::from_millis(300)).await;
     let pool = PeerPool::new(identity("client", None));
-    let err = pool
-        .call(
-            &addr,
-            Request::Read { key: Bytes::new() },
-            Duration::from_millis(50),
-        )
-        .await
-        .unwrap_err();
+    let err = pool.call(&addr, Request::Read { key: Bytes::new() }, Duration::from_millis(50)).await.unwrap_err();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
-    assert!(
-        pool.call(&addr, Request::Ping, Duration::from_secs(2))
-            .await
-            .is_ok()
-    );
+    assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
     // The server goes away: calls fail fast, then work again once it is back on the same address.
     cancel.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -143,11 +105,7 @@ async fn timeouts_and_reconnects() {
     ));
     let mut ok = false;
     for _ in 0..50 {
-        if pool
-            .call(&addr, Request::Ping, Duration::from_millis(500))
-            .await
-            .is_ok()
-        {
+        if pool.call(&addr, Request::Ping, Duration::from_millis(500)).await.is_ok() {
             ok = true;
             break;
         }
@@ -162,19 +120,10 @@ async fn garbage_closes_only_that_connection() {
     let (addr, _c) = server(None, Duration::ZERO).await;
     let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
     // A length prefix far above MAX_FRAME.
-    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3])
-        .await
-        .unwrap();
+    raw.write_all(&[0xff, 0xff, 0xff, 0xff, 1, 2, 3]).await.unwrap();
     let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap_or(0);
+    let n = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "the server closes a connection that sends garbage");
     let pool = PeerPool::new(identity("client", None));
-    assert!(
-        pool.call(&addr, Request::Ping, Duration::from_secs(2))
-            .await
-            .is_ok()
-    );
+    assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
 }

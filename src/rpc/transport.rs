@@ -47,28 +47,18 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder()
-        .max_frame_length(MAX_FRAME)
-        .new_codec()
+    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
 }
 
 fn encode<T: Serialize>(msg: &T) -> Bytes {
     Bytes::from(postcard::to_stdvec(msg).expect("protocol messages serialize"))
 }
 
-async fn recv<T: DeserializeOwned>(
-    framed: &mut Framed<TcpStream, LengthDelimitedCodec>,
-) -> Result<T, RpcError> {
+async fn recv<T: DeserializeOwned>(framed: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<T, RpcError> {
     match framed.next().await {
-        Some(Ok(frame)) => postcard::from_bytes(&frame).map_err(|e| RpcError::Frame {
-            reason: e.to_string(),
-        }),
-        Some(Err(e)) => Err(RpcError::Frame {
-            reason: e.to_string(),
-        }),
-        None => Err(RpcError::Frame {
-            reason: "connection closed during handshake".into(),
-        }),
+        Some(Ok(frame)) => postcard::from_bytes(&frame).map_err(|e| RpcError::Frame { reason: e.to_string() }),
+        Some(Err(e)) => Err(RpcError::Frame { reason: e.to_string() }),
+        None => Err(RpcError::Frame { reason: "connection closed during handshake".into() }),
     }
 }
 
@@ -104,20 +94,11 @@ pub struct PeerPool {
 impl PeerPool {
     /// An empty pool.
     pub fn new(identity: Identity) -> Self {
-        Self {
-            identity,
-            slots: Mutex::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-        }
+        Self { identity, slots: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
     }
 
     /// Sends `request` to the peer at `addr` and waits for its response until `timeout`.
-    pub async fn call(
-        &self,
-        addr: &str,
-        request: Request,
-        timeout: Duration,
-    ) -> Result<Response, RpcError> {
+    pub async fn call(&self, addr: &str, request: Request, timeout: Duration) -> Result<Response, RpcError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let kind = request.kind();
         let started = Instant::now();
@@ -127,65 +108,41 @@ impl PeerPool {
         conn.pending.lock().expect("pending lock").insert(id, tx);
         let frame = encode(&Envelope::Request { id, body: request });
         let result = tokio::time::timeout_at(deadline, async {
-            conn.tx.send(frame).await.map_err(|_| RpcError::Closed {
-                addr: addr.to_string(),
-            })?;
-            rx.await.map_err(|_| RpcError::Closed {
-                addr: addr.to_string(),
-            })
+            conn.tx.send(frame).await.map_err(|_| RpcError::Closed { addr: addr.to_string() })?;
+            rx.await.map_err(|_| RpcError::Closed { addr: addr.to_string() })
         })
         .await;
         let out = match result {
             Ok(r) => r,
             Err(_) => {
                 conn.pending.lock().expect("pending lock").remove(&id);
-                Err(RpcError::Timeout {
-                    addr: addr.to_string(),
-                })
+                Err(RpcError::Timeout { addr: addr.to_string() })
             }
         };
-        metrics::histogram!("dynamo_rpc_seconds", "message" => kind)
-            .record(started.elapsed().as_secs_f64());
+        metrics::histogram!("dynamo_rpc_seconds", "message" => kind).record(started.elapsed().as_secs_f64());
         if out.is_err() {
             metrics::counter!("dynamo_rpc_errors_total", "message" => kind).increment(1);
         }
         out
     }
 
-    async fn connection(
-        &self,
-        addr: &str,
-        deadline: tokio::time::Instant,
-    ) -> Result<Arc<Conn>, RpcError> {
-        let slot = self
-            .slots
-            .lock()
-            .expect("slots lock")
-            .entry(addr.to_string())
-            .or_default()
-            .clone();
+    async fn connection(&self, addr: &str, deadline: tokio::time::Instant) -> Result<Arc<Conn>, RpcError> {
+        let slot = self.slots.lock().expect("slots lock").entry(addr.to_string()).or_default().clone();
         let mut guard = tokio::time::timeout_at(deadline, slot.conn.lock())
             .await
-            .map_err(|_| RpcError::Timeout {
-                addr: addr.to_string(),
-            })?;
+            .map_err(|_| RpcError::Timeout { addr: addr.to_string() })?;
         if let Some(c) = guard.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(c.clone());
         }
         if let (_, Some(retry_at)) = *slot.backoff.lock().expect("backoff lock")
             && Instant::now() < retry_at
         {
-            return Err(RpcError::Unreachable {
-                addr: addr.to_string(),
-                reason: "backing off after failures".into(),
-            });
+            return Err(RpcError::Unreachable { addr: addr.to_string(), reason: "backing off after failures".into() });
         }
         let attempt = tokio::time::timeout_at(deadline, self.connect(addr)).await;
         let result = match attempt {
             Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout {
-                addr: addr.to_string(),
-            }),
+            Err(_) => Err(RpcError::Timeout { addr: addr.to_string() }),
         };
         let mut backoff = slot.backoff.lock().expect("backoff lock");
         match result {
@@ -196,9 +153,7 @@ impl PeerPool {
             }
             Err(e) => {
                 let failures = backoff.0.saturating_add(1);
-                let wait = BACKOFF_MIN
-                    .saturating_mul(1 << failures.min(6))
-                    .min(BACKOFF_MAX);
+                let wait = BACKOFF_MIN.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
                 *backoff = (failures, Some(Instant::now() + wait));
                 *guard = None;
                 Err(e)
@@ -209,44 +164,23 @@ impl PeerPool {
     async fn connect(&self, addr: &str) -> Result<Arc<Conn>, RpcError> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|e| RpcError::Unreachable {
-                addr: addr.to_string(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| RpcError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
         let _ = stream.set_nodelay(true);
         let mut framed = Framed::new(stream, codec());
         let key = &self.identity.key;
         let (mut hs, hello) = ClientHandshake::start(key, &self.identity.node_id, nonce());
         let handshake = async {
-            framed
-                .send(encode(&hello))
-                .await
-                .map_err(|e| RpcError::Frame {
-                    reason: e.to_string(),
-                })?;
+            framed.send(encode(&hello)).await.map_err(|e| RpcError::Frame { reason: e.to_string() })?;
             let proof = hs
                 .on_challenge(key, recv(&mut framed).await?)
-                .map_err(|source| RpcError::Handshake {
-                    addr: addr.to_string(),
-                    source,
-                })?;
-            framed
-                .send(encode(&proof))
-                .await
-                .map_err(|e| RpcError::Frame {
-                    reason: e.to_string(),
-                })?;
+                .map_err(|source| RpcError::Handshake { addr: addr.to_string(), source })?;
+            framed.send(encode(&proof)).await.map_err(|e| RpcError::Frame { reason: e.to_string() })?;
             hs.on_result(recv::<Handshake>(&mut framed).await?)
-                .map_err(|source| RpcError::Handshake {
-                    addr: addr.to_string(),
-                    source,
-                })
+                .map_err(|source| RpcError::Handshake { addr: addr.to_string(), source })
         };
         let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
-            .map_err(|_| RpcError::Timeout {
-                addr: addr.to_string(),
-            })??;
+            .map_err(|_| RpcError::Timeout { addr: addr.to_string() })??;
         tracing::debug!(%addr, %peer, "connected to peer");
 
         let (mut sink, mut stream) = framed.split();
@@ -260,8 +194,7 @@ impl PeerPool {
                 }
             }
         });
-        let (reader_pending, reader_closed, reader_addr) =
-            (pending.clone(), closed.clone(), addr.to_string());
+        let (reader_pending, reader_closed, reader_addr) = (pending.clone(), closed.clone(), addr.to_string());
         tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
                 match postcard::from_bytes::<Envelope>(&frame) {
@@ -281,11 +214,7 @@ impl PeerPool {
             // Dropping the senders fails every waiting call at once instead of at its timeout.
             reader_pending.lock().expect("pending lock").clear();
         });
-        Ok(Arc::new(Conn {
-            tx,
-            pending,
-            closed,
-        }))
+        Ok(Arc::new(Conn { tx, pending, closed }))
     }
 }
 
@@ -332,37 +261,20 @@ async fn serve_peer<H: Handler>(
         let mut hs = ServerHandshake::new(&identity.node_id, nonce());
         let result = match hs.on_hello(key, recv(&mut framed).await?) {
             Ok(challenge) => {
-                framed
-                    .send(encode(&challenge))
-                    .await
-                    .map_err(|e| RpcError::Frame {
-                        reason: e.to_string(),
-                    })?;
+                framed.send(encode(&challenge)).await.map_err(|e| RpcError::Frame { reason: e.to_string() })?;
                 hs.on_proof(key, recv(&mut framed).await?)
             }
             Err(e) => Err(e),
         };
         match result {
             Ok((peer, welcome)) => {
-                framed
-                    .send(encode(&welcome))
-                    .await
-                    .map_err(|e| RpcError::Frame {
-                        reason: e.to_string(),
-                    })?;
+                framed.send(encode(&welcome)).await.map_err(|e| RpcError::Frame { reason: e.to_string() })?;
                 Ok(peer)
             }
             Err(e) => {
                 // Tell the peer why (a misconfigured operator reads it in the other node's log too).
-                let _ = framed
-                    .send(encode(&Handshake::Refused {
-                        reason: e.to_string(),
-                    }))
-                    .await;
-                Err(RpcError::Handshake {
-                    addr: "incoming".into(),
-                    source: e,
-                })
+                let _ = framed.send(encode(&Handshake::Refused { reason: e.to_string() })).await;
+                Err(RpcError::Handshake { addr: "incoming".into(), source: e })
             }
         }
     };
@@ -373,9 +285,7 @@ async fn serve_peer<H: Handler>(
             return Err(e);
         }
         Err(_) => {
-            return Err(RpcError::Timeout {
-                addr: "incoming".into(),
-            });
+            return Err(RpcError::Timeout { addr: "incoming".into() });
         }
     };
     let peer: Arc<str> = Arc::from(peer);

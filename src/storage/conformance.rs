@@ -18,12 +18,7 @@ fn b(s: &str) -> Bytes {
 
 fn check_engine(e: &dyn Engine) {
     assert_eq!(e.get(b"missing").unwrap(), None);
-    e.apply(&[
-        (b("a"), Some(b("1"))),
-        (b("c"), Some(b("3"))),
-        (b("b"), Some(b("2"))),
-    ])
-    .unwrap();
+    e.apply(&[(b("a"), Some(b("1"))), (b("c"), Some(b("3"))), (b("b"), Some(b("2")))]).unwrap();
     assert_eq!(e.get(b"b").unwrap(), Some(b("2")));
     // Overwrite and delete in one batch.
     e.apply(&[(b("a"), Some(b("1'"))), (b("b"), None)]).unwrap();
@@ -32,30 +27,13 @@ fn check_engine(e: &dyn Engine) {
     // Deleting a missing key is not an error.
     e.apply(&[(b("zz"), None)]).unwrap();
     // Ordered scans with bounds and limits.
-    e.apply(&[(b("d"), Some(b("4"))), (b("e"), Some(b("5")))])
-        .unwrap();
+    e.apply(&[(b("d"), Some(b("4"))), (b("e"), Some(b("5")))]).unwrap();
     let keys = |r: Vec<(Bytes, Bytes)>| r.into_iter().map(|(k, _)| k).collect::<Vec<_>>();
-    assert_eq!(
-        keys(e.scan((Bound::Unbounded, Bound::Unbounded), 100).unwrap()),
-        vec![b("a"), b("c"), b("d"), b("e")]
-    );
-    assert_eq!(
-        keys(
-            e.scan((Bound::Included(b"c"), Bound::Excluded(b"e")), 100)
-                .unwrap()
-        ),
-        vec![b("c"), b("d")]
-    );
-    assert_eq!(
-        keys(
-            e.scan((Bound::Excluded(b"a"), Bound::Unbounded), 2)
-                .unwrap()
-        ),
-        vec![b("c"), b("d")]
-    );
+    assert_eq!(keys(e.scan((Bound::Unbounded, Bound::Unbounded), 100).unwrap()), vec![b("a"), b("c"), b("d"), b("e")]);
+    assert_eq!(keys(e.scan((Bound::Included(b"c"), Bound::Excluded(b"e")), 100).unwrap()), vec![b("c"), b("d")]);
+    assert_eq!(keys(e.scan((Bound::Excluded(b"a"), Bound::Unbounded), 2).unwrap()), vec![b("c"), b("d")]);
     // Binary keys and values, including empty ones.
-    e.apply(&[(Bytes::from_static(&[0, 255, 0]), Some(Bytes::new()))])
-        .unwrap();
+    e.apply(&[(Bytes::from_static(&[0, 255, 0]), Some(Bytes::new()))]).unwrap();
     assert_eq!(e.get(&[0, 255, 0]).unwrap(), Some(Bytes::new()));
     e.sync().unwrap();
 }
@@ -93,15 +71,7 @@ fn write(
         store
             .update(key.as_bytes(), |s: &mut Siblings, _| {
                 let ctx = s.context().clone();
-                s.update(
-                    &ctx,
-                    Dot {
-                        actor: Actor(1),
-                        counter,
-                    },
-                    counter,
-                    value,
-                );
+                s.update(&ctx, Dot { actor: Actor(1), counter }, counter, value);
                 Ok::<_, StorageError>(Decision::Write(()))
             })
             .await
@@ -109,10 +79,7 @@ fn write(
 }
 
 async fn check_store(engine: Arc<dyn Engine>, durability: Durability) {
-    let options = StoreOptions {
-        durability,
-        ..Default::default()
-    };
+    let options = StoreOptions { durability, ..Default::default() };
     let store = KvStore::open(engine.clone(), options.clone()).unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     let bg = tokio::spawn(store.clone().run_background(cancel.clone()));
@@ -128,40 +95,21 @@ async fn check_store(engine: Arc<dyn Engine>, durability: Durability) {
     assert_eq!(store.live_keys(), 1);
     assert!(!store.get(b"k1").unwrap().unwrap().has_live_value());
     // Keep leaves storage untouched.
-    let kept = store
-        .update(b"k3", |_, existed| {
-            Ok::<_, StorageError>(Decision::Keep(existed))
-        })
-        .await
-        .unwrap();
+    let kept = store.update(b"k3", |_, existed| Ok::<_, StorageError>(Decision::Keep(existed))).await.unwrap();
     assert!(!kept);
     assert!(store.get(b"k3").unwrap().is_none());
     // A failing closure writes nothing.
     let err = store
         .update(b"k2", |s: &mut Siblings, _| {
-            s.update(
-                &VersionVector::new(),
-                Dot {
-                    actor: Actor(1),
-                    counter: 9,
-                },
-                9,
-                None,
-            );
-            Err::<Decision<()>, _>(StorageError::Corrupt {
-                reason: "refused".into(),
-            })
+            s.update(&VersionVector::new(), Dot { actor: Actor(1), counter: 9 }, 9, None);
+            Err::<Decision<()>, _>(StorageError::Corrupt { reason: "refused".into() })
         })
         .await;
     assert!(err.is_err());
     assert_eq!(store.get(b"k2").unwrap().unwrap().sibling_count(), 1);
     // Scans see buffered writes, in ring order, with user keys.
     let mut seen = Vec::new();
-    store
-        .for_each_raw((Bound::Unbounded, Bound::Unbounded), |k, _| {
-            seen.push(k.to_vec())
-        })
-        .unwrap();
+    store.for_each_raw((Bound::Unbounded, Bound::Unbounded), |k, _| seen.push(k.to_vec())).unwrap();
     seen.sort();
     assert_eq!(seen, vec![b"k1".to_vec(), b"k2".to_vec()]);
 
@@ -177,10 +125,7 @@ async fn check_store(engine: Arc<dyn Engine>, durability: Durability) {
                     let c = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                     s.update(
                         &VersionVector::new(),
-                        Dot {
-                            actor: Actor(2),
-                            counter: c,
-                        },
+                        Dot { actor: Actor(2), counter: c },
                         i,
                         Some(Bytes::from(i.to_string())),
                     );
@@ -206,19 +151,8 @@ async fn no_write_after_close() {
     let store = KvStore::open(Arc::new(MemoryEngine::new()), StoreOptions::default()).unwrap();
     write(&store, "k", Some("v"), 1).await.unwrap();
     store.close_writes();
-    assert!(matches!(
-        write(&store, "k", Some("w"), 2).await,
-        Err(StorageError::Closed)
-    ));
-    assert_eq!(
-        store
-            .get(b"k")
-            .unwrap()
-            .unwrap()
-            .live_values()
-            .collect::<Vec<_>>(),
-        vec![&b("v")]
-    );
+    assert!(matches!(write(&store, "k", Some("w"), 2).await, Err(StorageError::Closed)));
+    assert_eq!(store.get(b"k").unwrap().unwrap().live_values().collect::<Vec<_>>(), vec![&b("v")]);
 }
 
 /// An engine whose writes fail while `failing` is set.
@@ -236,17 +170,11 @@ impl Engine for FlakyEngine {
     }
     fn apply(&self, changes: &[super::Change]) -> Result<(), StorageError> {
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(StorageError::Engine {
-                message: "disk on fire".into(),
-            });
+            return Err(StorageError::Engine { message: "disk on fire".into() });
         }
         self.inner.apply(changes)
     }
-    fn scan(
-        &self,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        limit: usize,
-    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+    fn scan(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
         self.inner.scan(range, limit)
     }
     fn sync(&self) -> Result<(), StorageError> {
@@ -259,42 +187,16 @@ impl Engine for FlakyEngine {
 
 #[tokio::test]
 async fn buffered_writes_survive_a_failed_flush() {
-    let engine = Arc::new(FlakyEngine {
-        inner: MemoryEngine::new(),
-        failing: true.into(),
-    });
-    let options = StoreOptions {
-        durability: Durability::Buffered,
-        ..Default::default()
-    };
+    let engine = Arc::new(FlakyEngine { inner: MemoryEngine::new(), failing: true.into() });
+    let options = StoreOptions { durability: Durability::Buffered, ..Default::default() };
     let store = KvStore::open(engine.clone(), options).unwrap();
     write(&store, "k", Some("v"), 1).await.unwrap();
-    assert!(
-        store.flush_and_sync().is_err(),
-        "the engine refuses the batch"
-    );
+    assert!(store.flush_and_sync().is_err(), "the engine refuses the batch");
     // The acknowledged write is still visible and still pending.
-    assert_eq!(
-        store
-            .get(b"k")
-            .unwrap()
-            .unwrap()
-            .live_values()
-            .collect::<Vec<_>>(),
-        vec![&b("v")]
-    );
-    engine
-        .failing
-        .store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(store.get(b"k").unwrap().unwrap().live_values().collect::<Vec<_>>(), vec![&b("v")]);
+    engine.failing.store(false, std::sync::atomic::Ordering::SeqCst);
     store.flush_and_sync().unwrap();
-    assert!(
-        engine
-            .inner
-            .get(&super::layout::storage_key(b"k"))
-            .unwrap()
-            .is_some(),
-        "it reached the engine"
-    );
+    assert!(engine.inner.get(&super::layout::storage_key(b"k")).unwrap().is_some(), "it reached the engine");
 }
 
 #[tokio::test]
@@ -308,10 +210,6 @@ async fn store_on_memory_in_every_mode() {
 async fn store_on_fjall_in_every_mode() {
     for mode in [Durability::Fsync, Durability::Os, Durability::Buffered] {
         let dir = tempfile::tempdir().unwrap();
-        check_store(
-            Arc::new(FjallEngine::open(dir.path(), 8 << 20).unwrap()),
-            mode,
-        )
-        .await;
+        check_store(Arc::new(FjallEngine::open(dir.path(), 8 << 20).unwrap()), mode).await;
     }
 }

@@ -21,16 +21,13 @@ pub struct FjallEngine {
 impl FjallEngine {
     /// Opens (or creates) the database under `dir`. `cache_bytes` sizes fjall's block cache.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
-        let db = Database::builder(dir)
-            .cache_size(cache_bytes)
-            .open()
-            .map_err(|e| match e {
-                fjall::Error::Locked => StorageError::DataDir {
-                    path: dir.display().to_string(),
-                    reason: "it is in use by another dynamo-kv process".into(),
-                },
-                other => other.into(),
-            })?;
+        let db = Database::builder(dir).cache_size(cache_bytes).open().map_err(|e| match e {
+            fjall::Error::Locked => StorageError::DataDir {
+                path: dir.display().to_string(),
+                reason: "it is in use by another dynamo-kv process".into(),
+            },
+            other => other.into(),
+        })?;
         let data = db.keyspace(DATA_KEYSPACE, KeyspaceCreateOptions::default)?;
         Ok(Self { db, data })
     }
@@ -65,11 +62,7 @@ impl Engine for FjallEngine {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        limit: usize,
-    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+    fn scan(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
         let mut out = Vec::new();
         for guard in self.data.range::<&[u8], _>(range).take(limit) {
             let (k, v) = guard.into_inner()?;

@@ -29,10 +29,7 @@ pub fn user_key(storage_key: &[u8]) -> Option<&[u8]> {
 /// Inclusive start and exclusive end (or `None` for "to the end of the ring") of the storage keys whose positions
 /// fall in `[first, last]`.
 pub fn position_range(first: u128, last: u128) -> ([u8; POSITION_LEN], Option<[u8; POSITION_LEN]>) {
-    (
-        first.to_be_bytes(),
-        last.checked_add(1).map(u128::to_be_bytes),
-    )
+    (first.to_be_bytes(), last.checked_add(1).map(u128::to_be_bytes))
 }
 
 #[cfg(test)]
@@ -44,10 +41,7 @@ mod tests {
         let k = storage_key(b"cart:42");
         assert_eq!(k.len(), 16 + 7);
         assert_eq!(user_key(&k), Some(&b"cart:42"[..]));
-        assert_eq!(
-            u128::from_be_bytes(k[..16].try_into().unwrap()),
-            ring_position(b"cart:42")
-        );
+        assert_eq!(u128::from_be_bytes(k[..16].try_into().unwrap()), ring_position(b"cart:42"));
         let (start, end) = position_range(0, u128::MAX);
         assert_eq!(start, [0u8; 16]);
         assert_eq!(end, None);

@@ -28,12 +28,7 @@ impl Engine for MemoryEngine {
     }
 
     fn get(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
-        Ok(self
-            .map
-            .read()
-            .expect("memory engine lock")
-            .get(key)
-            .cloned())
+        Ok(self.map.read().expect("memory engine lock").get(key).cloned())
     }
 
     fn apply(&self, changes: &[Change]) -> Result<(), StorageError> {
@@ -48,17 +43,9 @@ impl Engine for MemoryEngine {
         Ok(())
     }
 
-    fn scan(
-        &self,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        limit: usize,
-    ) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+    fn scan(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
         let map = self.map.read().expect("memory engine lock");
-        Ok(map
-            .range::<[u8], _>(range)
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(map.range::<[u8], _>(range).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
     fn sync(&self) -> Result<(), StorageError> {

@@ -63,27 +63,16 @@ impl NodeMeta {
     pub fn open(dir: &Path, node_id: &str) -> Result<Self, StorageError> {
         let path = dir.join(META_FILE);
         let previous = match fs::read_to_string(&path) {
-            Ok(text) => {
-                Some(
-                    toml::from_str::<MetaFile>(&text).map_err(|e| StorageError::DataDir {
-                        path: dir.display().to_string(),
-                        reason: format!("{META_FILE} is unreadable: {e}"),
-                    })?,
-                )
-            }
+            Ok(text) => Some(toml::from_str::<MetaFile>(&text).map_err(|e| StorageError::DataDir {
+                path: dir.display().to_string(),
+                reason: format!("{META_FILE} is unreadable: {e}"),
+            })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
             Err(source) => {
-                return Err(StorageError::Io {
-                    action: "reading",
-                    path: path.display().to_string(),
-                    source,
-                });
+                return Err(StorageError::Io { action: "reading", path: path.display().to_string(), source });
             }
         };
-        let dir_error = |reason: String| StorageError::DataDir {
-            path: dir.display().to_string(),
-            reason,
-        };
+        let dir_error = |reason: String| StorageError::DataDir { path: dir.display().to_string(), reason };
         let (epoch, counter, start_kind, context_key) = match previous {
             None => (random_u64()?, 0, StartKind::Fresh, random_key()?),
             Some(m) if m.format != META_FORMAT => {
@@ -93,15 +82,11 @@ impl NodeMeta {
                 )));
             }
             Some(m) if m.node_id != node_id => {
-                return Err(dir_error(format!(
-                    "it belongs to node '{}', not '{node_id}'",
-                    m.node_id
-                )));
+                return Err(dir_error(format!("it belongs to node '{}', not '{node_id}'", m.node_id)));
             }
             Some(m) => {
-                let key = parse_key(&m.context_secret).ok_or_else(|| {
-                    dir_error(format!("{META_FILE} has a malformed context_secret"))
-                })?;
+                let key = parse_key(&m.context_secret)
+                    .ok_or_else(|| dir_error(format!("{META_FILE} has a malformed context_secret")))?;
                 if m.clean {
                     (m.epoch, m.counter, StartKind::Clean, key)
                 } else {
@@ -155,10 +140,7 @@ impl NodeMeta {
 
     /// Issues a fresh dot. Call it under the key's lock, so a key's dots are applied in the order issued.
     pub fn next_dot(&self) -> Dot {
-        Dot {
-            actor: self.actor,
-            counter: self.counter.fetch_add(1, Ordering::Relaxed) + 1,
-        }
+        Dot { actor: self.actor, counter: self.counter.fetch_add(1, Ordering::Relaxed) + 1 }
     }
 
     /// Records a clean shutdown: the counter is saved and the next start keeps this actor. Call it only after
@@ -175,22 +157,13 @@ impl NodeMeta {
             epoch: self.epoch,
             counter: self.counter.load(Ordering::Relaxed),
             clean,
-            context_secret: self
-                .context_key
-                .as_bytes()
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect(),
+            context_secret: self.context_key.as_bytes().iter().map(|b| format!("{b:02x}")).collect(),
         };
         let text = toml::to_string(&file).expect("node metadata serializes");
         let tmp = self.path.with_extension("meta.tmp");
         let io = |action: &'static str, path: &Path| {
             let path = path.display().to_string();
-            move |source| StorageError::Io {
-                action,
-                path,
-                source,
-            }
+            move |source| StorageError::Io { action, path, source }
         };
         let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
         f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
@@ -198,9 +171,7 @@ impl NodeMeta {
         fs::rename(&tmp, &self.path).map_err(io("renaming", &self.path))?;
         if let Some(dir) = self.path.parent() {
             // The rename is durable only once the directory entry is.
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(io("syncing", dir))?;
+            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing", dir))?;
         }
         Ok(())
     }
@@ -249,20 +220,13 @@ mod tests {
         let m = NodeMeta::open(dir.path(), "n1").unwrap();
         assert_eq!(m.start_kind(), StartKind::Clean);
         assert_eq!(m.actor(), d1.actor);
-        assert!(
-            m.next_dot().counter > d1.counter,
-            "counter resumes after a clean stop"
-        );
+        assert!(m.next_dot().counter > d1.counter, "counter resumes after a clean stop");
         drop(m); // no mark_clean: a crash
 
         let m = NodeMeta::open(dir.path(), "n1").unwrap();
         assert_eq!(m.start_kind(), StartKind::Unclean);
         assert_ne!(m.actor(), d1.actor, "a crash must change the actor");
-        assert_eq!(
-            m.context_key().as_bytes(),
-            secret.as_bytes(),
-            "tokens stay valid across a crash"
-        );
+        assert_eq!(m.context_key().as_bytes(), secret.as_bytes(), "tokens stay valid across a crash");
         drop(m);
 
         fs::remove_file(dir.path().join(META_FILE)).unwrap();

@@ -64,9 +64,7 @@ pub enum StorageError {
 
 impl From<fjall::Error> for StorageError {
     fn from(e: fjall::Error) -> Self {
-        StorageError::Engine {
-            message: e.to_string(),
-        }
+        StorageError::Engine { message: e.to_string() }
     }
 }
 
@@ -84,11 +82,7 @@ pub trait Engine: Send + Sync + 'static {
     /// in-memory engine); not necessarily the disk.
     fn apply(&self, changes: &[Change]) -> Result<(), StorageError>;
     /// Up to `limit` entries with keys in `range`, in key order.
-    fn scan(
-        &self,
-        range: (Bound<&[u8]>, Bound<&[u8]>),
-        limit: usize,
-    ) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
+    fn scan(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
     /// Makes everything applied so far durable on disk (fsync).
     fn sync(&self) -> Result<(), StorageError>;
     /// Bytes used on disk (0 for the in-memory engine).

@@ -41,10 +41,7 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            durability: Durability::Os,
-            buffer_flush_interval: Duration::from_millis(50),
-        }
+        Self { durability: Durability::Os, buffer_flush_interval: Duration::from_millis(50) }
     }
 }
 
@@ -79,9 +76,7 @@ impl KvStore {
         let store = KvStore {
             engine,
             options,
-            locks: (0..LOCK_STRIPES)
-                .map(|_| std::sync::Mutex::new(()))
-                .collect(),
+            locks: (0..LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect(),
             buffer,
             applied_seq: AtomicU64::new(0),
             synced_seq: AsyncMutex::new(0),
@@ -149,8 +144,7 @@ impl KvStore {
             };
             let now_live = siblings.has_live_value();
             self.write_raw(&[(key, Some(encode(&siblings)))])?;
-            self.live_keys
-                .fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
+            self.live_keys.fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
             (out, self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
         };
         if self.options.durability == Durability::Fsync {
@@ -175,9 +169,7 @@ impl KvStore {
             Bound::Unbounded => Bound::Unbounded,
         };
         loop {
-            let page = self
-                .engine
-                .scan((start.as_ref().map(|b| b.as_ref()), range.1), PAGE)?;
+            let page = self.engine.scan((start.as_ref().map(|b| b.as_ref()), range.1), PAGE)?;
             for (k, v) in &page {
                 let user_key = layout::user_key(k).ok_or_else(|| StorageError::Corrupt {
                     reason: "storage key shorter than its ring position".into(),
@@ -210,10 +202,7 @@ impl KvStore {
 
     /// Background duties of the durability mode, until `cancel` fires: the buffered writer, the once-a-second
     /// fsync. Ends with a final flush and sync.
-    pub async fn run_background(
-        self: Arc<Self>,
-        cancel: CancellationToken,
-    ) -> Result<(), StorageError> {
+    pub async fn run_background(self: Arc<Self>, cancel: CancellationToken) -> Result<(), StorageError> {
         let period = match self.options.durability {
             Durability::Buffered => self.options.buffer_flush_interval,
             Durability::Os | Durability::Fsync => OS_SYNC_INTERVAL,
@@ -236,11 +225,7 @@ impl KvStore {
                 if let Some(buffer) = &store.buffer {
                     buffer.flush(store.engine.as_ref())?;
                 }
-                if sync_now {
-                    store.engine.sync()
-                } else {
-                    Ok(())
-                }
+                if sync_now { store.engine.sync() } else { Ok(()) }
             })
             .await
             .expect("storage task panicked");
@@ -250,9 +235,7 @@ impl KvStore {
             }
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.flush_and_sync())
-            .await
-            .expect("storage task panicked")
+        tokio::task::spawn_blocking(move || store.flush_and_sync()).await.expect("storage task panicked")
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
@@ -290,9 +273,7 @@ impl KvStore {
         }
         let target = self.applied_seq.load(Ordering::Acquire);
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.sync())
-            .await
-            .expect("storage task panicked")?;
+        tokio::task::spawn_blocking(move || engine.sync()).await.expect("storage task panicked")?;
         metrics::counter!("dynamo_storage_fsyncs_total").increment(1);
         *synced = target;
         Ok(())
@@ -319,16 +300,9 @@ pub fn encode(s: &Siblings) -> Bytes {
 /// Decodes a stored sibling set.
 pub fn decode(raw: &[u8]) -> Result<Siblings, StorageError> {
     match raw.split_first() {
-        Some((&VALUE_FORMAT, body)) => {
-            postcard::from_bytes(body).map_err(|e| StorageError::Corrupt {
-                reason: format!("sibling set does not decode: {e}"),
-            })
-        }
-        Some((other, _)) => Err(StorageError::Corrupt {
-            reason: format!("unknown value format {other}"),
-        }),
-        None => Err(StorageError::Corrupt {
-            reason: "empty stored value".into(),
-        }),
+        Some((&VALUE_FORMAT, body)) => postcard::from_bytes(body)
+            .map_err(|e| StorageError::Corrupt { reason: format!("sibling set does not decode: {e}") }),
+        Some((other, _)) => Err(StorageError::Corrupt { reason: format!("unknown value format {other}") }),
+        None => Err(StorageError::Corrupt { reason: "empty stored value".into() }),
     }
 }

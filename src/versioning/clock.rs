@@ -111,14 +111,7 @@ impl VersionVector {
                 e.counter = e.counter.max(counter);
                 e.timestamp_ms = e.timestamp_ms.max(timestamp_ms);
             }
-            Err(i) => self.entries.insert(
-                i,
-                Entry {
-                    actor,
-                    counter,
-                    timestamp_ms,
-                },
-            ),
+            Err(i) => self.entries.insert(i, Entry { actor, counter, timestamp_ms }),
         }
     }
 
@@ -172,29 +165,16 @@ mod tests {
     use proptest::prelude::*;
 
     fn vv(pairs: &[(u64, u64)]) -> VersionVector {
-        VersionVector::from_entries(pairs.iter().map(|&(a, c)| Entry {
-            actor: Actor(a),
-            counter: c,
-            timestamp_ms: c,
-        }))
+        VersionVector::from_entries(pairs.iter().map(|&(a, c)| Entry { actor: Actor(a), counter: c, timestamp_ms: c }))
     }
 
     #[test]
     fn covers_and_descends() {
         let a = vv(&[(1, 3), (2, 1)]);
         let b = vv(&[(1, 2)]);
-        assert!(a.covers(Dot {
-            actor: Actor(1),
-            counter: 3
-        }));
-        assert!(!a.covers(Dot {
-            actor: Actor(1),
-            counter: 4
-        }));
-        assert!(!a.covers(Dot {
-            actor: Actor(9),
-            counter: 1
-        }));
+        assert!(a.covers(Dot { actor: Actor(1), counter: 3 }));
+        assert!(!a.covers(Dot { actor: Actor(1), counter: 4 }));
+        assert!(!a.covers(Dot { actor: Actor(9), counter: 1 }));
         assert!(a.descends(&b));
         assert!(!b.descends(&a));
         assert!(a.descends(&VersionVector::new()));

@@ -1,6 +1,6 @@
 //! The context token handed to clients: an opaque, printable, authenticated encoding of a version vector.
 //!
-//! Layout before base64url (no padding): `[format: 1 byte][postcard(VersionVector)][tag: 12 bytes]`. The tag is
+//! Layout before base64url (no padding): `[format: 1 byte][postcard(Token)][tag: 12 bytes]`. The tag is
 //! HMAC-SHA256, truncated, keyed by a secret clients never see, over the format byte, the MD5 of the user key, and
 //! the payload.
 //!
@@ -15,7 +15,19 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
+use serde::{Deserialize, Serialize};
+
 use super::clock::VersionVector;
+
+/// What a token carries.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    /// The causal context the client read.
+    pub clock: VersionVector,
+    /// The replica that answered the read first: a write with this token is coordinated there when it is in the
+    /// key's top N, so the writer's next read likely sees its own write (paper §6.4).
+    pub coordinator: Option<String>,
+}
 
 /// Current token format.
 const FORMAT_V1: u8 = 1;
@@ -47,8 +59,7 @@ impl ContextKey {
     }
 
     fn tag(&self, user_key: &[u8], body: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0)
-            .expect("HMAC takes keys of any length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0).expect("HMAC takes keys of any length");
         mac.update(&md5::compute(user_key).0);
         mac.update(body);
         mac
@@ -90,45 +101,39 @@ pub enum ContextError {
     Payload,
 }
 
-/// Encodes the causal context of `user_key` as a printable token.
-pub fn encode(key: &ContextKey, user_key: &[u8], context: &VersionVector) -> String {
+/// Encodes a token for `user_key` as printable text.
+pub fn encode(key: &ContextKey, user_key: &[u8], token: &Token) -> String {
     let mut raw = vec![FORMAT_V1];
-    raw.extend(postcard::to_stdvec(context).expect("a version vector always serializes"));
+    raw.extend(postcard::to_stdvec(token).expect("a token always serializes"));
     let tag = key.tag(user_key, &raw).finalize().into_bytes();
     raw.extend_from_slice(&tag[..TAG_LEN]);
     URL_SAFE_NO_PAD.encode(raw)
 }
 
 /// Decodes and verifies a token presented for `user_key`; anything malformed is rejected, never guessed at.
-pub fn decode(
-    key: &ContextKey,
-    user_key: &[u8],
-    token: &[u8],
-) -> Result<VersionVector, ContextError> {
+pub fn decode(key: &ContextKey, user_key: &[u8], token: &[u8]) -> Result<Token, ContextError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ContextError::TooLong { len: token.len() });
     }
-    let raw = URL_SAFE_NO_PAD
-        .decode(token)
-        .map_err(|_| ContextError::Encoding)?;
+    let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| ContextError::Encoding)?;
     if raw.len() < 1 + TAG_LEN {
         return Err(ContextError::Truncated);
     }
     let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
     // Constant-time comparison of the truncated tag.
-    key.tag(user_key, body)
-        .verify_truncated_left(tag)
-        .map_err(|_| ContextError::Authentication)?;
+    key.tag(user_key, body).verify_truncated_left(tag).map_err(|_| ContextError::Authentication)?;
     if body[0] != FORMAT_V1 {
         return Err(ContextError::UnknownFormat { version: body[0] });
     }
-    let (vv, rest): (VersionVector, &[u8]) =
-        postcard::take_from_bytes(&body[1..]).map_err(|_| ContextError::Payload)?;
+    let (decoded, rest): (Token, &[u8]) = postcard::take_from_bytes(&body[1..]).map_err(|_| ContextError::Payload)?;
     if !rest.is_empty() {
         return Err(ContextError::Payload);
     }
     // Re-canonicalize defensively: binary searches rely on sorted, unique actors.
-    Ok(VersionVector::from_entries(vv.entries().iter().copied()))
+    Ok(Token {
+        clock: VersionVector::from_entries(decoded.clock.entries().iter().copied()),
+        coordinator: decoded.coordinator,
+    })
 }
 
 #[cfg(test)]
@@ -141,34 +146,24 @@ mod tests {
         ContextKey::from_bytes([7; 32])
     }
 
-    fn sample() -> VersionVector {
+    fn sample() -> Token {
+        Token { clock: sample_vv(), coordinator: Some("n2".into()) }
+    }
+
+    fn sample_vv() -> VersionVector {
         VersionVector::from_entries([
-            Entry {
-                actor: Actor(7),
-                counter: 3,
-                timestamp_ms: 1_700_000_000_000,
-            },
-            Entry {
-                actor: Actor(u64::MAX),
-                counter: 1,
-                timestamp_ms: 5,
-            },
+            Entry { actor: Actor(7), counter: 3, timestamp_ms: 1_700_000_000_000 },
+            Entry { actor: Actor(u64::MAX), counter: 1, timestamp_ms: 5 },
         ])
     }
 
     #[test]
     fn round_trip() {
         let t = encode(&key(), b"k", &sample());
-        assert!(
-            t.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        );
+        assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
         assert_eq!(decode(&key(), b"k", t.as_bytes()).unwrap(), sample());
-        let empty = encode(&key(), b"k", &VersionVector::new());
-        assert_eq!(
-            decode(&key(), b"k", empty.as_bytes()).unwrap(),
-            VersionVector::new()
-        );
+        let empty = encode(&key(), b"k", &Token::default());
+        assert_eq!(decode(&key(), b"k", empty.as_bytes()).unwrap(), Token::default());
     }
 
     #[test]
@@ -179,45 +174,23 @@ mod tests {
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
         assert!(decode(&key(), b"k", &bytes).is_err());
         assert!(decode(&key(), b"k", &t.as_bytes()[..t.len() - 3]).is_err());
-        assert_eq!(
-            decode(&key(), b"other", t.as_bytes()).unwrap_err(),
-            ContextError::Authentication
-        );
+        assert_eq!(decode(&key(), b"other", t.as_bytes()).unwrap_err(), ContextError::Authentication);
         let stranger = ContextKey::from_bytes([8; 32]);
-        assert_eq!(
-            decode(&stranger, b"k", t.as_bytes()).unwrap_err(),
-            ContextError::Authentication
-        );
-        assert_eq!(
-            decode(&key(), b"k", b"!!!").unwrap_err(),
-            ContextError::Encoding
-        );
-        assert_eq!(
-            decode(&key(), b"k", b"").unwrap_err(),
-            ContextError::Truncated
-        );
-        assert!(matches!(
-            decode(&key(), b"k", &vec![b'A'; 5000]),
-            Err(ContextError::TooLong { .. })
-        ));
+        assert_eq!(decode(&stranger, b"k", t.as_bytes()).unwrap_err(), ContextError::Authentication);
+        assert_eq!(decode(&key(), b"k", b"!!!").unwrap_err(), ContextError::Encoding);
+        assert_eq!(decode(&key(), b"k", b"").unwrap_err(), ContextError::Truncated);
+        assert!(matches!(decode(&key(), b"k", &vec![b'A'; 5000]), Err(ContextError::TooLong { .. })));
     }
 
     #[test]
     fn forged_counters_are_refused() {
         // A client that knows the layout but not the secret cannot mint a token.
-        let forged = VersionVector::from_entries([Entry {
-            actor: Actor(7),
-            counter: u64::MAX,
-            timestamp_ms: 0,
-        }]);
+        let forged = VersionVector::from_entries([Entry { actor: Actor(7), counter: u64::MAX, timestamp_ms: 0 }]);
         let mut raw = vec![FORMAT_V1];
-        raw.extend(postcard::to_stdvec(&forged).unwrap());
+        raw.extend(postcard::to_stdvec(&Token { clock: forged, coordinator: None }).unwrap());
         raw.extend_from_slice(&[0u8; TAG_LEN]);
         let t = URL_SAFE_NO_PAD.encode(raw);
-        assert_eq!(
-            decode(&key(), b"k", t.as_bytes()).unwrap_err(),
-            ContextError::Authentication
-        );
+        assert_eq!(decode(&key(), b"k", t.as_bytes()).unwrap_err(), ContextError::Authentication);
     }
 
     proptest! {
@@ -231,7 +204,8 @@ mod tests {
         #[test]
         fn round_trip_any(pairs in proptest::collection::vec((any::<u64>(), 1u64..u64::MAX, any::<u64>()), 0..12)) {
             let vv = VersionVector::from_entries(pairs.into_iter().map(|(a, c, t)| Entry { actor: Actor(a), counter: c, timestamp_ms: t }));
-            prop_assert_eq!(decode(&key(), b"key", encode(&key(), b"key", &vv).as_bytes()).unwrap(), vv);
+            let t = Token { clock: vv, coordinator: None };
+            prop_assert_eq!(decode(&key(), b"key", encode(&key(), b"key", &t).as_bytes()).unwrap(), t);
         }
     }
 }

@@ -7,5 +7,5 @@ pub mod context;
 pub mod siblings;
 
 pub use clock::{Actor, Dot, Entry, VersionVector};
-pub use context::{ContextError, ContextKey};
+pub use context::{ContextError, ContextKey, Token};
 pub use siblings::{Siblings, Version};

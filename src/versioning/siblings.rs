@@ -72,26 +72,13 @@ impl Siblings {
     /// Applies a write coordinated by `dot.actor`: every version whose dot `covered` covers is superseded, and the
     /// new value (or tombstone) is added under `dot`. `covered` is the client's context, or this state's own context
     /// for a blind write. The caller guarantees `dot` is fresh: greater than any counter `dot.actor` issued before.
-    pub fn update(
-        &mut self,
-        covered: &VersionVector,
-        dot: Dot,
-        timestamp_ms: u64,
-        value: Option<Bytes>,
-    ) {
+    pub fn update(&mut self, covered: &VersionVector, dot: Dot, timestamp_ms: u64, value: Option<Bytes>) {
         debug_assert!(!self.context.covers(dot), "dot {dot:?} reused");
         self.versions.retain(|v| !covered.covers(v.dot));
         self.context.merge(covered);
         self.context.advance(dot.actor, dot.counter, timestamp_ms);
         let at = self.versions.partition_point(|v| v.dot < dot);
-        self.versions.insert(
-            at,
-            Version {
-                dot,
-                timestamp_ms,
-                value,
-            },
-        );
+        self.versions.insert(at, Version { dot, timestamp_ms, value });
     }
 
     /// Merges another replica's state of the same key into this one (the join of the two states).
@@ -133,9 +120,7 @@ impl Siblings {
     /// version (paper §4.4's clock truncation). Returns how many entries were dropped.
     pub fn prune_context(&mut self, max_entries: usize) -> usize {
         let versions = &self.versions;
-        self.context.prune(max_entries, |actor: Actor| {
-            versions.iter().any(|v| v.dot.actor == actor)
-        })
+        self.context.prune(max_entries, |actor: Actor| versions.iter().any(|v| v.dot.actor == actor))
     }
 
     /// Number of surviving versions, tombstones included.
@@ -166,12 +151,7 @@ mod tests {
     #[test]
     fn concurrent_writes_through_one_coordinator_become_siblings() {
         let mut s = Siblings::new();
-        s.update(
-            &VersionVector::new(),
-            dot(A, 1),
-            1,
-            Some(Bytes::from_static(b"v0")),
-        );
+        s.update(&VersionVector::new(), dot(A, 1), 1, Some(Bytes::from_static(b"v0")));
         let read_ctx = s.context().clone();
         s.update(&read_ctx, dot(A, 2), 2, Some(Bytes::from_static(b"x")));
         s.update(&read_ctx, dot(A, 3), 3, Some(Bytes::from_static(b"y")));
@@ -185,12 +165,7 @@ mod tests {
     #[test]
     fn tombstone_can_be_a_sibling_of_a_value() {
         let mut s = Siblings::new();
-        s.update(
-            &VersionVector::new(),
-            dot(A, 1),
-            1,
-            Some(Bytes::from_static(b"v")),
-        );
+        s.update(&VersionVector::new(), dot(A, 1), 1, Some(Bytes::from_static(b"v")));
         let ctx = s.context().clone();
         s.update(&ctx, dot(A, 2), 2, None);
         s.update(&ctx, dot(A, 3), 3, Some(Bytes::from_static(b"w")));
@@ -202,12 +177,7 @@ mod tests {
     #[test]
     fn merge_keeps_concurrent_and_drops_superseded() {
         let mut r1 = Siblings::new();
-        r1.update(
-            &VersionVector::new(),
-            dot(A, 1),
-            1,
-            Some(Bytes::from_static(b"a1")),
-        );
+        r1.update(&VersionVector::new(), dot(A, 1), 1, Some(Bytes::from_static(b"a1")));
         let mut r2 = r1.clone();
         // r2 supersedes a1 with b1; r1 concurrently writes a2 blind-but-unaware of b1.
         let ctx = r2.context().clone();
@@ -224,12 +194,7 @@ mod tests {
         let mut s = Siblings::new();
         for i in 0..15u64 {
             let ctx = s.context().clone();
-            s.update(
-                &ctx,
-                dot(Actor(100 + i), 1),
-                i,
-                Some(Bytes::from(vec![i as u8])),
-            );
+            s.update(&ctx, dot(Actor(100 + i), 1), i, Some(Bytes::from(vec![i as u8])));
         }
         assert_eq!(s.context().len(), 15);
         assert_eq!(s.prune_context(10), 5);
@@ -243,30 +208,15 @@ mod tests {
     enum Op {
         /// A client reads the replicas in the mask, then writes through `coord` with the merged context
         /// (or blind, when `blind`).
-        Write {
-            coord: usize,
-            read_mask: u8,
-            blind: bool,
-            delete: bool,
-        },
+        Write { coord: usize, read_mask: u8, blind: bool, delete: bool },
         /// Replica `from` sends its state to `to` (replication, read repair, anti-entropy, handoff).
         Sync { from: usize, to: usize },
     }
 
     fn arb_op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            (
-                0usize..3,
-                0u8..8,
-                any::<bool>(),
-                proptest::bool::weighted(0.15)
-            )
-                .prop_map(|(coord, read_mask, blind, delete)| Op::Write {
-                    coord,
-                    read_mask,
-                    blind,
-                    delete
-                }),
+            (0usize..3, 0u8..8, any::<bool>(), proptest::bool::weighted(0.15))
+                .prop_map(|(coord, read_mask, blind, delete)| Op::Write { coord, read_mask, blind, delete }),
             (0usize..3, 0usize..3).prop_map(|(from, to)| Op::Sync { from, to }),
         ]
     }
@@ -280,12 +230,7 @@ mod tests {
         let mut writes = Vec::new();
         for (t, op) in ops.iter().enumerate() {
             match *op {
-                Op::Write {
-                    coord,
-                    read_mask,
-                    blind,
-                    delete,
-                } => {
+                Op::Write { coord, read_mask, blind, delete } => {
                     let covered = if blind {
                         replicas[coord].context().clone()
                     } else {

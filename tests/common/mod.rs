@@ -52,11 +52,8 @@ impl TestNode {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let addr = line
-            .trim()
-            .strip_prefix("dynamo-kv ready: clients on ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        let (client, _) = parse_ready(&line);
+        self.port = client.rsplit(':').next().unwrap().parse().unwrap();
         self.child = Some(child);
     }
 
@@ -67,21 +64,13 @@ impl TestNode {
 
     /// A redis-rs connection.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
+        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
     }
 
     /// SIGTERM and wait: a graceful shutdown.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("node running");
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .unwrap();
+        let status = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
         assert!(status.success(), "kill -TERM failed");
         wait_timeout(&mut child, Duration::from_secs(30))
     }
@@ -120,10 +109,7 @@ fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatu
         if let Some(s) = child.try_wait().unwrap() {
             return s;
         }
-        assert!(
-            start.elapsed() < timeout,
-            "node did not exit within {timeout:?}"
-        );
+        assert!(start.elapsed() < timeout, "node did not exit within {timeout:?}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -151,31 +137,22 @@ pub async fn raw_exchange(port: u16, send: &[u8], expect: usize) -> (Vec<u8>, bo
     }
     if !closed {
         // Check whether the server closes shortly after.
-        closed = matches!(
-            tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await,
-            Ok(Ok(0)) | Ok(Err(_))
-        );
+        closed =
+            matches!(tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)));
     }
     (out, closed)
 }
 
 /// GET through redis-rs: (sorted sibling values, context token or None).
-pub async fn get(
-    con: &mut redis::aio::MultiplexedConnection,
-    key: &str,
-) -> (Vec<String>, Option<String>) {
+pub async fn get(con: &mut redis::aio::MultiplexedConnection, key: &str) -> (Vec<String>, Option<String>) {
     let v: redis::Value = redis::cmd("GET").arg(key).query_async(con).await.unwrap();
     parse_get(v)
 }
 
 pub fn parse_get(v: redis::Value) -> (Vec<String>, Option<String>) {
-    let redis::Value::Array(parts) = v else {
-        panic!("GET reply is not an array: {v:?}")
-    };
+    let redis::Value::Array(parts) = v else { panic!("GET reply is not an array: {v:?}") };
     assert_eq!(parts.len(), 2, "GET reply has two elements");
-    let redis::Value::Array(vals) = &parts[0] else {
-        panic!("siblings not an array: {parts:?}")
-    };
+    let redis::Value::Array(vals) = &parts[0] else { panic!("siblings not an array: {parts:?}") };
     let mut values: Vec<String> = vals
         .iter()
         .map(|x| match x {
@@ -190,4 +167,14 @@ pub fn parse_get(v: redis::Value) -> (Vec<String>, Option<String>) {
         other => panic!("context not bulk or nil: {other:?}"),
     };
     (values, ctx)
+}
+
+/// Splits a ready line (`dynamo-kv ready: node ID clients on ADDR peers on ADDR`) into the two addresses.
+pub fn parse_ready(line: &str) -> (String, String) {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |w: &str| words.iter().position(|x| *x == w).map(|i| words[i + 2].to_string());
+    match (after("clients"), after("peers")) {
+        (Some(c), Some(p)) if line.starts_with("dynamo-kv ready:") => (c, p),
+        _ => panic!("unexpected ready line: {line:?}"),
+    }
 }

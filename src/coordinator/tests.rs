@@ -1,0 +1,136 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{Quorum, VersioningOptions};
+use crate::ring::Member;
+use crate::rpc::handshake::ClusterKey;
+use crate::rpc::{Identity, PeerInfo, PeerPool};
+use crate::storage::memory::MemoryEngine;
+use crate::storage::store::StoreOptions;
+
+/// A coordinator of a one-node cluster on the in-memory engine.
+fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = KvStore::open(Arc::new(MemoryEngine::new()), StoreOptions::default()).unwrap();
+    let meta = Arc::new(NodeMeta::open(dir.path(), "n1").unwrap());
+    let me = PeerInfo {
+        member: Member { id: "n1".into(), weight: 1, zone: None },
+        client_addr: "127.0.0.1:0".into(),
+        peer_addr: "127.0.0.1:0".into(),
+    };
+    let pool = Arc::new(PeerPool::new(Identity { node_id: "n1".into(), key: ClusterKey::derive("t", None) }));
+    let cluster =
+        Cluster::new(me, vec![], 64, 1, pool.clone(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+    let context_key = meta.context_key().clone();
+    let c = Coordinator::new(CoordinatorParts {
+        store,
+        meta,
+        options,
+        cluster,
+        pool,
+        quorum: Quorum { n: 1, r: 1, w: 1 },
+        timeout: Duration::from_secs(1),
+        context_key,
+    });
+    (c, dir)
+}
+
+fn b(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+fn sorted(r: &ReadResult) -> Vec<&[u8]> {
+    let mut v: Vec<&[u8]> = r.values.iter().map(|b| b.as_ref()).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test]
+async fn shopping_cart() {
+    let (c, _d) = coordinator(VersioningOptions::default());
+    let cart = b("cart");
+    assert!(c.get(&cart, None).await.unwrap().context.is_none());
+    c.put(cart.clone(), Some(b("[]")), WriteContext::Blind, None, None).await.unwrap();
+    let ctx = c.get(&cart, None).await.unwrap().context.unwrap();
+    c.put(cart.clone(), Some(b("[book]")), WriteContext::Covering(ctx.clone()), None, None).await.unwrap();
+    c.put(cart.clone(), Some(b("[pen]")), WriteContext::Covering(ctx), None, None).await.unwrap();
+    let read = c.get(&cart, None).await.unwrap();
+    assert_eq!(sorted(&read), vec![b"[book]".as_ref(), b"[pen]".as_ref()]);
+    assert_eq!(read.first_replier.as_deref(), Some("n1"));
+    c.put(cart.clone(), Some(b("[book,pen]")), WriteContext::Covering(read.context.unwrap()), None, None)
+        .await
+        .unwrap();
+    assert_eq!(sorted(&c.get(&cart, None).await.unwrap()), vec![b"[book,pen]".as_ref()]);
+}
+
+#[tokio::test]
+async fn hard_limit_refuses_without_writing() {
+    let opts = VersioningOptions { sibling_soft_limit: 2, sibling_hard_limit: 3, ..Default::default() };
+    let (c, _d) = coordinator(opts);
+    let k = b("k");
+    let empty = VersionVector::new();
+    for v in ["v0", "v1", "v2"] {
+        c.put(k.clone(), Some(Bytes::from(v)), WriteContext::Covering(empty.clone()), None, None).await.unwrap();
+    }
+    let err = c.put(k.clone(), Some(b("v3")), WriteContext::Covering(empty), None, None).await.unwrap_err();
+    assert!(matches!(err, CoordError::TooManySiblings { count: 4, limit: 3 }));
+    assert!(err.client_text().starts_with("SIBLINGS "));
+    assert_eq!(c.get(&k, None).await.unwrap().values.len(), 3);
+    c.put(k.clone(), Some(b("one")), WriteContext::Blind, None, None).await.unwrap();
+    assert_eq!(c.get(&k, None).await.unwrap().values.len(), 1);
+}
+
+#[tokio::test]
+async fn sibling_bytes_limit_refuses_without_writing() {
+    let opts = VersioningOptions { max_siblings_bytes: 10, ..Default::default() };
+    let (c, _d) = coordinator(opts);
+    let (k, empty) = (b("k"), VersionVector::new());
+    c.put(k.clone(), Some(b("123456")), WriteContext::Covering(empty.clone()), None, None).await.unwrap();
+    let err = c.put(k.clone(), Some(b("78901")), WriteContext::Covering(empty), None, None).await.unwrap_err();
+    assert!(matches!(err, CoordError::SiblingsTooLarge { bytes: 11, limit: 10 }));
+    let ctx = c.get(&k, None).await.unwrap().context.unwrap();
+    c.put(k.clone(), Some(b("78901")), WriteContext::Covering(ctx), None, None).await.unwrap();
+}
+
+#[tokio::test]
+async fn context_claiming_unissued_local_dots_is_refused() {
+    let (c, _d) = coordinator(VersioningOptions::default());
+    let k = b("k");
+    c.put(k.clone(), Some(b("v")), WriteContext::Blind, None, None).await.unwrap();
+    let mut ahead = VersionVector::new();
+    ahead.advance(c.meta().actor(), c.meta().issued_counter() + 1000, 0);
+    let err = c.put(k.clone(), Some(b("w")), WriteContext::Covering(ahead), None, None).await.unwrap_err();
+    assert!(matches!(err, CoordError::ContextAhead));
+    assert_eq!(sorted(&c.get(&k, None).await.unwrap()), vec![b"v".as_ref()]);
+}
+
+#[tokio::test]
+async fn quorum_overrides_are_checked_and_unmeetable_quorums_refused() {
+    let (c, _d) = coordinator(VersioningOptions::default());
+    let k = b("k");
+    let err = c.get(&k, Some(2)).await.unwrap_err();
+    assert_eq!(err.client_text(), "ERR R must be between 1 and N (1), got 2");
+    let err = c.put(k.clone(), Some(b("v")), WriteContext::Blind, Some(0), None).await.unwrap_err();
+    assert!(matches!(err, CoordError::QuorumRange { which: "W", .. }));
+    assert!(c.get(&k, None).await.unwrap().context.is_none(), "nothing was written");
+}
+
+#[tokio::test]
+async fn merge_local_applies_replica_states() {
+    let (c, _d) = coordinator(VersioningOptions::default());
+    let k = b("k");
+    let mut remote = Siblings::new();
+    remote.update(
+        &VersionVector::new(),
+        crate::versioning::Dot { actor: crate::versioning::Actor(42), counter: 1 },
+        0,
+        Some(b("from-peer")),
+    );
+    c.merge_local(&k, &remote).await.unwrap();
+    c.merge_local(&k, &remote).await.unwrap();
+    let local = c.read_local(&k).unwrap().unwrap();
+    assert_eq!(local, remote, "merging twice is merging once");
+}
