@@ -55,7 +55,15 @@ pub struct Cluster {
     interval: Duration,
     timeout: Duration,
     view: RwLock<Arc<ClusterView>>,
-    liveness: Mutex<HashMap<String, (bool, Instant, Option<Instant>)>>,
+    liveness: Mutex<HashMap<String, Liveness>>,
+}
+
+/// What this node last saw of a peer.
+#[derive(Clone, Copy, Debug)]
+struct Liveness {
+    reachable: bool,
+    since: Instant,
+    last_heard: Option<Instant>,
 }
 
 impl Cluster {
@@ -142,17 +150,18 @@ impl Cluster {
     pub fn note_reachable(&self, id: &str, reachable: bool) {
         let now = Instant::now();
         let mut l = self.liveness.lock().expect("liveness lock");
-        let entry = l.entry(id.to_string()).or_insert((reachable, now, None));
-        if entry.0 != reachable {
+        let entry = l.entry(id.to_string()).or_insert(Liveness { reachable, since: now, last_heard: None });
+        if entry.reachable != reachable {
             if reachable {
                 tracing::info!(peer = id, "peer is reachable again");
             } else {
                 tracing::warn!(peer = id, "peer is unreachable");
             }
-            *entry = (reachable, now, entry.2);
+            entry.reachable = reachable;
+            entry.since = now;
         }
         if reachable {
-            entry.2 = Some(now);
+            entry.last_heard = Some(now);
         }
     }
 
@@ -168,8 +177,17 @@ impl Cluster {
                 if info.member.id == self.me.member.id {
                     return PeerStatus { info: info.clone(), reachable: true, since: now, last_heard: Some(now) };
                 }
-                let (reachable, since, last) = l.get(&info.member.id).copied().unwrap_or((false, now, None));
-                PeerStatus { info: info.clone(), reachable, since, last_heard: last }
+                let seen = l.get(&info.member.id).copied().unwrap_or(Liveness {
+                    reachable: false,
+                    since: now,
+                    last_heard: None,
+                });
+                PeerStatus {
+                    info: info.clone(),
+                    reachable: seen.reachable,
+                    since: seen.since,
+                    last_heard: seen.last_heard,
+                }
             })
             .collect();
         out.sort_by_key(|s| s.info.member.id != self.me.member.id);
