@@ -105,13 +105,9 @@ impl Node {
                  --cluster-secret in production"
             );
         }
-        // Every node must verify every other node's tokens: with a secret they share a derived key. A standalone
-        // node without one keeps the random key of its data directory; an open cluster uses the key of the empty
-        // secret, which anyone could derive (open dev mode).
-        let context_key = match (&c.cluster_secret, c.seeds.is_empty()) {
-            (None, true) => meta.context_key().clone(),
-            _ => ContextKey::from_bytes(key.subkey("context")),
-        };
+        // Every node must verify every other node's tokens, so the token key derives from the cluster key. Without
+        // a secret (open dev mode) anyone can derive it, as anyone can join: production sets --cluster-secret.
+        let context_key = ContextKey::from_bytes(key.subkey("context"));
         let identity = Identity { node_id: config.node_id.clone(), key };
         let pool = Arc::new(PeerPool::new(identity.clone()));
         let me = PeerInfo {

@@ -24,7 +24,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
     let pool = Arc::new(PeerPool::new(Identity { node_id: "n1".into(), key: ClusterKey::derive("t", None) }));
     let cluster =
         Cluster::new(me, vec![], 64, 1, pool.clone(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
-    let context_key = meta.context_key().clone();
+    let context_key = crate::versioning::ContextKey::from_bytes([9; 32]);
     let c = Coordinator::new(CoordinatorParts {
         store,
         meta,

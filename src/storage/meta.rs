@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 
 use super::StorageError;
-use crate::versioning::{Actor, ContextKey, Dot};
+use crate::versioning::{Actor, Dot};
 
 /// File name inside the data directory.
 const META_FILE: &str = "node.meta";
@@ -29,8 +29,6 @@ struct MetaFile {
     epoch: u64,
     counter: u64,
     clean: bool,
-    /// Hex of the key that authenticates context tokens; kept across restarts so clients' tokens stay valid.
-    context_secret: String,
 }
 
 /// How this start relates to the previous one.
@@ -52,7 +50,6 @@ pub struct NodeMeta {
     actor: Actor,
     counter: AtomicU64,
     start_kind: StartKind,
-    context_key: ContextKey,
     /// Serializes file rewrites.
     write_lock: Mutex<()>,
 }
@@ -73,8 +70,8 @@ impl NodeMeta {
             }
         };
         let dir_error = |reason: String| StorageError::DataDir { path: dir.display().to_string(), reason };
-        let (epoch, counter, start_kind, context_key) = match previous {
-            None => (random_u64()?, 0, StartKind::Fresh, random_key()?),
+        let (epoch, counter, start_kind) = match previous {
+            None => (random_u64()?, 0, StartKind::Fresh),
             Some(m) if m.format != META_FORMAT => {
                 return Err(dir_error(format!(
                     "{META_FILE} has format {} but this build reads {META_FORMAT}",
@@ -84,15 +81,8 @@ impl NodeMeta {
             Some(m) if m.node_id != node_id => {
                 return Err(dir_error(format!("it belongs to node '{}', not '{node_id}'", m.node_id)));
             }
-            Some(m) => {
-                let key = parse_key(&m.context_secret)
-                    .ok_or_else(|| dir_error(format!("{META_FILE} has a malformed context_secret")))?;
-                if m.clean {
-                    (m.epoch, m.counter, StartKind::Clean, key)
-                } else {
-                    (random_u64()?, 0, StartKind::Unclean, key)
-                }
-            }
+            Some(m) if m.clean => (m.epoch, m.counter, StartKind::Clean),
+            Some(_) => (random_u64()?, 0, StartKind::Unclean),
         };
         let meta = NodeMeta {
             path,
@@ -101,7 +91,6 @@ impl NodeMeta {
             actor: Actor::derive(node_id, epoch),
             counter: AtomicU64::new(counter),
             start_kind,
-            context_key,
             write_lock: Mutex::new(()),
         };
         meta.write(false)?;
@@ -128,11 +117,6 @@ impl NodeMeta {
         self.start_kind
     }
 
-    /// The key that authenticates this node's context tokens.
-    pub fn context_key(&self) -> &ContextKey {
-        &self.context_key
-    }
-
     /// The highest counter issued so far: no genuine context can cover more of this node's dots.
     pub fn issued_counter(&self) -> u64 {
         self.counter.load(Ordering::Relaxed)
@@ -157,7 +141,6 @@ impl NodeMeta {
             epoch: self.epoch,
             counter: self.counter.load(Ordering::Relaxed),
             clean,
-            context_secret: self.context_key.as_bytes().iter().map(|b| format!("{b:02x}")).collect(),
         };
         let text = toml::to_string(&file).expect("node metadata serializes");
         let tmp = self.path.with_extension("meta.tmp");
@@ -185,24 +168,6 @@ fn random_u64() -> Result<u64, StorageError> {
     })
 }
 
-fn random_key() -> Result<ContextKey, StorageError> {
-    ContextKey::generate().map_err(|e| StorageError::DataDir {
-        path: String::new(),
-        reason: format!("no randomness from the OS for the context secret: {e}"),
-    })
-}
-
-fn parse_key(hex: &str) -> Option<ContextKey> {
-    if hex.len() != 64 || !hex.is_ascii() {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, b) in out.iter_mut().enumerate() {
-        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
-    }
-    Some(ContextKey::from_bytes(out))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,7 +178,6 @@ mod tests {
         let m = NodeMeta::open(dir.path(), "n1").unwrap();
         assert_eq!(m.start_kind(), StartKind::Fresh);
         let d1 = m.next_dot();
-        let secret = m.context_key().clone();
         m.mark_clean().unwrap();
         drop(m);
 
@@ -226,7 +190,6 @@ mod tests {
         let m = NodeMeta::open(dir.path(), "n1").unwrap();
         assert_eq!(m.start_kind(), StartKind::Unclean);
         assert_ne!(m.actor(), d1.actor, "a crash must change the actor");
-        assert_eq!(m.context_key().as_bytes(), secret.as_bytes(), "tokens stay valid across a crash");
         drop(m);
 
         fs::remove_file(dir.path().join(META_FILE)).unwrap();

@@ -15,6 +15,7 @@ pub struct TestNode {
     pub data_dir: PathBuf,
     pub extra: Vec<String>,
     pub port: u16,
+    pub peer_port: u16,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -22,25 +23,37 @@ pub struct TestNode {
 impl TestNode {
     /// Starts a node on a fresh data directory with extra `serve` flags.
     pub fn start(extra: &[&str]) -> TestNode {
+        Self::start_named("t1", extra)
+    }
+
+    /// Starts node `node_id` on a fresh data directory with extra `serve` flags.
+    pub fn start_named(node_id: &str, extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let mut n = TestNode {
-            node_id: "t1".into(),
+            node_id: node_id.into(),
             data_dir: dir.path().join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             port: 0,
+            peer_port: 0,
             child: None,
             _dir: Some(dir),
         };
-        n.spawn(0);
+        n.spawn(0, 0);
         n
     }
 
-    /// Starts the process on `port` (0: any free port) and waits for its ready line.
-    fn spawn(&mut self, port: u16) {
+    /// The address of its internal protocol.
+    pub fn peer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.peer_port)
+    }
+
+    /// Starts the process on `port` and `peer_port` (0: any free port) and waits for its ready line.
+    fn spawn(&mut self, port: u16, peer_port: u16) {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
             .arg("serve")
             .args(["--node-id", &self.node_id])
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--peer-listen", &format!("127.0.0.1:{peer_port}")])
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra)
@@ -52,8 +65,9 @@ impl TestNode {
         let stdout = child.stdout.take().unwrap();
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
-        let (client, _) = parse_ready(&line);
+        let (client, peer) = parse_ready(&line);
         self.port = client.rsplit(':').next().unwrap().parse().unwrap();
+        self.peer_port = peer.rsplit(':').next().unwrap().parse().unwrap();
         self.child = Some(child);
     }
 
@@ -85,8 +99,8 @@ impl TestNode {
     /// Starts the same node again on the same port and data directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the node first");
-        let port = self.port;
-        self.spawn(port);
+        let (port, peer_port) = (self.port, self.peer_port);
+        self.spawn(port, peer_port);
     }
 
     pub fn data_dir(&self) -> &Path {

@@ -1,0 +1,195 @@
+//! Clusters of real node processes on loopback: replication, quorums with nodes down, read repair, concurrent
+//! writes through different coordinators, and peers that do not hold the cluster secret.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNode, get};
+use redis::AsyncCommands;
+
+const QUORUM: [&str; 6] = ["--n", "3", "--r", "2", "--w", "2"];
+
+/// Starts `n` nodes (c1..cn) that join through c1, and waits until every node knows every other.
+async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
+    let mut flags: Vec<&str> = QUORUM.to_vec();
+    flags.extend_from_slice(&["--membership-interval-ms", "200", "--request-timeout-ms", "1000"]);
+    flags.extend_from_slice(extra);
+    let mut nodes = vec![TestNode::start_named("c1", &flags)];
+    let seed = nodes[0].peer_addr();
+    for i in 2..=n {
+        let mut f = flags.clone();
+        f.extend_from_slice(&["--seeds", &seed]);
+        nodes.push(TestNode::start_named(&format!("c{i}"), &f));
+    }
+    wait_members(&nodes, n).await;
+    nodes
+}
+
+/// Waits until every running node lists `n` members, all up.
+async fn wait_members(nodes: &[TestNode], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    'outer: loop {
+        assert!(Instant::now() < deadline, "cluster did not converge to {n} members");
+        for node in nodes {
+            let mut c = node.conn().await;
+            let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
+            let up = members.iter().filter(|m| format!("{m:?}").contains("\"up\"")).count();
+            if members.len() != n || up != n {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'outer;
+            }
+        }
+        return;
+    }
+}
+
+/// True for the quorum error (redis-rs shows the code word apart from the message).
+fn unavailable(err: &redis::RedisError) -> bool {
+    let text = err.to_string();
+    text.contains("UNAVAILABLE") && text.contains("needed 2 replicas, got 1")
+}
+
+async fn set_ctx(c: &mut redis::aio::MultiplexedConnection, key: &str, value: &str, ctx: &str) {
+    let r: String = redis::cmd("SET").arg(key).arg(value).arg("CONTEXT").arg(ctx).query_async(c).await.unwrap();
+    assert_eq!(r, "OK");
+}
+
+async fn local_get(node: &TestNode, key: &str) -> Vec<String> {
+    let mut c = node.conn().await;
+    let v: redis::Value = redis::cmd("ADMIN").arg("LOCALGET").arg(key).query_async(&mut c).await.unwrap();
+    common::parse_get(v).0
+}
+
+#[tokio::test]
+async fn a_write_through_any_node_reads_back_through_every_other() {
+    for n in [3usize, 5] {
+        let nodes = start_cluster(n, &[]).await;
+        let mut conns = Vec::new();
+        for node in &nodes {
+            conns.push(node.conn().await);
+        }
+        for i in 0..40 {
+            let _: () = conns[i % n].set(format!("k{i}"), format!("v{i}")).await.unwrap();
+        }
+        for c in conns.iter_mut() {
+            for i in 0..40 {
+                assert_eq!(get(c, &format!("k{i}")).await.0, vec![format!("v{i}")], "{n} nodes, key k{i}");
+            }
+        }
+        // Every key lives on exactly N = 3 replicas; with 5 nodes the other 2 are fallbacks.
+        let mut c = nodes[0].conn().await;
+        let placement: redis::Value = redis::cmd("ADMIN").arg("KEY").arg("k7").query_async(&mut c).await.unwrap();
+        let text = format!("{placement:?}");
+        let holders: Vec<&TestNode> = {
+            let mut h = Vec::new();
+            for node in &nodes {
+                if local_get(node, "k7").await == vec!["v7"] {
+                    h.push(node);
+                }
+            }
+            h
+        };
+        assert_eq!(holders.len(), 3, "{n} nodes: k7 stored on N replicas ({text})");
+        for node in holders {
+            assert!(text.contains(&node.node_id), "{} holds k7 but is not listed as a replica: {text}", node.node_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn one_node_down_keeps_working_two_down_is_unavailable() {
+    let mut nodes = start_cluster(3, &[]).await;
+    let mut c = nodes[0].conn().await;
+    let _: () = c.set("before", "1").await.unwrap();
+
+    nodes[2].stop();
+    for i in 0..10 {
+        let _: () = c.set(format!("k{i}"), i).await.unwrap();
+        assert_eq!(get(&mut c, &format!("k{i}")).await.0, vec![i.to_string()]);
+    }
+    assert_eq!(get(&mut c, "before").await.0, vec!["1"]);
+
+    nodes[1].stop();
+    let err = c.set::<_, _, ()>("k-lost", "x").await.unwrap_err();
+    assert!(unavailable(&err), "{err}");
+    let err = redis::cmd("GET").arg("before").query_async::<redis::Value>(&mut c).await.unwrap_err();
+    assert!(unavailable(&err), "{err}");
+    // A client may lower its quorum per request.
+    let v: redis::Value = redis::cmd("GET").arg("before").arg("R").arg("1").query_async(&mut c).await.unwrap();
+    assert_eq!(common::parse_get(v).0, vec!["1"]);
+    let ok: String = redis::cmd("SET").arg("k-w1").arg("y").arg("W").arg("1").query_async(&mut c).await.unwrap();
+    assert_eq!(ok, "OK");
+
+    nodes[1].restart();
+    nodes[2].restart();
+    wait_members(&nodes, 3).await;
+    let mut c = nodes[1].conn().await;
+    for i in 0..10 {
+        assert_eq!(get(&mut c, &format!("k{i}")).await.0, vec![i.to_string()]);
+    }
+}
+
+#[tokio::test]
+async fn one_read_repairs_a_replica_that_missed_a_write() {
+    let mut nodes = start_cluster(3, &[]).await;
+    nodes[2].stop();
+    let mut c = nodes[0].conn().await;
+    let _: () = c.set("missed", "v").await.unwrap();
+    nodes[2].restart();
+    wait_members(&nodes, 3).await;
+    assert!(local_get(&nodes[2], "missed").await.is_empty(), "c3 was down during the write");
+
+    // Reads through c1 ask all three replicas; c3 answers stale and is repaired after the reply.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        assert_eq!(get(&mut c, "missed").await.0, vec!["v"]);
+        if local_get(&nodes[2], "missed").await == vec!["v"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "read repair never reached c3");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_writes_through_different_coordinators_become_siblings() {
+    let nodes = start_cluster(3, &[]).await;
+    let mut c1 = nodes[0].conn().await;
+    let mut c2 = nodes[1].conn().await;
+    let mut c3 = nodes[2].conn().await;
+    let _: () = c1.set("cart", "[]").await.unwrap();
+    let (_, ctx) = get(&mut c1, "cart").await;
+    let ctx = ctx.unwrap();
+    let (a, b) = tokio::join!(set_ctx(&mut c1, "cart", "[book]", &ctx), set_ctx(&mut c2, "cart", "[pen]", &ctx));
+    let _ = (a, b);
+    let (vals, ctx2) = get(&mut c3, "cart").await;
+    assert_eq!(vals, vec!["[book]", "[pen]"], "neither concurrent write is lost");
+    set_ctx(&mut c3, "cart", "[book,pen]", &ctx2.unwrap()).await;
+    for c in [&mut c1, &mut c2, &mut c3] {
+        assert_eq!(get(c, "cart").await.0, vec!["[book,pen]"]);
+    }
+    // A context from one node is valid on every other (one cluster key).
+    let (_, ctx3) = get(&mut c1, "cart").await;
+    set_ctx(&mut c2, "cart", "[]", &ctx3.unwrap()).await;
+    assert_eq!(get(&mut c3, "cart").await.0, vec!["[]"]);
+}
+
+#[tokio::test]
+async fn a_node_without_the_cluster_secret_cannot_join() {
+    let flags = ["--cluster-secret", "right", "--membership-interval-ms", "200"];
+    let a = TestNode::start_named("a", &flags);
+    let seed = a.peer_addr();
+    let b =
+        TestNode::start_named("b", &["--cluster-secret", "wrong", "--membership-interval-ms", "200", "--seeds", &seed]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for node in [&a, &b] {
+        let mut c = node.conn().await;
+        let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
+        assert_eq!(members.len(), 1, "{} must not see a stranger", node.node_id);
+    }
+    // With the right secret it joins.
+    let c =
+        TestNode::start_named("c", &["--cluster-secret", "right", "--membership-interval-ms", "200", "--seeds", &seed]);
+    wait_members(&[a, c], 2).await;
+}
