@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod admin;
+
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use dynamo_kv::config::{Config, Durability, ServeArgs};
@@ -40,6 +42,8 @@ enum Command {
         #[arg(long, value_enum)]
         durability: Option<Durability>,
     },
+    /// Show a running cluster: members, the ring, where a key lives.
+    Admin(admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dev { nodes, port, data_dir, requirepass, durability } => {
             dev_configs(nodes, port, &data_dir, requirepass, durability)?
         }
+        Command::Admin(args) => return admin::run(args),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

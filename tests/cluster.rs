@@ -193,3 +193,29 @@ async fn a_node_without_the_cluster_secret_cannot_join() {
         TestNode::start_named("c", &["--cluster-secret", "right", "--membership-interval-ms", "200", "--seeds", &seed]);
     wait_members(&[a, c], 2).await;
 }
+
+#[tokio::test]
+async fn admin_cli_prints_members_ring_and_placement() {
+    let nodes = start_cluster(3, &[]).await;
+    let admin = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
+            .arg("admin")
+            .args(args)
+            .args(["--host", &format!("127.0.0.1:{}", nodes[1].port)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let members = admin(&["members"]);
+    assert!(members.starts_with("ID"), "{members}");
+    for id in ["c1", "c2", "c3"] {
+        let line = members.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} missing: {members}"));
+        assert!(line.contains(" up "), "{line}");
+    }
+    let ring = admin(&["ring"]);
+    assert_eq!(ring.lines().count(), 257, "header + 256 partitions");
+    let key = admin(&["key", "some-key"]);
+    let replicas = key.lines().find(|l| l.starts_with("replicas")).unwrap();
+    assert_eq!(replicas.split_whitespace().count(), 4, "3 replicas: {replicas}");
+}
