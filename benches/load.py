@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Load benchmark: redis-server (appendonly yes, appendfsync everysec) against dynamo-kv, with the same
-redis-benchmark commands in the same run, printing requests/s, p50/p99 and our/redis ratios.
+"""Load benchmark: redis-server (appendonly yes, appendfsync everysec) against dynamo-kv (one node N=1, and a
+three-node dev cluster N=3 R=2 W=2 with the client on node 1), with the same redis-benchmark commands in the same
+run, printing requests/s, p50/p99 and our/redis ratios.
 
 Figures only, never a pass/fail: these machines are shared and noisy. Run:
 
@@ -59,6 +60,23 @@ def start_node(binary, port, workdir, durability):
     return p
 
 
+def start_cluster(binary, port, workdir, durability, nodes=3):
+    p = subprocess.Popen(
+        [binary, "dev", "--nodes", str(nodes), "--port", str(port), "--data-dir", os.path.join(workdir, "data"),
+         "--durability", durability],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
+    for i in range(nodes):
+        wait_port(port + i)
+    # Let membership converge (every node knows every other) before measuring.
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "dynamo"], capture_output=True, text=True).stdout
+        if f"members:{nodes}" in out and "members_unreachable:0" in out:
+            break
+        time.sleep(0.2)
+    return p
+
+
 def stop(p):
     p.terminate()
     try:
@@ -72,6 +90,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200_000, help="requests per throughput run")
     ap.add_argument("--latency-requests", type=int, default=20_000, help="requests per -c 1 latency run")
     ap.add_argument("--modes", default="os,buffered", help="dynamo-kv durability modes to measure")
+    ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node N=3 R=2 W=2 cluster")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "dynamo-kv"))
     a = ap.parse_args()
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
@@ -86,12 +105,19 @@ def main():
         ("c50 P16", common + ["-c", "50", "-P", "16", "-n", str(a.requests * 4)]),
         ("c1", common + ["-c", "1", "-n", str(a.latency_requests)]),
     ]
-    targets = [("redis-server", None)] + [(f"dynamo-kv N=1 {m}", m) for m in a.modes.split(",")]
+    targets = [("redis-server", None, 1)] + [(f"dynamo-kv N=1 {m}", m, 1) for m in a.modes.split(",")]
+    if not a.no_cluster:
+        targets += [(f"dynamo-kv 3 nodes N=3 {m}", m, 3) for m in a.modes.split(",")]
     results = {}
-    for name, mode in targets:
+    for name, mode, nodes in targets:
         work = tempfile.mkdtemp(prefix="dkbench-")
         port = 7490 if mode is None else 7491
-        proc = start_redis(port, work) if mode is None else start_node(a.binary, port, work, mode)
+        if mode is None:
+            proc = start_redis(port, work)
+        elif nodes == 1:
+            proc = start_node(a.binary, port, work, mode)
+        else:
+            proc = start_cluster(a.binary, port, work, mode, nodes)
         try:
             for label, args in runs:
                 for test, fig in bench(port, args).items():
@@ -101,7 +127,7 @@ def main():
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"{'target':<24} {'run':<8} {'test':<5} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'rps ratio':>10} {'p99 ratio':>10}")
-    for name, _ in targets:
+    for name, _, _ in targets:
         for label, _ in runs:
             for test in ("SET", "GET"):
                 fig = results.get((name, label, test))

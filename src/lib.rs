@@ -6,14 +6,18 @@
 //! |-------|-----------------|-------------------------------------------------------------------------------|
 //! | L0    | [`config`]      | every setting; flags > `DYNAMO_KV_*` env > TOML file > defaults                 |
 //! | L0    | [`versioning`]  | dots, version vectors, sibling sets (DVV update/merge), context tokens          |
+//! | L0    | [`ring`]        | Q partitions, weighted zone-aware claim, preference lists                       |
 //! | L0/L1 | [`resp`]        | RESP request framing with limits and inline commands; RESP2/RESP3 replies       |
 //! | L1    | [`storage`]     | engine trait (fjall, memory), key layout, durability modes, node epoch          |
-//! | L4    | [`coordinator`] | client reads and writes as versioned operations (quorums arrive with the ring)  |
+//! | L1    | [`rpc`]         | internal protocol: frames, messages, handshake, peer connections               |
+//! | L2    | [`cluster`]     | members from static seeds, the ring built from them, local liveness            |
+//! | L4    | [`coordinator`] | quorum reads and writes over preference lists, forwarding, read repair         |
 //! | L5    | [`commands`]    | one handler per RESP command; never sees a socket or a peer                     |
 //! | L5    | [`server`]      | client listener and connections, pipelining, protocol errors                    |
-//! | top   | [`node`]        | wiring, start-up, graceful shutdown                                             |
+//! | top   | [`node`]        | wiring, peer service, start-up, graceful shutdown                               |
 //!
-//! `main.rs` turns the command line into a [`config::Config`], sets up tracing and runs a [`node::Node`].
+//! `main.rs` turns the command line into [`config::Config`]s, sets up tracing and runs [`node::Node`]s (several for
+//! `dev`); `admin.rs` prints the ADMIN views as tables.
 
 pub mod cluster;
 pub mod commands;

@@ -225,8 +225,7 @@ impl Handler for PeerService {
                 Err(e) => failed(e),
             },
             Request::Coordinate { key, value, context, w } => {
-                let context = context.map_or(WriteContext::Blind, WriteContext::Covering);
-                match coordinator.coordinate(key, value, context, w.map(usize::from)).await {
+                match coordinator.coordinate(key, value, WriteContext::from(context), w.map(usize::from)).await {
                     Ok(out) => Response::Written { superseded_live: out.superseded_live as u32 },
                     Err(e) => failed(e),
                 }

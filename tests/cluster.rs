@@ -159,10 +159,12 @@ async fn concurrent_writes_through_different_coordinators_become_siblings() {
     let mut c2 = nodes[1].conn().await;
     let mut c3 = nodes[2].conn().await;
     let _: () = c1.set("cart", "[]").await.unwrap();
-    let (_, ctx) = get(&mut c1, "cart").await;
-    let ctx = ctx.unwrap();
-    let (a, b) = tokio::join!(set_ctx(&mut c1, "cart", "[book]", &ctx), set_ctx(&mut c2, "cart", "[pen]", &ctx));
-    let _ = (a, b);
+    // Two clients read the same state through different nodes; each token names its own node as the replica that
+    // answered first, so each write is coordinated by a different replica.
+    let (_, ctx_a) = get(&mut c1, "cart").await;
+    let (_, ctx_b) = get(&mut c2, "cart").await;
+    let (ctx_a, ctx_b) = (ctx_a.unwrap(), ctx_b.unwrap());
+    tokio::join!(set_ctx(&mut c1, "cart", "[book]", &ctx_a), set_ctx(&mut c2, "cart", "[pen]", &ctx_b));
     let (vals, ctx2) = get(&mut c3, "cart").await;
     assert_eq!(vals, vec!["[book]", "[pen]"], "neither concurrent write is lost");
     set_ctx(&mut c3, "cart", "[book,pen]", &ctx2.unwrap()).await;

@@ -137,6 +137,12 @@ pub enum WriteContext {
     Covering(VersionVector),
 }
 
+impl From<Option<VersionVector>> for WriteContext {
+    fn from(c: Option<VersionVector>) -> Self {
+        c.map_or(WriteContext::Blind, WriteContext::Covering)
+    }
+}
+
 /// What a write did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
@@ -355,10 +361,15 @@ impl Coordinator {
     ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check("W", w.unwrap_or(self.quorum.w))?;
         let mut replicas = self.replicas(&key);
-        if replicas.iter().any(|r| r.local) {
+        let me = &self.cluster.me().member.id;
+        // Paper §6.4: the replica that answered the client's read first coordinates its write, so the client's next
+        // read likely sees it. Without such a hint (or when the hint is us, or not a replica), a replica coordinates
+        // here and anything else forwards.
+        let hinted = preferred.filter(|p| p != me).and_then(|p| replicas.iter().position(|r| r.id == p));
+        if hinted.is_none() && replicas.iter().any(|r| r.local) {
             return self.coordinate(key, value, context, w).await;
         }
-        if let Some(pos) = preferred.and_then(|p| replicas.iter().position(|r| r.id == p)) {
+        if let Some(pos) = hinted {
             let first = replicas.remove(pos);
             replicas.insert(0, first);
         }
@@ -368,6 +379,10 @@ impl Coordinator {
         };
         metrics::counter!("dynamo_forwards_total").increment(1);
         for rep in &replicas {
+            if rep.local {
+                // The hinted replica did not answer; this node is a replica itself.
+                return self.coordinate(key, value, WriteContext::from(context), w).await;
+            }
             let req = Request::Coordinate {
                 key: key.clone(),
                 value: value.clone(),

@@ -57,7 +57,7 @@ impl TestNode {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", "error")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
