@@ -22,5 +22,31 @@ echo "$pipelined" | tr '\r' '\n' | grep "requests per second"
 check "pipelined (-P 16) run exits 0" test "$pipelined_status" -eq 0
 check "pipelined (-P 16) run reports no errors" bash -c "! echo \"\$0\" | grep -qi error" "$pipelined"
 
+# The same against a 3-node dev cluster (N=3, R=2, W=2): every SET is replicated, every GET a quorum read.
+stop_node
+CLUSTER_PORT=$((PORT + 10))
+CLUSTER_DIR=$(mktemp -d)
+"$BIN" dev --nodes 3 --port "$CLUSTER_PORT" --data-dir "$CLUSTER_DIR" > "$CLUSTER_DIR/stdout" 2> "$CLUSTER_DIR/stderr" &
+CLUSTER_PID=$!
+trap 'kill $CLUSTER_PID 2>/dev/null; wait $CLUSTER_PID 2>/dev/null; rm -rf "$CLUSTER_DIR"' EXIT
+for _ in $(seq 1 100); do
+  redis-cli -p "$CLUSTER_PORT" INFO dynamo 2>/dev/null | grep -q 'members:3' && break
+  sleep 0.2
+done
+cluster_out=$(redis-benchmark -p "$CLUSTER_PORT" -t set,get -n 5000 -c 20 -r 10000 -q 2>&1)
+cluster_status=$?
+echo "$cluster_out" | tr '\r' '\n' | grep "requests per second"
+check "3-node cluster: redis-benchmark exits 0" test "$cluster_status" -eq 0
+check "3-node cluster: no errors reported" bash -c "! echo \"\$0\" | grep -qi error" "$cluster_out"
+same_dbsize() { # every node holds every key (N=3 on 3 nodes); the third copy may land just after W=2
+  for _ in $(seq 1 25); do
+    a=$(redis-cli -p "$CLUSTER_PORT" DBSIZE); b=$(redis-cli -p $((CLUSTER_PORT + 1)) DBSIZE); c=$(redis-cli -p $((CLUSTER_PORT + 2)) DBSIZE)
+    [ "$a" -gt 0 ] && [ "$a" = "$b" ] && [ "$b" = "$c" ] && return 0
+    sleep 0.2
+  done
+  echo "DBSIZE per node: $a $b $c"; return 1
+}
+check "3-node cluster: all 3 replicas hold every key" same_dbsize
+
 echo "redis-benchmark: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
