@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
+pub mod gossip;
+pub mod state;
+
 use crate::ring::{Ring, RingError};
 use crate::rpc::{PeerInfo, PeerPool, Request, Response};
 

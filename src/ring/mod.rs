@@ -17,6 +17,8 @@ pub use claim::claim;
 
 /// Default number of partitions.
 pub const DEFAULT_PARTITIONS: usize = 256;
+/// Default spacing of the claim: consecutive partitions with distinct owners (the usual N).
+pub const DEFAULT_SPACING: usize = 3;
 /// Largest number of partitions accepted.
 pub const MAX_PARTITIONS: usize = 1 << 16;
 
@@ -47,6 +49,12 @@ pub enum RingError {
     #[error("member {id} has weight 0")]
     ZeroWeight {
         /// The member.
+        id: String,
+    },
+    /// An assignment names an owner that is not a member.
+    #[error("partition owner {id} is not a member")]
+    UnknownOwner {
+        /// The owner.
         id: String,
     },
     /// Two members share an id.
@@ -94,6 +102,27 @@ impl Ring {
         });
         let owners = claim(q, &members, previous_owners.as_deref(), spacing.max(1));
         Ok(Ring::from_owners(members, owners))
+    }
+
+    /// A ring with an explicit assignment: `owners[p]` is the id of partition p's owner, one of `members`.
+    pub fn from_assignment(members: Vec<Member>, owners: &[String]) -> Result<Ring, RingError> {
+        let q = owners.len();
+        if !q.is_power_of_two() || q > MAX_PARTITIONS {
+            return Err(RingError::PartitionCount { q });
+        }
+        let mut members = members;
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        let index: BTreeMap<&str, u16> = members.iter().enumerate().map(|(i, m)| (m.id.as_str(), i as u16)).collect();
+        let owners = owners
+            .iter()
+            .map(|id| index.get(id.as_str()).copied().ok_or_else(|| RingError::UnknownOwner { id: id.clone() }))
+            .collect::<Result<Vec<u16>, _>>()?;
+        Ok(Ring::from_owners(members, owners))
+    }
+
+    /// The owner id of every partition, in partition order.
+    pub fn assignment(&self) -> Vec<String> {
+        self.owners.iter().map(|&o| self.members[o as usize].id.clone()).collect()
     }
 
     fn from_owners(members: Vec<Member>, owners: Vec<u16>) -> Ring {

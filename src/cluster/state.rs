@@ -1,0 +1,337 @@
+//! The gossiped cluster state (pure): members with their status, and the ring with its pending transition.
+//!
+//! Every part merges as a join-semilattice, so gossip can deliver states in any order, any number of times:
+//! * a member record is replaced only by a higher `(version, status)`; `Removed` outranks everything at equal
+//!   version, so a removed node never comes back by old news;
+//! * the ring is replaced only by a higher `(version, author)`; at equal `(version, author)` the content is the same
+//!   by construction and the completed-transfer sets are unioned.
+//!
+//! A membership change is a *transition* (paper §4.9, Riak's plan/commit): `commit` sets `next` owners; every replica
+//! that `next` adds to a key range must receive that range (handoff) and mark it `done`; once every required
+//! transfer is done any node may `flip` (`owners := next`). A flip is a pure function of the state, with a fixed
+//! author, so nodes that flip concurrently produce identical states.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ring::{Member, Ring, RingError};
+use crate::rpc::PeerInfo;
+
+/// Author recorded by a flip: the same on every node, so concurrent flips agree.
+const FLIP_AUTHOR: &str = "";
+
+/// Where a member is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MemberStatus {
+    /// Known, not yet owning partitions; included in the next plan.
+    Joining,
+    /// Owns partitions.
+    Valid,
+    /// Handing its partitions off (leave, or removal of a dead node); excluded from the next plan.
+    Leaving,
+    /// Gone for good.
+    Removed,
+}
+
+impl MemberStatus {
+    /// Lower-case name for views.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberStatus::Joining => "joining",
+            MemberStatus::Valid => "valid",
+            MemberStatus::Leaving => "leaving",
+            MemberStatus::Removed => "removed",
+        }
+    }
+}
+
+/// One member as the cluster knows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Identity and addresses.
+    pub info: PeerInfo,
+    /// Life-cycle status.
+    pub status: MemberStatus,
+    /// Bumped by every change of this record.
+    pub version: u64,
+}
+
+/// The ring and its pending transition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingState {
+    /// Bumped by every commit and flip.
+    pub version: u64,
+    /// Who made this version (the committing node; empty for flips).
+    pub author: String,
+    /// Owner id of each partition; empty until the cluster has a ring.
+    pub owners: Vec<String>,
+    /// Owners after the transition in progress.
+    pub next: Option<Vec<String>>,
+    /// Transfers of the transition completed: (key range = partition, receiving node).
+    pub done: BTreeSet<(u32, String)>,
+}
+
+/// A transfer a transition needs: `to` must receive key range `partition` from one of `sources`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transfer {
+    /// The key range (a partition of the ring).
+    pub partition: u32,
+    /// The receiving node.
+    pub to: String,
+    /// Nodes holding the range now (its current replicas).
+    pub sources: Vec<String>,
+}
+
+/// Why a change was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StateError {
+    /// A transition is already in progress.
+    #[error("a transition (ring version {version}) is in progress; wait for it to finish")]
+    InProgress {
+        /// Its ring version.
+        version: u64,
+    },
+    /// Nothing to change.
+    #[error("no membership change is pending: the plan moves no partition")]
+    NothingToDo,
+    /// Unknown member.
+    #[error("no member '{id}'")]
+    UnknownMember {
+        /// The id.
+        id: String,
+    },
+    /// The change would leave no member to own partitions.
+    #[error("the change would leave no member owning partitions")]
+    NoMembersLeft,
+    /// The ring could not be built.
+    #[error(transparent)]
+    Ring(#[from] RingError),
+}
+
+/// Everything gossiped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterState {
+    /// Members by id.
+    pub members: BTreeMap<String, MemberRecord>,
+    /// The ring.
+    pub ring: RingState,
+    /// Heartbeat counter of each member (each raises its own; max-merged).
+    pub heartbeats: BTreeMap<String, u64>,
+}
+
+impl ClusterState {
+    /// The state of a node that founds a cluster: it owns every one of `q` partitions.
+    pub fn founder(me: PeerInfo, q: usize) -> Self {
+        let id = me.member.id.clone();
+        let ring = RingState {
+            version: 1,
+            author: id.clone(),
+            owners: vec![id.clone(); q],
+            next: None,
+            done: BTreeSet::new(),
+        };
+        let members = BTreeMap::from([(id, MemberRecord { info: me, status: MemberStatus::Valid, version: 1 })]);
+        Self { members, ring, heartbeats: BTreeMap::new() }
+    }
+
+    /// The state of a node that joins through a seed: it knows only itself, as joining, and no ring yet.
+    pub fn joiner(me: PeerInfo) -> Self {
+        let id = me.member.id.clone();
+        let members = BTreeMap::from([(id, MemberRecord { info: me, status: MemberStatus::Joining, version: 1 })]);
+        Self { members, ring: RingState::default(), heartbeats: BTreeMap::new() }
+    }
+
+    /// Merges another node's state into this one; returns whether anything changed.
+    pub fn merge(&mut self, other: &ClusterState) -> bool {
+        let mut changed = false;
+        for (id, theirs) in &other.members {
+            let replace = match self.members.get(id) {
+                None => true,
+                Some(mine) => (theirs.version, theirs.status) > (mine.version, mine.status),
+            };
+            if replace {
+                self.members.insert(id.clone(), theirs.clone());
+                changed = true;
+            }
+        }
+        let (mine, theirs) = (&mut self.ring, &other.ring);
+        if (theirs.version, &theirs.author) > (mine.version, &mine.author) {
+            *mine = theirs.clone();
+            changed = true;
+        } else if (theirs.version, &theirs.author) == (mine.version, &mine.author) {
+            for d in &theirs.done {
+                changed |= mine.done.insert(d.clone());
+            }
+        }
+        for (id, &beat) in &other.heartbeats {
+            let e = self.heartbeats.entry(id.clone()).or_insert(0);
+            if beat > *e {
+                *e = beat;
+                changed = true;
+            }
+        }
+        changed
+    }
+
+    /// Members that can own partitions (joining or valid), as the ring sees them.
+    fn claimants(&self) -> Vec<Member> {
+        self.members
+            .values()
+            .filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::Valid))
+            .map(|m| m.info.member.clone())
+            .collect()
+    }
+
+    fn ring_of(&self, owners: &[String]) -> Result<Ring, RingError> {
+        let ids: BTreeSet<&String> = owners.iter().collect();
+        let members = ids
+            .into_iter()
+            .map(|id| {
+                self.members.get(id).map(|m| m.info.member.clone()).ok_or(RingError::UnknownOwner { id: id.clone() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ring::from_assignment(members, owners)
+    }
+
+    /// The ring reads and writes use now; `None` before this node has heard of any ring.
+    pub fn current_ring(&self) -> Option<Ring> {
+        (!self.ring.owners.is_empty()).then(|| self.ring_of(&self.ring.owners).ok()).flatten()
+    }
+
+    /// The ring after the transition in progress, if any.
+    pub fn next_ring(&self) -> Option<Ring> {
+        self.ring.next.as_ref().and_then(|n| self.ring_of(n).ok())
+    }
+
+    /// The assignment a commit would start now: claim over joining and valid members, moving as little as
+    /// possible from the current ring. `None` when it equals the current one.
+    pub fn plan(&self, spacing: usize) -> Result<Option<Vec<String>>, StateError> {
+        let q = self.ring.owners.len();
+        let members = self.claimants();
+        if members.is_empty() {
+            return Err(StateError::NoMembersLeft);
+        }
+        // Partitions of leaving members become free slots of `previous`: only they move.
+        let current = self.current_ring();
+        let next = Ring::build(q, members, current.as_ref(), spacing)?.assignment();
+        Ok((next != self.ring.owners).then_some(next))
+    }
+
+    /// Starts a transition to `next`, authored by `me`.
+    pub fn commit(&mut self, me: &str, next: Vec<String>) -> Result<(), StateError> {
+        if self.ring.next.is_some() {
+            return Err(StateError::InProgress { version: self.ring.version });
+        }
+        if next == self.ring.owners {
+            return Err(StateError::NothingToDo);
+        }
+        self.ring_of(&next)?;
+        self.ring = RingState {
+            version: self.ring.version + 1,
+            author: me.to_string(),
+            owners: self.ring.owners.clone(),
+            next: Some(next),
+            done: BTreeSet::new(),
+        };
+        Ok(())
+    }
+
+    /// The transfers the transition in progress needs, given N.
+    pub fn required_transfers(&self, n: usize) -> Vec<Transfer> {
+        let (Some(cur), Some(next)) = (self.current_ring(), self.next_ring()) else { return Vec::new() };
+        let mut out = Vec::new();
+        for p in 0..cur.partitions() {
+            let before: Vec<String> = cur.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+            for m in next.preference_list(p).take(n) {
+                if !before.contains(&m.id) {
+                    out.push(Transfer { partition: p as u32, to: m.id.clone(), sources: before.clone() });
+                }
+            }
+        }
+        out
+    }
+
+    /// Records that `to` received key range `partition` for the transition in progress.
+    pub fn mark_done(&mut self, partition: u32, to: &str) -> bool {
+        self.ring.next.is_some() && self.ring.done.insert((partition, to.to_string()))
+    }
+
+    /// Completes the transition when every required transfer is done: the next owners become current, joining
+    /// members that own partitions become valid, and leaving members that own none are removed. Deterministic.
+    pub fn try_flip(&mut self, n: usize) -> bool {
+        let Some(next) = self.ring.next.clone() else { return false };
+        if self.required_transfers(n).iter().any(|t| !self.ring.done.contains(&(t.partition, t.to.clone()))) {
+            return false;
+        }
+        let owning: BTreeSet<&String> = next.iter().collect();
+        for (id, rec) in self.members.iter_mut() {
+            let status = match rec.status {
+                MemberStatus::Joining if owning.contains(id) => MemberStatus::Valid,
+                MemberStatus::Leaving if !owning.contains(id) => MemberStatus::Removed,
+                s => s,
+            };
+            if status != rec.status {
+                rec.status = status;
+                rec.version += 1;
+            }
+        }
+        self.ring = RingState {
+            version: self.ring.version + 1,
+            author: FLIP_AUTHOR.into(),
+            owners: next,
+            next: None,
+            done: BTreeSet::new(),
+        };
+        true
+    }
+
+    /// Changes a member's status (join, leave, remove), bumping its version.
+    pub fn set_status(&mut self, id: &str, status: MemberStatus) -> Result<(), StateError> {
+        let rec = self.members.get_mut(id).ok_or_else(|| StateError::UnknownMember { id: id.to_string() })?;
+        if rec.status != status {
+            rec.status = status;
+            rec.version += 1;
+        }
+        Ok(())
+    }
+
+    /// Adds or updates a member's addresses as the member itself reports them (a restart on new addresses).
+    pub fn upsert_self(&mut self, info: PeerInfo) {
+        let id = info.member.id.clone();
+        match self.members.get_mut(&id) {
+            Some(rec) if rec.info != info => {
+                rec.info = info;
+                rec.version += 1;
+            }
+            Some(_) => {}
+            None => {
+                self.members.insert(id, MemberRecord { info, status: MemberStatus::Joining, version: 1 });
+            }
+        }
+    }
+
+    /// Raises this node's heartbeat.
+    pub fn beat(&mut self, me: &str) {
+        *self.heartbeats.entry(me.to_string()).or_insert(0) += 1;
+    }
+
+    /// Whether a change is waiting for a commit: a joining member, or a leaving one that still owns partitions.
+    pub fn change_pending(&self) -> bool {
+        let owning: BTreeSet<&String> = self.ring.owners.iter().collect();
+        self.members.values().any(|m| match m.status {
+            MemberStatus::Joining => !owning.contains(&m.info.member.id),
+            MemberStatus::Leaving => owning.contains(&m.info.member.id),
+            _ => false,
+        })
+    }
+
+    /// The claimant (Riak's word): the valid member with the smallest id. Only it commits automatically, so
+    /// automatic commits do not race.
+    pub fn claimant(&self) -> Option<&str> {
+        self.members.values().find(|m| m.status == MemberStatus::Valid).map(|m| m.info.member.id.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+use super::*;
+use crate::cluster::gossip::{Gossip, Target};
+
+fn info(i: usize) -> PeerInfo {
+    PeerInfo {
+        member: Member { id: format!("n{i:02}"), weight: 1, zone: None },
+        client_addr: format!("c{i}"),
+        peer_addr: format!("p{i}"),
+    }
+}
+
+const N: usize = 3;
+const Q: usize = 64;
+
+/// A simulated cluster: node 0 founds it, the others join through it; messages are lost at `loss` percent.
+struct Sim {
+    nodes: Vec<Gossip>,
+    away: Vec<bool>,
+    rng: u64,
+    loss: u64,
+}
+
+impl Sim {
+    fn new(count: usize, loss: u64, seed: u64) -> Sim {
+        let mut nodes = vec![Gossip::new("n00", ClusterState::founder(info(0), Q), vec![], N, true, seed)];
+        for i in 1..count {
+            let id = format!("n{i:02}");
+            nodes.push(Gossip::new(&id, ClusterState::joiner(info(i)), vec!["p0".into()], N, true, seed + i as u64));
+        }
+        Sim { away: vec![false; count], nodes, rng: seed | 1, loss }
+    }
+
+    fn lost(&mut self) -> bool {
+        self.rng ^= self.rng << 13;
+        self.rng ^= self.rng >> 7;
+        self.rng ^= self.rng << 17;
+        self.rng % 100 < self.loss
+    }
+
+    fn index(&self, t: &Target) -> usize {
+        match t {
+            Target::Member(id) => id[1..].parse().unwrap(),
+            Target::Seed(addr) => addr[1..].parse().unwrap(),
+        }
+    }
+
+    /// One round: every present node completes its own transfers (as handoff would), ticks, and exchanges
+    /// push-pull with its targets.
+    fn round(&mut self) {
+        for i in 0..self.nodes.len() {
+            if self.away[i] {
+                continue;
+            }
+            let me = format!("n{i:02}");
+            let mine: Vec<u32> = self.nodes[i]
+                .state()
+                .required_transfers(N)
+                .into_iter()
+                .filter(|t| t.to == me)
+                .map(|t| t.partition)
+                .collect();
+            if !mine.is_empty() {
+                self.nodes[i]
+                    .update(|s| {
+                        for p in mine {
+                            s.mark_done(p, &me);
+                        }
+                        Ok(())
+                    })
+                    .unwrap();
+            }
+            let away = self.away.clone();
+            let targets = self.nodes[i].tick(|id| !away[id[1..].parse::<usize>().unwrap()]);
+            for t in targets {
+                let j = self.index(&t);
+                if self.away[j] || self.lost() {
+                    continue;
+                }
+                let push = self.nodes[i].state().clone();
+                self.nodes[j].receive(&push);
+                if self.lost() {
+                    continue;
+                }
+                let reply = self.nodes[j].state().clone();
+                self.nodes[i].receive(&reply);
+            }
+        }
+    }
+
+    /// True when every present node holds the same ring, every member is valid, and no transition is running.
+    fn settled(&self) -> bool {
+        let present: Vec<&Gossip> = self.nodes.iter().zip(&self.away).filter(|(_, a)| !**a).map(|(n, _)| n).collect();
+        let first = present[0].state();
+        present.iter().all(|n| {
+            let s = n.state();
+            s.ring == first.ring
+                && s.ring.next.is_none()
+                && s.members.len() == self.nodes.len()
+                && s.members.values().all(|m| m.status == MemberStatus::Valid)
+        })
+    }
+
+    fn run_until_settled(&mut self, max: usize) -> usize {
+        for r in 1..=max {
+            self.round();
+            if self.settled() {
+                return r;
+            }
+        }
+        panic!("not settled after {max} rounds");
+    }
+}
+
+#[test]
+fn merge_is_commutative_idempotent_and_ignores_stale_news() {
+    let mut a = ClusterState::founder(info(0), Q);
+    let b = ClusterState::joiner(info(1));
+    let mut ab = a.clone();
+    ab.merge(&b);
+    let mut ba = b.clone();
+    ba.merge(&a);
+    assert_eq!(ab, ba);
+    let snapshot = ab.clone();
+    assert!(!ab.merge(&snapshot), "merging the same state twice changes nothing");
+    // A newer status is not undone by older news.
+    a.merge(&b);
+    let old = a.clone();
+    a.set_status("n01", MemberStatus::Leaving).unwrap();
+    assert!(!a.merge(&old));
+    assert_eq!(a.members["n01"].status, MemberStatus::Leaving);
+}
+
+#[test]
+fn a_join_moves_about_a_share_and_flips_when_transfers_are_done() {
+    let mut s = ClusterState::founder(info(0), Q);
+    s.merge(&ClusterState::joiner(info(1)));
+    s.merge(&ClusterState::joiner(info(2)));
+    let next = s.plan(N).unwrap().unwrap();
+    s.commit("n00", next).unwrap();
+    assert!(s.commit("n00", vec![]).is_err(), "one transition at a time");
+    let transfers = s.required_transfers(N);
+    assert!(!transfers.is_empty());
+    assert!(!s.try_flip(N));
+    for t in &transfers {
+        assert!(t.sources.contains(&"n00".to_string()));
+        s.mark_done(t.partition, &t.to.clone());
+    }
+    assert!(s.try_flip(N));
+    assert!(s.members.values().all(|m| m.status == MemberStatus::Valid));
+    let ring = s.current_ring().unwrap();
+    let counts = ring.ownership();
+    assert!(counts.values().all(|&c| c == 21 || c == 22), "{counts:?}");
+    // A fourth joins: only it gains partitions, about a quarter of them.
+    s.merge(&ClusterState::joiner(info(3)));
+    let before = s.ring.owners.clone();
+    let next = s.plan(N).unwrap().unwrap();
+    let moved = before.iter().zip(&next).filter(|(a, b)| a != b).count();
+    assert!(next.iter().zip(&before).all(|(n, b)| n == b || n == "n03"));
+    assert_eq!(moved, 16);
+}
+
+#[test]
+fn leave_hands_everything_off_then_removes_the_member() {
+    let mut s = ClusterState::founder(info(0), Q);
+    for i in 1..4 {
+        s.merge(&ClusterState::joiner(info(i)));
+    }
+    let next = s.plan(N).unwrap().unwrap();
+    s.commit("n00", next).unwrap();
+    for t in s.required_transfers(N) {
+        s.mark_done(t.partition, &t.to);
+    }
+    assert!(s.try_flip(N));
+    s.set_status("n02", MemberStatus::Leaving).unwrap();
+    assert!(s.change_pending());
+    let next = s.plan(N).unwrap().unwrap();
+    assert!(!next.contains(&"n02".to_string()));
+    s.commit("n00", next).unwrap();
+    for t in s.required_transfers(N) {
+        assert_ne!(t.to, "n02");
+        s.mark_done(t.partition, &t.to);
+    }
+    assert!(s.try_flip(N));
+    assert_eq!(s.members["n02"].status, MemberStatus::Removed);
+    assert!(!s.change_pending());
+}
+
+#[test]
+fn concurrent_flips_agree() {
+    let mut s = ClusterState::founder(info(0), Q);
+    s.merge(&ClusterState::joiner(info(1)));
+    let next = s.plan(N).unwrap().unwrap();
+    s.commit("n00", next).unwrap();
+    for t in s.required_transfers(N) {
+        s.mark_done(t.partition, &t.to);
+    }
+    let (mut a, mut b) = (s.clone(), s.clone());
+    assert!(a.try_flip(N) && b.try_flip(N));
+    assert_eq!(a, b);
+}
+
+#[test]
+fn gossip_converges_for_3_to_20_nodes() {
+    for count in [3usize, 5, 10, 20] {
+        let mut sim = Sim::new(count, 0, 7);
+        let rounds = sim.run_until_settled(400);
+        println!("{count} nodes: settled after {rounds} rounds");
+    }
+}
+
+#[test]
+fn gossip_converges_despite_message_loss() {
+    for count in [5usize, 10] {
+        let mut sim = Sim::new(count, 30, 11);
+        let rounds = sim.run_until_settled(800);
+        println!("{count} nodes, 30% loss: settled after {rounds} rounds");
+    }
+}
+
+#[test]
+fn a_node_away_while_the_ring_changed_catches_up() {
+    let mut sim = Sim::new(5, 0, 3);
+    sim.run_until_settled(400);
+    // n04 goes away; n02 leaves meanwhile. The transition may need n04 to receive ranges, so it can only finish
+    // once n04 is back; after that everyone agrees.
+    sim.away[4] = true;
+    let leaver = "n02";
+    sim.nodes[0].update(|s| s.set_status(leaver, MemberStatus::Leaving)).unwrap();
+    for _ in 0..50 {
+        sim.round();
+    }
+    sim.away[4] = false;
+    for r in 1..=400 {
+        sim.round();
+        let done = sim.nodes.iter().enumerate().filter(|(i, _)| *i != 2).all(|(_, n)| {
+            let s = n.state();
+            s.ring == sim.nodes[0].state().ring
+                && s.ring.next.is_none()
+                && s.members[leaver].status == MemberStatus::Removed
+        });
+        if done {
+            println!("away node caught up {r} rounds after returning");
+            return;
+        }
+    }
+    panic!("the cluster did not settle after the away node returned");
+}
