@@ -66,7 +66,7 @@ impl Gossip {
             let i = (self.next_random() % peers.len() as u64) as usize;
             out.push(Target::Member(peers[i].clone()));
         }
-        if !self.seeds.is_empty() && (peers.is_empty() || self.round % SEED_EVERY == 0) {
+        if !self.seeds.is_empty() && (peers.is_empty() || self.round.is_multiple_of(SEED_EVERY)) {
             let i = (self.next_random() % self.seeds.len() as u64) as usize;
             out.push(Target::Seed(self.seeds[i].clone()));
         }
