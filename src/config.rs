@@ -159,6 +159,8 @@ pub struct ClusterOptions {
     pub request_timeout: Duration,
     /// Interval of the membership exchange.
     pub membership_interval: Duration,
+    /// Whether the claimant commits joins and leaves by itself (else: `admin plan` / `admin commit`).
+    pub auto_commit: bool,
 }
 
 /// The resolved configuration of one node.
@@ -262,21 +264,25 @@ pub struct ServeArgs {
     /// This node's zone (rack or datacenter); replicas spread across zones.
     #[arg(long, env = "DYNAMO_KV_ZONE")]
     pub zone: Option<String>,
-    /// Replicas per key [default: 3 with seeds, 1 standalone].
+    /// Replicas per key; a cluster with fewer members uses them all [default: 3].
     #[arg(long = "n", env = "DYNAMO_KV_N")]
     pub n: Option<usize>,
-    /// Replies a read waits for [default: 2 with seeds, 1 standalone].
+    /// Replies a read waits for, at most the member count [default: 2].
     #[arg(long = "r", env = "DYNAMO_KV_R")]
     pub r: Option<usize>,
-    /// Acknowledgements a write waits for [default: 2 with seeds, 1 standalone].
+    /// Acknowledgements a write waits for, at most the member count [default: 2].
     #[arg(long = "w", env = "DYNAMO_KV_W")]
     pub w: Option<usize>,
     /// Milliseconds a coordinator waits for replicas [default: 2000].
     #[arg(long, env = "DYNAMO_KV_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
-    /// Milliseconds between membership exchanges [default: 1000].
+    /// Milliseconds between gossip rounds [default: 1000].
     #[arg(long, env = "DYNAMO_KV_MEMBERSHIP_INTERVAL_MS")]
     pub membership_interval_ms: Option<u64>,
+    /// Commit joins and leaves automatically (true), or only on `admin commit` after `admin plan` (false)
+    /// [default: true].
+    #[arg(long, env = "DYNAMO_KV_AUTO_COMMIT")]
+    pub auto_commit: Option<bool>,
 }
 
 /// The config file: the same settings as [`ServeArgs`], snake_case.
@@ -311,6 +317,7 @@ struct FileConfig {
     w: Option<usize>,
     request_timeout_ms: Option<u64>,
     membership_interval_ms: Option<u64>,
+    auto_commit: Option<bool>,
 }
 
 /// Why a configuration was refused.
@@ -383,8 +390,8 @@ impl Config {
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        // A standalone node replicates to itself only; with seeds the paper's common N=3, R=2, W=2.
-        let (dn, dr, dw) = if seeds.is_empty() { (1, 1, 1) } else { (3, 2, 2) };
+        // The paper's common N=3, R=2, W=2; a cluster with fewer members uses what it has (1 node: 1/1/1).
+        let (dn, dr, dw) = (3, 2, 2);
         let cluster = ClusterOptions {
             peer_listen,
             cluster_name: args
@@ -407,6 +414,7 @@ impl Config {
             membership_interval: Duration::from_millis(
                 args.membership_interval_ms.or(file.membership_interval_ms).unwrap_or(DEFAULT_MEMBERSHIP_INTERVAL_MS),
             ),
+            auto_commit: args.auto_commit.or(file.auto_commit).unwrap_or(true),
             seeds,
         };
         let config = Config {
@@ -562,10 +570,8 @@ mod tests {
         assert_eq!(c.durability, Durability::Os);
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.cluster.peer_listen, "127.0.0.1:17001");
-        assert_eq!(c.cluster.quorum, Quorum { n: 1, r: 1, w: 1 }, "standalone");
+        assert_eq!(c.cluster.quorum, Quorum { n: 3, r: 2, w: 2 });
         let mut a = args();
-        a.seeds = Some(vec!["127.0.0.1:17002".into()]);
-        assert_eq!(Config::resolve(&a).unwrap().cluster.quorum, Quorum { n: 3, r: 2, w: 2 });
         a.r = Some(4);
         assert!(Config::resolve(&a).is_err(), "R > N is refused");
     }

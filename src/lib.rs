@@ -7,6 +7,7 @@
 //! | L0    | [`config`]      | every setting; flags > `DYNAMO_KV_*` env > TOML file > defaults                 |
 //! | L0    | [`versioning`]  | dots, version vectors, sibling sets (DVV update/merge), context tokens          |
 //! | L0    | [`ring`]        | Q partitions, weighted zone-aware claim, preference lists                       |
+//! | L0    | [`membership`]  | gossiped cluster state (members, versioned ring, transitions), gossip protocol |
 //! | L0/L1 | [`resp`]        | RESP request framing with limits and inline commands; RESP2/RESP3 replies       |
 //! | L1    | [`storage`]     | engine trait (fjall, memory), key layout, durability modes, node epoch          |
 //! | L1    | [`rpc`]         | internal protocol: frames, messages, handshake, peer connections               |
@@ -23,7 +24,9 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod coordinator;
+pub mod membership;
 pub mod node;
+pub mod replication;
 pub mod resp;
 pub mod ring;
 pub mod rpc;

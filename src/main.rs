@@ -114,9 +114,6 @@ fn dev_configs(
         "--port {port} leaves no room for {nodes} nodes and their peer ports (port + 10000)"
     );
     let peer = |i: u16| format!("127.0.0.1:{}", port + i + 10_000);
-    let seeds: Vec<String> = (0..nodes).map(peer).collect();
-    let n = usize::from(nodes).min(3);
-    let rw = n.min(2);
     (0..nodes)
         .map(|i| {
             let id = format!("dev{}", i + 1);
@@ -125,13 +122,11 @@ fn dev_configs(
                 node_id: Some(id),
                 listen: Some(format!("127.0.0.1:{}", port + i)),
                 peer_listen: Some(peer(i)),
-                seeds: Some(if nodes > 1 { seeds.clone() } else { Vec::new() }),
-                n: Some(n),
-                r: Some(rw),
-                w: Some(rw),
+                // dev1 founds the cluster; the others join through it.
+                seeds: Some(if i == 0 { Vec::new() } else { vec![peer(0)] }),
                 requirepass: requirepass.clone(),
                 durability,
-                membership_interval_ms: Some(500),
+                membership_interval_ms: Some(300),
                 ..Default::default()
             })
             .map_err(anyhow::Error::from)

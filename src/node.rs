@@ -12,12 +12,13 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, ClusterError, ClusterParams};
 use crate::commands::{NodeContext, Stats};
 use crate::config::Config;
 use crate::coordinator::{CoordError, Coordinator, CoordinatorParts, WriteContext};
+use crate::replication::handoff::Handoff;
 use crate::ring::Member;
-use crate::rpc::{self, ClusterKey, Handler, Identity, PeerInfo, PeerPool, Request, Response};
+use crate::rpc::{self, ClusterKey, Handler, Identity, PeerInfo, PeerPool, RemoteErrorKind, Request, Response};
 use crate::storage::fjall_engine::FjallEngine;
 use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::store::StoreOptions;
@@ -33,9 +34,9 @@ pub enum NodeError {
     /// Storage failed to open, flush or sync.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// The ring could not be built from this node's settings.
+    /// The cluster state could not be loaded or saved.
     #[error(transparent)]
-    Ring(#[from] crate::ring::RingError),
+    Cluster(#[from] ClusterError),
     /// The client address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -62,6 +63,7 @@ pub struct Node {
     identity: Identity,
     context: Arc<NodeContext>,
     cluster: Arc<Cluster>,
+    handoff: Arc<Handoff>,
     store: Arc<KvStore>,
     meta: Arc<NodeMeta>,
 }
@@ -115,15 +117,21 @@ impl Node {
             client_addr: client_addr.to_string(),
             peer_addr: peer_addr.to_string(),
         };
-        let cluster = Cluster::new(
-            me,
-            c.seeds.clone(),
-            c.partitions,
-            c.quorum.n,
+        let cluster = Cluster::open(
+            ClusterParams {
+                me,
+                seeds: c.seeds.clone(),
+                partitions: c.partitions,
+                n: c.quorum.n,
+                auto_commit: c.auto_commit,
+                interval: c.membership_interval,
+                timeout: c.request_timeout,
+                data_dir: config.data_dir.clone(),
+            },
             pool.clone(),
-            c.membership_interval,
-            c.request_timeout,
         )?;
+        let handoff =
+            Handoff::new(cluster.clone(), store.clone(), pool.clone(), c.request_timeout, config.data_dir.clone());
         let coordinator = Coordinator::new(CoordinatorParts {
             store: store.clone(),
             meta: meta.clone(),
@@ -141,7 +149,7 @@ impl Node {
             started: Instant::now(),
             client_addr,
         });
-        Ok(Node { config, listener, peer_listener, identity, context, cluster, store, meta })
+        Ok(Node { config, listener, peer_listener, identity, context, cluster, handoff, store, meta })
     }
 
     /// The address clients connect to.
@@ -177,9 +185,14 @@ impl Node {
             tracker.clone(),
         ));
         tokio::spawn(self.cluster.clone().run(cancel.clone()));
+        tokio::spawn(self.handoff.clone().run(cancel.clone()));
         let server =
             tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
-        shutdown.await;
+        let removed = self.cluster.removed();
+        tokio::select! {
+            _ = shutdown => {}
+            _ = removed.cancelled() => tracing::info!("left the cluster: every partition was handed off"),
+        }
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         cancel.cancel();
         let _ = server.await;
@@ -199,7 +212,17 @@ impl Node {
     }
 }
 
-/// Answers the internal protocol: membership exchanges, replica reads and writes, forwarded coordination.
+/// Most keys one handoff batch may carry, whatever the receiver asks.
+const HANDOFF_MAX_BATCH: usize = 4096;
+
+/// Ring positions of `partition` in this node's current ring.
+fn partition_range(cluster: &Cluster, partition: u32) -> Option<(u128, u128)> {
+    let view = cluster.view();
+    let ring = view.ring.as_ref()?;
+    ((partition as usize) < ring.partitions()).then(|| ring.partition_range(partition as usize))
+}
+
+/// Answers the internal protocol: gossip, replica reads and writes, forwarded coordination, handoff streams.
 struct PeerService {
     node: Arc<NodeContext>,
 }
@@ -212,9 +235,25 @@ impl Handler for PeerService {
         let failed = |e: CoordError| Response::Error { kind: e.remote_kind(), message: e.client_text() };
         match request {
             Request::Ping => Response::Pong,
-            Request::Members { known } => {
-                cluster.learn(known, Some(from));
-                Response::Members { known: cluster.known() }
+            Request::Gossip { state } => Response::Gossip { state: Box::new(cluster.receive(&state)) },
+            Request::HandoffPull { partition, after, limit } => {
+                let Some((first, last)) = partition_range(cluster, partition) else {
+                    return Response::Error { kind: RemoteErrorKind::Misdirected, message: "no ring yet".into() };
+                };
+                let limit = (limit as usize).clamp(1, HANDOFF_MAX_BATCH);
+                match coordinator.store().scan_positions(first, last, after.as_deref(), limit) {
+                    Ok(items) => Response::HandoffBatch { done: items.len() < limit, items },
+                    Err(e) => failed(e.into()),
+                }
+            }
+            Request::RangeDigest { partition } => {
+                let Some((first, last)) = partition_range(cluster, partition) else {
+                    return Response::Error { kind: RemoteErrorKind::Misdirected, message: "no ring yet".into() };
+                };
+                match coordinator.store().digest_positions(first, last) {
+                    Ok((keys, hash)) => Response::Digest { keys, hash },
+                    Err(e) => failed(e.into()),
+                }
             }
             Request::Read { key } => match coordinator.read_local(&key) {
                 Ok(state) => Response::State { state },

@@ -26,21 +26,30 @@ async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
     nodes
 }
 
-/// Waits until every running node lists `n` members, all up.
+/// Waits until every running node lists `n` members, all up and valid, with the same ring and no transition.
 async fn wait_members(nodes: &[TestNode], n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(30);
     'outer: loop {
-        assert!(Instant::now() < deadline, "cluster did not converge to {n} members");
+        assert!(Instant::now() < deadline, "cluster did not settle with {n} members");
+        let mut versions = Vec::new();
         for node in nodes {
             let mut c = node.conn().await;
             let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
-            let up = members.iter().filter(|m| format!("{m:?}").contains("\"up\"")).count();
-            if members.len() != n || up != n {
+            let text = format!("{members:?}");
+            let up = text.matches("\"up\"").count();
+            let valid = text.matches("\"valid\"").count();
+            let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+            let settled = info.contains("ring_transition:none");
+            versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
+            if members.len() != n || up != n || valid != n || !settled {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'outer;
             }
         }
-        return;
+        if versions.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

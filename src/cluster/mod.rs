@@ -1,67 +1,92 @@
-//! Cluster (L2): who the members are, the ring they form, and how this node learns about them.
+//! Cluster (L2): drives the gossip protocol over the network and keeps what the data path needs from it.
 //!
-//! Membership here is by static seeds: every `membership_interval` the node exchanges its member list with its
-//! seeds and every member it knows, so nodes started with different seeds still end up knowing each other. The
-//! ring is a pure function of the member set ([`Ring::build`] from scratch, sorted by id), so nodes that know the
-//! same members route identically. Liveness is local (paper §4.8): a member that does not answer is shown as
-//! unreachable but stays a member; only an operator removes nodes.
+//! * Every `membership_interval` the pure [`Gossip`] machine picks a live member (and now and then a seed); the
+//!   whole state goes out and the peer's merged state comes back (push-pull).
+//! * The state is persisted in the data directory whenever members or the ring change, so a restarted node comes
+//!   back as itself with its view of the ring.
+//! * [`ClusterView`] is the routing snapshot: the current ring (reads and writes), the next ring during a
+//!   transition (writes also reach its new replicas), and the member records.
+//! * Liveness is local (paper §4.8): a member that does not answer is unreachable for routing and retried; it stays
+//!   a member until an operator removes it. Gossip-heard heartbeats feed the admin views.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::future::join_all;
 use tokio_util::sync::CancellationToken;
 
-pub mod gossip;
-pub mod state;
+use crate::membership::{ClusterState, Gossip, MemberRecord, MemberStatus, PeerInfo, StateError, Target};
+use crate::ring::Ring;
+use crate::rpc::{PeerPool, Request, Response};
 
-use crate::ring::{Ring, RingError};
-use crate::rpc::{PeerInfo, PeerPool, Request, Response};
+/// File of the persisted cluster state.
+const STATE_FILE: &str = "cluster.state";
 
-/// The members and the ring built from them, as this node sees them now.
+/// Why the cluster layer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The persisted state could not be read or written.
+    #[error("cluster state file {path}: {reason}")]
+    StateFile {
+        /// The file.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// The routing snapshot.
 #[derive(Debug)]
 pub struct ClusterView {
-    /// The ring over `peers`.
-    pub ring: Ring,
-    /// Every known member by id, this node included.
-    pub peers: BTreeMap<String, PeerInfo>,
+    /// The ring reads and writes use; `None` until a joining node has heard of one.
+    pub ring: Option<Ring>,
+    /// The ring after the transition in progress.
+    pub next: Option<Ring>,
+    /// Member records by id.
+    pub members: BTreeMap<String, MemberRecord>,
+    /// Version of the ring state.
+    pub ring_version: u64,
 }
 
 impl ClusterView {
-    /// The preference list of `key` as peers: replicas first (the top N), then fallbacks.
+    fn infos<'a>(&'a self, ring: Option<&'a Ring>, key: &[u8]) -> Vec<&'a PeerInfo> {
+        ring.map(|r| {
+            r.preference_list_for_key(key).filter_map(|m| self.members.get(&m.id).map(|rec| &rec.info)).collect()
+        })
+        .unwrap_or_default()
+    }
+
+    /// The whole preference list of `key` in the current ring (replicas first, then fallbacks).
     pub fn preference_list(&self, key: &[u8]) -> Vec<&PeerInfo> {
-        self.ring.preference_list_for_key(key).map(|m| &self.peers[&m.id]).collect()
+        self.infos(self.ring.as_ref(), key)
+    }
+
+    /// The top `n` of `key` in the next ring that are not in the current top `n`: they receive writes during a
+    /// transition so nothing written while a range moves is missing when ownership flips.
+    pub fn incoming_replicas(&self, key: &[u8], n: usize) -> Vec<&PeerInfo> {
+        let current: Vec<&str> = self.preference_list(key).iter().take(n).map(|p| p.member.id.as_str()).collect();
+        self.infos(self.next.as_ref(), key)
+            .into_iter()
+            .take(n)
+            .filter(|p| !current.contains(&p.member.id.as_str()))
+            .collect()
     }
 }
 
-/// What INFO and `admin members` show about a peer.
+/// What the admin views show about a member.
 #[derive(Clone, Debug)]
 pub struct PeerStatus {
-    /// The member.
-    pub info: PeerInfo,
-    /// Whether the last exchange with it succeeded (always true for this node).
+    /// The member record.
+    pub record: MemberRecord,
+    /// Whether it answers (always true for this node).
     pub reachable: bool,
     /// Since when it has been in that state.
     pub since: Instant,
-    /// When it last answered.
+    /// When it was last heard of, directly or through gossip.
     pub last_heard: Option<Instant>,
 }
 
-/// This node's membership state.
-pub struct Cluster {
-    me: PeerInfo,
-    seeds: Vec<String>,
-    partitions: usize,
-    spacing: usize,
-    pool: Arc<PeerPool>,
-    interval: Duration,
-    timeout: Duration,
-    view: RwLock<Arc<ClusterView>>,
-    liveness: Mutex<HashMap<String, Liveness>>,
-}
-
-/// What this node last saw of a peer.
 #[derive(Clone, Copy, Debug)]
 struct Liveness {
     reachable: bool,
@@ -69,30 +94,79 @@ struct Liveness {
     last_heard: Option<Instant>,
 }
 
+/// This node's membership.
+pub struct Cluster {
+    me: PeerInfo,
+    n: usize,
+    pool: Arc<PeerPool>,
+    interval: Duration,
+    timeout: Duration,
+    gossip: Mutex<Gossip>,
+    view: RwLock<Arc<ClusterView>>,
+    liveness: Mutex<HashMap<String, Liveness>>,
+    /// Last heartbeat seen per member and when it rose.
+    heartbeats: Mutex<HashMap<String, (u64, Instant)>>,
+    state_path: PathBuf,
+    /// What was last persisted (members and ring), to skip writes for heartbeat-only changes.
+    persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
+    removed: CancellationToken,
+}
+
+/// How a node enters the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterParams {
+    /// This node.
+    pub me: PeerInfo,
+    /// Seed peer addresses.
+    pub seeds: Vec<String>,
+    /// Partitions of a cluster this node founds.
+    pub partitions: usize,
+    /// Replicas per key.
+    pub n: usize,
+    /// Whether the claimant commits membership changes by itself.
+    pub auto_commit: bool,
+    /// Gossip interval.
+    pub interval: Duration,
+    /// Timeout of one exchange.
+    pub timeout: Duration,
+    /// Where the state is persisted.
+    pub data_dir: PathBuf,
+}
+
 impl Cluster {
-    /// A cluster of one (this node) until exchanges teach it more.
-    pub fn new(
-        me: PeerInfo,
-        seeds: Vec<String>,
-        partitions: usize,
-        spacing: usize,
-        pool: Arc<PeerPool>,
-        interval: Duration,
-        timeout: Duration,
-    ) -> Result<Arc<Self>, RingError> {
-        let peers = BTreeMap::from([(me.member.id.clone(), me.clone())]);
-        let ring = Ring::build(partitions, vec![me.member.clone()], None, spacing)?;
-        Ok(Arc::new(Self {
-            me,
-            seeds,
-            partitions,
-            spacing,
+    /// Loads the persisted state, or starts one: a node without seeds (other than itself) founds a cluster, a node
+    /// with seeds joins through them.
+    pub fn open(p: ClusterParams, pool: Arc<PeerPool>) -> Result<Arc<Self>, ClusterError> {
+        let state_path = p.data_dir.join(STATE_FILE);
+        let seeds: Vec<String> = p.seeds.into_iter().filter(|s| *s != p.me.peer_addr).collect();
+        let state = match load(&state_path)? {
+            Some(mut s) => {
+                s.upsert_self(p.me.clone());
+                s
+            }
+            None if seeds.is_empty() => ClusterState::founder(p.me.clone(), p.partitions),
+            None => ClusterState::joiner(p.me.clone()),
+        };
+        let seed = u64::from_le_bytes(md5::compute(p.me.member.id.as_bytes()).0[..8].try_into().expect("8 bytes"));
+        let gossip = Gossip::new(&p.me.member.id, state, seeds, p.n, p.auto_commit, seed ^ now_nanos());
+        let cluster = Arc::new(Self {
+            me: p.me,
+            n: p.n,
             pool,
-            interval,
-            timeout,
-            view: RwLock::new(Arc::new(ClusterView { ring, peers })),
+            interval: p.interval,
+            timeout: p.timeout,
+            view: RwLock::new(Arc::new(build_view(gossip.state()))),
+            gossip: Mutex::new(gossip),
             liveness: Mutex::new(HashMap::new()),
-        }))
+            heartbeats: Mutex::new(HashMap::new()),
+            state_path,
+            persisted: Mutex::new(None),
+            removed: CancellationToken::new(),
+        });
+        let g = cluster.gossip.lock().expect("gossip lock");
+        cluster.refresh(&g)?;
+        drop(g);
+        Ok(cluster)
     }
 
     /// This node.
@@ -100,56 +174,88 @@ impl Cluster {
         &self.me
     }
 
-    /// The current view (cheap: an `Arc`).
+    /// Replicas per key.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The current routing snapshot (cheap: an `Arc`).
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.read().expect("view lock").clone()
     }
 
-    /// Every known member.
-    pub fn known(&self) -> Vec<PeerInfo> {
-        self.view().peers.values().cloned().collect()
+    /// A copy of the whole gossiped state.
+    pub fn state(&self) -> ClusterState {
+        self.gossip.lock().expect("gossip lock").state().clone()
     }
 
-    /// Merges members heard from `from` (their own entry is authoritative for themselves); rebuilds the ring when
-    /// the member set changed. Returns whether it changed.
-    pub fn learn(&self, infos: Vec<PeerInfo>, from: Option<&str>) -> bool {
-        let mut guard = self.view.write().expect("view lock");
-        let mut peers = guard.peers.clone();
-        let mut changed = false;
-        for info in infos {
-            let id = info.member.id.clone();
-            if id == self.me.member.id {
-                continue;
-            }
-            let authoritative = from == Some(id.as_str());
-            match peers.get(&id) {
-                Some(known) if known == &info => {}
-                Some(_) if !authoritative => {}
-                _ => {
-                    peers.insert(id, info);
-                    changed = true;
-                }
-            }
+    /// Fires when this node has been removed from the cluster (after leaving).
+    pub fn removed(&self) -> CancellationToken {
+        self.removed.clone()
+    }
+
+    /// Applies a local change to the state (join, leave, remove, commit, transfer done) and spreads it.
+    pub fn update<T>(&self, f: impl FnOnce(&mut ClusterState) -> Result<T, StateError>) -> Result<T, StateError> {
+        let mut g = self.gossip.lock().expect("gossip lock");
+        let out = g.update(f)?;
+        if let Err(e) = self.refresh(&g) {
+            tracing::error!(error = %e, "could not persist the cluster state");
         }
-        if !changed {
-            return false;
+        Ok(out)
+    }
+
+    /// Merges a state a peer pushed; returns ours to send back.
+    pub fn receive(&self, theirs: &ClusterState) -> ClusterState {
+        let mut g = self.gossip.lock().expect("gossip lock");
+        if g.receive(theirs)
+            && let Err(e) = self.refresh(&g)
+        {
+            tracing::error!(error = %e, "could not persist the cluster state");
         }
-        let members = peers.values().map(|p| p.member.clone()).collect();
-        match Ring::build(self.partitions, members, None, self.spacing) {
-            Ok(ring) => {
-                tracing::info!(members = peers.len(), "membership changed; ring rebuilt");
-                metrics::counter!("dynamo_ring_rebuilds_total").increment(1);
-                *guard = Arc::new(ClusterView { ring, peers });
-                true
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "membership update rejected");
-                false
+        self.note_heartbeats(g.state());
+        g.state().clone()
+    }
+
+    /// Rebuilds the view and persists the state when members or the ring changed.
+    fn refresh(&self, g: &Gossip) -> Result<(), ClusterError> {
+        let s = g.state();
+        let mut persisted = self.persisted.lock().expect("persist lock");
+        let fingerprint = (s.members.clone(), s.ring.clone());
+        if persisted.as_ref() == Some(&fingerprint) {
+            return Ok(());
+        }
+        save(&self.state_path, s)?;
+        let old_version = self.view().ring_version;
+        *self.view.write().expect("view lock") = Arc::new(build_view(s));
+        if s.ring.version != old_version {
+            tracing::info!(
+                version = s.ring.version,
+                transition = s.ring.next.is_some(),
+                members = s.members.len(),
+                "ring state changed"
+            );
+            metrics::counter!("dynamo_ring_changes_total").increment(1);
+        }
+        if s.members.get(&self.me.member.id).is_some_and(|m| m.status == MemberStatus::Removed) {
+            tracing::info!("this node has been removed from the cluster");
+            self.removed.cancel();
+        }
+        *persisted = Some(fingerprint);
+        Ok(())
+    }
+
+    fn note_heartbeats(&self, s: &ClusterState) {
+        let now = Instant::now();
+        let mut h = self.heartbeats.lock().expect("heartbeat lock");
+        for (id, &beat) in &s.heartbeats {
+            let e = h.entry(id.clone()).or_insert((beat, now));
+            if beat > e.0 {
+                *e = (beat, now);
             }
         }
     }
 
-    /// Records whether a member answered.
+    /// Records whether a member answered a direct request.
     pub fn note_reachable(&self, id: &str, reachable: bool) {
         let now = Instant::now();
         let mut l = self.liveness.lock().expect("liveness lock");
@@ -166,70 +272,73 @@ impl Cluster {
         if reachable {
             entry.last_heard = Some(now);
         }
+        metrics::gauge!("dynamo_peer_up", "peer" => id.to_string()).set(if entry.reachable { 1.0 } else { 0.0 });
+    }
+
+    /// Whether a member is believed reachable (unknown members are tried).
+    pub fn is_reachable(&self, id: &str) -> bool {
+        id == self.me.member.id || self.liveness.lock().expect("liveness lock").get(id).is_none_or(|l| l.reachable)
     }
 
     /// Status of every member, this node first.
     pub fn statuses(&self) -> Vec<PeerStatus> {
         let view = self.view();
         let l = self.liveness.lock().expect("liveness lock");
+        let h = self.heartbeats.lock().expect("heartbeat lock");
         let now = Instant::now();
         let mut out: Vec<PeerStatus> = view
-            .peers
+            .members
             .values()
-            .map(|info| {
-                if info.member.id == self.me.member.id {
-                    return PeerStatus { info: info.clone(), reachable: true, since: now, last_heard: Some(now) };
+            .map(|rec| {
+                let id = &rec.info.member.id;
+                if *id == self.me.member.id {
+                    return PeerStatus { record: rec.clone(), reachable: true, since: now, last_heard: Some(now) };
                 }
-                let seen = l.get(&info.member.id).copied().unwrap_or(Liveness {
-                    reachable: false,
-                    since: now,
-                    last_heard: None,
-                });
+                let seen = l.get(id).copied().unwrap_or(Liveness { reachable: false, since: now, last_heard: None });
+                let gossiped = h.get(id).map(|(_, t)| *t);
                 PeerStatus {
-                    info: info.clone(),
+                    record: rec.clone(),
                     reachable: seen.reachable,
                     since: seen.since,
-                    last_heard: seen.last_heard,
+                    last_heard: seen.last_heard.max(gossiped),
                 }
             })
             .collect();
-        out.sort_by_key(|s| s.info.member.id != self.me.member.id);
+        out.sort_by_key(|s| s.record.info.member.id != self.me.member.id);
         out
     }
 
-    /// One round: exchange member lists with every seed and every known member, in parallel.
-    pub async fn exchange_once(&self) {
-        let known = self.known();
-        let mut targets: Vec<(Option<String>, String)> = known
-            .iter()
-            .filter(|p| p.member.id != self.me.member.id)
-            .map(|p| (Some(p.member.id.clone()), p.peer_addr.clone()))
-            .collect();
-        for seed in &self.seeds {
-            if *seed != self.me.peer_addr && !targets.iter().any(|(_, a)| a == seed) {
-                targets.push((None, seed.clone()));
+    /// One gossip round.
+    pub async fn gossip_once(&self) {
+        let (targets, state) = {
+            let mut g = self.gossip.lock().expect("gossip lock");
+            let targets = g.tick(|id| self.is_reachable(id));
+            if let Err(e) = self.refresh(&g) {
+                tracing::error!(error = %e, "could not persist the cluster state");
             }
-        }
-        let calls = targets.into_iter().map(|(id, addr)| {
-            let known = known.clone();
-            async move {
-                let r = self.pool.call(&addr, Request::Members { known }, self.timeout).await;
-                (id, addr, r)
-            }
-        });
-        for (id, addr, result) in join_all(calls).await {
-            match result {
-                Ok(Response::Members { known }) => {
-                    // The answering node's own entry tells us its id when we only knew a seed address.
-                    let from = known.iter().find(|p| p.peer_addr == addr).map(|p| p.member.id.clone()).or(id);
-                    if let Some(from) = &from {
-                        self.note_reachable(from, true);
+            (targets, Box::new(g.state().clone()))
+        };
+        for target in targets {
+            let (id, addr) = match &target {
+                Target::Member(id) => match self.view().members.get(id) {
+                    Some(rec) => (Some(id.clone()), rec.info.peer_addr.clone()),
+                    None => continue,
+                },
+                Target::Seed(addr) => (None, addr.clone()),
+            };
+            match self.pool.call(&addr, Request::Gossip { state: state.clone() }, self.timeout).await {
+                Ok(Response::Gossip { state: theirs }) => {
+                    self.receive(&theirs);
+                    let from = id.or_else(|| {
+                        theirs.members.values().find(|m| m.info.peer_addr == addr).map(|m| m.info.member.id.clone())
+                    });
+                    if let Some(from) = from {
+                        self.note_reachable(&from, true);
                     }
-                    self.learn(known, from.as_deref());
                 }
-                Ok(other) => tracing::warn!(%addr, ?other, "unexpected answer to a membership exchange"),
+                Ok(other) => tracing::warn!(%addr, ?other, "unexpected answer to gossip"),
                 Err(e) => {
-                    tracing::debug!(%addr, error = %e, "membership exchange failed");
+                    tracing::debug!(%addr, error = %e, "gossip exchange failed");
                     if let Some(id) = id {
                         self.note_reachable(&id, false);
                     }
@@ -238,15 +347,51 @@ impl Cluster {
         }
     }
 
-    /// Exchanges membership every interval until `cancel` fires.
+    /// Gossips every interval until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
-                _ = ticker.tick() => self.exchange_once().await,
+                _ = ticker.tick() => self.gossip_once().await,
             }
         }
     }
+}
+
+fn build_view(s: &ClusterState) -> ClusterView {
+    ClusterView {
+        ring: s.current_ring(),
+        next: s.next_ring(),
+        members: s.members.clone(),
+        ring_version: s.ring.version,
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn load(path: &Path) -> Result<Option<ClusterState>, ClusterError> {
+    match std::fs::read(path) {
+        Ok(bytes) => postcard::from_bytes(&bytes)
+            .map(Some)
+            .map_err(|e| ClusterError::StateFile { path: path.display().to_string(), reason: e.to_string() }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ClusterError::StateFile { path: path.display().to_string(), reason: e.to_string() }),
+    }
+}
+
+/// Writes the state atomically (temp file, fsync, rename): a crash leaves the old or the new state, never half.
+fn save(path: &Path, s: &ClusterState) -> Result<(), ClusterError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| ClusterError::StateFile { path: path.display().to_string(), reason: e.to_string() };
+    let tmp = path.with_extension("state.tmp");
+    let bytes = postcard::to_stdvec(s).expect("cluster state serializes");
+    let mut f = std::fs::File::create(&tmp).map_err(err)?;
+    f.write_all(&bytes).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    std::fs::rename(&tmp, path).map_err(err)?;
+    Ok(())
 }

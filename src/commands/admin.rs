@@ -30,17 +30,19 @@ fn pair(k: &'static str, v: Reply) -> (Reply, Reply) {
 fn members(node: &NodeContext) -> Reply {
     let cluster = node.coordinator.cluster();
     let view = cluster.view();
-    let owned = view.ring.ownership();
+    let owned = view.ring.as_ref().map(|r| r.ownership()).unwrap_or_default();
     Reply::Array(
         cluster
             .statuses()
             .into_iter()
             .map(|s| {
-                let id = s.info.member.id.clone();
+                let info = &s.record.info;
+                let id = info.member.id.clone();
                 Reply::Map(vec![
                     pair("id", Reply::bulk(id.clone())),
-                    pair("client", Reply::bulk(s.info.client_addr.clone())),
-                    pair("peer", Reply::bulk(s.info.peer_addr.clone())),
+                    pair("client", Reply::bulk(info.client_addr.clone())),
+                    pair("peer", Reply::bulk(info.peer_addr.clone())),
+                    pair("member", Reply::bulk(s.record.status.as_str())),
                     pair("status", Reply::bulk(if s.reachable { "up" } else { "unreachable" })),
                     pair("since_s", Reply::Integer(s.since.elapsed().as_secs() as i64)),
                     pair(
@@ -48,8 +50,8 @@ fn members(node: &NodeContext) -> Reply {
                         s.last_heard.map_or(Reply::Nil, |t| Reply::Integer(t.elapsed().as_secs() as i64)),
                     ),
                     pair("partitions", Reply::Integer(owned.get(id.as_str()).copied().unwrap_or(0) as i64)),
-                    pair("weight", Reply::Integer(i64::from(s.info.member.weight))),
-                    pair("zone", s.info.member.zone.clone().map_or(Reply::Nil, Reply::bulk)),
+                    pair("weight", Reply::Integer(i64::from(info.member.weight))),
+                    pair("zone", info.member.zone.clone().map_or(Reply::Nil, Reply::bulk)),
                 ])
             })
             .collect(),
@@ -59,7 +61,7 @@ fn members(node: &NodeContext) -> Reply {
 /// One entry per partition: its number, first ring position (hex) and preference list.
 fn ring(node: &NodeContext) -> Reply {
     let view = node.coordinator.cluster().view();
-    let ring = &view.ring;
+    let Some(ring) = &view.ring else { return Reply::Array(Vec::new()) };
     Reply::Array(
         (0..ring.partitions())
             .map(|p| {
@@ -84,8 +86,9 @@ fn key(node: &NodeContext, key: &Bytes) -> Reply {
     let list: Vec<Reply> = view.preference_list(key).into_iter().map(|p| Reply::bulk(p.member.id.clone())).collect();
     let split = n.min(list.len());
     let (replicas, fallbacks) = list.split_at(split);
+    let partition = view.ring.as_ref().map_or(Reply::Nil, |r| Reply::Integer(r.partition_of(position) as i64));
     Reply::Map(vec![
-        pair("partition", Reply::Integer(view.ring.partition_of(position) as i64)),
+        pair("partition", partition),
         pair("position", Reply::bulk(format!("{position:032x}"))),
         pair("replicas", Reply::Array(replicas.to_vec())),
         pair("fallbacks", Reply::Array(fallbacks.to_vec())),

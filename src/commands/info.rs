@@ -90,10 +90,16 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "cluster_name", &c.cluster.cluster_name);
             kv(out, "cluster_auth", if c.cluster.cluster_secret.is_some() { "secret" } else { "open (dev mode)" });
             kv(out, "peer_addr", &cluster.me().peer_addr);
-            kv(out, "members", view.peers.len());
+            kv(out, "members", view.members.len());
             kv(out, "members_unreachable", cluster.statuses().iter().filter(|s| !s.reachable).count());
-            kv(out, "partitions", view.ring.partitions());
-            kv(out, "partitions_owned", view.ring.ownership().get(meta.node_id()).copied().unwrap_or(0));
+            kv(out, "ring_version", view.ring_version);
+            kv(out, "ring_transition", if view.next.is_some() { "in progress" } else { "none" });
+            kv(out, "partitions", view.ring.as_ref().map_or(0, |r| r.partitions()));
+            kv(
+                out,
+                "partitions_owned",
+                view.ring.as_ref().and_then(|r| r.ownership().get(meta.node_id()).copied()).unwrap_or(0),
+            );
             kv(out, "n", q.n);
             kv(out, "r", q.r);
             kv(out, "w", q.w);

@@ -233,20 +233,40 @@ impl Coordinator {
         &self.context_key
     }
 
-    /// The top N of the key's preference list.
-    fn replicas(&self, key: &[u8]) -> Vec<Replica> {
-        let view = self.cluster.view();
-        let me = &self.cluster.me().member.id;
-        view.preference_list(key)
-            .into_iter()
-            .take(self.quorum.n)
-            .map(|p| Replica { id: p.member.id.clone(), addr: p.peer_addr.clone(), local: &p.member.id == me })
-            .collect()
+    /// N, R and W as the cluster allows now: N is capped by the ring's member count (a one-node cluster is 1/1/1),
+    /// and the default R and W by that N. Before a joining node knows a ring there are no replicas at all.
+    pub fn effective_quorum(&self) -> Quorum {
+        let members = self.cluster.view().ring.as_ref().map_or(0, |r| r.members().len());
+        let n = self.quorum.n.min(members);
+        Quorum { n, r: self.quorum.r.min(n), w: self.quorum.w.min(n) }
     }
 
-    fn check(&self, which: &'static str, value: usize) -> Result<usize, CoordError> {
-        if value == 0 || value > self.quorum.n {
-            return Err(CoordError::QuorumRange { which, value, n: self.quorum.n });
+    /// The top N of the key's preference list in the current ring (empty before a joining node knows a ring).
+    fn replicas(&self, key: &[u8]) -> Vec<Replica> {
+        let view = self.cluster.view();
+        view.preference_list(key).into_iter().take(self.quorum.n).map(|p| self.replica(p)).collect()
+    }
+
+    /// Replicas a transition adds for the key: they get every write but do not count toward W until the flip.
+    fn incoming(&self, key: &[u8]) -> Vec<Replica> {
+        let view = self.cluster.view();
+        view.incoming_replicas(key, self.quorum.n).into_iter().map(|p| self.replica(p)).collect()
+    }
+
+    fn replica(&self, p: &crate::membership::PeerInfo) -> Replica {
+        Replica {
+            id: p.member.id.clone(),
+            addr: p.peer_addr.clone(),
+            local: p.member.id == self.cluster.me().member.id,
+        }
+    }
+
+    /// The quorum for one request: the client's override, checked against the effective N, or the default.
+    fn check(&self, which: &'static str, value: Option<usize>) -> Result<usize, CoordError> {
+        let q = self.effective_quorum();
+        let value = value.unwrap_or(if which == "R" { q.r } else { q.w });
+        if value == 0 || value > q.n.max(1) {
+            return Err(CoordError::QuorumRange { which, value, n: q.n });
         }
         Ok(value)
     }
@@ -258,7 +278,7 @@ impl Coordinator {
 
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
     pub async fn get(self: &Arc<Self>, key: &Bytes, r: Option<usize>) -> Result<ReadResult, CoordError> {
-        let r = self.check("R", r.unwrap_or(self.quorum.r))?;
+        let r = self.check("R", r)?;
         let replicas = self.replicas(key);
         let mut q = ReadQuorum::new(r, replicas.len());
         let deadline = tokio::time::Instant::now() + self.timeout;
@@ -359,7 +379,7 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
-        let needed = self.check("W", w.unwrap_or(self.quorum.w))?;
+        let needed = self.check("W", w)?;
         let mut replicas = self.replicas(&key);
         let me = &self.cluster.me().member.id;
         // Paper §6.4: the replica that answered the client's read first coordinates its write, so the client's next
@@ -416,7 +436,7 @@ impl Coordinator {
         context: WriteContext,
         w: Option<usize>,
     ) -> Result<WriteOutcome, CoordError> {
-        let needed = self.check("W", w.unwrap_or(self.quorum.w))?;
+        let needed = self.check("W", w)?;
         let replicas = self.replicas(&key);
         let mut q = WriteQuorum::new(needed, replicas.len());
         if let Progress::Failed { needed, got } = q.progress() {
@@ -426,6 +446,17 @@ impl Coordinator {
         let (outcome, state) = self.update_local(&key, value, context).await?;
         if replicas.iter().any(|r| r.local) {
             q.on_ack(true);
+        }
+        let incoming = self.incoming(&key);
+        if !incoming.is_empty() {
+            // A range in transit: its next replicas get the write too (best effort, not counted), so nothing
+            // written during the move is missing when ownership flips. The handoff's verification pass covers a miss.
+            let extra: FuturesUnordered<BoxFuture<'static, AckReply>> = incoming
+                .iter()
+                .filter(|r| !r.local)
+                .map(|rep| self.replicate_remote(rep, key.clone(), state.clone()))
+                .collect();
+            tokio::spawn(async move { extra.collect::<Vec<_>>().await });
         }
         let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = replicas
             .iter()

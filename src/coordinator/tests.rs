@@ -5,9 +5,10 @@ use bytes::Bytes;
 
 use super::*;
 use crate::config::{Quorum, VersioningOptions};
+use crate::membership::PeerInfo;
 use crate::ring::Member;
 use crate::rpc::handshake::ClusterKey;
-use crate::rpc::{Identity, PeerInfo, PeerPool};
+use crate::rpc::{Identity, PeerPool};
 use crate::storage::memory::MemoryEngine;
 use crate::storage::store::StoreOptions;
 
@@ -22,8 +23,20 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         peer_addr: "127.0.0.1:0".into(),
     };
     let pool = Arc::new(PeerPool::new(Identity { node_id: "n1".into(), key: ClusterKey::derive("t", None) }));
-    let cluster =
-        Cluster::new(me, vec![], 64, 1, pool.clone(), Duration::from_secs(1), Duration::from_secs(1)).unwrap();
+    let cluster = Cluster::open(
+        crate::cluster::ClusterParams {
+            me,
+            seeds: vec![],
+            partitions: 64,
+            n: 3,
+            auto_commit: true,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            data_dir: dir.path().to_path_buf(),
+        },
+        pool.clone(),
+    )
+    .unwrap();
     let context_key = crate::versioning::ContextKey::from_bytes([9; 32]);
     let c = Coordinator::new(CoordinatorParts {
         store,
@@ -31,7 +44,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         options,
         cluster,
         pool,
-        quorum: Quorum { n: 1, r: 1, w: 1 },
+        quorum: Quorum { n: 3, r: 2, w: 2 },
         timeout: Duration::from_secs(1),
         context_key,
     });

@@ -4,32 +4,36 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::ring::Member;
+use crate::membership::ClusterState;
+pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
 pub const PROTOCOL_VERSION: u16 = 1;
-
-/// How a peer is reached and what it is.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerInfo {
-    /// Ring identity: id, weight, zone.
-    pub member: Member,
-    /// Address RESP clients use.
-    pub client_addr: String,
-    /// Address of the internal protocol.
-    pub peer_addr: String,
-}
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
     /// Liveness probe.
     Ping,
-    /// Membership exchange: the sender's view; the answer is the receiver's (static seeds).
-    Members {
-        /// What the sender knows, itself included.
-        known: Vec<PeerInfo>,
+    /// Gossip: the sender's whole cluster state; the answer is the receiver's after merging (push-pull).
+    Gossip {
+        /// The sender's state.
+        state: Box<ClusterState>,
+    },
+    /// Stream part of a key range to a node that is receiving it (handoff).
+    HandoffPull {
+        /// The key range (partition).
+        partition: u32,
+        /// Resume after this storage key (exclusive); `None` from the start.
+        after: Option<Bytes>,
+        /// Most keys in the answer.
+        limit: u32,
+    },
+    /// Digest of a key range, to verify a handoff.
+    RangeDigest {
+        /// The key range (partition).
+        partition: u32,
     },
     /// Read the receiver's local replica of a key.
     Read {
@@ -61,7 +65,9 @@ impl Request {
     pub fn kind(&self) -> &'static str {
         match self {
             Request::Ping => "ping",
-            Request::Members { .. } => "members",
+            Request::Gossip { .. } => "gossip",
+            Request::HandoffPull { .. } => "handoff_pull",
+            Request::RangeDigest { .. } => "range_digest",
             Request::Read { .. } => "read",
             Request::Replicate { .. } => "replicate",
             Request::Coordinate { .. } => "coordinate",
@@ -87,10 +93,24 @@ pub enum RemoteErrorKind {
 pub enum Response {
     /// Answer to `Ping`.
     Pong,
-    /// Answer to `Members`.
-    Members {
-        /// The receiver's view.
-        known: Vec<PeerInfo>,
+    /// Answer to `Gossip`.
+    Gossip {
+        /// The receiver's state after merging.
+        state: Box<ClusterState>,
+    },
+    /// Answer to `HandoffPull`.
+    HandoffBatch {
+        /// (storage key, state) of each key, in storage order.
+        items: Vec<(Bytes, Siblings)>,
+        /// Whether the range is exhausted.
+        done: bool,
+    },
+    /// Answer to `RangeDigest`.
+    Digest {
+        /// Keys in the range.
+        keys: u64,
+        /// Order-independent hash of every (key, state).
+        hash: [u8; 16],
     },
     /// Answer to `Read`: the local state, `None` when never stored.
     State {

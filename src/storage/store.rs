@@ -192,6 +192,55 @@ impl KvStore {
         }
     }
 
+    /// Up to `limit` stored keys with ring positions in `[first, last]` after storage key `after`, in storage order,
+    /// as (storage key, sibling set). Streams one partition to a node receiving it (handoff).
+    pub fn scan_positions(
+        &self,
+        first: u128,
+        last: u128,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, Siblings)>, StorageError> {
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let (start, end) = layout::position_range(first, last);
+        let lower = match after {
+            Some(k) => Bound::Excluded(k),
+            None => Bound::Included(&start[..]),
+        };
+        let upper = match &end {
+            Some(e) => Bound::Excluded(&e[..]),
+            None => Bound::Unbounded,
+        };
+        self.engine.scan((lower, upper), limit)?.into_iter().map(|(k, v)| Ok((k, decode(&v)?))).collect()
+    }
+
+    /// Key count and an order-independent hash (XOR of MD5 over key and encoded state) of the keys with ring
+    /// positions in `[first, last]`: equal on two replicas exactly when they hold the same states (whp).
+    pub fn digest_positions(&self, first: u128, last: u128) -> Result<(u64, [u8; 16]), StorageError> {
+        const PAGE: usize = 4096;
+        let mut keys = 0u64;
+        let mut hash = [0u8; 16];
+        let mut after: Option<Bytes> = None;
+        loop {
+            let page = self.scan_positions(first, last, after.as_deref(), PAGE)?;
+            for (k, s) in &page {
+                let mut ctx = md5::Context::new();
+                ctx.consume(k);
+                ctx.consume(encode(s));
+                for (h, b) in hash.iter_mut().zip(ctx.finalize().0) {
+                    *h ^= b;
+                }
+                keys += 1;
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
+                _ => return Ok((keys, hash)),
+            }
+        }
+    }
+
     /// Persists buffered writes and fsyncs the engine: used by the periodic sync and at shutdown.
     pub fn flush_and_sync(&self) -> Result<(), StorageError> {
         if let Some(buffer) = &self.buffer {

@@ -15,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::PeerInfo;
 use crate::ring::{Member, Ring, RingError};
-use crate::rpc::PeerInfo;
 
 /// Author recorded by a flip: the same on every node, so concurrent flips agree.
 const FLIP_AUTHOR: &str = "";

@@ -1,5 +1,5 @@
 use super::*;
-use crate::cluster::gossip::{Gossip, Target};
+use crate::membership::gossip::{Gossip, Target};
 
 fn info(i: usize) -> PeerInfo {
     PeerInfo {

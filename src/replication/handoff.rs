@@ -1,0 +1,310 @@
+//! Handoff (paper §4.9): when a transition adds this node to the replicas of a key range, this node pulls the
+//! range from one of its current replicas, verifies it, and marks the transfer done so the ring can flip.
+//!
+//! * Pull, in batches, in storage order, merging every state (idempotent, order-free): a retry or a concurrent
+//!   write can never make things worse.
+//! * Resumable: the cursor (last storage key received) is persisted after every batch, so a transfer broken by a
+//!   crash resumes where it stopped instead of restarting from zero.
+//! * Verified: the source's digest of the range is compared with ours; when they differ (we may hold extra or
+//!   newer states, or writes raced the stream) a second full pass merges everything again and must change nothing
+//!   for the transfer to count as done.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::membership::Transfer;
+use crate::rpc::{PeerPool, Request, Response};
+use crate::storage::KvStore;
+use crate::storage::store::Decision;
+use crate::versioning::Siblings;
+
+/// Keys per batch.
+const BATCH: u32 = 512;
+/// How often the driver looks for work.
+const POLL: Duration = Duration::from_millis(200);
+/// File of the persisted cursors.
+const CURSOR_FILE: &str = "handoff.cursors";
+
+/// Why a transfer did not complete (it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// No source answered.
+    #[error("no source of partition {partition} answered")]
+    NoSource {
+        /// The range.
+        partition: u32,
+    },
+    /// The verification pass still changed data.
+    #[error("partition {partition} did not verify: the check pass changed {changed} keys")]
+    Unverified {
+        /// The range.
+        partition: u32,
+        /// Keys the last pass changed.
+        changed: u64,
+    },
+}
+
+/// What `admin status` shows of a transfer.
+#[derive(Clone, Debug)]
+pub struct Progress {
+    /// The key range.
+    pub partition: u32,
+    /// The source replica.
+    pub from: String,
+    /// This node.
+    pub to: String,
+    /// Keys received.
+    pub keys: u64,
+    /// Bytes received (values and clocks, as encoded).
+    pub bytes: u64,
+    /// Keys the source holds in the range (from its digest), when known.
+    pub total_keys: Option<u64>,
+    /// When the transfer started.
+    pub started: Instant,
+    /// "streaming" or "verifying".
+    pub phase: &'static str,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+struct Cursors {
+    /// (ring version, partition) → last storage key merged.
+    by_transfer: BTreeMap<(u64, u32), Bytes>,
+}
+
+/// The handoff driver of this node.
+pub struct Handoff {
+    cluster: Arc<Cluster>,
+    store: Arc<KvStore>,
+    pool: Arc<PeerPool>,
+    timeout: Duration,
+    cursor_path: PathBuf,
+    cursors: Mutex<Cursors>,
+    active: Mutex<Option<Progress>>,
+    completed: Mutex<Vec<Progress>>,
+}
+
+impl Handoff {
+    /// A driver for this node, persisting its cursors under `data_dir`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        store: Arc<KvStore>,
+        pool: Arc<PeerPool>,
+        timeout: Duration,
+        data_dir: PathBuf,
+    ) -> Arc<Self> {
+        let cursor_path = data_dir.join(CURSOR_FILE);
+        let cursors = std::fs::read(&cursor_path).ok().and_then(|b| postcard::from_bytes(&b).ok()).unwrap_or_default();
+        Arc::new(Self {
+            cluster,
+            store,
+            pool,
+            timeout,
+            cursor_path,
+            cursors: Mutex::new(cursors),
+            active: Mutex::new(None),
+            completed: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The transfer running now, if any.
+    pub fn active(&self) -> Option<Progress> {
+        self.active.lock().expect("progress lock").clone()
+    }
+
+    /// Transfers completed by this node in the current transition.
+    pub fn completed(&self) -> Vec<Progress> {
+        self.completed.lock().expect("progress lock").clone()
+    }
+
+    /// Runs transfers whenever a transition needs this node, until `cancel` fires.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let me = self.cluster.me().member.id.clone();
+        let mut last_version = 0;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            let state = self.cluster.state();
+            if state.ring.version != last_version {
+                last_version = state.ring.version;
+                self.completed.lock().expect("progress lock").clear();
+                self.forget_other_versions(last_version);
+            }
+            if state.ring.next.is_none() {
+                continue;
+            }
+            let version = state.ring.version;
+            let mine: Vec<Transfer> = state
+                .required_transfers(self.cluster.n())
+                .into_iter()
+                .filter(|t| t.to == me && !state.ring.done.contains(&(t.partition, me.clone())))
+                .collect();
+            for t in mine {
+                if cancel.is_cancelled() || self.cluster.state().ring.version != version {
+                    break;
+                }
+                match self.transfer(&t, version).await {
+                    Ok(p) => {
+                        self.completed.lock().expect("progress lock").push(p);
+                        let _ = self.cluster.update(|s| {
+                            s.mark_done(t.partition, &me);
+                            Ok(())
+                        });
+                        metrics::counter!("dynamo_handoff_transfers_total").increment(1);
+                    }
+                    Err(e) => {
+                        metrics::counter!("dynamo_handoff_errors_total").increment(1);
+                        tracing::warn!(partition = t.partition, error = %e, "handoff did not complete; will retry");
+                    }
+                }
+                *self.active.lock().expect("progress lock") = None;
+            }
+        }
+    }
+
+    /// Receives one key range from the first source that answers; returns its final progress.
+    async fn transfer(&self, t: &Transfer, version: u64) -> Result<Progress, HandoffError> {
+        let me = &self.cluster.me().member.id;
+        let view = self.cluster.view();
+        let mut sources: Vec<&String> = t.sources.iter().filter(|s| *s != me).collect();
+        // Reachable sources first.
+        sources.sort_by_key(|s| !self.cluster.is_reachable(s));
+        for source in sources {
+            let Some(addr) = view.members.get(source).map(|m| m.info.peer_addr.clone()) else { continue };
+            match self.pull_from(t, version, source, &addr).await {
+                Ok(p) => return Ok(p),
+                Err(Some(e)) => return Err(e),
+                Err(None) => self.cluster.note_reachable(source, false),
+            }
+        }
+        Err(HandoffError::NoSource { partition: t.partition })
+    }
+
+    /// Streams and verifies from one source. `Err(None)`: the source failed (try another).
+    async fn pull_from(
+        &self,
+        t: &Transfer,
+        version: u64,
+        source: &str,
+        addr: &str,
+    ) -> Result<Progress, Option<HandoffError>> {
+        let me = self.cluster.me().member.id.clone();
+        let remote_digest = self.digest_remote(addr, t.partition).await.ok_or(None)?;
+        let mut progress = Progress {
+            partition: t.partition,
+            from: source.to_string(),
+            to: me,
+            keys: 0,
+            bytes: 0,
+            total_keys: Some(remote_digest.0),
+            started: Instant::now(),
+            phase: "streaming",
+        };
+        let resume = self.cursors.lock().expect("cursor lock").by_transfer.get(&(version, t.partition)).cloned();
+        if resume.is_some() {
+            tracing::info!(partition = t.partition, "resuming an interrupted handoff");
+        }
+        self.stream(t.partition, version, addr, resume, &mut progress).await?;
+        // Verify: identical digests, or a full pass that changes nothing.
+        progress.phase = "verifying";
+        *self.active.lock().expect("progress lock") = Some(progress.clone());
+        let (first, last) = self.range(t.partition).ok_or(None)?;
+        let local = self.store.digest_positions(first, last).map_err(|_| None)?;
+        let remote = self.digest_remote(addr, t.partition).await.ok_or(None)?;
+        if local != remote {
+            let changed = self.stream(t.partition, version, addr, None, &mut progress).await?;
+            if changed > 0 {
+                return Err(Some(HandoffError::Unverified { partition: t.partition, changed }));
+            }
+        }
+        self.cursors.lock().expect("cursor lock").by_transfer.remove(&(version, t.partition));
+        self.save_cursors();
+        tracing::info!(partition = t.partition, from = source, keys = progress.keys, "handoff complete and verified");
+        Ok(progress)
+    }
+
+    /// One pass over the range from `after`; returns how many keys it changed locally.
+    async fn stream(
+        &self,
+        partition: u32,
+        version: u64,
+        addr: &str,
+        mut after: Option<Bytes>,
+        progress: &mut Progress,
+    ) -> Result<u64, Option<HandoffError>> {
+        let mut changed = 0;
+        loop {
+            let req = Request::HandoffPull { partition, after: after.clone(), limit: BATCH };
+            let (items, done) = match self.pool.call(addr, req, self.timeout * 4).await {
+                Ok(Response::HandoffBatch { items, done }) => (items, done),
+                _ => return Err(None),
+            };
+            for (storage_key, state) in &items {
+                let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
+                progress.bytes += storage_key.len() as u64 + crate::storage::store::encode(state).len() as u64;
+                progress.keys += 1;
+                changed += u64::from(self.merge(user_key, state).await.map_err(|_| None)?);
+            }
+            if let Some((k, _)) = items.last() {
+                after = Some(k.clone());
+                self.cursors.lock().expect("cursor lock").by_transfer.insert((version, partition), k.clone());
+                self.save_cursors();
+            }
+            metrics::counter!("dynamo_handoff_keys_total").increment(items.len() as u64);
+            *self.active.lock().expect("progress lock") = Some(progress.clone());
+            if done {
+                return Ok(changed);
+            }
+        }
+    }
+
+    async fn merge(&self, key: &[u8], state: &Siblings) -> Result<bool, crate::storage::StorageError> {
+        self.store
+            .update(key, |s: &mut Siblings, _| {
+                let before = s.clone();
+                s.merge(state);
+                Ok(if *s == before { Decision::Keep(false) } else { Decision::Write(true) })
+            })
+            .await
+    }
+
+    async fn digest_remote(&self, addr: &str, partition: u32) -> Option<(u64, [u8; 16])> {
+        match self.pool.call(addr, Request::RangeDigest { partition }, self.timeout * 4).await {
+            Ok(Response::Digest { keys, hash }) => Some((keys, hash)),
+            _ => None,
+        }
+    }
+
+    fn range(&self, partition: u32) -> Option<(u128, u128)> {
+        let view = self.cluster.view();
+        let ring = view.ring.as_ref()?;
+        ((partition as usize) < ring.partitions()).then(|| ring.partition_range(partition as usize))
+    }
+
+    fn forget_other_versions(&self, version: u64) {
+        let mut c = self.cursors.lock().expect("cursor lock");
+        let before = c.by_transfer.len();
+        c.by_transfer.retain(|(v, _), _| *v == version);
+        if c.by_transfer.len() != before {
+            drop(c);
+            self.save_cursors();
+        }
+    }
+
+    fn save_cursors(&self) {
+        let bytes = postcard::to_stdvec(&*self.cursors.lock().expect("cursor lock")).expect("cursors serialize");
+        let tmp = self.cursor_path.with_extension("tmp");
+        // A lost cursor only means re-sending part of a range (merges are idempotent): no fsync needed.
+        if let Err(e) = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &self.cursor_path)) {
+            tracing::warn!(error = %e, "could not save handoff cursors");
+        }
+    }
+}
