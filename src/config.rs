@@ -141,6 +141,10 @@ impl Quorum {
 pub struct ClusterOptions {
     /// Address of the internal protocol.
     pub peer_listen: String,
+    /// Address other nodes use to reach `peer_listen` (needed when it binds 0.0.0.0).
+    pub peer_advertise: Option<String>,
+    /// Address shown to operators for `listen` (admin views).
+    pub client_advertise: Option<String>,
     /// Peer addresses contacted at start and periodically (static seeds).
     pub seeds: Vec<String>,
     /// Cluster name; peers with another name are refused.
@@ -246,6 +250,12 @@ pub struct ServeArgs {
     /// Address of the internal protocol, HOST:PORT [default: client host, client port + 10000].
     #[arg(long, env = "DYNAMO_KV_PEER_LISTEN")]
     pub peer_listen: Option<String>,
+    /// Address other nodes reach the internal protocol at, when --peer-listen binds 0.0.0.0 (containers, NAT).
+    #[arg(long, env = "DYNAMO_KV_PEER_ADVERTISE")]
+    pub peer_advertise: Option<String>,
+    /// Client address shown in admin views, when --listen binds 0.0.0.0.
+    #[arg(long, env = "DYNAMO_KV_CLIENT_ADVERTISE")]
+    pub client_advertise: Option<String>,
     /// Peer addresses (HOST:PORT of their internal protocol) to join through, comma-separated.
     #[arg(long, env = "DYNAMO_KV_SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
@@ -306,6 +316,8 @@ struct FileConfig {
     sibling_hard_limit: Option<usize>,
     max_siblings_bytes: Option<usize>,
     peer_listen: Option<String>,
+    peer_advertise: Option<String>,
+    client_advertise: Option<String>,
     seeds: Option<Vec<String>>,
     cluster_name: Option<String>,
     cluster_secret: Option<String>,
@@ -394,6 +406,8 @@ impl Config {
         let (dn, dr, dw) = (3, 2, 2);
         let cluster = ClusterOptions {
             peer_listen,
+            peer_advertise: args.peer_advertise.clone().or(file.peer_advertise),
+            client_advertise: args.client_advertise.clone().or(file.client_advertise),
             cluster_name: args
                 .cluster_name
                 .clone()
@@ -510,6 +524,9 @@ impl Config {
         let c = &self.cluster;
         if let Err(reason) = c.quorum.validate() {
             return invalid("n/r/w", reason);
+        }
+        if c.quorum.n > 16 {
+            return invalid("n", format!("{} replicas per key is more than the supported 16", c.quorum.n));
         }
         if !c.partitions.is_power_of_two() || c.partitions > crate::ring::MAX_PARTITIONS {
             return invalid(

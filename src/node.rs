@@ -37,6 +37,14 @@ pub enum NodeError {
     /// The cluster state could not be loaded or saved.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
+    /// The node cannot tell other nodes where to reach it.
+    #[error("{listen} binds every interface: set --{flag} to the address other nodes reach this one at")]
+    Advertise {
+        /// The bound address.
+        listen: String,
+        /// The flag to set.
+        flag: &'static str,
+    },
     /// The client address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -100,7 +108,7 @@ impl Node {
         let peer_listener = TcpListener::bind(&c.peer_listen).await.map_err(bind_error(&c.peer_listen))?;
         let peer_addr = peer_listener.local_addr().map_err(bind_error(&c.peer_listen))?;
 
-        let key = ClusterKey::derive(&c.cluster_name, c.cluster_secret.as_deref());
+        let key = ClusterKey::derive_with_replicas(&c.cluster_name, c.cluster_secret.as_deref(), c.quorum.n as u8);
         if !key.authenticated {
             tracing::warn!(
                 "no cluster secret: open dev mode, any process that can reach {peer_addr} can join and write; set \
@@ -112,10 +120,11 @@ impl Node {
         let context_key = ContextKey::from_bytes(key.subkey("context"));
         let identity = Identity { node_id: config.node_id.clone(), key };
         let pool = Arc::new(PeerPool::new(identity.clone()));
+        let advertised_peer = advertise(c.peer_advertise.as_deref(), peer_addr, "peer")?;
         let me = PeerInfo {
             member: Member { id: config.node_id.clone(), weight: c.weight, zone: c.zone.clone() },
-            client_addr: client_addr.to_string(),
-            peer_addr: peer_addr.to_string(),
+            client_addr: c.client_advertise.clone().unwrap_or_else(|| client_addr.to_string()),
+            peer_addr: advertised_peer,
         };
         let cluster = Cluster::open(
             ClusterParams {
@@ -212,6 +221,19 @@ impl Node {
     }
 }
 
+/// The address other nodes should use: the configured one, else the bound one unless it is a wildcard (0.0.0.0
+/// or ::), which would make peers dial themselves.
+fn advertise(configured: Option<&str>, bound: SocketAddr, kind: &'static str) -> Result<String, NodeError> {
+    match configured {
+        Some(a) => Ok(a.to_string()),
+        None if bound.ip().is_unspecified() => Err(NodeError::Advertise {
+            listen: bound.to_string(),
+            flag: if kind == "peer" { "peer-advertise" } else { "client-advertise" },
+        }),
+        None => Ok(bound.to_string()),
+    }
+}
+
 /// Most keys one handoff batch may carry, whatever the receiver asks.
 const HANDOFF_MAX_BATCH: usize = 4096;
 
@@ -262,6 +284,10 @@ impl Handler for PeerService {
             Request::Replicate { key, state } => match coordinator.merge_local(&key, &state).await {
                 Ok(()) => Response::Ack,
                 Err(e) => failed(e),
+            },
+            Request::Coordinate { key, .. } if !coordinator.is_replica(&key) => Response::Error {
+                kind: RemoteErrorKind::Misdirected,
+                message: format!("{} is not a replica of this key in its ring view", cluster.me().member.id),
             },
             Request::Coordinate { key, value, context, w } => {
                 match coordinator.coordinate(key, value, WriteContext::from(context), w.map(usize::from)).await {

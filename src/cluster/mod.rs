@@ -326,7 +326,12 @@ impl Cluster {
                 },
                 Target::Seed(addr) => (None, addr.clone()),
             };
-            match self.pool.call(&addr, Request::Gossip { state: state.clone() }, self.timeout).await {
+            let request = Request::Gossip { state: state.clone() };
+            let answer = match &id {
+                Some(id) => self.pool.call_node(id, &addr, request, self.timeout).await,
+                None => self.pool.call(&addr, request, self.timeout).await,
+            };
+            match answer {
                 Ok(Response::Gossip { state: theirs }) => {
                     self.receive(&theirs);
                     let from = id.or_else(|| {

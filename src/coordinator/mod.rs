@@ -23,7 +23,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
-use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response};
+use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response, RpcError};
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
@@ -241,6 +241,11 @@ impl Coordinator {
         Quorum { n, r: self.quorum.r.min(n), w: self.quorum.w.min(n) }
     }
 
+    /// Whether this node is among the key's replicas in its current ring view.
+    pub fn is_replica(&self, key: &[u8]) -> bool {
+        self.replicas(key).iter().any(|r| r.local)
+    }
+
     /// The top N of the key's preference list in the current ring (empty before a joining node knows a ring).
     fn replicas(&self, key: &[u8]) -> Vec<Replica> {
         let view = self.cluster.view();
@@ -339,7 +344,7 @@ impl Coordinator {
                 }
             } else {
                 let req = Request::Replicate { key: key.clone(), state: merged.clone() };
-                if let Err(e) = self.pool.call(&rep.addr, req, self.timeout).await {
+                if let Err(e) = self.pool.call_node(&rep.id, &rep.addr, req, self.timeout).await {
                     tracing::debug!(replica = %rep.id, error = %e, "read repair not delivered");
                 }
             }
@@ -349,7 +354,7 @@ impl Coordinator {
     fn read_remote(&self, i: usize, rep: &Replica, key: Bytes) -> BoxFuture<'static, ReadReply> {
         let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
         Box::pin(async move {
-            let reply = match pool.call(&rep.addr, Request::Read { key }, timeout).await {
+            let reply = match pool.call_node(&rep.id, &rep.addr, Request::Read { key }, timeout).await {
                 Ok(Response::State { state }) => Ok(state),
                 Ok(other) => {
                     tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a read");
@@ -410,17 +415,32 @@ impl Coordinator {
                 w: w.map(|w| w as u8),
             };
             // The remote coordinator waits for its own quorum: give it that long plus the hop.
-            match self.pool.call(&rep.addr, req, self.timeout * 2).await {
+            match self.pool.call_node(&rep.id, &rep.addr, req, self.timeout * 2).await {
                 Ok(Response::Written { superseded_live }) => {
                     return Ok(WriteOutcome { superseded_live: superseded_live as usize });
+                }
+                Ok(Response::Error { kind: RemoteErrorKind::Misdirected, message }) => {
+                    // Its ring view differs from ours (a transition is spreading): the next replica may agree.
+                    tracing::debug!(replica = %rep.id, %message, "forward misdirected; trying the next replica");
                 }
                 Ok(Response::Error { kind, message }) => return Err(CoordError::Remote { kind, message }),
                 Ok(other) => {
                     tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a forwarded write");
                 }
-                Err(e) => {
-                    tracing::debug!(replica = %rep.id, error = %e, "forward failed; trying the next replica");
+                Err(RpcError::Unreachable { .. } | RpcError::Handshake { .. }) => {
+                    // Never reached it: safe to try the next replica.
                     self.cluster.note_reachable(&rep.id, false);
+                }
+                Err(e) => {
+                    // It may have applied the write: retrying elsewhere would apply it twice.
+                    return Err(CoordError::Remote {
+                        kind: RemoteErrorKind::Unavailable,
+                        message: format!(
+                            "UNAVAILABLE coordinator {} did not answer ({e}); the write may still have been applied: \
+                             read the key and retry with its context",
+                            rep.id
+                        ),
+                    });
                 }
             }
         }
@@ -488,7 +508,7 @@ impl Coordinator {
     fn replicate_remote(&self, rep: &Replica, key: Bytes, state: Siblings) -> BoxFuture<'static, AckReply> {
         let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
         Box::pin(async move {
-            match pool.call(&rep.addr, Request::Replicate { key, state }, timeout).await {
+            match pool.call_node(&rep.id, &rep.addr, Request::Replicate { key, state }, timeout).await {
                 Ok(Response::Ack) => true,
                 Ok(other) => {
                     tracing::warn!(replica = %rep.id, ?other, "replica refused a write");

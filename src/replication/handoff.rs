@@ -197,7 +197,7 @@ impl Handoff {
         addr: &str,
     ) -> Result<Progress, Option<HandoffError>> {
         let me = self.cluster.me().member.id.clone();
-        let remote_digest = self.digest_remote(addr, t.partition).await.ok_or(None)?;
+        let remote_digest = self.digest_remote(source, addr, t.partition).await.ok_or(None)?;
         let mut progress = Progress {
             partition: t.partition,
             from: source.to_string(),
@@ -212,15 +212,15 @@ impl Handoff {
         if resume.is_some() {
             tracing::info!(partition = t.partition, "resuming an interrupted handoff");
         }
-        self.stream(t.partition, version, addr, resume, &mut progress).await?;
+        self.stream(t.partition, version, source, addr, resume, &mut progress).await?;
         // Verify: identical digests, or a full pass that changes nothing.
         progress.phase = "verifying";
         *self.active.lock().expect("progress lock") = Some(progress.clone());
         let (first, last) = self.range(t.partition).ok_or(None)?;
         let local = self.store.digest_positions(first, last).map_err(|_| None)?;
-        let remote = self.digest_remote(addr, t.partition).await.ok_or(None)?;
+        let remote = self.digest_remote(source, addr, t.partition).await.ok_or(None)?;
         if local != remote {
-            let changed = self.stream(t.partition, version, addr, None, &mut progress).await?;
+            let changed = self.stream(t.partition, version, source, addr, None, &mut progress).await?;
             if changed > 0 {
                 return Err(Some(HandoffError::Unverified { partition: t.partition, changed }));
             }
@@ -236,6 +236,7 @@ impl Handoff {
         &self,
         partition: u32,
         version: u64,
+        source: &str,
         addr: &str,
         mut after: Option<Bytes>,
         progress: &mut Progress,
@@ -243,7 +244,7 @@ impl Handoff {
         let mut changed = 0;
         loop {
             let req = Request::HandoffPull { partition, after: after.clone(), limit: BATCH };
-            let (items, done) = match self.pool.call(addr, req, self.timeout * 4).await {
+            let (items, done) = match self.pool.call_node(source, addr, req, self.timeout * 4).await {
                 Ok(Response::HandoffBatch { items, done }) => (items, done),
                 _ => return Err(None),
             };
@@ -276,8 +277,8 @@ impl Handoff {
             .await
     }
 
-    async fn digest_remote(&self, addr: &str, partition: u32) -> Option<(u64, [u8; 16])> {
-        match self.pool.call(addr, Request::RangeDigest { partition }, self.timeout * 4).await {
+    async fn digest_remote(&self, source: &str, addr: &str, partition: u32) -> Option<(u64, [u8; 16])> {
+        match self.pool.call_node(source, addr, Request::RangeDigest { partition }, self.timeout * 4).await {
             Ok(Response::Digest { keys, hash }) => Some((keys, hash)),
             _ => None,
         }

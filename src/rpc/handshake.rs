@@ -27,6 +27,8 @@ pub enum Handshake {
         cluster: String,
         /// Its node id.
         node_id: String,
+        /// Its replication factor N: nodes must agree on it to agree on replica sets.
+        replicas: u8,
         /// Fresh random nonce.
         nonce: [u8; 16],
     },
@@ -63,6 +65,8 @@ pub struct ClusterKey {
     pub cluster: String,
     /// Whether a secret was configured (false: open dev mode).
     pub authenticated: bool,
+    /// The replication factor N both sides must share.
+    pub replicas: u8,
 }
 
 impl std::fmt::Debug for ClusterKey {
@@ -72,8 +76,13 @@ impl std::fmt::Debug for ClusterKey {
 }
 
 impl ClusterKey {
-    /// Derives the key of `cluster` from `secret` (None: open dev mode).
+    /// Derives the key of `cluster` from `secret` (None: open dev mode); peers must also agree on N.
     pub fn derive(cluster: &str, secret: Option<&str>) -> ClusterKey {
+        Self::derive_with_replicas(cluster, secret, 3)
+    }
+
+    /// As [`derive`](Self::derive), for a cluster whose replication factor is `replicas`.
+    pub fn derive_with_replicas(cluster: &str, secret: Option<&str>, replicas: u8) -> ClusterKey {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.unwrap_or("").as_bytes())
             .expect("HMAC takes keys of any length");
         mac.update(b"dynamo-kv cluster ");
@@ -82,6 +91,7 @@ impl ClusterKey {
             key: mac.finalize().into_bytes().into(),
             cluster: cluster.to_string(),
             authenticated: secret.is_some(),
+            replicas,
         }
     }
 
@@ -147,6 +157,28 @@ pub enum HandshakeError {
         /// Peer's claimed id.
         peer: String,
     },
+    /// Both sides must use the same N.
+    #[error("replication factor mismatch: ours {ours}, theirs {theirs}")]
+    Replicas {
+        /// Our N.
+        ours: u8,
+        /// Theirs.
+        theirs: u8,
+    },
+    /// The peer is this node itself (an address that loops back, e.g. an advertised 0.0.0.0).
+    #[error("connected to itself ('{id}'): check the advertised peer addresses")]
+    SelfConnection {
+        /// Our id.
+        id: String,
+    },
+    /// The peer is not the node we meant to reach.
+    #[error("expected node '{expected}' but '{found}' answered")]
+    WrongPeer {
+        /// The member we meant.
+        expected: String,
+        /// Who answered.
+        found: String,
+    },
     /// The peer refused us.
     #[error("refused by peer: {reason}")]
     Refused {
@@ -172,6 +204,7 @@ impl ClientHandshake {
             version: PROTOCOL_VERSION,
             cluster: key.cluster.clone(),
             node_id: node_id.to_string(),
+            replicas: key.replicas,
             nonce,
         };
         (Self { node_id: node_id.to_string(), nonce, peer: None }, hello)
@@ -183,6 +216,9 @@ impl ClientHandshake {
             Handshake::Challenge { version, node_id, nonce, proof } => {
                 if version != PROTOCOL_VERSION {
                     return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: version });
+                }
+                if node_id == self.node_id {
+                    return Err(HandshakeError::SelfConnection { id: node_id });
                 }
                 if !key.verify(b"server", &self.nonce, &nonce, &self.node_id, &node_id, &proof) {
                     return Err(HandshakeError::Authentication { peer: node_id });
@@ -222,9 +258,15 @@ impl ServerHandshake {
     /// Checks the Hello; returns the Challenge to send. On an error, send `Refused` with its text.
     pub fn on_hello(&mut self, key: &ClusterKey, frame: Handshake) -> Result<Handshake, HandshakeError> {
         match frame {
-            Handshake::Hello { version, cluster, node_id, nonce } => {
+            Handshake::Hello { version, cluster, node_id, replicas, nonce } => {
                 if version != PROTOCOL_VERSION {
                     return Err(HandshakeError::Version { ours: PROTOCOL_VERSION, theirs: version });
+                }
+                if node_id == self.node_id {
+                    return Err(HandshakeError::SelfConnection { id: node_id });
+                }
+                if replicas != key.replicas {
+                    return Err(HandshakeError::Replicas { ours: key.replicas, theirs: replicas });
                 }
                 if cluster != key.cluster {
                     return Err(HandshakeError::Cluster { ours: key.cluster.clone(), theirs: cluster });
@@ -293,6 +335,16 @@ mod tests {
         assert!(matches!(run(&open, &k), Err(HandshakeError::Authentication { .. })));
         let other = ClusterKey::derive("staging", Some("s3cret"));
         assert!(matches!(run(&other, &k), Err(HandshakeError::Cluster { .. })));
+        let n5 = ClusterKey::derive_with_replicas("prod", Some("s3cret"), 5);
+        assert!(matches!(run(&n5, &k), Err(HandshakeError::Replicas { ours: 3, theirs: 5 })));
+    }
+
+    #[test]
+    fn a_node_never_accepts_itself() {
+        let k = ClusterKey::derive("prod", Some("s3cret"));
+        let (_, hello) = ClientHandshake::start(&k, "b", [1; 16]);
+        let mut s = ServerHandshake::new("b", [2; 16]);
+        assert!(matches!(s.on_hello(&k, hello), Err(HandshakeError::SelfConnection { .. })));
     }
 
     #[test]

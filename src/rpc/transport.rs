@@ -18,11 +18,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::RpcError;
-use super::handshake::{ClientHandshake, ClusterKey, Handshake, ServerHandshake};
+use super::handshake::{ClientHandshake, ClusterKey, Handshake, HandshakeError, ServerHandshake};
 use super::message::{Envelope, Request, Response};
 
-/// Largest frame accepted: a sibling set at its byte limit plus framing.
+/// Largest frame accepted after the handshake: a sibling set at its byte limit plus framing.
 pub const MAX_FRAME: usize = 80 << 20;
+/// Largest frame accepted before the peer proved it holds the cluster key: a stranger gets no big buffers.
+const HANDSHAKE_MAX_FRAME: usize = 4 << 10;
+/// Requests one peer connection may have in flight; reading pauses beyond it.
+const MAX_IN_FLIGHT: usize = 256;
 /// Time a peer has to complete the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// First and longest wait before reconnecting to a peer that failed.
@@ -47,7 +51,7 @@ pub trait Handler: Send + Sync + 'static {
 }
 
 fn codec() -> LengthDelimitedCodec {
-    LengthDelimitedCodec::builder().max_frame_length(MAX_FRAME).new_codec()
+    LengthDelimitedCodec::builder().max_frame_length(HANDSHAKE_MAX_FRAME).new_codec()
 }
 
 fn encode<T: Serialize>(msg: &T) -> Bytes {
@@ -72,9 +76,17 @@ type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 /// One live client connection to a peer.
 struct Conn {
+    /// The node id the handshake proved.
+    peer: String,
     tx: mpsc::Sender<Bytes>,
     pending: Pending,
     closed: Arc<AtomicBool>,
+}
+
+/// Marks a connection dead and fails its waiting calls at once (not at their timeouts).
+fn close(closed: &AtomicBool, pending: &Pending) {
+    closed.store(true, Ordering::Release);
+    pending.lock().expect("pending lock").clear();
 }
 
 #[derive(Default)]
@@ -97,16 +109,63 @@ impl PeerPool {
         Self { identity, slots: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
     }
 
-    /// Sends `request` to the peer at `addr` and waits for its response until `timeout`.
+    /// Sends `request` to whatever node answers at `addr` (a seed) and waits for its response until `timeout`.
     pub async fn call(&self, addr: &str, request: Request, timeout: Duration) -> Result<Response, RpcError> {
+        self.call_inner(None, addr, request, timeout).await
+    }
+
+    /// Sends `request` to member `id` at `addr`; refuses to talk to any other node found there.
+    pub async fn call_node(
+        &self,
+        id: &str,
+        addr: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
+        self.call_inner(Some(id), addr, request, timeout).await
+    }
+
+    async fn call_inner(
+        &self,
+        expected: Option<&str>,
+        addr: &str,
+        request: Request,
+        timeout: Duration,
+    ) -> Result<Response, RpcError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let kind = request.kind();
         let started = Instant::now();
-        let conn = self.connection(addr, deadline).await?;
+        let out = self.exchange(expected, addr, request, deadline).await;
+        metrics::histogram!("dynamo_rpc_seconds", "message" => kind).record(started.elapsed().as_secs_f64());
+        if out.is_err() {
+            metrics::counter!("dynamo_rpc_errors_total", "message" => kind).increment(1);
+        }
+        out
+    }
+
+    async fn exchange(
+        &self,
+        expected: Option<&str>,
+        addr: &str,
+        request: Request,
+        deadline: tokio::time::Instant,
+    ) -> Result<Response, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode(&Envelope::Request { id, body: request });
+        if frame.len() > MAX_FRAME {
+            return Err(RpcError::Frame { reason: format!("request of {} bytes exceeds {MAX_FRAME}", frame.len()) });
+        }
+        let conn = self.connection(addr, deadline).await?;
+        if let Some(expected) = expected
+            && conn.peer != expected
+        {
+            return Err(RpcError::Handshake {
+                addr: addr.to_string(),
+                source: HandshakeError::WrongPeer { expected: expected.to_string(), found: conn.peer.clone() },
+            });
+        }
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
-        let frame = encode(&Envelope::Request { id, body: request });
         let result = tokio::time::timeout_at(deadline, async {
             conn.tx.send(frame).await.map_err(|_| RpcError::Closed { addr: addr.to_string() })?;
             rx.await.map_err(|_| RpcError::Closed { addr: addr.to_string() })
@@ -114,14 +173,10 @@ impl PeerPool {
         .await;
         let out = match result {
             Ok(r) => r,
-            Err(_) => {
-                conn.pending.lock().expect("pending lock").remove(&id);
-                Err(RpcError::Timeout { addr: addr.to_string() })
-            }
+            Err(_) => Err(RpcError::Timeout { addr: addr.to_string() }),
         };
-        metrics::histogram!("dynamo_rpc_seconds", "message" => kind).record(started.elapsed().as_secs_f64());
         if out.is_err() {
-            metrics::counter!("dynamo_rpc_errors_total", "message" => kind).increment(1);
+            conn.pending.lock().expect("pending lock").remove(&id);
         }
         out
     }
@@ -182,17 +237,22 @@ impl PeerPool {
             .await
             .map_err(|_| RpcError::Timeout { addr: addr.to_string() })??;
         tracing::debug!(%addr, %peer, "connected to peer");
+        framed.codec_mut().set_max_frame_length(MAX_FRAME);
 
         let (mut sink, mut stream) = framed.split();
         let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let (writer_pending, writer_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 if sink.send(frame).await.is_err() {
                     break;
                 }
             }
+            // A writer that stopped leaves nothing to wait for on this connection: the next call reconnects.
+            close(&writer_closed, &writer_pending);
+            let _ = sink.close().await;
         });
         let (reader_pending, reader_closed, reader_addr) = (pending.clone(), closed.clone(), addr.to_string());
         tokio::spawn(async move {
@@ -210,11 +270,9 @@ impl PeerPool {
                     }
                 }
             }
-            reader_closed.store(true, Ordering::Release);
-            // Dropping the senders fails every waiting call at once instead of at its timeout.
-            reader_pending.lock().expect("pending lock").clear();
+            close(&reader_closed, &reader_pending);
         });
-        Ok(Arc::new(Conn { tx, pending, closed }))
+        Ok(Arc::new(Conn { peer, tx, pending, closed }))
     }
 }
 
@@ -289,18 +347,30 @@ async fn serve_peer<H: Handler>(
         }
     };
     let peer: Arc<str> = Arc::from(peer);
+    framed.codec_mut().set_max_frame_length(MAX_FRAME);
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
+    let writer_failed = CancellationToken::new();
+    let failed = writer_failed.clone();
     let writer = tokio::spawn(async move {
         while let Some(frame) = rx.recv().await {
             if sink.send(frame).await.is_err() {
+                failed.cancel();
                 break;
             }
         }
     });
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
     loop {
+        // Backpressure: a peer with MAX_IN_FLIGHT requests unanswered is not read from until one completes.
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = writer_failed.cancelled() => break,
+            p = in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
+        };
         let frame = tokio::select! {
             _ = cancel.cancelled() => break,
+            _ = writer_failed.cancelled() => break,
             f = stream.next() => f,
         };
         let frame = match frame {
@@ -324,7 +394,15 @@ async fn serve_peer<H: Handler>(
         let (handler, tx, peer) = (handler.clone(), tx.clone(), peer.clone());
         tokio::spawn(async move {
             let body = handler.handle(&peer, request).await;
-            let _ = tx.send(encode(&Envelope::Response { id, body })).await;
+            let mut frame = encode(&Envelope::Response { id, body });
+            if frame.len() > MAX_FRAME {
+                // Answer, rather than send a frame the peer must refuse (which would end the connection).
+                let message = format!("response of {} bytes exceeds the frame limit", frame.len());
+                let body = Response::Error { kind: super::RemoteErrorKind::Refused, message };
+                frame = encode(&Envelope::Response { id, body });
+            }
+            let _ = tx.send(frame).await;
+            drop(permit);
         });
     }
     drop(tx);
