@@ -21,6 +21,30 @@ pub enum AdminCommand {
         /// The key.
         key: String,
     },
+    /// The transition in progress: transfers done and waiting, the active transfer with its rate and ETA.
+    Status {
+        /// Refresh every second until no transition is in progress.
+        #[arg(long)]
+        watch: bool,
+    },
+    /// Make the node at --host (empty, started without seeds) join the cluster of --seed.
+    Join {
+        /// Peer address (HOST:PORT) of any member of the cluster to join.
+        #[arg(long)]
+        seed: String,
+    },
+    /// Decommission the node at --host: it hands every partition off, then exits.
+    Leave,
+    /// Drop a dead member for good; its partitions are rebuilt from the other replicas.
+    Remove {
+        /// Node id of the member.
+        #[arg(long)]
+        node: String,
+    },
+    /// Show the partition moves a commit would start (with --auto-commit false).
+    Plan,
+    /// Start the planned transition.
+    Commit,
 }
 
 /// Connection flags of every admin command.
@@ -46,7 +70,8 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
         AdminCommand::Members => {
             let rows = conn.call(&["ADMIN", "MEMBERS"])?;
-            let header = ["id", "client", "peer", "status", "since_s", "last_heard_s", "partitions", "weight", "zone"];
+            let header =
+                ["id", "client", "peer", "member", "status", "since_s", "last_heard_s", "partitions", "weight", "zone"];
             let mut table = vec![header.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>()];
             for row in array(rows)? {
                 let fields = array(row)?;
@@ -78,8 +103,91 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
             print_table(&table);
         }
+        AdminCommand::Status { watch } => loop {
+            let fields = array(conn.call(&["ADMIN", "STATUS"])?)?;
+            let get = |name: &str| fields.chunks(2).find(|kv| text(&kv[0]) == name).map(|kv| kv[1].clone());
+            let total: i64 = get("transfers_total").map(|f| text(&f).parse().unwrap_or(0)).unwrap_or(0);
+            let done: i64 = get("transfers_done").map(|f| text(&f).parse().unwrap_or(0)).unwrap_or(0);
+            let transition = get("transition").map(|f| text(&f)).unwrap_or_default();
+            let version = get("ring_version").map(|f| text(&f)).unwrap_or_default();
+            let mut out = format!("ring version {version}, transition: {transition}\n");
+            if total > 0 {
+                out.push_str(&format!("transfers: {done}/{total} {}\n", bar(done, total)));
+            }
+            if let Some(Frame::Array(active)) = get("active") {
+                let mut table = vec![
+                    ["partition", "from", "to", "phase", "keys", "total_keys", "bytes", "keys_per_s", "eta_s"]
+                        .iter()
+                        .map(|h| h.to_uppercase())
+                        .collect::<Vec<_>>(),
+                ];
+                let row = ["partition", "from", "to", "phase", "keys", "total_keys", "bytes", "keys_per_s", "eta_s"]
+                    .iter()
+                    .map(|h| active.chunks(2).find(|kv| text(&kv[0]) == *h).map(|kv| text(&kv[1])).unwrap_or_default())
+                    .collect();
+                table.push(row);
+                out.push_str("active transfer on this node:\n");
+                out.push_str(&render(&table));
+            }
+            if let Some(Frame::Array(waiting)) = get("transfers_waiting")
+                && !waiting.is_empty()
+            {
+                let list: Vec<String> = waiting.iter().map(|w| text(w).replace(' ', "->")).collect();
+                out.push_str(&format!("waiting (partition->receiver): {}\n", list.join(" ")));
+            }
+            print!("{out}");
+            if !watch || transition == "none" {
+                break;
+            }
+            std::thread::sleep(Duration::from_secs(1));
+        },
+        AdminCommand::Join { seed } => {
+            conn.call(&["ADMIN", "JOIN", &seed])?;
+            println!("joining through {seed}; `dynamo-kv admin status --watch` follows the transfers");
+        }
+        AdminCommand::Leave => {
+            conn.call(&["ADMIN", "LEAVE"])?;
+            println!("leaving: the node exits once every partition is handed off");
+        }
+        AdminCommand::Remove { node } => {
+            conn.call(&["ADMIN", "REMOVE", &node])?;
+            println!("removing {node}: its partitions are rebuilt from the other replicas");
+        }
+        AdminCommand::Plan => {
+            let fields = array(conn.call(&["ADMIN", "PLAN"])?)?;
+            let moves = fields.chunks(2).find(|kv| text(&kv[0]) == "moves").map(|kv| kv[1].clone());
+            let moves = moves.map(array).transpose()?.unwrap_or_default();
+            if moves.is_empty() {
+                println!("nothing to do: no partition would move");
+            } else {
+                let mut table = vec![vec!["PARTITION".to_string(), "FROM".into(), "TO".into()]];
+                for m in moves {
+                    table.push(array(m)?.iter().map(text).collect());
+                }
+                print!("{}", render(&table));
+                if let Some(after) = fields.chunks(2).find(|kv| text(&kv[0]) == "partitions_after") {
+                    println!("partitions after: {}", text(&after[1]));
+                }
+                println!("`dynamo-kv admin commit` starts it");
+            }
+        }
+        AdminCommand::Commit => {
+            conn.call(&["ADMIN", "COMMIT"])?;
+            println!("committed; `dynamo-kv admin status --watch` follows the transfers");
+        }
     }
     Ok(())
+}
+
+/// A progress bar when stdout is a terminal, a percentage otherwise.
+fn bar(done: i64, total: i64) -> String {
+    let pct = if total > 0 { done * 100 / total } else { 100 };
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        let filled = (pct / 5) as usize;
+        format!("[{}{}] {pct}%", "#".repeat(filled), ".".repeat(20 - filled))
+    } else {
+        format!("({pct}%)")
+    }
 }
 
 struct Conn {
@@ -138,15 +246,19 @@ fn text(f: &Frame) -> String {
     }
 }
 
-fn print_table(rows: &[Vec<String>]) {
+fn render(rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|c| rows.iter().map(|r| r.get(c).map_or(0, |s| s.len())).max().unwrap_or(0)).collect();
-    let mut out = std::io::stdout().lock();
+    let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        // A closed pipe (`| head`) ends the listing quietly.
-        if writeln!(out, "{}", line.join("  ").trim_end()).is_err() {
-            return;
-        }
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
     }
+    out
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    // A closed pipe (`| head`) ends the listing quietly.
+    let _ = std::io::stdout().lock().write_all(render(rows).as_bytes());
 }

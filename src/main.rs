@@ -91,10 +91,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 tokio::spawn(async move { node.run(token.cancelled_owned()).await })
             })
             .collect();
-        shutdown_signal().await;
-        shutdown.cancel();
-        for run in runs {
-            run.await.context("node task panicked")??;
+        // The process ends on a signal, or by itself once every node has stopped (a node that left the cluster).
+        let mut all = std::pin::pin!(futures::future::join_all(runs));
+        let results = tokio::select! {
+            _ = shutdown_signal() => {
+                shutdown.cancel();
+                all.await
+            }
+            results = &mut all => results,
+        };
+        for r in results {
+            r.context("node task panicked")??;
         }
         Ok(())
     })

@@ -154,6 +154,7 @@ impl Node {
         let context = Arc::new(NodeContext {
             config: config.clone(),
             coordinator,
+            handoff: handoff.clone(),
             stats: Stats::default(),
             started: Instant::now(),
             client_addr,

@@ -5,53 +5,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestNode, get};
+use common::{TestNode, get, local_get, start_cluster, wait_members};
 use redis::AsyncCommands;
-
-const QUORUM: [&str; 6] = ["--n", "3", "--r", "2", "--w", "2"];
-
-/// Starts `n` nodes (c1..cn) that join through c1, and waits until every node knows every other.
-async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
-    let mut flags: Vec<&str> = QUORUM.to_vec();
-    flags.extend_from_slice(&["--membership-interval-ms", "200", "--request-timeout-ms", "1000"]);
-    flags.extend_from_slice(extra);
-    let mut nodes = vec![TestNode::start_named("c1", &flags)];
-    let seed = nodes[0].peer_addr();
-    for i in 2..=n {
-        let mut f = flags.clone();
-        f.extend_from_slice(&["--seeds", &seed]);
-        nodes.push(TestNode::start_named(&format!("c{i}"), &f));
-    }
-    wait_members(&nodes, n).await;
-    nodes
-}
-
-/// Waits until every running node lists `n` members, all up and valid, with the same ring and no transition.
-async fn wait_members(nodes: &[TestNode], n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    'outer: loop {
-        assert!(Instant::now() < deadline, "cluster did not settle with {n} members");
-        let mut versions = Vec::new();
-        for node in nodes {
-            let mut c = node.conn().await;
-            let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
-            let text = format!("{members:?}");
-            let up = text.matches("\"up\"").count();
-            let valid = text.matches("\"valid\"").count();
-            let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
-            let settled = info.contains("ring_transition:none");
-            versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
-            if members.len() != n || up != n || valid != n || !settled {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue 'outer;
-            }
-        }
-        if versions.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// True for the quorum error (redis-rs shows the code word apart from the message).
 fn unavailable(err: &redis::RedisError) -> bool {
@@ -62,12 +17,6 @@ fn unavailable(err: &redis::RedisError) -> bool {
 async fn set_ctx(c: &mut redis::aio::MultiplexedConnection, key: &str, value: &str, ctx: &str) {
     let r: String = redis::cmd("SET").arg(key).arg(value).arg("CONTEXT").arg(ctx).query_async(c).await.unwrap();
     assert_eq!(r, "OK");
-}
-
-async fn local_get(node: &TestNode, key: &str) -> Vec<String> {
-    let mut c = node.conn().await;
-    let v: redis::Value = redis::cmd("ADMIN").arg("LOCALGET").arg(key).query_async(&mut c).await.unwrap();
-    common::parse_get(v).0
 }
 
 #[tokio::test]

@@ -98,6 +98,7 @@ struct Liveness {
 pub struct Cluster {
     me: PeerInfo,
     n: usize,
+    auto_commit: bool,
     pool: Arc<PeerPool>,
     interval: Duration,
     timeout: Duration,
@@ -152,6 +153,7 @@ impl Cluster {
         let cluster = Arc::new(Self {
             me: p.me,
             n: p.n,
+            auto_commit: p.auto_commit,
             pool,
             interval: p.interval,
             timeout: p.timeout,
@@ -202,6 +204,28 @@ impl Cluster {
             tracing::error!(error = %e, "could not persist the cluster state");
         }
         Ok(out)
+    }
+
+    /// Makes this node, founder of a cluster of its own, join the cluster that `seed` belongs to. Refused when
+    /// this node already has other members (it would split a cluster).
+    pub fn rejoin(&self, seed: &str) -> Result<(), StateError> {
+        let mut g = self.gossip.lock().expect("gossip lock");
+        let others = g.state().members.keys().filter(|id| **id != self.me.member.id).count();
+        if others > 0 {
+            return Err(StateError::AlreadyInCluster { members: others + 1 });
+        }
+        let seed_hash = u64::from_le_bytes(md5::compute(seed.as_bytes()).0[..8].try_into().expect("8 bytes"));
+        *g = Gossip::new(
+            &self.me.member.id,
+            ClusterState::joiner(self.me.clone()),
+            vec![seed.to_string()],
+            self.n,
+            self.auto_commit,
+            seed_hash ^ now_nanos(),
+        );
+        self.refresh(&g).map_err(|e| StateError::Persist { reason: e.to_string() })?;
+        tracing::info!(%seed, "joining a cluster through a seed");
+        Ok(())
     }
 
     /// Merges a state a peer pushed; returns ours to send back.

@@ -1,9 +1,14 @@
-//! ADMIN MEMBERS | RING | KEY key | LOCALGET key: the operator's views of the cluster, also printed as tables by
-//! `dynamo-kv admin`.
+//! ADMIN: the operator's views and membership changes, also offered as tables by `dynamo-kv admin`.
+//!
+//! Views: MEMBERS, RING, KEY key, LOCALGET key, STATUS. Changes (paper §4.8: explicit, operator-driven; Riak's
+//! plan/commit): JOIN seed (this node joins the cluster of `seed`), LEAVE (this node hands its partitions off and
+//! exits), REMOVE id (a dead node's partitions are rebuilt from the other replicas), PLAN (the moves a commit would
+//! start), COMMIT. With auto-commit on (the default) the claimant commits joins and leaves by itself.
 
 use bytes::Bytes;
 
 use super::{NodeContext, check_key, context_token, coord_error, printable, wrong_arity};
+use crate::membership::{MemberStatus, StateError};
 use crate::resp::Reply;
 
 /// ADMIN subcommands.
@@ -14,9 +19,29 @@ pub fn admin(node: &NodeContext, args: &[Bytes]) -> Reply {
         (b"RING", 2) => ring(node),
         (b"KEY", 3) => key(node, &args[2]),
         (b"LOCALGET", 3) => local_get(node, &args[2]),
-        (b"MEMBERS" | b"RING" | b"KEY" | b"LOCALGET", _) => wrong_arity("admin"),
+        (b"STATUS", 2) => status(node),
+        (b"JOIN", 3) => join(node, &args[2]),
+        (b"LEAVE", 2) => {
+            let me = node.coordinator.cluster().me().member.id.clone();
+            change_status(node, &me, MemberStatus::Leaving)
+        }
+        (b"REMOVE", 3) => {
+            let id = String::from_utf8_lossy(&args[2]).into_owned();
+            if id == node.coordinator.cluster().me().member.id {
+                return Reply::error("ERR use ADMIN LEAVE to take this node out of the cluster");
+            }
+            change_status(node, &id, MemberStatus::Leaving)
+        }
+        (b"PLAN", 2) => plan(node),
+        (b"COMMIT", 2) => commit(node),
+        (
+            b"MEMBERS" | b"RING" | b"KEY" | b"LOCALGET" | b"STATUS" | b"JOIN" | b"LEAVE" | b"REMOVE" | b"PLAN"
+            | b"COMMIT",
+            _,
+        ) => wrong_arity("admin"),
         _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try ADMIN MEMBERS, RING, KEY key or LOCALGET key.",
+            "ERR unknown subcommand '{}'. Try ADMIN MEMBERS, RING, KEY key, LOCALGET key, STATUS, JOIN seed, LEAVE, \
+             REMOVE id, PLAN or COMMIT.",
             printable(&args[1], 32)
         )),
     }
@@ -112,4 +137,123 @@ fn local_get(node: &NodeContext, key: &Bytes) -> Reply {
         }
         Err(e) => coord_error(e),
     }
+}
+
+fn state_error(e: StateError) -> Reply {
+    Reply::error(format!("ERR {e}"))
+}
+
+/// This node joins the cluster `seed` (a peer address) belongs to; it must hold no data.
+fn join(node: &NodeContext, seed: &Bytes) -> Reply {
+    let keys = node.coordinator.store().live_keys();
+    if keys > 0 {
+        return state_error(StateError::HoldsData { keys });
+    }
+    match node.coordinator.cluster().rejoin(&String::from_utf8_lossy(seed)) {
+        Ok(()) => Reply::ok(),
+        Err(e) => state_error(e),
+    }
+}
+
+/// Marks a member as leaving, after checking that the plan without it is possible.
+fn change_status(node: &NodeContext, id: &str, status: MemberStatus) -> Reply {
+    let cluster = node.coordinator.cluster();
+    let n = cluster.n();
+    let mut probe = cluster.state();
+    if let Err(e) = probe.set_status(id, status).and_then(|_| probe.plan(n)) {
+        return state_error(e);
+    }
+    match cluster.update(|s| s.set_status(id, status)) {
+        Ok(()) => Reply::ok(),
+        Err(e) => state_error(e),
+    }
+}
+
+/// The moves a commit would start, or the transition in progress.
+fn plan(node: &NodeContext) -> Reply {
+    let cluster = node.coordinator.cluster();
+    let state = cluster.state();
+    if state.ring.next.is_some() {
+        return Reply::error(format!(
+            "ERR a transition (ring version {}) is in progress; see ADMIN STATUS",
+            state.ring.version
+        ));
+    }
+    let next = match state.plan(cluster.n()) {
+        Ok(Some(next)) => next,
+        Ok(None) => return Reply::Map(vec![pair("moves", Reply::Array(Vec::new()))]),
+        Err(e) => return state_error(e),
+    };
+    let moves: Vec<Reply> = state
+        .ring
+        .owners
+        .iter()
+        .zip(&next)
+        .enumerate()
+        .filter(|(_, (a, b))| a != b)
+        .map(|(p, (a, b))| Reply::Array(vec![Reply::Integer(p as i64), Reply::bulk(a.clone()), Reply::bulk(b.clone())]))
+        .collect();
+    let mut after = std::collections::BTreeMap::<&str, i64>::new();
+    for o in &next {
+        *after.entry(o.as_str()).or_default() += 1;
+    }
+    Reply::Map(vec![
+        pair("moves", Reply::Array(moves)),
+        pair(
+            "partitions_after",
+            Reply::Map(after.into_iter().map(|(k, v)| (Reply::bulk(k), Reply::Integer(v))).collect()),
+        ),
+    ])
+}
+
+/// Starts the planned transition.
+fn commit(node: &NodeContext) -> Reply {
+    let cluster = node.coordinator.cluster();
+    let (n, me) = (cluster.n(), cluster.me().member.id.clone());
+    match cluster.update(|s| {
+        let next = s.plan(n)?.ok_or(StateError::NothingToDo)?;
+        s.commit(&me, next)
+    }) {
+        Ok(()) => Reply::ok(),
+        Err(e) => state_error(e),
+    }
+}
+
+/// The ring version, the transition in progress with its transfers, and this node's active transfer.
+fn status(node: &NodeContext) -> Reply {
+    let cluster = node.coordinator.cluster();
+    let state = cluster.state();
+    let required = state.required_transfers(cluster.n());
+    let done = required.iter().filter(|t| state.ring.done.contains(&(t.partition, t.to.clone()))).count();
+    let waiting: Vec<Reply> = required
+        .iter()
+        .filter(|t| !state.ring.done.contains(&(t.partition, t.to.clone())))
+        .take(64)
+        .map(|t| Reply::Array(vec![Reply::Integer(i64::from(t.partition)), Reply::bulk(t.to.clone())]))
+        .collect();
+    let active = node.handoff.active().map_or(Reply::Nil, |p| {
+        let secs = p.started.elapsed().as_secs_f64().max(0.001);
+        let rate = p.keys as f64 / secs;
+        let eta = p.total_keys.filter(|_| rate > 0.0).map(|t| (t.saturating_sub(p.keys) as f64 / rate).round() as i64);
+        Reply::Map(vec![
+            pair("partition", Reply::Integer(i64::from(p.partition))),
+            pair("from", Reply::bulk(p.from)),
+            pair("to", Reply::bulk(p.to)),
+            pair("phase", Reply::bulk(p.phase)),
+            pair("keys", Reply::Integer(p.keys as i64)),
+            pair("total_keys", p.total_keys.map_or(Reply::Nil, |t| Reply::Integer(t as i64))),
+            pair("bytes", Reply::Integer(p.bytes as i64)),
+            pair("keys_per_s", Reply::Integer(rate.round() as i64)),
+            pair("eta_s", eta.map_or(Reply::Nil, Reply::Integer)),
+        ])
+    });
+    Reply::Map(vec![
+        pair("ring_version", Reply::Integer(state.ring.version as i64)),
+        pair("transition", Reply::bulk(if state.ring.next.is_some() { "in progress" } else { "none" })),
+        pair("transfers_total", Reply::Integer(required.len() as i64)),
+        pair("transfers_done", Reply::Integer(done as i64)),
+        pair("transfers_waiting", Reply::Array(waiting)),
+        pair("active", active),
+        pair("completed_here", Reply::Integer(node.handoff.completed().len() as i64)),
+    ])
 }

@@ -100,6 +100,15 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
                 "partitions_owned",
                 view.ring.as_ref().and_then(|r| r.ownership().get(meta.node_id()).copied()).unwrap_or(0),
             );
+            let state = cluster.state();
+            let required = state.required_transfers(cluster.n());
+            let done = required.iter().filter(|t| state.ring.done.contains(&(t.partition, t.to.clone()))).count();
+            kv(out, "transfers_total", required.len());
+            kv(out, "transfers_done", done);
+            let active = node.handoff.active();
+            kv(out, "handoff_active_partition", active.as_ref().map_or(-1, |p| i64::from(p.partition)));
+            kv(out, "handoff_active_keys", active.as_ref().map_or(0, |p| p.keys));
+            kv(out, "handoff_completed_here", node.handoff.completed().len());
             kv(out, "n", q.n);
             kv(out, "r", q.r);
             kv(out, "w", q.w);

@@ -54,6 +54,8 @@ pub struct NodeContext {
     pub config: Arc<Config>,
     /// Reads and writes.
     pub coordinator: Arc<Coordinator>,
+    /// Partition transfers of membership transitions.
+    pub handoff: Arc<crate::replication::handoff::Handoff>,
     /// Counters.
     pub stats: Stats,
     /// When the node started.

@@ -107,6 +107,24 @@ pub enum StateError {
     /// The ring could not be built.
     #[error(transparent)]
     Ring(#[from] RingError),
+    /// A node that already belongs to a cluster of several members cannot join another.
+    #[error("this node already belongs to a cluster of {members} members")]
+    AlreadyInCluster {
+        /// Members of its cluster.
+        members: usize,
+    },
+    /// The node holds data of its own cluster; joining another would hide it.
+    #[error("this node holds {keys} keys; only an empty node can join a cluster")]
+    HoldsData {
+        /// Live keys stored.
+        keys: u64,
+    },
+    /// The state could not be persisted.
+    #[error("could not persist the cluster state: {reason}")]
+    Persist {
+        /// Why.
+        reason: String,
+    },
 }
 
 /// Everything gossiped.

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -40,6 +40,18 @@ impl TestNode {
         };
         n.spawn(0, 0);
         n
+    }
+
+    /// Whether the process has exited by itself (a node that left the cluster); reaps it.
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut().map(|c| c.try_wait().unwrap()) {
+            Some(Some(_)) => {
+                self.child = None;
+                true
+            }
+            Some(None) => false,
+            None => true,
+        }
     }
 
     /// The address of its internal protocol.
@@ -191,4 +203,58 @@ pub fn parse_ready(line: &str) -> (String, String) {
         (Some(c), Some(p)) if line.starts_with("dynamo-kv ready:") => (c, p),
         _ => panic!("unexpected ready line: {line:?}"),
     }
+}
+
+const QUORUM: [&str; 6] = ["--n", "3", "--r", "2", "--w", "2"];
+
+/// Starts `n` nodes (c1..cn) that join through c1, and waits until every node knows every other.
+pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
+    let mut flags: Vec<&str> = QUORUM.to_vec();
+    flags.extend_from_slice(&["--membership-interval-ms", "200", "--request-timeout-ms", "1000"]);
+    flags.extend_from_slice(extra);
+    let mut nodes = vec![TestNode::start_named("c1", &flags)];
+    let seed = nodes[0].peer_addr();
+    for i in 2..=n {
+        let mut f = flags.clone();
+        f.extend_from_slice(&["--seeds", &seed]);
+        nodes.push(TestNode::start_named(&format!("c{i}"), &f));
+    }
+    wait_members(&nodes, n).await;
+    nodes
+}
+
+/// Waits until every running node lists `n` members, all up and valid, with the same ring and no transition.
+pub async fn wait_members(nodes: &[TestNode], n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'outer: loop {
+        assert!(Instant::now() < deadline, "cluster did not settle with {n} members");
+        let mut versions = Vec::new();
+        for node in nodes {
+            let mut c = node.conn().await;
+            let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
+            // Removed members stay listed as tombstones; they are not part of the cluster.
+            let members: Vec<String> =
+                members.iter().map(|m| format!("{m:?}")).filter(|t| !t.contains("\"removed\"")).collect();
+            let up = members.iter().filter(|t| t.contains("\"up\"")).count();
+            let valid = members.iter().filter(|t| t.contains("\"valid\"")).count();
+            let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+            let settled = info.contains("ring_transition:none");
+            versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
+            if members.len() != n || up != n || valid != n || !settled {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue 'outer;
+            }
+        }
+        if versions.windows(2).all(|w| w[0] == w[1]) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node's own replica of `key` (ADMIN LOCALGET), sorted sibling values.
+pub async fn local_get(node: &TestNode, key: &str) -> Vec<String> {
+    let mut c = node.conn().await;
+    let v: redis::Value = redis::cmd("ADMIN").arg("LOCALGET").arg(key).query_async(&mut c).await.unwrap();
+    parse_get(v).0
 }

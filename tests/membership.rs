@@ -1,0 +1,201 @@
+//! Membership with real node processes: growing and shrinking a cluster under load with handoff, a receiving node
+//! killed in the middle of a handoff, joins through different seeds, and liveness coming back.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{TestNode, get, local_get, start_cluster, wait_members};
+use redis::AsyncCommands;
+
+/// Starts a node that joins through `seed` with the test cluster's flags.
+fn join(id: &str, seed: &str) -> TestNode {
+    TestNode::start_named(id, &["--membership-interval-ms", "200", "--request-timeout-ms", "1000", "--seeds", seed])
+}
+
+async fn admin(node: &TestNode, args: &[&str]) -> redis::RedisResult<redis::Value> {
+    let mut c = node.conn().await;
+    let mut cmd = redis::cmd("ADMIN");
+    for a in args {
+        cmd.arg(*a);
+    }
+    cmd.query_async(&mut c).await
+}
+
+/// Partitions owned per member, from ADMIN MEMBERS.
+async fn ownership(node: &TestNode) -> BTreeMap<String, i64> {
+    let members = match admin(node, &["MEMBERS"]).await.unwrap() {
+        redis::Value::Array(m) => m,
+        other => panic!("{other:?}"),
+    };
+    let mut out = BTreeMap::new();
+    for m in members {
+        let fields: Vec<redis::Value> = match m {
+            redis::Value::Array(f) => f,
+            redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            other => panic!("{other:?}"),
+        };
+        let text = |v: &redis::Value| match v {
+            redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+            redis::Value::Int(i) => i.to_string(),
+            other => format!("{other:?}"),
+        };
+        let field = |name: &str| fields.chunks(2).find(|kv| text(&kv[0]) == name).map(|kv| text(&kv[1])).unwrap();
+        if field("member") != "removed" {
+            out.insert(field("id"), field("partitions").parse().unwrap());
+        }
+    }
+    out
+}
+
+fn max_over_mean(o: &BTreeMap<String, i64>) -> f64 {
+    let total: i64 = o.values().sum();
+    *o.values().max().unwrap() as f64 / (total as f64 / o.len() as f64)
+}
+
+/// Waits for a node process to exit by itself (a leaving node does, once its partitions are handed off).
+fn wait_exit(node: &mut TestNode, timeout: Duration) {
+    let start = Instant::now();
+    while !node.exited() {
+        assert!(start.elapsed() < timeout, "{} did not exit after leaving", node.node_id);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[tokio::test]
+async fn grow_to_five_and_shrink_to_three_under_load_loses_nothing() {
+    let mut nodes = start_cluster(3, &[]).await;
+    let seed = nodes[0].peer_addr();
+    // A writer through c1 for the whole test: every acknowledged write is recorded.
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let mut c = nodes[0].conn().await;
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Mostly new keys, some overwrites of older ones.
+                let key = if i % 5 == 4 { format!("k{}", i / 2) } else { format!("k{i}") };
+                let value = format!("v{i}");
+                if c.set::<_, _, ()>(&key, &value).await.is_ok() {
+                    acked.lock().unwrap().insert(key, value);
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    nodes.push(join("c4", &seed));
+    wait_members(&nodes, 4).await;
+    nodes.push(join("c5", &seed));
+    wait_members(&nodes, 5).await;
+    let five = ownership(&nodes[0]).await;
+    assert_eq!(five.len(), 5);
+    assert!(max_over_mean(&five) <= 1.05, "balanced with 5: {five:?}");
+
+    // Shrink back: c5 then c4 leave and exit by themselves once handed off.
+    admin(&nodes[4], &["LEAVE"]).await.unwrap();
+    wait_exit(&mut nodes[4], Duration::from_secs(60));
+    let mut c5 = nodes.pop().unwrap();
+    wait_members(&nodes, 4).await;
+    admin(&nodes[3], &["LEAVE"]).await.unwrap();
+    wait_exit(&mut nodes[3], Duration::from_secs(60));
+    let mut c4 = nodes.pop().unwrap();
+    wait_members(&nodes, 3).await;
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let attempts = writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "the writer made progress ({} acknowledged of {attempts})", acked.len());
+    for node in &nodes {
+        let mut c = node.conn().await;
+        for (key, value) in &acked {
+            let (values, _) = get(&mut c, key).await;
+            assert!(values.contains(value), "{}: {key} lost its acknowledged value {value}: {values:?}", node.node_id);
+        }
+    }
+    let three = ownership(&nodes[0]).await;
+    assert_eq!(three.len(), 3, "{three:?}");
+    assert!(max_over_mean(&three) <= 1.05, "balanced with 3: {three:?}");
+    assert!(c4.exited() && c5.exited());
+}
+
+#[tokio::test]
+async fn a_receiver_killed_during_handoff_resumes_and_loses_nothing() {
+    let nodes = start_cluster(3, &[]).await;
+    let seed = nodes[0].peer_addr();
+    // Load 6000 keys over 8 connections (each request waits for its replicas).
+    let mut loaders = Vec::new();
+    for t in 0..8 {
+        let mut c = nodes[t % 3].conn().await;
+        loaders.push(tokio::spawn(async move {
+            for i in (t..6000).step_by(8) {
+                let _: () = c.set(format!("key{i}"), format!("value{i}")).await.unwrap();
+            }
+        }));
+    }
+    for l in loaders {
+        l.await.unwrap();
+    }
+
+    let mut c4 = join("c4", &seed);
+    // Kill c4 as soon as it is receiving.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "c4 never started receiving");
+        let mut k = c4.conn().await;
+        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut k).await.unwrap();
+        if info.contains("handoff_completed_here:") && !info.contains("handoff_active_partition:-1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    c4.kill9();
+    c4.restart();
+    let mut all = nodes;
+    all.push(c4);
+    wait_members(&all, 4).await;
+    for node in &all {
+        let mut c = node.conn().await;
+        for i in (0..6000).step_by(7) {
+            assert_eq!(get(&mut c, &format!("key{i}")).await.0, vec![format!("value{i}")], "{}", node.node_id);
+        }
+    }
+    let owned = ownership(&all[0]).await;
+    assert!(owned["c4"] > 0, "c4 owns partitions after its handoff: {owned:?}");
+}
+
+#[tokio::test]
+async fn nodes_joined_through_different_seeds_converge_to_one_ring() {
+    let c1 = TestNode::start_named("c1", &["--membership-interval-ms", "200"]);
+    let c2 = join("c2", &c1.peer_addr());
+    // c3 knows only c2, c4 only c3: gossip still makes one cluster.
+    let c3 = join("c3", &c2.peer_addr());
+    let c4 = join("c4", &c3.peer_addr());
+    wait_members(&[c1, c2, c3, c4], 4).await;
+}
+
+#[tokio::test]
+async fn a_node_marked_down_comes_back_into_routing() {
+    let mut nodes = start_cluster(3, &[]).await;
+    nodes[2].stop();
+    let mut c = nodes[0].conn().await;
+    let _: () = c.set("while-down", "1").await.unwrap();
+    let status = |v: &redis::Value| format!("{v:?}");
+    let members = admin(&nodes[0], &["MEMBERS"]).await.unwrap();
+    assert!(status(&members).contains("unreachable"), "c3 is marked unreachable: {members:?}");
+    nodes[2].restart();
+    wait_members(&nodes, 3).await;
+    // Back in routing: a new write reaches it.
+    let _: () = c.set("after-return", "2").await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local_get(&nodes[2], "after-return").await != vec!["2"] {
+        assert!(Instant::now() < deadline, "c3 never received writes again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
