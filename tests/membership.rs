@@ -199,3 +199,57 @@ async fn a_node_marked_down_comes_back_into_routing() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+fn cli(node: &TestNode, args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
+        .arg("admin")
+        .args(args)
+        .args(["--host", &format!("127.0.0.1:{}", node.port)])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "admin {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test]
+async fn without_auto_commit_an_operator_plans_and_commits() {
+    let flags = ["--membership-interval-ms", "200", "--auto-commit", "false"];
+    let c1 = TestNode::start_named("c1", &flags);
+    let mut c = c1.conn().await;
+    let _: () = c.set("before", "1").await.unwrap();
+    let seed = c1.peer_addr();
+    let c2 = TestNode::start_named("c2", &[&flags[..], &["--seeds", &seed]].concat());
+    // c2 is known as joining but owns nothing until a commit.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cli(&c1, &["members"]).contains("joining") {
+        assert!(Instant::now() < deadline, "c2 never showed up as joining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(ownership(&c1).await["c2"], 0);
+    let plan = cli(&c1, &["plan"]);
+    assert!(plan.contains("PARTITION") && plan.contains("c2"), "{plan}");
+    assert_eq!(plan.lines().filter(|l| l.ends_with(" c2")).count(), 128, "half the partitions move to c2: {plan}");
+    cli(&c1, &["commit"]);
+    let status = cli(&c1, &["status"]);
+    assert!(status.contains("ring version"), "{status}");
+    wait_members(&[c1, c2], 2).await;
+}
+
+#[tokio::test]
+async fn removing_a_dead_node_rebuilds_its_replicas() {
+    let mut nodes = start_cluster(4, &[]).await;
+    let mut c = nodes[0].conn().await;
+    for i in 0..300 {
+        let _: () = c.set(format!("r{i}"), i).await.unwrap();
+    }
+    nodes[3].kill9();
+    let dead = nodes.pop().unwrap();
+    cli(&nodes[0], &["remove", "--node", &dead.node_id]);
+    wait_members(&nodes, 3).await;
+    for node in &nodes {
+        for i in (0..300).step_by(3) {
+            // Every key is on all three survivors now (N=3 of 3), so each holds it locally.
+            assert_eq!(local_get(node, &format!("r{i}")).await, vec![i.to_string()], "{}", node.node_id);
+        }
+    }
+}
