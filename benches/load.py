@@ -71,7 +71,8 @@ def start_cluster(binary, port, workdir, durability, nodes=3):
     deadline = time.time() + 20
     while time.time() < deadline:
         out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "dynamo"], capture_output=True, text=True).stdout
-        if f"members:{nodes}" in out and "members_unreachable:0" in out:
+        if f"members:{nodes}" in out and "members_unreachable:0" in out and "ring_transition:none" in out \
+                and "partitions_owned:0" not in out:
             break
         time.sleep(0.2)
     return p

@@ -30,7 +30,9 @@ CLUSTER_DIR=$(mktemp -d)
 CLUSTER_PID=$!
 trap 'kill $CLUSTER_PID 2>/dev/null; wait $CLUSTER_PID 2>/dev/null; rm -rf "$CLUSTER_DIR"' EXIT
 for _ in $(seq 1 100); do
-  redis-cli -p "$CLUSTER_PORT" INFO dynamo 2>/dev/null | grep -q 'members:3' && break
+  info=$(redis-cli -p "$CLUSTER_PORT" INFO dynamo 2>/dev/null)
+  echo "$info" | grep -q 'members:3' && echo "$info" | grep -q 'ring_transition:none' \
+    && echo "$info" | grep -q 'partitions_owned:8[56]' && break
   sleep 0.2
 done
 cluster_out=$(redis-benchmark -p "$CLUSTER_PORT" -t set,get -n 5000 -c 20 -r 10000 -q 2>&1)
