@@ -91,7 +91,21 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "cluster_auth", if c.cluster.cluster_secret.is_some() { "secret" } else { "open (dev mode)" });
             kv(out, "peer_addr", &cluster.me().peer_addr);
             kv(out, "members", view.members.len());
-            kv(out, "members_unreachable", cluster.statuses().iter().filter(|s| !s.reachable).count());
+            let statuses = cluster.statuses();
+            kv(out, "members_unreachable", statuses.iter().filter(|s| !s.reachable).count());
+            for s in &statuses {
+                let heard = s.last_heard.map_or("-1".to_string(), |t| t.elapsed().as_secs().to_string());
+                kv(
+                    out,
+                    &format!("peer_{}", s.record.info.member.id),
+                    format!(
+                        "member={},status={},since_s={},last_heard_s={heard}",
+                        s.record.status.as_str(),
+                        if s.reachable { "up" } else { "unreachable" },
+                        s.since.elapsed().as_secs()
+                    ),
+                );
+            }
             kv(out, "ring_version", view.ring_version);
             kv(out, "ring_transition", if view.next.is_some() { "in progress" } else { "none" });
             kv(out, "partitions", view.ring.as_ref().map_or(0, |r| r.partitions()));
