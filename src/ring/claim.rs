@@ -17,12 +17,12 @@ const ZONE_CONFLICT: usize = 1;
 /// Assigns `q` partitions to `members` (sorted by id, weights > 0). `previous[p]` is partition p's owner before,
 /// as an index into `members`, or `None` when that owner left (or there was no previous ring).
 pub fn claim(q: usize, members: &[Member], previous: Option<&[Option<u16>]>, spacing: usize) -> Vec<u16> {
-    let quotas = quotas(q, members);
     let mut owners: Vec<Option<u16>> = previous.map(<[_]>::to_vec).unwrap_or_else(|| vec![None; q]);
     let mut counts = vec![0usize; members.len()];
     for o in owners.iter().flatten() {
         counts[*o as usize] += 1;
     }
+    let quotas = quotas(q, members, &counts);
     let ctx = Ctx { members, spacing: spacing.min(q) };
 
     // Members above their quota release partitions: conflicting ones first, the rest evenly spread so the
@@ -64,8 +64,11 @@ pub fn claim(q: usize, members: &[Member], previous: Option<&[Option<u16>]>, spa
     owners
 }
 
-/// Each member's share of `q`, proportional to weight; rounding remainders go to the largest fractions.
-fn quotas(q: usize, members: &[Member]) -> Vec<usize> {
+/// Each member's share of `q`, proportional to weight: the floor of its exact share, plus one for as many members
+/// as rounding needs. Who gets the plus-one is chosen to move nothing needlessly: first members that already hold
+/// more than the floor (they keep it), then members gaining anyway, then the rest; larger fractions first within
+/// each group.
+fn quotas(q: usize, members: &[Member], current: &[usize]) -> Vec<usize> {
     let total: u128 = members.iter().map(|m| u128::from(m.weight)).sum();
     let exact: Vec<(usize, u128)> = members
         .iter()
@@ -76,8 +79,13 @@ fn quotas(q: usize, members: &[Member]) -> Vec<usize> {
         .collect();
     let mut quotas: Vec<usize> = exact.iter().map(|e| e.0).collect();
     let leftover = q - quotas.iter().sum::<usize>();
+    let tier = |i: usize| match current[i].cmp(&exact[i].0) {
+        std::cmp::Ordering::Greater => 0,
+        std::cmp::Ordering::Less => 1,
+        std::cmp::Ordering::Equal => 2,
+    };
     let mut order: Vec<usize> = (0..members.len()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(exact[i].1), i));
+    order.sort_by_key(|&i| (tier(i), std::cmp::Reverse(exact[i].1), i));
     for &i in order.iter().take(leftover) {
         quotas[i] += 1;
     }

@@ -102,7 +102,7 @@ fn rejects_bad_input() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(64))]
+    #![proptest_config(ProptestConfig::with_cases(512))]
 
     /// Adding a node moves partitions only to the newcomer, and only as many as its share; removing one moves only
     /// the leaver's partitions. Balance holds throughout.
