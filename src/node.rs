@@ -17,9 +17,11 @@ use crate::commands::{NodeContext, Stats};
 use crate::config::Config;
 use crate::coordinator::{CoordError, Coordinator, CoordinatorParts, WriteContext};
 use crate::replication::handoff::Handoff;
+use crate::replication::hinted::{self, HintDelivery};
 use crate::ring::Member;
 use crate::rpc::{self, ClusterKey, Handler, Identity, PeerInfo, PeerPool, RemoteErrorKind, Request, Response};
 use crate::storage::fjall_engine::FjallEngine;
+use crate::storage::hints::HintStore;
 use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::store::StoreOptions;
 use crate::storage::{KvStore, StorageError};
@@ -72,6 +74,8 @@ pub struct Node {
     context: Arc<NodeContext>,
     cluster: Arc<Cluster>,
     handoff: Arc<Handoff>,
+    hints: Arc<HintStore>,
+    pool: Arc<PeerPool>,
     store: Arc<KvStore>,
     meta: Arc<NodeMeta>,
 }
@@ -83,7 +87,10 @@ impl Node {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
         // fjall locks its directory, so a second process on the same data directory stops here.
-        let engine = Arc::new(FjallEngine::open(&config.data_dir.join("db"), config.cache_bytes)?);
+        let fjall = FjallEngine::open(&config.data_dir.join("db"), config.cache_bytes)?;
+        // Hints live in their own keyspace of the same database: apart from this node's data, same journal.
+        let hints = Arc::new(HintStore::open(Arc::new(fjall.keyspace("hints")?))?);
+        let engine = Arc::new(fjall);
         let meta = Arc::new(NodeMeta::open(&config.data_dir, &config.node_id)?);
         match meta.start_kind() {
             StartKind::Fresh => {
@@ -146,10 +153,11 @@ impl Node {
             meta: meta.clone(),
             options: config.versioning.clone(),
             cluster: cluster.clone(),
-            pool,
+            pool: pool.clone(),
             quorum: c.quorum,
             timeout: c.request_timeout,
             context_key,
+            hints: hints.clone(),
         });
         let context = Arc::new(NodeContext {
             config: config.clone(),
@@ -159,7 +167,7 @@ impl Node {
             started: Instant::now(),
             client_addr,
         });
-        Ok(Node { config, listener, peer_listener, identity, context, cluster, handoff, store, meta })
+        Ok(Node { config, listener, peer_listener, identity, context, cluster, handoff, hints, pool, store, meta })
     }
 
     /// The address clients connect to.
@@ -196,6 +204,14 @@ impl Node {
         ));
         tokio::spawn(self.cluster.clone().run(cancel.clone()));
         tokio::spawn(self.handoff.clone().run(cancel.clone()));
+        let delivery = HintDelivery::new(
+            self.cluster.clone(),
+            self.hints.clone(),
+            self.pool.clone(),
+            self.config.cluster.request_timeout,
+            hinted::DEFAULT_RATE,
+        );
+        tokio::spawn(delivery.run(cancel.clone()));
         let server =
             tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
         let removed = self.cluster.removed();
@@ -282,7 +298,13 @@ impl Handler for PeerService {
                 Ok(state) => Response::State { state },
                 Err(e) => failed(e),
             },
-            Request::Replicate { key, state } => match coordinator.merge_local(&key, &state).await {
+            Request::Replicate { key, state, hint_for: Some(target) } => {
+                match coordinator.store_hint(&target, &key, &state) {
+                    Ok(()) => Response::Ack,
+                    Err(e) => failed(e),
+                }
+            }
+            Request::Replicate { key, state, hint_for: None } => match coordinator.merge_local(&key, &state).await {
                 Ok(()) => Response::Ack,
                 Err(e) => failed(e),
             },

@@ -123,6 +123,16 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "handoff_active_partition", active.as_ref().map_or(-1, |p| i64::from(p.partition)));
             kv(out, "handoff_active_keys", active.as_ref().map_or(0, |p| p.keys));
             kv(out, "handoff_completed_here", node.handoff.completed().len());
+            let backlog = node.coordinator.hints().backlog();
+            kv(out, "hints_total", backlog.values().map(|b| b.count).sum::<u64>());
+            for (target, b) in &backlog {
+                let oldest = b.oldest_ms.map_or(0, |o| crate::coordinator::now_ms().saturating_sub(o) / 1000);
+                kv(
+                    out,
+                    &format!("hints_for_{target}"),
+                    format!("count={},bytes={},oldest_s={oldest}", b.count, b.bytes),
+                );
+            }
             kv(out, "n", q.n);
             kv(out, "r", q.r);
             kv(out, "w", q.w);

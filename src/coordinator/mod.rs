@@ -24,6 +24,7 @@ use futures::stream::FuturesUnordered;
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
 use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response, RpcError};
+use crate::storage::hints::HintStore;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
@@ -159,7 +160,8 @@ struct Replica {
 }
 
 type ReadReply = (usize, Result<Option<Siblings>, ()>);
-type AckReply = bool;
+/// Which replica a write was meant for, and whether it (or a fallback for it) acknowledged.
+type AckReply = (String, bool);
 
 /// Coordinates client reads and writes over the key's replicas.
 pub struct Coordinator {
@@ -171,6 +173,7 @@ pub struct Coordinator {
     quorum: Quorum,
     timeout: Duration,
     context_key: ContextKey,
+    hints: Arc<HintStore>,
 }
 
 /// Everything a coordinator needs.
@@ -191,6 +194,8 @@ pub struct CoordinatorParts {
     pub timeout: Duration,
     /// Key of the context tokens.
     pub context_key: ContextKey,
+    /// Hints held for unreachable replicas.
+    pub hints: Arc<HintStore>,
 }
 
 impl Coordinator {
@@ -205,6 +210,7 @@ impl Coordinator {
             quorum: p.quorum,
             timeout: p.timeout,
             context_key: p.context_key,
+            hints: p.hints,
         })
     }
 
@@ -343,7 +349,7 @@ impl Coordinator {
                     tracing::warn!(error = %e, "local read repair failed");
                 }
             } else {
-                let req = Request::Replicate { key: key.clone(), state: merged.clone() };
+                let req = Request::Replicate { key: key.clone(), state: merged.clone(), hint_for: None };
                 if let Err(e) = self.pool.call_node(&rep.id, &rep.addr, req, self.timeout).await {
                     tracing::debug!(replica = %rep.id, error = %e, "read repair not delivered");
                 }
@@ -474,28 +480,59 @@ impl Coordinator {
             let extra: FuturesUnordered<BoxFuture<'static, AckReply>> = incoming
                 .iter()
                 .filter(|r| !r.local)
-                .map(|rep| self.replicate_remote(rep, key.clone(), state.clone()))
+                .map(|rep| self.replicate_remote(rep, None, key.clone(), state.clone()))
                 .collect();
             tokio::spawn(async move { extra.collect::<Vec<_>>().await });
         }
-        let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = replicas
-            .iter()
-            .filter(|r| !r.local)
-            .map(|rep| self.replicate_remote(rep, key.clone(), state.clone()))
-            .collect();
+        // Sloppy quorum (paper §4.6): a replica known to be unreachable is stood in for by the next healthy
+        // fallback of the preference list, which keeps the copy as a hint and counts toward W.
+        let view = self.cluster.view();
+        let mut fallbacks = view
+            .preference_list(&key)
+            .into_iter()
+            .skip(self.quorum.n)
+            .map(|p| self.replica(p))
+            .filter(|f| !f.local && self.cluster.is_reachable(&f.id));
+        let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
+        for rep in replicas.iter().filter(|r| !r.local) {
+            if self.cluster.is_reachable(&rep.id) {
+                pending.push(self.replicate_remote(rep, None, key.clone(), state.clone()));
+            } else if let Some(fallback) = fallbacks.next() {
+                metrics::counter!("dynamo_sloppy_writes_total").increment(1);
+                pending.push(self.replicate_remote(&fallback, Some(rep.id.clone()), key.clone(), state.clone()));
+            } else {
+                // No fallback node: keep the hint here (it does not count toward W).
+                self.hint_locally(&rep.id, &key, &state);
+                q.on_ack(false);
+            }
+        }
         let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut failed = Vec::new();
         while q.progress() == Progress::Pending {
             match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some(ok)) => {
+                Ok(Some((intended, ok))) => {
                     q.on_ack(ok);
+                    if !ok {
+                        failed.push(intended);
+                    }
                 }
                 Ok(None) | Err(_) => break,
             }
         }
-        // The remaining replicas still get the write, after the client has its answer.
-        if !pending.is_empty() {
-            tokio::spawn(async move { while pending.next().await.is_some() {} });
-        }
+        // The remaining replicas still get the write after the client has its answer; every copy that could not be
+        // delivered becomes a hint here, delivered when its replica answers again.
+        let this = self.clone();
+        let (hint_key, hint_state) = (key.clone(), state.clone());
+        tokio::spawn(async move {
+            while let Some((intended, ok)) = pending.next().await {
+                if !ok {
+                    failed.push(intended);
+                }
+            }
+            for intended in failed {
+                this.hint_locally(&intended, &hint_key, &hint_state);
+            }
+        });
         match q.progress() {
             Progress::Reached => Ok(outcome),
             _ => {
@@ -505,20 +542,49 @@ impl Coordinator {
         }
     }
 
-    fn replicate_remote(&self, rep: &Replica, key: Bytes, state: Siblings) -> BoxFuture<'static, AckReply> {
-        let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
+    /// Keeps a copy meant for `target` as a local hint.
+    fn hint_locally(&self, target: &str, key: &[u8], state: &Siblings) {
+        if target == self.cluster.me().member.id {
+            return;
+        }
+        if let Err(e) = self.hints.put(target, key, state, now_ms()) {
+            tracing::error!(error = %e, %target, "could not store a hint");
+        }
+    }
+
+    /// Stores a hint another coordinator sent here for `target` (this node stands in for it).
+    pub fn store_hint(&self, target: &str, key: &[u8], state: &Siblings) -> Result<(), CoordError> {
+        Ok(self.hints.put(target, key, state, now_ms())?)
+    }
+
+    /// The hints this node holds.
+    pub fn hints(&self) -> &HintStore {
+        &self.hints
+    }
+
+    fn replicate_remote(
+        &self,
+        to: &Replica,
+        hint_for: Option<String>,
+        key: Bytes,
+        state: Siblings,
+    ) -> BoxFuture<'static, AckReply> {
+        let (pool, cluster, timeout, to) = (self.pool.clone(), self.cluster.clone(), self.timeout, to.clone());
         Box::pin(async move {
-            match pool.call_node(&rep.id, &rep.addr, Request::Replicate { key, state }, timeout).await {
+            let intended = hint_for.clone().unwrap_or_else(|| to.id.clone());
+            let ok = match pool.call_node(&to.id, &to.addr, Request::Replicate { key, state, hint_for }, timeout).await
+            {
                 Ok(Response::Ack) => true,
                 Ok(other) => {
-                    tracing::warn!(replica = %rep.id, ?other, "replica refused a write");
+                    tracing::warn!(replica = %to.id, ?other, "replica refused a write");
                     false
                 }
                 Err(_) => {
-                    cluster.note_reachable(&rep.id, false);
+                    cluster.note_reachable(&to.id, false);
                     false
                 }
-            }
+            };
+            (intended, ok)
         })
     }
 

@@ -47,6 +47,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         quorum: Quorum { n: 3, r: 2, w: 2 },
         timeout: Duration::from_secs(1),
         context_key,
+        hints: Arc::new(crate::storage::hints::HintStore::open(Arc::new(MemoryEngine::new())).unwrap()),
     });
     (c, dir)
 }

@@ -40,12 +40,15 @@ pub enum Request {
         /// User key.
         key: Bytes,
     },
-    /// Merge a state into the receiver's local replica (replication, read repair).
+    /// Merge a state into the receiver's local replica (replication, read repair, hint delivery), or, with
+    /// `hint_for`, keep it as a hint for that unreachable replica (sloppy quorum).
     Replicate {
         /// User key.
         key: Bytes,
         /// State to merge.
         state: Siblings,
+        /// The replica this copy is meant for, when the receiver stands in for it.
+        hint_for: Option<String>,
     },
     /// Coordinate a client write (sent by a node outside the key's top N to one inside it).
     Coordinate {

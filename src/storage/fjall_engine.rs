@@ -31,6 +31,12 @@ impl FjallEngine {
         let data = db.keyspace(DATA_KEYSPACE, KeyspaceCreateOptions::default)?;
         Ok(Self { db, data })
     }
+
+    /// Another keyspace of the same database (one journal, so one kill -9 story), as an engine of its own.
+    pub fn keyspace(&self, name: &str) -> Result<Self, StorageError> {
+        let data = self.db.keyspace(name, KeyspaceCreateOptions::default)?;
+        Ok(Self { db: self.db.clone(), data })
+    }
 }
 
 impl Engine for FjallEngine {

@@ -9,6 +9,7 @@
 //! * [`meta::NodeMeta`]: the node's identity in its data directory (epoch, dot counter, clean-shutdown marker).
 
 pub mod fjall_engine;
+pub mod hints;
 pub mod layout;
 pub mod memory;
 pub mod meta;

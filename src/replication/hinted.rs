@@ -1,0 +1,107 @@
+//! Hinted handoff delivery (paper §4.6): hints held for a replica are sent to it once it answers again, in
+//! batches and rate-limited, and deleted only after it acknowledged them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::membership::MemberStatus;
+use crate::rpc::{PeerPool, Request, Response};
+use crate::storage::hints::HintStore;
+
+/// How often the deliverer looks at the backlog.
+const POLL: Duration = Duration::from_millis(250);
+/// Hints sent per batch.
+const BATCH: usize = 64;
+/// Default delivery rate: hints per second per node, so a returning node is not flooded.
+pub const DEFAULT_RATE: u32 = 2000;
+
+/// Sends held hints to their replicas.
+pub struct HintDelivery {
+    cluster: Arc<Cluster>,
+    hints: Arc<HintStore>,
+    pool: Arc<PeerPool>,
+    timeout: Duration,
+    rate: u32,
+}
+
+impl HintDelivery {
+    /// A deliverer of `hints`, at most `rate` hints per second.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        hints: Arc<HintStore>,
+        pool: Arc<PeerPool>,
+        timeout: Duration,
+        rate: u32,
+    ) -> Self {
+        Self { cluster, hints, pool, timeout, rate: rate.max(1) }
+    }
+
+    /// Delivers until `cancel` fires.
+    pub async fn run(self, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep(POLL) => {}
+            }
+            for (target, backlog) in self.hints.backlog() {
+                metrics::gauge!("dynamo_hints_backlog", "target" => target.clone()).set(backlog.count as f64);
+                if cancel.is_cancelled() {
+                    return;
+                }
+                self.deliver_to(&target).await;
+            }
+        }
+    }
+
+    /// Sends batches to `target` while it answers and hints remain.
+    async fn deliver_to(&self, target: &str) {
+        let view = self.cluster.view();
+        let Some(member) = view.members.get(target) else { return };
+        if member.status == MemberStatus::Removed {
+            // A removed node will never take them; its ranges were rebuilt from the other replicas.
+            return;
+        }
+        let addr = member.info.peer_addr.clone();
+        // A node marked unreachable gets a ping first: that is how it comes back into routing.
+        if !self.cluster.is_reachable(target) {
+            match self.pool.call_node(target, &addr, Request::Ping, self.timeout).await {
+                Ok(Response::Pong) => self.cluster.note_reachable(target, true),
+                _ => return,
+            }
+        }
+        loop {
+            let batch = match self.hints.batch(target, BATCH) {
+                Ok(b) if !b.is_empty() => b,
+                Ok(_) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "could not read hints");
+                    return;
+                }
+            };
+            let started = tokio::time::Instant::now();
+            let sent = batch.len();
+            for hint in batch {
+                let req = Request::Replicate { key: hint.user_key.clone(), state: hint.state.clone(), hint_for: None };
+                match self.pool.call_node(target, &addr, req, self.timeout).await {
+                    Ok(Response::Ack) => {
+                        if let Err(e) = self.hints.delete_delivered(target, &hint) {
+                            tracing::error!(error = %e, "could not delete a delivered hint");
+                            return;
+                        }
+                    }
+                    _ => {
+                        self.cluster.note_reachable(target, false);
+                        return;
+                    }
+                }
+            }
+            tracing::debug!(%target, sent, "delivered hints");
+            // Rate limit: a batch of `sent` hints takes at least sent/rate seconds.
+            let budget = Duration::from_secs_f64(sent as f64 / f64::from(self.rate));
+            tokio::time::sleep_until(started + budget).await;
+        }
+    }
+}

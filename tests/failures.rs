@@ -1,0 +1,99 @@
+//! Temporary failures (paper §4.6): sloppy quorum with hinted handoff, with real node processes.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestNode, local_get, start_cluster, wait_members};
+use redis::AsyncCommands;
+
+async fn info(node: &TestNode) -> String {
+    let mut c = node.conn().await;
+    redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap()
+}
+
+fn hints_for(info: &str, target: &str) -> u64 {
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("hints_for_{target}:count=")))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// Waits until `holder` holds no hints for `target` and `target` has every key on its own.
+async fn wait_delivered(holder: &TestNode, target: &TestNode, keys: &[(String, String)]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hints_for(&info(holder).await, &target.node_id) > 0 {
+        assert!(Instant::now() < deadline, "hints for {} never drained", target.node_id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (k, v) in keys {
+        assert_eq!(local_get(target, k).await, vec![v.clone()], "{} serves {k} on its own", target.node_id);
+    }
+}
+
+#[tokio::test]
+async fn writes_succeed_with_a_replica_down_and_hints_drain_when_it_returns() {
+    let mut nodes = start_cluster(3, &[]).await;
+    nodes[2].stop();
+    let mut c = nodes[0].conn().await;
+    let keys: Vec<(String, String)> = (0..100).map(|i| (format!("h{i}"), format!("v{i}"))).collect();
+    for (k, v) in &keys {
+        let _: () = c.set(k, v).await.unwrap();
+    }
+    // With 3 nodes there is no fallback node: the coordinator keeps the hints.
+    let held = hints_for(&info(&nodes[0]).await, "c3");
+    assert_eq!(held, 100, "one hint per key for c3");
+    nodes[2].restart();
+    wait_delivered(&nodes[0], &nodes[2], &keys).await;
+}
+
+#[tokio::test]
+async fn hints_survive_a_crash_of_their_holder() {
+    let mut nodes = start_cluster(3, &[]).await;
+    nodes[2].stop();
+    let mut c = nodes[0].conn().await;
+    let keys: Vec<(String, String)> = (0..50).map(|i| (format!("crash{i}"), format!("v{i}"))).collect();
+    for (k, v) in &keys {
+        let _: () = c.set(k, v).await.unwrap();
+    }
+    drop(c);
+    nodes[0].kill9();
+    nodes[0].restart();
+    assert_eq!(hints_for(&info(&nodes[0]).await, "c3"), 50, "hints are durable across kill -9");
+    nodes[2].restart();
+    wait_members(&nodes, 3).await;
+    wait_delivered(&nodes[0], &nodes[2], &keys).await;
+}
+
+#[tokio::test]
+async fn a_fallback_node_stands_in_for_a_down_replica() {
+    let mut nodes = start_cluster(4, &[]).await;
+    // Find a key whose replicas are c1, c2 and one other, so the down node is a replica and c1 coordinates.
+    let mut c = nodes[0].conn().await;
+    let down = 3; // c4
+    let mut found = None;
+    for i in 0..1000 {
+        let k = format!("fb{i}");
+        let placement: redis::Value = redis::cmd("ADMIN").arg("KEY").arg(&k).query_async(&mut c).await.unwrap();
+        let text = format!("{placement:?}");
+        let (replicas, fallbacks) = text.split_once("fallbacks").unwrap();
+        if replicas.contains("\"c1\"") && replicas.contains("\"c4\"") {
+            let fallback = ["c2", "c3"].into_iter().find(|id| fallbacks.contains(&format!("\"{id}\""))).unwrap();
+            found = Some((k, fallback));
+            break;
+        }
+    }
+    let (key, fallback) = found.expect("some key has c1 and c4 among its replicas");
+    nodes[down].stop();
+    // c1 notices c4 is down at the first failed call; from then on writes use the fallback.
+    let _ = c.set::<_, _, ()>(&key, "first").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _: () = c.set(&key, "second").await.unwrap();
+    let fallback_node = nodes.iter().find(|n| n.node_id == fallback).unwrap();
+    assert!(hints_for(&info(fallback_node).await, "c4") >= 1, "the fallback {fallback} holds a hint for c4");
+    nodes[down].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local_get(&nodes[down], &key).await != vec!["second"] {
+        assert!(Instant::now() < deadline, "c4 never got its hinted write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
