@@ -165,6 +165,8 @@ pub struct ClusterOptions {
     pub membership_interval: Duration,
     /// Whether the claimant commits joins and leaves by itself (else: `admin plan` / `admin commit`).
     pub auto_commit: bool,
+    /// Pause between two anti-entropy partition exchanges.
+    pub anti_entropy_interval: Duration,
 }
 
 /// The resolved configuration of one node.
@@ -293,6 +295,10 @@ pub struct ServeArgs {
     /// [default: true].
     #[arg(long, env = "DYNAMO_KV_AUTO_COMMIT")]
     pub auto_commit: Option<bool>,
+    /// Milliseconds between two anti-entropy partition exchanges (a full pass over Q=256 partitions at the
+    /// default takes about a minute) [default: 200].
+    #[arg(long, env = "DYNAMO_KV_ANTI_ENTROPY_INTERVAL_MS")]
+    pub anti_entropy_interval_ms: Option<u64>,
 }
 
 /// The config file: the same settings as [`ServeArgs`], snake_case.
@@ -330,6 +336,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     membership_interval_ms: Option<u64>,
     auto_commit: Option<bool>,
+    anti_entropy_interval_ms: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -429,6 +436,9 @@ impl Config {
                 args.membership_interval_ms.or(file.membership_interval_ms).unwrap_or(DEFAULT_MEMBERSHIP_INTERVAL_MS),
             ),
             auto_commit: args.auto_commit.or(file.auto_commit).unwrap_or(true),
+            anti_entropy_interval: Duration::from_millis(
+                args.anti_entropy_interval_ms.or(file.anti_entropy_interval_ms).unwrap_or(200).max(1),
+            ),
             seeds,
         };
         let config = Config {

@@ -21,6 +21,7 @@
 //! `main.rs` turns the command line into [`config::Config`]s, sets up tracing and runs [`node::Node`]s (several for
 //! `dev`); `admin.rs` prints the ADMIN views as tables.
 
+pub mod antientropy;
 pub mod cluster;
 pub mod commands;
 pub mod config;

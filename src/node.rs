@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::antientropy::{AntiEntropy, Replica, tree::HashTree};
 use crate::cluster::{Cluster, ClusterError, ClusterParams};
 use crate::commands::{NodeContext, Stats};
 use crate::config::Config;
@@ -104,7 +105,9 @@ impl Node {
         }
         let options =
             StoreOptions { durability: config.durability, buffer_flush_interval: config.buffer_flush_interval };
-        let store = KvStore::open(engine, options)?;
+        // The anti-entropy tree is built by the store's start-up scan and kept current by every write after it.
+        let tree = Arc::new(HashTree::new());
+        let store = KvStore::open_observed(engine, options, Some(tree.clone()))?;
         let bind_error = |addr: &str| {
             let addr = addr.to_string();
             move |source| NodeError::Bind { addr, source }
@@ -148,6 +151,14 @@ impl Node {
         )?;
         let handoff =
             Handoff::new(cluster.clone(), store.clone(), pool.clone(), c.request_timeout, config.data_dir.clone());
+        let antientropy = AntiEntropy::new(
+            cluster.clone(),
+            store.clone(),
+            tree,
+            pool.clone(),
+            c.request_timeout,
+            c.anti_entropy_interval,
+        );
         let coordinator = Coordinator::new(CoordinatorParts {
             store: store.clone(),
             meta: meta.clone(),
@@ -163,6 +174,7 @@ impl Node {
             config: config.clone(),
             coordinator,
             handoff: handoff.clone(),
+            antientropy: antientropy.clone(),
             stats: Stats::default(),
             started: Instant::now(),
             client_addr,
@@ -212,6 +224,7 @@ impl Node {
             hinted::DEFAULT_RATE,
         );
         tokio::spawn(delivery.run(cancel.clone()));
+        tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
         let server =
             tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
         let removed = self.cluster.removed();
@@ -307,6 +320,28 @@ impl Handler for PeerService {
             Request::Replicate { key, state, hint_for: None } => match coordinator.merge_local(&key, &state).await {
                 Ok(()) => Response::Ack,
                 Err(e) => failed(e),
+            },
+            Request::TreeLeaves { partition, partitions, root_only } => {
+                let local = self.node.antientropy.local();
+                let leaves = if root_only {
+                    local.root(partition, partitions).await.map(|r| vec![r])
+                } else {
+                    local.leaves(partition, partitions).await
+                };
+                match leaves {
+                    Some(leaves) => Response::Leaves { leaves },
+                    None => Response::Error { kind: RemoteErrorKind::Storage, message: "no leaves".into() },
+                }
+            }
+            Request::RangeStates { first, last } => {
+                match coordinator.store().scan_positions(first, last, None, crate::antientropy::MAX_RANGE_ITEMS) {
+                    Ok(items) => Response::HandoffBatch { done: true, items },
+                    Err(e) => failed(e.into()),
+                }
+            }
+            Request::MergeStates { items } => match self.node.antientropy.local().merge_items(items).await {
+                Ok(changed) => Response::Merged { changed },
+                Err(e) => failed(e.into()),
             },
             Request::Coordinate { key, .. } if !coordinator.is_replica(&key) => Response::Error {
                 kind: RemoteErrorKind::Misdirected,

@@ -97,3 +97,49 @@ async fn a_fallback_node_stands_in_for_a_down_replica() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn anti_entropy_restores_a_node_whose_disk_was_wiped() {
+    let mut nodes = start_cluster(3, &["--anti-entropy-interval-ms", "20"]).await;
+    let mut c = nodes[0].conn().await;
+    let keys: Vec<(String, String)> = (0..300).map(|i| (format!("ae{i}"), format!("v{i}"))).collect();
+    for (k, v) in &keys {
+        let _: () = c.set(k, v).await.unwrap();
+    }
+    nodes[2].stop();
+    std::fs::remove_dir_all(&nodes[2].data_dir).unwrap();
+    nodes[2].restart();
+    let fresh = info(&nodes[2]).await;
+    assert!(fresh.contains("start:fresh"), "the wiped node starts with a new epoch: {fresh}");
+    wait_members(&nodes, 3).await;
+    let mut r = nodes[2].conn().await;
+    let _: String = redis::cmd("ADMIN").arg("REPAIR").query_async(&mut r).await.unwrap();
+    let started = Instant::now();
+    loop {
+        let mut missing = 0;
+        for (k, v) in &keys {
+            if local_get(&nodes[2], k).await != vec![v.clone()] {
+                missing += 1;
+            }
+        }
+        if missing == 0 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{missing} keys still missing on the wiped node");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("wiped node restored by anti-entropy in {:?}", started.elapsed());
+    // Exchanges started by any of the three count their repairs.
+    let mut repaired = 0u64;
+    for node in &nodes {
+        repaired += info(node)
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix("antientropy_keys_repaired:"))
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap();
+    }
+    assert!(repaired >= 300, "anti-entropy did the repair ({repaired} keys)");
+}

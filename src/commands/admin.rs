@@ -33,10 +33,14 @@ pub fn admin(node: &NodeContext, args: &[Bytes]) -> Reply {
             change_status(node, &id, MemberStatus::Leaving)
         }
         (b"PLAN", 2) => plan(node),
+        (b"REPAIR", 2) => {
+            node.antientropy.repair_now();
+            Reply::ok()
+        }
         (b"COMMIT", 2) => commit(node),
         (
             b"MEMBERS" | b"RING" | b"KEY" | b"LOCALGET" | b"STATUS" | b"JOIN" | b"LEAVE" | b"REMOVE" | b"PLAN"
-            | b"COMMIT",
+            | b"COMMIT" | b"REPAIR",
             _,
         ) => wrong_arity("admin"),
         _ => Reply::error(format!(

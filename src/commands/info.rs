@@ -133,6 +133,16 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
                     format!("count={},bytes={},oldest_s={oldest}", b.count, b.bytes),
                 );
             }
+            let ae = node.antientropy.stats();
+            kv(out, "antientropy_exchanges", ae.exchanges);
+            kv(out, "antientropy_keys_repaired", ae.keys_repaired);
+            kv(out, "antientropy_bytes", ae.bytes);
+            kv(out, "antientropy_full_passes", ae.full_passes);
+            kv(
+                out,
+                "antientropy_oldest_partition_s",
+                ae.last_exchange.values().map(|t| t.elapsed().as_secs()).max().map_or(-1, |s| s as i64),
+            );
             kv(out, "n", q.n);
             kv(out, "r", q.r);
             kv(out, "w", q.w);

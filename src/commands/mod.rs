@@ -56,6 +56,8 @@ pub struct NodeContext {
     pub coordinator: Arc<Coordinator>,
     /// Partition transfers of membership transitions.
     pub handoff: Arc<crate::replication::handoff::Handoff>,
+    /// Merkle-tree anti-entropy.
+    pub antientropy: Arc<crate::antientropy::AntiEntropy>,
     /// Counters.
     pub stats: Stats,
     /// When the node started.

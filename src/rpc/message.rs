@@ -35,6 +35,27 @@ pub enum Request {
         /// The key range (partition).
         partition: u32,
     },
+    /// The hash-tree leaves of a partition (anti-entropy).
+    TreeLeaves {
+        /// The partition.
+        partition: u32,
+        /// Q of the sender's ring.
+        partitions: u32,
+        /// Only the root (the XOR of the leaves): the first level of a top-down comparison.
+        root_only: bool,
+    },
+    /// Every stored state with ring positions in `[first, last]` (anti-entropy, one differing leaf).
+    RangeStates {
+        /// First position.
+        first: u128,
+        /// Last position (inclusive).
+        last: u128,
+    },
+    /// Merge these states into the local replica (anti-entropy).
+    MergeStates {
+        /// (storage key, state) pairs.
+        items: Vec<(Bytes, Siblings)>,
+    },
     /// Read the receiver's local replica of a key.
     Read {
         /// User key.
@@ -71,6 +92,9 @@ impl Request {
             Request::Gossip { .. } => "gossip",
             Request::HandoffPull { .. } => "handoff_pull",
             Request::RangeDigest { .. } => "range_digest",
+            Request::TreeLeaves { .. } => "tree_leaves",
+            Request::RangeStates { .. } => "range_states",
+            Request::MergeStates { .. } => "merge_states",
             Request::Read { .. } => "read",
             Request::Replicate { .. } => "replicate",
             Request::Coordinate { .. } => "coordinate",
@@ -107,6 +131,16 @@ pub enum Response {
         items: Vec<(Bytes, Siblings)>,
         /// Whether the range is exhausted.
         done: bool,
+    },
+    /// Answer to `TreeLeaves`.
+    Leaves {
+        /// The leaf hashes.
+        leaves: Vec<u128>,
+    },
+    /// Answer to `MergeStates`.
+    Merged {
+        /// Keys that changed.
+        changed: u64,
     },
     /// Answer to `RangeDigest`.
     Digest {

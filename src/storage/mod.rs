@@ -69,6 +69,12 @@ impl From<fjall::Error> for StorageError {
     }
 }
 
+/// Told of every change to stored values, under the key's lock (hash trees keep themselves current this way).
+pub trait WriteObserver: Send + Sync + 'static {
+    /// `storage_key` changed from `old` to `new` (`None`: absent).
+    fn on_write(&self, storage_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>);
+}
+
 /// One change in an atomic batch: `Some(value)` to put, `None` to delete.
 pub type Change = (Bytes, Option<Bytes>);
 

@@ -66,12 +66,24 @@ pub struct KvStore {
     live_keys: AtomicI64,
     /// Set at shutdown: no update may start after the final flush.
     closed: AtomicBool,
+    /// Told of every change (the anti-entropy hash tree).
+    observer: Option<Arc<dyn super::WriteObserver>>,
 }
 
 impl KvStore {
     /// Opens the store on `engine`, counting the live keys already stored (a full scan: start-up time grows with
     /// the data).
     pub fn open(engine: Arc<dyn Engine>, options: StoreOptions) -> Result<Arc<Self>, StorageError> {
+        Self::open_observed(engine, options, None)
+    }
+
+    /// As [`open`](Self::open), telling `observer` of every stored key during the start-up scan and of every change
+    /// afterwards.
+    pub fn open_observed(
+        engine: Arc<dyn Engine>,
+        options: StoreOptions,
+        observer: Option<Arc<dyn super::WriteObserver>>,
+    ) -> Result<Arc<Self>, StorageError> {
         let buffer = (options.durability == Durability::Buffered).then(WriteBuffer::default);
         let store = KvStore {
             engine,
@@ -82,13 +94,35 @@ impl KvStore {
             synced_seq: AsyncMutex::new(0),
             live_keys: AtomicI64::new(0),
             closed: AtomicBool::new(false),
+            observer,
         };
-        let mut live = 0i64;
-        store.for_each_raw((Bound::Unbounded, Bound::Unbounded), |_, s| {
-            live += i64::from(s.has_live_value());
-        })?;
+        let live = store.rescan()?;
         store.live_keys.store(live, Ordering::Relaxed);
         Ok(Arc::new(store))
+    }
+
+    /// Counts live keys and replays every stored key to the observer (start-up, or a tree rebuild).
+    pub fn rescan(&self) -> Result<i64, StorageError> {
+        const PAGE: usize = 4096;
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let mut live = 0i64;
+        let mut after: Option<Bytes> = None;
+        loop {
+            let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+            let page = self.engine.scan((lower, Bound::Unbounded), PAGE)?;
+            for (k, v) in &page {
+                live += i64::from(decode(v)?.has_live_value());
+                if let Some(o) = &self.observer {
+                    o.on_write(k, None, Some(v));
+                }
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
+                _ => return Ok(live),
+            }
+        }
     }
 
     /// The engine's name.
@@ -134,7 +168,8 @@ impl KvStore {
             if self.closed.load(Ordering::Acquire) {
                 return Err(StorageError::Closed.into());
             }
-            let existing = self.get_raw(&key)?.map(|raw| decode(&raw)).transpose()?;
+            let raw_existing = self.get_raw(&key)?;
+            let existing = raw_existing.as_deref().map(decode).transpose()?;
             let existed = existing.is_some();
             let mut siblings = existing.unwrap_or_default();
             let was_live = siblings.has_live_value();
@@ -143,7 +178,11 @@ impl KvStore {
                 Decision::Write(out) => out,
             };
             let now_live = siblings.has_live_value();
-            self.write_raw(&[(key, Some(encode(&siblings)))])?;
+            let encoded = encode(&siblings);
+            self.write_raw(&[(key.clone(), Some(encoded.clone()))])?;
+            if let Some(o) = &self.observer {
+                o.on_write(&key, raw_existing.as_deref(), Some(&encoded));
+            }
             self.live_keys.fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
             (out, self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
         };

@@ -1,0 +1,319 @@
+//! Anti-entropy (L3, paper §4.7): replicas of a partition compare hash trees and exchange only the keys under
+//! leaves that differ, merging in both directions with the versioning rules.
+//!
+//! * [`tree`]: the incrementally kept leaves.
+//! * [`exchange`]: one comparison of one partition between two replicas, generic over [`Replica`] so it is the same
+//!   code over the network and in tests. Root first (one 16-byte hash settles an in-sync partition), then the
+//!   leaves, then the states under differing leaves only.
+//! * [`AntiEntropy`]: the driver. One partition exchange per interval, round-robin over the partitions this node
+//!   replicates and the other replicas of each, so client latency holds; `ADMIN REPAIR` runs a full pass now.
+
+pub mod tree;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cluster::Cluster;
+use crate::rpc::{PeerPool, Request, Response};
+use crate::storage::KvStore;
+use crate::storage::store::{Decision, encode};
+use crate::versioning::Siblings;
+use tree::{Hash, HashTree};
+
+/// Most states one range answer may carry.
+pub const MAX_RANGE_ITEMS: usize = 50_000;
+
+/// What an exchange needs from a replica, local or remote.
+pub trait Replica: Send + Sync {
+    /// The root of partition `p` of `q`'s tree.
+    fn root(&self, p: u32, q: u32) -> impl Future<Output = Option<Hash>> + Send;
+    /// The leaves of partition `p` of `q`.
+    fn leaves(&self, p: u32, q: u32) -> impl Future<Output = Option<Vec<Hash>>> + Send;
+    /// Every (storage key, state) with ring positions in `[first, last]`.
+    fn states(&self, first: u128, last: u128) -> impl Future<Output = Option<Vec<(Bytes, Siblings)>>> + Send;
+    /// Merges states; returns how many keys changed.
+    fn merge(&self, items: Vec<(Bytes, Siblings)>) -> impl Future<Output = Option<u64>> + Send;
+}
+
+/// What one exchange did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Leaves that differed.
+    pub differing_leaves: usize,
+    /// Keys changed on either side.
+    pub keys_repaired: u64,
+    /// Bytes that crossed between the replicas (hashes and states).
+    pub bytes: u64,
+}
+
+fn items_bytes(items: &[(Bytes, Siblings)]) -> u64 {
+    items.iter().map(|(k, s)| (k.len() + encode(s).len()) as u64).sum()
+}
+
+/// Compares partition `p` (of `q`) between `local` and `remote` and makes both hold the merge of the two.
+pub async fn exchange<L: Replica, R: Replica>(local: &L, remote: &R, p: u32, q: u32) -> Option<Outcome> {
+    // Top-down: the root settles an in-sync partition with one hash.
+    let mut out = Outcome { bytes: 16, ..Outcome::default() };
+    if local.root(p, q).await? == remote.root(p, q).await? {
+        return Some(out);
+    }
+    let mine = local.leaves(p, q).await?;
+    let theirs = remote.leaves(p, q).await?;
+    out.bytes += (theirs.len() * 16) as u64;
+    if mine.len() != theirs.len() {
+        return Some(out);
+    }
+    let first = HashTree::first_leaf(p as usize, q as usize);
+    for (i, _) in mine.iter().zip(&theirs).enumerate().filter(|(_, (a, b))| a != b) {
+        out.differing_leaves += 1;
+        let (lo, hi) = HashTree::leaf_range(first + i);
+        let remote_items = remote.states(lo, hi).await?;
+        let local_items = local.states(lo, hi).await?;
+        out.bytes += items_bytes(&remote_items) + items_bytes(&local_items);
+        out.keys_repaired += local.merge(remote_items).await?;
+        out.keys_repaired += remote.merge(local_items).await?;
+    }
+    Some(out)
+}
+
+/// This node's own replica.
+pub struct LocalReplica {
+    /// The store.
+    pub store: Arc<KvStore>,
+    /// Its hash tree.
+    pub tree: Arc<HashTree>,
+}
+
+impl LocalReplica {
+    /// Merges states into the store; returns how many keys changed.
+    pub async fn merge_items(&self, items: Vec<(Bytes, Siblings)>) -> Result<u64, crate::storage::StorageError> {
+        let mut changed = 0;
+        for (storage_key, state) in items {
+            let Some(user_key) = crate::storage::layout::user_key(&storage_key) else { continue };
+            let did = self
+                .store
+                .update(user_key, |s: &mut Siblings, _| {
+                    let before = s.clone();
+                    s.merge(&state);
+                    Ok::<_, crate::storage::StorageError>(if *s == before {
+                        Decision::Keep(false)
+                    } else {
+                        Decision::Write(true)
+                    })
+                })
+                .await?;
+            changed += u64::from(did);
+        }
+        Ok(changed)
+    }
+}
+
+impl Replica for LocalReplica {
+    async fn root(&self, p: u32, q: u32) -> Option<Hash> {
+        Some(HashTree::root(&self.tree.partition_leaves(p as usize, q as usize)))
+    }
+
+    async fn leaves(&self, p: u32, q: u32) -> Option<Vec<Hash>> {
+        Some(self.tree.partition_leaves(p as usize, q as usize))
+    }
+
+    async fn states(&self, first: u128, last: u128) -> Option<Vec<(Bytes, Siblings)>> {
+        self.store.scan_positions(first, last, None, MAX_RANGE_ITEMS).ok()
+    }
+
+    async fn merge(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
+        self.merge_items(items).await.ok()
+    }
+}
+
+/// Another node's replica, over the internal protocol.
+pub struct RemoteReplica<'a> {
+    pool: &'a PeerPool,
+    id: &'a str,
+    addr: &'a str,
+    timeout: Duration,
+}
+
+impl RemoteReplica<'_> {
+    async fn tree(&self, p: u32, q: u32, root_only: bool) -> Option<Vec<Hash>> {
+        let req = Request::TreeLeaves { partition: p, partitions: q, root_only };
+        match self.pool.call_node(self.id, self.addr, req, self.timeout).await {
+            Ok(Response::Leaves { leaves }) => Some(leaves),
+            _ => None,
+        }
+    }
+}
+
+impl Replica for RemoteReplica<'_> {
+    async fn root(&self, p: u32, q: u32) -> Option<Hash> {
+        self.tree(p, q, true).await?.first().copied()
+    }
+
+    async fn leaves(&self, p: u32, q: u32) -> Option<Vec<Hash>> {
+        self.tree(p, q, false).await
+    }
+
+    async fn states(&self, first: u128, last: u128) -> Option<Vec<(Bytes, Siblings)>> {
+        match self.pool.call_node(self.id, self.addr, Request::RangeStates { first, last }, self.timeout).await {
+            Ok(Response::HandoffBatch { items, .. }) => Some(items),
+            _ => None,
+        }
+    }
+
+    async fn merge(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
+        if items.is_empty() {
+            return Some(0);
+        }
+        match self.pool.call_node(self.id, self.addr, Request::MergeStates { items }, self.timeout).await {
+            Ok(Response::Merged { changed }) => Some(changed),
+            _ => None,
+        }
+    }
+}
+
+/// Figures for INFO and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    /// Exchanges completed.
+    pub exchanges: u64,
+    /// Keys changed by exchanges (on either side).
+    pub keys_repaired: u64,
+    /// Bytes exchanged.
+    pub bytes: u64,
+    /// Full passes over every partition this node replicates.
+    pub full_passes: u64,
+    /// When each partition was last exchanged with all its other replicas.
+    pub last_exchange: BTreeMap<u32, Instant>,
+}
+
+/// The anti-entropy driver of this node.
+pub struct AntiEntropy {
+    cluster: Arc<Cluster>,
+    local: LocalReplica,
+    pool: Arc<PeerPool>,
+    timeout: Duration,
+    interval: Duration,
+    stats: Mutex<Stats>,
+    cursor: Mutex<usize>,
+    urgent: AtomicBool,
+    wake: Notify,
+}
+
+impl AntiEntropy {
+    /// A driver exchanging one partition every `interval`.
+    pub fn new(
+        cluster: Arc<Cluster>,
+        store: Arc<KvStore>,
+        tree: Arc<HashTree>,
+        pool: Arc<PeerPool>,
+        timeout: Duration,
+        interval: Duration,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cluster,
+            local: LocalReplica { store, tree },
+            pool,
+            timeout,
+            interval,
+            stats: Mutex::new(Stats::default()),
+            cursor: Mutex::new(0),
+            urgent: AtomicBool::new(false),
+            wake: Notify::new(),
+        })
+    }
+
+    /// This node's replica (for the peer service).
+    pub fn local(&self) -> &LocalReplica {
+        &self.local
+    }
+
+    /// The figures so far.
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().expect("stats lock").clone()
+    }
+
+    /// Starts a full pass now, without waiting between partitions (`ADMIN REPAIR`).
+    pub fn repair_now(&self) {
+        *self.cursor.lock().expect("cursor lock") = 0;
+        self.urgent.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Exchanges until `cancel` fires.
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        loop {
+            if !self.urgent.load(Ordering::Acquire) {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(self.interval) => {}
+                    _ = self.wake.notified() => {}
+                }
+            } else if cancel.is_cancelled() {
+                return;
+            }
+            self.step().await;
+        }
+    }
+
+    /// Exchanges the next partition this node replicates with each of its other replicas.
+    async fn step(&self) {
+        let view = self.cluster.view();
+        let Some(ring) = view.ring.as_ref() else { return };
+        // Not during a transition: handoff is moving ranges and replica sets are changing.
+        if view.next.is_some() {
+            return;
+        }
+        let me = &self.cluster.me().member.id;
+        let n = self.cluster.n();
+        let q = ring.partitions();
+        let mine: Vec<usize> = (0..q).filter(|&p| ring.preference_list(p).take(n).any(|m| &m.id == me)).collect();
+        if mine.is_empty() {
+            return;
+        }
+        let p = {
+            let mut c = self.cursor.lock().expect("cursor lock");
+            let p = mine[*c % mine.len()];
+            *c += 1;
+            if (*c).is_multiple_of(mine.len()) {
+                self.stats.lock().expect("stats lock").full_passes += 1;
+                self.urgent.store(false, Ordering::Release);
+            }
+            p
+        };
+        let peers: Vec<(String, String)> = ring
+            .preference_list(p)
+            .take(n)
+            .filter(|m| &m.id != me && self.cluster.is_reachable(&m.id))
+            .filter_map(|m| view.members.get(&m.id).map(|r| (m.id.clone(), r.info.peer_addr.clone())))
+            .collect();
+        for (id, addr) in peers {
+            let remote = RemoteReplica { pool: &self.pool, id: &id, addr: &addr, timeout: self.timeout * 4 };
+            match exchange(&self.local, &remote, p as u32, q as u32).await {
+                Some(o) => {
+                    let mut s = self.stats.lock().expect("stats lock");
+                    s.exchanges += 1;
+                    s.keys_repaired += o.keys_repaired;
+                    s.bytes += o.bytes;
+                    s.last_exchange.insert(p as u32, Instant::now());
+                    metrics::counter!("dynamo_antientropy_exchanges_total").increment(1);
+                    metrics::counter!("dynamo_antientropy_keys_repaired_total").increment(o.keys_repaired);
+                    metrics::counter!("dynamo_antientropy_bytes_total").increment(o.bytes);
+                    if o.keys_repaired > 0 {
+                        tracing::info!(partition = p, peer = %id, keys = o.keys_repaired, "anti-entropy repaired keys");
+                    }
+                }
+                None => tracing::debug!(partition = p, peer = %id, "anti-entropy exchange failed"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
