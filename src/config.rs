@@ -167,6 +167,8 @@ pub struct ClusterOptions {
     pub auto_commit: bool,
     /// Pause between two anti-entropy partition exchanges.
     pub anti_entropy_interval: Duration,
+    /// How old a tombstone must be before it may be reaped (once every replica holds it).
+    pub tombstone_grace: Duration,
 }
 
 /// The resolved configuration of one node.
@@ -299,6 +301,10 @@ pub struct ServeArgs {
     /// default takes about a minute) [default: 200].
     #[arg(long, env = "DYNAMO_KV_ANTI_ENTROPY_INTERVAL_MS")]
     pub anti_entropy_interval_ms: Option<u64>,
+    /// Seconds a tombstone is kept at least, even once every replica holds it; hints older than this are dropped
+    /// (anti-entropy repairs their data) so they cannot bring back a reaped delete [default: 86400].
+    #[arg(long, env = "DYNAMO_KV_TOMBSTONE_GRACE_SECS")]
+    pub tombstone_grace_secs: Option<u64>,
 }
 
 /// The config file: the same settings as [`ServeArgs`], snake_case.
@@ -337,6 +343,7 @@ struct FileConfig {
     membership_interval_ms: Option<u64>,
     auto_commit: Option<bool>,
     anti_entropy_interval_ms: Option<u64>,
+    tombstone_grace_secs: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -438,6 +445,9 @@ impl Config {
             auto_commit: args.auto_commit.or(file.auto_commit).unwrap_or(true),
             anti_entropy_interval: Duration::from_millis(
                 args.anti_entropy_interval_ms.or(file.anti_entropy_interval_ms).unwrap_or(200).max(1),
+            ),
+            tombstone_grace: Duration::from_secs(
+                args.tombstone_grace_secs.or(file.tombstone_grace_secs).unwrap_or(86_400),
             ),
             seeds,
         };

@@ -158,6 +158,7 @@ impl Node {
             pool.clone(),
             c.request_timeout,
             c.anti_entropy_interval,
+            c.tombstone_grace,
         );
         let coordinator = Coordinator::new(CoordinatorParts {
             store: store.clone(),
@@ -222,6 +223,7 @@ impl Node {
             self.pool.clone(),
             self.config.cluster.request_timeout,
             hinted::DEFAULT_RATE,
+            self.config.cluster.tombstone_grace,
         );
         tokio::spawn(delivery.run(cancel.clone()));
         tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
@@ -340,6 +342,10 @@ impl Handler for PeerService {
                 }
             }
             Request::MergeStates { items } => match self.node.antientropy.local().merge_items(items).await {
+                Ok(changed) => Response::Merged { changed },
+                Err(e) => failed(e.into()),
+            },
+            Request::Reap { items } => match self.node.antientropy.local().reap_items(&items) {
                 Ok(changed) => Response::Merged { changed },
                 Err(e) => failed(e.into()),
             },

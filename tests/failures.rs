@@ -143,3 +143,41 @@ async fn anti_entropy_restores_a_node_whose_disk_was_wiped() {
     }
     assert!(repaired >= 300, "anti-entropy did the repair ({repaired} keys)");
 }
+
+#[tokio::test]
+async fn a_delete_during_a_partition_stays_deleted_and_its_tombstone_is_reaped() {
+    let mut nodes = start_cluster(3, &["--anti-entropy-interval-ms", "20", "--tombstone-grace-secs", "1"]).await;
+    let mut c = nodes[0].conn().await;
+    let _: () = c.set("doomed", "v").await.unwrap();
+    let _: () = c.set("kept", "k").await.unwrap();
+    // c3 is cut off while the value is deleted; it still holds the value when it comes back.
+    nodes[2].stop();
+    let n: i64 = c.del("doomed").await.unwrap();
+    assert_eq!(n, 1);
+    nodes[2].restart();
+    wait_members(&nodes, 3).await;
+    let mut r = nodes[2].conn().await;
+    let _: String = redis::cmd("ADMIN").arg("REPAIR").query_async(&mut r).await.unwrap();
+    // Anti-entropy and hints spread the tombstone; the value never comes back, and once every replica holds the
+    // tombstone and the grace passed, the key is gone everywhere.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut reaped = true;
+        for node in &nodes {
+            let mut conn = node.conn().await;
+            let (values, _) = common::get(&mut conn, "doomed").await;
+            assert!(values.is_empty(), "{} brought the deleted value back: {values:?}", node.node_id);
+            let local: redis::Value =
+                redis::cmd("ADMIN").arg("LOCALGET").arg("doomed").query_async(&mut conn).await.unwrap();
+            reaped &= common::parse_get(local).1.is_none();
+        }
+        if reaped {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the tombstone was never reaped");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for node in &nodes {
+        assert_eq!(local_get(node, "kept").await, vec!["k"], "live data is never reaped");
+    }
+}

@@ -40,6 +40,8 @@ pub trait Replica: Send + Sync {
     fn states(&self, first: u128, last: u128) -> impl Future<Output = Option<Vec<(Bytes, Siblings)>>> + Send;
     /// Merges states; returns how many keys changed.
     fn merge(&self, items: Vec<(Bytes, Siblings)>) -> impl Future<Output = Option<u64>> + Send;
+    /// Deletes tombstones whose state is exactly the given one; returns how many it deleted.
+    fn reap(&self, items: Vec<(Bytes, Siblings)>) -> impl Future<Output = Option<u64>> + Send;
 }
 
 /// What one exchange did.
@@ -92,6 +94,27 @@ pub struct LocalReplica {
 }
 
 impl LocalReplica {
+    /// Deletes tombstones whose local state is exactly the given one.
+    pub fn reap_items(&self, items: &[(Bytes, Siblings)]) -> Result<u64, crate::storage::StorageError> {
+        let mut reaped = 0;
+        for (k, s) in items {
+            reaped += u64::from(self.store.remove_if_equal(k, s)?);
+        }
+        Ok(reaped)
+    }
+
+    /// Tombstone-only keys of `[first, last]` whose newest version is older than `cutoff_ms`.
+    pub fn old_tombstones(&self, first: u128, last: u128, cutoff_ms: u64) -> Vec<(Bytes, Siblings)> {
+        self.store
+            .scan_positions(first, last, None, MAX_RANGE_ITEMS)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, s)| {
+                !s.has_live_value() && s.sibling_count() > 0 && s.versions().iter().all(|v| v.timestamp_ms < cutoff_ms)
+            })
+            .collect()
+    }
+
     /// Merges states into the store; returns how many keys changed.
     pub async fn merge_items(&self, items: Vec<(Bytes, Siblings)>) -> Result<u64, crate::storage::StorageError> {
         let mut changed = 0;
@@ -130,6 +153,10 @@ impl Replica for LocalReplica {
 
     async fn merge(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
         self.merge_items(items).await.ok()
+    }
+
+    async fn reap(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
+        self.reap_items(&items).ok()
     }
 }
 
@@ -176,6 +203,13 @@ impl Replica for RemoteReplica<'_> {
             _ => None,
         }
     }
+
+    async fn reap(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
+        match self.pool.call_node(self.id, self.addr, Request::Reap { items }, self.timeout).await {
+            Ok(Response::Merged { changed }) => Some(changed),
+            _ => None,
+        }
+    }
 }
 
 /// Figures for INFO and metrics.
@@ -191,6 +225,8 @@ pub struct Stats {
     pub full_passes: u64,
     /// When each partition was last exchanged with all its other replicas.
     pub last_exchange: BTreeMap<u32, Instant>,
+    /// Tombstones reaped (on every replica) after proof that all held them.
+    pub tombstones_reaped: u64,
 }
 
 /// The anti-entropy driver of this node.
@@ -200,6 +236,7 @@ pub struct AntiEntropy {
     pool: Arc<PeerPool>,
     timeout: Duration,
     interval: Duration,
+    grace: Duration,
     stats: Mutex<Stats>,
     cursor: Mutex<usize>,
     urgent: AtomicBool,
@@ -215,6 +252,7 @@ impl AntiEntropy {
         pool: Arc<PeerPool>,
         timeout: Duration,
         interval: Duration,
+        grace: Duration,
     ) -> Arc<Self> {
         Arc::new(Self {
             cluster,
@@ -222,6 +260,7 @@ impl AntiEntropy {
             pool,
             timeout,
             interval,
+            grace,
             stats: Mutex::new(Stats::default()),
             cursor: Mutex::new(0),
             urgent: AtomicBool::new(false),
@@ -287,16 +326,20 @@ impl AntiEntropy {
             }
             p
         };
-        let peers: Vec<(String, String)> = ring
-            .preference_list(p)
-            .take(n)
-            .filter(|m| &m.id != me && self.cluster.is_reachable(&m.id))
-            .filter_map(|m| view.members.get(&m.id).map(|r| (m.id.clone(), r.info.peer_addr.clone())))
+        let replicas: Vec<String> = ring.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+        let peers: Vec<(String, String)> = replicas
+            .iter()
+            .filter(|id| *id != me && self.cluster.is_reachable(id))
+            .filter_map(|id| view.members.get(id).map(|r| (id.clone(), r.info.peer_addr.clone())))
             .collect();
-        for (id, addr) in peers {
-            let remote = RemoteReplica { pool: &self.pool, id: &id, addr: &addr, timeout: self.timeout * 4 };
+        let mut all_in_sync = peers.len() + 1 == replicas.len();
+        for (id, addr) in &peers {
+            let (id, addr) = (id.as_str(), addr.as_str());
+            let remote = RemoteReplica { pool: &self.pool, id, addr, timeout: self.timeout * 4 };
             match exchange(&self.local, &remote, p as u32, q as u32).await {
                 Some(o) => {
+                    // In sync only if this exchange found nothing to do (else: prove it again next pass).
+                    all_in_sync &= o.differing_leaves == 0;
                     let mut s = self.stats.lock().expect("stats lock");
                     s.exchanges += 1;
                     s.keys_repaired += o.keys_repaired;
@@ -309,8 +352,45 @@ impl AntiEntropy {
                         tracing::info!(partition = p, peer = %id, keys = o.keys_repaired, "anti-entropy repaired keys");
                     }
                 }
-                None => tracing::debug!(partition = p, peer = %id, "anti-entropy exchange failed"),
+                None => {
+                    all_in_sync = false;
+                    tracing::debug!(partition = p, peer = %id, "anti-entropy exchange failed");
+                }
             }
+        }
+        if all_in_sync {
+            self.reap(p, &peers).await;
+        }
+    }
+
+    /// Every replica of partition `p` holds identical states (equal roots, proven just now): tombstones older than
+    /// the grace period can go everywhere. Each replica deletes a tombstone only if its state is exactly the one
+    /// reaped, so a write that raced in is kept. A replica that misses the reap merges the tombstone back from the
+    /// others (harmless) and the next proof reaps it again.
+    async fn reap(&self, p: usize, peers: &[(String, String)]) {
+        let cutoff = crate::coordinator::now_ms().saturating_sub(self.grace.as_millis() as u64);
+        let (first, last) = {
+            let view = self.cluster.view();
+            let Some(ring) = view.ring.as_ref() else { return };
+            ring.partition_range(p)
+        };
+        let tombstones = self.local.old_tombstones(first, last, cutoff);
+        if tombstones.is_empty() {
+            return;
+        }
+        for (id, addr) in peers {
+            let remote = RemoteReplica { pool: &self.pool, id, addr, timeout: self.timeout * 4 };
+            if remote.reap(tombstones.clone()).await.is_none() {
+                return;
+            }
+        }
+        match self.local.reap_items(&tombstones) {
+            Ok(n) => {
+                self.stats.lock().expect("stats lock").tombstones_reaped += n;
+                metrics::counter!("dynamo_tombstones_reaped_total").increment(n);
+                tracing::debug!(partition = p, reaped = n, "tombstones reaped");
+            }
+            Err(e) => tracing::warn!(error = %e, "reaping tombstones failed"),
         }
     }
 }

@@ -138,6 +138,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "antientropy_keys_repaired", ae.keys_repaired);
             kv(out, "antientropy_bytes", ae.bytes);
             kv(out, "antientropy_full_passes", ae.full_passes);
+            kv(out, "tombstones_reaped", ae.tombstones_reaped);
             kv(
                 out,
                 "antientropy_oldest_partition_s",

@@ -25,18 +25,22 @@ pub struct HintDelivery {
     pool: Arc<PeerPool>,
     timeout: Duration,
     rate: u32,
+    max_age: Duration,
 }
 
 impl HintDelivery {
-    /// A deliverer of `hints`, at most `rate` hints per second.
+    /// A deliverer of `hints`, at most `rate` hints per second. Hints older than `max_age` (the tombstone grace)
+    /// are dropped instead: delivering one could bring back a delete whose tombstone was reaped meanwhile, and
+    /// anti-entropy repairs the data it held.
     pub fn new(
         cluster: Arc<Cluster>,
         hints: Arc<HintStore>,
         pool: Arc<PeerPool>,
         timeout: Duration,
         rate: u32,
+        max_age: Duration,
     ) -> Self {
-        Self { cluster, hints, pool, timeout, rate: rate.max(1) }
+        Self { cluster, hints, pool, timeout, rate: rate.max(1), max_age }
     }
 
     /// Delivers until `cancel` fires.
@@ -84,6 +88,13 @@ impl HintDelivery {
             let started = tokio::time::Instant::now();
             let sent = batch.len();
             for hint in batch {
+                let age_ms = crate::coordinator::now_ms().saturating_sub(hint.stored_ms);
+                if u128::from(age_ms) > self.max_age.as_millis() {
+                    tracing::warn!(%target, age_s = age_ms / 1000, "dropping a hint older than the tombstone grace");
+                    metrics::counter!("dynamo_hints_expired_total").increment(1);
+                    let _ = self.hints.delete_delivered(target, &hint);
+                    continue;
+                }
                 let req = Request::Replicate { key: hint.user_key.clone(), state: hint.state.clone(), hint_for: None };
                 match self.pool.call_node(target, &addr, req, self.timeout).await {
                     Ok(Response::Ack) => {

@@ -56,6 +56,11 @@ pub enum Request {
         /// (storage key, state) pairs.
         items: Vec<(Bytes, Siblings)>,
     },
+    /// Delete these tombstones, each only if the local state is exactly the one given.
+    Reap {
+        /// (storage key, tombstone state) pairs.
+        items: Vec<(Bytes, Siblings)>,
+    },
     /// Read the receiver's local replica of a key.
     Read {
         /// User key.
@@ -95,6 +100,7 @@ impl Request {
             Request::TreeLeaves { .. } => "tree_leaves",
             Request::RangeStates { .. } => "range_states",
             Request::MergeStates { .. } => "merge_states",
+            Request::Reap { .. } => "reap",
             Request::Read { .. } => "read",
             Request::Replicate { .. } => "replicate",
             Request::Coordinate { .. } => "coordinate",

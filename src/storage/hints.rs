@@ -38,6 +38,8 @@ pub struct Hint {
     pub user_key: Bytes,
     /// The state to deliver.
     pub state: Siblings,
+    /// When the hint was first stored (ms since the Unix epoch).
+    pub stored_ms: u64,
 }
 
 /// Durable hints on an engine of their own.
@@ -146,8 +148,8 @@ impl HintStore {
                 (t == target).then(|| (k.clone(), v.clone(), user_key))
             })
             .map(|(raw_key, raw_value, user_key)| {
-                let (_, state) = parse_value(&raw_value)?;
-                Ok(Hint { raw_key, raw_value, user_key, state })
+                let (stored_ms, state) = parse_value(&raw_value)?;
+                Ok(Hint { raw_key, raw_value, user_key, state, stored_ms })
             })
             .collect()
     }

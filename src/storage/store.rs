@@ -231,6 +231,29 @@ impl KvStore {
         }
     }
 
+    /// Deletes a key whose stored state is exactly `expected` (a tombstone every replica holds); returns whether
+    /// it did. A key that changed meanwhile is kept.
+    pub fn remove_if_equal(&self, storage_key: &[u8], expected: &Siblings) -> Result<bool, StorageError> {
+        let _guard = self.locks[stripe(storage_key)].lock().expect("key lock");
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StorageError::Closed);
+        }
+        let Some(raw) = self.get_raw(storage_key)? else { return Ok(false) };
+        let current = decode(&raw)?;
+        if current != *expected || current.has_live_value() {
+            return Ok(false);
+        }
+        let key = Bytes::copy_from_slice(storage_key);
+        match &self.buffer {
+            Some(buffer) => buffer.put(&[(key, None)]),
+            None => self.engine.apply(&[(key, None)])?,
+        }
+        if let Some(o) = &self.observer {
+            o.on_write(storage_key, Some(&raw), None);
+        }
+        Ok(true)
+    }
+
     /// Up to `limit` stored keys with ring positions in `[first, last]` after storage key `after`, in storage order,
     /// as (storage key, sibling set). Streams one partition to a node receiving it (handoff).
     pub fn scan_positions(

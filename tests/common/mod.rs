@@ -90,7 +90,11 @@ impl TestNode {
 
     /// A redis-rs connection.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap()
+        let mut c = redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        // redis-rs gives up after 500 ms by default: too tight for a 2-core CI machine running several clusters;
+        // these tests check correctness, not latency.
+        c.set_response_timeout(Duration::from_secs(10));
+        c
     }
 
     /// SIGTERM and wait: a graceful shutdown.
