@@ -45,6 +45,8 @@ pub enum AdminCommand {
     Plan,
     /// Start the planned transition.
     Commit,
+    /// Run a full anti-entropy pass on the node at --host now.
+    Repair,
 }
 
 /// Connection flags of every admin command.
@@ -135,6 +137,19 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 let list: Vec<String> = waiting.iter().map(|w| text(w).replace(' ', "->")).collect();
                 out.push_str(&format!("waiting (partition->receiver): {}\n", list.join(" ")));
             }
+            if let Some(Frame::Array(ae)) = get("antientropy") {
+                let field = |name: &str| {
+                    ae.chunks(2).find(|kv| text(&kv[0]) == name).map(|kv| text(&kv[1])).unwrap_or_default()
+                };
+                out.push_str(&format!(
+                    "anti-entropy: {} exchanges, {} keys repaired, {} bytes, {} full passes, {} tombstones reaped\n",
+                    field("exchanges"),
+                    field("keys_repaired"),
+                    field("bytes"),
+                    field("full_passes"),
+                    field("tombstones_reaped")
+                ));
+            }
             print!("{out}");
             if !watch || transition == "none" {
                 break;
@@ -170,6 +185,10 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
                 }
                 println!("`dynamo-kv admin commit` starts it");
             }
+        }
+        AdminCommand::Repair => {
+            conn.call(&["ADMIN", "REPAIR"])?;
+            println!("anti-entropy pass started; `dynamo-kv admin status` shows its figures");
         }
         AdminCommand::Commit => {
             conn.call(&["ADMIN", "COMMIT"])?;

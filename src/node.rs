@@ -309,7 +309,7 @@ impl Handler for PeerService {
                     Err(e) => failed(e.into()),
                 }
             }
-            Request::Read { key } => match coordinator.read_local(&key) {
+            Request::Read { key } => match coordinator.read_with_hints(&key) {
                 Ok(state) => Response::State { state },
                 Err(e) => failed(e),
             },

@@ -181,3 +181,38 @@ async fn a_delete_during_a_partition_stays_deleted_and_its_tombstone_is_reaped()
         assert_eq!(local_get(node, "kept").await, vec!["k"], "live data is never reaped");
     }
 }
+
+#[tokio::test]
+async fn with_two_of_three_replicas_down_a_fallback_keeps_the_key_writable_and_readable() {
+    let mut nodes = start_cluster(4, &[]).await;
+    let mut c = nodes[0].conn().await;
+    // A key c1 replicates together with two other nodes; the fourth node is its first fallback.
+    let mut found = None;
+    for i in 0..1000 {
+        let k = format!("sloppy{i}");
+        let placement: redis::Value = redis::cmd("ADMIN").arg("KEY").arg(&k).query_async(&mut c).await.unwrap();
+        let text = format!("{placement:?}");
+        let (replicas, _) = text.split_once("fallbacks").unwrap();
+        if replicas.contains("\"c1\"") {
+            let others: Vec<usize> =
+                (1..4).filter(|&j| replicas.contains(&format!("\"{}\"", nodes[j].node_id))).collect();
+            found = Some((k, others));
+            break;
+        }
+    }
+    let (key, others) = found.unwrap();
+    for &j in &others {
+        nodes[j].stop();
+    }
+    // The first attempts teach c1 that the two replicas are down; from then on the fallback stands in.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if c.set::<_, _, ()>(&key, "written while two replicas were down").await.is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the key never became writable through the fallback");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (values, _) = common::get(&mut c, &key).await;
+    assert_eq!(values, vec!["written while two replicas were down"], "R=2 met by c1 and the fallback");
+}

@@ -259,5 +259,29 @@ fn status(node: &NodeContext) -> Reply {
         pair("transfers_waiting", Reply::Array(waiting)),
         pair("active", active),
         pair("completed_here", Reply::Integer(node.handoff.completed().len() as i64)),
+        pair("antientropy", antientropy(node)),
+    ])
+}
+
+/// Anti-entropy figures: exchanges, keys repaired, bytes, passes, and seconds since each partition's last exchange.
+fn antientropy(node: &NodeContext) -> Reply {
+    let s = node.antientropy.stats();
+    Reply::Map(vec![
+        pair("exchanges", Reply::Integer(s.exchanges as i64)),
+        pair("keys_repaired", Reply::Integer(s.keys_repaired as i64)),
+        pair("bytes", Reply::Integer(s.bytes as i64)),
+        pair("full_passes", Reply::Integer(s.full_passes as i64)),
+        pair("tombstones_reaped", Reply::Integer(s.tombstones_reaped as i64)),
+        pair(
+            "last_exchange_s",
+            Reply::Array(
+                s.last_exchange
+                    .iter()
+                    .map(|(p, t)| {
+                        Reply::Array(vec![Reply::Integer(i64::from(*p)), Reply::Integer(t.elapsed().as_secs() as i64)])
+                    })
+                    .collect(),
+            ),
+        ),
     ])
 }

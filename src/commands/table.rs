@@ -272,7 +272,7 @@ pub static TABLE: &[CommandSpec] = &[
         first_key: 0,
         last_key: 0,
         step: 0,
-        summary: "ADMIN MEMBERS | RING | KEY key | LOCALGET key | STATUS | JOIN seed | LEAVE | REMOVE id | PLAN | COMMIT: cluster views and membership changes.",
+        summary: "ADMIN MEMBERS | RING | KEY key | LOCALGET key | STATUS | JOIN seed | LEAVE | REMOVE id | PLAN | COMMIT | REPAIR: cluster views, membership changes, anti-entropy.",
         group: "server",
         complexity: "O(partitions)",
         args: &[arg("subcommand", "string"), optional("key", "key")],

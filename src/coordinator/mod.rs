@@ -287,16 +287,39 @@ impl Coordinator {
         Ok(self.store.get(key)?)
     }
 
+    /// What this node can answer for `key`: its replica merged with any hints it holds for it (a fallback's answer).
+    pub fn read_with_hints(&self, key: &[u8]) -> Result<Option<Siblings>, CoordError> {
+        let mut state = self.store.get(key)?;
+        if let Some(h) = self.hints.get_any(key)? {
+            state.get_or_insert_with(Siblings::new).merge(&h);
+        }
+        Ok(state)
+    }
+
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
     pub async fn get(self: &Arc<Self>, key: &Bytes, r: Option<usize>) -> Result<ReadResult, CoordError> {
         let r = self.check("R", r)?;
-        let replicas = self.replicas(key);
+        // Sloppy quorum (paper §4.6): the first N healthy nodes of the preference list. A fallback stands in for an
+        // unreachable replica and answers with what it holds, hints included; it is never read-repaired.
+        let view = self.cluster.view();
+        let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica(p)).collect();
+        let mut fallbacks = list.iter().skip(self.quorum.n).filter(|f| f.local || self.cluster.is_reachable(&f.id));
+        let mut replicas: Vec<(Replica, bool)> = Vec::new();
+        for rep in list.iter().take(self.quorum.n) {
+            if rep.local || self.cluster.is_reachable(&rep.id) {
+                replicas.push((rep.clone(), false));
+            } else if let Some(f) = fallbacks.next() {
+                replicas.push((f.clone(), true));
+            } else {
+                replicas.push((rep.clone(), false));
+            }
+        }
         let mut q = ReadQuorum::new(r, replicas.len());
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>> = FuturesUnordered::new();
-        for (i, rep) in replicas.iter().enumerate() {
+        for (i, (rep, _)) in replicas.iter().enumerate() {
             if rep.local {
-                q.on_reply(i, self.store.get(key).map_err(|e| tracing::error!(error = %e, "local read failed")));
+                q.on_reply(i, self.read_with_hints(key).map_err(|e| tracing::error!(error = %e, "local read failed")));
             } else {
                 pending.push(self.read_remote(i, rep, key.clone()));
             }
@@ -319,7 +342,7 @@ impl Coordinator {
         let result = ReadResult {
             values: merged.as_ref().map(|s| s.live_values().cloned().collect()).unwrap_or_default(),
             context: merged.as_ref().map(|s| s.context().clone()),
-            first_replier: q.first_replier().map(|i| replicas[i].id.clone()),
+            first_replier: q.first_replier().map(|i| replicas[i].0.id.clone()),
         };
         let this = self.clone();
         let key = key.clone();
@@ -331,7 +354,7 @@ impl Coordinator {
     async fn finish_read(
         self: Arc<Self>,
         key: Bytes,
-        replicas: Vec<Replica>,
+        replicas: Vec<(Replica, bool)>,
         mut q: ReadQuorum,
         mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>>,
         deadline: tokio::time::Instant,
@@ -341,8 +364,11 @@ impl Coordinator {
         }
         let Some(merged) = q.merged() else { return };
         for i in q.stale(&merged) {
+            let (rep, fallback) = &replicas[i];
+            if *fallback {
+                continue;
+            }
             metrics::counter!("dynamo_read_repairs_total").increment(1);
-            let rep = &replicas[i];
             tracing::debug!(replica = %rep.id, key = %String::from_utf8_lossy(&key), "read repair");
             if rep.local {
                 if let Err(e) = self.merge_local(&key, &merged).await {

@@ -127,6 +127,22 @@ impl HintStore {
         Ok(())
     }
 
+    /// The merge of every hint held for `user_key`, whatever its target: what this node can answer as a stand-in.
+    pub fn get_any(&self, user_key: &[u8]) -> Result<Option<Siblings>, StorageError> {
+        let storage_key = layout::storage_key(user_key);
+        let targets: Vec<String> = self.backlog.lock().expect("backlog lock").keys().cloned().collect();
+        let mut out: Option<Siblings> = None;
+        for target in targets {
+            let mut key = prefix(&target);
+            key.extend_from_slice(&storage_key);
+            if let Some(v) = self.engine.get(&key)? {
+                let (_, s) = parse_value(&v)?;
+                out.get_or_insert_with(Siblings::new).merge(&s);
+            }
+        }
+        Ok(out)
+    }
+
     /// Up to `limit` hints for `target`, in key order.
     pub fn batch(&self, target: &str, limit: usize) -> Result<Vec<Hint>, StorageError> {
         let start = prefix(target);
