@@ -12,7 +12,8 @@
 //! | L1    | [`storage`]     | engine trait (fjall, memory), key layout, durability modes, node epoch          |
 //! | L1    | [`rpc`]         | internal protocol: frames, messages, handshake, peer connections               |
 //! | L2    | [`cluster`]     | drives gossip over rpc, persists the state, routing view, local liveness       |
-//! | L3    | [`replication`] | handoff of key ranges during membership transitions                            |
+//! | L3    | [`replication`] | handoff of key ranges during transitions; hinted-handoff delivery              |
+//! | L3    | [`antientropy`] | incremental Merkle leaves, top-down exchanges, tombstone reaping after proof   |
 //! | L4    | [`coordinator`] | quorum reads and writes over preference lists, forwarding, read repair         |
 //! | L5    | [`commands`]    | one handler per RESP command; never sees a socket or a peer                     |
 //! | L5    | [`server`]      | client listener and connections, pipelining, protocol errors                    |
