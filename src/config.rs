@@ -548,11 +548,10 @@ impl Config {
         if c.quorum.n > 16 {
             return invalid("n", format!("{} replicas per key is more than the supported 16", c.quorum.n));
         }
-        if !c.partitions.is_power_of_two() || c.partitions > crate::ring::MAX_PARTITIONS {
-            return invalid(
-                "partitions",
-                format!("{} must be a power of two up to {}", c.partitions, crate::ring::MAX_PARTITIONS),
-            );
+        // Anti-entropy trees give every partition at least one leaf.
+        let max_q = crate::ring::MAX_PARTITIONS.min(crate::antientropy::tree::LEAVES);
+        if !c.partitions.is_power_of_two() || c.partitions > max_q {
+            return invalid("partitions", format!("{} must be a power of two up to {max_q}", c.partitions));
         }
         if c.weight == 0 || c.weight > 1000 {
             return invalid("weight", format!("{} must be between 1 and 1000", c.weight));

@@ -70,7 +70,8 @@ pub async fn exchange<L: Replica, R: Replica>(local: &L, remote: &R, p: u32, q: 
     let theirs = remote.leaves(p, q).await?;
     out.bytes += (theirs.len() * 16) as u64;
     if mine.len() != theirs.len() {
-        return Some(out);
+        // Different Q: not comparable, and certainly not proof of equality.
+        return None;
     }
     let first = HashTree::first_leaf(p as usize, q as usize);
     for (i, _) in mine.iter().zip(&theirs).enumerate().filter(|(_, (a, b))| a != b) {
@@ -140,11 +141,11 @@ impl LocalReplica {
 
 impl Replica for LocalReplica {
     async fn root(&self, p: u32, q: u32) -> Option<Hash> {
-        Some(HashTree::root(&self.tree.partition_leaves(p as usize, q as usize)))
+        Some(HashTree::root(&self.tree.partition_leaves(p as usize, q as usize)?))
     }
 
     async fn leaves(&self, p: u32, q: u32) -> Option<Vec<Hash>> {
-        Some(self.tree.partition_leaves(p as usize, q as usize))
+        self.tree.partition_leaves(p as usize, q as usize)
     }
 
     async fn states(&self, first: u128, last: u128) -> Option<Vec<(Bytes, Siblings)>> {

@@ -116,5 +116,7 @@ fn tree_tracks_writes_incrementally_and_matches_a_rebuild() {
         for p in 0..256 {
             assert_eq!(tree.partition_leaves(p, 256), rebuilt.partition_leaves(p, 256));
         }
+        // Peer input out of range is refused, not a panic.
+        assert!(tree.partition_leaves(300, 256).is_none() && tree.partition_leaves(0, 1 << 15).is_none());
     });
 }

@@ -51,10 +51,15 @@ impl HashTree {
         Self::default()
     }
 
-    /// The leaves of partition `p` of a ring of `q` partitions.
-    pub fn partition_leaves(&self, p: usize, q: usize) -> Vec<Hash> {
-        let per = LEAVES / q.clamp(1, LEAVES);
-        self.leaves.lock().expect("tree lock")[p * per..(p + 1) * per].to_vec()
+    /// The leaves of partition `p` of a ring of `q` partitions; `None` when `q` is not a power of two up to
+    /// [`LEAVES`] or `p` is not one of its partitions (peer input is checked before the lock is taken).
+    pub fn partition_leaves(&self, p: usize, q: usize) -> Option<Vec<Hash>> {
+        if !q.is_power_of_two() || q > LEAVES || p >= q {
+            return None;
+        }
+        let per = LEAVES / q;
+        let range = p * per..(p + 1) * per;
+        Some(self.leaves.lock().expect("tree lock")[range].to_vec())
     }
 
     /// The root of a run of leaves: the XOR of all.

@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 use super::PeerInfo;
 use crate::ring::{Member, Ring, RingError};
 
-/// Author recorded by a flip: the same on every node, so concurrent flips agree.
-const FLIP_AUTHOR: &str = "";
+/// Prefix of the author recorded by a flip: "flip:" and the commit's author, the same on every node that completes
+/// that commit (so their flips agree), and different for flips of different commits (so those never look equal).
+const FLIP_AUTHOR: &str = "flip:";
 
 /// Where a member is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -275,6 +276,12 @@ impl ClusterState {
         self.ring.next.is_some() && self.ring.done.insert((partition, to.to_string()))
     }
 
+    /// As [`mark_done`](Self::mark_done), only if the transition is still the one `(version, author)` the transfer
+    /// ran for: a transfer for a replaced commit proves nothing about its replacement.
+    pub fn mark_done_for(&mut self, version: u64, author: &str, partition: u32, to: &str) -> bool {
+        self.ring.version == version && self.ring.author == author && self.mark_done(partition, to)
+    }
+
     /// Completes the transition when every required transfer is done: the next owners become current, joining
     /// members that own partitions become valid, and leaving members that own none are removed. Deterministic.
     pub fn try_flip(&mut self, n: usize) -> bool {
@@ -296,7 +303,7 @@ impl ClusterState {
         }
         self.ring = RingState {
             version: self.ring.version + 1,
-            author: FLIP_AUTHOR.into(),
+            author: format!("{FLIP_AUTHOR}{}", self.ring.author),
             owners: next,
             next: None,
             done: BTreeSet::new(),

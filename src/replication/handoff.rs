@@ -141,21 +141,22 @@ impl Handoff {
             if state.ring.next.is_none() {
                 continue;
             }
-            let version = state.ring.version;
+            let (version, author) = (state.ring.version, state.ring.author.clone());
             let mine: Vec<Transfer> = state
                 .required_transfers(self.cluster.n())
                 .into_iter()
                 .filter(|t| t.to == me && !state.ring.done.contains(&(t.partition, me.clone())))
                 .collect();
             for t in mine {
-                if cancel.is_cancelled() || self.cluster.state().ring.version != version {
+                let now = self.cluster.state();
+                if cancel.is_cancelled() || now.ring.version != version || now.ring.author != author {
                     break;
                 }
                 match self.transfer(&t, version).await {
                     Ok(p) => {
                         self.completed.lock().expect("progress lock").push(p);
                         let _ = self.cluster.update(|s| {
-                            s.mark_done(t.partition, &me);
+                            s.mark_done_for(version, &author, t.partition, &me);
                             Ok(())
                         });
                         metrics::counter!("dynamo_handoff_transfers_total").increment(1);

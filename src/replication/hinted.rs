@@ -66,6 +66,14 @@ impl HintDelivery {
         let Some(member) = view.members.get(target) else { return };
         if member.status == MemberStatus::Removed {
             // A removed node will never take them; its ranges were rebuilt from the other replicas.
+            while let Ok(batch) = self.hints.batch(target, BATCH) {
+                if batch.is_empty() {
+                    break;
+                }
+                for hint in &batch {
+                    let _ = self.hints.delete_delivered(target, hint);
+                }
+            }
             return;
         }
         let addr = member.info.peer_addr.clone();
