@@ -28,6 +28,8 @@ use crate::storage::store::StoreOptions;
 use crate::storage::{KvStore, StorageError};
 use crate::versioning::ContextKey;
 
+/// How long a leaving node tries to hand off what it still holds before it exits.
+const EXIT_HANDOFF_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connections get to finish their request at shutdown.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -217,22 +219,32 @@ impl Node {
         ));
         tokio::spawn(self.cluster.clone().run(cancel.clone()));
         tokio::spawn(self.handoff.clone().run(cancel.clone()));
-        let delivery = HintDelivery::new(
+        let delivery = Arc::new(HintDelivery::new(
             self.cluster.clone(),
             self.hints.clone(),
             self.pool.clone(),
             self.config.cluster.request_timeout,
             hinted::DEFAULT_RATE,
             self.config.cluster.tombstone_grace,
-        );
-        tokio::spawn(delivery.run(cancel.clone()));
+        ));
+        tokio::spawn(delivery.clone().run(cancel.clone()));
         tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
         let server =
             tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
         let removed = self.cluster.removed();
         tokio::select! {
             _ = shutdown => {}
-            _ = removed.cancelled() => tracing::info!("left the cluster: every partition was handed off"),
+            _ = removed.cancelled() => {
+                // Before exiting: whatever this node still holds goes to the current replicas, and its hints to
+                // their targets, so nothing acknowledged leaves with it.
+                let swept = self.handoff.sweep_until_empty(EXIT_HANDOFF_TIMEOUT).await;
+                delivery.deliver_all().await;
+                let hints_left: u64 = self.hints.backlog().values().map(|b| b.count).sum();
+                if !swept || hints_left > 0 {
+                    tracing::warn!(hints_left, "left the cluster with data not handed off; anti-entropy covers it");
+                }
+                tracing::info!("left the cluster: every partition was handed off");
+            }
         }
         tracing::info!("shutting down: no new connections; finishing requests in flight");
         cancel.cancel();
@@ -309,10 +321,12 @@ impl Handler for PeerService {
                     Err(e) => failed(e.into()),
                 }
             }
-            Request::Read { key } => match coordinator.read_with_hints(&key) {
-                Ok(state) => Response::State { state },
-                Err(e) => failed(e),
-            },
+            Request::Read { key, as_fallback } => {
+                match if as_fallback { coordinator.read_hints(&key) } else { coordinator.read_local(&key) } {
+                    Ok(state) => Response::State { state },
+                    Err(e) => failed(e),
+                }
+            }
             Request::Replicate { key, state, hint_for: Some(target) } => {
                 match coordinator.store_hint(&target, &key, &state) {
                     Ok(()) => Response::Ack,

@@ -253,3 +253,40 @@ async fn removing_a_dead_node_rebuilds_its_replicas() {
         }
     }
 }
+
+#[tokio::test]
+async fn after_a_join_no_node_keeps_a_copy_of_a_range_it_no_longer_replicates() {
+    let mut nodes = start_cluster(3, &[]).await;
+    let mut c = nodes[0].conn().await;
+    for i in 0..200 {
+        let _: () = c.set(format!("s{i}"), i).await.unwrap();
+    }
+    nodes.push(join("c4", &nodes[0].peer_addr()));
+    wait_members(&nodes, 4).await;
+    // Old replicas push what they no longer replicate to the new replicas, then drop it: a stale copy kept on disk
+    // could later answer a read (as a fallback) or come back through a handoff.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'wait: loop {
+        assert!(Instant::now() < deadline, "stale copies were never swept");
+        for i in (0..200).step_by(5) {
+            let key = format!("s{i}");
+            let mut holders = 0;
+            for node in &nodes {
+                if local_get(node, &key).await == vec![i.to_string()] {
+                    holders += 1;
+                }
+            }
+            if holders != 3 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue 'wait;
+            }
+        }
+        break;
+    }
+    for node in &nodes {
+        let mut c = node.conn().await;
+        for i in (0..200).step_by(5) {
+            assert_eq!(get(&mut c, &format!("s{i}")).await.0, vec![i.to_string()]);
+        }
+    }
+}

@@ -287,13 +287,10 @@ impl Coordinator {
         Ok(self.store.get(key)?)
     }
 
-    /// What this node can answer for `key`: its replica merged with any hints it holds for it (a fallback's answer).
-    pub fn read_with_hints(&self, key: &[u8]) -> Result<Option<Siblings>, CoordError> {
-        let mut state = self.store.get(key)?;
-        if let Some(h) = self.hints.get_any(key)? {
-            state.get_or_insert_with(Siblings::new).merge(&h);
-        }
-        Ok(state)
+    /// What this node can answer for `key` as a fallback: the hints it holds for it, never its own store (which
+    /// may keep a stale copy of a range it replicated under an older ring).
+    pub fn read_hints(&self, key: &[u8]) -> Result<Option<Siblings>, CoordError> {
+        Ok(self.hints.get_any(key)?)
     }
 
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
@@ -317,11 +314,12 @@ impl Coordinator {
         let mut q = ReadQuorum::new(r, replicas.len());
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>> = FuturesUnordered::new();
-        for (i, (rep, _)) in replicas.iter().enumerate() {
+        for (i, (rep, fallback)) in replicas.iter().enumerate() {
             if rep.local {
-                q.on_reply(i, self.read_with_hints(key).map_err(|e| tracing::error!(error = %e, "local read failed")));
+                let local = if *fallback { self.read_hints(key) } else { self.read_local(key) };
+                q.on_reply(i, local.map_err(|e| tracing::error!(error = %e, "local read failed")));
             } else {
-                pending.push(self.read_remote(i, rep, key.clone()));
+                pending.push(self.read_remote(i, rep, key.clone(), *fallback));
             }
         }
         while q.progress() == Progress::Pending {
@@ -383,10 +381,10 @@ impl Coordinator {
         }
     }
 
-    fn read_remote(&self, i: usize, rep: &Replica, key: Bytes) -> BoxFuture<'static, ReadReply> {
+    fn read_remote(&self, i: usize, rep: &Replica, key: Bytes, as_fallback: bool) -> BoxFuture<'static, ReadReply> {
         let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
         Box::pin(async move {
-            let reply = match pool.call_node(&rep.id, &rep.addr, Request::Read { key }, timeout).await {
+            let reply = match pool.call_node(&rep.id, &rep.addr, Request::Read { key, as_fallback }, timeout).await {
                 Ok(Response::State { state }) => Ok(state),
                 Ok(other) => {
                     tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a read");

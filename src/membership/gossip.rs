@@ -83,11 +83,12 @@ impl Gossip {
     }
 
     fn housekeeping(&mut self) {
+        let stale = self.state.transition_stale();
         if self.auto_commit
-            && self.state.ring.next.is_none()
+            && (stale || self.state.ring.next.is_none())
             && !self.state.ring.owners.is_empty()
             && self.state.claimant() == Some(self.me.as_str())
-            && self.state.change_pending()
+            && (stale || self.state.change_pending())
             && let Ok(Some(next)) = self.state.plan(self.n)
         {
             match self.state.commit(&self.me, next) {

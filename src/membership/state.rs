@@ -237,9 +237,19 @@ impl ClusterState {
         Ok((next != self.ring.owners).then_some(next))
     }
 
-    /// Starts a transition to `next`, authored by `me`.
+    /// A transition whose next owners include a member now leaving or removed can never complete (that member
+    /// will not receive its ranges): it may be replaced by a new plan.
+    pub fn transition_stale(&self) -> bool {
+        self.ring.next.as_ref().is_some_and(|next| {
+            next.iter().any(|id| {
+                self.members.get(id).is_none_or(|m| matches!(m.status, MemberStatus::Leaving | MemberStatus::Removed))
+            })
+        })
+    }
+
+    /// Starts a transition to `next`, authored by `me` (replacing a stale one).
     pub fn commit(&mut self, me: &str, next: Vec<String>) -> Result<(), StateError> {
-        if self.ring.next.is_some() {
+        if self.ring.next.is_some() && !self.transition_stale() {
             return Err(StateError::InProgress { version: self.ring.version });
         }
         if next == self.ring.owners {

@@ -27,6 +27,8 @@ use crate::versioning::Siblings;
 
 /// Keys per batch.
 const BATCH: u32 = 512;
+/// How often ranges this node no longer replicates are swept.
+const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often the driver looks for work.
 const POLL: Duration = Duration::from_millis(200);
 /// File of the persisted cursors.
@@ -127,10 +129,15 @@ impl Handoff {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let me = self.cluster.me().member.id.clone();
         let mut last_version = 0;
+        let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => {}
+            }
+            if last_sweep.elapsed() >= SWEEP_EVERY {
+                last_sweep = Instant::now();
+                self.sweep().await;
             }
             let state = self.cluster.state();
             if state.ring.version != last_version {
@@ -169,6 +176,68 @@ impl Handoff {
                 *self.active.lock().expect("progress lock") = None;
             }
         }
+    }
+
+    /// Pushes the keys of ranges this node no longer replicates (it did under an older ring) to the current
+    /// replicas, and deletes them here once every replica acknowledged: a write that only reached a dropped replica
+    /// still reaches the new ones, and no stale copy is left behind to come back later. Not during a transition
+    /// (outgoing ranges are still needed then). Returns the keys moved, or `None` if some replica did not answer
+    /// (the data stays until the next sweep).
+    pub async fn sweep(&self) -> Option<u64> {
+        let view = self.cluster.view();
+        if view.next.is_some() {
+            return Some(0);
+        }
+        let ring = view.ring.as_ref()?;
+        let me = &self.cluster.me().member.id;
+        let n = self.cluster.n();
+        let mut moved = 0;
+        for p in 0..ring.partitions() {
+            let replicas: Vec<String> = ring.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+            if replicas.contains(me) {
+                continue;
+            }
+            let (first, last) = ring.partition_range(p);
+            loop {
+                let items = self.store.scan_positions(first, last, None, BATCH as usize).ok()?;
+                if items.is_empty() {
+                    break;
+                }
+                for id in &replicas {
+                    let addr = view.members.get(id)?.info.peer_addr.clone();
+                    let req = Request::MergeStates { items: items.clone() };
+                    match self.pool.call_node(id, &addr, req, self.timeout * 4).await {
+                        Ok(Response::Merged { .. }) => {}
+                        _ => return None,
+                    }
+                }
+                let mut removed = 0;
+                for (k, s) in &items {
+                    removed += u64::from(self.store.remove_if_unchanged(k, s).ok()?);
+                }
+                moved += removed;
+                if removed == 0 || items.len() < BATCH as usize {
+                    break;
+                }
+            }
+        }
+        if moved > 0 {
+            tracing::info!(keys = moved, "moved the keys of ranges this node no longer replicates to their replicas");
+            metrics::counter!("dynamo_handoff_swept_keys_total").increment(moved);
+        }
+        Some(moved)
+    }
+
+    /// Sweeps until nothing is left or `timeout` passes (a leaving node, before it exits).
+    pub async fn sweep_until_empty(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.sweep().await == Some(0) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        false
     }
 
     /// Receives one key range from the first source that answers; returns its final progress.

@@ -43,8 +43,15 @@ impl HintDelivery {
         Self { cluster, hints, pool, timeout, rate: rate.max(1), max_age }
     }
 
+    /// One round over every target (a leaving node calls it before exiting).
+    pub async fn deliver_all(&self) {
+        for target in self.hints.backlog().into_keys() {
+            self.deliver_to(&target).await;
+        }
+    }
+
     /// Delivers until `cancel` fires.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,

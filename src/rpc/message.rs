@@ -61,10 +61,13 @@ pub enum Request {
         /// (storage key, tombstone state) pairs.
         items: Vec<(Bytes, Siblings)>,
     },
-    /// Read the receiver's local replica of a key.
+    /// Read the receiver's local replica of a key, or, as a fallback, what it holds as hints for it.
     Read {
         /// User key.
         key: Bytes,
+        /// The receiver stands in for an unreachable replica: answer from hints only (its own store may hold a
+        /// stale copy from an older ring).
+        as_fallback: bool,
     },
     /// Merge a state into the receiver's local replica (replication, read repair, hint delivery), or, with
     /// `hint_for`, keep it as a hint for that unreachable replica (sloppy quorum).

@@ -83,7 +83,10 @@ async fn a_stranger_is_refused() {
 async fn timeouts_and_reconnects() {
     let (addr, cancel) = server(None, Duration::from_millis(300)).await;
     let pool = PeerPool::new(identity("client", None));
-    let err = pool.call(&addr, Request::Read { key: Bytes::new() }, Duration::from_millis(50)).await.unwrap_err();
+    let err = pool
+        .call(&addr, Request::Read { key: Bytes::new(), as_fallback: false }, Duration::from_millis(50))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
     assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
     // The server goes away: calls fail fast, then work again once it is back on the same address.

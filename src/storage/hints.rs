@@ -235,7 +235,8 @@ mod tests {
         assert_eq!(hints.batch("n", 10).unwrap().len(), 1);
 
         let reopened = HintStore::open(engine).unwrap();
-        let counts = |b: BTreeMap<String, Backlog>| b.into_iter().map(|(t, b)| (t, b.count, b.bytes)).collect::<Vec<_>>();
+        let counts =
+            |b: BTreeMap<String, Backlog>| b.into_iter().map(|(t, b)| (t, b.count, b.bytes)).collect::<Vec<_>>();
         assert_eq!(counts(reopened.backlog()), counts(hints.backlog()));
         let batch = reopened.batch("n2", 10).unwrap();
         assert_eq!(batch.len(), 1);

@@ -231,17 +231,30 @@ impl KvStore {
         }
     }
 
+    /// Deletes a key of a range this node no longer replicates, once pushed to its replicas; only if its state is
+    /// still `expected`. Returns whether it did.
+    pub fn remove_if_unchanged(&self, storage_key: &[u8], expected: &Siblings) -> Result<bool, StorageError> {
+        self.remove_matching(storage_key, expected, true)
+    }
+
     /// Deletes a key whose stored state is exactly `expected` (a tombstone every replica holds); returns whether
     /// it did. A key that changed meanwhile is kept.
     pub fn remove_if_equal(&self, storage_key: &[u8], expected: &Siblings) -> Result<bool, StorageError> {
+        self.remove_matching(storage_key, expected, false)
+    }
+
+    fn remove_matching(&self, storage_key: &[u8], expected: &Siblings, live_ok: bool) -> Result<bool, StorageError> {
         let _guard = self.locks[stripe(storage_key)].lock().expect("key lock");
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
         let Some(raw) = self.get_raw(storage_key)? else { return Ok(false) };
         let current = decode(&raw)?;
-        if current != *expected || current.has_live_value() {
+        if current != *expected || (current.has_live_value() && !live_ok) {
             return Ok(false);
+        }
+        if current.has_live_value() {
+            self.live_keys.fetch_sub(1, Ordering::Relaxed);
         }
         let key = Bytes::copy_from_slice(storage_key);
         match &self.buffer {

@@ -245,3 +245,25 @@ fn a_node_away_while_the_ring_changed_catches_up() {
     }
     panic!("the cluster did not settle after the away node returned");
 }
+
+#[test]
+fn a_transition_waiting_for_a_receiver_that_left_can_be_replaced() {
+    let mut s = ClusterState::founder(info(0), Q);
+    s.merge(&ClusterState::joiner(info(1)));
+    s.merge(&ClusterState::joiner(info(2)));
+    let next = s.plan(N).unwrap().unwrap();
+    s.commit("n00", next).unwrap();
+    // n02 dies before receiving anything and is removed: the transition can never finish as planned.
+    assert!(!s.transition_stale());
+    s.set_status("n02", MemberStatus::Leaving).unwrap();
+    assert!(s.transition_stale());
+    let replan = s.plan(N).unwrap().unwrap();
+    assert!(!replan.contains(&"n02".to_string()));
+    s.commit("n00", replan).unwrap();
+    for t in s.required_transfers(N) {
+        assert_ne!(t.to, "n02");
+        s.mark_done(t.partition, &t.to);
+    }
+    assert!(s.try_flip(N));
+    assert_eq!(s.members["n02"].status, MemberStatus::Removed);
+}
