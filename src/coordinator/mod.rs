@@ -501,12 +501,21 @@ impl Coordinator {
         if !incoming.is_empty() {
             // A range in transit: its next replicas get the write too (best effort, not counted), so nothing
             // written during the move is missing when ownership flips. The handoff's verification pass covers a miss.
-            let extra: FuturesUnordered<BoxFuture<'static, AckReply>> = incoming
+            let mut extra: FuturesUnordered<BoxFuture<'static, AckReply>> = incoming
                 .iter()
                 .filter(|r| !r.local)
                 .map(|rep| self.replicate_remote(rep, None, key.clone(), state.clone()))
                 .collect();
-            tokio::spawn(async move { extra.collect::<Vec<_>>().await });
+            let this = self.clone();
+            let (hint_key, hint_state) = (key.clone(), state.clone());
+            tokio::spawn(async move {
+                // A copy an incoming replica missed is hinted like any other.
+                while let Some((intended, ok)) = extra.next().await {
+                    if !ok {
+                        this.hint_locally(&intended, &hint_key, &hint_state);
+                    }
+                }
+            });
         }
         // Sloppy quorum (paper §4.6): a replica known to be unreachable is stood in for by the next healthy
         // fallback of the preference list, which keeps the copy as a hint and counts toward W.
