@@ -198,6 +198,18 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Succeeds when the node at `host` answers PING with PONG.
+pub fn health(host: &str, password: Option<&str>) -> anyhow::Result<()> {
+    let mut conn = Conn::open(host)?;
+    if let Some(p) = password {
+        conn.call(&["AUTH", p])?;
+    }
+    match conn.call(&["PING"])? {
+        Frame::SimpleString(s) if &s[..] == b"PONG" => Ok(()),
+        other => bail!("unexpected answer to PING: {other:?}"),
+    }
+}
+
 /// A progress bar when stdout is a terminal, a percentage otherwise.
 fn bar(done: i64, total: i64) -> String {
     let pct = if total > 0 { done * 100 / total } else { 100 };

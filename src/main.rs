@@ -44,6 +44,15 @@ enum Command {
     },
     /// Show a running cluster: members, the ring, where a key lives.
     Admin(admin::AdminArgs),
+    /// Exit 0 when the node at --host answers PING (container health checks: a scratch image has no shell).
+    Health {
+        /// Client address of the node.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        host: String,
+        /// Password, when the node requires AUTH.
+        #[arg(long, env = "DYNAMO_KV_REQUIREPASS", hide_env_values = true)]
+        password: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,6 +81,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             dev_configs(nodes, port, &data_dir, requirepass, durability)?
         }
         Command::Admin(args) => return admin::run(args),
+        Command::Health { host, password } => return admin::health(&host, password.as_deref()),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
