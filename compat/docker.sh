@@ -2,6 +2,8 @@
 # Docker fault tests against the top-level docker-compose.yml (5 nodes, N=3 R=2 W=2), with redis-cli:
 #  - write through one container, read through every other;
 #  - stop one container: reads and writes keep succeeding; start it: hints drain and it serves its keys;
+#  - cut one container off the network, write on both sides of the cut, reconnect: the concurrent writes become
+#    siblings, nothing acknowledged is missing, and the replicas converge;
 #  - `down` and `up` again: all data is still there.
 # Skipped (with a message) when no Docker engine answers. Everything is torn down even when a step fails.
 set -uo pipefail
@@ -91,6 +93,46 @@ node3_serves_its_keys() {
   done
 }
 check "node3 back: it holds every key it replicates, written while it was down" wait_for 60 node3_serves_its_keys
+
+# A network partition: node5 is cut off; both sides take a write with the same context; after the heal the two
+# writes are siblings everywhere and the replicas hold the same versions.
+container5=$(compose ps -q node5)
+network=$(docker inspect -f '{{range $k, $v := .NetworkSettings.Networks}}{{$k}}{{end}}' "$container5")
+key=""
+for i in $(seq 1 500); do
+  if redis-cli -p 7001 ADMIN KEY "part$i" | sed -n '/replicas/,/fallbacks/p' | grep -q node5; then key="part$i"; break; fi
+done
+redis-cli -p 7001 SET "$key" base > /dev/null
+sleep 1
+ctx_majority=$(redis-cli -p 7001 GET "$key" | tail -1)
+ctx_isolated=$(redis-cli -p 7005 GET "$key" | tail -1)
+docker network disconnect "$network" "$container5"
+check "node5 is really cut off (it cannot reach node1)" bash -c \
+  "! docker exec $container5 /dynamo-kv call --host node1:7001 PING > /dev/null 2>&1"
+isolated=$(docker exec "$container5" /dynamo-kv call --host 127.0.0.1:7001 SET "$key" isolated CONTEXT "$ctx_isolated" W 1 2>&1)
+check "cut-off node5 takes a write (W=1) on its side" test "$isolated" = "OK"
+majority=$(redis-cli -p 7001 SET "$key" majority CONTEXT "$ctx_majority")
+check "the majority side takes a write" test "$majority" = "OK"
+docker network connect --alias node5 "$network" "$container5"
+both_siblings() {
+  for p in $ports; do
+    vals=$(redis-cli -p "$p" GET "$key" | sed '$d' | sort | tr '\n' ' ')
+    [ "$vals" = "isolated majority " ] || return 1
+  done
+}
+check "after the heal: both writes are siblings on every node" wait_for 90 both_siblings
+replicas_converged() {
+  local first=""
+  for p in $ports; do
+    node="node${p#700}"
+    redis-cli -p 7001 ADMIN KEY "$key" | sed -n '/replicas/,/fallbacks/p' | grep -q "$node" || continue
+    vals=$(redis-cli -p "$p" ADMIN LOCALGET "$key" | sed '$d' | sort | tr '\n' ' ')
+    [ -z "$first" ] && first=$vals
+    [ "$vals" = "$first" ] && [ "$vals" = "isolated majority " ] || return 1
+  done
+}
+check "after the heal: the replicas hold the same versions" wait_for 90 replicas_converged
+check "after the heal: nothing acknowledged is missing" read_all 7005 1 150
 
 compose down > /dev/null 2>&1
 compose up -d > /dev/null 2>&1

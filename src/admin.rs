@@ -198,6 +198,25 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sends one command and prints the reply, one line per element (as redis-cli does when not in a terminal).
+pub fn call(host: &str, args: &[String]) -> anyhow::Result<()> {
+    let mut conn = Conn::open(host)?;
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    fn lines(f: &Frame, out: &mut String) {
+        match f {
+            Frame::Array(items) => items.iter().for_each(|i| lines(i, out)),
+            other => {
+                out.push_str(&text(other));
+                out.push('\n');
+            }
+        }
+    }
+    let mut out = String::new();
+    lines(&conn.call(&args)?, &mut out);
+    print!("{out}");
+    Ok(())
+}
+
 /// Succeeds when the node at `host` answers PING with PONG.
 pub fn health(host: &str, password: Option<&str>) -> anyhow::Result<()> {
     let mut conn = Conn::open(host)?;

@@ -44,6 +44,15 @@ enum Command {
     },
     /// Show a running cluster: members, the ring, where a key lives.
     Admin(admin::AdminArgs),
+    /// Send one command to the node at --host and print the reply (for images without a shell or redis-cli).
+    Call {
+        /// Client address of the node.
+        #[arg(long, default_value = "127.0.0.1:7001")]
+        host: String,
+        /// The command and its arguments, e.g. `SET k v W 1`.
+        #[arg(required = true, num_args = 1.., allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Exit 0 when the node at --host answers PING (container health checks: a scratch image has no shell).
     Health {
         /// Client address of the node.
@@ -82,6 +91,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Admin(args) => return admin::run(args),
         Command::Health { host, password } => return admin::health(&host, password.as_deref()),
+        Command::Call { host, args } => return admin::call(&host, &args),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
