@@ -60,6 +60,11 @@ check "containers report healthy" wait_for 60 bash -c \
   "[ \$(docker ps --filter name=${COMPOSE_PROJECT_NAME} --filter health=healthy -q | wc -l) -eq 5 ]"
 
 for i in $(seq 1 100); do redis-cli -p 7001 SET "dk$i" "v$i" > /dev/null; done
+metrics_served() {
+  python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9101/metrics', timeout=5).read().decode())" \
+    2> /dev/null | grep -q 'dynamo_commands_total{command="set"}'
+}
+check "node1 serves Prometheus metrics on 127.0.0.1:9101" wait_for 30 metrics_served
 read_all() { # read_all PORT FIRST LAST: every key reads back its value through that node
   for i in $(seq "$2" "$3"); do
     [ "$(redis-cli -p "$1" GET "dk$i" | head -1)" = "v$i" ] || return 1
@@ -132,7 +137,7 @@ replicas_converged() {
   done
 }
 check "after the heal: the replicas hold the same versions" wait_for 90 replicas_converged
-check "after the heal: nothing acknowledged is missing" read_all 7005 1 150
+check "after the heal: nothing acknowledged is missing" wait_for 60 read_all 7005 1 150
 
 compose down > /dev/null 2>&1
 compose up -d > /dev/null 2>&1

@@ -188,6 +188,8 @@ pub struct Config {
     pub buffer_flush_interval: Duration,
     /// Storage block cache, bytes.
     pub cache_bytes: u64,
+    /// Address of the Prometheus `/metrics` endpoint, if any.
+    pub metrics_listen: Option<String>,
     /// Client input limits.
     pub limits: Limits,
     /// Versioning tunables.
@@ -221,6 +223,9 @@ pub struct ServeArgs {
     /// Buffered mode: milliseconds between background writes [default: 50].
     #[arg(long, env = "DYNAMO_KV_BUFFER_FLUSH_MS")]
     pub buffer_flush_ms: Option<u64>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
+    #[arg(long, env = "DYNAMO_KV_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Storage block cache in MiB [default: 64].
     #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
     pub cache_mb: Option<u64>,
@@ -318,6 +323,7 @@ struct FileConfig {
     durability: Option<Durability>,
     buffer_flush_ms: Option<u64>,
     cache_mb: Option<u64>,
+    metrics_listen: Option<String>,
     max_key_bytes: Option<usize>,
     max_value_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
@@ -461,6 +467,7 @@ impl Config {
                 args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
             ),
             cache_bytes: args.cache_mb.or(file.cache_mb).unwrap_or(DEFAULT_CACHE_MB) << 20,
+            metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
             limits: Limits {
                 max_key_bytes: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(DEFAULT_MAX_KEY_BYTES),
                 max_value_bytes: args.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES),

@@ -41,6 +41,9 @@ enum Command {
         /// When writes are acknowledged (fsync, os, buffered).
         #[arg(long, value_enum)]
         durability: Option<Durability>,
+        /// Serve Prometheus metrics of the whole dev cluster at http://HOST:PORT/metrics.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
     /// Show a running cluster: members, the ring, where a key lives.
     Admin(admin::AdminArgs),
@@ -86,15 +89,22 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     let configs = match cli.command {
         Command::Serve(args) => vec![Config::resolve(&args)?],
-        Command::Dev { nodes, port, data_dir, requirepass, durability } => {
-            dev_configs(nodes, port, &data_dir, requirepass, durability)?
+        Command::Dev { nodes, port, data_dir, requirepass, durability, metrics_listen } => {
+            let mut configs = dev_configs(nodes, port, &data_dir, requirepass, durability)?;
+            configs[0].metrics_listen = metrics_listen;
+            configs
         }
         Command::Admin(args) => return admin::run(args),
         Command::Health { host, password } => return admin::health(&host, password.as_deref()),
         Command::Call { host, args } => return admin::call(&host, &args),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    // One recorder per process: the first node's address serves every node of a `dev` cluster.
+    let metrics_listen = configs.iter().find_map(|c| c.metrics_listen.clone());
     runtime.block_on(async move {
+        if let Some(addr) = metrics_listen {
+            install_metrics(&addr)?;
+        }
         let mut started = Vec::new();
         for config in configs {
             let id = config.node_id.clone();
@@ -125,6 +135,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Serves Prometheus metrics at http://ADDR/metrics; latencies (`*_seconds`) become histograms with buckets from
+/// 50 µs to 5 s, so p50/p99/p99.9 can be derived.
+fn install_metrics(addr: &str) -> anyhow::Result<()> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--metrics-listen {addr} is not IP:PORT"))?;
+    let buckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .install()
+        .with_context(|| format!("serving metrics on {addr}"))?;
+    tracing::info!(%addr, "Prometheus metrics at /metrics");
+    Ok(())
 }
 
 /// The configurations of a local cluster of `nodes` nodes.

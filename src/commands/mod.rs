@@ -111,8 +111,15 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
             Reply::error("NOAUTH Authentication required.")
         }
         Some(spec) => {
+            let started = Instant::now();
+            let reply = run(node, session, spec.name, &args).await;
             metrics::counter!("dynamo_commands_total", "command" => spec.name).increment(1);
-            run(node, session, spec.name, &args).await
+            metrics::histogram!("dynamo_command_seconds", "command" => spec.name)
+                .record(started.elapsed().as_secs_f64());
+            if reply.is_error() {
+                metrics::counter!("dynamo_command_errors_total", "command" => spec.name).increment(1);
+            }
+            reply
         }
     };
     if reply.is_error() {
