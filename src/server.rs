@@ -1,28 +1,35 @@
 //! Server (L5): the client listener and one task per connection.
 //!
-//! A connection decodes every complete request already buffered, runs each in order and appends its reply to one
-//! output buffer, and writes that buffer only when no complete request is left: pipelined requests are answered in
-//! order with one write per batch. Shutdown is checked only between reads, so a request that was read is always
-//! answered.
+//! A connection decodes every complete request already buffered and answers them in order into one output buffer,
+//! written when no complete request is left: one write per pipeline batch. Pipelined single-key reads and writes
+//! on different keys run concurrently (a pipeline waits for the replicas once, not once per request); requests on
+//! the same key and every connection command keep their order. Shutdown is checked only between reads, so a
+//! request that was read is always answered.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::commands::{self, NodeContext, Session};
-use crate::resp::{FrameLimits, ProtocolError, Reply, RequestCodec};
+use crate::resp::{FrameLimits, Protocol, ProtocolError, Reply, RequestCodec};
 
 /// Initial read buffer per connection; grows with the requests actually received.
 const READ_BUFFER: usize = 16 << 10;
 /// Replies buffered beyond this are written out before the next request runs, so a pipeline of reads of large
 /// values cannot pile up unbounded output in memory.
 const WRITE_CHUNK: usize = 64 << 10;
+/// Most pipelined requests of one connection running at once; the next one waits for these to finish.
+const MAX_IN_FLIGHT: usize = 128;
 
 /// Accepts clients until `cancel` fires; every connection task is spawned on `tracker`.
 pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: CancellationToken, tracker: TaskTracker) {
@@ -80,33 +87,33 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
     let (mut reader, mut writer) = socket.into_split();
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut wbuf = BytesMut::with_capacity(READ_BUFFER);
+    let mut batch = Vec::new();
     loop {
+        let mut broken = None;
         loop {
             match codec.decode(&mut rbuf) {
-                Ok(Some(args)) => {
-                    let reply = commands::execute(node, &mut session, args).await;
-                    reply.encode(session.protocol, &mut wbuf);
-                    if session.closing {
-                        writer.write_all(&wbuf).await?;
-                        return writer.shutdown().await;
-                    }
-                    if wbuf.len() >= WRITE_CHUNK {
-                        writer.write_all(&wbuf).await?;
-                        wbuf.clear();
-                    }
-                }
+                Ok(Some(args)) => batch.push(args),
                 Ok(None) => break,
                 Err(ProtocolError::Io(e)) => return Err(e),
                 Err(e) => {
-                    // Answer what came before, then the error, then close: nothing after a broken frame can be
-                    // trusted to be framed as the client meant.
-                    node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-                    metrics::counter!("dynamo_protocol_errors_total").increment(1);
-                    Reply::error(format!("ERR {e}")).encode(session.protocol, &mut wbuf);
-                    writer.write_all(&wbuf).await?;
-                    return writer.shutdown().await;
+                    broken = Some(e);
+                    break;
                 }
             }
+        }
+        run_batch(node, &mut session, batch.drain(..), &mut wbuf, &mut writer).await?;
+        if session.closing {
+            writer.write_all(&wbuf).await?;
+            return writer.shutdown().await;
+        }
+        if let Some(e) = broken {
+            // Answer what came before, then the error, then close: nothing after a broken frame can be trusted
+            // to be framed as the client meant.
+            node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("dynamo_protocol_errors_total").increment(1);
+            Reply::error(format!("ERR {e}")).encode(session.protocol, &mut wbuf);
+            writer.write_all(&wbuf).await?;
+            return writer.shutdown().await;
         }
         if !wbuf.is_empty() {
             writer.write_all(&wbuf).await?;
@@ -127,4 +134,61 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
             return Ok(());
         }
     }
+}
+
+/// Runs the requests of one read, replies in order. Single-key data commands on different keys run concurrently
+/// (a pipeline of writes waits for the replicas once, not once per request); a request on a key already in flight,
+/// and every other command, first waits for the requests before it. Stops early after QUIT.
+async fn run_batch(
+    node: &NodeContext,
+    session: &mut Session,
+    batch: impl Iterator<Item = Vec<Bytes>>,
+    wbuf: &mut BytesMut,
+    writer: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    let mut in_flight = FuturesOrdered::new();
+    let mut keys: HashSet<Bytes> = HashSet::new();
+    for args in batch {
+        if let Some(key) = commands::concurrent_key(session, &args) {
+            if keys.contains(key) || in_flight.len() >= MAX_IN_FLIGHT {
+                drain(&mut in_flight, session.protocol, wbuf, writer).await?;
+                keys.clear();
+            }
+            keys.insert(key.clone());
+            in_flight.push_back(commands::execute_data(node, args));
+            continue;
+        }
+        drain(&mut in_flight, session.protocol, wbuf, writer).await?;
+        keys.clear();
+        let reply = commands::execute(node, session, args).await;
+        reply.encode(session.protocol, wbuf);
+        if session.closing {
+            return Ok(());
+        }
+        flush_full(wbuf, writer).await?;
+    }
+    drain(&mut in_flight, session.protocol, wbuf, writer).await
+}
+
+/// Waits for the requests in flight and appends their replies in request order.
+async fn drain<F: Future<Output = Reply>>(
+    in_flight: &mut FuturesOrdered<F>,
+    protocol: Protocol,
+    wbuf: &mut BytesMut,
+    writer: &mut OwnedWriteHalf,
+) -> std::io::Result<()> {
+    while let Some(reply) = in_flight.next().await {
+        reply.encode(protocol, wbuf);
+        flush_full(wbuf, writer).await?;
+    }
+    Ok(())
+}
+
+/// Writes the buffered replies out once they pass [`WRITE_CHUNK`].
+async fn flush_full(wbuf: &mut BytesMut, writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
+    if wbuf.len() >= WRITE_CHUNK {
+        writer.write_all(wbuf).await?;
+        wbuf.clear();
+    }
+    Ok(())
 }

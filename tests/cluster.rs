@@ -183,3 +183,42 @@ async fn admin_cli_prints_members_ring_and_placement() {
     let replicas = key.lines().find(|l| l.starts_with("replicas")).unwrap();
     assert_eq!(replicas.split_whitespace().count(), 4, "3 replicas: {replicas}");
 }
+
+/// Pipelined requests on different keys run concurrently, but each reply still answers its own request and
+/// requests on the same key keep their order: every GET sees the SET just before it on that key, a DEL then an
+/// EXISTS of the same key sees it gone, and connection commands in between answer in place.
+#[tokio::test]
+async fn a_pipeline_keeps_per_key_order_while_keys_run_concurrently() {
+    let nodes = start_cluster(3, &[]).await;
+    let mut c = nodes[1].conn().await;
+    let mut pipe = redis::pipe();
+    let mut expected = Vec::new();
+    for round in 0..12 {
+        for j in 0..8 {
+            pipe.cmd("SET").arg(format!("pk{j}")).arg(format!("r{round}-{j}"));
+            expected.push("OK".to_string());
+        }
+        for j in 0..8 {
+            pipe.cmd("GET").arg(format!("pk{j}"));
+            expected.push(format!("r{round}-{j}"));
+        }
+        pipe.cmd("PING");
+        expected.push("PONG".into());
+        pipe.cmd("DEL").arg(format!("pk{round}"));
+        expected.push(format!("{}", i64::from(round < 8)));
+        pipe.cmd("EXISTS").arg(format!("pk{round}"));
+        expected.push("0".into());
+    }
+    let replies: Vec<redis::Value> = pipe.query_async(&mut c).await.unwrap();
+    assert_eq!(replies.len(), expected.len());
+    for (i, (reply, want)) in replies.into_iter().zip(&expected).enumerate() {
+        let got = match reply {
+            redis::Value::Okay => "OK".to_string(),
+            redis::Value::SimpleString(s) => s,
+            redis::Value::Int(n) => n.to_string(),
+            v @ redis::Value::Array(_) => common::parse_get(v).0.join(","),
+            other => panic!("reply {i}: unexpected {other:?}"),
+        };
+        assert_eq!(&got, want, "reply {i}");
+    }
+}

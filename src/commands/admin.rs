@@ -124,7 +124,7 @@ fn key(node: &NodeContext, key: &Bytes) -> Reply {
     ])
 }
 
-/// This node's own replica of a key, no quorum: [siblings, context], as GET shows them.
+/// This node's own replica of a key, no quorum: [siblings, context] as GET shows them, plus the state's digest.
 fn local_get(node: &NodeContext, key: &Bytes) -> Reply {
     if let Err(r) = check_key(node, key) {
         return r;
@@ -134,9 +134,14 @@ fn local_get(node: &NodeContext, key: &Bytes) -> Reply {
             let values =
                 state.as_ref().map(|s| s.live_values().cloned().map(Reply::Bulk).collect()).unwrap_or_default();
             let me = node.coordinator.cluster().me().member.id.clone();
+            // The digest of the stored state lets a checker compare replicas exactly (tokens differ per node).
+            let digest = state.as_ref().map_or(Reply::Nil, |s| {
+                Reply::bulk(format!("{:032x}", u128::from_be_bytes(md5::compute(crate::storage::store::encode(s)).0)))
+            });
             Reply::Array(vec![
                 Reply::Array(values),
                 state.map_or(Reply::Nil, |s| context_token(node, key, s.context().clone(), Some(me))),
+                digest,
             ])
         }
         Err(e) => coord_error(e),

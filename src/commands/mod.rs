@@ -110,17 +110,7 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
         Some(spec) if !session.authenticated && !spec.allowed_before_auth() => {
             Reply::error("NOAUTH Authentication required.")
         }
-        Some(spec) => {
-            let started = Instant::now();
-            let reply = run(node, session, spec.name, &args).await;
-            metrics::counter!("dynamo_commands_total", "command" => spec.name).increment(1);
-            metrics::histogram!("dynamo_command_seconds", "command" => spec.name)
-                .record(started.elapsed().as_secs_f64());
-            if reply.is_error() {
-                metrics::counter!("dynamo_command_errors_total", "command" => spec.name).increment(1);
-            }
-            reply
-        }
+        Some(spec) => measured(spec.name, run(node, session, spec.name, &args)).await,
     };
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
@@ -128,13 +118,64 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
     reply
 }
 
-async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
+/// The key of a request that may run concurrently with the requests pipelined around it: a well-formed,
+/// authorised single-key data command. Such requests touch no session state, and the connection keeps them in
+/// order with anything on the same key; every other request waits for the ones before it to finish.
+pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<&'a Bytes> {
+    if !session.authenticated || args.len() < 2 {
+        return None;
+    }
+    let name = args[0].to_ascii_lowercase();
+    let spec = table::lookup(std::str::from_utf8(&name).ok()?)?;
+    let single_key = match spec.name {
+        "get" | "set" | "delctx" => true,
+        "del" | "exists" => args.len() == 2,
+        _ => false,
+    };
+    (single_key && spec.arity_ok(args.len())).then(|| &args[1])
+}
+
+/// Runs a request [`concurrent_key`] accepted; it needs no session.
+pub async fn execute_data(node: &NodeContext, args: Vec<Bytes>) -> Reply {
+    node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
+    let reply = match table::lookup(&name) {
+        Some(spec) => measured(spec.name, run_data(node, spec.name, &args)).await,
+        None => unknown_command(&args),
+    };
+    if reply.is_error() {
+        node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+    }
+    reply
+}
+
+/// Counts a command and its latency (and whether it answered an error) for the metrics endpoint.
+async fn measured(name: &'static str, handler: impl std::future::Future<Output = Reply>) -> Reply {
+    let started = Instant::now();
+    let reply = handler.await;
+    metrics::counter!("dynamo_commands_total", "command" => name).increment(1);
+    metrics::histogram!("dynamo_command_seconds", "command" => name).record(started.elapsed().as_secs_f64());
+    if reply.is_error() {
+        metrics::counter!("dynamo_command_errors_total", "command" => name).increment(1);
+    }
+    reply
+}
+
+/// The data commands: they read and write keys and never touch the session.
+async fn run_data(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     match name {
         "get" => get::get(node, args).await,
         "set" => set::set(node, args).await,
         "del" => del::del(node, args).await,
         "delctx" => del::delctx(node, args).await,
         "exists" => exists::exists(node, args).await,
+        other => unreachable!("'{other}' is not a data command"),
+    }
+}
+
+async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
+    match name {
+        "get" | "set" | "del" | "delctx" | "exists" => run_data(node, name, args).await,
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "ping" => connection::ping(session, args),
         "echo" => Reply::Bulk(args[1].clone()),

@@ -54,6 +54,9 @@ pub enum CoordError {
         /// N.
         n: usize,
     },
+    /// This node knows no ring yet (it is starting, joining, or its data directory was wiped): no replicas.
+    #[error("this node knows no ring yet")]
+    NoRing,
     /// The context claims writes of this node that it never made (it was not minted by a read).
     #[error("context covers writes this node never made")]
     ContextAhead,
@@ -90,6 +93,9 @@ impl CoordError {
         match self {
             CoordError::Unavailable { needed, got } => format!("UNAVAILABLE needed {needed} replicas, got {got}"),
             CoordError::QuorumRange { .. } => format!("ERR {self}"),
+            CoordError::NoRing => {
+                "UNAVAILABLE this node knows no ring yet (starting or joining); retry on another node".into()
+            }
             CoordError::ContextAhead => "ERR invalid context: it covers writes this node never made".into(),
             CoordError::SiblingsTooLarge { bytes, limit } => format!(
                 "SIBLINGS write would leave {bytes} bytes of siblings (max_siblings_bytes {limit}); read the key and \
@@ -110,7 +116,9 @@ impl CoordError {
     /// How a peer that coordinated this request classifies it for the node that forwarded it.
     pub fn remote_kind(&self) -> RemoteErrorKind {
         match self {
-            CoordError::Unavailable { .. } | CoordError::Storage(StorageError::Closed) => RemoteErrorKind::Unavailable,
+            CoordError::Unavailable { .. } | CoordError::NoRing | CoordError::Storage(StorageError::Closed) => {
+                RemoteErrorKind::Unavailable
+            }
             CoordError::Storage(_) => RemoteErrorKind::Storage,
             CoordError::Remote { kind, .. } => *kind,
             _ => RemoteErrorKind::Refused,
@@ -275,6 +283,9 @@ impl Coordinator {
     /// The quorum for one request: the client's override, checked against the effective N, or the default.
     fn check(&self, which: &'static str, value: Option<usize>) -> Result<usize, CoordError> {
         let q = self.effective_quorum();
+        if q.n == 0 {
+            return Err(CoordError::NoRing);
+        }
         let value = value.unwrap_or(if which == "R" { q.r } else { q.w });
         if value == 0 || value > q.n.max(1) {
             return Err(CoordError::QuorumRange { which, value, n: q.n });
@@ -631,50 +642,53 @@ impl Coordinator {
     ) -> Result<(WriteOutcome, Siblings), CoordError> {
         let opts = &self.options;
         let meta = &self.meta;
-        self.store
-            .update(key, |s: &mut Siblings, _existed| {
-                let covered = match context {
-                    WriteContext::Blind => s.context().clone(),
-                    WriteContext::Covering(c) => {
-                        // Tokens are authenticated, so this only trips on a bug or a leaked secret; it keeps a bad
-                        // context from marking this node's future dots as already superseded.
-                        if c.get(meta.actor()) > meta.issued_counter() {
-                            return Err(CoordError::ContextAhead);
-                        }
-                        c
+        // The coordinator's own copy is the request's durable write (paper §6.1): in buffered mode it reaches the
+        // engine before the write counts, while the other replicas buffer theirs. A lone replica (N = 1) keeps the
+        // buffered mode's promise instead: there is no other copy to stand in while it is buffered.
+        let durable = self.effective_quorum().n >= 2;
+        let store = &self.store;
+        let update = |s: &mut Siblings, _existed| {
+            let covered = match context {
+                WriteContext::Blind => s.context().clone(),
+                WriteContext::Covering(c) => {
+                    // Tokens are authenticated, so this only trips on a bug or a leaked secret; it keeps a bad
+                    // context from marking this node's future dots as already superseded.
+                    if c.get(meta.actor()) > meta.issued_counter() {
+                        return Err(CoordError::ContextAhead);
                     }
-                };
-                let superseded_live =
-                    s.versions().iter().filter(|v| !v.is_tombstone() && covered.covers(v.dot)).count();
-                let survivors = s.versions().iter().filter(|v| !covered.covers(v.dot)).count();
-                if survivors + 1 > opts.sibling_hard_limit {
-                    metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
-                    return Err(CoordError::TooManySiblings { count: survivors + 1, limit: opts.sibling_hard_limit });
+                    c
                 }
-                let bytes = value.as_ref().map_or(0, Bytes::len)
-                    + s.versions()
-                        .iter()
-                        .filter(|v| !covered.covers(v.dot))
-                        .filter_map(|v| v.value.as_ref().map(Bytes::len))
-                        .sum::<usize>();
-                if bytes > opts.max_siblings_bytes {
-                    metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
-                    return Err(CoordError::SiblingsTooLarge { bytes, limit: opts.max_siblings_bytes });
-                }
-                s.update(&covered, meta.next_dot(), now_ms(), value);
-                s.prune_context(opts.max_vv_entries);
-                if s.sibling_count() > opts.sibling_soft_limit {
-                    metrics::counter!("dynamo_sibling_soft_limit_warnings_total").increment(1);
-                    tracing::warn!(
-                        key = %String::from_utf8_lossy(&key[..key.len().min(64)]),
-                        siblings = s.sibling_count(),
-                        soft_limit = opts.sibling_soft_limit,
-                        "key has many siblings: read it and write back with its context to resolve them"
-                    );
-                }
-                Ok(Decision::Write((WriteOutcome { superseded_live }, s.clone())))
-            })
-            .await
+            };
+            let superseded_live = s.versions().iter().filter(|v| !v.is_tombstone() && covered.covers(v.dot)).count();
+            let survivors = s.versions().iter().filter(|v| !covered.covers(v.dot)).count();
+            if survivors + 1 > opts.sibling_hard_limit {
+                metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
+                return Err(CoordError::TooManySiblings { count: survivors + 1, limit: opts.sibling_hard_limit });
+            }
+            let bytes = value.as_ref().map_or(0, Bytes::len)
+                + s.versions()
+                    .iter()
+                    .filter(|v| !covered.covers(v.dot))
+                    .filter_map(|v| v.value.as_ref().map(Bytes::len))
+                    .sum::<usize>();
+            if bytes > opts.max_siblings_bytes {
+                metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
+                return Err(CoordError::SiblingsTooLarge { bytes, limit: opts.max_siblings_bytes });
+            }
+            s.update(&covered, meta.next_dot(), now_ms(), value);
+            s.prune_context(opts.max_vv_entries);
+            if s.sibling_count() > opts.sibling_soft_limit {
+                metrics::counter!("dynamo_sibling_soft_limit_warnings_total").increment(1);
+                tracing::warn!(
+                    key = %String::from_utf8_lossy(&key[..key.len().min(64)]),
+                    siblings = s.sibling_count(),
+                    soft_limit = opts.sibling_soft_limit,
+                    "key has many siblings: read it and write back with its context to resolve them"
+                );
+            }
+            Ok(Decision::Write((WriteOutcome { superseded_live }, s.clone())))
+        };
+        if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
     }
 
     /// Merges a state sent by another replica (replication, read repair) into the local one.

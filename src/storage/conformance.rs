@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::fjall_engine::FjallEngine;
 use super::memory::MemoryEngine;
-use super::store::{Decision, KvStore, StoreOptions};
+use super::store::{Decision, KvStore, StoreOptions, decode};
 use super::{Engine, StorageError};
 use crate::config::Durability;
 use crate::versioning::{Actor, Dot, Siblings, VersionVector};
@@ -212,4 +212,33 @@ async fn store_on_fjall_in_every_mode() {
         let dir = tempfile::tempdir().unwrap();
         check_store(Arc::new(FjallEngine::open(dir.path(), 8 << 20).unwrap()), mode).await;
     }
+}
+
+/// Buffered mode's durable write (paper §6.1) reaches the engine before it returns and supersedes the key's buffered
+/// copy, so a later flush cannot bring the older value back; an ordinary write waits in the buffer.
+#[tokio::test]
+async fn a_durable_write_bypasses_the_buffer_and_wins_over_it() {
+    let engine = Arc::new(MemoryEngine::new());
+    let options =
+        StoreOptions { durability: Durability::Buffered, buffer_flush_interval: std::time::Duration::from_secs(3600) };
+    let store = KvStore::open(engine.clone(), options).unwrap();
+    let at = |k: &str| engine.get(&super::layout::storage_key(k.as_bytes())).unwrap();
+    write(&store, "k", Some("buffered"), 1).await.unwrap();
+    write(&store, "other", Some("buffered"), 2).await.unwrap();
+    assert!(at("k").is_none() && at("other").is_none(), "ordinary writes wait in the buffer");
+    store
+        .update_durable(b"k", |s: &mut Siblings, _| {
+            let ctx = s.context().clone();
+            s.update(&ctx, Dot { actor: Actor(1), counter: 3 }, 3, Some(b("durable")));
+            Ok::<_, StorageError>(Decision::Write(()))
+        })
+        .await
+        .unwrap();
+    // A crash now (the buffer lost) would keep the durable write.
+    let on_engine = decode(&at("k").expect("the durable write reached the engine")).unwrap();
+    assert_eq!(on_engine.live_values().collect::<Vec<_>>(), vec![&b("durable")]);
+    store.flush_and_sync().unwrap();
+    let after = store.get(b"k").unwrap().unwrap();
+    assert_eq!(after.live_values().collect::<Vec<_>>(), vec![&b("durable")], "the flush kept the newer copy");
+    assert!(at("other").is_some(), "the other key was flushed");
 }

@@ -6,6 +6,10 @@
 //! | `fsync`    | it is on disk; concurrent writers share one fsync        | nothing         | nothing            |
 //! | `os`       | it reached the OS; storage is fsynced every second       | nothing         | ≤ ~1 s of writes   |
 //! | `buffered` | it is in the in-memory buffer; flushed every few ms      | ≤ one interval  | ≤ ~1 s + interval  |
+//!
+//! In `buffered` mode a cluster's coordinator writes its own copy through to the engine
+//! ([`KvStore::update_durable`], the paper's "durable write"), so with N ≥ 2 every acknowledged write has one
+//! replica that survives a kill -9; only the other replicas' copies wait in their buffers.
 
 use std::ops::Bound;
 use std::sync::Arc;
@@ -162,6 +166,32 @@ impl KvStore {
     where
         E: From<StorageError>,
     {
+        self.update_with(user_key, f, false).await
+    }
+
+    /// As [`update`](Self::update), but in `buffered` mode the write bypasses the buffer and reaches the engine
+    /// before it returns (it survives a kill -9 of this node): the one durable write per request of paper §6.1.
+    /// In the other modes it is the same as `update`.
+    pub async fn update_durable<T, E>(
+        &self,
+        user_key: &[u8],
+        f: impl FnOnce(&mut Siblings, bool) -> Result<Decision<T>, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        self.update_with(user_key, f, true).await
+    }
+
+    async fn update_with<T, E>(
+        &self,
+        user_key: &[u8],
+        f: impl FnOnce(&mut Siblings, bool) -> Result<Decision<T>, E>,
+        durable: bool,
+    ) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
         let key = layout::storage_key(user_key);
         let (out, seq) = {
             let _guard = self.locks[stripe(&key)].lock().expect("key lock");
@@ -179,7 +209,11 @@ impl KvStore {
             };
             let now_live = siblings.has_live_value();
             let encoded = encode(&siblings);
-            self.write_raw(&[(key.clone(), Some(encoded.clone()))])?;
+            let change = [(key.clone(), Some(encoded.clone()))];
+            match &self.buffer {
+                Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &change)?,
+                _ => self.write_raw(&change)?,
+            }
             if let Some(o) = &self.observer {
                 o.on_write(&key, raw_existing.as_deref(), Some(&encoded));
             }

@@ -63,6 +63,21 @@ impl WriteBuffer {
         }
     }
 
+    /// Writes `changes` straight to the engine (the paper's durable write, §6.1) and drops the pending changes of
+    /// the same keys, which these supersede. Holding the flush lock means no flush is writing an older copy of these
+    /// keys that could land after them. The caller holds the keys' locks, so no newer change of them is pending.
+    pub(super) fn write_through(&self, engine: &dyn Engine, changes: &[Change]) -> Result<(), StorageError> {
+        let _one_at_a_time = self.flush_lock.lock().expect("write buffer lock");
+        engine.apply(changes)?;
+        let mut p = self.pending.lock().expect("write buffer lock");
+        for (k, _) in changes {
+            if let Some(v) = p.changes.remove(k) {
+                p.bytes -= k.len() + v.as_ref().map_or(0, Bytes::len);
+            }
+        }
+        Ok(())
+    }
+
     /// Writes every pending change to the engine. Returns how many changes were written.
     pub(super) fn flush(&self, engine: &dyn Engine) -> Result<usize, StorageError> {
         let _one_at_a_time = self.flush_lock.lock().expect("write buffer lock");
