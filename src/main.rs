@@ -138,7 +138,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Serves Prometheus metrics at http://ADDR/metrics; latencies (`*_seconds`) become histograms with buckets from
-/// 50 µs to 5 s, so p50/p99/p99.9 can be derived.
+/// 50 µs to 5 s, so p50/p99/p99.9 can be derived, and siblings per read a histogram of counts.
 fn install_metrics(addr: &str) -> anyhow::Result<()> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
     let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--metrics-listen {addr} is not IP:PORT"))?;
@@ -146,6 +146,10 @@ fn install_metrics(addr: &str) -> anyhow::Result<()> {
     PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
+        .set_buckets_for_metric(
+            Matcher::Full("dynamo_read_siblings".into()),
+            &[0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 100.0],
+        )?
         .install()
         .with_context(|| format!("serving metrics on {addr}"))?;
     tracing::info!(%addr, "Prometheus metrics at /metrics");

@@ -229,6 +229,7 @@ impl Node {
         ));
         tokio::spawn(delivery.clone().run(cancel.clone()));
         tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
+        tokio::spawn(report_gauges(self.context.clone(), self.cluster.clone(), cancel.clone()));
         let server =
             tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
         let removed = self.cluster.removed();
@@ -374,5 +375,37 @@ impl Handler for PeerService {
                 }
             }
         }
+    }
+}
+
+/// How often the state gauges of the metrics endpoint are refreshed.
+const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Sets the gauges that describe state rather than events (storage size, keys, hint backlog, transfers, memory),
+/// labelled by node so that a dev cluster's nodes, which share one endpoint, stay apart.
+async fn report_gauges(node: Arc<NodeContext>, cluster: Arc<Cluster>, cancel: CancellationToken) {
+    let id = node.config.node_id.clone();
+    let mut tick = tokio::time::interval(GAUGE_INTERVAL);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = node.coordinator.store();
+        let backlog = node.coordinator.hints().backlog();
+        let state = cluster.state();
+        let required = state.required_transfers(cluster.n());
+        let done = required.iter().filter(|t| state.ring.done.contains(&(t.partition, t.to.clone()))).count();
+        let mem = crate::commands::info::process_memory();
+        let label = [("node", id.clone())];
+        metrics::gauge!("dynamo_storage_disk_bytes", &label).set(store.disk_space() as f64);
+        metrics::gauge!("dynamo_local_live_keys", &label).set(store.live_keys() as f64);
+        metrics::gauge!("dynamo_hints_held", &label).set(backlog.values().map(|b| b.count).sum::<u64>() as f64);
+        metrics::gauge!("dynamo_hints_held_bytes", &label).set(backlog.values().map(|b| b.bytes).sum::<u64>() as f64);
+        metrics::gauge!("dynamo_transfers_required", &label).set(required.len() as f64);
+        metrics::gauge!("dynamo_transfers_done", &label).set(done as f64);
+        metrics::gauge!("dynamo_ring_version", &label).set(state.ring.version as f64);
+        metrics::gauge!("dynamo_antientropy_full_passes", &label).set(node.antientropy.stats().full_passes as f64);
+        metrics::gauge!("dynamo_process_resident_bytes", &label).set(mem.rss as f64);
     }
 }

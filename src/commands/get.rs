@@ -21,10 +21,14 @@ pub async fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
         _ => return syntax_error(),
     };
     match node.coordinator.get(key, r).await {
-        Ok(read) => Reply::Array(vec![
-            Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
-            read.context.map_or(Reply::Nil, |c| context_token(node, key, c, read.first_replier)),
-        ]),
+        Ok(read) => {
+            let counter = if read.values.is_empty() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Reply::Array(vec![
+                Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
+                read.context.map_or(Reply::Nil, |c| context_token(node, key, c, read.first_replier)),
+            ])
+        }
         Err(e) => coord_error(e),
     }
 }

@@ -1,4 +1,5 @@
-//! INFO [section ...]: Redis-style sections `server`, `clients`, `stats`, `keyspace`, and `dynamo` for this store.
+//! INFO [section ...]: Redis-style sections `server`, `clients`, `memory`, `stats`, `keyspace`, and `dynamo` for this
+//! store. Field names follow Redis where the meaning is the same, so Redis dashboards and exporters can read them.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -9,7 +10,7 @@ use super::NodeContext;
 use super::connection::REDIS_COMPAT_VERSION;
 use crate::resp::Reply;
 
-const SECTIONS: &[&str] = &["server", "clients", "stats", "keyspace", "dynamo"];
+const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "keyspace", "dynamo"];
 
 /// INFO: the requested sections (default and `all`: every section).
 pub fn info(node: &NodeContext, args: &[Bytes]) -> Reply {
@@ -55,6 +56,20 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "connected_clients", s.connected_clients.load(Ordering::Relaxed));
             kv(out, "maxclients", c.limits.max_clients);
         }
+        "memory" => {
+            // Allocations are not tracked; the resident set is the honest figure (it includes caches and
+            // memtables, as Redis's used_memory_rss does).
+            let mem = process_memory();
+            out.push_str("# Memory\r\n");
+            kv(out, "used_memory", mem.rss);
+            kv(out, "used_memory_human", human(mem.rss));
+            kv(out, "used_memory_rss", mem.rss);
+            kv(out, "used_memory_rss_human", human(mem.rss));
+            kv(out, "used_memory_peak", mem.peak);
+            kv(out, "used_memory_peak_human", human(mem.peak));
+            kv(out, "maxmemory", 0);
+            kv(out, "storage_cache_bytes", c.cache_bytes);
+        }
         "stats" => {
             out.push_str("# Stats\r\n");
             kv(out, "total_connections_received", s.connections_received.load(Ordering::Relaxed));
@@ -63,6 +78,8 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "total_error_replies", s.error_replies.load(Ordering::Relaxed));
             kv(out, "protocol_errors", s.protocol_errors.load(Ordering::Relaxed));
             kv(out, "auth_failures", s.auth_failures.load(Ordering::Relaxed));
+            kv(out, "keyspace_hits", s.keyspace_hits.load(Ordering::Relaxed));
+            kv(out, "keyspace_misses", s.keyspace_misses.load(Ordering::Relaxed));
         }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");
@@ -150,4 +167,38 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
         }
         _ => {}
     }
+}
+
+/// Resident and peak resident memory of this process, in bytes (0 where /proc is missing).
+pub struct ProcessMemory {
+    /// VmRSS.
+    pub rss: u64,
+    /// VmHWM: the largest resident set so far.
+    pub peak: u64,
+}
+
+/// Reads this process's memory from /proc/self/status.
+pub fn process_memory() -> ProcessMemory {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .map_or(0, |kb| kb * 1024)
+    };
+    ProcessMemory { rss: field("VmRSS:"), peak: field("VmHWM:") }
+}
+
+/// Redis's human-readable sizes (1.50M).
+fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "K", "M", "G"];
+    let mut v = bytes as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes}B") } else { format!("{v:.2}{}", UNITS[unit]) }
 }

@@ -11,7 +11,7 @@ mod connection;
 mod del;
 mod exists;
 mod get;
-mod info;
+pub mod info;
 mod set;
 pub mod table;
 
@@ -46,6 +46,10 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Failed AUTH attempts.
     pub auth_failures: AtomicU64,
+    /// GETs that found a live value.
+    pub keyspace_hits: AtomicU64,
+    /// GETs that found none.
+    pub keyspace_misses: AtomicU64,
 }
 
 /// What every connection of a node shares.

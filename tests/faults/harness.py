@@ -21,6 +21,7 @@ Needs root (ip netns, nft). Exit status 0 only when nothing acknowledged was los
 """
 
 import argparse
+import fcntl
 import html
 import json
 import os
@@ -707,6 +708,7 @@ def main():
         help="set: read, merge siblings, write with the context (the cart); blind: the same without the context "
         "(last-write-wins use, which must lose writes: checks the checker)",
     )
+    ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument("--expect-loss", action="store_true", help="succeed only if acknowledged writes were lost")
     ap.add_argument("--out", default=None, help="report directory (default target/faults/seed-N)")
     args = ap.parse_args()
@@ -720,7 +722,7 @@ def main():
     os.makedirs(out)
     rng = random.Random(args.seed)
     cluster = Cluster(args, out)
-    schedule = make_schedule(rng, args.duration, cluster.initial, cluster.spare)
+    schedule = make_schedule(rng, args.duration, cluster.initial, cluster.spare) if args.faults == "all" else []
     print(f"seed {args.seed}, {args.duration:.0f}s, {args.nodes} nodes + {cluster.spare} to join, "
           f"{args.clients} clients, durability {args.durability}; schedule:")  # fmt: skip
     for f in schedule:
@@ -728,6 +730,12 @@ def main():
     sys.stdout.flush()
 
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    # One run per machine: the namespaces and addresses are fixed, and set-up clears a crashed run's leftovers.
+    lock = open("/tmp/dynamo-kv-faults.lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        sys.exit("another fault harness run holds /tmp/dynamo-kv-faults.lock; wait for it to finish")
     try:
         cluster.net.create()
         return run(args, cluster, schedule, out)
