@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Load benchmark: redis-server (appendonly yes, appendfsync everysec) against dynamo-kv (one node N=1, and a
 three-node dev cluster N=3 R=2 W=2 with the client on node 1), with the same redis-benchmark commands in the same
-run, printing requests/s, p50/p99 and our/redis ratios.
+run, printing requests/s, p50/p99/p99.9 and our/redis ratios, then the resident memory of each after loading
+1M keys of 100 bytes.
 
 Figures only, never a pass/fail: these machines are shared and noisy. Run:
 
-    cargo build --release && python3 benches/load.py [--requests 200000] [--modes os,buffered]
+    cargo build --release && python3 benches/load.py [--requests 200000] [--modes fsync,os,buffered]
 
 Needs redis-server and redis-benchmark (Debian: redis-server, redis-tools).
 """
@@ -33,13 +34,53 @@ def wait_port(port, timeout=20):
 
 
 def bench(port, args):
-    """Runs redis-benchmark --csv; returns {test: (rps, p50, p99)}."""
-    cmd = ["redis-benchmark", "-p", str(port), "--csv", *args]
+    """Runs redis-benchmark; returns {test: (rps, p50, p99, p99.9)} from its summary and percentile distribution."""
+    cmd = ["redis-benchmark", "-p", str(port), *args]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = {}
-    for row in csv.DictReader(io.StringIO(out)):
-        rows[row["test"]] = (float(row["rps"]), float(row["p50_latency_ms"]), float(row["p99_latency_ms"]))
+    for section in out.split("====== ")[1:]:
+        test = section.split(" ======", 1)[0].strip()
+        rps = p50 = p99 = p999 = float("nan")
+        lines = section.splitlines()
+        for i, line in enumerate(lines):
+            line = line.strip()
+            if line.startswith("throughput summary:"):
+                rps = float(line.split()[2])
+            elif line.startswith("avg") and "p50" in line and i + 1 < len(lines):
+                head, vals = line.split(), lines[i + 1].split()
+                p50, p99 = float(vals[head.index("p50")]), float(vals[head.index("p99")])
+            elif "% <= " in line and p999 != p999:
+                # The percentile distribution: the first line at or past 99.9% bounds p99.9.
+                pct, rest = line.split("% <= ", 1)
+                if float(pct) >= 99.9:
+                    p999 = float(rest.split()[0])
+        rows[test] = (rps, p50, p99, p999)
     return rows
+
+
+def load_keys(port, keys, value_bytes):
+    """Writes `keys` distinct keys of `value_bytes` through redis-cli --pipe (one pass, no duplicates)."""
+    value = b"x" * value_bytes
+    path = tempfile.mktemp(prefix="dkload-")
+    with open(path, "wb") as f:
+        for i in range(keys):
+            k = b"mem:%010d" % i
+            f.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(k), k, len(value), value))
+    try:
+        with open(path, "rb") as f:
+            out = subprocess.run(["redis-cli", "-p", str(port), "--pipe"], stdin=f, capture_output=True, text=True)
+        if "errors: 0" not in out.stdout:
+            raise SystemExit(f"loading keys failed: {out.stdout} {out.stderr}")
+    finally:
+        os.remove(path)
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def start_redis(port, workdir):
@@ -51,10 +92,21 @@ def start_redis(port, workdir):
     return p
 
 
+METRICS_PORT = 7499
+
+
+def scrape(name):
+    """Sum of one Prometheus metric over its labels, from the node's --metrics-listen endpoint."""
+    import urllib.request
+    body = urllib.request.urlopen(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+               if line.startswith(name) and (name.endswith("}") or line[len(name)] in " {"))
+
+
 def start_node(binary, port, workdir, durability):
     p = subprocess.Popen(
         [binary, "serve", "--node-id", "bench", "--listen", f"127.0.0.1:{port}", "--data-dir",
-         os.path.join(workdir, "data"), "--durability", durability],
+         os.path.join(workdir, "data"), "--durability", durability, "--metrics-listen", f"127.0.0.1:{METRICS_PORT}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "warn"})
     wait_port(port)
     return p
@@ -90,8 +142,9 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=200_000, help="requests per throughput run")
     ap.add_argument("--latency-requests", type=int, default=20_000, help="requests per -c 1 latency run")
-    ap.add_argument("--modes", default="os,buffered", help="dynamo-kv durability modes to measure")
+    ap.add_argument("--modes", default="fsync,buffered", help="dynamo-kv durability modes to measure")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node N=3 R=2 W=2 cluster")
+    ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "dynamo-kv"))
     a = ap.parse_args()
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
@@ -106,10 +159,12 @@ def main():
         ("c50 P16", common + ["-c", "50", "-P", "16", "-n", str(a.requests * 4)]),
         ("c1", common + ["-c", "1", "-n", str(a.latency_requests)]),
     ]
-    targets = [("redis-server", None, 1)] + [(f"dynamo-kv N=1 {m}", m, 1) for m in a.modes.split(",")]
+    targets = [("redis-server", None, 1)] + [(f"N=1 {m}", m, 1) for m in a.modes.split(",")]
     if not a.no_cluster:
-        targets += [(f"dynamo-kv 3 nodes N=3 {m}", m, 3) for m in a.modes.split(",")]
+        targets += [(f"3 nodes N=3 {m}", m, 3) for m in a.modes.split(",")]
     results = {}
+    memory = {}
+    group_commit = {}
     for name, mode, nodes in targets:
         work = tempfile.mkdtemp(prefix="dkbench-")
         port = 7490 if mode is None else 7491
@@ -121,13 +176,30 @@ def main():
             proc = start_cluster(a.binary, port, work, mode, nodes)
         try:
             for label, args in runs:
+                group = mode == "fsync" and nodes == 1
+                if group:
+                    before = (scrape("dynamo_storage_fsyncs_total"), scrape('dynamo_commands_total{command="set"}'))
                 for test, fig in bench(port, args).items():
                     results[(name, label, test)] = fig
+                if group:
+                    # Group commit (paper §6.1): how many acknowledged writes each fsync covered.
+                    fsyncs = scrape("dynamo_storage_fsyncs_total") - before[0]
+                    sets = scrape('dynamo_commands_total{command="set"}') - before[1]
+                    group_commit[label] = sets / max(fsyncs, 1)
+                print(f"  measured {name} {label}", file=sys.stderr, flush=True)
+            if a.memory_keys:
+                # A fresh keyspace on top of the benchmark's 100k keys; RSS once the load settled.
+                load_keys(port, a.memory_keys, 100)
+                time.sleep(3)
+                keys = int(subprocess.run(["redis-cli", "-p", str(port), "DBSIZE"], capture_output=True,
+                                          text=True).stdout.strip() or 0)
+                memory[name] = (rss_bytes(proc.pid) / nodes, keys)
         finally:
             stop(proc)
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"{'target':<24} {'run':<8} {'test':<5} {'rps':>10} {'p50 ms':>8} {'p99 ms':>8} {'rps ratio':>10} {'p99 ratio':>10}")
+    print(f"{'target':<20} {'run':<8} {'test':<5} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
+          f"{'rps ratio':>9} {'p99 ratio':>9}")
     for name, _, _ in targets:
         for label, _ in runs:
             for test in ("SET", "GET"):
@@ -137,7 +209,19 @@ def main():
                     continue
                 rr = fig[0] / base[0] if base and base[0] else float("nan")
                 pr = fig[2] / base[2] if base and base[2] else float("nan")
-                print(f"{name:<24} {label:<8} {test:<5} {fig[0]:>10.0f} {fig[1]:>8.3f} {fig[2]:>8.3f} {rr:>9.2f}x {pr:>9.2f}x")
+                print(f"{name:<20} {label:<8} {test:<5} {fig[0]:>9.0f} {fig[1]:>7.3f} {fig[2]:>7.3f} {fig[3]:>8.3f} "
+                      f"{rr:>8.2f}x {pr:>8.2f}x")
+    if group_commit:
+        print("\nN=1 fsync, group commit: SETs acknowledged per fsync")
+        for label, per in group_commit.items():
+            print(f"  {label:<8} {per:>7.1f} writes per fsync")
+    if memory:
+        print(f"\nRSS after loading {a.memory_keys} keys of 100 bytes on top of the benchmark's keys (DBSIZE: keys "
+              f"held per node); a dev cluster runs its nodes in one process, so its figure is that RSS / 3:")
+        base = memory.get("redis-server", (0, 0))[0]
+        for name, (rss, keys) in memory.items():
+            ratio = f"{rss / base:.2f}x" if base else "-"
+            print(f"  {name:<20} {rss / 2**20:>8.1f} MiB  {keys:>8} keys  {rss / max(keys, 1):>6.0f} bytes/key  {ratio}")
 
 
 if __name__ == "__main__":

@@ -43,6 +43,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 32 << 20;
 pub const DEFAULT_MAX_ARRAY_LEN: usize = 1 << 20;
 /// Default maximum number of connected clients.
 pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Default time a started request has to arrive completely.
+pub const DEFAULT_CLIENT_FRAME_TIMEOUT_SECS: u64 = 30;
+/// Default time a client may leave its replies unread.
+pub const DEFAULT_CLIENT_WRITE_TIMEOUT_SECS: u64 = 30;
 /// Default number of actors kept in a key's version vector (the paper's threshold).
 pub const DEFAULT_MAX_VV_ENTRIES: usize = 10;
 /// Default sibling count above which a write logs and counts a warning (Riak's default).
@@ -77,6 +81,14 @@ pub struct Limits {
     pub max_array_len: usize,
     /// Most clients connected at once.
     pub max_clients: usize,
+    /// A client that sends nothing for this long is disconnected (Redis's `timeout`); zero: never.
+    pub client_idle_timeout: Duration,
+    /// A request that started arriving must be complete within this time (slow senders cannot hold a buffer and a
+    /// task forever); zero: never.
+    pub client_frame_timeout: Duration,
+    /// A client that does not read its replies for this long is disconnected (like Redis's
+    /// client-output-buffer-limit); zero: never.
+    pub client_write_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -87,6 +99,9 @@ impl Default for Limits {
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             max_array_len: DEFAULT_MAX_ARRAY_LEN,
             max_clients: DEFAULT_MAX_CLIENTS,
+            client_idle_timeout: Duration::ZERO,
+            client_frame_timeout: Duration::from_secs(DEFAULT_CLIENT_FRAME_TIMEOUT_SECS),
+            client_write_timeout: Duration::from_secs(DEFAULT_CLIENT_WRITE_TIMEOUT_SECS),
         }
     }
 }
@@ -244,6 +259,15 @@ pub struct ServeArgs {
     /// Most clients connected at once [default: 10000].
     #[arg(long, env = "DYNAMO_KV_MAX_CLIENTS")]
     pub max_clients: Option<usize>,
+    /// Disconnect a client idle for this many seconds; 0 never does (Redis's `timeout`) [default: 0].
+    #[arg(long, env = "DYNAMO_KV_CLIENT_IDLE_TIMEOUT_SECS")]
+    pub client_idle_timeout_secs: Option<u64>,
+    /// Disconnect a client whose started request is not complete after this many seconds; 0: never [default: 30].
+    #[arg(long, env = "DYNAMO_KV_CLIENT_FRAME_TIMEOUT_SECS")]
+    pub client_frame_timeout_secs: Option<u64>,
+    /// Disconnect a client that leaves its replies unread for this many seconds; 0: never [default: 30].
+    #[arg(long, env = "DYNAMO_KV_CLIENT_WRITE_TIMEOUT_SECS")]
+    pub client_write_timeout_secs: Option<u64>,
     /// Actors kept in a key's version vector before the oldest is pruned [default: 10].
     #[arg(long, env = "DYNAMO_KV_MAX_VV_ENTRIES")]
     pub max_vv_entries: Option<usize>,
@@ -329,6 +353,9 @@ struct FileConfig {
     max_request_bytes: Option<usize>,
     max_array_len: Option<usize>,
     max_clients: Option<usize>,
+    client_idle_timeout_secs: Option<u64>,
+    client_frame_timeout_secs: Option<u64>,
+    client_write_timeout_secs: Option<u64>,
     max_vv_entries: Option<usize>,
     sibling_soft_limit: Option<usize>,
     sibling_hard_limit: Option<usize>,
@@ -477,6 +504,19 @@ impl Config {
                     .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
                 max_array_len: args.max_array_len.or(file.max_array_len).unwrap_or(DEFAULT_MAX_ARRAY_LEN),
                 max_clients: args.max_clients.or(file.max_clients).unwrap_or(DEFAULT_MAX_CLIENTS),
+                client_idle_timeout: Duration::from_secs(
+                    args.client_idle_timeout_secs.or(file.client_idle_timeout_secs).unwrap_or(0),
+                ),
+                client_frame_timeout: Duration::from_secs(
+                    args.client_frame_timeout_secs
+                        .or(file.client_frame_timeout_secs)
+                        .unwrap_or(DEFAULT_CLIENT_FRAME_TIMEOUT_SECS),
+                ),
+                client_write_timeout: Duration::from_secs(
+                    args.client_write_timeout_secs
+                        .or(file.client_write_timeout_secs)
+                        .unwrap_or(DEFAULT_CLIENT_WRITE_TIMEOUT_SECS),
+                ),
             },
             versioning: VersioningOptions {
                 max_vv_entries: args.max_vv_entries.or(file.max_vv_entries).unwrap_or(DEFAULT_MAX_VV_ENTRIES),

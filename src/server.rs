@@ -9,6 +9,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
@@ -88,6 +89,7 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut wbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut batch = Vec::new();
+    let mut partial_since: Option<Instant> = None;
     loop {
         let mut broken = None;
         loop {
@@ -101,9 +103,13 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
                 }
             }
         }
-        run_batch(node, &mut session, batch.drain(..), &mut wbuf, &mut writer).await?;
+        let mut out = Output { writer: &mut writer, timeout: limits.client_write_timeout };
+        match run_batch(node, &mut session, batch.drain(..), &mut wbuf, &mut out).await {
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return timed_out(node, id, "replies unread"),
+            other => other?,
+        }
         if session.closing {
-            writer.write_all(&wbuf).await?;
+            out.write(&mut wbuf).await?;
             return writer.shutdown().await;
         }
         if let Some(e) = broken {
@@ -112,12 +118,17 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
             node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("dynamo_protocol_errors_total").increment(1);
             Reply::error(format!("ERR {e}")).encode(session.protocol, &mut wbuf);
-            writer.write_all(&wbuf).await?;
+            out.write(&mut wbuf).await?;
             return writer.shutdown().await;
         }
         if !wbuf.is_empty() {
-            writer.write_all(&wbuf).await?;
-            wbuf.clear();
+            if let Err(e) = out.write(&mut wbuf).await {
+                return if e.kind() == std::io::ErrorKind::TimedOut {
+                    timed_out(node, id, "replies unread")
+                } else {
+                    Err(e)
+                };
+            }
             if wbuf.capacity() > 4 * READ_BUFFER {
                 // Give back the memory of one huge reply.
                 wbuf = BytesMut::with_capacity(READ_BUFFER);
@@ -126,8 +137,24 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
         if rbuf.capacity() - rbuf.len() < READ_BUFFER / 4 {
             rbuf.reserve(READ_BUFFER);
         }
+        // A started request must be complete within the frame timeout of its first byte, however slowly the rest
+        // trickles in; between requests the idle timeout applies.
+        let (limit, reason) = if rbuf.is_empty() {
+            partial_since = None;
+            (limits.client_idle_timeout, "idle")
+        } else {
+            let since = *partial_since.get_or_insert_with(Instant::now);
+            let frame = limits.client_frame_timeout;
+            let left = if frame.is_zero() {
+                Duration::ZERO
+            } else {
+                frame.saturating_sub(since.elapsed()).max(Duration::from_millis(1))
+            };
+            (left, "incomplete request")
+        };
         let n = tokio::select! {
             _ = cancel.cancelled() => return Ok(()),
+            _ = expiry(limit) => return timed_out(node, id, reason),
             n = reader.read_buf(&mut rbuf) => n?,
         };
         if n == 0 {
@@ -144,30 +171,30 @@ async fn run_batch(
     session: &mut Session,
     batch: impl Iterator<Item = Vec<Bytes>>,
     wbuf: &mut BytesMut,
-    writer: &mut OwnedWriteHalf,
+    out: &mut Output<'_>,
 ) -> std::io::Result<()> {
     let mut in_flight = FuturesOrdered::new();
     let mut keys: HashSet<Bytes> = HashSet::new();
     for args in batch {
         if let Some(key) = commands::concurrent_key(session, &args) {
             if keys.contains(key) || in_flight.len() >= MAX_IN_FLIGHT {
-                drain(&mut in_flight, session.protocol, wbuf, writer).await?;
+                drain(&mut in_flight, session.protocol, wbuf, out).await?;
                 keys.clear();
             }
             keys.insert(key.clone());
             in_flight.push_back(commands::execute_data(node, args));
             continue;
         }
-        drain(&mut in_flight, session.protocol, wbuf, writer).await?;
+        drain(&mut in_flight, session.protocol, wbuf, out).await?;
         keys.clear();
         let reply = commands::execute(node, session, args).await;
         reply.encode(session.protocol, wbuf);
         if session.closing {
             return Ok(());
         }
-        flush_full(wbuf, writer).await?;
+        out.flush_full(wbuf).await?;
     }
-    drain(&mut in_flight, session.protocol, wbuf, writer).await
+    drain(&mut in_flight, session.protocol, wbuf, out).await
 }
 
 /// Waits for the requests in flight and appends their replies in request order.
@@ -175,20 +202,67 @@ async fn drain<F: Future<Output = Reply>>(
     in_flight: &mut FuturesOrdered<F>,
     protocol: Protocol,
     wbuf: &mut BytesMut,
-    writer: &mut OwnedWriteHalf,
+    out: &mut Output<'_>,
 ) -> std::io::Result<()> {
     while let Some(reply) = in_flight.next().await {
         reply.encode(protocol, wbuf);
-        flush_full(wbuf, writer).await?;
+        out.flush_full(wbuf).await?;
     }
     Ok(())
 }
 
-/// Writes the buffered replies out once they pass [`WRITE_CHUNK`].
-async fn flush_full(wbuf: &mut BytesMut, writer: &mut OwnedWriteHalf) -> std::io::Result<()> {
-    if wbuf.len() >= WRITE_CHUNK {
-        writer.write_all(wbuf).await?;
+/// The client's side of the socket, with the time a write may take.
+struct Output<'a> {
+    writer: &'a mut OwnedWriteHalf,
+    timeout: Duration,
+}
+
+impl Output<'_> {
+    /// Writes and empties `wbuf`. A client that takes none of it for the whole timeout gets `TimedOut`: replies
+    /// cannot pile up for a client that does not read, and it cannot hold a task forever. A slow reader that keeps
+    /// taking bytes is not cut off.
+    async fn write(&mut self, wbuf: &mut BytesMut) -> std::io::Result<()> {
+        let mut written = 0;
+        let result = loop {
+            if written == wbuf.len() {
+                break Ok(());
+            }
+            let write = self.writer.write(&wbuf[written..]);
+            let n = if self.timeout.is_zero() {
+                write.await
+            } else {
+                tokio::time::timeout(self.timeout, write)
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+            };
+            match n {
+                Ok(0) => break Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(e) => break Err(e),
+            }
+        };
         wbuf.clear();
+        result
     }
+
+    /// Writes the buffered replies out once they pass [`WRITE_CHUNK`].
+    async fn flush_full(&mut self, wbuf: &mut BytesMut) -> std::io::Result<()> {
+        if wbuf.len() >= WRITE_CHUNK { self.write(wbuf).await } else { Ok(()) }
+    }
+}
+
+/// Completes after `limit`, or never for a zero limit.
+async fn expiry(limit: Duration) {
+    if limit.is_zero() {
+        std::future::pending::<()>().await;
+    }
+    tokio::time::sleep(limit).await;
+}
+
+/// Ends a connection that hit one of the client timeouts.
+fn timed_out(node: &NodeContext, id: u64, reason: &'static str) -> std::io::Result<()> {
+    node.stats.client_timeouts.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("dynamo_client_timeouts_total", "reason" => reason).increment(1);
+    tracing::debug!(client_id = id, reason, "client disconnected by a timeout");
     Ok(())
 }

@@ -360,3 +360,83 @@ async fn thousands_of_concurrent_clients() {
     let n: i64 = redis::cmd("DBSIZE").query_async(&mut c).await.unwrap();
     assert_eq!(n, 2000);
 }
+
+/// Reads `s` until the server closes it (EOF or reset); false if it is still open after `within`.
+async fn closed_within(s: &mut tokio::net::TcpStream, within: std::time::Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + within;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Idle clients, slow senders (a request trickling in a byte at a time) and clients that never read their replies
+/// are disconnected by their timeouts, so none of them holds a task or buffers forever; other clients are served
+/// throughout.
+#[tokio::test]
+async fn idle_slow_and_unread_clients_are_disconnected_by_their_timeouts() {
+    use tokio::io::AsyncWriteExt;
+    let node = TestNode::start(&[
+        "--client-idle-timeout-secs",
+        "2",
+        "--client-frame-timeout-secs",
+        "1",
+        "--client-write-timeout-secs",
+        "1",
+    ]);
+    let addr = ("127.0.0.1", node.port);
+    let mut good = node.conn().await;
+    let big = vec![b'v'; 1 << 20];
+    let _: () = good.set("big", big.as_slice()).await.unwrap();
+
+    // Idle: one PING, then silence.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+    idle.write_all(b"PING\r\n").await.unwrap();
+
+    // Slow sender: a SET whose value arrives one byte every 200 ms; the frame timeout counts from its first byte.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"*3\r\n$3\r\nSET\r\n$4\r\nslow\r\n$100\r\n").await.unwrap();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            if slow.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+        slow
+    });
+
+    // Unread: 200 pipelined GETs of a 1 MiB value, never read.
+    let mut unread = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut pipeline = Vec::new();
+    for _ in 0..200 {
+        pipeline.extend_from_slice(b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n");
+    }
+    unread.write_all(&pipeline).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+
+    // Meanwhile a well-behaved client is served (a new one: the first sat idle, so it was disconnected too).
+    let mut good = node.conn().await;
+    let pong: String = redis::cmd("PING").query_async(&mut good).await.unwrap();
+    assert_eq!(pong, "PONG");
+    let wait = std::time::Duration::from_secs(20);
+    assert!(closed_within(&mut idle, wait).await, "the idle client was disconnected");
+    let mut slow = trickle.await.unwrap();
+    assert!(closed_within(&mut slow, wait).await, "the slow sender was disconnected");
+    let (vals, _) = get(&mut good, "slow").await;
+    assert!(vals.is_empty(), "the incomplete SET was never applied");
+    // The unread client gets at most what the socket buffers held when its writes stalled, then the close.
+    assert!(closed_within(&mut unread, wait).await, "the client that never read was disconnected");
+    let info: String = redis::cmd("INFO").arg("clients").query_async(&mut good).await.unwrap();
+    let timeouts: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("client_timeouts:"))
+        .map(|v| v.trim().parse().unwrap())
+        .expect("INFO clients has client_timeouts");
+    assert!(timeouts >= 3, "{info}");
+}

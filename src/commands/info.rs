@@ -55,6 +55,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             out.push_str("# Clients\r\n");
             kv(out, "connected_clients", s.connected_clients.load(Ordering::Relaxed));
             kv(out, "maxclients", c.limits.max_clients);
+            kv(out, "client_timeouts", s.client_timeouts.load(Ordering::Relaxed));
         }
         "memory" => {
             // Allocations are not tracked; the resident set is the honest figure (it includes caches and

@@ -46,6 +46,8 @@ pub struct Stats {
     pub protocol_errors: AtomicU64,
     /// Failed AUTH attempts.
     pub auth_failures: AtomicU64,
+    /// Clients disconnected by the idle, incomplete-request or unread-replies timeouts.
+    pub client_timeouts: AtomicU64,
     /// GETs that found a live value.
     pub keyspace_hits: AtomicU64,
     /// GETs that found none.

@@ -245,11 +245,7 @@ impl PeerPool {
         let closed = Arc::new(AtomicBool::new(false));
         let (writer_pending, writer_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                if sink.send(frame).await.is_err() {
-                    break;
-                }
-            }
+            let _ = write_frames(&mut rx, &mut sink).await;
             // A writer that stopped leaves nothing to wait for on this connection: the next call reconnects.
             close(&writer_closed, &writer_pending);
             let _ = sink.close().await;
@@ -353,11 +349,8 @@ async fn serve_peer<H: Handler>(
     let writer_failed = CancellationToken::new();
     let failed = writer_failed.clone();
     let writer = tokio::spawn(async move {
-        while let Some(frame) = rx.recv().await {
-            if sink.send(frame).await.is_err() {
-                failed.cancel();
-                break;
-            }
+        if write_frames(&mut rx, &mut sink).await.is_err() {
+            failed.cancel();
         }
     });
     let in_flight = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
@@ -407,5 +400,21 @@ async fn serve_peer<H: Handler>(
     }
     drop(tx);
     let _ = writer.await;
+    Ok(())
+}
+
+/// Sends queued frames until the queue closes (Ok) or the socket fails (Err). Frames already queued behind the first
+/// go out in the same write: under load, many replications share one syscall instead of paying one each.
+async fn write_frames<S>(rx: &mut mpsc::Receiver<Bytes>, sink: &mut S) -> Result<(), S::Error>
+where
+    S: futures::Sink<Bytes> + Unpin,
+{
+    while let Some(frame) = rx.recv().await {
+        sink.feed(frame).await?;
+        while let Ok(more) = rx.try_recv() {
+            sink.feed(more).await?;
+        }
+        sink.flush().await?;
+    }
     Ok(())
 }
