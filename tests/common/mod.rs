@@ -54,6 +54,19 @@ impl TestNode {
         }
     }
 
+    /// The resident memory of the node process, in bytes (from /proc).
+    pub fn rss_bytes(&self) -> u64 {
+        let pid = self.child.as_ref().expect("node running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
     /// The address of its internal protocol.
     pub fn peer_addr(&self) -> String {
         format!("127.0.0.1:{}", self.peer_port)
