@@ -62,7 +62,7 @@ async fn garbage_huge_lengths_nesting_half_frames_and_floods_leave_the_node_serv
                 seed ^= seed >> 7;
                 seed ^= seed << 17;
                 // Mostly binary noise, with RESP type bytes now and then so the parser goes deeper.
-                if seed % 7 == 0 { b"*$:+-\r\n"[(seed % 7) as usize] } else { seed as u8 }
+                if seed.is_multiple_of(7) { b"*$:+-\r\n"[((seed >> 8) % 7) as usize] } else { seed as u8 }
             })
             .collect();
         let port = node.port;
