@@ -195,8 +195,10 @@ pub struct Config {
     pub listen: String,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// Password clients must present with AUTH, if any.
+    /// Password clients must present with AUTH, if any (the `default` user's).
     pub requirepass: Option<String>,
+    /// Named users (Redis 6 style `AUTH user pass`), from the config file.
+    pub users: Vec<User>,
     /// When writes are acknowledged.
     pub durability: Durability,
     /// Interval of the buffered writer.
@@ -336,6 +338,35 @@ pub struct ServeArgs {
     pub tombstone_grace_secs: Option<u64>,
 }
 
+/// What a user may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// Every command.
+    Full,
+    /// Reads and connection commands only: no writes, no membership changes.
+    Read,
+}
+
+/// A named user of the config file (`[[users]]` with `name`, `password`, `access`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    /// The name given to AUTH.
+    pub name: String,
+    /// The password given to AUTH.
+    pub password: String,
+    /// What the user may run.
+    pub access: Access,
+}
+
+impl Config {
+    /// Whether clients must AUTH before running commands: a default password or any named user is configured.
+    pub fn auth_required(&self) -> bool {
+        self.requirepass.is_some() || !self.users.is_empty()
+    }
+}
+
 /// The config file: the same settings as [`ServeArgs`], snake_case.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -344,6 +375,8 @@ struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
     requirepass: Option<String>,
+    #[serde(default)]
+    users: Vec<User>,
     durability: Option<Durability>,
     buffer_flush_ms: Option<u64>,
     cache_mb: Option<u64>,
@@ -489,6 +522,7 @@ impl Config {
             listen,
             data_dir,
             requirepass: args.requirepass.clone().or(file.requirepass),
+            users: file.users,
             durability: args.durability.or(file.durability).unwrap_or(Durability::Os),
             buffer_flush_interval: Duration::from_millis(
                 args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
@@ -547,6 +581,17 @@ impl Config {
             && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !id_ok {
             return invalid("node_id", format!("'{}': use 1-64 letters, digits, '-', '_' or '.'", self.node_id));
+        }
+        for (i, u) in self.users.iter().enumerate() {
+            if u.name.is_empty() || u.name == "default" || u.name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return invalid("users", format!("user name '{}': use a non-empty name other than 'default'", u.name));
+            }
+            if u.password.is_empty() {
+                return invalid("users", format!("user '{}' has an empty password", u.name));
+            }
+            if self.users[..i].iter().any(|o| o.name == u.name) {
+                return invalid("users", format!("user '{}' is defined twice", u.name));
+            }
         }
         let l = &self.limits;
         for (setting, v) in [

@@ -206,7 +206,7 @@ impl Node {
             clients = %self.context.client_addr,
             peers = %self.cluster.me().peer_addr,
             durability = self.config.durability.as_str(),
-            auth = self.config.requirepass.is_some(),
+            auth = self.config.auth_required(),
             "serving"
         );
         let service = Arc::new(PeerService { node: self.context.clone() });

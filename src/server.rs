@@ -84,7 +84,7 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
         // A bulk string is a key, a value or a token: the value limit bounds them all; SET checks keys itself.
         max_bulk_bytes: limits.max_value_bytes.max(limits.max_key_bytes),
     });
-    let mut session = Session::new(id, node.config.requirepass.is_some());
+    let mut session = Session::new(id, node.config.auth_required());
     let (mut reader, mut writer) = socket.into_split();
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut wbuf = BytesMut::with_capacity(READ_BUFFER);

@@ -440,3 +440,55 @@ async fn idle_slow_and_unread_clients_are_disconnected_by_their_timeouts() {
         .expect("INFO clients has client_timeouts");
     assert!(timeouts >= 3, "{info}");
 }
+
+/// Redis 6 style users from the config file: a full user, a read-only user whose writes and admin commands answer
+/// NOPERM (pipelined or not), ACL WHOAMI, and a default user that is disabled once named users exist.
+#[tokio::test]
+async fn users_from_the_config_file_with_full_and_read_only_access() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[[users]]\nname = \"app\"\npassword = \"app-secret\"\naccess = \"full\"\n\n\
+         [[users]]\nname = \"reader\"\npassword = \"read-secret\"\naccess = \"read\"\n",
+    )
+    .unwrap();
+    let node = TestNode::start(&["--config", config.to_str().unwrap()]);
+    let (out, _) = raw_exchange(node.port, b"GET k\r\nAUTH anything\r\nAUTH default anything\r\n", 300).await;
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("-NOAUTH"), "{out}");
+    assert_eq!(out.matches("-WRONGPASS").count(), 2, "the default user is disabled: {out}");
+
+    let client = redis::Client::open(format!("redis://app:app-secret@127.0.0.1:{}/", node.port)).unwrap();
+    let mut app = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = app.set("k", "v").await.unwrap();
+    let who: String = redis::cmd("ACL").arg("WHOAMI").query_async(&mut app).await.unwrap();
+    assert_eq!(who, "app");
+
+    let client = redis::Client::open(format!("redis://reader:read-secret@127.0.0.1:{}/", node.port)).unwrap();
+    let mut reader = client.get_multiplexed_async_connection().await.unwrap();
+    let who: String = redis::cmd("ACL").arg("WHOAMI").query_async(&mut reader).await.unwrap();
+    assert_eq!(who, "reader");
+    let (vals, _) = get(&mut reader, "k").await;
+    assert_eq!(vals, vec!["v"]);
+    for cmd in [redis::cmd("SET").arg("k").arg("w").clone(), redis::cmd("DEL").arg("k").clone()] {
+        let err = cmd.query_async::<()>(&mut reader).await.unwrap_err();
+        assert!(err.to_string().to_uppercase().contains("NOPERM"), "{err}");
+    }
+    let err = redis::cmd("ADMIN").arg("MEMBERS").query_async::<()>(&mut reader).await.unwrap_err();
+    assert!(err.to_string().to_uppercase().contains("NOPERM"), "{err}");
+    // Pipelined writes take the concurrent path; they are refused all the same.
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET").arg("k").arg("x").cmd("SET").arg("other").arg("y").cmd("GET").arg("k");
+    let replies: Vec<redis::Value> = pipe.query_async(&mut reader).await.unwrap_or_default();
+    assert!(replies.is_empty() || matches!(replies[0], redis::Value::ServerError(_)), "{replies:?}");
+    let (vals, _) = get(&mut app, "k").await;
+    assert_eq!(vals, vec!["v"], "nothing the reader sent was written");
+    let (vals, _) = get(&mut app, "other").await;
+    assert!(vals.is_empty());
+
+    let (out, _) = raw_exchange(node.port, b"AUTH reader wrong-password\r\n", 60).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("-WRONGPASS"));
+    let info: String = redis::cmd("INFO").arg("stats").query_async(&mut app).await.unwrap();
+    assert!(info.contains("auth_failures:3"), "{info}");
+}

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{NodeContext, Session, parse_int, syntax_error, wrong_arity};
+use crate::config::Access;
 use crate::resp::{Protocol, Reply};
 
 /// Redis's compatibility level we announce in HELLO and INFO.
@@ -35,7 +36,7 @@ pub fn auth(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply 
         3 => (Some(&args[1]), &args[2]),
         _ => return syntax_error(),
     };
-    if node.config.requirepass.is_none() && user.is_none() {
+    if !node.config.auth_required() && user.is_none() {
         return Reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your \
              configuration is correct?",
@@ -44,22 +45,50 @@ pub fn auth(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply 
     check_credentials(node, session, user, pass)
 }
 
-/// Verifies credentials; on success marks the session authenticated and answers OK.
+/// Verifies credentials; on success the session runs as that user and OK is answered. The `default` user has the
+/// `requirepass` password, or accepts any password when no authentication is configured at all (as in Redis); with
+/// named users but no `requirepass`, the default user is disabled.
 fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&Bytes>, pass: &[u8]) -> Reply {
-    let user_ok = user.is_none_or(|u| u.as_ref() == b"default");
-    let pass_ok = match &node.config.requirepass {
-        Some(expected) => constant_time_eq(expected.as_bytes(), pass),
-        // No password configured: the default user accepts any password, as in Redis.
-        None => true,
-    };
-    if user_ok && pass_ok {
-        session.authenticated = true;
-        Reply::ok()
+    let config = &node.config;
+    let name = user.map_or("default".into(), |u| String::from_utf8_lossy(u).into_owned());
+    let granted = if name == "default" {
+        match &config.requirepass {
+            Some(expected) => constant_time_eq(expected.as_bytes(), pass).then_some(Access::Full),
+            None => (!config.auth_required()).then_some(Access::Full),
+        }
     } else {
-        node.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("dynamo_auth_failures_total").increment(1);
-        tracing::warn!(client_id = session.id, "failed AUTH attempt");
-        Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+        config
+            .users
+            .iter()
+            .find(|u| u.name == name)
+            .filter(|u| constant_time_eq(u.password.as_bytes(), pass))
+            .map(|u| u.access)
+    };
+    match granted {
+        Some(access) => {
+            session.authenticated = true;
+            session.read_only = access == Access::Read;
+            session.user = name;
+            Reply::ok()
+        }
+        None => {
+            node.stats.auth_failures.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("dynamo_auth_failures_total").increment(1);
+            // The user name helps an operator spot a misconfigured client; the password is never logged.
+            tracing::warn!(client_id = session.id, user = %super::printable(name.as_bytes(), 64), "failed AUTH attempt");
+            Reply::error("WRONGPASS invalid username-password pair or user is disabled.")
+        }
+    }
+}
+
+/// ACL WHOAMI (the only ACL subcommand: users come from the config file).
+pub fn acl(session: &Session, args: &[Bytes]) -> Reply {
+    match (args[1].to_ascii_uppercase().as_slice(), args.len()) {
+        (b"WHOAMI", 2) => Reply::bulk(session.user.clone()),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try ACL WHOAMI; users are defined in the config file",
+            super::printable(&args[1], 32)
+        )),
     }
 }
 

@@ -81,6 +81,10 @@ pub struct Session {
     pub protocol: Protocol,
     /// Whether AUTH succeeded (or no password is required).
     pub authenticated: bool,
+    /// The user this connection runs as (ACL WHOAMI): `default` until an AUTH names another.
+    pub user: String,
+    /// The user may only read: write and admin commands answer NOPERM.
+    pub read_only: bool,
     /// CLIENT SETNAME.
     pub name: Option<Bytes>,
     /// CLIENT SETINFO LIB-NAME.
@@ -98,6 +102,8 @@ impl Session {
             id,
             protocol: Protocol::Resp2,
             authenticated: !needs_auth,
+            user: "default".into(),
+            read_only: false,
             name: None,
             lib_name: None,
             lib_ver: None,
@@ -116,6 +122,7 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
         Some(spec) if !session.authenticated && !spec.allowed_before_auth() => {
             Reply::error("NOAUTH Authentication required.")
         }
+        Some(spec) if session.read_only && !spec.allowed_read_only() => no_permission(session, spec.name),
         Some(spec) => measured(spec.name, run(node, session, spec.name, &args)).await,
     };
     if reply.is_error() {
@@ -138,7 +145,7 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<&'a By
         "del" | "exists" => args.len() == 2,
         _ => false,
     };
-    (single_key && spec.arity_ok(args.len())).then(|| &args[1])
+    (single_key && spec.arity_ok(args.len()) && (!session.read_only || spec.allowed_read_only())).then(|| &args[1])
 }
 
 /// Runs a request [`concurrent_key`] accepted; it needs no session.
@@ -191,6 +198,7 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         }
         "select" => connection::select(args),
         "auth" => connection::auth(node, session, args),
+        "acl" => connection::acl(session, args),
         "hello" => connection::hello(node, session, args),
         "client" => client::client(session, args),
         "command" => command::command(args),
@@ -199,6 +207,11 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "admin" => admin::admin(node, args),
         other => unreachable!("command '{other}' is in the table but has no handler"),
     }
+}
+
+/// Redis's words for a command the user's access does not include.
+fn no_permission(session: &Session, name: &str) -> Reply {
+    Reply::error(format!("NOPERM User {} has no permissions to run the '{name}' command", session.user))
 }
 
 /// Redis's words for an unknown command.

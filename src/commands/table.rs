@@ -51,6 +51,11 @@ impl CommandSpec {
     pub fn allowed_before_auth(&self) -> bool {
         self.flags.contains(&"no_auth")
     }
+
+    /// Whether a read-only user may run it: neither a write nor an admin command.
+    pub fn allowed_read_only(&self) -> bool {
+        !self.flags.iter().any(|f| matches!(*f, "write" | "admin"))
+    }
 }
 
 const fn arg(name: &'static str, kind: &'static str) -> Arg {
@@ -206,6 +211,18 @@ pub static TABLE: &[CommandSpec] = &[
         args: &[optional("username", "string"), arg("password", "string")],
     },
     CommandSpec {
+        name: "acl",
+        arity: -2,
+        flags: &["fast"],
+        first_key: 0,
+        last_key: 0,
+        step: 0,
+        summary: "ACL WHOAMI: the user this connection runs as.",
+        group: "server",
+        complexity: "O(1)",
+        args: &[arg("subcommand", "string")],
+    },
+    CommandSpec {
         name: "hello",
         arity: -1,
         flags: &["no_auth", "fast"],
@@ -268,7 +285,7 @@ pub static TABLE: &[CommandSpec] = &[
     CommandSpec {
         name: "admin",
         arity: -2,
-        flags: &[],
+        flags: &["admin"],
         first_key: 0,
         last_key: 0,
         step: 0,
