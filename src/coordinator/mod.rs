@@ -431,7 +431,12 @@ impl Coordinator {
         // Paper §6.4: the replica that answered the client's read first coordinates its write, so the client's next
         // read likely sees it. Without such a hint (or when the hint is us, or not a replica), a replica coordinates
         // here and anything else forwards.
-        let hinted = preferred.filter(|p| p != me).and_then(|p| replicas.iter().position(|r| r.id == p));
+        // A replica known to be unreachable is skipped as the hinted coordinator and tried only after every other:
+        // a forward to a partitioned peer would wait out the whole timeout, for every write, until the partition
+        // heals.
+        let reachable = |r: &Replica| r.local || self.cluster.is_reachable(&r.id);
+        let hinted =
+            preferred.filter(|p| p != me).and_then(|p| replicas.iter().position(|r| r.id == p && reachable(r)));
         if hinted.is_none() && replicas.iter().any(|r| r.local) {
             return self.coordinate(key, value, context, w).await;
         }
@@ -439,6 +444,7 @@ impl Coordinator {
             let first = replicas.remove(pos);
             replicas.insert(0, first);
         }
+        replicas.sort_by_key(|r| !reachable(r));
         let context = match context {
             WriteContext::Blind => None,
             WriteContext::Covering(c) => Some(c),
@@ -473,7 +479,9 @@ impl Coordinator {
                     self.cluster.note_reachable(&rep.id, false);
                 }
                 Err(e) => {
-                    // It may have applied the write: retrying elsewhere would apply it twice.
+                    // It may have applied the write: retrying elsewhere would apply it twice. Until it answers
+                    // again, later writes go to the other replicas first.
+                    self.cluster.note_reachable(&rep.id, false);
                     return Err(CoordError::Remote {
                         kind: RemoteErrorKind::Unavailable,
                         message: format!(

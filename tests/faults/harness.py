@@ -646,7 +646,8 @@ def timeline_svg(ops, events, duration, path, title):
         s = min(int(op["t1"]), secs - 1)
         {"ok": ok, "fail": fail, "timeout": tmo}[op["outcome"]][s] += 1
     peak = max([a + b + c for a, b, c in zip(ok, fail, tmo)] + [1])
-    w, h, left, top, bottom = 1100, 420, 50, 40, 60
+    # Long runs get a wider picture (4 px per second) so that fault windows stay readable.
+    w, h, left, top, bottom = max(1100, 70 + 4 * secs), 420, 50, 40, 60
     pw, ph = w - left - 20, h - top - bottom
     bw = pw / secs
     y = lambda v: top + ph - ph * v / peak  # noqa: E731
@@ -661,7 +662,9 @@ def timeline_svg(ops, events, duration, path, title):
         color = palette.get(e["kind"], "#d8d8d8")
         parts.append(f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{ph}" fill="{color}" opacity="0.6"/>')
         ly = top + 12 + (i % 4) * 12
-        parts.append(f'<text x="{x0 + 2:.1f}" y="{ly}" font-size="9">{html.escape(e["label"])}</text>')
+        # A narrow window gets only its kind and targets, not the groups of a partition.
+        label = e["label"] if x1 - x0 > 6 * len(e["label"]) else e["label"].split(" [")[0]
+        parts.append(f'<text x="{x0 + 2:.1f}" y="{ly}" font-size="9">{html.escape(label)}</text>')
     for s in range(secs):
         x = left + s * bw
         base = 0
@@ -842,6 +845,7 @@ def run(args, cluster, schedule, out):
         "final_read_failures": read_failures,
         "node_crashes": cluster.crashes,
         "panics": panics,
+        "fault_windows": events,
         "lost_examples": lost[:20],
         "unexpected_examples": unexpected[:20],
     }
