@@ -131,9 +131,13 @@ replicas_converged() {
   for p in $ports; do
     node="node${p#700}"
     redis-cli -p 7001 ADMIN KEY "$key" | sed -n '/replicas/,/fallbacks/p' | grep -q "$node" || continue
-    vals=$(redis-cli -p "$p" ADMIN LOCALGET "$key" | sed '$d' | sort | tr '\n' ' ')
-    [ -z "$first" ] && first=$vals
-    [ "$vals" = "$first" ] && [ "$vals" = "isolated majority " ] || return 1
+    # LOCALGET prints the siblings, the context (it names this node) and the digest of the stored versions.
+    local out vals digest
+    out=$(redis-cli -p "$p" ADMIN LOCALGET "$key")
+    vals=$(echo "$out" | head -n -2 | sort | tr '\n' ' ')
+    digest=$(echo "$out" | tail -1)
+    [ -z "$first" ] && first=$digest
+    [ "$digest" = "$first" ] && [ "$vals" = "isolated majority " ] || return 1
   done
 }
 check "after the heal: the replicas hold the same versions" wait_for 90 replicas_converged

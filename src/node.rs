@@ -399,6 +399,7 @@ async fn report_gauges(node: Arc<NodeContext>, cluster: Arc<Cluster>, cancel: Ca
         let mem = crate::commands::info::process_memory();
         let label = [("node", id.clone())];
         metrics::gauge!("dynamo_storage_disk_bytes", &label).set(store.disk_space() as f64);
+        metrics::gauge!("dynamo_storage_tables", &label).set(store.table_count() as f64);
         metrics::gauge!("dynamo_local_live_keys", &label).set(store.live_keys() as f64);
         metrics::gauge!("dynamo_hints_held", &label).set(backlog.values().map(|b| b.count).sum::<u64>() as f64);
         metrics::gauge!("dynamo_hints_held_bytes", &label).set(backlog.values().map(|b| b.bytes).sum::<u64>() as f64);

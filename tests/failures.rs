@@ -169,7 +169,9 @@ async fn a_delete_during_a_partition_stays_deleted_and_its_tombstone_is_reaped()
             assert!(values.is_empty(), "{} brought the deleted value back: {values:?}", node.node_id);
             let local: redis::Value =
                 redis::cmd("ADMIN").arg("LOCALGET").arg("doomed").query_async(&mut conn).await.unwrap();
-            reaped &= common::parse_get(local).1.is_none();
+            let (_, ctx, digest) = common::parse_local_get(local);
+            assert_eq!(ctx.is_none(), digest.is_none(), "a context exactly when a state is stored");
+            reaped &= ctx.is_none();
         }
         if reaped {
             break;

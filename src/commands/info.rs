@@ -98,6 +98,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "storage_engine", store.engine_name());
             kv(out, "durability", c.durability.as_str());
             kv(out, "disk_bytes", store.disk_space());
+            kv(out, "storage_tables", store.table_count());
             kv(out, "local_live_keys", store.live_keys());
             kv(out, "max_vv_entries", c.versioning.max_vv_entries);
             kv(out, "sibling_soft_limit", c.versioning.sibling_soft_limit);

@@ -85,4 +85,8 @@ impl Engine for FjallEngine {
     fn disk_space(&self) -> u64 {
         self.db.disk_space().unwrap_or(0)
     }
+
+    fn table_count(&self) -> u64 {
+        self.data.table_count() as u64
+    }
 }

@@ -94,4 +94,8 @@ pub trait Engine: Send + Sync + 'static {
     fn sync(&self) -> Result<(), StorageError>;
     /// Bytes used on disk (0 for the in-memory engine).
     fn disk_space(&self) -> u64;
+    /// Sorted tables on disk: rises with flushes and falls with compactions (0 for the in-memory engine).
+    fn table_count(&self) -> u64 {
+        0
+    }
 }

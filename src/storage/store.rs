@@ -149,6 +149,11 @@ impl KvStore {
         self.engine.disk_space()
     }
 
+    /// Sorted tables of the engine (flushes add them, compactions merge them).
+    pub fn table_count(&self) -> u64 {
+        self.engine.table_count()
+    }
+
     /// The sibling set of `user_key`, or `None` when this node never stored the key.
     pub fn get(&self, user_key: &[u8]) -> Result<Option<Siblings>, StorageError> {
         let key = layout::storage_key(user_key);

@@ -273,5 +273,18 @@ pub async fn wait_members(nodes: &[TestNode], n: usize) {
 pub async fn local_get(node: &TestNode, key: &str) -> Vec<String> {
     let mut c = node.conn().await;
     let v: redis::Value = redis::cmd("ADMIN").arg("LOCALGET").arg(key).query_async(&mut c).await.unwrap();
-    parse_get(v).0
+    parse_local_get(v).0
+}
+
+/// An ADMIN LOCALGET reply: sorted siblings, context, and the digest of the stored version set (nil: absent).
+pub fn parse_local_get(v: redis::Value) -> (Vec<String>, Option<String>, Option<String>) {
+    let redis::Value::Array(mut parts) = v else { panic!("LOCALGET reply is not an array: {v:?}") };
+    assert_eq!(parts.len(), 3, "LOCALGET answers siblings, context and digest");
+    let digest = match parts.pop().unwrap() {
+        redis::Value::BulkString(b) => Some(String::from_utf8(b).unwrap()),
+        redis::Value::Nil => None,
+        other => panic!("digest not a bulk string: {other:?}"),
+    };
+    let (values, ctx) = parse_get(redis::Value::Array(parts));
+    (values, ctx, digest)
 }
