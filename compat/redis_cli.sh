@@ -48,5 +48,25 @@ check "--pipe mass insert: 0 errors, 20000 replies" bash -c "echo '$pipe_out' | 
 check "DBSIZE after mass insert" test "$(cli DBSIZE)" = "20000"
 check "a mass-inserted key reads back" test "$(cli GET mass:12345 | head -1)" = "value"
 
+# TLS: a second node with a self-signed certificate (openssl), reached with redis-cli --tls.
+stop_node
+TLS_DIR=$(mktemp -d)
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=localhost" \
+  -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" \
+  -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" > /dev/null 2>&1
+TLS_PORT=$((PORT + 100))
+if start_node "$PORT" --tls-listen "127.0.0.1:$TLS_PORT" --tls-cert-file "$TLS_DIR/cert.pem" \
+  --tls-key-file "$TLS_DIR/key.pem"; then
+  tls() { redis-cli --tls --cacert "$TLS_DIR/cert.pem" -h 127.0.0.1 -p "$TLS_PORT" "$@"; }
+  check "TLS: redis-cli --tls PING" test "$(tls PING)" = "PONG"
+  check "TLS: SET over TLS" test "$(tls SET secure yes)" = "OK"
+  check "TLS: what TLS wrote reads back in plaintext" test "$(cli GET secure | head -1)" = "yes"
+  check "TLS: a client that does not trust the certificate is refused" \
+    bash -c "! redis-cli --tls -h 127.0.0.1 -p $TLS_PORT PING 2>&1 | grep -q PONG"
+else
+  fail "TLS: node with --tls-listen did not start"
+fi
+rm -rf "$TLS_DIR"
+
 echo "redis-cli: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

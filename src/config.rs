@@ -199,6 +199,8 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// Named users (Redis 6 style `AUTH user pass`), from the config file.
     pub users: Vec<User>,
+    /// A second client address that speaks TLS, with its certificate chain and key (PEM files).
+    pub tls: Option<TlsListen>,
     /// When writes are acknowledged.
     pub durability: Durability,
     /// Interval of the buffered writer.
@@ -233,6 +235,15 @@ pub struct ServeArgs {
     /// Require clients to AUTH with this password.
     #[arg(long, env = "DYNAMO_KV_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
+    /// Also serve clients over TLS on HOST:PORT (needs --tls-cert-file and --tls-key-file).
+    #[arg(long, env = "DYNAMO_KV_TLS_LISTEN")]
+    pub tls_listen: Option<String>,
+    /// PEM certificate chain of the TLS listener, leaf first.
+    #[arg(long, env = "DYNAMO_KV_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the TLS listener.
+    #[arg(long, env = "DYNAMO_KV_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
     /// When writes are acknowledged: fsync (on disk), os (reached the OS; fsync every second), buffered
     /// (in-memory buffer persisted in the background) [default: os].
     #[arg(long, env = "DYNAMO_KV_DURABILITY", value_enum)]
@@ -338,6 +349,17 @@ pub struct ServeArgs {
     pub tombstone_grace_secs: Option<u64>,
 }
 
+/// The TLS client listener: address, certificate chain and private key (PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsListen {
+    /// HOST:PORT of the TLS listener.
+    pub listen: String,
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
 /// What a user may run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -377,6 +399,9 @@ struct FileConfig {
     requirepass: Option<String>,
     #[serde(default)]
     users: Vec<User>,
+    tls_listen: Option<String>,
+    tls_cert_file: Option<PathBuf>,
+    tls_key_file: Option<PathBuf>,
     durability: Option<Durability>,
     buffer_flush_ms: Option<u64>,
     cache_mb: Option<u64>,
@@ -523,6 +548,20 @@ impl Config {
             data_dir,
             requirepass: args.requirepass.clone().or(file.requirepass),
             users: file.users,
+            tls: match (
+                args.tls_listen.clone().or(file.tls_listen),
+                args.tls_cert_file.clone().or(file.tls_cert_file),
+                args.tls_key_file.clone().or(file.tls_key_file),
+            ) {
+                (None, None, None) => None,
+                (Some(listen), Some(cert_file), Some(key_file)) => Some(TlsListen { listen, cert_file, key_file }),
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        setting: "tls_listen",
+                        reason: "TLS needs all three of --tls-listen, --tls-cert-file and --tls-key-file".into(),
+                    });
+                }
+            },
             durability: args.durability.or(file.durability).unwrap_or(Durability::Os),
             buffer_flush_interval: Duration::from_millis(
                 args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),

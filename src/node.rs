@@ -58,6 +58,12 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS certificate or key could not be loaded.
+    #[error("TLS: {reason}")]
+    Tls {
+        /// What failed.
+        reason: String,
+    },
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
@@ -72,6 +78,7 @@ pub enum NodeError {
 pub struct Node {
     config: Arc<Config>,
     listener: TcpListener,
+    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
     peer_listener: TcpListener,
     identity: Identity,
     context: Arc<NodeContext>,
@@ -117,6 +124,14 @@ impl Node {
         let listener = TcpListener::bind(&config.listen).await.map_err(bind_error(&config.listen))?;
         let client_addr = listener.local_addr().map_err(bind_error(&config.listen))?;
         let c = &config.cluster;
+        let tls_listener = match &config.tls {
+            Some(tls) => {
+                let acceptor = crate::server::tls_acceptor(&tls.cert_file, &tls.key_file)
+                    .map_err(|reason| NodeError::Tls { reason })?;
+                Some((TcpListener::bind(&tls.listen).await.map_err(bind_error(&tls.listen))?, acceptor))
+            }
+            None => None,
+        };
         let peer_listener = TcpListener::bind(&c.peer_listen).await.map_err(bind_error(&c.peer_listen))?;
         let peer_addr = peer_listener.local_addr().map_err(bind_error(&c.peer_listen))?;
 
@@ -182,7 +197,20 @@ impl Node {
             started: Instant::now(),
             client_addr,
         });
-        Ok(Node { config, listener, peer_listener, identity, context, cluster, handoff, hints, pool, store, meta })
+        Ok(Node {
+            config,
+            listener,
+            tls_listener,
+            peer_listener,
+            identity,
+            context,
+            cluster,
+            handoff,
+            hints,
+            pool,
+            store,
+            meta,
+        })
     }
 
     /// The address clients connect to.
@@ -230,8 +258,23 @@ impl Node {
         tokio::spawn(delivery.clone().run(cancel.clone()));
         tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
         tokio::spawn(report_gauges(self.context.clone(), self.cluster.clone(), cancel.clone()));
-        let server =
-            tokio::spawn(crate::server::serve(self.listener, self.context.clone(), cancel.clone(), tracker.clone()));
+        let server = tokio::spawn(crate::server::serve(
+            self.listener,
+            None,
+            self.context.clone(),
+            cancel.clone(),
+            tracker.clone(),
+        ));
+        if let Some((listener, acceptor)) = self.tls_listener {
+            tracing::info!(addr = ?listener.local_addr().ok(), "serving TLS clients");
+            tokio::spawn(crate::server::serve(
+                listener,
+                Some(acceptor),
+                self.context.clone(),
+                cancel.clone(),
+                tracker.clone(),
+            ));
+        }
         let removed = self.cluster.removed();
         tokio::select! {
             _ = shutdown => {}

@@ -7,6 +7,7 @@
 //! request that was read is always answered.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -14,9 +15,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -32,8 +33,15 @@ const WRITE_CHUNK: usize = 64 << 10;
 /// Most pipelined requests of one connection running at once; the next one waits for these to finish.
 const MAX_IN_FLIGHT: usize = 128;
 
-/// Accepts clients until `cancel` fires; every connection task is spawned on `tracker`.
-pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: CancellationToken, tracker: TaskTracker) {
+/// Accepts clients until `cancel` fires; every connection task is spawned on `tracker`. With `tls`, each
+/// connection first completes a TLS handshake (within the frame timeout, 10 s if that is off).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    node: Arc<NodeContext>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+) {
     let next_id = Arc::new(AtomicU64::new(1));
     loop {
         let (socket, peer) = tokio::select! {
@@ -53,15 +61,42 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: Cancel
         if connected > node.config.limits.max_clients {
             node.stats.connected_clients.fetch_sub(1, Ordering::AcqRel);
             node.stats.rejected_connections.fetch_add(1, Ordering::Relaxed);
-            tracker.spawn(refuse(socket));
+            // A TLS client could not read a plaintext error: it is just closed.
+            if tls.is_none() {
+                tracker.spawn(refuse(socket));
+            }
             continue;
         }
         metrics::gauge!("dynamo_connected_clients").set(connected as f64);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let (node, cancel) = (node.clone(), cancel.clone());
+        let (node, cancel, tls) = (node.clone(), cancel.clone(), tls.clone());
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
-            if let Err(e) = connection(socket, &node, id, cancel).await {
+            let result = match tls {
+                None => {
+                    let (reader, writer) = socket.into_split();
+                    connection(reader, writer, &node, id, cancel).await
+                }
+                Some(acceptor) => {
+                    let limit = node.config.limits.client_frame_timeout;
+                    let limit = if limit.is_zero() { Duration::from_secs(10) } else { limit };
+                    match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => {
+                            let (reader, writer) = tokio::io::split(stream);
+                            connection(reader, writer, &node, id, cancel).await
+                        }
+                        Ok(Err(e)) => {
+                            metrics::counter!("dynamo_tls_handshake_failures_total").increment(1);
+                            Err(e)
+                        }
+                        Err(_) => {
+                            metrics::counter!("dynamo_tls_handshake_failures_total").increment(1);
+                            Err(std::io::ErrorKind::TimedOut.into())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(client_id = id, %peer, error = %e, "connection ended with an error");
             }
             let left = node.stats.connected_clients.fetch_sub(1, Ordering::AcqRel) - 1;
@@ -70,13 +105,41 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: Cancel
     }
 }
 
+/// The TLS acceptor of a certificate chain and private key in PEM files.
+pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert_file)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read certificates from {}: {e}", cert_file.display()))?;
+    if certs.is_empty() {
+        return Err(format!("no certificate in {}", cert_file.display()));
+    }
+    let key = PrivateKeyDer::from_pem_file(key_file)
+        .map_err(|e| format!("cannot read a private key from {}: {e}", key_file.display()))?;
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| {
+        format!("certificate {} and key {} do not work together: {e}", cert_file.display(), key_file.display())
+    })?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 async fn refuse(mut socket: TcpStream) {
     let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
     let _ = socket.shutdown().await;
 }
 
 /// Serves one client until it quits, breaks the protocol, disconnects or the node shuts down.
-async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: CancellationToken) -> std::io::Result<()> {
+async fn connection<R, W>(
+    mut reader: R,
+    mut writer: W,
+    node: &NodeContext,
+    id: u64,
+    cancel: CancellationToken,
+) -> std::io::Result<()>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let limits = &node.config.limits;
     let mut codec = RequestCodec::new(FrameLimits {
         max_request_bytes: limits.max_request_bytes,
@@ -85,7 +148,6 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
         max_bulk_bytes: limits.max_value_bytes.max(limits.max_key_bytes),
     });
     let mut session = Session::new(id, node.config.auth_required());
-    let (mut reader, mut writer) = socket.into_split();
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut wbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut batch = Vec::new();
@@ -166,12 +228,12 @@ async fn connection(socket: TcpStream, node: &NodeContext, id: u64, cancel: Canc
 /// Runs the requests of one read, replies in order. Single-key data commands on different keys run concurrently
 /// (a pipeline of writes waits for the replicas once, not once per request); a request on a key already in flight,
 /// and every other command, first waits for the requests before it. Stops early after QUIT.
-async fn run_batch(
+async fn run_batch<W: AsyncWrite + Unpin>(
     node: &NodeContext,
     session: &mut Session,
     batch: impl Iterator<Item = Vec<Bytes>>,
     wbuf: &mut BytesMut,
-    out: &mut Output<'_>,
+    out: &mut Output<'_, W>,
 ) -> std::io::Result<()> {
     let mut in_flight = FuturesOrdered::new();
     let mut keys: HashSet<Bytes> = HashSet::new();
@@ -198,11 +260,11 @@ async fn run_batch(
 }
 
 /// Waits for the requests in flight and appends their replies in request order.
-async fn drain<F: Future<Output = Reply>>(
+async fn drain<F: Future<Output = Reply>, W: AsyncWrite + Unpin>(
     in_flight: &mut FuturesOrdered<F>,
     protocol: Protocol,
     wbuf: &mut BytesMut,
-    out: &mut Output<'_>,
+    out: &mut Output<'_, W>,
 ) -> std::io::Result<()> {
     while let Some(reply) = in_flight.next().await {
         reply.encode(protocol, wbuf);
@@ -212,12 +274,12 @@ async fn drain<F: Future<Output = Reply>>(
 }
 
 /// The client's side of the socket, with the time a write may take.
-struct Output<'a> {
-    writer: &'a mut OwnedWriteHalf,
+struct Output<'a, W> {
+    writer: &'a mut W,
     timeout: Duration,
 }
 
-impl Output<'_> {
+impl<W: AsyncWrite + Unpin> Output<'_, W> {
     /// Writes and empties `wbuf`. A client that takes none of it for the whole timeout gets `TimedOut`: replies
     /// cannot pile up for a client that does not read, and it cannot hold a task forever. A slow reader that keeps
     /// taking bytes is not cut off.
