@@ -130,3 +130,29 @@ async fn garbage_closes_only_that_connection() {
     let pool = PeerPool::new(identity("client", None));
     assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
 }
+
+proptest::proptest! {
+    /// The internal frame decoder (a peer's frame after the length prefix) refuses any byte string without
+    /// panicking, including valid frames with bytes flipped or cut short: a broken peer cannot crash a node.
+    #[test]
+    fn any_frame_decodes_or_fails_without_panicking(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+        flip in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..4),
+        cut in 0usize..64,
+    ) {
+        let _ = postcard::from_bytes::<Envelope>(&data);
+        let valid = postcard::to_stdvec(&Envelope::Request {
+            id: 7,
+            body: Request::Read { key: Bytes::from_static(b"some key"), as_fallback: false },
+        })
+        .unwrap();
+        let mut mutated = valid.clone();
+        for (i, b) in flip {
+            if let Some(x) = mutated.get_mut(i % valid.len()) {
+                *x ^= b;
+            }
+        }
+        let _ = postcard::from_bytes::<Envelope>(&mutated);
+        let _ = postcard::from_bytes::<Envelope>(&valid[..cut.min(valid.len())]);
+    }
+}
