@@ -238,13 +238,13 @@ async fn run_batch<W: AsyncWrite + Unpin>(
     let mut in_flight = FuturesOrdered::new();
     let mut keys: HashSet<Bytes> = HashSet::new();
     for args in batch {
-        if let Some(key) = commands::concurrent_key(session, &args) {
+        if let Some((spec, key)) = commands::concurrent_key(session, &args) {
             if keys.contains(key) || in_flight.len() >= MAX_IN_FLIGHT {
                 drain(&mut in_flight, session.protocol, wbuf, out).await?;
                 keys.clear();
             }
             keys.insert(key.clone());
-            in_flight.push_back(commands::execute_data(node, args));
+            in_flight.push_back(commands::execute_data(node, spec, args));
             continue;
         }
         drain(&mut in_flight, session.protocol, wbuf, out).await?;

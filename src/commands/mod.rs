@@ -134,7 +134,7 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
 /// The key of a request that may run concurrently with the requests pipelined around it: a well-formed,
 /// authorised single-key data command. Such requests touch no session state, and the connection keeps them in
 /// order with anything on the same key; every other request waits for the ones before it to finish.
-pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<&'a Bytes> {
+pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'static CommandSpec, &'a Bytes)> {
     if !session.authenticated || args.len() < 2 {
         return None;
     }
@@ -145,17 +145,14 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<&'a By
         "del" | "exists" => args.len() == 2,
         _ => false,
     };
-    (single_key && spec.arity_ok(args.len()) && (!session.read_only || spec.allowed_read_only())).then(|| &args[1])
+    (single_key && spec.arity_ok(args.len()) && (!session.read_only || spec.allowed_read_only()))
+        .then(|| (spec, &args[1]))
 }
 
-/// Runs a request [`concurrent_key`] accepted; it needs no session.
-pub async fn execute_data(node: &NodeContext, args: Vec<Bytes>) -> Reply {
+/// Runs a request [`concurrent_key`] accepted, with the spec it found; it needs no session.
+pub async fn execute_data(node: &NodeContext, spec: &'static CommandSpec, args: Vec<Bytes>) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-    let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let reply = match table::lookup(&name) {
-        Some(spec) => measured(spec.name, run_data(node, spec.name, &args)).await,
-        None => unknown_command(&args),
-    };
+    let reply = measured(spec.name, run_data(node, spec.name, &args)).await;
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
