@@ -12,11 +12,12 @@ check() { # check "description" command...
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
 
-# start_node PORT [extra serve flags...]: starts a node on a fresh data dir; sets NODE_PID and NODE_DIR.
+# start_node PORT [extra serve flags...]: starts a node (id $NODE_ID, default compat) on a fresh data dir; sets
+# NODE_PID and NODE_DIR.
 start_node() {
   local port=$1; shift
   NODE_DIR=$(mktemp -d)
-  "$BIN" serve --node-id compat --listen "127.0.0.1:$port" --data-dir "$NODE_DIR/data" "$@" \
+  "$BIN" serve --node-id "${NODE_ID:-compat}" --listen "127.0.0.1:$port" --data-dir "$NODE_DIR/data" "$@" \
     > "$NODE_DIR/stdout" 2> "$NODE_DIR/stderr" &
   NODE_PID=$!
   for _ in $(seq 1 100); do

@@ -166,6 +166,8 @@ pub struct ClusterOptions {
     pub cluster_name: String,
     /// Shared secret peers prove in the handshake; `None` is open dev mode.
     pub cluster_secret: Option<String>,
+    /// Mutual TLS on the internal protocol (certificate, key, cluster CA); `None` is plaintext.
+    pub peer_tls: Option<PeerTlsFiles>,
     /// Partitions of the ring (Q), fixed when the cluster is created.
     pub partitions: usize,
     /// This node's relative capacity.
@@ -311,6 +313,16 @@ pub struct ServeArgs {
     /// Secret every node of the cluster shares; without it the node runs in open dev mode (anyone can join).
     #[arg(long, env = "DYNAMO_KV_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// Run the internal protocol over mutual TLS: this node's PEM certificate chain, valid for both server and
+    /// client use and naming the host other nodes dial (needs --peer-tls-key-file and --peer-tls-ca-file).
+    #[arg(long, env = "DYNAMO_KV_PEER_TLS_CERT_FILE")]
+    pub peer_tls_cert_file: Option<PathBuf>,
+    /// PEM private key of --peer-tls-cert-file.
+    #[arg(long, env = "DYNAMO_KV_PEER_TLS_KEY_FILE")]
+    pub peer_tls_key_file: Option<PathBuf>,
+    /// PEM bundle of the cluster CA: peers must present a certificate it signed.
+    #[arg(long, env = "DYNAMO_KV_PEER_TLS_CA_FILE")]
+    pub peer_tls_ca_file: Option<PathBuf>,
     /// Partitions of the ring (Q, a power of two), fixed when the cluster is created [default: 256].
     #[arg(long, env = "DYNAMO_KV_PARTITIONS")]
     pub partitions: Option<usize>,
@@ -358,6 +370,18 @@ pub struct TlsListen {
     pub cert_file: PathBuf,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
     pub key_file: PathBuf,
+}
+
+/// Mutual TLS of the internal protocol: this node's certificate chain and key, and the CA bundle peers must chain
+/// to (all PEM).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerTlsFiles {
+    /// PEM certificate chain, leaf first, for both server and client authentication.
+    pub cert_file: PathBuf,
+    /// PEM private key of the certificate.
+    pub key_file: PathBuf,
+    /// PEM CA certificates that sign every node's certificate.
+    pub ca_file: PathBuf,
 }
 
 /// What a user may run.
@@ -424,6 +448,9 @@ struct FileConfig {
     seeds: Option<Vec<String>>,
     cluster_name: Option<String>,
     cluster_secret: Option<String>,
+    peer_tls_cert_file: Option<PathBuf>,
+    peer_tls_key_file: Option<PathBuf>,
+    peer_tls_ca_file: Option<PathBuf>,
     partitions: Option<usize>,
     weight: Option<u32>,
     zone: Option<String>,
@@ -519,6 +546,16 @@ impl Config {
                 .or(file.cluster_name)
                 .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
             cluster_secret: args.cluster_secret.clone().or(file.cluster_secret),
+            peer_tls: all_or_none(
+                "peer_tls_cert_file",
+                "peer TLS needs all three of --peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file",
+                (
+                    args.peer_tls_cert_file.clone().or(file.peer_tls_cert_file),
+                    args.peer_tls_key_file.clone().or(file.peer_tls_key_file),
+                    args.peer_tls_ca_file.clone().or(file.peer_tls_ca_file),
+                ),
+            )?
+            .map(|(cert_file, key_file, ca_file)| PeerTlsFiles { cert_file, key_file, ca_file }),
             partitions: args.partitions.or(file.partitions).unwrap_or(crate::ring::DEFAULT_PARTITIONS),
             weight: args.weight.or(file.weight).unwrap_or(1),
             zone: args.zone.clone().or(file.zone),
@@ -548,20 +585,16 @@ impl Config {
             data_dir,
             requirepass: args.requirepass.clone().or(file.requirepass),
             users: file.users,
-            tls: match (
-                args.tls_listen.clone().or(file.tls_listen),
-                args.tls_cert_file.clone().or(file.tls_cert_file),
-                args.tls_key_file.clone().or(file.tls_key_file),
-            ) {
-                (None, None, None) => None,
-                (Some(listen), Some(cert_file), Some(key_file)) => Some(TlsListen { listen, cert_file, key_file }),
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        setting: "tls_listen",
-                        reason: "TLS needs all three of --tls-listen, --tls-cert-file and --tls-key-file".into(),
-                    });
-                }
-            },
+            tls: all_or_none(
+                "tls_listen",
+                "TLS needs all three of --tls-listen, --tls-cert-file and --tls-key-file",
+                (
+                    args.tls_listen.clone().or(file.tls_listen),
+                    args.tls_cert_file.clone().or(file.tls_cert_file),
+                    args.tls_key_file.clone().or(file.tls_key_file),
+                ),
+            )?
+            .map(|(listen, cert_file, key_file)| TlsListen { listen, cert_file, key_file }),
             durability: args.durability.or(file.durability).unwrap_or(Durability::Os),
             buffer_flush_interval: Duration::from_millis(
                 args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
@@ -716,6 +749,19 @@ fn default_peer_listen(listen: &str) -> Result<String, ConfigError> {
     Ok(format!("{host}:{peer}"))
 }
 
+/// Three settings that only work together (a TLS listener or peer TLS): all of them, or none.
+fn all_or_none<A, B, C>(
+    setting: &'static str,
+    reason: &str,
+    values: (Option<A>, Option<B>, Option<C>),
+) -> Result<Option<(A, B, C)>, ConfigError> {
+    match values {
+        (None, None, None) => Ok(None),
+        (Some(a), Some(b), Some(c)) => Ok(Some((a, b, c))),
+        _ => Err(ConfigError::Invalid { setting, reason: reason.into() }),
+    }
+}
+
 fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
@@ -776,5 +822,27 @@ mod tests {
         a.node_id = None;
         let err = Config::resolve(&a).unwrap_err().to_string();
         assert!(err.contains("--node-id") && err.contains("DYNAMO_KV_NODE_ID"), "{err}");
+    }
+
+    #[test]
+    fn peer_tls_from_the_file_with_a_flag_overriding_one_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let toml = "peer_tls_cert_file = \"/pki/n1.pem\"\npeer_tls_key_file = \"/pki/n1.key\"\n\
+                    peer_tls_ca_file = \"/pki/ca.pem\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let mut a = args();
+        a.config = Some(path.clone());
+        a.peer_tls_ca_file = Some("/other/ca.pem".into());
+        let files = Config::resolve(&a).unwrap().cluster.peer_tls.expect("peer TLS configured");
+        assert_eq!(files.cert_file, PathBuf::from("/pki/n1.pem"));
+        assert_eq!(files.ca_file, PathBuf::from("/other/ca.pem"));
+        std::fs::write(&path, "peer_tls_cert_file = \"/pki/n1.pem\"\n").unwrap();
+        let err = Config::resolve(&args_with(&path)).unwrap_err().to_string();
+        assert!(err.contains("peer TLS needs all three"), "{err}");
+    }
+
+    fn args_with(config: &Path) -> ServeArgs {
+        ServeArgs { config: Some(config.to_path_buf()), ..args() }
     }
 }

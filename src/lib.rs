@@ -10,7 +10,8 @@
 //! | L0    | [`membership`]  | gossiped cluster state (members, versioned ring, transitions), gossip protocol |
 //! | L0/L1 | [`resp`]        | RESP request framing with limits and inline commands; RESP2/RESP3 replies       |
 //! | L1    | [`storage`]     | engine trait (fjall, memory), key layout, durability modes, node epoch          |
-//! | L1    | [`rpc`]         | internal protocol: frames, messages, handshake, peer connections               |
+//! | L1    | [`tls`]         | PEM files into rustls: client-port TLS, mutual TLS under a CA for peers        |
+//! | L1    | [`rpc`]         | internal protocol: frames, messages, handshake, peer connections (TLS or not)  |
 //! | L2    | [`cluster`]     | drives gossip over rpc, persists the state, routing view, local liveness       |
 //! | L3    | [`replication`] | handoff of key ranges during transitions; hinted-handoff delivery              |
 //! | L3    | [`antientropy`] | incremental Merkle leaves, top-down exchanges, tombstone reaping after proof   |
@@ -35,4 +36,5 @@ pub mod ring;
 pub mod rpc;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod versioning;

@@ -26,6 +26,7 @@ use crate::storage::hints::HintStore;
 use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::store::StoreOptions;
 use crate::storage::{KvStore, StorageError};
+use crate::tls::PeerTls;
 use crate::versioning::ContextKey;
 
 /// How long a leaving node tries to hand off what it still holds before it exits.
@@ -58,11 +59,13 @@ pub enum NodeError {
         /// The OS error.
         source: std::io::Error,
     },
-    /// The TLS certificate or key could not be loaded.
-    #[error("TLS: {reason}")]
+    /// A TLS certificate, key or CA could not be loaded.
+    #[error("{listener} TLS: {source}")]
     Tls {
+        /// Which listener: "client" or "peer".
+        listener: &'static str,
         /// What failed.
-        reason: String,
+        source: crate::tls::TlsError,
     },
     /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
@@ -126,8 +129,8 @@ impl Node {
         let c = &config.cluster;
         let tls_listener = match &config.tls {
             Some(tls) => {
-                let acceptor = crate::server::tls_acceptor(&tls.cert_file, &tls.key_file)
-                    .map_err(|reason| NodeError::Tls { reason })?;
+                let acceptor = crate::tls::client_port_acceptor(&tls.cert_file, &tls.key_file)
+                    .map_err(|source| NodeError::Tls { listener: "client", source })?;
                 Some((TcpListener::bind(&tls.listen).await.map_err(bind_error(&tls.listen))?, acceptor))
             }
             None => None,
@@ -145,7 +148,14 @@ impl Node {
         // Every node must verify every other node's tokens, so the token key derives from the cluster key. Without
         // a secret (open dev mode) anyone can derive it, as anyone can join: production sets --cluster-secret.
         let context_key = ContextKey::from_bytes(key.subkey("context"));
-        let identity = Identity { node_id: config.node_id.clone(), key };
+        let tls = match &c.peer_tls {
+            Some(files) => Some(
+                PeerTls::from_pem_files(&files.cert_file, &files.key_file, &files.ca_file)
+                    .map_err(|source| NodeError::Tls { listener: "peer", source })?,
+            ),
+            None => None,
+        };
+        let identity = Identity { node_id: config.node_id.clone(), key, tls };
         let pool = Arc::new(PeerPool::new(identity.clone()));
         let advertised_peer = advertise(c.peer_advertise.as_deref(), peer_addr, "peer")?;
         let me = PeerInfo {
@@ -211,6 +221,12 @@ impl Node {
             store,
             meta,
         })
+    }
+
+    /// What commands run against: the coordinator, settings and counters. Serving a client stream outside the
+    /// listeners (the fuzz target) takes it before [`run`](Node::run).
+    pub fn context(&self) -> Arc<NodeContext> {
+        self.context.clone()
     }
 
     /// The address clients connect to.

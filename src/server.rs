@@ -7,7 +7,6 @@
 //! request that was read is always answered.
 
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -105,31 +104,14 @@ pub async fn serve(
     }
 }
 
-/// The TLS acceptor of a certificate chain and private key in PEM files.
-pub fn tls_acceptor(cert_file: &Path, key_file: &Path) -> Result<TlsAcceptor, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read certificates from {}: {e}", cert_file.display()))?;
-    if certs.is_empty() {
-        return Err(format!("no certificate in {}", cert_file.display()));
-    }
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .map_err(|e| format!("cannot read a private key from {}: {e}", key_file.display()))?;
-    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).map_err(|e| {
-        format!("certificate {} and key {} do not work together: {e}", cert_file.display(), key_file.display())
-    })?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 async fn refuse(mut socket: TcpStream) {
     let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
     let _ = socket.shutdown().await;
 }
 
-/// Serves one client until it quits, breaks the protocol, disconnects or the node shuts down.
-async fn connection<R, W>(
+/// Serves one client until it quits, breaks the protocol, disconnects or the node shuts down. Any byte stream will
+/// do: [`serve`] passes TCP or TLS halves, the fuzz target a byte slice and a sink.
+pub async fn connection<R, W>(
     mut reader: R,
     mut writer: W,
     node: &NodeContext,

@@ -1,5 +1,7 @@
-//! The TLS client listener: a real node with a certificate made for the test, a rustls client that trusts only
-//! that certificate, and a plaintext client that gets nothing from the TLS port.
+//! TLS on real nodes. The client listener: a certificate made for the test, a rustls client that trusts only that
+//! certificate, and a plaintext client that gets nothing from the TLS port. The peer protocol: a cluster whose nodes
+//! replicate over mutual TLS under a test CA, and a node with the right secret but another CA's certificate that
+//! cannot join.
 
 mod common;
 
@@ -73,7 +75,7 @@ fn a_missing_or_mismatched_certificate_stops_the_node_with_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("TLS: cannot read certificates from /nonexistent/cert.pem"), "{err}");
+    assert!(err.contains("client TLS: cannot read certificates from /nonexistent/cert.pem"), "{err}");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
         .args(["serve", "--node-id", "t", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
@@ -82,4 +84,89 @@ fn a_missing_or_mismatched_certificate_stops_the_node_with_a_clear_error() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("TLS needs all three"), "{err}");
+}
+
+/// Writes a CA and one node certificate it signs for 127.0.0.1 (server and client use); returns the serve flags.
+fn peer_tls_files(dir: &std::path::Path) -> Vec<String> {
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = ca.self_signed(&ca_key).unwrap();
+    let mut node = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    node.extended_key_usages =
+        vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = node.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let files = [("ca.pem", ca.pem()), ("node.pem", cert.pem()), ("node.key", key.serialize_pem())];
+    for (name, pem) in &files {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
+    vec![
+        "--peer-tls-cert-file".into(),
+        path("node.pem"),
+        "--peer-tls-key-file".into(),
+        path("node.key"),
+        "--peer-tls-ca-file".into(),
+        path("ca.pem"),
+    ]
+}
+
+#[tokio::test]
+async fn a_cluster_replicates_over_peer_tls_and_a_node_of_another_ca_cannot_join() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut flags = peer_tls_files(&dir.path().join("cluster"));
+    flags.extend(["--cluster-secret".to_string(), "s3cret".to_string()]);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let nodes = common::start_cluster(3, &flags).await;
+
+    let mut c1 = nodes[0].conn().await;
+    let _: () = redis::cmd("SET").arg("k").arg("over tls").query_async(&mut c1).await.unwrap();
+    // N = 3 on 3 nodes: every node holds a replica, which only the TLS peer connections could have carried.
+    for node in &nodes {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while common::local_get(node, "k").await != vec!["over tls"] {
+            assert!(std::time::Instant::now() < deadline, "{} never got its replica", node.node_id);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    // Same secret, but a certificate from another CA: no member accepts its connections, so it never joins.
+    let mut rogue = peer_tls_files(&dir.path().join("rogue"));
+    rogue.extend(["--cluster-secret".into(), "s3cret".into(), "--seeds".into(), nodes[0].peer_addr()]);
+    let rogue: Vec<&str> = rogue.iter().map(String::as_str).collect();
+    let _rogue = TestNode::start_named("rogue", &rogue);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c1).await.unwrap();
+    assert_eq!(members.len(), 3, "the rogue node must not be listed: {members:?}");
+    assert!(!format!("{members:?}").contains("rogue"));
+}
+
+#[test]
+fn peer_tls_needs_all_three_files_and_readable_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let serve = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
+            .args(["serve", "--node-id", "t", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = serve(&["--peer-tls-cert-file", "/nonexistent/node.pem"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("peer TLS needs all three"));
+    let out = serve(&[
+        "--peer-tls-cert-file",
+        "/nonexistent/node.pem",
+        "--peer-tls-key-file",
+        "/nonexistent/node.key",
+        "--peer-tls-ca-file",
+        "/nonexistent/ca.pem",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("peer TLS: cannot read certificates from /nonexistent/node.pem"), "{err}");
 }

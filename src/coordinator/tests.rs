@@ -22,7 +22,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         client_addr: "127.0.0.1:0".into(),
         peer_addr: "127.0.0.1:0".into(),
     };
-    let pool = Arc::new(PeerPool::new(Identity { node_id: "n1".into(), key: ClusterKey::derive("t", None) }));
+    let pool = Arc::new(PeerPool::new(Identity::plain("n1", ClusterKey::derive("t", None))));
     let cluster = Cluster::open(
         crate::cluster::ClusterParams {
             me,

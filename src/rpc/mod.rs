@@ -1,6 +1,6 @@
 //! The internal binary protocol (L1): TCP, length-prefixed postcard frames, a versioned tagged message set,
 //! request ids so many requests share one connection per peer pair, per-request timeouts, reconnect with backoff,
-//! and a mutual challenge-response handshake on the cluster secret.
+//! and a mutual challenge-response handshake on the cluster secret, optionally inside mutual TLS.
 
 pub mod handshake;
 pub mod message;
@@ -40,6 +40,15 @@ pub enum RpcError {
         addr: String,
         /// Why.
         source: HandshakeError,
+    },
+    /// The TLS handshake with a peer failed (a certificate the CA did not sign, a name that does not match, or one
+    /// side without peer TLS).
+    #[error("TLS with peer {addr} failed: {reason}")]
+    Tls {
+        /// Peer address.
+        addr: String,
+        /// Why.
+        reason: String,
     },
     /// A frame could not be read or decoded.
     #[error("bad frame: {reason}")]

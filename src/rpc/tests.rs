@@ -36,7 +36,7 @@ impl Handler for Echo {
 }
 
 fn identity(id: &str, secret: Option<&str>) -> Identity {
-    Identity { node_id: id.into(), key: ClusterKey::derive("test", secret) }
+    Identity::plain(id, ClusterKey::derive("test", secret))
 }
 
 async fn server_with(secret: Option<&str>, echo: Arc<Echo>) -> (String, CancellationToken) {
@@ -129,6 +129,96 @@ async fn garbage_closes_only_that_connection() {
     assert_eq!(n, 0, "the server closes a connection that sends garbage");
     let pool = PeerPool::new(identity("client", None));
     assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
+}
+
+/// A cluster CA, and node certificates it signs, written as PEM files for [`PeerTls::from_pem_files`].
+struct TestCa {
+    dir: tempfile::TempDir,
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::DigitalSignature];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+        TestCa { dir, cert, key }
+    }
+
+    /// Mutual-TLS settings of a node whose certificate names `names`, trusting `trust`'s CA.
+    fn node(&self, file: &str, names: &[&str], trust: &TestCa) -> crate::tls::PeerTls {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params.extended_key_usages =
+            vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth, rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        let (cert_path, key_path) =
+            (self.dir.path().join(format!("{file}.pem")), self.dir.path().join(format!("{file}.key")));
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        crate::tls::PeerTls::from_pem_files(&cert_path, &key_path, &trust.dir.path().join("ca.pem")).unwrap()
+    }
+}
+
+async fn serve_identity(identity: Identity) -> (String, CancellationToken) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let cancel = CancellationToken::new();
+    let echo = Arc::new(Echo::new(Duration::ZERO));
+    tokio::spawn(transport::serve(listener, identity, echo, cancel.clone(), TaskTracker::new()));
+    (addr, cancel)
+}
+
+fn tls_identity(id: &str, tls: crate::tls::PeerTls) -> Identity {
+    Identity { tls: Some(tls), ..identity(id, Some("s")) }
+}
+
+async fn ping(identity: Identity, addr: &str) -> Result<Response, RpcError> {
+    PeerPool::new(identity).call(addr, Request::Ping, Duration::from_secs(3)).await
+}
+
+#[tokio::test]
+async fn peers_talk_over_mutual_tls_under_one_ca() {
+    let ca = TestCa::new();
+    let (addr, _c) = serve_identity(tls_identity("server", ca.node("server", &["127.0.0.1"], &ca))).await;
+    let reply = ping(tls_identity("client", ca.node("client", &["127.0.0.1"], &ca)), &addr).await;
+    assert!(matches!(reply, Ok(Response::Pong)), "{reply:?}");
+    // TLS does not replace the cluster secret: a CA-signed node with the wrong secret is still refused.
+    let wrong_secret = Identity { tls: Some(ca.node("other", &["127.0.0.1"], &ca)), ..identity("client", Some("x")) };
+    let err = ping(wrong_secret, &addr).await.unwrap_err();
+    assert!(matches!(err, RpcError::Handshake { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn certificates_from_another_ca_or_for_another_host_are_refused() {
+    let (ca, rogue) = (TestCa::new(), TestCa::new());
+    let (addr, _c) = serve_identity(tls_identity("server", ca.node("server", &["127.0.0.1"], &ca))).await;
+    // A client whose certificate another CA signed (it even trusts ours): the server refuses it.
+    let err = ping(tls_identity("client", rogue.node("client", &["127.0.0.1"], &ca)), &addr).await.unwrap_err();
+    assert!(matches!(err, RpcError::Tls { .. } | RpcError::Closed { .. } | RpcError::Frame { .. }), "{err}");
+    // A client that trusts only another CA: it refuses the server.
+    let err = ping(tls_identity("client", rogue.node("c2", &["127.0.0.1"], &rogue)), &addr).await.unwrap_err();
+    assert!(matches!(err, RpcError::Tls { .. }), "{err}");
+    // A server whose certificate names another host than the one dialled.
+    let (addr, _c2) = serve_identity(tls_identity("server", ca.node("elsewhere", &["n9.example"], &ca))).await;
+    let err = ping(tls_identity("client", ca.node("c3", &["127.0.0.1"], &ca)), &addr).await.unwrap_err();
+    assert!(matches!(&err, RpcError::Tls { reason, .. } if reason.contains("not valid for name")), "{err}");
+}
+
+#[tokio::test]
+async fn plaintext_and_tls_peers_do_not_mix() {
+    let ca = TestCa::new();
+    let (tls_addr, _c) = serve_identity(tls_identity("server", ca.node("server", &["127.0.0.1"], &ca))).await;
+    assert!(ping(identity("client", Some("s")), &tls_addr).await.is_err(), "plaintext peer on a TLS port");
+    let (plain_addr, _c2) = serve_identity(identity("server", Some("s"))).await;
+    let err = ping(tls_identity("client", ca.node("client", &["127.0.0.1"], &ca)), &plain_addr).await.unwrap_err();
+    assert!(matches!(err, RpcError::Tls { .. }), "TLS peer on a plaintext port: {err}");
 }
 
 proptest::proptest! {

@@ -1,5 +1,6 @@
 //! Sockets of the internal protocol: a pool of client connections (one per peer, requests multiplexed by id) and
-//! the peer listener. This is the only code that touches peer sockets.
+//! the peer listener. This is the only code that touches peer sockets. With peer TLS configured every connection is
+//! mutual TLS first, then the cluster-key handshake inside it; without, the same frames go over plain TCP.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -11,6 +12,7 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
@@ -20,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::RpcError;
 use super::handshake::{ClientHandshake, ClusterKey, Handshake, HandshakeError, ServerHandshake};
 use super::message::{Envelope, Request, Response};
+use crate::tls::{self, PeerTls};
 
 /// Largest frame accepted after the handshake: a sibling set at its byte limit plus framing.
 pub const MAX_FRAME: usize = 80 << 20;
@@ -42,7 +45,24 @@ pub struct Identity {
     pub node_id: String,
     /// The cluster key both handshake sides prove.
     pub key: ClusterKey,
+    /// Mutual TLS under the cluster CA, if configured: then every peer connection, both ways, must use it.
+    pub tls: Option<PeerTls>,
 }
+
+impl Identity {
+    /// A plaintext identity (no peer TLS).
+    pub fn plain(node_id: &str, key: ClusterKey) -> Identity {
+        Identity { node_id: node_id.to_string(), key, tls: None }
+    }
+}
+
+/// What a peer connection runs over: TCP, or TLS over TCP.
+trait PeerStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PeerStream for S {}
+
+/// The first byte of a TLS handshake record. A plaintext Hello frame starts with the high byte of a length below
+/// HANDSHAKE_MAX_FRAME, which is 0, so a listener can tell a peer that speaks TLS to it from one that does not.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Serves requests that arrive from peers.
 pub trait Handler: Send + Sync + 'static {
@@ -58,7 +78,7 @@ fn encode<T: Serialize>(msg: &T) -> Bytes {
     Bytes::from(postcard::to_stdvec(msg).expect("protocol messages serialize"))
 }
 
-async fn recv<T: DeserializeOwned>(framed: &mut Framed<TcpStream, LengthDelimitedCodec>) -> Result<T, RpcError> {
+async fn recv<T: DeserializeOwned, S: PeerStream>(framed: &mut Framed<S, LengthDelimitedCodec>) -> Result<T, RpcError> {
     match framed.next().await {
         Some(Ok(frame)) => postcard::from_bytes(&frame).map_err(|e| RpcError::Frame { reason: e.to_string() }),
         Some(Err(e)) => Err(RpcError::Frame { reason: e.to_string() }),
@@ -221,6 +241,25 @@ impl PeerPool {
             .await
             .map_err(|e| RpcError::Unreachable { addr: addr.to_string(), reason: e.to_string() })?;
         let _ = stream.set_nodelay(true);
+        match &self.identity.tls {
+            None => self.attach(addr, stream).await,
+            Some(peer_tls) => {
+                let tls_error = |reason: String| RpcError::Tls { addr: addr.to_string(), reason };
+                let name = tls::server_name(addr).ok_or_else(|| tls_error("not a host name or IP address".into()))?;
+                let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, peer_tls.connector.connect(name, stream))
+                    .await
+                    .map_err(|_| RpcError::Timeout { addr: addr.to_string() })?
+                    .map_err(|e| {
+                        metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "dial").increment(1);
+                        tls_error(e.to_string())
+                    })?;
+                self.attach(addr, stream).await
+            }
+        }
+    }
+
+    /// Runs the cluster-key handshake over a fresh `stream` and starts the connection's reader and writer.
+    async fn attach<S: PeerStream>(&self, addr: &str, stream: S) -> Result<Arc<Conn>, RpcError> {
         let mut framed = Framed::new(stream, codec());
         let key = &self.identity.key;
         let (mut hs, hello) = ClientHandshake::start(key, &self.identity.node_id, nonce());
@@ -230,7 +269,7 @@ impl PeerPool {
                 .on_challenge(key, recv(&mut framed).await?)
                 .map_err(|source| RpcError::Handshake { addr: addr.to_string(), source })?;
             framed.send(encode(&proof)).await.map_err(|e| RpcError::Frame { reason: e.to_string() })?;
-            hs.on_result(recv::<Handshake>(&mut framed).await?)
+            hs.on_result(recv::<Handshake, _>(&mut framed).await?)
                 .map_err(|source| RpcError::Handshake { addr: addr.to_string(), source })
         };
         let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
@@ -296,15 +335,48 @@ pub async fn serve<H: Handler>(
         let (identity, handler, cancel) = (identity.clone(), handler.clone(), cancel.clone());
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
-            if let Err(e) = serve_peer(socket, &identity, handler, cancel).await {
+            let result = match &identity.tls {
+                None => match speaks_tls(&socket).await {
+                    true => {
+                        metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "accept").increment(1);
+                        Err(RpcError::Tls {
+                            addr: remote.to_string(),
+                            reason: "the peer speaks TLS to this plaintext peer port: set --peer-tls-* on every \
+                                     node or on none"
+                                .into(),
+                        })
+                    }
+                    false => serve_peer(socket, &identity, handler, cancel).await,
+                },
+                Some(peer_tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, peer_tls.acceptor.accept(socket)).await
+                {
+                    Ok(Ok(stream)) => serve_peer(stream, &identity, handler, cancel).await,
+                    Ok(Err(e)) => {
+                        metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "accept").increment(1);
+                        Err(RpcError::Tls { addr: remote.to_string(), reason: e.to_string() })
+                    }
+                    Err(_) => Err(RpcError::Timeout { addr: remote.to_string() }),
+                },
+            };
+            if let Err(e) = result {
                 tracing::warn!(%remote, error = %e, "peer connection ended");
             }
         });
     }
 }
 
-async fn serve_peer<H: Handler>(
-    socket: TcpStream,
+/// Whether the first bytes a peer sent on a plaintext port are a TLS handshake (false on timeout or close: the
+/// handshake that follows reports those).
+async fn speaks_tls(socket: &TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == TLS_HANDSHAKE_RECORD
+    )
+}
+
+async fn serve_peer<H: Handler, S: PeerStream>(
+    socket: S,
     identity: &Identity,
     handler: Arc<H>,
     cancel: CancellationToken,
