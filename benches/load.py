@@ -112,10 +112,18 @@ def start_node(binary, port, workdir, durability):
     return p
 
 
-def start_cluster(binary, port, workdir, durability, nodes=3):
+def start_cluster(binary, port, workdir, durability, nodes=3, peer_tls=False):
+    tls = []
+    if peer_tls:
+        # One certificate for 127.0.0.1 serves every dev node (docs/peer-certs.sh, openssl).
+        pki = os.path.join(workdir, "pki")
+        subprocess.run(["bash", os.path.join(ROOT, "docs", "peer-certs.sh"), pki, "dev=127.0.0.1"], check=True,
+                       stdout=subprocess.DEVNULL)
+        tls = ["--peer-tls-cert-file", os.path.join(pki, "dev.pem"), "--peer-tls-key-file",
+               os.path.join(pki, "dev.key"), "--peer-tls-ca-file", os.path.join(pki, "ca.pem")]
     p = subprocess.Popen(
         [binary, "dev", "--nodes", str(nodes), "--port", str(port), "--data-dir", os.path.join(workdir, "data"),
-         "--durability", durability],
+         "--durability", durability, *tls],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
     for i in range(nodes):
         wait_port(port + i)
@@ -144,6 +152,7 @@ def main():
     ap.add_argument("--latency-requests", type=int, default=20_000, help="requests per -c 1 latency run")
     ap.add_argument("--modes", default="fsync,buffered", help="dynamo-kv durability modes to measure")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node N=3 R=2 W=2 cluster")
+    ap.add_argument("--peer-tls", action="store_true", help="also measure the cluster with mutual TLS between nodes")
     ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "dynamo-kv"))
     a = ap.parse_args()
@@ -159,13 +168,15 @@ def main():
         ("c50 P16", common + ["-c", "50", "-P", "16", "-n", str(a.requests * 4)]),
         ("c1", common + ["-c", "1", "-n", str(a.latency_requests)]),
     ]
-    targets = [("redis-server", None, 1)] + [(f"N=1 {m}", m, 1) for m in a.modes.split(",")]
+    targets = [("redis-server", None, 1, False)] + [(f"N=1 {m}", m, 1, False) for m in a.modes.split(",")]
     if not a.no_cluster:
-        targets += [(f"3 nodes N=3 {m}", m, 3) for m in a.modes.split(",")]
+        targets += [(f"3 nodes N=3 {m}", m, 3, False) for m in a.modes.split(",")]
+        if a.peer_tls:
+            targets += [(f"3 nodes {m} TLS", m, 3, True) for m in a.modes.split(",")]
     results = {}
     memory = {}
     group_commit = {}
-    for name, mode, nodes in targets:
+    for name, mode, nodes, peer_tls in targets:
         work = tempfile.mkdtemp(prefix="dkbench-")
         port = 7490 if mode is None else 7491
         if mode is None:
@@ -173,7 +184,7 @@ def main():
         elif nodes == 1:
             proc = start_node(a.binary, port, work, mode)
         else:
-            proc = start_cluster(a.binary, port, work, mode, nodes)
+            proc = start_cluster(a.binary, port, work, mode, nodes, peer_tls)
         try:
             for label, args in runs:
                 group = mode == "fsync" and nodes == 1
@@ -200,7 +211,7 @@ def main():
 
     print(f"{'target':<20} {'run':<8} {'test':<5} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
           f"{'rps ratio':>9} {'p99 ratio':>9}")
-    for name, _, _ in targets:
+    for name, _, _, _ in targets:
         for label, _ in runs:
             for test in ("SET", "GET"):
                 fig = results.get((name, label, test))

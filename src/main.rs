@@ -44,6 +44,16 @@ enum Command {
         /// Serve Prometheus metrics of the whole dev cluster at http://HOST:PORT/metrics.
         #[arg(long)]
         metrics_listen: Option<String>,
+        /// Nodes talk mutual TLS with this certificate (valid for 127.0.0.1, server and client use); needs the
+        /// two flags below.
+        #[arg(long)]
+        peer_tls_cert_file: Option<PathBuf>,
+        /// PEM key of --peer-tls-cert-file.
+        #[arg(long)]
+        peer_tls_key_file: Option<PathBuf>,
+        /// PEM CA that signed --peer-tls-cert-file.
+        #[arg(long)]
+        peer_tls_ca_file: Option<PathBuf>,
     },
     /// Show a running cluster: members, the ring, where a key lives.
     Admin(admin::AdminArgs),
@@ -89,8 +99,28 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         .init();
     let configs = match cli.command {
         Command::Serve(args) => vec![Config::resolve(&args)?],
-        Command::Dev { nodes, port, data_dir, requirepass, durability, metrics_listen } => {
-            let mut configs = dev_configs(nodes, port, &data_dir, requirepass, durability)?;
+        Command::Dev {
+            nodes,
+            port,
+            data_dir,
+            requirepass,
+            durability,
+            metrics_listen,
+            peer_tls_cert_file,
+            peer_tls_key_file,
+            peer_tls_ca_file,
+        } => {
+            // What every dev node shares; dev_configs adds each one's id, ports, data directory and seeds.
+            let shared = ServeArgs {
+                requirepass,
+                durability,
+                peer_tls_cert_file,
+                peer_tls_key_file,
+                peer_tls_ca_file,
+                membership_interval_ms: Some(300),
+                ..Default::default()
+            };
+            let mut configs = dev_configs(nodes, port, &data_dir, &shared)?;
             configs[0].metrics_listen = metrics_listen;
             configs
         }
@@ -157,13 +187,7 @@ fn install_metrics(addr: &str) -> anyhow::Result<()> {
 }
 
 /// The configurations of a local cluster of `nodes` nodes.
-fn dev_configs(
-    nodes: u16,
-    port: u16,
-    data_dir: &std::path::Path,
-    requirepass: Option<String>,
-    durability: Option<Durability>,
-) -> anyhow::Result<Vec<Config>> {
+fn dev_configs(nodes: u16, port: u16, data_dir: &std::path::Path, shared: &ServeArgs) -> anyhow::Result<Vec<Config>> {
     anyhow::ensure!((1..=64).contains(&nodes), "--nodes must be between 1 and 64");
     anyhow::ensure!(
         u32::from(port) + u32::from(nodes) + 10_000 <= 65_535,
@@ -180,10 +204,7 @@ fn dev_configs(
                 peer_listen: Some(peer(i)),
                 // dev1 founds the cluster; the others join through it.
                 seeds: Some(if i == 0 { Vec::new() } else { vec![peer(0)] }),
-                requirepass: requirepass.clone(),
-                durability,
-                membership_interval_ms: Some(300),
-                ..Default::default()
+                ..shared.clone()
             })
             .map_err(anyhow::Error::from)
         })

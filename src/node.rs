@@ -139,11 +139,16 @@ impl Node {
         let peer_addr = peer_listener.local_addr().map_err(bind_error(&c.peer_listen))?;
 
         let key = ClusterKey::derive_with_replicas(&c.cluster_name, c.cluster_secret.as_deref(), c.quorum.n as u8);
-        if !key.authenticated {
-            tracing::warn!(
+        match (key.authenticated, c.peer_tls.is_some()) {
+            (true, _) => {}
+            (false, false) => tracing::warn!(
                 "no cluster secret: open dev mode, any process that can reach {peer_addr} can join and write; set \
                  --cluster-secret in production"
-            );
+            ),
+            (false, true) => tracing::warn!(
+                "no cluster secret: only nodes with a certificate from the peer CA can join, but clients can forge \
+                 context tokens; set --cluster-secret in production"
+            ),
         }
         // Every node must verify every other node's tokens, so the token key derives from the cluster key. Without
         // a secret (open dev mode) anyone can derive it, as anyone can join: production sets --cluster-secret.

@@ -234,6 +234,13 @@ class Node:
         ]  # fmt: skip
         if seeds:
             cmd += ["--seeds", ",".join(seeds)]
+        if self.args.peer_tls:
+            pki = self.args.peer_tls
+            cmd += [
+                "--peer-tls-cert-file", os.path.join(pki, f"{self.id}.pem"),
+                "--peer-tls-key-file", os.path.join(pki, f"{self.id}.key"),
+                "--peer-tls-ca-file", os.path.join(pki, "ca.pem"),
+            ]  # fmt: skip
         logf = open(self.logpath, "ab")
         logf.write(f"\n=== harness: start at {time.strftime('%H:%M:%S')} ===\n".encode())
         logf.flush()
@@ -714,6 +721,7 @@ def main():
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument("--expect-loss", action="store_true", help="succeed only if acknowledged writes were lost")
     ap.add_argument("--out", default=None, help="report directory (default target/faults/seed-N)")
+    ap.add_argument("--peer-tls", action="store_true", help="nodes talk mutual TLS (docs/peer-certs.sh)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("the fault harness needs root: it creates network namespaces and nftables rules")
@@ -724,6 +732,13 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     rng = random.Random(args.seed)
+    if args.peer_tls:
+        # A CA and one certificate per node naming the address the others dial; from here on, the directory.
+        pki = os.path.join(out, "pki")
+        make = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "docs", "peer-certs.sh")
+        names = [f"n{i}={Network(0).ip(i)}" for i in range(1, args.nodes + 2)]
+        subprocess.run(["bash", make, pki, *names], check=True, stdout=subprocess.DEVNULL)
+        args.peer_tls = pki
     cluster = Cluster(args, out)
     schedule = make_schedule(rng, args.duration, cluster.initial, cluster.spare) if args.faults == "all" else []
     print(f"seed {args.seed}, {args.duration:.0f}s, {args.nodes} nodes + {cluster.spare} to join, "
