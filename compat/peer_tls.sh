@@ -43,5 +43,12 @@ check "peer TLS: a node whose certificate another CA signed is not a member" not
 check "peer TLS: the refusal is logged" grep -q "TLS with peer" "$p1_LOG"
 grep -m1 "TLS with peer" "$p1_LOG"
 
+# Certificate rotation: a new certificate for p1 from the same CA, loaded on SIGHUP without a restart.
+bash docs/peer-certs.sh "$PKI/cluster" p1=127.0.0.1 > /dev/null
+kill -HUP "${PIDS[0]}"
+for _ in $(seq 1 50); do grep -q "TLS files reloaded" "$p1_LOG" && break; sleep 0.1; done
+check "peer TLS: SIGHUP reloads the certificate" grep -q 'TLS files reloaded.*listener="peer"' "$p1_LOG"
+check "peer TLS: writes still replicate after the rotation" test "$(redis-cli -p "$PORT" SET k2 rotated)" = "OK"
+
 echo "peer TLS: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

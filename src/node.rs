@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -26,7 +27,7 @@ use crate::storage::hints::HintStore;
 use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::store::StoreOptions;
 use crate::storage::{KvStore, StorageError};
-use crate::tls::PeerTls;
+use crate::tls::{Current, PeerTls};
 use crate::versioning::ContextKey;
 
 /// How long a leaving node tries to hand off what it still holds before it exits.
@@ -77,11 +78,53 @@ pub enum NodeError {
     },
 }
 
+/// Reloads the TLS certificates, keys and CA from their files on every SIGHUP, so certificates rotate without a
+/// restart: connections that start afterwards use the new ones, established ones keep theirs. A file that does not
+/// load is logged and the configuration in use stays.
+async fn reload_tls_on_hangup(
+    config: Arc<Config>,
+    client: Option<Arc<Current<TlsAcceptor>>>,
+    peer: Option<Arc<Current<PeerTls>>>,
+    cancel: CancellationToken,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: TLS files are read again only on restart");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            received = hangup.recv() => if received.is_none() { return },
+        }
+        if let (Some(current), Some(files)) = (&client, &config.tls) {
+            reload("client", current, crate::tls::client_port_acceptor(&files.cert_file, &files.key_file));
+        }
+        if let (Some(current), Some(files)) = (&peer, &config.cluster.peer_tls) {
+            reload("peer", current, PeerTls::from_pem_files(&files.cert_file, &files.key_file, &files.ca_file));
+        }
+    }
+}
+
+fn reload<T: Clone>(listener: &'static str, current: &Current<T>, loaded: Result<T, crate::tls::TlsError>) {
+    match loaded {
+        Ok(config) => {
+            current.set(config);
+            metrics::counter!("dynamo_tls_reloads_total", "listener" => listener, "result" => "ok").increment(1);
+            tracing::info!(listener, "TLS files reloaded: new connections use them");
+        }
+        Err(e) => {
+            metrics::counter!("dynamo_tls_reloads_total", "listener" => listener, "result" => "failed").increment(1);
+            tracing::warn!(listener, error = %e, "TLS reload failed; the configuration in use stays");
+        }
+    }
+}
+
 /// A node that has opened its storage and bound its port, ready to [`run`](Node::run).
 pub struct Node {
     config: Arc<Config>,
     listener: TcpListener,
-    tls_listener: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
+    tls_listener: Option<(TcpListener, Arc<Current<TlsAcceptor>>)>,
     peer_listener: TcpListener,
     identity: Identity,
     context: Arc<NodeContext>,
@@ -131,7 +174,10 @@ impl Node {
             Some(tls) => {
                 let acceptor = crate::tls::client_port_acceptor(&tls.cert_file, &tls.key_file)
                     .map_err(|source| NodeError::Tls { listener: "client", source })?;
-                Some((TcpListener::bind(&tls.listen).await.map_err(bind_error(&tls.listen))?, acceptor))
+                Some((
+                    TcpListener::bind(&tls.listen).await.map_err(bind_error(&tls.listen))?,
+                    Current::shared(acceptor),
+                ))
             }
             None => None,
         };
@@ -154,10 +200,10 @@ impl Node {
         // a secret (open dev mode) anyone can derive it, as anyone can join: production sets --cluster-secret.
         let context_key = ContextKey::from_bytes(key.subkey("context"));
         let tls = match &c.peer_tls {
-            Some(files) => Some(
+            Some(files) => Some(Current::shared(
                 PeerTls::from_pem_files(&files.cert_file, &files.key_file, &files.ca_file)
                     .map_err(|source| NodeError::Tls { listener: "peer", source })?,
-            ),
+            )),
             None => None,
         };
         let identity = Identity { node_id: config.node_id.clone(), key, tls };
@@ -258,6 +304,11 @@ impl Node {
             auth = self.config.auth_required(),
             "serving"
         );
+        let client_tls = self.tls_listener.as_ref().map(|(_, current)| current.clone());
+        if client_tls.is_some() || self.identity.tls.is_some() {
+            let peer_tls = self.identity.tls.clone();
+            tokio::spawn(reload_tls_on_hangup(self.config.clone(), client_tls, peer_tls, cancel.clone()));
+        }
         let service = Arc::new(PeerService { node: self.context.clone() });
         tokio::spawn(rpc::transport::serve(
             self.peer_listener,

@@ -23,6 +23,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::commands::{self, NodeContext, Session};
 use crate::resp::{FrameLimits, Protocol, ProtocolError, Reply, RequestCodec};
+use crate::tls::Current;
 
 /// Initial read buffer per connection; grows with the requests actually received.
 const READ_BUFFER: usize = 16 << 10;
@@ -33,10 +34,11 @@ const WRITE_CHUNK: usize = 64 << 10;
 const MAX_IN_FLIGHT: usize = 128;
 
 /// Accepts clients until `cancel` fires; every connection task is spawned on `tracker`. With `tls`, each
-/// connection first completes a TLS handshake (within the frame timeout, 10 s if that is off).
+/// connection first completes a TLS handshake (within the frame timeout, 10 s if that is off) with the acceptor
+/// current when it arrived.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Current<TlsAcceptor>>>,
     node: Arc<NodeContext>,
     cancel: CancellationToken,
     tracker: TaskTracker,
@@ -68,7 +70,7 @@ pub async fn serve(
         }
         metrics::gauge!("dynamo_connected_clients").set(connected as f64);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
-        let (node, cancel, tls) = (node.clone(), cancel.clone(), tls.clone());
+        let (node, cancel, tls) = (node.clone(), cancel.clone(), tls.as_ref().map(|t| t.get()));
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
             let result = match tls {

@@ -7,7 +7,7 @@
 //! so a node needs both a CA-signed certificate and the secret.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
@@ -126,6 +126,33 @@ impl PeerTls {
             .with_client_auth_cert(certs, key)
             .map_err(|e| mismatch(cert_file, key_file, e))?;
         Ok(PeerTls { acceptor: TlsAcceptor::from(Arc::new(server)), connector: TlsConnector::from(Arc::new(client)) })
+    }
+}
+
+/// A TLS configuration that can be replaced while connections use it: each new connection takes the one current
+/// when it starts (certificate rotation on SIGHUP); established connections keep theirs.
+pub struct Current<T: Clone>(RwLock<T>);
+
+impl<T: Clone> Current<T> {
+    /// Shares `value` as the current configuration.
+    pub fn shared(value: T) -> Arc<Current<T>> {
+        Arc::new(Current(RwLock::new(value)))
+    }
+
+    /// The configuration for a connection starting now.
+    pub fn get(&self) -> T {
+        self.0.read().expect("TLS configuration lock").clone()
+    }
+
+    /// Replaces the configuration for connections that start from now on.
+    pub fn set(&self, value: T) {
+        *self.0.write().expect("TLS configuration lock") = value;
+    }
+}
+
+impl<T: Clone> std::fmt::Debug for Current<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Current(TLS configuration)")
     }
 }
 

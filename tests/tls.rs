@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::TestNode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 /// Reads from `s` until `want` bytes arrived (or the peer closes).
 async fn read_n<S: AsyncReadExt + Unpin>(s: &mut S, want: usize) -> Vec<u8> {
@@ -25,6 +26,26 @@ async fn read_n<S: AsyncReadExt + Unpin>(s: &mut S, want: usize) -> Vec<u8> {
     out
 }
 
+/// A node with a TLS client listener on a free port, serving the certificate and key in these files.
+fn tls_node(cert: &std::path::Path, key: &std::path::Path) -> (TestNode, u16) {
+    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{tls_port}");
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let node = TestNode::start(&["--tls-listen", &listen, "--tls-cert-file", cert, "--tls-key-file", key]);
+    (node, tls_port)
+}
+
+/// A TLS connection to the node's TLS port from a rustls client that trusts only `cert` (named localhost).
+async fn tls_connect(port: u16, cert: &rcgen::Certificate) -> std::io::Result<TlsStream<TcpStream>> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.der().clone()).unwrap();
+    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
 #[tokio::test]
 async fn clients_talk_resp_over_tls_and_plaintext_gets_nothing_from_the_tls_port() {
     let dir = tempfile::tempdir().unwrap();
@@ -32,23 +53,8 @@ async fn clients_talk_resp_over_tls_and_plaintext_gets_nothing_from_the_tls_port
     let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
     std::fs::write(&cert_path, cert.cert.pem()).unwrap();
     std::fs::write(&key_path, cert.key_pair.serialize_pem()).unwrap();
-    let tls_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let node = TestNode::start(&[
-        "--tls-listen",
-        &format!("127.0.0.1:{tls_port}"),
-        "--tls-cert-file",
-        cert_path.to_str().unwrap(),
-        "--tls-key-file",
-        key_path.to_str().unwrap(),
-    ]);
-
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(cert.cert.der().clone()).unwrap();
-    let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(("127.0.0.1", tls_port)).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.expect("TLS handshake with the node");
+    let (node, tls_port) = tls_node(&cert_path, &key_path);
+    let mut tls = tls_connect(tls_port, &cert.cert).await.expect("TLS handshake with the node");
     tls.write_all(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\ntls\r\nPING\r\n").await.unwrap();
     assert_eq!(read_n(&mut tls, 12).await, b"+OK\r\n+PONG\r\n");
     // What was written over TLS is the same data the plaintext port serves.
@@ -169,4 +175,49 @@ fn peer_tls_needs_all_three_files_and_readable_ones() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("peer TLS: cannot read certificates from /nonexistent/node.pem"), "{err}");
+}
+
+/// Whether a TLS client that trusts only `cert` completes a handshake with the node on `port` and gets PONG.
+async fn tls_ping(port: u16, cert: &rcgen::Certificate) -> bool {
+    let Ok(mut tls) = tls_connect(port, cert).await else { return false };
+    tls.write_all(b"PING\r\n").await.unwrap();
+    read_n(&mut tls, 7).await == b"+PONG\r\n"
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_certificate_and_a_broken_file_keeps_the_one_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let write = |c: &rcgen::CertifiedKey| {
+        std::fs::write(&cert_path, c.cert.pem()).unwrap();
+        std::fs::write(&key_path, c.key_pair.serialize_pem()).unwrap();
+    };
+    let old = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let new = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    write(&old);
+    let (node, tls_port) = tls_node(&cert_path, &key_path);
+    assert!(tls_ping(tls_port, &old.cert).await);
+    let hangup = || {
+        let status = std::process::Command::new("kill").args(["-HUP", &node.pid().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+
+    // New files on disk change nothing until SIGHUP.
+    write(&new);
+    assert!(tls_ping(tls_port, &old.cert).await);
+    hangup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !tls_ping(tls_port, &new.cert).await {
+        assert!(std::time::Instant::now() < deadline, "the node never served the new certificate");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!tls_ping(tls_port, &old.cert).await, "the old certificate is no longer served");
+
+    // A broken file: the reload fails, the node keeps serving the certificate in use.
+    std::fs::write(&cert_path, "not a certificate").unwrap();
+    hangup();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(tls_ping(tls_port, &new.cert).await);
+    let mut plain = node.conn().await;
+    let _: () = redis::cmd("PING").query_async(&mut plain).await.unwrap();
 }

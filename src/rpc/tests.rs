@@ -176,7 +176,7 @@ async fn serve_identity(identity: Identity) -> (String, CancellationToken) {
 }
 
 fn tls_identity(id: &str, tls: crate::tls::PeerTls) -> Identity {
-    Identity { tls: Some(tls), ..identity(id, Some("s")) }
+    Identity { tls: Some(crate::tls::Current::shared(tls)), ..identity(id, Some("s")) }
 }
 
 async fn ping(identity: Identity, addr: &str) -> Result<Response, RpcError> {
@@ -190,7 +190,8 @@ async fn peers_talk_over_mutual_tls_under_one_ca() {
     let reply = ping(tls_identity("client", ca.node("client", &["127.0.0.1"], &ca)), &addr).await;
     assert!(matches!(reply, Ok(Response::Pong)), "{reply:?}");
     // TLS does not replace the cluster secret: a CA-signed node with the wrong secret is still refused.
-    let wrong_secret = Identity { tls: Some(ca.node("other", &["127.0.0.1"], &ca)), ..identity("client", Some("x")) };
+    let tls = Some(crate::tls::Current::shared(ca.node("other", &["127.0.0.1"], &ca)));
+    let wrong_secret = Identity { tls, ..identity("client", Some("x")) };
     let err = ping(wrong_secret, &addr).await.unwrap_err();
     assert!(matches!(err, RpcError::Handshake { .. }), "{err}");
 }

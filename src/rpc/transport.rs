@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::RpcError;
 use super::handshake::{ClientHandshake, ClusterKey, Handshake, HandshakeError, ServerHandshake};
 use super::message::{Envelope, Request, Response};
-use crate::tls::{self, PeerTls};
+use crate::tls::{self, Current, PeerTls};
 
 /// Largest frame accepted after the handshake: a sibling set at its byte limit plus framing.
 pub const MAX_FRAME: usize = 80 << 20;
@@ -45,8 +45,9 @@ pub struct Identity {
     pub node_id: String,
     /// The cluster key both handshake sides prove.
     pub key: ClusterKey,
-    /// Mutual TLS under the cluster CA, if configured: then every peer connection, both ways, must use it.
-    pub tls: Option<PeerTls>,
+    /// Mutual TLS under the cluster CA, if configured: then every peer connection, both ways, must use it. Each new
+    /// connection takes the configuration current when it starts (SIGHUP reloads it).
+    pub tls: Option<Arc<Current<PeerTls>>>,
 }
 
 impl Identity {
@@ -243,7 +244,8 @@ impl PeerPool {
         let _ = stream.set_nodelay(true);
         match &self.identity.tls {
             None => self.attach(addr, stream).await,
-            Some(peer_tls) => {
+            Some(current) => {
+                let peer_tls = current.get();
                 let tls_error = |reason: String| RpcError::Tls { addr: addr.to_string(), reason };
                 let name = tls::server_name(addr).ok_or_else(|| tls_error("not a host name or IP address".into()))?;
                 let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, peer_tls.connector.connect(name, stream))
@@ -348,15 +350,16 @@ pub async fn serve<H: Handler>(
                     }
                     false => serve_peer(socket, &identity, handler, cancel).await,
                 },
-                Some(peer_tls) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, peer_tls.acceptor.accept(socket)).await
-                {
-                    Ok(Ok(stream)) => serve_peer(stream, &identity, handler, cancel).await,
-                    Ok(Err(e)) => {
-                        metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "accept").increment(1);
-                        Err(RpcError::Tls { addr: remote.to_string(), reason: e.to_string() })
+                Some(current) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, current.get().acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => serve_peer(stream, &identity, handler, cancel).await,
+                        Ok(Err(e)) => {
+                            metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "accept").increment(1);
+                            Err(RpcError::Tls { addr: remote.to_string(), reason: e.to_string() })
+                        }
+                        Err(_) => Err(RpcError::Timeout { addr: remote.to_string() }),
                     }
-                    Err(_) => Err(RpcError::Timeout { addr: remote.to_string() }),
-                },
+                }
             };
             if let Err(e) = result {
                 tracing::warn!(%remote, error = %e, "peer connection ended");

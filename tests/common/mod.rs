@@ -67,6 +67,11 @@ impl TestNode {
         kb * 1024
     }
 
+    /// The node's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("node running").id()
+    }
+
     /// The address of its internal protocol.
     pub fn peer_addr(&self) -> String {
         format!("127.0.0.1:{}", self.peer_port)
