@@ -69,26 +69,31 @@ async fn clients_talk_resp_over_tls_and_plaintext_gets_nothing_from_the_tls_port
     assert!(!out.starts_with(b"+PONG"), "plaintext on the TLS port must not be served: {out:?}");
 }
 
-#[test]
-fn a_missing_or_mismatched_certificate_stops_the_node_with_a_clear_error() {
+/// Runs `serve` with `extra` flags on a fresh data directory, expects it to refuse to start, and returns its stderr.
+fn serve_refused(extra: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
-        .args(["serve", "--node-id", "t", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["serve", "--node-id", "t", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
-        .args(["--tls-listen", "127.0.0.1:0", "--tls-cert-file", "/nonexistent/cert.pem", "--tls-key-file"])
-        .arg(dir.path().join("key.pem"))
+        .args(extra)
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the node started with {extra:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_or_mismatched_certificate_stops_the_node_with_a_clear_error() {
+    let err = serve_refused(&[
+        "--tls-listen",
+        "127.0.0.1:0",
+        "--tls-cert-file",
+        "/nonexistent/cert.pem",
+        "--tls-key-file",
+        "/nonexistent/key.pem",
+    ]);
     assert!(err.contains("client TLS: cannot read certificates from /nonexistent/cert.pem"), "{err}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
-        .args(["serve", "--node-id", "t", "--listen", "127.0.0.1:0", "--tls-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(&["--tls-listen", "127.0.0.1:0"]);
     assert!(err.contains("TLS needs all three"), "{err}");
 }
 
@@ -152,19 +157,9 @@ async fn a_cluster_replicates_over_peer_tls_and_a_node_of_another_ca_cannot_join
 
 #[test]
 fn peer_tls_needs_all_three_files_and_readable_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let serve = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
-            .args(["serve", "--node-id", "t", "--listen", "127.0.0.1:0", "--peer-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"))
-            .args(extra)
-            .output()
-            .unwrap()
-    };
-    let out = serve(&["--peer-tls-cert-file", "/nonexistent/node.pem"]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("peer TLS needs all three"));
-    let out = serve(&[
+    let err = serve_refused(&["--peer-tls-cert-file", "/nonexistent/node.pem"]);
+    assert!(err.contains("peer TLS needs all three"), "{err}");
+    let err = serve_refused(&[
         "--peer-tls-cert-file",
         "/nonexistent/node.pem",
         "--peer-tls-key-file",
@@ -172,8 +167,6 @@ fn peer_tls_needs_all_three_files_and_readable_ones() {
         "--peer-tls-ca-file",
         "/nonexistent/ca.pem",
     ]);
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("peer TLS: cannot read certificates from /nonexistent/node.pem"), "{err}");
 }
 
