@@ -474,7 +474,7 @@ impl Coordinator {
                 Ok(other) => {
                     tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a forwarded write");
                 }
-                Err(RpcError::Unreachable { .. } | RpcError::Handshake { .. }) => {
+                Err(RpcError::Unreachable { .. } | RpcError::Handshake { .. } | RpcError::Tls { .. }) => {
                     // Never reached it: safe to try the next replica.
                     self.cluster.note_reachable(&rep.id, false);
                 }

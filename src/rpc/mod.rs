@@ -19,7 +19,8 @@ pub enum RpcError {
         /// Peer address.
         addr: String,
     },
-    /// The peer could not be reached.
+    /// The request was never sent: no connection, a failed or timed-out handshake, or a connection that closed
+    /// first. The peer cannot have acted on it.
     #[error("peer {addr} is unreachable: {reason}")]
     Unreachable {
         /// Peer address.

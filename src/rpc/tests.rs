@@ -118,6 +118,23 @@ async fn timeouts_and_reconnects() {
 }
 
 #[tokio::test]
+async fn a_deadline_that_expires_before_the_request_is_sent_is_unreachable_not_a_timeout() {
+    // A listener that accepts and never answers the handshake: the request never leaves the caller, so callers
+    // (a forwarding node) may try another node without risking a double write.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let _held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let pool = PeerPool::new(identity("client", None));
+    let err = pool.call(&addr, Request::Ping, Duration::from_millis(300)).await.unwrap_err();
+    assert!(matches!(err, RpcError::Unreachable { .. }), "{err}");
+}
+
+#[tokio::test]
 async fn garbage_closes_only_that_connection() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (addr, _c) = server(None, Duration::ZERO).await;

@@ -93,6 +93,12 @@ fn nonce() -> [u8; 16] {
     n
 }
 
+/// A call that failed before its request was sent: the peer cannot have acted on it, so the caller may safely try
+/// another node (a timeout after sending is [`RpcError::Timeout`], whose outcome is unknown).
+fn unreachable(addr: &str, reason: &str) -> RpcError {
+    RpcError::Unreachable { addr: addr.to_string(), reason: reason.to_string() }
+}
+
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
 
 /// One live client connection to a peer.
@@ -188,7 +194,10 @@ impl PeerPool {
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
         let result = tokio::time::timeout_at(deadline, async {
-            conn.tx.send(frame).await.map_err(|_| RpcError::Closed { addr: addr.to_string() })?;
+            conn.tx
+                .send(frame)
+                .await
+                .map_err(|_| unreachable(addr, "the connection closed before the request was sent"))?;
             rx.await.map_err(|_| RpcError::Closed { addr: addr.to_string() })
         })
         .await;
@@ -206,7 +215,7 @@ impl PeerPool {
         let slot = self.slots.lock().expect("slots lock").entry(addr.to_string()).or_default().clone();
         let mut guard = tokio::time::timeout_at(deadline, slot.conn.lock())
             .await
-            .map_err(|_| RpcError::Timeout { addr: addr.to_string() })?;
+            .map_err(|_| unreachable(addr, "no connection before the deadline"))?;
         if let Some(c) = guard.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)) {
             return Ok(c.clone());
         }
@@ -218,7 +227,7 @@ impl PeerPool {
         let attempt = tokio::time::timeout_at(deadline, self.connect(addr)).await;
         let result = match attempt {
             Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout { addr: addr.to_string() }),
+            Err(_) => Err(unreachable(addr, "no connection before the deadline")),
         };
         let mut backoff = slot.backoff.lock().expect("backoff lock");
         match result {
@@ -250,7 +259,7 @@ impl PeerPool {
                 let name = tls::server_name(addr).ok_or_else(|| tls_error("not a host name or IP address".into()))?;
                 let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, peer_tls.connector.connect(name, stream))
                     .await
-                    .map_err(|_| RpcError::Timeout { addr: addr.to_string() })?
+                    .map_err(|_| unreachable(addr, "the TLS handshake timed out"))?
                     .map_err(|e| {
                         metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "dial").increment(1);
                         tls_error(e.to_string())
@@ -276,7 +285,7 @@ impl PeerPool {
         };
         let peer = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
             .await
-            .map_err(|_| RpcError::Timeout { addr: addr.to_string() })??;
+            .map_err(|_| unreachable(addr, "the handshake timed out"))??;
         tracing::debug!(%addr, %peer, "connected to peer");
         framed.codec_mut().set_max_frame_length(MAX_FRAME);
 
