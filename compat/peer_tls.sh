@@ -28,12 +28,18 @@ start() { # start NAME PORT DIR [flags...]: a node with the cluster secret and p
 
 start p1 "$PORT" "$PKI/cluster" || exit 1
 start p2 $((PORT + 1)) "$PKI/cluster" --seeds "127.0.0.1:$((PORT + 10000))" || exit 1
-members() { redis-cli -p "$1" ADMIN MEMBERS | grep -c '^up$'; }
-for _ in $(seq 1 100); do [ "$(members "$PORT")" = 2 ] && break; sleep 0.2; done
-check "peer TLS: the second node joins over mutual TLS" test "$(members "$PORT")" = 2
+settled() { # both nodes list 2 members up and no transition in progress (the join's handoff is done)
+  for p in "$PORT" $((PORT + 1)); do
+    [ "$(redis-cli -p "$p" ADMIN MEMBERS | grep -c '^up$')" = 2 ] || return 1
+    redis-cli -p "$p" INFO dynamo | grep -q 'ring_transition:none' || return 1
+  done
+}
+for _ in $(seq 1 150); do settled && break; sleep 0.2; done
+check "peer TLS: the second node joins over mutual TLS" settled
 check "peer TLS: a W=2 write is acknowledged" test "$(redis-cli -p "$PORT" SET k over-tls)" = "OK"
-check "peer TLS: the other node holds its replica" \
-  test "$(redis-cli -p $((PORT + 1)) ADMIN LOCALGET k | head -1)" = "over-tls"
+replica() { [ "$(redis-cli -p $((PORT + 1)) ADMIN LOCALGET k | head -1)" = "over-tls" ]; }
+for _ in $(seq 1 50); do replica && break; sleep 0.1; done
+check "peer TLS: the other node holds its replica" replica
 
 start rogue $((PORT + 2)) "$PKI/rogue" --seeds "127.0.0.1:$((PORT + 10000))" || exit 1
 sleep 3
