@@ -222,7 +222,13 @@ fn preflist(c: &mut Criterion) {
                 black_box(ring.preference_list_for_key(black_box(&keys[i])).collect::<Vec<_>>())
             })
         });
-        let view = ClusterView { ring: Some(ring), next: None, members: records.clone(), ring_version: 1 };
+        let view = ClusterView {
+            ring: Some(ring),
+            next: None,
+            members: records.clone(),
+            ring_version: 1,
+            done: Default::default(),
+        };
         group.bench_with_input(BenchmarkId::new("view", q), &q, |b, _| {
             b.iter(|| {
                 i = (i + 1) % KEYS;

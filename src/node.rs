@@ -13,8 +13,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::antientropy::{AntiEntropy, Replica, tree::HashTree};
-use crate::cluster::{Cluster, ClusterError, ClusterParams};
+use crate::antientropy::{AntiEntropy, LocalReplica, Replica, tree::HashTree};
+use crate::cluster::{Cluster, ClusterError, ClusterParams, Origin};
 use crate::commands::{NodeContext, Stats};
 use crate::config::Config;
 use crate::coordinator::{CoordError, Coordinator, CoordinatorParts, WriteContext};
@@ -25,6 +25,7 @@ use crate::rpc::{self, ClusterKey, Handler, Identity, PeerInfo, PeerPool, Remote
 use crate::storage::fjall_engine::FjallEngine;
 use crate::storage::hints::HintStore;
 use crate::storage::meta::{NodeMeta, StartKind};
+use crate::storage::recovery::Recovery;
 use crate::storage::store::StoreOptions;
 use crate::storage::{KvStore, StorageError};
 use crate::tls::{Current, PeerTls};
@@ -227,12 +228,28 @@ impl Node {
             },
             pool.clone(),
         )?;
+        // A node that may have lost writes it acknowledged must not vouch that a key is absent until anti-entropy
+        // has refilled its ranges: a wiped directory (unless it just founded a cluster: then every range is empty
+        // everywhere) or a crash in buffered mode, where replica writes were still in the write buffer.
+        let forgot = match meta.start_kind() {
+            StartKind::Fresh => cluster.origin() != Origin::Founded,
+            StartKind::Unclean => config.durability == crate::config::Durability::Buffered,
+            StartKind::Clean => false,
+        };
+        let recovery = Arc::new(Recovery::open(&config.data_dir, forgot)?);
+        if !recovery.state().is_clear() {
+            tracing::warn!(
+                recovering = recovery.state().recovering(),
+                "this node may lack writes it acknowledged (new data directory or a lossy crash): its not-found \
+                 answers do not count toward read quorums until anti-entropy has exchanged each of its partitions \
+                 with every other replica"
+            );
+        }
         let handoff =
             Handoff::new(cluster.clone(), store.clone(), pool.clone(), c.request_timeout, config.data_dir.clone());
         let antientropy = AntiEntropy::new(
             cluster.clone(),
-            store.clone(),
-            tree,
+            LocalReplica { store: store.clone(), tree, recovery: recovery.clone() },
             pool.clone(),
             c.request_timeout,
             c.anti_entropy_interval,
@@ -248,6 +265,7 @@ impl Node {
             timeout: c.request_timeout,
             context_key,
             hints: hints.clone(),
+            recovery,
         });
         let context = Arc::new(NodeContext {
             config: config.clone(),
@@ -437,12 +455,14 @@ impl Handler for PeerService {
                     Err(e) => failed(e.into()),
                 }
             }
-            Request::Read { key, as_fallback } => {
-                match if as_fallback { coordinator.read_hints(&key) } else { coordinator.read_local(&key) } {
-                    Ok(state) => Response::State { state },
-                    Err(e) => failed(e),
-                }
-            }
+            Request::Read { key, as_fallback: true } => match coordinator.read_hints(&key) {
+                Ok(state) => Response::State { state, vouches: false },
+                Err(e) => failed(e),
+            },
+            Request::Read { key, as_fallback: false } => match coordinator.read_as_replica(&key) {
+                Ok(read) => Response::State { state: read.state, vouches: read.vouches },
+                Err(e) => failed(e),
+            },
             Request::Replicate { key, state, hint_for: Some(target) } => {
                 match coordinator.store_hint(&target, &key, &state) {
                     Ok(()) => Response::Ack,

@@ -222,3 +222,58 @@ async fn a_pipeline_keeps_per_key_order_while_keys_run_concurrently() {
         assert_eq!(&got, want, "reply {i}");
     }
 }
+
+/// The creation race: four clients find a fresh key missing at the same moment, through three different
+/// coordinators, and each runs the documented loop (GET, add its element, SET with the context the GET gave). No
+/// fault at all. Every acknowledged write must survive, as a sibling; none may supersede what its client never read.
+#[tokio::test]
+async fn clients_that_create_a_key_at_once_through_different_nodes_all_keep_their_writes() {
+    const KEYS: usize = 200;
+    const CLIENTS: usize = 4;
+    let nodes = start_cluster(3, &[]).await;
+    let mut conns = Vec::new();
+    for c in 0..CLIENTS {
+        conns.push(nodes[c % nodes.len()].conn().await);
+    }
+    let mut acknowledged = 0;
+    for k in 0..KEYS {
+        let key = format!("race{k}");
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(CLIENTS));
+        let tasks: Vec<_> = conns
+            .iter()
+            .enumerate()
+            .map(|(c, con)| {
+                let (mut con, key, barrier) = (con.clone(), key.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    let (mut cart, ctx) = get(&mut con, &key).await;
+                    cart.push(format!("c{c}"));
+                    let value = cart.join(",");
+                    // The docs promise a context on every read, a missing key included.
+                    let ctx = ctx.expect("GET of a missing key gives a context");
+                    let reply: redis::RedisResult<String> =
+                        redis::cmd("SET").arg(&key).arg(value).arg("CONTEXT").arg(ctx).query_async(&mut con).await;
+                    reply.is_ok()
+                })
+            })
+            .collect();
+        for t in tasks {
+            acknowledged += usize::from(t.await.unwrap());
+        }
+    }
+    assert_eq!(acknowledged, KEYS * CLIENTS, "no write was refused on a healthy cluster");
+    let mut lost = Vec::new();
+    for con in conns.iter_mut().take(nodes.len()) {
+        for k in 0..KEYS {
+            let key = format!("race{k}");
+            let (siblings, _) = get(con, &key).await;
+            let held: std::collections::BTreeSet<&str> = siblings.iter().flat_map(|s| s.split(',')).collect();
+            for c in 0..CLIENTS {
+                if !held.contains(format!("c{c}").as_str()) {
+                    lost.push(format!("{key}: c{c}"));
+                }
+            }
+        }
+    }
+    assert!(lost.is_empty(), "{} acknowledged writes lost, e.g. {:?}", lost.len(), &lost[..lost.len().min(5)]);
+}

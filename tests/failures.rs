@@ -218,3 +218,69 @@ async fn with_two_of_three_replicas_down_a_fallback_keeps_the_key_writable_and_r
     let (values, _) = common::get(&mut c, &key).await;
     assert_eq!(values, vec!["written while two replicas were down"], "R=2 met by c1 and the fallback");
 }
+
+/// A wiped primary's "not found" is no evidence. The write went to c1 and c2 while c3 was down; then c2's disk is
+/// wiped and c1 is cut off. c3 (which missed the write) and the wiped c2 both say "not found": a read through them
+/// must not report the key as absent (two not-founds made R=2 before), but say it cannot tell. Once c1 is back, the
+/// wiped node recovers by anti-entropy and vouches again.
+#[tokio::test]
+async fn a_wiped_replica_cannot_make_a_written_key_read_as_absent() {
+    let mut nodes = start_cluster(3, &["--anti-entropy-interval-ms", "50"]).await;
+    nodes[2].stop();
+    let mut c = nodes[0].conn().await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    // The first attempts may wait on c3 until c1 notices it is down.
+    while c.set::<_, _, ()>("cart", "book").await.is_err() {
+        assert!(Instant::now() < deadline, "the write never reached W=2");
+    }
+    drop(c);
+    nodes[0].stop(); // c1 keeps the write and its hint for c3 to itself
+    nodes[1].stop();
+    std::fs::remove_dir_all(&nodes[1].data_dir).unwrap();
+    // c2 comes back empty and joins again through c3, the only member up.
+    let seed = nodes[2].peer_addr();
+    let at = nodes[1].extra.iter().position(|f| f == "--seeds").unwrap();
+    nodes[1].extra[at + 1] = seed;
+    nodes[2].restart();
+    nodes[1].restart();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let info = info(&nodes[1]).await;
+        if info.contains("recovery:in_progress") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the wiped node never started recovering: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Until c3 and c2 reach each other (c3 backs off from c2's old address) the read simply misses a replica; once
+    // they do, it must still not call the key absent, through either of them.
+    let mut c2 = nodes[1].conn().await;
+    for node in [&nodes[2], &nodes[1]] {
+        let mut c = node.conn().await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            match redis::cmd("GET").arg("cart").query_async::<redis::Value>(&mut c).await {
+                Ok(v) => panic!("a read through c3 and the wiped c2 called the written key absent: {v:?}"),
+                Err(e) if e.to_string().contains("cannot vouch") => {
+                    assert!(e.to_string().contains("UNAVAILABLE"), "{e}");
+                    break;
+                }
+                Err(e) => assert!(Instant::now() < deadline, "c2's not-found never reached the read: {e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // c1 returns: its hint reaches c3, and the wiped node exchanges every partition with both others.
+    nodes[0].restart();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = info(&nodes[1]).await;
+        if info.contains("recovery:none") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the wiped node never finished recovering: {info}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(common::get(&mut c2, "cart").await.0, vec!["book"]);
+    assert_eq!(local_get(&nodes[1], "cart").await, vec!["book"], "the wiped node holds the write again");
+}

@@ -17,7 +17,12 @@ async fn shopping_cart_siblings_and_reconciliation() {
     let node = TestNode::start(&[]);
     let mut c = node.conn().await;
     let (vals, ctx) = get(&mut c, "cart").await;
-    assert!(vals.is_empty() && ctx.is_none(), "never-written key: no siblings, nil context");
+    assert!(vals.is_empty(), "never-written key: no siblings");
+    let empty = ctx.expect("a never-written key still reads with a context");
+    // Two clients that both found the cart missing create it: both writes stay, as siblings.
+    set_ctx(&mut c, "cart", "[]", &empty).await;
+    set_ctx(&mut c, "cart", "[cup]", &empty).await;
+    assert_eq!(get(&mut c, "cart").await.0, vec!["[]", "[cup]"]);
 
     let _: () = c.set("cart", "[]").await.unwrap();
     let (vals, ctx0) = get(&mut c, "cart").await;
@@ -325,7 +330,9 @@ async fn resp3_after_hello_3() {
         raw_exchange(node.port, b"HELLO 3\r\nSET k v\r\nGET missing\r\nCONFIG GET appendonly\r\n", 400).await;
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("%8\r\n"), "HELLO 3 answers a RESP3 map: {text}");
-    assert!(text.contains("+OK\r\n*2\r\n*0\r\n_\r\n%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"), "{text}");
+    // A missing key reads as no siblings and a context token (one that covers nothing), never a null.
+    assert!(text.contains("+OK\r\n*2\r\n*0\r\n$"), "{text}");
+    assert!(text.contains("\r\n%1\r\n$10\r\nappendonly\r\n$3\r\nyes\r\n"), "{text}");
 }
 
 #[tokio::test]

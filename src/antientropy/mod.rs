@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::Cluster;
 use crate::rpc::{PeerPool, Request, Response};
 use crate::storage::KvStore;
+use crate::storage::recovery::Recovery;
 use crate::storage::store::{Decision, encode};
 use crate::versioning::Siblings;
 use tree::{Hash, HashTree};
@@ -92,6 +93,8 @@ pub struct LocalReplica {
     pub store: Arc<KvStore>,
     /// Its hash tree.
     pub tree: Arc<HashTree>,
+    /// The ranges it cannot vouch for until exchanged with every other replica.
+    pub recovery: Arc<Recovery>,
 }
 
 impl LocalReplica {
@@ -248,23 +251,25 @@ impl AntiEntropy {
     /// A driver exchanging one partition every `interval`.
     pub fn new(
         cluster: Arc<Cluster>,
-        store: Arc<KvStore>,
-        tree: Arc<HashTree>,
+        local: LocalReplica,
         pool: Arc<PeerPool>,
         timeout: Duration,
         interval: Duration,
         grace: Duration,
     ) -> Arc<Self> {
+        // A node recovering from a lost disk starts with a full pass: until each partition was exchanged with every
+        // other replica, its not-found answers do not count toward read quorums.
+        let urgent = !local.recovery.state().is_clear();
         Arc::new(Self {
             cluster,
-            local: LocalReplica { store, tree },
+            local,
             pool,
             timeout,
             interval,
             grace,
             stats: Mutex::new(Stats::default()),
             cursor: Mutex::new(0),
-            urgent: AtomicBool::new(false),
+            urgent: AtomicBool::new(urgent),
             wake: Notify::new(),
         })
     }
@@ -288,8 +293,11 @@ impl AntiEntropy {
 
     /// Exchanges until `cancel` fires.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut idle = false;
         loop {
-            if !self.urgent.load(Ordering::Acquire) {
+            // An urgent pass runs back to back, except while there is nothing to exchange (no ring yet, a
+            // transition): then it waits like any other, rather than spin.
+            if idle || !self.urgent.load(Ordering::Acquire) {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(self.interval) => {}
@@ -298,24 +306,28 @@ impl AntiEntropy {
             } else if cancel.is_cancelled() {
                 return;
             }
-            self.step().await;
+            idle = !self.step().await;
         }
     }
 
-    /// Exchanges the next partition this node replicates with each of its other replicas.
-    async fn step(&self) {
+    /// Exchanges the next partition this node replicates with each of its other replicas; false when there was
+    /// nothing to exchange.
+    async fn step(&self) -> bool {
         let view = self.cluster.view();
-        let Some(ring) = view.ring.as_ref() else { return };
-        // Not during a transition: handoff is moving ranges and replica sets are changing.
-        if view.next.is_some() {
-            return;
-        }
+        let Some(ring) = view.ring.as_ref() else { return false };
         let me = &self.cluster.me().member.id;
         let n = self.cluster.n();
+        // A node recovering from a lost disk names its recovering partitions by the first ring it knows, before
+        // any transfer of a transition could give it a range in full.
+        self.local.recovery.resolve(|| view.held_ranges(me, n));
+        // Not during a transition: handoff is moving ranges and replica sets are changing.
+        if view.next.is_some() {
+            return false;
+        }
         let q = ring.partitions();
         let mine: Vec<usize> = (0..q).filter(|&p| ring.preference_list(p).take(n).any(|m| &m.id == me)).collect();
         if mine.is_empty() {
-            return;
+            return false;
         }
         let p = {
             let mut c = self.cursor.lock().expect("cursor lock");
@@ -334,6 +346,7 @@ impl AntiEntropy {
             .filter_map(|id| view.members.get(id).map(|r| (id.clone(), r.info.peer_addr.clone())))
             .collect();
         let mut all_in_sync = peers.len() + 1 == replicas.len();
+        let others: Vec<String> = replicas.iter().filter(|id| *id != me).cloned().collect();
         for (id, addr) in &peers {
             let (id, addr) = (id.as_str(), addr.as_str());
             let remote = RemoteReplica { pool: &self.pool, id, addr, timeout: self.timeout * 4 };
@@ -346,6 +359,8 @@ impl AntiEntropy {
                     s.keys_repaired += o.keys_repaired;
                     s.bytes += o.bytes;
                     s.last_exchange.insert(p as u32, Instant::now());
+                    drop(s);
+                    self.local.recovery.exchanged(p as u32, id, &others);
                     metrics::counter!("dynamo_antientropy_exchanges_total").increment(1);
                     metrics::counter!("dynamo_antientropy_keys_repaired_total").increment(o.keys_repaired);
                     metrics::counter!("dynamo_antientropy_bytes_total").increment(o.bytes);
@@ -362,6 +377,7 @@ impl AntiEntropy {
         if all_in_sync {
             self.reap(p, &peers).await;
         }
+        true
     }
 
     /// Every replica of partition `p` holds identical states (equal roots, proven just now): tombstones older than

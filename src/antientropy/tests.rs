@@ -11,7 +11,12 @@ fn replica() -> LocalReplica {
     let tree = Arc::new(HashTree::new());
     let store =
         KvStore::open_observed(Arc::new(MemoryEngine::new()), StoreOptions::default(), Some(tree.clone())).unwrap();
-    LocalReplica { store, tree }
+    LocalReplica { store, tree, recovery: never_forgot() }
+}
+
+/// The recovery state of a node that never lost its disk (it never writes its file).
+fn never_forgot() -> Arc<Recovery> {
+    Arc::new(Recovery::open(tempfile::tempdir().unwrap().path(), false).unwrap())
 }
 
 async fn put(r: &LocalReplica, key: &str, actor: u64, counter: u64, value: &str) {
@@ -106,7 +111,7 @@ fn tree_tracks_writes_incrementally_and_matches_a_rebuild() {
         let engine: Arc<dyn crate::storage::Engine> = Arc::new(MemoryEngine::new());
         let tree = Arc::new(HashTree::new());
         let store = KvStore::open_observed(engine.clone(), StoreOptions::default(), Some(tree.clone())).unwrap();
-        let r = LocalReplica { store, tree: tree.clone() };
+        let r = LocalReplica { store, tree: tree.clone(), recovery: never_forgot() };
         for i in 0..500u64 {
             put(&r, &format!("k{}", i % 200), 1, i + 1, &format!("v{i}")).await;
         }

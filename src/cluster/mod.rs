@@ -47,6 +47,8 @@ pub struct ClusterView {
     pub members: BTreeMap<String, MemberRecord>,
     /// Version of the ring state.
     pub ring_version: u64,
+    /// Transfers of the transition in progress that are done: (partition, receiving node).
+    pub done: std::collections::BTreeSet<(u32, String)>,
 }
 
 impl ClusterView {
@@ -71,6 +73,25 @@ impl ClusterView {
             .take(n)
             .filter(|p| !current.contains(&p.member.id.as_str()))
             .collect()
+    }
+
+    /// Whether member `id` holds key range `p` in full by this view: it is one of the range's current top `n`, or
+    /// a next replica whose transfer of the range is done (a coordinator that flipped first reads from it).
+    pub fn holds_range(&self, id: &str, p: u32, n: usize) -> bool {
+        let Some(ring) = self.ring.as_ref() else { return false };
+        if (p as usize) >= ring.partitions() {
+            return false;
+        }
+        ring.preference_list(p as usize).take(n).any(|m| m.id == id)
+            || self.next.as_ref().is_some_and(|next| {
+                next.preference_list(p as usize).take(n).any(|m| m.id == id) && self.done.contains(&(p, id.to_string()))
+            })
+    }
+
+    /// Every key range member `id` holds in full (see [`holds_range`](Self::holds_range)); `None` without a ring.
+    pub fn held_ranges(&self, id: &str, n: usize) -> Option<Vec<u32>> {
+        let ring = self.ring.as_ref()?;
+        Some((0..ring.partitions() as u32).filter(|&p| self.holds_range(id, p, n)).collect())
     }
 }
 
@@ -111,6 +132,18 @@ pub struct Cluster {
     /// What was last persisted (members and ring), to skip writes for heartbeat-only changes.
     persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
     removed: CancellationToken,
+    origin: Origin,
+}
+
+/// Where this run's cluster state came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// The data directory held it: the node comes back as the member it was.
+    Loaded,
+    /// No state and no seeds: this node founded a new cluster (and so owns every range, all of them empty).
+    Founded,
+    /// No state, with seeds: this node joins through them, as a new member or as an existing one that forgot.
+    Joining,
 }
 
 /// How a node enters the cluster.
@@ -140,13 +173,13 @@ impl Cluster {
     pub fn open(p: ClusterParams, pool: Arc<PeerPool>) -> Result<Arc<Self>, ClusterError> {
         let state_path = p.data_dir.join(STATE_FILE);
         let seeds: Vec<String> = p.seeds.into_iter().filter(|s| *s != p.me.peer_addr).collect();
-        let state = match load(&state_path)? {
+        let (state, origin) = match load(&state_path)? {
             Some(mut s) => {
                 s.upsert_self(p.me.clone());
-                s
+                (s, Origin::Loaded)
             }
-            None if seeds.is_empty() => ClusterState::founder(p.me.clone(), p.partitions),
-            None => ClusterState::joiner(p.me.clone()),
+            None if seeds.is_empty() => (ClusterState::founder(p.me.clone(), p.partitions), Origin::Founded),
+            None => (ClusterState::joiner(p.me.clone()), Origin::Joining),
         };
         let seed = u64::from_le_bytes(md5::compute(p.me.member.id.as_bytes()).0[..8].try_into().expect("8 bytes"));
         let gossip = Gossip::new(&p.me.member.id, state, seeds, p.n, p.auto_commit, seed ^ now_nanos());
@@ -164,6 +197,7 @@ impl Cluster {
             state_path,
             persisted: Mutex::new(None),
             removed: CancellationToken::new(),
+            origin,
         });
         let g = cluster.gossip.lock().expect("gossip lock");
         cluster.refresh(&g)?;
@@ -179,6 +213,11 @@ impl Cluster {
     /// Replicas per key.
     pub fn n(&self) -> usize {
         self.n
+    }
+
+    /// Where this run's cluster state came from.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// The current routing snapshot (cheap: an `Arc`).
@@ -395,6 +434,7 @@ fn build_view(s: &ClusterState) -> ClusterView {
         next: s.next_ring(),
         members: s.members.clone(),
         ring_version: s.ring.version,
+        done: s.ring.done.clone(),
     }
 }
 

@@ -21,12 +21,12 @@ pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
             Ok(read) => read,
             Err(e) => return coord_error(e),
         };
-        let Some(clock) = read.context.filter(|_| !read.values.is_empty()) else {
+        if read.values.is_empty() {
             continue;
-        };
+        }
         match node
             .coordinator
-            .put(key.clone(), None, WriteContext::Covering(clock), None, read.first_replier.as_deref())
+            .put(key.clone(), None, WriteContext::Covering(read.context), None, read.first_replier.as_deref())
             .await
         {
             Ok(_) => deleted += 1,

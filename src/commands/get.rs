@@ -5,8 +5,9 @@ use bytes::Bytes;
 use super::{NodeContext, check_key, context_token, coord_error, parse_quorum, syntax_error};
 use crate::resp::Reply;
 
-/// GET: the live siblings (array of bulk strings, empty when missing or deleted) and the context token (nil only
-/// when no replica that answered ever stored the key). `R n` overrides the read quorum.
+/// GET: the live siblings (array of bulk strings, empty when missing or deleted) and the context token, always
+/// given: for a missing key it covers nothing, so a write back with it supersedes nothing and a concurrent creation
+/// stays a sibling. `R n` overrides the read quorum.
 pub async fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
     let key = &args[1];
     if let Err(r) = check_key(node, key) {
@@ -26,7 +27,7 @@ pub async fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
             counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Reply::Array(vec![
                 Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
-                read.context.map_or(Reply::Nil, |c| context_token(node, key, c, read.first_replier)),
+                context_token(node, key, read.context, read.first_replier),
             ])
         }
         Err(e) => coord_error(e),

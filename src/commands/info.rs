@@ -158,6 +158,21 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "antientropy_bytes", ae.bytes);
             kv(out, "antientropy_full_passes", ae.full_passes);
             kv(out, "tombstones_reaped", ae.tombstones_reaped);
+            // A node that lost its disk (or buffered writes in a crash) vouches for no not-found in these partitions
+            // until anti-entropy has exchanged each with every other replica; "waiting_for_ring" until it knows which.
+            let recovery = node.coordinator.recovery().state();
+            kv(out, "recovering_partitions", recovery.recovering());
+            kv(
+                out,
+                "recovery",
+                if recovery.is_pending() {
+                    "waiting_for_ring"
+                } else if recovery.is_clear() {
+                    "none"
+                } else {
+                    "in_progress"
+                },
+            );
             kv(
                 out,
                 "antientropy_oldest_partition_s",

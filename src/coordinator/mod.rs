@@ -1,8 +1,10 @@
 //! Coordinator (L4): one client get or put as a quorum operation over the key's replicas (paper §4.5, §6.4).
 //!
-//! * get: ask the top N of the preference list (this node's replica directly), answer once R replied with the
-//!   merge of their states, and keep listening in the background: replicas found stale are repaired with the merge
-//!   (read repair) without delaying the answer.
+//! * get: ask the top N of the preference list (this node's replica directly) and a fallback for each one believed
+//!   down, answer once R replies count with the merge of their states, and keep listening in the background:
+//!   replicas found stale are repaired with the merge (read repair) without delaying the answer. A "not found"
+//!   counts only from a replica that can vouch for it ([`quorum::ReadQuorum`]): a read never calls a key absent
+//!   because it reached only fallbacks or replicas recovering from a lost disk.
 //! * put: coordinated by a replica in the top N, which stamps the new dot, writes locally and replicates the new
 //!   state to the other N-1, answering once W acknowledged (itself included). A node outside the top N forwards to
 //!   one inside it, preferring the replica that answered the client's read first.
@@ -25,10 +27,11 @@ use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
 use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response, RpcError};
 use crate::storage::hints::HintStore;
+use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
-use quorum::{Progress, ReadQuorum, WriteQuorum};
+use quorum::{Progress, ReadQuorum, ReplicaRead, WriteQuorum};
 
 /// Errors a client request can meet in the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +56,18 @@ pub enum CoordError {
         value: usize,
         /// N.
         n: usize,
+    },
+    /// Too few replicas that could hold the key answered a read: the others that answered said "not found" without
+    /// being able to vouch for it (fallbacks without a hint, replicas recovering from a wiped disk), so the key may
+    /// well exist. Reporting it absent would invite a write that drops it.
+    #[error("needed {needed} replicas, got {got}; {unproven} not-found answers could not be vouched for")]
+    Unproven {
+        /// Replies required.
+        needed: usize,
+        /// Replies that counted.
+        got: usize,
+        /// Not-found replies that did not count.
+        unproven: usize,
     },
     /// This node knows no ring yet (it is starting, joining, or its data directory was wiped): no replicas.
     #[error("this node knows no ring yet")]
@@ -92,6 +107,10 @@ impl CoordError {
     pub fn client_text(&self) -> String {
         match self {
             CoordError::Unavailable { needed, got } => format!("UNAVAILABLE needed {needed} replicas, got {got}"),
+            CoordError::Unproven { needed, got, unproven } => format!(
+                "UNAVAILABLE needed {needed} replicas, got {got}: {unproven} more answered not-found but cannot vouch \
+                 for it (fallbacks, or replicas recovering from a lost disk), so the key may exist; retry"
+            ),
             CoordError::QuorumRange { .. } => format!("ERR {self}"),
             CoordError::NoRing => {
                 "UNAVAILABLE this node knows no ring yet (starting or joining); retry on another node".into()
@@ -116,9 +135,10 @@ impl CoordError {
     /// How a peer that coordinated this request classifies it for the node that forwarded it.
     pub fn remote_kind(&self) -> RemoteErrorKind {
         match self {
-            CoordError::Unavailable { .. } | CoordError::NoRing | CoordError::Storage(StorageError::Closed) => {
-                RemoteErrorKind::Unavailable
-            }
+            CoordError::Unavailable { .. }
+            | CoordError::Unproven { .. }
+            | CoordError::NoRing
+            | CoordError::Storage(StorageError::Closed) => RemoteErrorKind::Unavailable,
             CoordError::Storage(_) => RemoteErrorKind::Storage,
             CoordError::Remote { kind, .. } => *kind,
             _ => RemoteErrorKind::Refused,
@@ -131,8 +151,9 @@ impl CoordError {
 pub struct ReadResult {
     /// Values of the causally-maximal live versions (tombstones excluded).
     pub values: Vec<Bytes>,
-    /// The causal context covering everything read; `None` when no replica ever stored the key.
-    pub context: Option<VersionVector>,
+    /// The causal context covering everything read: empty when no replica that answered holds the key. Always
+    /// given to the client, so that a write back supersedes only what was read (an empty one: nothing).
+    pub context: VersionVector,
     /// The replica that answered first (the preferred coordinator of a write with this context).
     pub first_replier: Option<String>,
 }
@@ -167,7 +188,7 @@ struct Replica {
     local: bool,
 }
 
-type ReadReply = (usize, Result<Option<Siblings>, ()>);
+type ReadReply = (usize, Result<ReplicaRead, ()>);
 /// Which replica a write was meant for, and whether it (or a fallback for it) acknowledged.
 type AckReply = (String, bool);
 
@@ -182,6 +203,7 @@ pub struct Coordinator {
     timeout: Duration,
     context_key: ContextKey,
     hints: Arc<HintStore>,
+    recovery: Arc<Recovery>,
 }
 
 /// Everything a coordinator needs.
@@ -204,6 +226,8 @@ pub struct CoordinatorParts {
     pub context_key: ContextKey,
     /// Hints held for unreachable replicas.
     pub hints: Arc<HintStore>,
+    /// Key ranges this node cannot vouch for yet (after a wipe or a lossy crash).
+    pub recovery: Arc<Recovery>,
 }
 
 impl Coordinator {
@@ -219,6 +243,7 @@ impl Coordinator {
             timeout: p.timeout,
             context_key: p.context_key,
             hints: p.hints,
+            recovery: p.recovery,
         })
     }
 
@@ -298,6 +323,30 @@ impl Coordinator {
         Ok(self.store.get(key)?)
     }
 
+    /// This node's answer as a replica of `key`: its state, and whether it vouches for a not-found (it holds the
+    /// key's whole range in its own view, and has nothing to recover there).
+    pub fn read_as_replica(&self, key: &[u8]) -> Result<ReplicaRead, CoordError> {
+        let state = self.read_local(key)?;
+        let vouches = state.is_some() || self.vouches_for(key);
+        Ok(ReplicaRead { state, vouches })
+    }
+
+    /// Whether this node's "not found" for `key` is evidence that no write of it was ever acknowledged here.
+    fn vouches_for(&self, key: &[u8]) -> bool {
+        let view = self.cluster.view();
+        let Some(ring) = view.ring.as_ref() else { return false };
+        let p = ring.partition_of_key(key) as u32;
+        let (me, n) = (&self.cluster.me().member.id, self.quorum.n);
+        // A coordinator with an older ring may ask a node that already handed the range off and swept it, or one
+        // with a newer ring a node that has not received it: neither holds the range by its own view.
+        view.holds_range(me, p, n) && self.recovery.vouches(p)
+    }
+
+    /// Key ranges this node cannot vouch for yet.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
     /// What this node can answer for `key` as a fallback: the hints it holds for it, never its own store (which
     /// may keep a stale copy of a range it replicated under an older ring).
     pub fn read_hints(&self, key: &[u8]) -> Result<Option<Siblings>, CoordError> {
@@ -307,19 +356,20 @@ impl Coordinator {
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
     pub async fn get(self: &Arc<Self>, key: &Bytes, r: Option<usize>) -> Result<ReadResult, CoordError> {
         let r = self.check("R", r)?;
-        // Sloppy quorum (paper §4.6): the first N healthy nodes of the preference list. A fallback stands in for an
-        // unreachable replica and answers with what it holds, hints included; it is never read-repaired.
+        // Every one of the top N is asked, even one believed down: it may answer after all, and only the replicas
+        // can vouch that a key is absent. Sloppy quorum (paper §4.6): each one believed down also gets a stand-in,
+        // the next healthy fallback of the preference list, which answers from its hints. What a fallback holds
+        // counts toward R; its "not found" does not (see `quorum::ReadQuorum`).
         let view = self.cluster.view();
         let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica(p)).collect();
         let mut fallbacks = list.iter().skip(self.quorum.n).filter(|f| f.local || self.cluster.is_reachable(&f.id));
         let mut replicas: Vec<(Replica, bool)> = Vec::new();
         for rep in list.iter().take(self.quorum.n) {
-            if rep.local || self.cluster.is_reachable(&rep.id) {
-                replicas.push((rep.clone(), false));
-            } else if let Some(f) = fallbacks.next() {
+            replicas.push((rep.clone(), false));
+            if !(rep.local || self.cluster.is_reachable(&rep.id))
+                && let Some(f) = fallbacks.next()
+            {
                 replicas.push((f.clone(), true));
-            } else {
-                replicas.push((rep.clone(), false));
             }
         }
         let mut q = ReadQuorum::new(r, replicas.len());
@@ -327,7 +377,11 @@ impl Coordinator {
         let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>> = FuturesUnordered::new();
         for (i, (rep, fallback)) in replicas.iter().enumerate() {
             if rep.local {
-                let local = if *fallback { self.read_hints(key) } else { self.read_local(key) };
+                let local = if *fallback {
+                    self.read_hints(key).map(|state| ReplicaRead { state, vouches: false })
+                } else {
+                    self.read_as_replica(key)
+                };
                 q.on_reply(i, local.map_err(|e| tracing::error!(error = %e, "local read failed")));
             } else {
                 pending.push(self.read_remote(i, rep, key.clone(), *fallback));
@@ -343,6 +397,10 @@ impl Coordinator {
         }
         if q.progress() != Progress::Reached {
             metrics::counter!("dynamo_quorum_failures_total", "op" => "read").increment(1);
+            if q.unproven() > 0 {
+                metrics::counter!("dynamo_read_unproven_absent_total").increment(1);
+                return Err(CoordError::Unproven { needed: r, got: q.successes(), unproven: q.unproven() });
+            }
             return Err(CoordError::Unavailable { needed: r, got: q.successes() });
         }
         let merged = q.merged();
@@ -350,7 +408,7 @@ impl Coordinator {
             .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
         let result = ReadResult {
             values: merged.as_ref().map(|s| s.live_values().cloned().collect()).unwrap_or_default(),
-            context: merged.as_ref().map(|s| s.context().clone()),
+            context: merged.as_ref().map(|s| s.context().clone()).unwrap_or_default(),
             first_replier: q.first_replier().map(|i| replicas[i].0.id.clone()),
         };
         let this = self.clone();
@@ -396,7 +454,11 @@ impl Coordinator {
         let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
         Box::pin(async move {
             let reply = match pool.call_node(&rep.id, &rep.addr, Request::Read { key, as_fallback }, timeout).await {
-                Ok(Response::State { state }) => Ok(state),
+                Ok(Response::State { state, vouches }) => {
+                    cluster.note_reachable(&rep.id, true);
+                    // A fallback answers from its hints: never evidence of absence, whatever it says.
+                    Ok(ReplicaRead { state, vouches: vouches && !as_fallback })
+                }
                 Ok(other) => {
                     tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a read");
                     Err(())

@@ -19,29 +19,54 @@ pub enum Progress {
     },
 }
 
+/// One replica's answer to a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReplicaRead {
+    /// Its state of the key; `None` when it holds none.
+    pub state: Option<Siblings>,
+    /// Whether its "not found" is evidence: it is a replica holding the key's whole range, with nothing to recover
+    /// (see `storage::recovery`). A fallback answering from hints, a replica still recovering from a wipe, or a node
+    /// whose view no longer (or not yet) has it holding the range cannot vouch that the key was never written.
+    pub vouches: bool,
+}
+
 /// A read waiting for `needed` of `total` replicas.
+///
+/// The rule that keeps a read from reporting a stored key as absent: a reply counts toward R when it holds a state
+/// (what a replica holds is never a lie, only possibly stale) or when its replica vouches for its not-found. A
+/// not-found that cannot be vouched for counts for nothing: the read waits for a replica that can answer, and fails
+/// with the number of such answers when none comes.
 #[derive(Debug)]
 pub struct ReadQuorum {
     needed: usize,
     total: usize,
     failures: usize,
-    /// (replica index, its state) for every successful reply.
+    /// Replies that count toward `needed`.
+    counted: usize,
+    /// Not-found replies that could not be vouched for.
+    unproven: usize,
+    /// (replica index, its state) for every reply.
     replies: Vec<(usize, Option<Siblings>)>,
-    /// Index of the first replica that answered.
+    /// Index of the first replica whose reply counted.
     first: Option<usize>,
 }
 
 impl ReadQuorum {
     /// Starts a read of `total` replicas needing `needed` replies.
     pub fn new(needed: usize, total: usize) -> Self {
-        Self { needed, total, failures: 0, replies: Vec::with_capacity(total), first: None }
+        Self { needed, total, failures: 0, counted: 0, unproven: 0, replies: Vec::with_capacity(total), first: None }
     }
 
-    /// Records replica `idx`'s answer (`None` state: it never stored the key; `Err`: no answer).
-    pub fn on_reply(&mut self, idx: usize, reply: Result<Option<Siblings>, ()>) -> Progress {
+    /// Records replica `idx`'s answer (`Err`: no answer).
+    pub fn on_reply(&mut self, idx: usize, reply: Result<ReplicaRead, ()>) -> Progress {
         match reply {
-            Ok(state) => {
-                self.first.get_or_insert(idx);
+            Ok(ReplicaRead { state, vouches }) => {
+                if state.is_some() || vouches {
+                    self.counted += 1;
+                    self.first.get_or_insert(idx);
+                } else {
+                    self.unproven += 1;
+                }
                 self.replies.push((idx, state));
             }
             Err(()) => self.failures += 1,
@@ -51,10 +76,11 @@ impl ReadQuorum {
 
     /// The current decision.
     pub fn progress(&self) -> Progress {
-        if self.replies.len() >= self.needed {
+        let outstanding = self.total - self.replies.len() - self.failures;
+        if self.counted >= self.needed {
             Progress::Reached
-        } else if self.total - self.failures < self.needed {
-            Progress::Failed { needed: self.needed, got: self.replies.len() }
+        } else if self.counted + outstanding < self.needed {
+            Progress::Failed { needed: self.needed, got: self.counted }
         } else {
             Progress::Pending
         }
@@ -71,12 +97,17 @@ impl ReadQuorum {
         out
     }
 
-    /// Successful replies so far.
+    /// Replies that counted toward the quorum so far.
     pub fn successes(&self) -> usize {
-        self.replies.len()
+        self.counted
     }
 
-    /// Index of the first replica that answered.
+    /// Not-found replies that did not count: no replica could vouch for them.
+    pub fn unproven(&self) -> usize {
+        self.unproven
+    }
+
+    /// Index of the first replica whose reply counted.
     pub fn first_replier(&self) -> Option<usize> {
         self.first
     }
@@ -147,16 +178,30 @@ mod tests {
         s
     }
 
+    fn found(actor: u64) -> Result<ReplicaRead, ()> {
+        Ok(ReplicaRead { state: Some(state(actor)), vouches: true })
+    }
+
+    /// A replica that holds its range in full and does not have the key.
+    fn absent() -> Result<ReplicaRead, ()> {
+        Ok(ReplicaRead { state: None, vouches: true })
+    }
+
+    /// A fallback without a hint, or a replica recovering from a wipe: "not found" proves nothing.
+    fn unproven() -> Result<ReplicaRead, ()> {
+        Ok(ReplicaRead { state: None, vouches: false })
+    }
+
     #[test]
     fn read_reaches_r_and_finds_stale_replicas() {
         let mut q = ReadQuorum::new(2, 3);
-        assert_eq!(q.on_reply(2, Ok(Some(state(1)))), Progress::Pending);
-        assert_eq!(q.on_reply(0, Ok(None)), Progress::Reached);
+        assert_eq!(q.on_reply(2, found(1)), Progress::Pending);
+        assert_eq!(q.on_reply(0, absent()), Progress::Reached);
         let merged = q.merged().unwrap();
         assert_eq!(q.stale(&merged), vec![0]);
         assert_eq!(q.first_replier(), Some(2));
         // A late, newer reply joins the merge; both earlier replicas are now stale.
-        q.on_reply(1, Ok(Some(state(2))));
+        q.on_reply(1, found(2));
         let merged = q.merged().unwrap();
         assert_eq!(merged.sibling_count(), 2);
         assert_eq!(q.stale(&merged), vec![2, 0, 1]);
@@ -170,6 +215,54 @@ mod tests {
         let q = ReadQuorum::new(2, 1);
         assert_eq!(q.progress(), Progress::Failed { needed: 2, got: 0 }, "fewer replicas than R");
         assert!(ReadQuorum::new(1, 1).merged().is_none());
+    }
+
+    #[test]
+    fn absent_only_when_replicas_that_could_hold_the_key_say_so() {
+        let mut q = ReadQuorum::new(2, 3);
+        assert_eq!(q.on_reply(0, absent()), Progress::Pending);
+        assert_eq!(q.on_reply(1, absent()), Progress::Reached);
+        assert!(q.merged().is_none(), "two vouched not-founds: the key is absent");
+    }
+
+    #[test]
+    fn fallback_not_founds_are_no_quorum() {
+        // The minority side of a partition: one primary answers, two fallbacks without hints stand in for the rest.
+        let mut q = ReadQuorum::new(2, 3);
+        assert_eq!(q.on_reply(1, unproven()), Progress::Pending);
+        let out_of_reach = Progress::Failed { needed: 2, got: 0 };
+        assert_eq!(q.on_reply(2, unproven()), out_of_reach, "two hint-less fallbacks can never make R=2");
+        assert_eq!(q.on_reply(0, found(1)), Progress::Failed { needed: 2, got: 1 });
+        assert_eq!(q.unproven(), 2);
+        assert_eq!(q.first_replier(), Some(0), "a reply that did not count is nobody's preferred coordinator");
+        // A fallback that holds a hint answers with what it holds, and that counts.
+        let mut q = ReadQuorum::new(2, 3);
+        q.on_reply(1, Ok(ReplicaRead { state: Some(state(7)), vouches: false }));
+        assert_eq!(q.on_reply(0, absent()), Progress::Reached);
+        assert_eq!(q.merged().unwrap().sibling_count(), 1);
+    }
+
+    #[test]
+    fn a_primary_that_answers_late_is_waited_for() {
+        // Three primaries and one fallback asked (a primary was believed down). The fallback and one primary answer
+        // first, both not-found; only the vouched one counts, so the read waits for the late primary, whose value
+        // then is the answer rather than a false "absent".
+        let mut q = ReadQuorum::new(2, 4);
+        assert_eq!(q.on_reply(3, unproven()), Progress::Pending);
+        assert_eq!(q.on_reply(0, absent()), Progress::Pending);
+        assert_eq!(q.on_reply(1, found(5)), Progress::Reached);
+        assert_eq!(q.merged().unwrap().live_values().count(), 1);
+        assert_eq!(q.stale(&q.merged().unwrap()), vec![3, 0], "both not-found repliers are repair targets");
+    }
+
+    #[test]
+    fn a_wiped_primary_does_not_make_a_key_absent() {
+        // The wiped primary (recovering) and a primary that missed the write answer; the one that has it is cut off.
+        let mut q = ReadQuorum::new(2, 3);
+        assert_eq!(q.on_reply(1, unproven()), Progress::Pending);
+        assert_eq!(q.on_reply(2, absent()), Progress::Pending);
+        assert_eq!(q.on_reply(0, Err(())), Progress::Failed { needed: 2, got: 1 });
+        assert_eq!(q.unproven(), 1);
     }
 
     #[test]

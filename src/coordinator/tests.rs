@@ -48,6 +48,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         timeout: Duration::from_secs(1),
         context_key,
         hints: Arc::new(crate::storage::hints::HintStore::open(Arc::new(MemoryEngine::new())).unwrap()),
+        recovery: Arc::new(crate::storage::recovery::Recovery::open(dir.path(), false).unwrap()),
     });
     (c, dir)
 }
@@ -66,17 +67,20 @@ fn sorted(r: &ReadResult) -> Vec<&[u8]> {
 async fn shopping_cart() {
     let (c, _d) = coordinator(VersioningOptions::default());
     let cart = b("cart");
-    assert!(c.get(&cart, None).await.unwrap().context.is_none());
+    let missing = c.get(&cart, None).await.unwrap();
+    assert!(missing.values.is_empty() && missing.context.is_empty(), "a missing key reads with an empty context");
+    // Two clients create the cart at once, each with the empty context it read: neither write hides the other.
+    c.put(cart.clone(), Some(b("[]")), WriteContext::Covering(missing.context.clone()), None, None).await.unwrap();
+    c.put(cart.clone(), Some(b("[cup]")), WriteContext::Covering(missing.context), None, None).await.unwrap();
+    assert_eq!(sorted(&c.get(&cart, None).await.unwrap()), vec![b"[]".as_ref(), b"[cup]".as_ref()]);
     c.put(cart.clone(), Some(b("[]")), WriteContext::Blind, None, None).await.unwrap();
-    let ctx = c.get(&cart, None).await.unwrap().context.unwrap();
+    let ctx = c.get(&cart, None).await.unwrap().context;
     c.put(cart.clone(), Some(b("[book]")), WriteContext::Covering(ctx.clone()), None, None).await.unwrap();
     c.put(cart.clone(), Some(b("[pen]")), WriteContext::Covering(ctx), None, None).await.unwrap();
     let read = c.get(&cart, None).await.unwrap();
     assert_eq!(sorted(&read), vec![b"[book]".as_ref(), b"[pen]".as_ref()]);
     assert_eq!(read.first_replier.as_deref(), Some("n1"));
-    c.put(cart.clone(), Some(b("[book,pen]")), WriteContext::Covering(read.context.unwrap()), None, None)
-        .await
-        .unwrap();
+    c.put(cart.clone(), Some(b("[book,pen]")), WriteContext::Covering(read.context), None, None).await.unwrap();
     assert_eq!(sorted(&c.get(&cart, None).await.unwrap()), vec![b"[book,pen]".as_ref()]);
 }
 
@@ -105,7 +109,7 @@ async fn sibling_bytes_limit_refuses_without_writing() {
     c.put(k.clone(), Some(b("123456")), WriteContext::Covering(empty.clone()), None, None).await.unwrap();
     let err = c.put(k.clone(), Some(b("78901")), WriteContext::Covering(empty), None, None).await.unwrap_err();
     assert!(matches!(err, CoordError::SiblingsTooLarge { bytes: 11, limit: 10 }));
-    let ctx = c.get(&k, None).await.unwrap().context.unwrap();
+    let ctx = c.get(&k, None).await.unwrap().context;
     c.put(k.clone(), Some(b("78901")), WriteContext::Covering(ctx), None, None).await.unwrap();
 }
 
@@ -129,7 +133,7 @@ async fn quorum_overrides_are_checked_and_unmeetable_quorums_refused() {
     assert_eq!(err.client_text(), "ERR R must be between 1 and N (1), got 2");
     let err = c.put(k.clone(), Some(b("v")), WriteContext::Blind, Some(0), None).await.unwrap_err();
     assert!(matches!(err, CoordError::QuorumRange { which: "W", .. }));
-    assert!(c.get(&k, None).await.unwrap().context.is_none(), "nothing was written");
+    assert!(c.get(&k, None).await.unwrap().context.is_empty(), "nothing was written");
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@ pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -162,6 +162,9 @@ pub enum Response {
     State {
         /// The replica's state.
         state: Option<Siblings>,
+        /// Whether a `None` is evidence that the key was never acknowledged here: the receiver holds the key's
+        /// whole range in its own ring view and has nothing to recover there. Always false from a fallback.
+        vouches: bool,
     },
     /// Answer to `Replicate`: merged.
     Ack,

@@ -30,7 +30,7 @@ impl Handler for Echo {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
         match request {
             Request::Ping => Response::Pong,
-            _ => Response::State { state: None },
+            _ => Response::State { state: None, vouches: false },
         }
     }
 }

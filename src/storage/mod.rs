@@ -7,12 +7,14 @@
 //!   one contiguous range scan.
 //! * [`store::KvStore`]: sibling sets per key, updated atomically under a key lock, with the configured durability.
 //! * [`meta::NodeMeta`]: the node's identity in its data directory (epoch, dot counter, clean-shutdown marker).
+//! * [`recovery::Recovery`]: the key ranges this replica cannot vouch for yet, after a wipe or a lossy crash.
 
 pub mod fjall_engine;
 pub mod hints;
 pub mod layout;
 pub mod memory;
 pub mod meta;
+pub mod recovery;
 pub mod store;
 mod write_buffer;
 

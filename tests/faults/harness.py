@@ -4,16 +4,23 @@ and a checker for lost acknowledged writes.
 
 Topology (created here, torn down at exit): one network namespace per node, each with a veth into a bridge that
 lives in its own "switch" namespace, so the host's firewall never sees the traffic. The harness (the clients) sits
-in the root namespace at 10.88.0.1; node i is 10.88.0.(10+i). A partition is real: nftables rules inside the node
-namespaces drop the packets between the chosen groups (clients can still reach every node).
+in the root namespace at 10.88.0.1; node i is 10.88.0.(10+i). A partition is real and cuts only node-to-node
+traffic (clients can still reach every node), in one of two modes: "drop", where nftables rules inside the node
+namespaces silently drop the packets between the chosen groups (a peer call waits out its timeout), or "route",
+where blackhole routes inside the node namespaces make a new connection to a cut-off peer fail at once (a request
+on a connection already open still waits out its timeout: its packets are discarded).
 
 Faults, from a schedule derived from --seed and printed before the run: kill -9 and restart, pause
-(SIGSTOP/SIGCONT), partitions (halves, a lone node, a bridge), a wiped data directory, a join and a leave.
+(SIGSTOP/SIGCONT), partitions (halves, a lone node, a bridge; each drop or route, see --partition-mode), a wiped
+data directory, a join and a leave.
 
-Workload (the shopping cart): each client adds unique elements to shared keys by GET -> merge siblings -> SET with
-the context. The checker demands that every acknowledged element is in the final value read through every node,
-that no element appears that no one wrote, and that after the faults heal all N replicas of every key hold the same
-version set (compared by ADMIN LOCALGET digest) within --converge-timeout seconds.
+Workload (the shopping cart), as the client docs put it: each client adds unique elements to shared keys by GET ->
+merge siblings -> SET with the context the GET returned, or a plain SET when the GET returned no context (a key
+never stored). Keys are not created beforehand: every 30 s the load moves to fresh keys, which several clients race
+to create. The checker demands that every acknowledged element is in the final value read through every node, that
+no element appears that no one wrote, and that after the faults heal all N replicas of every key hold the same
+version set (compared by ADMIN LOCALGET digest) within --converge-timeout seconds. It also counts the reads that
+returned no context (reads_without_context), which a GET that always returns a context keeps at 0.
 
 Needs root (ip netns, nft). Exit status 0 only when nothing acknowledged was lost and every check passed.
 
@@ -189,15 +196,33 @@ class Network:
     def ip(self, i):
         return f"{SUBNET}.{10 + i}"
 
-    def block(self, i, others):
-        """Node i drops every packet exchanged with the nodes `others` (replaces its previous rules)."""
+    def block(self, i, others, mode="drop"):
+        """Node i is cut off from the nodes `others`, replacing its previous cut of either mode.
+
+        "drop": every packet exchanged with them is dropped silently, in both directions, so a connect or a request
+        waits out its timeout. "route": a blackhole route per peer, so a new connection to one fails at once (EINVAL)
+        instead; on a connection already open, TCP buffers the send and the route discards its packets, so that
+        request still times out. Only the peers' /32 are routed away: the clients (10.88.0.1) still reach the node."""
         ns = self.ns(i)
         sh("ip", "netns", "exec", ns, "nft", "flush", "set", "inet", "dkv", "blocked")
-        if others:
+        # Every blackhole route in a node namespace is one of ours: the namespace has only eth0's subnet route.
+        for line in sh("ip", "netns", "exec", ns, "ip", "route", "show", "type", "blackhole").splitlines():
+            dst = line.split()[1] if len(line.split()) > 1 else ""
+            if dst:
+                sh("ip", "netns", "exec", ns, "ip", "route", "del", "blackhole", dst)
+        if not others:
+            return
+        if mode == "drop":
             elems = ", ".join(self.ip(j) for j in sorted(others))
             sh("ip", "netns", "exec", ns, "nft", "add", "element", "inet", "dkv", "blocked", f"{{ {elems} }}")
+        elif mode == "route":
+            for j in sorted(others):
+                sh("ip", "netns", "exec", ns, "ip", "route", "add", "blackhole", f"{self.ip(j)}/32")
+        else:
+            raise ValueError(f"unknown partition mode {mode!r}")
 
     def heal(self):
+        """Clears both kinds of cut on every node (the spare's too, which is harmless when it is not running)."""
         for i in range(1, self.count + 1):
             self.block(i, [])
 
@@ -297,13 +322,15 @@ class Node:
 # --- the fault schedule ---
 
 FAULT_KINDS = ["kill", "pause", "partition-halves", "partition-lone", "partition-bridge", "wipe", "join", "leave"]
+PARTITION_MODES = ["drop", "route"]
 
 
-def make_schedule(rng, duration, initial, spare):
+def make_schedule(rng, duration, initial, spare, partition_mode="both"):
     """Faults one after another, each followed by a healthy gap; the first round holds every kind once.
 
-    Returns a list of dicts {at, until, kind, targets, groups}. Membership changes (join, leave) are tracked so
-    that later faults only pick members that are still in the cluster."""
+    Returns a list of dicts {at, until, kind, targets, groups}, plus {mode} ("drop" or "route") for a partition.
+    Membership changes (join, leave) are tracked so that later faults only pick members that are still in the
+    cluster. With partition_mode "both", the first round's three partitions hold both modes."""
     members = list(initial)
     kinds = FAULT_KINDS[:]
     rng.shuffle(kinds)
@@ -357,6 +384,20 @@ def make_schedule(rng, duration, initial, spare):
     # The last fault lasts until the load stops, so the convergence time measures a real repair after the heal.
     if out and out[-1]["kind"] not in ("join", "leave"):
         out[-1]["until"] = round(duration, 1)
+    # Modes are drawn once the rest is fixed, so that a seed's faults (kinds, times, targets) stay those of the
+    # harness before partitions had modes. In the first round the first partition drops and the second routes, so
+    # that even a short run (CI) holds both; every other one is the rng's choice.
+    parts = [f for f in out if f["kind"].startswith("partition")]
+    first_parts = [f for f in out[:first_round] if f["kind"].startswith("partition")]
+    for f in parts:
+        if partition_mode != "both":
+            f["mode"] = partition_mode
+        elif f is first_parts[0]:
+            f["mode"] = "drop"
+        elif len(first_parts) > 1 and f is first_parts[1]:
+            f["mode"] = "route"
+        else:
+            f["mode"] = rng.choice(PARTITION_MODES)
     return out
 
 
@@ -364,7 +405,8 @@ def describe(f):
     if f["groups"]:
         g = " | ".join(",".join(x) for x in f["groups"])
         extra = f" via {f['targets'][0]}" if f["targets"] else ""
-        return f"{f['kind']} [{g}]{extra}"
+        mode = f"/{f['mode']}" if f.get("mode") else ""
+        return f"{f['kind']}{mode} [{g}]{extra}"
     return f"{f['kind']} {','.join(f['targets'])}"
 
 
@@ -374,7 +416,7 @@ def describe(f):
 class History:
     def __init__(self):
         self.lock = threading.Lock()
-        self.ops = []  # dicts: t0, t1, client, node, key, elem, outcome, detail, siblings
+        self.ops = []  # dicts: t0, t1, client, node, key, elem, outcome, detail, siblings, ctx, sent
         self.observed = set()
 
     def add(self, op, observed):
@@ -441,22 +483,26 @@ class Client(threading.Thread):
         self.seq += 1
         elem = f"c{self.cid}-{self.seq}"
         node = self.target()
-        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem, "siblings": None}
+        # siblings and ctx stay None when the GET did not answer; ctx is then whether the GET returned a context.
+        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem, "siblings": None,
+              "ctx": None}  # fmt: skip
         observed = set()
         sent = False
         try:
             conn = self.connect(node)
             siblings, ctx = conn.call("GET", key)
             op["siblings"] = len(siblings)
+            op["ctx"] = ctx is not None
             observed = parse_elements(siblings)
-            if ctx is None:
-                # The cart protocol never writes blind: a write without a context would supersede what the
-                # coordinator holds. A read that found no context (only fallbacks answered) is a failed op.
-                raise RespError("read returned no context")
             value = ",".join(sorted(observed | {elem}))
             sent = True
             if self.cluster.args.workload == "blind":
                 # Last-write-wins use, for checking the checker: a plain SET supersedes what the coordinator holds.
+                reply = conn.call("SET", key, value)
+            elif ctx is None:
+                # What the client docs allowed for a key never stored: a plain SET. Keys are fresh and raced for, so
+                # this is where a store that answers "no context" for a key another client just created (or a
+                # read that reached only replicas without it) would lose that client's acknowledged write.
                 reply = conn.call("SET", key, value)
             else:
                 reply = conn.call("SET", key, value, "CONTEXT", ctx)
@@ -532,12 +578,12 @@ class Cluster:
         except (OSError, RespError, ConnectionError, KeyError):
             return False
 
-    def apply_partition(self, groups, bridge):
-        """Nodes in different groups drop each other's packets; the bridge (if any) reaches everyone."""
+    def apply_partition(self, groups, bridge, mode):
+        """Nodes in different groups are cut off from each other, in `mode`; a bridge (if any) reaches everyone."""
         for gi, group in enumerate(groups):
             others = [self.nodes[m].idx for gj, g in enumerate(groups) if gj != gi for m in g]
             for m in group:
-                self.net.block(self.nodes[m].idx, others)
+                self.net.block(self.nodes[m].idx, others, mode)
         if bridge:
             self.net.block(self.nodes[bridge].idx, [])
 
@@ -570,7 +616,7 @@ def run_fault(cluster, f, events, t_start, stop_at):
         target.wipe()
         target.start(cluster.seeds_for(target.id))
     elif kind.startswith("partition"):
-        cluster.apply_partition(f["groups"], target.id if target else None)
+        cluster.apply_partition(f["groups"], target.id if target else None, f["mode"])
     elif kind == "join":
         target.start(cluster.seeds_for(target.id))
         with cluster.lock:
@@ -596,11 +642,16 @@ def run_fault(cluster, f, events, t_start, stop_at):
     elif kind.startswith("partition"):
         cluster.net.heal()
     log(f"healed {describe(f)}")
-    events.append({"from": round(begin, 2), "to": round(now(), 2), "label": describe(f), "kind": kind})
+    events.append(
+        {"from": round(begin, 2), "to": round(now(), 2), "label": describe(f), "kind": kind, "mode": f.get("mode")}
+    )
 
 
-def converge(cluster, keys, timeout):
-    """Seconds until every key's N replicas (per the current ring) report the same state digest, or None."""
+def converge(cluster, keys, timeout, acked_keys):
+    """Seconds until every key's N replicas (per the current ring) report the same state digest, or None.
+
+    Keys are not created beforehand, so a key no one wrote (or whose writes all failed without reaching a replica)
+    is absent on all its replicas, which is converged too; a key with an acknowledged write must be on all."""
     start = time.time()
     live = [cluster.nodes[m] for m in cluster.members]
     last_diff = None
@@ -613,7 +664,7 @@ def converge(cluster, keys, timeout):
                 for oid in owner_ids:
                     d = cluster.nodes[oid].call("ADMIN", "LOCALGET", key)[2]
                     digests[oid] = d.decode() if d else None
-                if len(set(digests.values())) != 1 or None in digests.values():
+                if len(set(digests.values())) != 1 or (key in acked_keys and None in digests.values()):
                     diff.append((key, digests))
         except (OSError, RespError, ConnectionError, KeyError, IndexError) as e:
             diff.append(("?", str(e)))
@@ -666,7 +717,8 @@ def timeline_svg(ops, events, duration, path, title):
     palette = {"kill": "#f4b6b6", "wipe": "#e8a0d8", "pause": "#f7dca0", "join": "#b6d8f4", "leave": "#b6e8f4"}
     for i, e in enumerate(events):
         x0, x1 = left + e["from"] * bw, left + max(e["to"], e["from"] + 0.5) * bw
-        color = palette.get(e["kind"], "#d8d8d8")
+        # Partitions: grey when packets are dropped, blue-grey when blackhole routes make calls fail fast.
+        color = palette.get(e["kind"], "#c8cce8" if e.get("mode") == "route" else "#d8d8d8")
         parts.append(f'<rect x="{x0:.1f}" y="{top}" width="{x1 - x0:.1f}" height="{ph}" fill="{color}" opacity="0.6"/>')
         ly = top + 12 + (i % 4) * 12
         # A narrow window gets only its kind and targets, not the groups of a partition.
@@ -719,6 +771,13 @@ def main():
         "(last-write-wins use, which must lose writes: checks the checker)",
     )
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
+    ap.add_argument(
+        "--partition-mode",
+        default="both",
+        choices=["both", *PARTITION_MODES],
+        help="drop: partitions drop packets silently (nftables); route: blackhole routes make new connections to a "
+        "cut-off peer fail at once; both: each partition's mode drawn from the seed, the first round holding both",
+    )
     ap.add_argument("--expect-loss", action="store_true", help="succeed only if acknowledged writes were lost")
     ap.add_argument("--out", default=None, help="report directory (default target/faults/seed-N)")
     ap.add_argument("--peer-tls", action="store_true", help="nodes talk mutual TLS (docs/peer-certs.sh)")
@@ -740,9 +799,14 @@ def main():
         subprocess.run(["bash", make, pki, *names], check=True, stdout=subprocess.DEVNULL)
         args.peer_tls = pki
     cluster = Cluster(args, out)
-    schedule = make_schedule(rng, args.duration, cluster.initial, cluster.spare) if args.faults == "all" else []
+    schedule = (
+        make_schedule(rng, args.duration, cluster.initial, cluster.spare, args.partition_mode)
+        if args.faults == "all"
+        else []
+    )
     print(f"seed {args.seed}, {args.duration:.0f}s, {args.nodes} nodes + {cluster.spare} to join, "
-          f"{args.clients} clients, durability {args.durability}; schedule:")  # fmt: skip
+          f"{args.clients} clients, durability {args.durability}, workload {args.workload}, "
+          f"partition mode {args.partition_mode}; schedule:")  # fmt: skip
     for f in schedule:
         print(f"  {f['at']:6.1f}s - {f['until']:6.1f}s  {describe(f)}")
     sys.stdout.flush()
@@ -769,13 +833,11 @@ def run(args, cluster, schedule, out):
     if not cluster.wait_settled(cluster.initial, 60):
         raise RuntimeError("the initial cluster did not settle within 60 s")
     # The workload moves to fresh keys every GENERATION_SECS, so that sets (and the cost of each write) stay small.
+    # No key is created beforehand: each generation's first writes are a race between clients (through different
+    # coordinators, under whatever fault is on) to create the key, which is what a fresh cart looks like.
     generations = int(args.duration // GENERATION_SECS) + 1
     per = args.keys
     keys = [f"g{g}-k{j}" for g in range(generations) for j in range(per)]
-    # Keys exist before the faults, so every workload write carries a context.
-    first = cluster.nodes[cluster.initial[0]]
-    for k in keys:
-        first.call("SET", k, "")
 
     def keys_at(t):
         g = min(int(t // GENERATION_SECS), generations - 1)
@@ -818,7 +880,8 @@ def run(args, cluster, schedule, out):
                 break
             time.sleep(0.2)
     remaining = max(5.0, args.converge_timeout - (time.time() - heal_at))
-    conv = converge(cluster, keys, remaining) if settled else None
+    acked_keys = {op["key"] for op in history.ops if op["outcome"] == "ok"}
+    conv = converge(cluster, keys, remaining, acked_keys) if settled else None
     converge_secs = None if conv is None else time.time() - heal_at
     final, read_failures = final_reads(cluster, keys)
     cluster.check_processes()
@@ -834,6 +897,9 @@ def run(args, cluster, schedule, out):
     seen_final = set().union(*(s for per in final.values() for s in per.values()))
     unexpected = sorted((history.observed | seen_final) - attempted)
     reads = [op for op in ops if op["siblings"] is not None]
+    # Not a failure by itself (the write that follows is a plain SET, which the checker judges like any other), but
+    # a GET that answers every read with a context keeps it at 0.
+    reads_without_context = sum(op["ctx"] is False for op in reads)
     panics = []
     for n in cluster.nodes.values():
         if os.path.exists(n.logpath):
@@ -845,6 +911,8 @@ def run(args, cluster, schedule, out):
         "nodes": args.nodes,
         "clients": args.clients,
         "durability": args.durability,
+        "workload": args.workload,
+        "partition_mode": args.partition_mode,
         "faults": [describe(f) for f in schedule],
         "attempted": len(ops),
         "acknowledged": len(acked),
@@ -855,6 +923,7 @@ def run(args, cluster, schedule, out):
         "reads": len(reads),
         "reads_with_siblings": sum(op["siblings"] > 1 for op in reads),
         "max_siblings": max([op["siblings"] for op in reads] + [0]),
+        "reads_without_context": reads_without_context,
         "ring_settled": settled,
         "converged_after_heal_s": None if converge_secs is None else round(converge_secs, 1),
         "final_read_failures": read_failures,
@@ -878,11 +947,14 @@ def run(args, cluster, schedule, out):
     share = report["reads_with_siblings"] / max(1, report["reads"])
     print()
     print(f"| seed | ops attempted | acknowledged | failed | timed out | lost | unexpected | reads with siblings | "
-          f"converged after heal |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|---|---|")
+          f"reads without context | converged after heal |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|---|")
     conv_txt = "no" if converge_secs is None else f"{converge_secs:.1f} s"
     print(f"| {args.seed} | {len(ops)} | {len(acked)} | {report['failed']} | {report['timed_out']} | {len(lost)} | "
-          f"{len(unexpected)} | {share:.1%} (max {report['max_siblings']}) | {conv_txt} |")  # fmt: skip
+          f"{len(unexpected)} | {share:.1%} (max {report['max_siblings']}) | {reads_without_context} | "
+          f"{conv_txt} |")  # fmt: skip
+    if reads_without_context:
+        print(f"note: {reads_without_context} of {len(reads)} reads returned no context (each followed by a plain SET)")
     print(f"\nreport: {out}/report.json, timeline: {out}/timeline.svg, history: {out}/history.jsonl")
     problems = []
     if lost:
