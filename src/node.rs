@@ -245,8 +245,14 @@ impl Node {
                  with every other replica"
             );
         }
-        let handoff =
-            Handoff::new(cluster.clone(), store.clone(), pool.clone(), c.request_timeout, config.data_dir.clone());
+        let handoff = Handoff::new(
+            cluster.clone(),
+            store.clone(),
+            recovery.clone(),
+            pool.clone(),
+            c.request_timeout,
+            config.data_dir.clone(),
+        );
         let antientropy = AntiEntropy::new(
             cluster.clone(),
             LocalReplica { store: store.clone(), tree, recovery: recovery.clone() },
@@ -451,7 +457,9 @@ impl Handler for PeerService {
                     return Response::Error { kind: RemoteErrorKind::Misdirected, message: "no ring yet".into() };
                 };
                 match coordinator.store().digest_positions(first, last) {
-                    Ok((keys, hash)) => Response::Digest { keys, hash },
+                    Ok((keys, hash)) => {
+                        Response::Digest { keys, hash, recovering: !coordinator.recovery().vouches(partition) }
+                    }
                     Err(e) => failed(e.into()),
                 }
             }

@@ -22,6 +22,7 @@ use crate::cluster::Cluster;
 use crate::membership::Transfer;
 use crate::rpc::{PeerPool, Request, Response};
 use crate::storage::KvStore;
+use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::versioning::Siblings;
 
@@ -74,6 +75,15 @@ pub struct Progress {
     pub phase: &'static str,
 }
 
+/// A source's digest of a range.
+#[derive(Clone, Copy, Debug)]
+struct RangeDigest {
+    keys: u64,
+    hash: [u8; 16],
+    /// The source is recovering the range after a lost disk.
+    recovering: bool,
+}
+
 #[derive(Default, Serialize, Deserialize)]
 struct Cursors {
     /// (ring version, partition) → last storage key merged.
@@ -84,6 +94,7 @@ struct Cursors {
 pub struct Handoff {
     cluster: Arc<Cluster>,
     store: Arc<KvStore>,
+    recovery: Arc<Recovery>,
     pool: Arc<PeerPool>,
     timeout: Duration,
     cursor_path: PathBuf,
@@ -97,6 +108,7 @@ impl Handoff {
     pub fn new(
         cluster: Arc<Cluster>,
         store: Arc<KvStore>,
+        recovery: Arc<Recovery>,
         pool: Arc<PeerPool>,
         timeout: Duration,
         data_dir: PathBuf,
@@ -106,6 +118,7 @@ impl Handoff {
         Arc::new(Self {
             cluster,
             store,
+            recovery,
             pool,
             timeout,
             cursor_path,
@@ -247,10 +260,37 @@ impl Handoff {
         let mut sources: Vec<&String> = t.sources.iter().filter(|s| *s != me).collect();
         // Reachable sources first.
         sources.sort_by_key(|s| !self.cluster.is_reachable(s));
+        // A source recovering the range after a lost disk may lack writes it acknowledged: it serves only when no
+        // other source answers, and then this node recovers the range too, or it would vouch for a not-found that
+        // its source could not.
+        let mut recovering = Vec::new();
         for source in sources {
             let Some(addr) = view.members.get(source).map(|m| m.info.peer_addr.clone()) else { continue };
-            match self.pull_from(t, version, source, &addr).await {
+            let Some(digest) = self.digest_remote(source, &addr, t.partition).await else {
+                self.cluster.note_reachable(source, false);
+                continue;
+            };
+            if digest.recovering {
+                recovering.push((source, addr, digest));
+                continue;
+            }
+            match self.pull_from(t, version, source, &addr, digest).await {
                 Ok(p) => return Ok(p),
+                Err(Some(e)) => return Err(e),
+                Err(None) => self.cluster.note_reachable(source, false),
+            }
+        }
+        for (source, addr, digest) in recovering {
+            match self.pull_from(t, version, source, &addr, digest).await {
+                Ok(p) => {
+                    tracing::warn!(
+                        partition = t.partition,
+                        from = %source,
+                        "received a range from a recovering replica: recovering it here too"
+                    );
+                    self.recovery.taint(t.partition);
+                    return Ok(p);
+                }
                 Err(Some(e)) => return Err(e),
                 Err(None) => self.cluster.note_reachable(source, false),
             }
@@ -265,16 +305,16 @@ impl Handoff {
         version: u64,
         source: &str,
         addr: &str,
+        remote_digest: RangeDigest,
     ) -> Result<Progress, Option<HandoffError>> {
         let me = self.cluster.me().member.id.clone();
-        let remote_digest = self.digest_remote(source, addr, t.partition).await.ok_or(None)?;
         let mut progress = Progress {
             partition: t.partition,
             from: source.to_string(),
             to: me,
             keys: 0,
             bytes: 0,
-            total_keys: Some(remote_digest.0),
+            total_keys: Some(remote_digest.keys),
             started: Instant::now(),
             phase: "streaming",
         };
@@ -289,7 +329,7 @@ impl Handoff {
         let (first, last) = self.range(t.partition).ok_or(None)?;
         let local = self.store.digest_positions(first, last).map_err(|_| None)?;
         let remote = self.digest_remote(source, addr, t.partition).await.ok_or(None)?;
-        if local != remote {
+        if local != (remote.keys, remote.hash) {
             let changed = self.stream(t.partition, version, source, addr, None, &mut progress).await?;
             if changed > 0 {
                 return Err(Some(HandoffError::Unverified { partition: t.partition, changed }));
@@ -347,9 +387,9 @@ impl Handoff {
             .await
     }
 
-    async fn digest_remote(&self, source: &str, addr: &str, partition: u32) -> Option<(u64, [u8; 16])> {
+    async fn digest_remote(&self, source: &str, addr: &str, partition: u32) -> Option<RangeDigest> {
         match self.pool.call_node(source, addr, Request::RangeDigest { partition }, self.timeout * 4).await {
-            Ok(Response::Digest { keys, hash }) => Some((keys, hash)),
+            Ok(Response::Digest { keys, hash, recovering }) => Some(RangeDigest { keys, hash, recovering }),
             _ => None,
         }
     }

@@ -157,6 +157,8 @@ pub enum Response {
         keys: u64,
         /// Order-independent hash of every (key, state).
         hash: [u8; 16],
+        /// The sender is recovering this range after a lost disk: its copy may lack acknowledged writes.
+        recovering: bool,
     },
     /// Answer to `Read`: the local state, `None` when never stored.
     State {

@@ -11,6 +11,10 @@
 //! exchange leaves this copy holding at least what that replica held, so afterwards it holds every write that any
 //! replica besides itself acknowledged, as a replica that never forgot would.
 //!
+//! A range this node receives by handoff from a replica that was recovering it is no better than its source's copy,
+//! so it recovers too ([`RecoveryState::taint`]); handoff takes a range from a recovering source only when no other
+//! answers.
+//!
 //! The state is persisted (atomic rewrite), so a restart in the middle of recovering does not forget that it forgot.
 //! [`RecoveryState`] is the pure part; [`Recovery`] adds the file and a lock.
 
@@ -52,7 +56,19 @@ impl RecoveryState {
             return false;
         }
         self.pending = false;
-        self.partitions = held.into_iter().map(|p| (p, BTreeSet::new())).collect();
+        for p in held {
+            self.partitions.entry(p).or_default();
+        }
+        true
+    }
+
+    /// Partition `p` was received from a replica that was itself recovering it: this copy is no better than its
+    /// source's, so it recovers too. Returns whether the state changed.
+    pub fn taint(&mut self, p: u32) -> bool {
+        if self.partitions.contains_key(&p) {
+            return false;
+        }
+        self.partitions.insert(p, BTreeSet::new());
         true
     }
 
@@ -163,6 +179,11 @@ impl Recovery {
         self.change(|s| (s.is_pending() && held().is_some_and(|held| s.resolve(held)), ()));
     }
 
+    /// Marks partition `p` as recovering (see [`RecoveryState::taint`]).
+    pub fn taint(&self, p: u32) {
+        self.change(|s| (s.taint(p), ()));
+    }
+
     /// Records a completed exchange (see [`RecoveryState::exchanged`]).
     pub fn exchanged(&self, p: u32, peer: &str, others: &[String]) {
         if self.clear.load(Ordering::Acquire) {
@@ -241,6 +262,8 @@ mod tests {
         assert!(s.exchanged(3, "n3", &others));
         assert!(s.vouches(3));
         assert!(!s.vouches(4) && s.recovering() == 1);
+        // A range received from a recovering replica recovers too.
+        assert!(s.taint(9) && !s.vouches(9) && !s.taint(9));
         // Forgetting again voids what was proven.
         s.forget_all();
         assert!(s.is_pending() && !s.vouches(3));
