@@ -166,6 +166,8 @@ pub struct ClusterOptions {
     pub cluster_name: String,
     /// Shared secret peers prove in the handshake; `None` is open dev mode.
     pub cluster_secret: Option<String>,
+    /// Run without a secret or peer TLS even where the peer port is reachable beyond loopback.
+    pub insecure_open_cluster: bool,
     /// Mutual TLS on the internal protocol (certificate, key, cluster CA); `None` is plaintext.
     pub peer_tls: Option<PeerTlsFiles>,
     /// Partitions of the ring (Q), fixed when the cluster is created.
@@ -201,6 +203,8 @@ pub struct Config {
     pub requirepass: Option<String>,
     /// Named users (Redis 6 style `AUTH user pass`), from the config file.
     pub users: Vec<User>,
+    /// Protected mode (Redis's): with no password and no users, only loopback clients are served.
+    pub protected_mode: bool,
     /// A second client address that speaks TLS, with its certificate chain and key (PEM files).
     pub tls: Option<TlsListen>,
     /// When writes are acknowledged.
@@ -209,7 +213,7 @@ pub struct Config {
     pub buffer_flush_interval: Duration,
     /// Storage block cache, bytes.
     pub cache_bytes: u64,
-    /// Address of the Prometheus `/metrics` endpoint, if any.
+    /// Address of the Prometheus `/metrics` endpoint, if any (a bare port is on 127.0.0.1).
     pub metrics_listen: Option<String>,
     /// Client input limits.
     pub limits: Limits,
@@ -253,9 +257,24 @@ pub struct ServeArgs {
     /// Buffered mode: milliseconds between background writes [default: 50].
     #[arg(long, env = "DYNAMO_KV_BUFFER_FLUSH_MS")]
     pub buffer_flush_ms: Option<u64>,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics (off by default).
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics; a bare PORT serves on 127.0.0.1 (off by default).
+    /// The endpoint has no authentication: expose it beyond loopback only to a trusted network.
     #[arg(long, env = "DYNAMO_KV_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
+    /// Protected mode, as in Redis: while no password and no users are configured, clients that do not connect
+    /// from loopback get a DENIED error and are disconnected. `no` serves them all [default: yes].
+    #[arg(long, env = "DYNAMO_KV_PROTECTED_MODE", value_parser = clap::builder::BoolishValueParser::new())]
+    pub protected_mode: Option<bool>,
+    /// Start even though the peer port is reachable beyond loopback with neither --cluster-secret nor peer TLS:
+    /// any process that reaches it can then join the cluster, read and write every key and forge context tokens.
+    #[arg(
+        long,
+        env = "DYNAMO_KV_INSECURE_OPEN_CLUSTER",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub insecure_open_cluster: Option<bool>,
     /// Storage block cache in MiB [default: 64].
     #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
     pub cache_mb: Option<u64>,
@@ -384,14 +403,29 @@ pub struct PeerTlsFiles {
     pub ca_file: PathBuf,
 }
 
-/// What a user may run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a user may run; each level includes the ones before it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Access {
-    /// Every command.
-    Full,
-    /// Reads and connection commands only: no writes, no membership changes.
+    /// Reads and connection and server-information commands: no writes, no ADMIN.
     Read,
+    /// Also the data commands that write (SET, DEL, DELCTX): an application's user.
+    Write,
+    /// Every command, ADMIN included (membership, repair, debug views). The `default` user's level, and what the
+    /// older `full` means.
+    #[serde(alias = "full")]
+    Admin,
+}
+
+impl Access {
+    /// The lower-case name of the level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Admin => "admin",
+        }
+    }
 }
 
 /// A named user of the config file (`[[users]]` with `name`, `password`, `access`).
@@ -430,6 +464,8 @@ struct FileConfig {
     buffer_flush_ms: Option<u64>,
     cache_mb: Option<u64>,
     metrics_listen: Option<String>,
+    protected_mode: Option<bool>,
+    insecure_open_cluster: Option<bool>,
     max_key_bytes: Option<usize>,
     max_value_bytes: Option<usize>,
     max_request_bytes: Option<usize>,
@@ -546,6 +582,7 @@ impl Config {
                 .or(file.cluster_name)
                 .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
             cluster_secret: args.cluster_secret.clone().or(file.cluster_secret),
+            insecure_open_cluster: args.insecure_open_cluster.or(file.insecure_open_cluster).unwrap_or(false),
             peer_tls: all_or_none(
                 "peer_tls_cert_file",
                 "peer TLS needs all three of --peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file",
@@ -585,6 +622,7 @@ impl Config {
             data_dir,
             requirepass: args.requirepass.clone().or(file.requirepass),
             users: file.users,
+            protected_mode: args.protected_mode.or(file.protected_mode).unwrap_or(true),
             tls: all_or_none(
                 "tls_listen",
                 "TLS needs all three of --tls-listen, --tls-cert-file and --tls-key-file",
@@ -600,7 +638,7 @@ impl Config {
                 args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
             ),
             cache_bytes: args.cache_mb.or(file.cache_mb).unwrap_or(DEFAULT_CACHE_MB) << 20,
-            metrics_listen: args.metrics_listen.clone().or(file.metrics_listen),
+            metrics_listen: args.metrics_listen.clone().or(file.metrics_listen).map(|m| on_loopback_if_bare_port(&m)),
             limits: Limits {
                 max_key_bytes: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(DEFAULT_MAX_KEY_BYTES),
                 max_value_bytes: args.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES),
@@ -726,8 +764,39 @@ impl Config {
         if self.buffer_flush_interval.is_zero() {
             return invalid("buffer_flush_ms", "must be at least 1".into());
         }
+        // No open cluster on a reachable address: without a secret or peer TLS, anyone who reaches the peer port
+        // joins as a node, reads and writes every key, and forges context tokens.
+        if c.cluster_secret.is_none() && c.peer_tls.is_none() && !c.insecure_open_cluster {
+            let exposed =
+                [Some(&c.peer_listen), c.peer_advertise.as_ref()].into_iter().flatten().find(|a| !is_loopback(a));
+            if let Some(addr) = exposed {
+                return invalid(
+                    "cluster_secret",
+                    format!(
+                        "the peer port ({addr}) is reachable beyond loopback, and with no cluster secret any process \
+                         that reaches it can join the cluster, read and write every key and forge context tokens: \
+                         set --cluster-secret (the same on every node) or peer TLS (--peer-tls-*), or pass \
+                         --insecure-open-cluster to run an open cluster on purpose"
+                    ),
+                );
+            }
+        }
         Ok(())
     }
+}
+
+/// An HTTP listen address: a bare port means that port on 127.0.0.1, the safe default for endpoints without
+/// authentication.
+pub fn on_loopback_if_bare_port(addr: &str) -> String {
+    if addr.parse::<u16>().is_ok() { format!("127.0.0.1:{addr}") } else { addr.to_string() }
+}
+
+/// Whether a HOST:PORT address can be reached only from this machine: a loopback IP or `localhost`. Any other host
+/// name counts as reachable, since it may resolve to anything.
+pub fn is_loopback(addr: &str) -> bool {
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// The client address with its port raised by [`PEER_PORT_OFFSET`] (port 0 stays 0: pick any free port).
@@ -844,5 +913,50 @@ mod tests {
 
     fn args_with(config: &Path) -> ServeArgs {
         ServeArgs { config: Some(config.to_path_buf()), ..args() }
+    }
+
+    #[test]
+    fn an_open_cluster_needs_loopback_or_an_explicit_choice() {
+        let mut a = args();
+        a.listen = Some("0.0.0.0:7001".into());
+        a.peer_advertise = Some("10.0.0.1:17001".into());
+        let err = Config::resolve(&a).unwrap_err().to_string();
+        assert!(err.contains("--cluster-secret") && err.contains("--insecure-open-cluster"), "{err}");
+        a.cluster_secret = Some("s3cret".into());
+        assert!(Config::resolve(&a).is_ok(), "a secret closes the cluster");
+        a.cluster_secret = None;
+        a.insecure_open_cluster = Some(true);
+        assert!(Config::resolve(&a).unwrap().cluster.insecure_open_cluster, "open on purpose");
+        // An address only this machine reaches needs no secret, whatever the advertised one says about loopback.
+        let mut a = args();
+        a.peer_advertise = Some("localhost:17001".into());
+        assert!(Config::resolve(&a).is_ok());
+        a.peer_advertise = Some("db1.example:17001".into());
+        assert!(Config::resolve(&a).is_err(), "a host name may resolve beyond loopback");
+        assert!(is_loopback("[::1]:17001") && !is_loopback("[::]:17001"));
+    }
+
+    #[test]
+    fn protected_mode_on_by_default_and_metrics_on_loopback_for_a_bare_port() {
+        let c = Config::resolve(&args()).unwrap();
+        assert!(c.protected_mode);
+        let mut a = args();
+        a.protected_mode = Some(false);
+        a.metrics_listen = Some("9100".into());
+        let c = Config::resolve(&a).unwrap();
+        assert!(!c.protected_mode);
+        assert_eq!(c.metrics_listen.as_deref(), Some("127.0.0.1:9100"));
+    }
+
+    #[test]
+    fn access_levels_order_and_full_means_admin() {
+        assert!(Access::Read < Access::Write && Access::Write < Access::Admin);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let users = "[[users]]\nname = \"ops\"\npassword = \"p\"\naccess = \"full\"\n\n\
+                     [[users]]\nname = \"app\"\npassword = \"q\"\naccess = \"write\"\n";
+        std::fs::write(&path, users).unwrap();
+        let c = Config::resolve(&args_with(&path)).unwrap();
+        assert_eq!(c.users.iter().map(|u| u.access).collect::<Vec<_>>(), vec![Access::Admin, Access::Write]);
     }
 }

@@ -121,7 +121,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 ..Default::default()
             };
             let mut configs = dev_configs(nodes, port, &data_dir, &shared)?;
-            configs[0].metrics_listen = metrics_listen;
+            configs[0].metrics_listen = metrics_listen.as_deref().map(dynamo_kv::config::on_loopback_if_bare_port);
             configs
         }
         Command::Admin(args) => return admin::run(args),
@@ -171,7 +171,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 /// 50 µs to 5 s, so p50/p99/p99.9 can be derived, and siblings per read a histogram of counts.
 fn install_metrics(addr: &str) -> anyhow::Result<()> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let addr: std::net::SocketAddr = addr.parse().with_context(|| format!("--metrics-listen {addr} is not IP:PORT"))?;
+    let addr: std::net::SocketAddr =
+        addr.parse().with_context(|| format!("--metrics-listen {addr} is not IP:PORT or a port"))?;
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "the metrics endpoint has no authentication and listens beyond loopback: expose it only to a trusted \
+             network (a firewall, or a TLS reverse proxy with authentication in front of it)"
+        );
+    }
     let buckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
     PrometheusBuilder::new()
         .with_http_listener(addr)

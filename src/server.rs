@@ -70,10 +70,12 @@ pub async fn serve(
         }
         metrics::gauge!("dynamo_connected_clients").set(connected as f64);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        let denied = protected(&node.config, peer);
         let (node, cancel, tls) = (node.clone(), cancel.clone(), tls.as_ref().map(|t| t.get()));
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
             let result = match tls {
+                None if denied => deny(socket, peer).await,
                 None => {
                     let (reader, writer) = socket.into_split();
                     connection(reader, writer, &node, id, cancel).await
@@ -82,6 +84,7 @@ pub async fn serve(
                     let limit = node.config.limits.client_frame_timeout;
                     let limit = if limit.is_zero() { Duration::from_secs(10) } else { limit };
                     match tokio::time::timeout(limit, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) if denied => deny(stream, peer).await,
                         Ok(Ok(stream)) => {
                             let (reader, writer) = tokio::io::split(stream);
                             connection(reader, writer, &node, id, cancel).await
@@ -104,6 +107,26 @@ pub async fn serve(
             metrics::gauge!("dynamo_connected_clients").set(left as f64);
         });
     }
+}
+
+/// Redis's protected mode: with neither a password nor users configured, a client that does not connect from this
+/// machine is refused. Otherwise a node bound beyond loopback by mistake serves every key, and ADMIN, to anyone.
+fn protected(config: &crate::config::Config, peer: std::net::SocketAddr) -> bool {
+    config.protected_mode && !config.auth_required() && !peer.ip().to_canonical().is_loopback()
+}
+
+/// What a client refused by protected mode reads before the connection closes.
+const DENIED: &[u8] = b"-DENIED dynamo-kv is running in protected mode because it accepts connections beyond loopback \
+and no password is set: only clients on this machine are served. To serve remote clients, do one of these: 1) set \
+a password with --requirepass (or users in the config file) and AUTH with it; 2) bind --listen to 127.0.0.1 and \
+reach the node through a tunnel; 3) if every client that can reach this port is trusted, restart the node with \
+--protected-mode no (DYNAMO_KV_PROTECTED_MODE=no).\r\n";
+
+async fn deny(mut stream: impl AsyncWrite + Unpin, peer: std::net::SocketAddr) -> std::io::Result<()> {
+    metrics::counter!("dynamo_protected_mode_denials_total").increment(1);
+    tracing::debug!(%peer, "protected mode: refused a client from beyond loopback");
+    stream.write_all(DENIED).await?;
+    stream.shutdown().await
 }
 
 async fn refuse(mut socket: TcpStream) {

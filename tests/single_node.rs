@@ -448,16 +448,18 @@ async fn idle_slow_and_unread_clients_are_disconnected_by_their_timeouts() {
     assert!(timeouts >= 3, "{info}");
 }
 
-/// Redis 6 style users from the config file: a full user, a read-only user whose writes and admin commands answer
-/// NOPERM (pipelined or not), ACL WHOAMI, and a default user that is disabled once named users exist.
+/// Redis 6 style users from the config file: an admin user (written `full`, as older configs do), a write user that
+/// may write but not run ADMIN, a read-only user whose writes and admin commands answer NOPERM (pipelined or not),
+/// ACL WHOAMI, and a default user that is disabled once named users exist.
 #[tokio::test]
-async fn users_from_the_config_file_with_full_and_read_only_access() {
+async fn users_from_the_config_file_with_admin_write_and_read_access() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
     std::fs::write(
         &config,
         "[[users]]\nname = \"app\"\npassword = \"app-secret\"\naccess = \"full\"\n\n\
-         [[users]]\nname = \"reader\"\npassword = \"read-secret\"\naccess = \"read\"\n",
+         [[users]]\nname = \"reader\"\npassword = \"read-secret\"\naccess = \"read\"\n\n\
+         [[users]]\nname = \"service\"\npassword = \"write-secret\"\naccess = \"write\"\n",
     )
     .unwrap();
     let node = TestNode::start(&["--config", config.to_str().unwrap()]);
@@ -493,6 +495,22 @@ async fn users_from_the_config_file_with_full_and_read_only_access() {
     assert_eq!(vals, vec!["v"], "nothing the reader sent was written");
     let (vals, _) = get(&mut app, "other").await;
     assert!(vals.is_empty());
+
+    // An application's user writes, but cannot take the node out of the cluster; an admin can.
+    let client = redis::Client::open(format!("redis://service:write-secret@127.0.0.1:{}/", node.port)).unwrap();
+    let mut service = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = service.set("svc", "1").await.unwrap();
+    assert_eq!(get(&mut service, "svc").await.0, vec!["1"]);
+    for sub in ["LEAVE", "MEMBERS"] {
+        let err = redis::cmd("ADMIN").arg(sub).query_async::<()>(&mut service).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.to_uppercase().contains("NOPERM") && text.contains("'admin'"), "{err}");
+    }
+    let members: redis::Value = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut app).await.unwrap();
+    assert!(format!("{members:?}").contains("valid"), "{members:?}");
+    // A lone node cannot leave (no one would hold its data): refused on its merits, not for lack of rights.
+    let refused = redis::cmd("ADMIN").arg("LEAVE").query_async::<redis::Value>(&mut app).await;
+    assert!(!format!("{refused:?}").to_uppercase().contains("NOPERM"), "{refused:?}");
 
     let (out, _) = raw_exchange(node.port, b"AUTH reader wrong-password\r\n", 60).await;
     assert!(String::from_utf8_lossy(&out).starts_with("-WRONGPASS"));

@@ -42,6 +42,7 @@ fn settings(node: &NodeContext) -> Vec<(&'static str, String)> {
         ("appendonly", appendonly.into()),
         ("appendfsync", appendfsync.into()),
         ("databases", "1".into()),
+        ("protected-mode", if c.protected_mode { "yes" } else { "no" }.into()),
         ("maxclients", c.limits.max_clients.to_string()),
         ("proto-max-bulk-len", c.limits.max_value_bytes.to_string()),
         ("port", node.client_addr.port().to_string()),

@@ -53,8 +53,8 @@ fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&By
     let name = user.map_or("default".into(), |u| String::from_utf8_lossy(u).into_owned());
     let granted = if name == "default" {
         match &config.requirepass {
-            Some(expected) => constant_time_eq(expected.as_bytes(), pass).then_some(Access::Full),
-            None => (!config.auth_required()).then_some(Access::Full),
+            Some(expected) => constant_time_eq(expected.as_bytes(), pass).then_some(Access::Admin),
+            None => (!config.auth_required()).then_some(Access::Admin),
         }
     } else {
         config
@@ -67,7 +67,7 @@ fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&By
     match granted {
         Some(access) => {
             session.authenticated = true;
-            session.read_only = access == Access::Read;
+            session.access = access;
             session.user = name;
             Reply::ok()
         }

@@ -83,8 +83,8 @@ pub struct Session {
     pub authenticated: bool,
     /// The user this connection runs as (ACL WHOAMI): `default` until an AUTH names another.
     pub user: String,
-    /// The user may only read: write and admin commands answer NOPERM.
-    pub read_only: bool,
+    /// What the user may run (the `default` user: everything); commands above it answer NOPERM.
+    pub access: crate::config::Access,
     /// CLIENT SETNAME.
     pub name: Option<Bytes>,
     /// CLIENT SETINFO LIB-NAME.
@@ -103,7 +103,7 @@ impl Session {
             protocol: Protocol::Resp2,
             authenticated: !needs_auth,
             user: "default".into(),
-            read_only: false,
+            access: crate::config::Access::Admin,
             name: None,
             lib_name: None,
             lib_ver: None,
@@ -122,7 +122,7 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
         Some(spec) if !session.authenticated && !spec.allowed_before_auth() => {
             Reply::error("NOAUTH Authentication required.")
         }
-        Some(spec) if session.read_only && !spec.allowed_read_only() => no_permission(session, spec.name),
+        Some(spec) if spec.required_access() > session.access => no_permission(session, spec.name),
         Some(spec) => measured(spec.name, run(node, session, spec.name, &args)).await,
     };
     if reply.is_error() {
@@ -145,8 +145,7 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'sta
         "del" | "exists" => args.len() == 2,
         _ => false,
     };
-    (single_key && spec.arity_ok(args.len()) && (!session.read_only || spec.allowed_read_only()))
-        .then(|| (spec, &args[1]))
+    (single_key && spec.arity_ok(args.len()) && spec.required_access() <= session.access).then(|| (spec, &args[1]))
 }
 
 /// Runs a request [`concurrent_key`] accepted, with the spec it found; it needs no session.

@@ -52,9 +52,17 @@ impl CommandSpec {
         self.flags.contains(&"no_auth")
     }
 
-    /// Whether a read-only user may run it: neither a write nor an admin command.
-    pub fn allowed_read_only(&self) -> bool {
-        !self.flags.iter().any(|f| matches!(*f, "write" | "admin"))
+    /// The access level a user needs to run it: `admin` for administrative commands (membership, repair, debug
+    /// views), `write` for data commands that write, `read` for the rest.
+    pub fn required_access(&self) -> crate::config::Access {
+        use crate::config::Access;
+        if self.flags.contains(&"admin") {
+            Access::Admin
+        } else if self.flags.contains(&"write") {
+            Access::Write
+        } else {
+            Access::Read
+        }
     }
 }
 

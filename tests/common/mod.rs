@@ -16,6 +16,8 @@ pub struct TestNode {
     pub extra: Vec<String>,
     pub port: u16,
     pub peer_port: u16,
+    /// The host the client port binds (the peer port always binds 127.0.0.1).
+    pub listen_host: String,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -28,6 +30,11 @@ impl TestNode {
 
     /// Starts node `node_id` on a fresh data directory with extra `serve` flags.
     pub fn start_named(node_id: &str, extra: &[&str]) -> TestNode {
+        Self::start_on("127.0.0.1", node_id, extra)
+    }
+
+    /// Starts node `node_id` with its client port on `host` (0.0.0.0: every interface).
+    pub fn start_on(host: &str, node_id: &str, extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
         let mut n = TestNode {
             node_id: node_id.into(),
@@ -35,6 +42,7 @@ impl TestNode {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             port: 0,
             peer_port: 0,
+            listen_host: host.into(),
             child: None,
             _dir: Some(dir),
         };
@@ -82,7 +90,7 @@ impl TestNode {
         let mut child = Command::new(env!("CARGO_BIN_EXE_dynamo-kv"))
             .arg("serve")
             .args(["--node-id", &self.node_id])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &format!("{}:{port}", self.listen_host)])
             .args(["--peer-listen", &format!("127.0.0.1:{peer_port}")])
             .arg("--data-dir")
             .arg(&self.data_dir)
