@@ -347,6 +347,10 @@ impl AntiEntropy {
             .collect();
         let mut all_in_sync = peers.len() + 1 == replicas.len();
         let others: Vec<String> = replicas.iter().filter(|id| *id != me).cloned().collect();
+        if others.is_empty() {
+            // The only replica (N = 1, or a one-node cluster): no one to recover from, what it holds is all there is.
+            self.local.recovery.exchanged(p as u32, me, &others);
+        }
         for (id, addr) in &peers {
             let (id, addr) = (id.as_str(), addr.as_str());
             let remote = RemoteReplica { pool: &self.pool, id, addr, timeout: self.timeout * 4 };

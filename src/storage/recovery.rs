@@ -262,6 +262,8 @@ mod tests {
         assert!(s.exchanged(3, "n3", &others));
         assert!(s.vouches(3));
         assert!(!s.vouches(4) && s.recovering() == 1);
+        assert!(s.exchanged(4, "n1", &[]), "the only replica of a partition has no one to recover from");
+        assert!(s.vouches(4));
         // A range received from a recovering replica recovers too.
         assert!(s.taint(9) && !s.vouches(9) && !s.taint(9));
         // Forgetting again voids what was proven.
