@@ -162,6 +162,8 @@ pub struct ClusterOptions {
     pub client_advertise: Option<String>,
     /// Peer addresses contacted at start and periodically (static seeds).
     pub seeds: Vec<String>,
+    /// Found the cluster once this many nodes (this one included) know each other, when no ring exists yet.
+    pub bootstrap_expect: Option<usize>,
     /// Cluster name; peers with another name are refused.
     pub cluster_name: String,
     /// Shared secret peers prove in the handshake; `None` is open dev mode.
@@ -326,6 +328,12 @@ pub struct ServeArgs {
     /// Peer addresses (HOST:PORT of their internal protocol) to join through, comma-separated.
     #[arg(long, env = "DYNAMO_KV_SEEDS", value_delimiter = ',')]
     pub seeds: Option<Vec<String>>,
+    /// Form a new cluster by itself: once this many nodes started with the same seeds know each other, and no
+    /// ring exists yet, the one with the smallest id founds it with all of them. Give every node of a new cluster
+    /// the same value, the full number of nodes (fewer lets two groups cut apart at start found two clusters).
+    /// Ignored by a node that already belongs to a cluster.
+    #[arg(long, env = "DYNAMO_KV_BOOTSTRAP_EXPECT")]
+    pub bootstrap_expect: Option<usize>,
     /// Cluster name; peers with another name are refused [default: dynamo-kv].
     #[arg(long, env = "DYNAMO_KV_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
@@ -482,6 +490,7 @@ struct FileConfig {
     peer_advertise: Option<String>,
     client_advertise: Option<String>,
     seeds: Option<Vec<String>>,
+    bootstrap_expect: Option<usize>,
     cluster_name: Option<String>,
     cluster_secret: Option<String>,
     peer_tls_cert_file: Option<PathBuf>,
@@ -615,6 +624,7 @@ impl Config {
                 args.tombstone_grace_secs.or(file.tombstone_grace_secs).unwrap_or(86_400),
             ),
             seeds,
+            bootstrap_expect: args.bootstrap_expect.or(file.bootstrap_expect),
         };
         let config = Config {
             node_id,
@@ -754,6 +764,9 @@ impl Config {
         let max_q = crate::ring::MAX_PARTITIONS.min(crate::antientropy::tree::LEAVES);
         if !c.partitions.is_power_of_two() || c.partitions > max_q {
             return invalid("partitions", format!("{} must be a power of two up to {max_q}", c.partitions));
+        }
+        if c.bootstrap_expect == Some(0) {
+            return invalid("bootstrap_expect", "must be at least 1 (the number of nodes of the new cluster)".into());
         }
         if c.weight == 0 || c.weight > 1000 {
             return invalid("weight", format!("{} must be between 1 and 1000", c.weight));

@@ -219,6 +219,7 @@ impl Node {
             ClusterParams {
                 me,
                 seeds: c.seeds.clone(),
+                bootstrap_expect: c.bootstrap_expect,
                 partitions: c.partitions,
                 n: c.quorum.n,
                 auto_commit: c.auto_commit,

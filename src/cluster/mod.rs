@@ -22,6 +22,13 @@ use crate::rpc::{PeerPool, Request, Response};
 
 /// File of the persisted cluster state.
 const STATE_FILE: &str = "cluster.state";
+/// How often a node that cannot serve yet logs why.
+const WAIT_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+/// A response's variant name, for a log line that must not dump a whole state.
+fn other_kind(r: &Response) -> String {
+    format!("{r:?}").split([' ', '{', '(']).next().unwrap_or("?").to_string()
+}
 
 /// Why the cluster layer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -133,6 +140,10 @@ pub struct Cluster {
     persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
     removed: CancellationToken,
     origin: Origin,
+    /// Seed addresses, and what the last exchange with each gave (for the reason a node waits).
+    seeds: Vec<String>,
+    seed_status: Mutex<BTreeMap<String, String>>,
+    bootstrap_expect: Option<usize>,
 }
 
 /// Where this run's cluster state came from.
@@ -153,6 +164,8 @@ pub struct ClusterParams {
     pub me: PeerInfo,
     /// Seed peer addresses.
     pub seeds: Vec<String>,
+    /// Found the cluster once this many members know each other (when no ring exists yet).
+    pub bootstrap_expect: Option<usize>,
     /// Partitions of a cluster this node founds.
     pub partitions: usize,
     /// Replicas per key.
@@ -178,11 +191,16 @@ impl Cluster {
                 s.upsert_self(p.me.clone());
                 (s, Origin::Loaded)
             }
-            None if seeds.is_empty() => (ClusterState::founder(p.me.clone(), p.partitions), Origin::Founded),
+            None if seeds.is_empty() && p.bootstrap_expect.is_none() => {
+                (ClusterState::founder(p.me.clone(), p.partitions), Origin::Founded)
+            }
             None => (ClusterState::joiner(p.me.clone()), Origin::Joining),
         };
         let seed = u64::from_le_bytes(md5::compute(p.me.member.id.as_bytes()).0[..8].try_into().expect("8 bytes"));
-        let gossip = Gossip::new(&p.me.member.id, state, seeds, p.n, p.auto_commit, seed ^ now_nanos());
+        let mut gossip = Gossip::new(&p.me.member.id, state, seeds.clone(), p.n, p.auto_commit, seed ^ now_nanos());
+        if let Some(expect) = p.bootstrap_expect {
+            gossip = gossip.with_bootstrap(expect, p.partitions);
+        }
         let cluster = Arc::new(Self {
             me: p.me,
             n: p.n,
@@ -198,6 +216,9 @@ impl Cluster {
             persisted: Mutex::new(None),
             removed: CancellationToken::new(),
             origin,
+            seeds,
+            seed_status: Mutex::new(BTreeMap::new()),
+            bootstrap_expect: p.bootstrap_expect,
         });
         let g = cluster.gossip.lock().expect("gossip lock");
         cluster.refresh(&g)?;
@@ -218,6 +239,39 @@ impl Cluster {
     /// Where this run's cluster state came from.
     pub fn origin(&self) -> Origin {
         self.origin
+    }
+
+    /// Why this node cannot serve yet, or `None` once it knows a ring: it waits for bootstrap (how many of the
+    /// expected nodes it sees), or for a ring from its seeds (what each seed answered last).
+    pub fn waiting(&self) -> Option<String> {
+        if self.view().ring.is_some() {
+            return None;
+        }
+        let status = self.seed_status.lock().expect("seed status lock");
+        let seeds = if self.seeds.is_empty() {
+            "none configured".to_string()
+        } else {
+            self.seeds
+                .iter()
+                .map(|s| format!("{s} ({})", status.get(s).map_or("not contacted yet", String::as_str)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        Some(match self.bootstrap_expect {
+            Some(expect) => {
+                let state = self.state();
+                let seen = state.bootstrap_waiting();
+                format!(
+                    "waiting for bootstrap: {} of {expect} expected nodes know each other ({}); seeds: {seeds}",
+                    seen.len(),
+                    seen.join(",")
+                )
+            }
+            None => format!(
+                "waiting for a ring from the seeds (a member of a running cluster among them, or start every node of \
+                 a new cluster with --bootstrap-expect); seeds: {seeds}"
+            ),
+        })
     }
 
     /// The current routing snapshot (cheap: an `Arc`).
@@ -389,11 +443,20 @@ impl Cluster {
                 },
                 Target::Seed(addr) => (None, addr.clone()),
             };
+            let seed = matches!(target, Target::Seed(_)).then(|| addr.clone());
             let request = Request::Gossip { state: state.clone() };
             let answer = match &id {
                 Some(id) => self.pool.call_node(id, &addr, request, self.timeout).await,
                 None => self.pool.call(&addr, request, self.timeout).await,
             };
+            if let Some(seed) = seed {
+                let said = match &answer {
+                    Ok(Response::Gossip { .. }) => "answered".to_string(),
+                    Ok(other) => format!("unexpected answer {}", other_kind(other)),
+                    Err(e) => e.to_string(),
+                };
+                self.seed_status.lock().expect("seed status lock").insert(seed, said);
+            }
             match answer {
                 Ok(Response::Gossip { state: theirs }) => {
                     self.receive(&theirs);
@@ -415,14 +478,21 @@ impl Cluster {
         }
     }
 
-    /// Gossips every interval until `cancel` fires.
+    /// Gossips every interval until `cancel` fires; while the node cannot serve, says why every ten seconds.
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut said = Instant::now();
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => self.gossip_once().await,
+            }
+            if said.elapsed() >= WAIT_REPORT_EVERY
+                && let Some(reason) = self.waiting()
+            {
+                tracing::warn!("this node knows no ring yet and cannot serve: {reason}");
+                said = Instant::now();
             }
         }
     }

@@ -125,6 +125,13 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
                     ),
                 );
             }
+            match cluster.waiting() {
+                None => kv(out, "cluster_state", "ok"),
+                Some(reason) => {
+                    kv(out, "cluster_state", "waiting");
+                    kv(out, "cluster_state_reason", reason);
+                }
+            }
             kv(out, "ring_version", view.ring_version);
             kv(out, "ring_transition", if view.next.is_some() { "in progress" } else { "none" });
             kv(out, "partitions", view.ring.as_ref().map_or(0, |r| r.partitions()));

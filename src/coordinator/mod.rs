@@ -69,9 +69,13 @@ pub enum CoordError {
         /// Not-found replies that did not count.
         unproven: usize,
     },
-    /// This node knows no ring yet (it is starting, joining, or its data directory was wiped): no replicas.
-    #[error("this node knows no ring yet")]
-    NoRing,
+    /// This node knows no ring yet (it is starting, joining, waiting for bootstrap, or its data directory was
+    /// wiped): no replicas.
+    #[error("this node knows no ring yet: {reason}")]
+    NoRing {
+        /// Why it waits (from the cluster layer).
+        reason: String,
+    },
     /// The context claims writes of this node that it never made (it was not minted by a read).
     #[error("context covers writes this node never made")]
     ContextAhead,
@@ -112,8 +116,8 @@ impl CoordError {
                  for it (fallbacks, or replicas recovering from a lost disk), so the key may exist; retry"
             ),
             CoordError::QuorumRange { .. } => format!("ERR {self}"),
-            CoordError::NoRing => {
-                "UNAVAILABLE this node knows no ring yet (starting or joining); retry on another node".into()
+            CoordError::NoRing { reason } => {
+                format!("UNAVAILABLE this node knows no ring yet, {reason}; retry on another node")
             }
             CoordError::ContextAhead => "ERR invalid context: it covers writes this node never made".into(),
             CoordError::SiblingsTooLarge { bytes, limit } => format!(
@@ -137,7 +141,7 @@ impl CoordError {
         match self {
             CoordError::Unavailable { .. }
             | CoordError::Unproven { .. }
-            | CoordError::NoRing
+            | CoordError::NoRing { .. }
             | CoordError::Storage(StorageError::Closed) => RemoteErrorKind::Unavailable,
             CoordError::Storage(_) => RemoteErrorKind::Storage,
             CoordError::Remote { kind, .. } => *kind,
@@ -309,7 +313,8 @@ impl Coordinator {
     fn check(&self, which: &'static str, value: Option<usize>) -> Result<usize, CoordError> {
         let q = self.effective_quorum();
         if q.n == 0 {
-            return Err(CoordError::NoRing);
+            let reason = self.cluster.waiting().unwrap_or_else(|| "the ring has no members".into());
+            return Err(CoordError::NoRing { reason });
         }
         let value = value.unwrap_or(if which == "R" { q.r } else { q.w });
         if value == 0 || value > q.n.max(1) {

@@ -27,6 +27,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         crate::cluster::ClusterParams {
             me,
             seeds: vec![],
+            bootstrap_expect: None,
             partitions: 64,
             n: 3,
             auto_commit: true,

@@ -27,14 +27,24 @@ pub struct Gossip {
     round: u64,
     n: usize,
     auto_commit: bool,
+    /// `--bootstrap-expect`: (members to wait for, partitions of the ring to found).
+    bootstrap: Option<(usize, usize)>,
 }
 
 impl Gossip {
     /// A node's gossip over its initial `state`. `seed` makes peer choice reproducible.
     pub fn new(me: &str, state: ClusterState, seeds: Vec<String>, n: usize, auto_commit: bool, seed: u64) -> Self {
-        let mut g = Self { me: me.to_string(), state, seeds, rng: seed | 1, round: 0, n, auto_commit };
+        let mut g = Self { me: me.to_string(), state, seeds, rng: seed | 1, round: 0, n, auto_commit, bootstrap: None };
         g.housekeeping();
         g
+    }
+
+    /// Founds the cluster by itself once `expect` members know each other and none knows a ring (see
+    /// [`ClusterState::bootstrap_due`]), with `partitions` partitions. A node whose state has a ring ignores it.
+    pub fn with_bootstrap(mut self, expect: usize, partitions: usize) -> Self {
+        self.bootstrap = Some((expect, partitions));
+        self.housekeeping();
+        self
     }
 
     /// The current state.
@@ -83,6 +93,15 @@ impl Gossip {
     }
 
     fn housekeeping(&mut self) {
+        if let Some((expect, q)) = self.bootstrap
+            && self.state.bootstrap_due(&self.me, expect)
+        {
+            let members = self.state.bootstrap_waiting().join(",");
+            match self.state.bootstrap(&self.me, q, self.n) {
+                Ok(()) => tracing::info!(%members, "bootstrap: founded the cluster with the expected members"),
+                Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
+            }
+        }
         let stale = self.state.transition_stale();
         if self.auto_commit
             && (stale || self.state.ring.next.is_none())

@@ -193,6 +193,44 @@ impl ClusterState {
         changed
     }
 
+    /// Whether `me` should found the cluster now (`--bootstrap-expect`): no ring exists yet, at least `expect`
+    /// members are known, and `me` has the smallest id among them. Nodes that see the same members agree on that
+    /// one founder; nodes that see fewer than `expect` (two halves of a cluster cut apart at start, each below
+    /// `expect`) found nothing, so two rings cannot start unless `expect` is below a majority of the nodes started.
+    pub fn bootstrap_due(&self, me: &str, expect: usize) -> bool {
+        let waiting = self.bootstrap_waiting();
+        self.ring.owners.is_empty() && waiting.len() >= expect && waiting.first() == Some(&me)
+    }
+
+    /// The members a bootstrap would found the ring with, smallest id first (empty once a ring exists).
+    pub fn bootstrap_waiting(&self) -> Vec<&str> {
+        if !self.ring.owners.is_empty() {
+            return Vec::new();
+        }
+        self.members
+            .values()
+            .filter(|m| matches!(m.status, MemberStatus::Joining | MemberStatus::Valid))
+            .map(|m| m.info.member.id.as_str())
+            .collect()
+    }
+
+    /// Founds the cluster with every member known now (bootstrap): the ring's first version, authored by `me`,
+    /// claims `q` partitions over them, and each becomes valid.
+    pub fn bootstrap(&mut self, me: &str, q: usize, spacing: usize) -> Result<(), StateError> {
+        if !self.ring.owners.is_empty() {
+            return Err(StateError::AlreadyInCluster { members: self.members.len() });
+        }
+        let owners = Ring::build(q, self.claimants(), None, spacing)?.assignment();
+        for rec in self.members.values_mut() {
+            if rec.status == MemberStatus::Joining {
+                rec.status = MemberStatus::Valid;
+                rec.version += 1;
+            }
+        }
+        self.ring = RingState { version: 1, author: me.to_string(), owners, next: None, done: BTreeSet::new() };
+        Ok(())
+    }
+
     /// Members that can own partitions (joining or valid), as the ring sees them.
     fn claimants(&self) -> Vec<Member> {
         self.members

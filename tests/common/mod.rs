@@ -35,8 +35,21 @@ impl TestNode {
 
     /// Starts node `node_id` with its client port on `host` (0.0.0.0: every interface).
     pub fn start_on(host: &str, node_id: &str, extra: &[&str]) -> TestNode {
+        let mut n = Self::unstarted(host, node_id, extra);
+        n.spawn(0, 0);
+        n
+    }
+
+    /// Starts node `node_id` on the given client and peer ports (for seed lists known before any node starts).
+    pub fn start_on_ports(node_id: &str, port: u16, peer_port: u16, extra: &[&str]) -> TestNode {
+        let mut n = Self::unstarted("127.0.0.1", node_id, extra);
+        n.spawn(port, peer_port);
+        n
+    }
+
+    fn unstarted(host: &str, node_id: &str, extra: &[&str]) -> TestNode {
         let dir = tempfile::tempdir().unwrap();
-        let mut n = TestNode {
+        TestNode {
             node_id: node_id.into(),
             data_dir: dir.path().join("data"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
@@ -45,9 +58,7 @@ impl TestNode {
             listen_host: host.into(),
             child: None,
             _dir: Some(dir),
-        };
-        n.spawn(0, 0);
-        n
+        }
     }
 
     /// Whether the process has exited by itself (a node that left the cluster); reaps it.
@@ -300,4 +311,12 @@ pub fn parse_local_get(v: redis::Value) -> (Vec<String>, Option<String>, Option<
     };
     let (values, ctx) = parse_get(redis::Value::Array(parts));
     (values, ctx, digest)
+}
+
+/// `count` loopback ports free right now (bound, then released), for nodes that must know each other's addresses
+/// before they start.
+pub fn free_ports(count: usize) -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }

@@ -30,6 +30,20 @@ impl Sim {
         Sim { away: vec![false; count], nodes, rng: seed | 1, loss }
     }
 
+    /// `count` nodes started as joiners with `--bootstrap-expect expect`, each with the seeds `seeds(i)`; the nodes
+    /// in `late` are away at first (started later).
+    fn bootstrapping(count: usize, expect: usize, seeds: impl Fn(usize) -> Vec<String>, late: &[usize]) -> Sim {
+        let nodes = (0..count)
+            .map(|i| {
+                let g =
+                    Gossip::new(&format!("n{i:02}"), ClusterState::joiner(info(i)), seeds(i), N, true, 7 + i as u64);
+                g.with_bootstrap(expect, Q)
+            })
+            .collect();
+        let away = (0..count).map(|i| late.contains(&i)).collect();
+        Sim { nodes, away, rng: 99, loss: 0 }
+    }
+
     fn lost(&mut self) -> bool {
         self.rng ^= self.rng << 13;
         self.rng ^= self.rng >> 7;
@@ -266,4 +280,55 @@ fn a_transition_waiting_for_a_receiver_that_left_can_be_replaced() {
     }
     assert!(s.try_flip(N));
     assert_eq!(s.members["n02"].status, MemberStatus::Removed);
+}
+
+#[test]
+fn nodes_sharing_one_seed_list_bootstrap_one_ring_whatever_their_start_order() {
+    for late in [vec![], vec![0], vec![0, 3], vec![4, 2, 1]] {
+        let all: Vec<String> = (0..5).map(|i| format!("p{i}")).collect();
+        let mut sim = Sim::bootstrapping(5, 5, |_| all.clone(), &late);
+        for _ in 0..10 {
+            sim.round();
+        }
+        assert!(
+            late.is_empty() || sim.nodes.iter().all(|n| n.state().ring.owners.is_empty()),
+            "with {late:?} not started, fewer than 5 see each other: no ring"
+        );
+        sim.away = vec![false; 5];
+        sim.run_until_settled(200);
+        for n in &sim.nodes {
+            let ring = &n.state().ring;
+            assert_eq!((ring.version, ring.author.as_str()), (1, "n00"), "exactly one founding, by the smallest id");
+            assert_eq!(ring.owners.iter().collect::<BTreeSet<_>>().len(), 5, "every expected node owns partitions");
+        }
+    }
+}
+
+#[test]
+fn halves_cut_apart_at_start_found_nothing_until_they_meet() {
+    let half = |i: usize| if i < 2 { 0..2 } else { 2..5 };
+    let mut sim = Sim::bootstrapping(5, 5, |i| half(i).map(|j| format!("p{j}")).collect(), &[]);
+    for _ in 0..100 {
+        sim.round();
+    }
+    for n in &sim.nodes {
+        assert!(n.state().ring.owners.is_empty(), "a half of 2 or 3 out of 5 expected founded a ring");
+        assert!(n.state().bootstrap_waiting().len() < 5);
+    }
+    // The halves meet: one message across.
+    let across = sim.nodes[3].state().clone();
+    sim.nodes[1].receive(&across);
+    sim.run_until_settled(200);
+    assert!(sim.nodes.iter().all(|n| n.state().ring.version == 1 && n.state().ring.author == "n00"));
+}
+
+#[test]
+fn a_node_that_knows_a_ring_never_bootstraps_another() {
+    let mut s = ClusterState::founder(info(0), Q);
+    s.merge(&ClusterState::joiner(info(1)));
+    assert!(!s.bootstrap_due("n00", 1) && s.bootstrap_waiting().is_empty());
+    assert!(s.bootstrap("n00", Q, N).is_err());
+    let plain = Gossip::new("n00", s.clone(), vec![], N, true, 1);
+    let g = Gossip::new("n00", s, vec![], N, true, 1).with_bootstrap(1, Q);
+    assert_eq!(g.state(), plain.state(), "the setting is ignored by a node that belongs to a cluster");
 }
