@@ -75,14 +75,19 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             let header =
                 ["id", "client", "peer", "member", "status", "since_s", "last_heard_s", "partitions", "weight", "zone"];
             let mut table = vec![header.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>()];
+            let mut waiting = None;
             for row in array(rows)? {
                 let fields = array(row)?;
                 let get = |name: &str| -> String {
                     fields.chunks(2).find(|kv| text(&kv[0]) == name).map(|kv| text(&kv[1])).unwrap_or_default()
                 };
                 table.push(header.iter().map(|h| get(h)).collect());
+                waiting = waiting.or_else(|| Some(get("cluster_state_reason")).filter(|r| !r.is_empty()));
             }
             print_table(&table);
+            if let Some(reason) = waiting {
+                println!("\nthis node cannot serve yet: {reason}");
+            }
         }
         AdminCommand::Ring => {
             let mut table = vec![vec!["PARTITION".into(), "START".into(), "PREFERENCE LIST".into()]];

@@ -51,6 +51,8 @@ async fn five_nodes_with_one_seed_list_settle_into_one_ring_in_any_start_order()
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let mut c = nodes[1].conn().await;
+    let members: redis::Value = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
+    assert!(format!("{members:?}").contains("waiting for bootstrap"), "ADMIN MEMBERS says why: {members:?}");
     let err = c.set::<_, _, ()>("k", "v").await.unwrap_err().to_string();
     assert!(err.contains("waiting for bootstrap") && err.contains("of 5 expected"), "{err}");
     let started = Instant::now();

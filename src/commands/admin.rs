@@ -60,6 +60,8 @@ fn members(node: &NodeContext) -> Reply {
     let cluster = node.coordinator.cluster();
     let view = cluster.view();
     let owned = view.ring.as_ref().map(|r| r.ownership()).unwrap_or_default();
+    let me = &cluster.me().member.id;
+    let waiting = cluster.waiting();
     Reply::Array(
         cluster
             .statuses()
@@ -67,7 +69,7 @@ fn members(node: &NodeContext) -> Reply {
             .map(|s| {
                 let info = &s.record.info;
                 let id = info.member.id.clone();
-                Reply::Map(vec![
+                let mut fields = vec![
                     pair("id", Reply::bulk(id.clone())),
                     pair("client", Reply::bulk(info.client_addr.clone())),
                     pair("peer", Reply::bulk(info.peer_addr.clone())),
@@ -81,7 +83,15 @@ fn members(node: &NodeContext) -> Reply {
                     pair("partitions", Reply::Integer(owned.get(id.as_str()).copied().unwrap_or(0) as i64)),
                     pair("weight", Reply::Integer(i64::from(info.member.weight))),
                     pair("zone", info.member.zone.clone().map_or(Reply::Nil, Reply::bulk)),
-                ])
+                ];
+                if id == *me {
+                    // Only this node knows whether it can serve, and why not.
+                    fields.push(pair("cluster_state", Reply::bulk(if waiting.is_some() { "waiting" } else { "ok" })));
+                    if let Some(reason) = &waiting {
+                        fields.push(pair("cluster_state_reason", Reply::bulk(reason.clone())));
+                    }
+                }
+                Reply::Map(fields)
             })
             .collect(),
     )
