@@ -161,9 +161,22 @@ impl Node {
         }
         let options =
             StoreOptions { durability: config.durability, buffer_flush_interval: config.buffer_flush_interval };
-        // The anti-entropy tree is built by the store's start-up scan and kept current by every write after it.
+        // The anti-entropy tree is built by the store's count of what it holds, in the background so that start-up
+        // time does not grow with the data, and kept current by every write. Anti-entropy waits for it.
         let tree = Arc::new(HashTree::new());
-        let store = KvStore::open_observed(engine, options, Some(tree.clone()))?;
+        let store = KvStore::open_unbuilt(engine, options, Some(tree.clone()));
+        let counting = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            match counting.build() {
+                Ok(()) => tracing::info!(
+                    keys = counting.live_keys(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "storage counted; anti-entropy trees ready"
+                ),
+                Err(e) => tracing::error!(error = %e, "counting storage failed: anti-entropy stays off until a restart"),
+            }
+        });
         let bind_error = |addr: &str| {
             let addr = addr.to_string();
             move |source| NodeError::Bind { addr, source }
@@ -481,6 +494,10 @@ impl Handler for PeerService {
             Request::Replicate { key, state, hint_for: None } => match coordinator.merge_local(&key, &state).await {
                 Ok(()) => Response::Ack,
                 Err(e) => failed(e),
+            },
+            Request::TreeLeaves { .. } if !coordinator.store().is_built() => Response::Error {
+                kind: RemoteErrorKind::Storage,
+                message: "hash trees are still being built after a restart".into(),
             },
             Request::TreeLeaves { partition, partitions, root_only } => {
                 let local = self.node.antientropy.local();

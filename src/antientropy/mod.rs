@@ -320,6 +320,10 @@ impl AntiEntropy {
         // A node recovering from a lost disk names its recovering partitions by the first ring it knows, before
         // any transfer of a transition could give it a range in full.
         self.local.recovery.resolve(|| view.held_ranges(me, n));
+        // Not before the start-up count has built the tree: a partial tree would make every exchange a repair.
+        if !self.local.store.is_built() {
+            return false;
+        }
         // Not during a transition: handoff is moving ranges and replica sets are changing.
         if view.next.is_some() {
             return false;

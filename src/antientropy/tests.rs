@@ -125,3 +125,50 @@ fn tree_tracks_writes_incrementally_and_matches_a_rebuild() {
         assert!(tree.partition_leaves(300, 256).is_none() && tree.partition_leaves(0, 1 << 15).is_none());
     });
 }
+
+/// After a restart the store counts its keys and builds the tree in the background while writes go on (new keys,
+/// changed keys, deleted keys, ahead of and behind the build): the result must equal a build of the final data.
+#[test]
+fn a_background_build_during_writes_matches_a_build_of_the_final_data() {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    rt.block_on(async {
+        for durability in [crate::config::Durability::Os, crate::config::Durability::Buffered] {
+            let options = StoreOptions { durability, ..StoreOptions::default() };
+            let engine: Arc<dyn crate::storage::Engine> = Arc::new(MemoryEngine::new());
+            let first = KvStore::open_observed(engine.clone(), options.clone(), None).unwrap();
+            let r = LocalReplica { store: first, tree: Arc::new(HashTree::new()), recovery: never_forgot() };
+            for i in 0..20_000u64 {
+                put(&r, &format!("k{i}"), 1, i + 1, "old").await;
+            }
+            r.store.flush_and_sync().unwrap();
+            // "Restart": a new store over the same engine, built in the background while writers run.
+            let tree = Arc::new(HashTree::new());
+            let store = KvStore::open_unbuilt(engine.clone(), options.clone(), Some(tree.clone()));
+            let r = LocalReplica { store: store.clone(), tree: tree.clone(), recovery: never_forgot() };
+            let build = tokio::task::spawn_blocking(move || store.build());
+            let (mut counter, mut during) = (100_000, 0);
+            while !r.store.is_built() || counter < 100_500 {
+                counter += 1;
+                during += u32::from(!r.store.is_built());
+                let i = counter % 25_000;
+                put(&r, &format!("k{i}"), 2, counter, "new").await;
+                if counter % 7 == 0 {
+                    let key = crate::storage::layout::storage_key(format!("k{}", (counter * 13) % 20_000).as_bytes());
+                    if let Some(s) = r.store.get(crate::storage::layout::user_key(&key).unwrap()).unwrap() {
+                        r.store.remove_if_unchanged(&key, &s).unwrap();
+                    }
+                }
+            }
+            build.await.unwrap().unwrap();
+            assert!(during > 0, "some writes ran while the build did");
+            println!("{durability:?}: {during} writes during the build");
+            r.store.flush_and_sync().unwrap();
+            let rebuilt = Arc::new(HashTree::new());
+            let reference = KvStore::open_observed(engine, options, Some(rebuilt.clone())).unwrap();
+            assert_eq!(r.store.live_keys(), reference.live_keys(), "{durability:?}: live keys");
+            for p in 0..256 {
+                assert_eq!(tree.partition_leaves(p, 256), rebuilt.partition_leaves(p, 256), "{durability:?}: {p}");
+            }
+        }
+    });
+}

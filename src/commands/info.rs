@@ -100,6 +100,8 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "disk_bytes", store.disk_space());
             kv(out, "storage_tables", store.table_count());
             kv(out, "local_live_keys", store.live_keys());
+            // After a start, the count of local keys (and the anti-entropy trees) is built in the background.
+            kv(out, "storage_counted", u8::from(store.is_built()));
             kv(out, "max_vv_entries", c.versioning.max_vv_entries);
             kv(out, "sibling_soft_limit", c.versioning.sibling_soft_limit);
             kv(out, "sibling_hard_limit", c.versioning.sibling_hard_limit);

@@ -72,6 +72,11 @@ pub struct KvStore {
     closed: AtomicBool,
     /// Told of every change (the anti-entropy hash tree).
     observer: Option<Arc<dyn super::WriteObserver>>,
+    /// The start-up count (live keys, and every stored key replayed to the observer) is still running; see
+    /// [`build`](Self::build).
+    building: AtomicBool,
+    /// Storage keys up to this one have been counted by the build (`None`: none yet).
+    built_through: std::sync::Mutex<Option<Bytes>>,
 }
 
 impl KvStore {
@@ -88,8 +93,21 @@ impl KvStore {
         options: StoreOptions,
         observer: Option<Arc<dyn super::WriteObserver>>,
     ) -> Result<Arc<Self>, StorageError> {
+        let store = Self::open_unbuilt(engine, options, observer);
+        store.build()?;
+        Ok(store)
+    }
+
+    /// As [`open_observed`](Self::open_observed) without the start-up scan: the store serves at once, and
+    /// [`build`](Self::build) (run it in the background) counts the live keys and replays the stored keys to the
+    /// observer while reads and writes go on. Start-up time then does not grow with the data.
+    pub fn open_unbuilt(
+        engine: Arc<dyn Engine>,
+        options: StoreOptions,
+        observer: Option<Arc<dyn super::WriteObserver>>,
+    ) -> Arc<Self> {
         let buffer = (options.durability == Durability::Buffered).then(WriteBuffer::default);
-        let store = KvStore {
+        Arc::new(KvStore {
             engine,
             options,
             locks: (0..LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect(),
@@ -99,34 +117,56 @@ impl KvStore {
             live_keys: AtomicI64::new(0),
             closed: AtomicBool::new(false),
             observer,
-        };
-        let live = store.rescan()?;
-        store.live_keys.store(live, Ordering::Relaxed);
-        Ok(Arc::new(store))
+            building: AtomicBool::new(true),
+            built_through: std::sync::Mutex::new(None),
+        })
     }
 
-    /// Counts live keys and replays every stored key to the observer (start-up, or a tree rebuild).
-    pub fn rescan(&self) -> Result<i64, StorageError> {
+    /// Counts the live keys and replays every stored key to the observer, page by page in storage order, while
+    /// writes go on. Each page is read with every key lock held (a few ms), and a write counts its change itself
+    /// only for keys the build has passed: a key ahead of it is counted once, in its state when the build reads it.
+    pub fn build(&self) -> Result<(), StorageError> {
         const PAGE: usize = 4096;
-        if let Some(buffer) = &self.buffer {
-            buffer.flush(self.engine.as_ref())?;
-        }
-        let mut live = 0i64;
-        let mut after: Option<Bytes> = None;
+        let started = std::time::Instant::now();
         loop {
+            let _all: Vec<_> = self.locks.iter().map(|l| l.lock().expect("key lock")).collect();
+            // A buffered write ahead of the build must be in the engine before the build reads past it.
+            if let Some(buffer) = &self.buffer {
+                buffer.flush(self.engine.as_ref())?;
+            }
+            let after = self.built_through.lock().expect("build cursor").clone();
             let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
             let page = self.engine.scan((lower, Bound::Unbounded), PAGE)?;
+            let mut live = 0i64;
             for (k, v) in &page {
                 live += i64::from(decode(v)?.has_live_value());
                 if let Some(o) = &self.observer {
                     o.on_write(k, None, Some(v));
                 }
             }
+            self.live_keys.fetch_add(live, Ordering::Relaxed);
             match page.last() {
-                Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
-                _ => return Ok(live),
+                Some((k, _)) if page.len() == PAGE => *self.built_through.lock().expect("build cursor") = Some(k.clone()),
+                _ => {
+                    self.building.store(false, Ordering::Release);
+                    tracing::debug!(keys = self.live_keys(), took = ?started.elapsed(), "storage counted");
+                    return Ok(());
+                }
             }
         }
+    }
+
+    /// Whether the start-up count is done: until then [`live_keys`](Self::live_keys) is partial and the
+    /// observer has not seen every key.
+    pub fn is_built(&self) -> bool {
+        !self.building.load(Ordering::Acquire)
+    }
+
+    /// Whether a change of `key` is counted by its writer now (call it under the key's lock): always, except during
+    /// the build for keys it has not reached yet.
+    fn counted_by_writer(&self, key: &[u8]) -> bool {
+        !self.building.load(Ordering::Acquire)
+            || self.built_through.lock().expect("build cursor").as_deref().is_some_and(|c| key <= c)
     }
 
     /// The engine's name.
@@ -219,10 +259,12 @@ impl KvStore {
                 Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &change)?,
                 _ => self.write_raw(&change)?,
             }
-            if let Some(o) = &self.observer {
-                o.on_write(&key, raw_existing.as_deref(), Some(&encoded));
+            if self.counted_by_writer(&key) {
+                if let Some(o) = &self.observer {
+                    o.on_write(&key, raw_existing.as_deref(), Some(&encoded));
+                }
+                self.live_keys.fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
             }
-            self.live_keys.fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
             (out, self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
         };
         if self.options.durability == Durability::Fsync {
@@ -292,16 +334,18 @@ impl KvStore {
         if current != *expected || (current.has_live_value() && !live_ok) {
             return Ok(false);
         }
-        if current.has_live_value() {
-            self.live_keys.fetch_sub(1, Ordering::Relaxed);
-        }
         let key = Bytes::copy_from_slice(storage_key);
         match &self.buffer {
             Some(buffer) => buffer.put(&[(key, None)]),
             None => self.engine.apply(&[(key, None)])?,
         }
-        if let Some(o) = &self.observer {
-            o.on_write(storage_key, Some(&raw), None);
+        if self.counted_by_writer(storage_key) {
+            if current.has_live_value() {
+                self.live_keys.fetch_sub(1, Ordering::Relaxed);
+            }
+            if let Some(o) = &self.observer {
+                o.on_write(storage_key, Some(&raw), None);
+            }
         }
         Ok(true)
     }
