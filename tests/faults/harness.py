@@ -251,6 +251,8 @@ class Node:
             "--listen", f"{self.ip}:{CLIENT_PORT}",
             "--data-dir", self.data,
             "--cluster-secret", SECRET,
+            # The clients reach the nodes from the host's side of the test network: trusted, so no protected mode.
+            "--protected-mode", "no",
             "--partitions", str(self.args.partitions),
             "--durability", self.args.durability,
             "--request-timeout-ms", "1000",
