@@ -159,6 +159,28 @@ impl Node {
                 "previous run did not shut down cleanly: new epoch and actor, so no dot can be reissued"
             ),
         }
+        // A node that may have lost writes it acknowledged must not vouch that a key is absent until anti-entropy
+        // has refilled its ranges: a new data directory (unless the node founds a cluster: then every range is
+        // empty everywhere), or an unclean stop in a mode that may lose acknowledged writes (buffered: the write
+        // buffer; os: a power loss). Decided and persisted before anything else can fail, so that a start that
+        // fails after `node.meta` exists does not turn into an "unclean restart" of a node that never forgot.
+        let c = &config.cluster;
+        let forgot = match meta.start_kind() {
+            StartKind::Fresh => {
+                crate::cluster::origin_of(&config.data_dir, !c.seeds.is_empty(), c.bootstrap_expect.is_some())
+                    != Origin::Founded
+            }
+            StartKind::Unclean => config.durability != crate::config::Durability::Fsync,
+            StartKind::Clean => false,
+        };
+        let recovery = Arc::new(Recovery::open(&config.data_dir, forgot)?);
+        if !recovery.state().is_clear() {
+            tracing::warn!(
+                "this node may lack writes it acknowledged (new data directory or a crash): its not-found answers \
+                 do not count toward read quorums until anti-entropy has exchanged each of its partitions with \
+                 every other replica"
+            );
+        }
         let options =
             StoreOptions { durability: config.durability, buffer_flush_interval: config.buffer_flush_interval };
         // The anti-entropy tree is built by the store's count of what it holds, in the background so that start-up
@@ -168,13 +190,25 @@ impl Node {
         let counting = store.clone();
         tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            match counting.build() {
-                Ok(()) => tracing::info!(
-                    keys = counting.live_keys(),
-                    took_ms = started.elapsed().as_millis() as u64,
-                    "storage counted; anti-entropy trees ready"
-                ),
-                Err(e) => tracing::error!(error = %e, "counting storage failed: anti-entropy stays off until a restart"),
+            // The build resumes from its cursor, so a failure (I/O, a full disk) is retried where it stopped.
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match counting.build() {
+                    Ok(()) => {
+                        let took_ms = started.elapsed().as_millis() as u64;
+                        tracing::info!(
+                            keys = counting.live_keys(),
+                            took_ms,
+                            "storage counted; anti-entropy trees ready"
+                        );
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, retry_in = ?wait, "counting storage failed; anti-entropy waits");
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
             }
         });
         let bind_error = |addr: &str| {
@@ -242,23 +276,6 @@ impl Node {
             },
             pool.clone(),
         )?;
-        // A node that may have lost writes it acknowledged must not vouch that a key is absent until anti-entropy
-        // has refilled its ranges: a wiped directory (unless it just founded a cluster: then every range is empty
-        // everywhere) or a crash in buffered mode, where replica writes were still in the write buffer.
-        let forgot = match meta.start_kind() {
-            StartKind::Fresh => cluster.origin() != Origin::Founded,
-            StartKind::Unclean => config.durability == crate::config::Durability::Buffered,
-            StartKind::Clean => false,
-        };
-        let recovery = Arc::new(Recovery::open(&config.data_dir, forgot)?);
-        if !recovery.state().is_clear() {
-            tracing::warn!(
-                recovering = recovery.state().recovering(),
-                "this node may lack writes it acknowledged (new data directory or a lossy crash): its not-found \
-                 answers do not count toward read quorums until anti-entropy has exchanged each of its partitions \
-                 with every other replica"
-            );
-        }
         let handoff = Handoff::new(
             cluster.clone(),
             store.clone(),
@@ -477,14 +494,16 @@ impl Handler for PeerService {
                     Err(e) => failed(e.into()),
                 }
             }
-            Request::Read { key, as_fallback: true } => match coordinator.read_hints(&key) {
+            Request::Read { key, as_fallback: true, .. } => match coordinator.read_hints(&key) {
                 Ok(state) => Response::State { state, vouches: false },
                 Err(e) => failed(e),
             },
-            Request::Read { key, as_fallback: false } => match coordinator.read_as_replica(&key) {
-                Ok(read) => Response::State { state: read.state, vouches: read.vouches },
-                Err(e) => failed(e),
-            },
+            Request::Read { key, as_fallback: false, cluster_id } => {
+                match coordinator.read_as_replica(&key, cluster_id) {
+                    Ok(read) => Response::State { state: read.state, vouches: read.vouches },
+                    Err(e) => failed(e),
+                }
+            }
             Request::Replicate { key, state, hint_for: Some(target) } => {
                 match coordinator.store_hint(&target, &key, &state) {
                     Ok(()) => Response::Ack,

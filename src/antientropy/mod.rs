@@ -297,7 +297,9 @@ impl AntiEntropy {
         loop {
             // An urgent pass runs back to back, except while there is nothing to exchange (no ring yet, a
             // transition): then it waits like any other, rather than spin.
-            if idle || !self.urgent.load(Ordering::Acquire) {
+            // A node recovering partitions exchanges them back to back too: until then its not-founds do not count.
+            let urgent = self.urgent.load(Ordering::Acquire) || !self.local.recovery.is_clear();
+            if idle || !urgent {
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(self.interval) => {}
@@ -330,6 +332,13 @@ impl AntiEntropy {
         }
         let q = ring.partitions();
         let mine: Vec<usize> = (0..q).filter(|&p| ring.preference_list(p).take(n).any(|m| &m.id == me)).collect();
+        let recovery = &self.local.recovery;
+        if !recovery.is_clear() {
+            recovery.retain_held(&mine.iter().map(|&p| p as u32).collect::<Vec<_>>());
+        }
+        // Recovering partitions first: each one counts once it has met every other replica.
+        let recovering: Vec<usize> = mine.iter().copied().filter(|&p| !recovery.vouches(p as u32)).collect();
+        let mine = if recovering.is_empty() { mine } else { recovering };
         if mine.is_empty() {
             return false;
         }

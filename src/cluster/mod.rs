@@ -56,6 +56,8 @@ pub struct ClusterView {
     pub ring_version: u64,
     /// Transfers of the transition in progress that are done: (partition, receiving node).
     pub done: std::collections::BTreeSet<(u32, String)>,
+    /// The cluster's identity (0 while unknown).
+    pub cluster_id: u64,
 }
 
 impl ClusterView {
@@ -140,6 +142,8 @@ pub struct Cluster {
     persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
     removed: CancellationToken,
     origin: Origin,
+    /// When a node of another cluster was last reported.
+    foreign_warned: Mutex<Option<Instant>>,
     /// Seed addresses, and what the last exchange with each gave (for the reason a node waits).
     seeds: Vec<String>,
     seed_status: Mutex<BTreeMap<String, String>>,
@@ -192,7 +196,13 @@ impl Cluster {
                 (s, Origin::Loaded)
             }
             None if seeds.is_empty() && p.bootstrap_expect.is_none() => {
-                (ClusterState::founder(p.me.clone(), p.partitions), Origin::Founded)
+                let id = random_cluster_id()?;
+                tracing::warn!(
+                    cluster_id = %format!("{id:016x}"),
+                    "no seeds and no cluster state: founding a new cluster. If this node belonged to a cluster and \
+                     lost its data directory, stop it and start it with --seeds of that cluster instead"
+                );
+                (ClusterState::founder(p.me.clone(), p.partitions).with_cluster_id(id), Origin::Founded)
             }
             None => (ClusterState::joiner(p.me.clone()), Origin::Joining),
         };
@@ -216,6 +226,7 @@ impl Cluster {
             persisted: Mutex::new(None),
             removed: CancellationToken::new(),
             origin,
+            foreign_warned: Mutex::new(None),
             seeds,
             seed_status: Mutex::new(BTreeMap::new()),
             bootstrap_expect: p.bootstrap_expect,
@@ -324,6 +335,9 @@ impl Cluster {
     /// Merges a state a peer pushed; returns ours to send back.
     pub fn receive(&self, theirs: &ClusterState) -> ClusterState {
         let mut g = self.gossip.lock().expect("gossip lock");
+        if g.state().is_foreign(theirs) {
+            self.warn_foreign(g.state().cluster_id, theirs);
+        }
         if g.receive(theirs)
             && let Err(e) = self.refresh(&g)
         {
@@ -331,6 +345,24 @@ impl Cluster {
         }
         self.note_heartbeats(g.state());
         g.state().clone()
+    }
+
+    /// Says (at most every ten seconds) that a node of another cluster gossips with this one.
+    fn warn_foreign(&self, ours: u64, theirs: &ClusterState) {
+        let mut last = self.foreign_warned.lock().expect("warn lock");
+        if last.is_some_and(|t| t.elapsed() < WAIT_REPORT_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let members: Vec<&String> = theirs.members.keys().collect();
+        tracing::error!(
+            ours = %format!("{ours:016x}"),
+            theirs = %format!("{:016x}", theirs.cluster_id),
+            ?members,
+            "gossip from a node of another cluster, ignored: a node that lost its data directory and founded a new \
+             cluster where it was a member? Stop it, and start it with --seeds of its cluster"
+        );
+        metrics::counter!("dynamo_foreign_gossip_total").increment(1);
     }
 
     /// Rebuilds the view and persists the state when members or the ring changed.
@@ -505,6 +537,7 @@ fn build_view(s: &ClusterState) -> ClusterView {
         members: s.members.clone(),
         ring_version: s.ring.version,
         done: s.ring.done.clone(),
+        cluster_id: s.cluster_id,
     }
 }
 
@@ -512,9 +545,44 @@ fn now_nanos() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
+/// Where a start's cluster state will come from, before the cluster layer opens: the state file, or a new
+/// cluster this node founds (no seeds, no bootstrap), or a cluster it joins. A seed list naming only this node
+/// counts as seeds here, which errs on the side of "joining".
+pub fn origin_of(data_dir: &Path, has_seeds: bool, bootstrap: bool) -> Origin {
+    if data_dir.join(STATE_FILE).exists() {
+        Origin::Loaded
+    } else if !has_seeds && !bootstrap {
+        Origin::Founded
+    } else {
+        Origin::Joining
+    }
+}
+
+/// A random cluster identity (never 0, which means "unknown").
+fn random_cluster_id() -> Result<u64, ClusterError> {
+    getrandom::u64().map(|id| id | 1).map_err(|e| ClusterError::StateFile {
+        path: String::new(),
+        reason: format!("no randomness for a cluster id: {e}"),
+    })
+}
+
+/// The state file as written before clusters had an identity: the same, without `cluster_id`.
+#[derive(serde::Deserialize)]
+struct StateWithoutId {
+    members: BTreeMap<String, MemberRecord>,
+    ring: crate::membership::RingState,
+    heartbeats: BTreeMap<String, u64>,
+}
+
 fn load(path: &Path) -> Result<Option<ClusterState>, ClusterError> {
     match std::fs::read(path) {
-        Ok(bytes) => postcard::from_bytes(&bytes)
+        Ok(bytes) => postcard::from_bytes::<ClusterState>(&bytes)
+            .or_else(|e| {
+                // A state from before cluster identities takes the first identity gossip brings.
+                postcard::from_bytes::<StateWithoutId>(&bytes)
+                    .map(|s| ClusterState { members: s.members, ring: s.ring, heartbeats: s.heartbeats, cluster_id: 0 })
+                    .map_err(|_| e)
+            })
             .map(Some)
             .map_err(|e| ClusterError::StateFile { path: path.display().to_string(), reason: e.to_string() }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

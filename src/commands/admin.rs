@@ -164,6 +164,10 @@ fn state_error(e: StateError) -> Reply {
 
 /// This node joins the cluster `seed` (a peer address) belongs to; it must hold no data.
 fn join(node: &NodeContext, seed: &Bytes) -> Reply {
+    if !node.coordinator.store().is_built() {
+        // The count of what this node holds is not done: it might hold data of its own cluster.
+        return Reply::error("ERR this node is still counting its keys after a start; retry ADMIN JOIN in a moment");
+    }
     let keys = node.coordinator.store().live_keys();
     if keys > 0 {
         return state_error(StateError::HoldsData { keys });

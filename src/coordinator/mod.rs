@@ -328,11 +328,13 @@ impl Coordinator {
         Ok(self.store.get(key)?)
     }
 
-    /// This node's answer as a replica of `key`: its state, and whether it vouches for a not-found (it holds the
-    /// key's whole range in its own view, and has nothing to recover there).
-    pub fn read_as_replica(&self, key: &[u8]) -> Result<ReplicaRead, CoordError> {
+    /// This node's answer as a replica of `key` to a coordinator of cluster `cluster_id`: its state, and whether
+    /// it vouches for a not-found (same cluster, it holds the key's whole range in its own view, and has nothing to
+    /// recover there).
+    pub fn read_as_replica(&self, key: &[u8], cluster_id: u64) -> Result<ReplicaRead, CoordError> {
         let state = self.read_local(key)?;
-        let vouches = state.is_some() || self.vouches_for(key);
+        let same_cluster = cluster_id == self.cluster.view().cluster_id;
+        let vouches = state.is_some() || (same_cluster && self.vouches_for(key));
         Ok(ReplicaRead { state, vouches })
     }
 
@@ -385,11 +387,11 @@ impl Coordinator {
                 let local = if *fallback {
                     self.read_hints(key).map(|state| ReplicaRead { state, vouches: false })
                 } else {
-                    self.read_as_replica(key)
+                    self.read_as_replica(key, view.cluster_id)
                 };
                 q.on_reply(i, local.map_err(|e| tracing::error!(error = %e, "local read failed")));
             } else {
-                pending.push(self.read_remote(i, rep, key.clone(), *fallback));
+                pending.push(self.read_remote(i, rep, key.clone(), *fallback, view.cluster_id));
             }
         }
         while q.progress() == Progress::Pending {
@@ -455,10 +457,18 @@ impl Coordinator {
         }
     }
 
-    fn read_remote(&self, i: usize, rep: &Replica, key: Bytes, as_fallback: bool) -> BoxFuture<'static, ReadReply> {
+    fn read_remote(
+        &self,
+        i: usize,
+        rep: &Replica,
+        key: Bytes,
+        as_fallback: bool,
+        cluster_id: u64,
+    ) -> BoxFuture<'static, ReadReply> {
         let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
         Box::pin(async move {
-            let reply = match pool.call_node(&rep.id, &rep.addr, Request::Read { key, as_fallback }, timeout).await {
+            let request = Request::Read { key, as_fallback, cluster_id };
+            let reply = match pool.call_node(&rep.id, &rep.addr, request, timeout).await {
                 Ok(Response::State { state, vouches }) => {
                     cluster.note_reachable(&rep.id, true);
                     // A fallback answers from its hints: never evidence of absence, whatever it says.

@@ -97,7 +97,8 @@ impl Gossip {
             && self.state.bootstrap_due(&self.me, expect)
         {
             let members = self.state.bootstrap_waiting().join(",");
-            match self.state.bootstrap(&self.me, q, self.n) {
+            let id = self.next_random() | 1;
+            match self.state.bootstrap(&self.me, q, self.n, id) {
                 Ok(()) => tracing::info!(%members, "bootstrap: founded the cluster with the expected members"),
                 Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
             }

@@ -137,6 +137,10 @@ pub struct ClusterState {
     pub ring: RingState,
     /// Heartbeat counter of each member (each raises its own; max-merged).
     pub heartbeats: BTreeMap<String, u64>,
+    /// The cluster's identity, drawn at random when it is founded; 0 until a joining node learns it. States of
+    /// two clusters never merge: a node whose data directory was lost and that founded a new cluster where it used
+    /// to be a member must not take over, or answer for, the old one.
+    pub cluster_id: u64,
 }
 
 impl ClusterState {
@@ -151,19 +155,38 @@ impl ClusterState {
             done: BTreeSet::new(),
         };
         let members = BTreeMap::from([(id, MemberRecord { info: me, status: MemberStatus::Valid, version: 1 })]);
-        Self { members, ring, heartbeats: BTreeMap::new() }
+        Self { members, ring, heartbeats: BTreeMap::new(), cluster_id: 1 }
+    }
+
+    /// The same state under the cluster identity `id` (a founder draws it at random).
+    pub fn with_cluster_id(mut self, id: u64) -> Self {
+        self.cluster_id = id;
+        self
+    }
+
+    /// Whether `other` is the state of another cluster (both identities known and different).
+    pub fn is_foreign(&self, other: &ClusterState) -> bool {
+        self.cluster_id != 0 && other.cluster_id != 0 && self.cluster_id != other.cluster_id
     }
 
     /// The state of a node that joins through a seed: it knows only itself, as joining, and no ring yet.
     pub fn joiner(me: PeerInfo) -> Self {
         let id = me.member.id.clone();
         let members = BTreeMap::from([(id, MemberRecord { info: me, status: MemberStatus::Joining, version: 1 })]);
-        Self { members, ring: RingState::default(), heartbeats: BTreeMap::new() }
+        Self { members, ring: RingState::default(), heartbeats: BTreeMap::new(), cluster_id: 0 }
     }
 
-    /// Merges another node's state into this one; returns whether anything changed.
+    /// Merges another node's state into this one; returns whether anything changed. The state of another cluster
+    /// ([`is_foreign`](Self::is_foreign)) changes nothing.
     pub fn merge(&mut self, other: &ClusterState) -> bool {
+        if self.is_foreign(other) {
+            return false;
+        }
         let mut changed = false;
+        if self.cluster_id == 0 && other.cluster_id != 0 {
+            self.cluster_id = other.cluster_id;
+            changed = true;
+        }
         for (id, theirs) in &other.members {
             let replace = match self.members.get(id) {
                 None => true,
@@ -216,7 +239,7 @@ impl ClusterState {
 
     /// Founds the cluster with every member known now (bootstrap): the ring's first version, authored by `me`,
     /// claims `q` partitions over them, and each becomes valid.
-    pub fn bootstrap(&mut self, me: &str, q: usize, spacing: usize) -> Result<(), StateError> {
+    pub fn bootstrap(&mut self, me: &str, q: usize, spacing: usize, cluster_id: u64) -> Result<(), StateError> {
         if !self.ring.owners.is_empty() {
             return Err(StateError::AlreadyInCluster { members: self.members.len() });
         }
@@ -228,6 +251,7 @@ impl ClusterState {
             }
         }
         self.ring = RingState { version: 1, author: me.to_string(), owners, next: None, done: BTreeSet::new() };
+        self.cluster_id = cluster_id;
         Ok(())
     }
 

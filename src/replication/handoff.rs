@@ -44,6 +44,14 @@ pub enum HandoffError {
         /// The range.
         partition: u32,
     },
+    /// The received range could not be recorded as recovering.
+    #[error("partition {partition}: could not record it as recovering: {reason}")]
+    Recovery {
+        /// The range.
+        partition: u32,
+        /// Why.
+        reason: String,
+    },
     /// The verification pass still changed data.
     #[error("partition {partition} did not verify: the check pass changed {changed} keys")]
     Unverified {
@@ -261,8 +269,7 @@ impl Handoff {
         // Reachable sources first.
         sources.sort_by_key(|s| !self.cluster.is_reachable(s));
         // A source recovering the range after a lost disk may lack writes it acknowledged: it serves only when no
-        // other source answers, and then this node recovers the range too, or it would vouch for a not-found that
-        // its source could not.
+        // other source answers. Whichever source serves, the range recovers here afterwards (see `transfer_done`).
         let mut recovering = Vec::new();
         for source in sources {
             let Some(addr) = view.members.get(source).map(|m| m.info.peer_addr.clone()) else { continue };
@@ -275,7 +282,7 @@ impl Handoff {
                 continue;
             }
             match self.pull_from(t, version, source, &addr, digest).await {
-                Ok(p) => return Ok(p),
+                Ok(p) => return self.transfer_done(t.partition, p),
                 Err(Some(e)) => return Err(e),
                 Err(None) => self.cluster.note_reachable(source, false),
             }
@@ -283,19 +290,23 @@ impl Handoff {
         for (source, addr, digest) in recovering {
             match self.pull_from(t, version, source, &addr, digest).await {
                 Ok(p) => {
-                    tracing::warn!(
-                        partition = t.partition,
-                        from = %source,
-                        "received a range from a recovering replica: recovering it here too"
-                    );
-                    self.recovery.taint(t.partition);
-                    return Ok(p);
+                    tracing::warn!(partition = t.partition, from = %source, "received a range from a recovering replica");
+                    return self.transfer_done(t.partition, p);
                 }
                 Err(Some(e)) => return Err(e),
                 Err(None) => self.cluster.note_reachable(source, false),
             }
         }
         Err(HandoffError::NoSource { partition: t.partition })
+    }
+
+    /// A received range is as complete as its one source, which may have missed writes that other replicas took
+    /// (W of N), and writes that reach this node best-effort until the flip can be missed too: the range recovers
+    /// here, by anti-entropy with every other replica after the flip, before this node vouches for a not-found in
+    /// it. Persisted before the transfer counts as done.
+    fn transfer_done(&self, partition: u32, progress: Progress) -> Result<Progress, HandoffError> {
+        self.recovery.taint(partition).map_err(|e| HandoffError::Recovery { partition, reason: e.to_string() })?;
+        Ok(progress)
     }
 
     /// Streams and verifies from one source. `Err(None)`: the source failed (try another).

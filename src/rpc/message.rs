@@ -68,6 +68,9 @@ pub enum Request {
         /// The receiver stands in for an unreachable replica: answer from hints only (its own store may hold a
         /// stale copy from an older ring).
         as_fallback: bool,
+        /// The asking node's cluster identity: a node of another cluster (one that lost its disk and founded anew)
+        /// never vouches for a not-found of this one.
+        cluster_id: u64,
     },
     /// Merge a state into the receiver's local replica (replication, read repair, hint delivery), or, with
     /// `hint_for`, keep it as a hint for that unreachable replica (sloppy quorum).

@@ -84,7 +84,7 @@ async fn timeouts_and_reconnects() {
     let (addr, cancel) = server(None, Duration::from_millis(300)).await;
     let pool = PeerPool::new(identity("client", None));
     let err = pool
-        .call(&addr, Request::Read { key: Bytes::new(), as_fallback: false }, Duration::from_millis(50))
+        .call(&addr, Request::Read { key: Bytes::new(), as_fallback: false, cluster_id: 1 }, Duration::from_millis(50))
         .await
         .unwrap_err();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
@@ -251,7 +251,7 @@ proptest::proptest! {
         let _ = postcard::from_bytes::<Envelope>(&data);
         let valid = postcard::to_stdvec(&Envelope::Request {
             id: 7,
-            body: Request::Read { key: Bytes::from_static(b"some key"), as_fallback: false },
+            body: Request::Read { key: Bytes::from_static(b"some key"), as_fallback: false, cluster_id: 1 },
         })
         .unwrap();
         let mut mutated = valid.clone();

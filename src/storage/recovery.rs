@@ -11,9 +11,9 @@
 //! exchange leaves this copy holding at least what that replica held, so afterwards it holds every write that any
 //! replica besides itself acknowledged, as a replica that never forgot would.
 //!
-//! A range this node receives by handoff from a replica that was recovering it is no better than its source's copy,
-//! so it recovers too ([`RecoveryState::taint`]); handoff takes a range from a recovering source only when no other
-//! answers.
+//! A range this node receives by handoff is as complete as its one source, which may lack writes that other
+//! replicas took (W of N), and writes during the transition reach it best-effort: it recovers too
+//! ([`RecoveryState::taint`]), by anti-entropy with every other replica after the flip.
 //!
 //! The state is persisted (atomic rewrite), so a restart in the middle of recovering does not forget that it forgot.
 //! [`RecoveryState`] is the pure part; [`Recovery`] adds the file and a lock.
@@ -159,9 +159,14 @@ impl Recovery {
         }
         let r = Recovery { path, clear: AtomicBool::new(state.is_clear()), state: Mutex::new(state) };
         if forgot {
-            r.save(&r.state.lock().expect("recovery lock"))?;
+            r.save(&r.state.lock().expect("recovery lock"), true)?;
         }
         Ok(r)
+    }
+
+    /// Nothing to recover (cheap: no lock).
+    pub fn is_clear(&self) -> bool {
+        self.clear.load(Ordering::Acquire)
     }
 
     /// Whether partition `p` is vouched for (false for every partition while recovery waits for a ring).
@@ -179,9 +184,31 @@ impl Recovery {
         self.change(|s| (s.is_pending() && held().is_some_and(|held| s.resolve(held)), ()));
     }
 
-    /// Marks partition `p` as recovering (see [`RecoveryState::taint`]).
-    pub fn taint(&self, p: u32) {
-        self.change(|s| (s.taint(p), ()));
+    /// Marks partition `p` as recovering (see [`RecoveryState::taint`]), durably: an error means it is not.
+    pub fn taint(&self, p: u32) -> Result<(), StorageError> {
+        let mut s = self.state.lock().expect("recovery lock");
+        if s.taint(p) {
+            self.clear.store(false, Ordering::Release);
+            if let Err(e) = self.save(&s, true) {
+                s.partitions.remove(&p);
+                self.clear.store(s.is_clear(), Ordering::Release);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets recovering partitions this node no longer holds (`held`, by a ring with no transition running): a
+    /// range that comes back later arrives by a transfer, which makes it recover again.
+    pub fn retain_held(&self, held: &[u32]) {
+        if self.clear.load(Ordering::Acquire) {
+            return;
+        }
+        self.change(|s| {
+            let before = s.partitions.len();
+            s.partitions.retain(|p, _| held.contains(p));
+            (s.partitions.len() != before, ())
+        });
     }
 
     /// Records a completed exchange (see [`RecoveryState::exchanged`]).
@@ -201,9 +228,8 @@ impl Recovery {
         let mut s = self.state.lock().expect("recovery lock");
         let (changed, out) = f(&mut s);
         if changed {
-            if let Err(e) = self.save(&s) {
-                // Memory stays right; a restart before the next successful save would resume from the older file,
-                // which only ever recovers more than needed (a resolve or an exchange is redone).
+            // Progress (resolving, exchanges) need not reach the disk at once: a restart that loses it redoes it.
+            if let Err(e) = self.save(&s, false) {
                 tracing::error!(error = %e, "could not persist the recovery state");
             }
             if s.is_clear() {
@@ -214,7 +240,8 @@ impl Recovery {
         out
     }
 
-    fn save(&self, s: &RecoveryState) -> Result<(), StorageError> {
+    /// Rewrites the file (atomically); `durable` waits until it is on disk.
+    fn save(&self, s: &RecoveryState, durable: bool) -> Result<(), StorageError> {
         let file = RecoveryFile {
             pending: s.pending,
             partition: s
@@ -231,8 +258,13 @@ impl Recovery {
         let tmp = self.path.with_extension("state.tmp");
         let mut f = fs::File::create(&tmp).map_err(io("creating", &tmp))?;
         f.write_all(text.as_bytes()).map_err(io("writing", &tmp))?;
-        f.sync_all().map_err(io("syncing", &tmp))?;
+        if durable {
+            f.sync_all().map_err(io("syncing", &tmp))?;
+        }
         fs::rename(&tmp, &self.path).map_err(io("renaming", &self.path))?;
+        if durable && let Some(dir) = self.path.parent() {
+            fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing", dir))?;
+        }
         Ok(())
     }
 }

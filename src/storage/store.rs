@@ -146,7 +146,9 @@ impl KvStore {
             }
             self.live_keys.fetch_add(live, Ordering::Relaxed);
             match page.last() {
-                Some((k, _)) if page.len() == PAGE => *self.built_through.lock().expect("build cursor") = Some(k.clone()),
+                Some((k, _)) if page.len() == PAGE => {
+                    *self.built_through.lock().expect("build cursor") = Some(k.clone())
+                }
                 _ => {
                     self.building.store(false, Ordering::Release);
                     tracing::debug!(keys = self.live_keys(), took = ?started.elapsed(), "storage counted");

@@ -264,7 +264,8 @@ pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
     nodes
 }
 
-/// Waits until every running node lists `n` members, all up and valid, with the same ring and no transition.
+/// Waits until every running node lists `n` members, all up and valid, with the same ring, no transition and
+/// nothing left to recover.
 pub async fn wait_members(nodes: &[TestNode], n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
     'outer: loop {
@@ -279,7 +280,9 @@ pub async fn wait_members(nodes: &[TestNode], n: usize) {
             let up = members.iter().filter(|t| t.contains("\"up\"")).count();
             let valid = members.iter().filter(|t| t.contains("\"valid\"")).count();
             let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
-            let settled = info.contains("ring_transition:none");
+            // Settled also means every received range has been checked against the other replicas: until then a
+            // node does not vouch for not-found answers (reads of missing keys could be refused).
+            let settled = info.contains("ring_transition:none") && info.contains("recovery:none");
             versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
             if members.len() != n || up != n || valid != n || !settled {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -327,8 +327,21 @@ fn a_node_that_knows_a_ring_never_bootstraps_another() {
     let mut s = ClusterState::founder(info(0), Q);
     s.merge(&ClusterState::joiner(info(1)));
     assert!(!s.bootstrap_due("n00", 1) && s.bootstrap_waiting().is_empty());
-    assert!(s.bootstrap("n00", Q, N).is_err());
+    assert!(s.bootstrap("n00", Q, N, 5).is_err());
     let plain = Gossip::new("n00", s.clone(), vec![], N, true, 1);
     let g = Gossip::new("n00", s, vec![], N, true, 1).with_bootstrap(1, Q);
     assert_eq!(g.state(), plain.state(), "the setting is ignored by a node that belongs to a cluster");
+}
+
+#[test]
+fn states_of_two_clusters_never_merge() {
+    let old = ClusterState::founder(info(0), Q).with_cluster_id(11);
+    let mut joined = ClusterState::joiner(info(1));
+    assert!(joined.merge(&old) && joined.cluster_id == 11, "a joiner learns the cluster it joins");
+    // n00 lost its disk and founded anew: its members must not adopt that ring, nor it theirs.
+    let mut refounded = ClusterState::founder(info(0), Q).with_cluster_id(22);
+    let before = joined.clone();
+    assert!(joined.is_foreign(&refounded) && !joined.merge(&refounded));
+    assert_eq!(joined, before);
+    assert!(!refounded.merge(&before));
 }
