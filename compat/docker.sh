@@ -46,6 +46,7 @@ settled() { # every node sees 5 members, all reachable, and no transition
     echo "$info" | grep -q 'members:5' || return 1
     echo "$info" | grep -q 'members_unreachable:0' || return 1
     echo "$info" | grep -q 'ring_transition:none' || return 1
+    echo "$info" | grep -q 'recovery:none' || return 1
     echo "$info" | grep -q 'partitions_owned:0' && return 1
   done
   return 0

@@ -29,12 +29,14 @@ CLUSTER_DIR=$(mktemp -d)
 "$BIN" dev --nodes 3 --port "$CLUSTER_PORT" --data-dir "$CLUSTER_DIR" > "$CLUSTER_DIR/stdout" 2> "$CLUSTER_DIR/stderr" &
 CLUSTER_PID=$!
 trap 'kill $CLUSTER_PID 2>/dev/null; wait $CLUSTER_PID 2>/dev/null; rm -rf "$CLUSTER_DIR"' EXIT
-for _ in $(seq 1 100); do
-  info=$(redis-cli -p "$CLUSTER_PORT" INFO dynamo 2>/dev/null)
-  echo "$info" | grep -q 'members:3' && echo "$info" | grep -q 'ring_transition:none' \
-    && echo "$info" | grep -q 'partitions_owned:8[56]' && break
-  sleep 0.2
-done
+cluster_ready() { # the ring is settled and no node is still checking a range it received (then missing keys read)
+  for p in "$CLUSTER_PORT" $((CLUSTER_PORT + 1)) $((CLUSTER_PORT + 2)); do
+    info=$(redis-cli -p "$p" INFO dynamo 2>/dev/null) || return 1
+    echo "$info" | grep -q 'members:3' && echo "$info" | grep -q 'ring_transition:none' \
+      && echo "$info" | grep -q 'partitions_owned:8[56]' && echo "$info" | grep -q 'recovery:none' || return 1
+  done
+}
+for _ in $(seq 1 150); do cluster_ready && break; sleep 0.2; done
 cluster_out=$(redis-benchmark -p "$CLUSTER_PORT" -t set,get -n 5000 -c 20 -r 10000 -q 2>&1)
 cluster_status=$?
 echo "$cluster_out" | tr '\r' '\n' | grep "requests per second"
