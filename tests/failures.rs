@@ -7,6 +7,19 @@ use std::time::{Duration, Instant};
 use common::{TestNode, local_get, start_cluster, wait_members};
 use redis::AsyncCommands;
 
+/// Waits until `INFO dynamo` of `node` contains `needle`; fails with `what` and the last INFO after `secs`.
+async fn wait_info(node: &TestNode, needle: &str, secs: u64, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let info = info(node).await;
+        if info.contains(needle) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: {info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn info(node: &TestNode) -> String {
     let mut c = node.conn().await;
     redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap()
@@ -243,15 +256,7 @@ async fn a_wiped_replica_cannot_make_a_written_key_read_as_absent() {
     nodes[1].extra[at + 1] = seed;
     nodes[2].restart();
     nodes[1].restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let info = info(&nodes[1]).await;
-        if info.contains("recovery:in_progress") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the wiped node never started recovering: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_info(&nodes[1], "recovery:in_progress", 30, "the wiped node never started recovering").await;
     // Until c3 and c2 reach each other (c3 backs off from c2's old address) the read simply misses a replica; once
     // they do, it must still not call the key absent, through either of them.
     let mut c2 = nodes[1].conn().await;
@@ -272,15 +277,7 @@ async fn a_wiped_replica_cannot_make_a_written_key_read_as_absent() {
     }
     // c1 returns: its hint reaches c3, and the wiped node exchanges every partition with both others.
     nodes[0].restart();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let info = info(&nodes[1]).await;
-        if info.contains("recovery:none") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the wiped node never finished recovering: {info}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_info(&nodes[1], "recovery:none", 60, "the wiped node never finished recovering").await;
     assert_eq!(common::get(&mut c2, "cart").await.0, vec!["book"]);
     assert_eq!(local_get(&nodes[1], "cart").await, vec!["book"], "the wiped node holds the write again");
 }
