@@ -141,7 +141,6 @@ pub struct Cluster {
     /// What was last persisted (members and ring), to skip writes for heartbeat-only changes.
     persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
     removed: CancellationToken,
-    origin: Origin,
     /// When a node of another cluster was last reported.
     foreign_warned: Mutex<Option<Instant>>,
     /// Seed addresses, and what the last exchange with each gave (for the reason a node waits).
@@ -190,10 +189,10 @@ impl Cluster {
     pub fn open(p: ClusterParams, pool: Arc<PeerPool>) -> Result<Arc<Self>, ClusterError> {
         let state_path = p.data_dir.join(STATE_FILE);
         let seeds: Vec<String> = p.seeds.into_iter().filter(|s| *s != p.me.peer_addr).collect();
-        let (state, origin) = match load(&state_path)? {
+        let state = match load(&state_path)? {
             Some(mut s) => {
                 s.upsert_self(p.me.clone());
-                (s, Origin::Loaded)
+                s
             }
             None if seeds.is_empty() && p.bootstrap_expect.is_none() => {
                 let id = random_cluster_id()?;
@@ -202,9 +201,9 @@ impl Cluster {
                     "no seeds and no cluster state: founding a new cluster. If this node belonged to a cluster and \
                      lost its data directory, stop it and start it with --seeds of that cluster instead"
                 );
-                (ClusterState::founder(p.me.clone(), p.partitions).with_cluster_id(id), Origin::Founded)
+                ClusterState::founder(p.me.clone(), p.partitions).with_cluster_id(id)
             }
-            None => (ClusterState::joiner(p.me.clone()), Origin::Joining),
+            None => ClusterState::joiner(p.me.clone()),
         };
         let seed = u64::from_le_bytes(md5::compute(p.me.member.id.as_bytes()).0[..8].try_into().expect("8 bytes"));
         let mut gossip = Gossip::new(&p.me.member.id, state, seeds.clone(), p.n, p.auto_commit, seed ^ now_nanos());
@@ -225,7 +224,6 @@ impl Cluster {
             state_path,
             persisted: Mutex::new(None),
             removed: CancellationToken::new(),
-            origin,
             foreign_warned: Mutex::new(None),
             seeds,
             seed_status: Mutex::new(BTreeMap::new()),
@@ -245,11 +243,6 @@ impl Cluster {
     /// Replicas per key.
     pub fn n(&self) -> usize {
         self.n
-    }
-
-    /// Where this run's cluster state came from.
-    pub fn origin(&self) -> Origin {
-        self.origin
     }
 
     /// Why this node cannot serve yet, or `None` once it knows a ring: it waits for bootstrap (how many of the
