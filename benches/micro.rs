@@ -228,6 +228,7 @@ fn preflist(c: &mut Criterion) {
             members: records.clone(),
             ring_version: 1,
             done: Default::default(),
+            moved: Default::default(),
             cluster_id: 1,
         };
         group.bench_with_input(BenchmarkId::new("view", q), &q, |b, _| {

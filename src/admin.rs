@@ -90,11 +90,12 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
             }
         }
         AdminCommand::Ring => {
-            let mut table = vec![vec!["PARTITION".into(), "START".into(), "PREFERENCE LIST".into()]];
+            let mut table = vec![vec!["PARTITION".into(), "START".into(), "PREFERENCE LIST".into(), "STATE".into()]];
             for row in array(conn.call(&["ADMIN", "RING"])?)? {
                 let cols = array(row)?;
                 let list: Vec<String> = array(cols[2].clone())?.iter().map(text).collect();
-                table.push(vec![text(&cols[0]), text(&cols[1]), list.join(" ")]);
+                let state = cols.get(3).map(text).unwrap_or_default();
+                table.push(vec![text(&cols[0]), text(&cols[1]), list.join(" "), state]);
             }
             print_table(&table);
         }
@@ -222,16 +223,26 @@ pub fn call(host: &str, args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Succeeds when the node at `host` answers PING with PONG.
+/// Succeeds when the node at `host` answers PING with PONG and its storage takes writes.
 pub fn health(host: &str, password: Option<&str>) -> anyhow::Result<()> {
     let mut conn = Conn::open(host)?;
     if let Some(p) = password {
         conn.call(&["AUTH", p])?;
     }
     match conn.call(&["PING"])? {
-        Frame::SimpleString(s) if &s[..] == b"PONG" => Ok(()),
+        Frame::SimpleString(s) if &s[..] == b"PONG" => {}
         other => bail!("unexpected answer to PING: {other:?}"),
     }
+    let info = match conn.call(&["INFO", "dynamo"])? {
+        Frame::BulkString(b) => String::from_utf8_lossy(&b).into_owned(),
+        other => bail!("unexpected answer to INFO: {other:?}"),
+    };
+    let field =
+        |name: &str| info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim);
+    if field("storage_writes") == Some("stopped") {
+        bail!("storage takes no writes: {}", field("storage_writes_reason").unwrap_or("no reason given"));
+    }
+    Ok(())
 }
 
 /// A progress bar when stdout is a terminal, a percentage otherwise.

@@ -67,6 +67,11 @@ pub const PEER_PORT_OFFSET: u16 = 10_000;
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
 pub const DEFAULT_CACHE_MB: u64 = 64;
+/// Default floor of free disk space below which a node stops taking writes: room for the engine to flush its
+/// memtables and compact while writes go elsewhere.
+pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
+/// Smallest non-zero floor: two of the engine's memtables, which it may still flush after writes stop.
+pub const MIN_FREE_DISK_FLOOR: u64 = 32 << 20;
 
 /// Size limits on client input, checked before anything is allocated.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -215,6 +220,8 @@ pub struct Config {
     pub buffer_flush_interval: Duration,
     /// Storage block cache, bytes.
     pub cache_bytes: u64,
+    /// Free disk space below which the node stops taking writes, bytes (0: only a failed write stops them).
+    pub min_free_disk_bytes: u64,
     /// Address of the Prometheus `/metrics` endpoint, if any (a bare port is on 127.0.0.1).
     pub metrics_listen: Option<String>,
     /// Client input limits.
@@ -280,6 +287,10 @@ pub struct ServeArgs {
     /// Storage block cache in MiB [default: 64].
     #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Stop taking writes when the data directory's disk has less than this many MiB free; writes resume by
+    /// themselves when space returns (0: never stop for space) [default: 256].
+    #[arg(long, env = "DYNAMO_KV_MIN_FREE_DISK_MB")]
+    pub min_free_disk_mb: Option<u64>,
     /// Largest key in bytes [default: 65536].
     #[arg(long, env = "DYNAMO_KV_MAX_KEY_BYTES")]
     pub max_key_bytes: Option<usize>,
@@ -471,6 +482,7 @@ struct FileConfig {
     durability: Option<Durability>,
     buffer_flush_ms: Option<u64>,
     cache_mb: Option<u64>,
+    min_free_disk_mb: Option<u64>,
     metrics_listen: Option<String>,
     protected_mode: Option<bool>,
     insecure_open_cluster: Option<bool>,
@@ -648,6 +660,11 @@ impl Config {
                 args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
             ),
             cache_bytes: args.cache_mb.or(file.cache_mb).unwrap_or(DEFAULT_CACHE_MB) << 20,
+            min_free_disk_bytes: args
+                .min_free_disk_mb
+                .or(file.min_free_disk_mb)
+                .unwrap_or(DEFAULT_MIN_FREE_DISK_MB)
+                .saturating_mul(1 << 20),
             metrics_listen: args.metrics_listen.clone().or(file.metrics_listen).map(|m| on_loopback_if_bare_port(&m)),
             limits: Limits {
                 max_key_bytes: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(DEFAULT_MAX_KEY_BYTES),
@@ -701,6 +718,17 @@ impl Config {
             && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !id_ok {
             return invalid("node_id", format!("'{}': use 1-64 letters, digits, '-', '_' or '.'", self.node_id));
+        }
+        if self.min_free_disk_bytes != 0 && self.min_free_disk_bytes < MIN_FREE_DISK_FLOOR {
+            return invalid(
+                "min_free_disk_mb",
+                format!(
+                    "{} MiB is too little: the storage engine needs room to flush its memory tables after writes stop; \
+                     use 0 (never stop for space) or at least {} MiB",
+                    self.min_free_disk_bytes >> 20,
+                    MIN_FREE_DISK_FLOOR >> 20
+                ),
+            );
         }
         for (i, u) in self.users.iter().enumerate() {
             if u.name.is_empty() || u.name == "default" || u.name.chars().any(|c| c.is_whitespace() || c.is_control()) {

@@ -27,6 +27,7 @@ use crate::storage::hints::HintStore;
 use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::recovery::Recovery;
 use crate::storage::store::StoreOptions;
+use crate::storage::write_gate::WriteStop;
 use crate::storage::{KvStore, StorageError};
 use crate::tls::{Current, PeerTls};
 use crate::versioning::ContextKey;
@@ -181,36 +182,16 @@ impl Node {
                  every other replica"
             );
         }
-        let options =
-            StoreOptions { durability: config.durability, buffer_flush_interval: config.buffer_flush_interval };
+        let options = StoreOptions {
+            durability: config.durability,
+            buffer_flush_interval: config.buffer_flush_interval,
+            min_free_disk: config.min_free_disk_bytes,
+        };
         // The anti-entropy tree is built by the store's count of what it holds, in the background so that start-up
         // time does not grow with the data, and kept current by every write. Anti-entropy waits for it.
         let tree = Arc::new(HashTree::new());
         let store = KvStore::open_unbuilt(engine, options, Some(tree.clone()));
-        let counting = store.clone();
-        tokio::task::spawn_blocking(move || {
-            let started = Instant::now();
-            // The build resumes from its cursor, so a failure (I/O, a full disk) is retried where it stopped.
-            let mut wait = Duration::from_millis(100);
-            loop {
-                match counting.build() {
-                    Ok(()) => {
-                        let took_ms = started.elapsed().as_millis() as u64;
-                        tracing::info!(
-                            keys = counting.live_keys(),
-                            took_ms,
-                            "storage counted; anti-entropy trees ready"
-                        );
-                        return;
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, retry_in = ?wait, "counting storage failed; anti-entropy waits");
-                        std::thread::sleep(wait);
-                        wait = (wait * 2).min(Duration::from_secs(30));
-                    }
-                }
-            }
-        });
+        store.spawn_build();
         let bind_error = |addr: &str| {
             let addr = addr.to_string();
             move |source| NodeError::Bind { addr, source }
@@ -385,6 +366,7 @@ impl Node {
         tokio::spawn(delivery.clone().run(cancel.clone()));
         tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
         tokio::spawn(report_gauges(self.context.clone(), self.cluster.clone(), cancel.clone()));
+        tokio::spawn(announce_write_stops(self.context.clone(), self.cluster.clone(), cancel.clone()));
         let server = tokio::spawn(crate::server::serve(
             self.listener,
             None,
@@ -563,6 +545,39 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Sets the gauges that describe state rather than events (storage size, keys, hint backlog, transfers, memory),
 /// labelled by node so that a dev cluster's nodes, which share one endpoint, stay apart.
+/// Tells the cluster, through gossip, whenever this node's storage stops or resumes taking writes, so that
+/// coordinators send its copies to fallbacks as hints instead. After a failed write the node also stops vouching
+/// for its ranges until anti-entropy has exchanged each with the other replicas: whatever the failure cost (a write
+/// the disk reported lost) is then repaired before a read counts this node's "not found".
+async fn announce_write_stops(node: Arc<NodeContext>, cluster: Arc<Cluster>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut reopens_seen = 0;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let store = node.coordinator.store();
+        let now = store.write_stop();
+        let reopens = store.reopens();
+        if reopens > reopens_seen {
+            let held = cluster.view().held_ranges(&cluster.me().member.id, cluster.n()).unwrap_or_default();
+            if let Err(e) = node.coordinator.recovery().taint(&held) {
+                tracing::error!(error = %e, "could not mark this node's ranges as recovering after a storage failure");
+                continue;
+            }
+            tracing::info!(partitions = held.len(), "ranges recover by anti-entropy after the storage failure");
+            reopens_seen = reopens;
+        }
+        // Compared with what the cluster holds, not with the last tick: a word of a previous run (a restart while
+        // stopped) is corrected too.
+        let word = now.as_ref().map(WriteStop::summary);
+        if cluster.write_stop(&cluster.me().member.id) != word {
+            cluster.set_write_stop(word);
+        }
+    }
+}
+
 async fn report_gauges(node: Arc<NodeContext>, cluster: Arc<Cluster>, cancel: CancellationToken) {
     let id = node.config.node_id.clone();
     let mut tick = tokio::time::interval(GAUGE_INTERVAL);

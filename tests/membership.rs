@@ -64,6 +64,24 @@ fn wait_exit(node: &mut TestNode, timeout: Duration) {
     }
 }
 
+/// Writes `{prefix}{i}` = `value{i}` for i below `count` over 8 connections spread over the nodes (each request
+/// waits for its replicas).
+async fn preload(nodes: &[TestNode], prefix: &str, count: usize) {
+    let mut loaders = Vec::new();
+    for t in 0..8 {
+        let mut c = nodes[t % nodes.len()].conn().await;
+        let prefix = prefix.to_string();
+        loaders.push(tokio::spawn(async move {
+            for i in (t..count).step_by(8) {
+                let _: () = c.set(format!("{prefix}{i}"), format!("value{i}")).await.unwrap();
+            }
+        }));
+    }
+    for l in loaders {
+        l.await.unwrap();
+    }
+}
+
 #[tokio::test]
 async fn grow_to_five_and_shrink_to_three_under_load_loses_nothing() {
     let mut nodes = start_cluster(3, &[]).await;
@@ -129,19 +147,7 @@ async fn grow_to_five_and_shrink_to_three_under_load_loses_nothing() {
 async fn a_receiver_killed_during_handoff_resumes_and_loses_nothing() {
     let nodes = start_cluster(3, &[]).await;
     let seed = nodes[0].peer_addr();
-    // Load 6000 keys over 8 connections (each request waits for its replicas).
-    let mut loaders = Vec::new();
-    for t in 0..8 {
-        let mut c = nodes[t % 3].conn().await;
-        loaders.push(tokio::spawn(async move {
-            for i in (t..6000).step_by(8) {
-                let _: () = c.set(format!("key{i}"), format!("value{i}")).await.unwrap();
-            }
-        }));
-    }
-    for l in loaders {
-        l.await.unwrap();
-    }
+    preload(&nodes, "key", 6000).await;
 
     let mut c4 = join("c4", &seed);
     // Kill c4 as soon as it is receiving.
@@ -287,6 +293,93 @@ async fn after_a_join_no_node_keeps_a_copy_of_a_range_it_no_longer_replicates() 
         let mut c = node.conn().await;
         for i in (0..200).step_by(5) {
             assert_eq!(get(&mut c, &format!("s{i}")).await.0, vec![i.to_string()]);
+        }
+    }
+}
+
+/// From ADMIN RING: for each partition, its replicas as the range uses them now, and its state.
+async fn ring_rows(node: &TestNode) -> Vec<(Vec<String>, String)> {
+    let rows = match admin(node, &["RING"]).await.unwrap() {
+        redis::Value::Array(r) => r,
+        other => panic!("{other:?}"),
+    };
+    let text = |v: &redis::Value| match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        other => format!("{other:?}"),
+    };
+    rows.into_iter()
+        .map(|row| {
+            let redis::Value::Array(cols) = row else { panic!("ring row is not an array") };
+            let redis::Value::Array(list) = &cols[2] else { panic!("preference list is not an array") };
+            (list.iter().take(3).map(text).collect(), text(&cols[3]))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_join_moves_ranges_one_by_one_under_load_and_loses_nothing() {
+    let nodes = start_cluster(3, &[]).await;
+    let seed = nodes[0].peer_addr();
+    preload(&nodes, "pre", 6000).await;
+    // Writers through every node for the whole join.
+    let acked: Arc<Mutex<BTreeMap<String, String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (t, node) in nodes.iter().enumerate() {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let mut c = node.conn().await;
+        writers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let (key, value) = (format!("w{t}:{i}"), format!("v{i}"));
+                if c.set::<_, _, ()>(&key, &value).await.is_ok() {
+                    acked.lock().unwrap().insert(key, value);
+                }
+                i += 1;
+            }
+        }));
+    }
+
+    let c4 = join("c4", &seed);
+    // Watch the ranges that gain c4: they should move to it one by one while the transition runs, not all at once
+    // when it ends.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut transition_seen = false;
+    loop {
+        assert!(Instant::now() < deadline, "the join did not finish");
+        let rows = ring_rows(&nodes[0]).await;
+        let moving = rows.iter().filter(|(_, s)| s == "moving").count();
+        let moved_to_c4 = rows.iter().filter(|(l, s)| s == "moved" && l.contains(&"c4".to_string())).count();
+        if rows.iter().any(|(_, s)| s != "stable") {
+            transition_seen = true;
+            seen.insert((moved_to_c4, moving));
+        } else if transition_seen {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let partial: Vec<_> = seen.iter().filter(|(to_c4, moving)| *to_c4 > 0 && *moving > 0).collect();
+    assert!(
+        partial.len() >= 2,
+        "ranges should move to c4 one by one during the transition; saw (moved to c4, still moving): {seen:?}"
+    );
+    let mut all = nodes;
+    all.push(c4);
+    wait_members(&all, 4).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for w in writers {
+        w.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "the writers made progress ({} acknowledged)", acked.len());
+    for node in &all {
+        let mut c = node.conn().await;
+        for (key, value) in &acked {
+            assert_eq!(get(&mut c, key).await.0, vec![value.clone()], "{}: {key}", node.node_id);
+        }
+        for i in (0..6000).step_by(11) {
+            assert_eq!(get(&mut c, &format!("pre{i}")).await.0, vec![format!("value{i}")], "{}", node.node_id);
         }
     }
 }

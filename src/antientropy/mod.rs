@@ -326,14 +326,14 @@ impl AntiEntropy {
         if !self.local.store.is_built() {
             return false;
         }
-        // Not during a transition: handoff is moving ranges and replica sets are changing.
-        if view.next.is_some() {
-            return false;
-        }
+        // Not for a range that is moving: handoff is moving it and its replica set is changing. A range that has
+        // moved already has its final replicas, so the range a transfer gave this node recovers during the
+        // transition.
         let q = ring.partitions();
-        let mine: Vec<usize> = (0..q).filter(|&p| ring.preference_list(p).take(n).any(|m| &m.id == me)).collect();
+        let mine: Vec<usize> =
+            (0..q).filter(|&p| !view.is_moving(p) && view.replicas_of(p, n).iter().any(|id| id == me)).collect();
         let recovery = &self.local.recovery;
-        if !recovery.is_clear() {
+        if !recovery.is_clear() && view.next.is_none() {
             recovery.retain_held(&mine.iter().map(|&p| p as u32).collect::<Vec<_>>());
         }
         // Recovering partitions first: each one counts once it has met every other replica.
@@ -352,7 +352,7 @@ impl AntiEntropy {
             }
             p
         };
-        let replicas: Vec<String> = ring.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+        let replicas = view.replicas_of(p, n);
         let peers: Vec<(String, String)> = replicas
             .iter()
             .filter(|id| *id != me && self.cluster.is_reachable(id))

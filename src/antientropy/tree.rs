@@ -97,4 +97,8 @@ impl WriteObserver for HashTree {
         }
         self.leaves.lock().expect("tree lock")[leaf] ^= delta;
     }
+
+    fn reset(&self) {
+        self.clear();
+    }
 }

@@ -56,11 +56,25 @@ pub struct ClusterView {
     pub ring_version: u64,
     /// Transfers of the transition in progress that are done: (partition, receiving node).
     pub done: std::collections::BTreeSet<(u32, String)>,
+    /// Key ranges of the transition in progress whose every transfer is done: they already use the next ring's
+    /// replicas, while the others still use the current ring's (ownership moves range by range, as Riak hands off
+    /// vnode by vnode, instead of all at once when the last transfer ends).
+    pub moved: std::collections::BTreeSet<u32>,
     /// The cluster's identity (0 while unknown).
     pub cluster_id: u64,
 }
 
 impl ClusterView {
+    /// The ring whose preference lists key range `p` uses now: the next ring once the range has moved.
+    pub fn ring_for(&self, p: usize) -> Option<&Ring> {
+        if self.moved.contains(&(p as u32)) { self.next.as_ref() } else { self.ring.as_ref() }
+    }
+
+    /// Whether key range `p` is moving: a transition is in progress and its transfers are not all done.
+    pub fn is_moving(&self, p: usize) -> bool {
+        self.next.is_some() && !self.moved.contains(&(p as u32))
+    }
+
     fn infos<'a>(&'a self, ring: Option<&'a Ring>, key: &[u8]) -> Vec<&'a PeerInfo> {
         ring.map(|r| {
             r.preference_list_for_key(key).filter_map(|m| self.members.get(&m.id).map(|rec| &rec.info)).collect()
@@ -68,14 +82,21 @@ impl ClusterView {
         .unwrap_or_default()
     }
 
-    /// The whole preference list of `key` in the current ring (replicas first, then fallbacks).
-    pub fn preference_list(&self, key: &[u8]) -> Vec<&PeerInfo> {
-        self.infos(self.ring.as_ref(), key)
+    fn partition_of_key(&self, key: &[u8]) -> Option<usize> {
+        self.ring.as_ref().map(|r| r.partition_of_key(key))
     }
 
-    /// The top `n` of `key` in the next ring that are not in the current top `n`: they receive writes during a
-    /// transition so nothing written while a range moves is missing when ownership flips.
+    /// The whole preference list of `key` as its range uses it now (replicas first, then fallbacks).
+    pub fn preference_list(&self, key: &[u8]) -> Vec<&PeerInfo> {
+        self.infos(self.partition_of_key(key).and_then(|p| self.ring_for(p)), key)
+    }
+
+    /// The top `n` of `key` in the next ring that are not in the current top `n`, while its range is moving: they
+    /// receive writes during a transition so nothing written while a range moves is missing when it flips.
     pub fn incoming_replicas(&self, key: &[u8], n: usize) -> Vec<&PeerInfo> {
+        if !self.partition_of_key(key).is_some_and(|p| self.is_moving(p)) {
+            return Vec::new();
+        }
         let current: Vec<&str> = self.preference_list(key).iter().take(n).map(|p| p.member.id.as_str()).collect();
         self.infos(self.next.as_ref(), key)
             .into_iter()
@@ -84,14 +105,20 @@ impl ClusterView {
             .collect()
     }
 
-    /// Whether member `id` holds key range `p` in full by this view: it is one of the range's current top `n`, or
-    /// a next replica whose transfer of the range is done (a coordinator that flipped first reads from it).
+    /// The ids of key range `p`'s top `n` replicas as the range uses them now.
+    pub fn replicas_of(&self, p: usize, n: usize) -> Vec<String> {
+        self.ring_for(p).map(|r| r.preference_list(p).take(n).map(|m| m.id.clone()).collect()).unwrap_or_default()
+    }
+
+    /// Whether member `id` holds key range `p` in full by this view: it is one of the range's top `n` as the range
+    /// uses them now, or, while the range moves, a next replica whose transfer is done (a coordinator whose view
+    /// moved the range first reads from it).
     pub fn holds_range(&self, id: &str, p: u32, n: usize) -> bool {
         let Some(ring) = self.ring.as_ref() else { return false };
         if (p as usize) >= ring.partitions() {
             return false;
         }
-        ring.preference_list(p as usize).take(n).any(|m| m.id == id)
+        self.replicas_of(p as usize, n).iter().any(|m| m == id)
             || self.next.as_ref().is_some_and(|next| {
                 next.preference_list(p as usize).take(n).any(|m| m.id == id) && self.done.contains(&(p, id.to_string()))
             })
@@ -147,6 +174,8 @@ pub struct Cluster {
     seeds: Vec<String>,
     seed_status: Mutex<BTreeMap<String, String>>,
     bootstrap_expect: Option<usize>,
+    /// Members that said they take no writes, with why (from the gossiped write notices).
+    write_stops: RwLock<BTreeMap<String, String>>,
 }
 
 /// Where this run's cluster state came from.
@@ -217,7 +246,7 @@ impl Cluster {
             pool,
             interval: p.interval,
             timeout: p.timeout,
-            view: RwLock::new(Arc::new(build_view(gossip.state()))),
+            view: RwLock::new(Arc::new(build_view(gossip.state(), p.n))),
             gossip: Mutex::new(gossip),
             liveness: Mutex::new(HashMap::new()),
             heartbeats: Mutex::new(HashMap::new()),
@@ -228,6 +257,7 @@ impl Cluster {
             seeds,
             seed_status: Mutex::new(BTreeMap::new()),
             bootstrap_expect: p.bootstrap_expect,
+            write_stops: RwLock::new(BTreeMap::new()),
         });
         let g = cluster.gossip.lock().expect("gossip lock");
         cluster.refresh(&g)?;
@@ -361,6 +391,21 @@ impl Cluster {
     /// Rebuilds the view and persists the state when members or the ring changed.
     fn refresh(&self, g: &Gossip) -> Result<(), ClusterError> {
         let s = g.state();
+        let stops: BTreeMap<String, String> =
+            s.write_notices.iter().filter_map(|(id, n)| Some((id.clone(), n.stopped.clone()?))).collect();
+        let mut known = self.write_stops.write().expect("write stops lock");
+        if *known != stops {
+            for (id, why) in &stops {
+                if known.get(id) != Some(why) && *id != self.me.member.id {
+                    tracing::warn!(peer = %id, reason = %why, "peer takes no writes; its replicas get hints");
+                }
+            }
+            for id in known.keys().filter(|id| !stops.contains_key(*id) && **id != self.me.member.id) {
+                tracing::info!(peer = %id, "peer takes writes again");
+            }
+            *known = stops;
+        }
+        drop(known);
         let mut persisted = self.persisted.lock().expect("persist lock");
         let fingerprint = (s.members.clone(), s.ring.clone());
         if persisted.as_ref() == Some(&fingerprint) {
@@ -368,7 +413,7 @@ impl Cluster {
         }
         save(&self.state_path, s)?;
         let old_version = self.view().ring_version;
-        *self.view.write().expect("view lock") = Arc::new(build_view(s));
+        *self.view.write().expect("view lock") = Arc::new(build_view(s, self.n));
         if s.ring.version != old_version {
             tracing::info!(
                 version = s.ring.version,
@@ -420,6 +465,23 @@ impl Cluster {
     /// Whether a member is believed reachable (unknown members are tried).
     pub fn is_reachable(&self, id: &str) -> bool {
         id == self.me.member.id || self.liveness.lock().expect("liveness lock").get(id).is_none_or(|l| l.reachable)
+    }
+
+    /// Whether a member can take a write now: believed reachable, and not stopped by its storage (as it gossips).
+    pub fn takes_writes(&self, id: &str) -> bool {
+        self.is_reachable(id) && !self.write_stops.read().expect("write stops lock").contains_key(id)
+    }
+
+    /// Why member `id` takes no writes, if it said so.
+    pub fn write_stop(&self, id: &str) -> Option<String> {
+        self.write_stops.read().expect("write stops lock").get(id).cloned()
+    }
+
+    /// Tells the cluster whether this node takes writes (`stopped`: why not).
+    pub fn set_write_stop(&self, stopped: Option<String>) {
+        let me = self.me.member.id.clone();
+        let now = now_nanos() / 1_000_000;
+        let _ = self.update(|s| Ok(s.set_write_stop(&me, stopped, now)));
     }
 
     /// Status of every member, this node first.
@@ -523,13 +585,14 @@ impl Cluster {
     }
 }
 
-fn build_view(s: &ClusterState) -> ClusterView {
+fn build_view(s: &ClusterState, n: usize) -> ClusterView {
     ClusterView {
         ring: s.current_ring(),
         next: s.next_ring(),
         members: s.members.clone(),
         ring_version: s.ring.version,
         done: s.ring.done.clone(),
+        moved: s.moved_ranges(n),
         cluster_id: s.cluster_id,
     }
 }
@@ -559,7 +622,8 @@ fn random_cluster_id() -> Result<u64, ClusterError> {
     })
 }
 
-/// The state file as written before clusters had an identity: the same, without `cluster_id`.
+/// The state file as written before clusters had an identity: the same, without `cluster_id` (and the write
+/// notices).
 #[derive(serde::Deserialize)]
 struct StateWithoutId {
     members: BTreeMap<String, MemberRecord>,
@@ -567,13 +631,37 @@ struct StateWithoutId {
     heartbeats: BTreeMap<String, u64>,
 }
 
+/// The state file as written before write notices.
+#[derive(serde::Deserialize)]
+struct StateWithoutNotices {
+    members: BTreeMap<String, MemberRecord>,
+    ring: crate::membership::RingState,
+    heartbeats: BTreeMap<String, u64>,
+    cluster_id: u64,
+}
+
 fn load(path: &Path) -> Result<Option<ClusterState>, ClusterError> {
+    let older = |s: StateWithoutNotices| ClusterState {
+        members: s.members,
+        ring: s.ring,
+        heartbeats: s.heartbeats,
+        cluster_id: s.cluster_id,
+        write_notices: BTreeMap::new(),
+    };
     match std::fs::read(path) {
         Ok(bytes) => postcard::from_bytes::<ClusterState>(&bytes)
+            .or_else(|e| postcard::from_bytes::<StateWithoutNotices>(&bytes).map(older).map_err(|_| e))
             .or_else(|e| {
                 // A state from before cluster identities takes the first identity gossip brings.
                 postcard::from_bytes::<StateWithoutId>(&bytes)
-                    .map(|s| ClusterState { members: s.members, ring: s.ring, heartbeats: s.heartbeats, cluster_id: 0 })
+                    .map(|s| {
+                        older(StateWithoutNotices {
+                            members: s.members,
+                            ring: s.ring,
+                            heartbeats: s.heartbeats,
+                            cluster_id: 0,
+                        })
+                    })
                     .map_err(|_| e)
             })
             .map(Some)

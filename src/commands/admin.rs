@@ -83,6 +83,11 @@ fn members(node: &NodeContext) -> Reply {
                     pair("partitions", Reply::Integer(owned.get(id.as_str()).copied().unwrap_or(0) as i64)),
                     pair("weight", Reply::Integer(i64::from(info.member.weight))),
                     pair("zone", info.member.zone.clone().map_or(Reply::Nil, Reply::bulk)),
+                    // A member whose storage stopped writes (full or failing disk), as it gossips.
+                    pair(
+                        "writes",
+                        Reply::bulk(cluster.write_stop(&id).map_or("ok".to_string(), |w| format!("stopped: {w}"))),
+                    ),
                 ];
                 if id == *me {
                     // Only this node knows whether it can serve, and why not.
@@ -97,17 +102,26 @@ fn members(node: &NodeContext) -> Reply {
     )
 }
 
-/// One entry per partition: its number, first ring position (hex) and preference list.
+/// One entry per partition: its number, first ring position (hex), preference list as the range uses it now, and
+/// its state in the transition: `stable` (none in progress), `moving` (transfers pending, the current ring's list)
+/// or `moved` (transfers done, the next ring's list).
 fn ring(node: &NodeContext) -> Reply {
     let view = node.coordinator.cluster().view();
     let Some(ring) = &view.ring else { return Reply::Array(Vec::new()) };
     Reply::Array(
         (0..ring.partitions())
             .map(|p| {
+                let list = view.ring_for(p).unwrap_or(ring).preference_list(p);
+                let state = match (view.next.is_some(), view.is_moving(p)) {
+                    (false, _) => "stable",
+                    (true, true) => "moving",
+                    (true, false) => "moved",
+                };
                 Reply::Array(vec![
                     Reply::Integer(p as i64),
                     Reply::bulk(format!("{:032x}", ring.partition_range(p).0)),
-                    Reply::Array(ring.preference_list(p).map(|m| Reply::bulk(m.id.clone())).collect()),
+                    Reply::Array(list.map(|m| Reply::bulk(m.id.clone())).collect()),
+                    Reply::bulk(state),
                 ])
             })
             .collect(),

@@ -102,6 +102,17 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "local_live_keys", store.live_keys());
             // After a start, the count of local keys (and the anti-entropy trees) is built in the background.
             kv(out, "storage_counted", u8::from(store.is_built()));
+            // Writes stop below the free-space floor and after a failed write; reads go on.
+            match store.write_stop() {
+                None => kv(out, "storage_writes", "ok"),
+                Some(stop) => {
+                    kv(out, "storage_writes", "stopped");
+                    kv(out, "storage_writes_stop", stop.kind());
+                    kv(out, "storage_writes_reason", &stop);
+                }
+            }
+            kv(out, "storage_free_bytes", store.free_space().map_or(-1, |f| f as i64));
+            kv(out, "storage_min_free_bytes", store.min_free_disk());
             kv(out, "max_vv_entries", c.versioning.max_vv_entries);
             kv(out, "sibling_soft_limit", c.versioning.sibling_soft_limit);
             kv(out, "sibling_hard_limit", c.versioning.sibling_hard_limit);
@@ -116,14 +127,16 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "members_unreachable", statuses.iter().filter(|s| !s.reachable).count());
             for s in &statuses {
                 let heard = s.last_heard.map_or("-1".to_string(), |t| t.elapsed().as_secs().to_string());
+                let id = &s.record.info.member.id;
                 kv(
                     out,
-                    &format!("peer_{}", s.record.info.member.id),
+                    &format!("peer_{id}"),
                     format!(
-                        "member={},status={},since_s={},last_heard_s={heard}",
+                        "member={},status={},since_s={},last_heard_s={heard},writes={}",
                         s.record.status.as_str(),
                         if s.reachable { "up" } else { "unreachable" },
-                        s.since.elapsed().as_secs()
+                        s.since.elapsed().as_secs(),
+                        if cluster.write_stop(id).is_some() { "stopped" } else { "ok" }
                     ),
                 );
             }

@@ -131,6 +131,9 @@ impl CoordError {
             CoordError::Storage(StorageError::Closed) => {
                 "UNAVAILABLE node is shutting down; retry on another node".into()
             }
+            CoordError::Storage(StorageError::WritesStopped { reason }) => {
+                format!("STORAGE this node takes no writes and no other replica of the key took this one: {reason}")
+            }
             CoordError::Storage(e) => format!("STORAGE {e}"),
             CoordError::Remote { message, .. } => message.clone(),
         }
@@ -143,6 +146,7 @@ impl CoordError {
             | CoordError::Unproven { .. }
             | CoordError::NoRing { .. }
             | CoordError::Storage(StorageError::Closed) => RemoteErrorKind::Unavailable,
+            CoordError::Storage(StorageError::WritesStopped { .. }) => RemoteErrorKind::WritesStopped,
             CoordError::Storage(_) => RemoteErrorKind::Storage,
             CoordError::Remote { kind, .. } => *kind,
             _ => RemoteErrorKind::Refused,
@@ -510,11 +514,12 @@ impl Coordinator {
         // here and anything else forwards.
         // A replica known to be unreachable is skipped as the hinted coordinator and tried only after every other:
         // a forward to a partitioned peer would wait out the whole timeout, for every write, until the partition
-        // heals.
-        let reachable = |r: &Replica| r.local || self.cluster.is_reachable(&r.id);
+        // heals. A replica whose storage stopped writes (this one included) is tried last for the same reason.
+        let local_writes = self.store.write_stop().is_none();
+        let reachable = |r: &Replica| if r.local { local_writes } else { self.cluster.takes_writes(&r.id) };
         let hinted =
             preferred.filter(|p| p != me).and_then(|p| replicas.iter().position(|r| r.id == p && reachable(r)));
-        if hinted.is_none() && replicas.iter().any(|r| r.local) {
+        if hinted.is_none() && local_writes && replicas.iter().any(|r| r.local) {
             return self.coordinate(key, value, context, w).await;
         }
         if let Some(pos) = hinted {
@@ -546,6 +551,10 @@ impl Coordinator {
                 Ok(Response::Error { kind: RemoteErrorKind::Misdirected, message }) => {
                     // Its ring view differs from ours (a transition is spreading): the next replica may agree.
                     tracing::debug!(replica = %rep.id, %message, "forward misdirected; trying the next replica");
+                }
+                Ok(Response::Error { kind: RemoteErrorKind::WritesStopped, message }) => {
+                    // Its storage refused before writing anything: another replica may take it.
+                    tracing::debug!(replica = %rep.id, %message, "forward refused by storage; trying the next replica");
                 }
                 Ok(Response::Error { kind, message }) => return Err(CoordError::Remote { kind, message }),
                 Ok(other) => {
@@ -613,7 +622,7 @@ impl Coordinator {
                 }
             });
         }
-        // Sloppy quorum (paper §4.6): a replica known to be unreachable is stood in for by the next healthy
+        // Sloppy quorum (paper §4.6): a replica known to be unreachable (or to take no writes) is stood in for by the next healthy
         // fallback of the preference list, which keeps the copy as a hint and counts toward W.
         let view = self.cluster.view();
         let mut fallbacks = view
@@ -621,10 +630,11 @@ impl Coordinator {
             .into_iter()
             .skip(self.quorum.n)
             .map(|p| self.replica(p))
-            .filter(|f| !f.local && self.cluster.is_reachable(&f.id));
+            .filter(|f| !f.local && self.cluster.takes_writes(&f.id));
         let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
         for rep in replicas.iter().filter(|r| !r.local) {
-            if self.cluster.is_reachable(&rep.id) {
+            // A replica whose storage stopped writes is stood in for like an unreachable one.
+            if self.cluster.takes_writes(&rep.id) {
                 pending.push(self.replicate_remote(rep, None, key.clone(), state.clone()));
             } else if let Some(fallback) = fallbacks.next() {
                 metrics::counter!("dynamo_sloppy_writes_total").increment(1);
@@ -683,6 +693,8 @@ impl Coordinator {
 
     /// Stores a hint another coordinator sent here for `target` (this node stands in for it).
     pub fn store_hint(&self, target: &str, key: &[u8], state: &Siblings) -> Result<(), CoordError> {
+        // Hints live on the same disk as the data: a node whose storage stopped writes keeps none.
+        self.store.check_writes()?;
         Ok(self.hints.put(target, key, state, now_ms())?)
     }
 

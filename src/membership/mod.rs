@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::ring::Member;
 
 pub use gossip::{Gossip, Target};
-pub use state::{ClusterState, MemberRecord, MemberStatus, RingState, StateError, Transfer};
+pub use state::{ClusterState, MemberRecord, MemberStatus, RingState, StateError, Transfer, WriteNotice};
 
 /// How a peer is reached and what it is.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

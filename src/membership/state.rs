@@ -141,6 +141,19 @@ pub struct ClusterState {
     /// two clusters never merge: a node whose data directory was lost and that founded a new cluster where it used
     /// to be a member must not take over, or answer for, the old one.
     pub cluster_id: u64,
+    /// Each member's word on whether it takes writes (a full or failing disk stops them); set by that member only,
+    /// the higher version wins.
+    pub write_notices: BTreeMap<String, WriteNotice>,
+}
+
+/// A member's word on whether it takes writes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteNotice {
+    /// Raised by every change: milliseconds since the epoch (or the last version and one), so it keeps rising
+    /// across the member's restarts.
+    pub version: u64,
+    /// Why it takes no writes; `None`: it takes them.
+    pub stopped: Option<String>,
 }
 
 impl ClusterState {
@@ -155,7 +168,7 @@ impl ClusterState {
             done: BTreeSet::new(),
         };
         let members = BTreeMap::from([(id, MemberRecord { info: me, status: MemberStatus::Valid, version: 1 })]);
-        Self { members, ring, heartbeats: BTreeMap::new(), cluster_id: 1 }
+        Self { members, ring, heartbeats: BTreeMap::new(), cluster_id: 1, write_notices: BTreeMap::new() }
     }
 
     /// The same state under the cluster identity `id` (a founder draws it at random).
@@ -173,7 +186,13 @@ impl ClusterState {
     pub fn joiner(me: PeerInfo) -> Self {
         let id = me.member.id.clone();
         let members = BTreeMap::from([(id, MemberRecord { info: me, status: MemberStatus::Joining, version: 1 })]);
-        Self { members, ring: RingState::default(), heartbeats: BTreeMap::new(), cluster_id: 0 }
+        Self {
+            members,
+            ring: RingState::default(),
+            heartbeats: BTreeMap::new(),
+            cluster_id: 0,
+            write_notices: BTreeMap::new(),
+        }
     }
 
     /// Merges another node's state into this one; returns whether anything changed. The state of another cluster
@@ -213,7 +232,29 @@ impl ClusterState {
                 changed = true;
             }
         }
+        for (id, theirs) in &other.write_notices {
+            if self.write_notices.get(id).is_none_or(|mine| theirs.version > mine.version) {
+                self.write_notices.insert(id.clone(), theirs.clone());
+                changed = true;
+            }
+        }
         changed
+    }
+
+    /// Records `me`'s word on writes (`stopped`: why it takes none) at time `now_ms`; returns whether it changed.
+    pub fn set_write_stop(&mut self, me: &str, stopped: Option<String>, now_ms: u64) -> bool {
+        let last = self.write_notices.get(me);
+        if last.map_or(stopped.is_none(), |n| n.stopped == stopped) {
+            return false;
+        }
+        let version = now_ms.max(last.map_or(0, |n| n.version + 1));
+        self.write_notices.insert(me.to_string(), WriteNotice { version, stopped });
+        true
+    }
+
+    /// Why member `id` takes no writes, if it said so.
+    pub fn write_stop(&self, id: &str) -> Option<&str> {
+        self.write_notices.get(id).and_then(|n| n.stopped.as_deref())
     }
 
     /// Whether `me` should found the cluster now (`--bootstrap-expect`): no ring exists yet, at least `expect`
@@ -341,6 +382,23 @@ impl ClusterState {
             }
         }
         out
+    }
+
+    /// Key ranges of the transition in progress whose every required transfer is done (ranges no transfer is needed
+    /// for included): reads and writes of such a range already use the next ring's replicas. Empty without a
+    /// transition. A pure function of the state, so every node that knows the same transfers agrees.
+    pub fn moved_ranges(&self, n: usize) -> BTreeSet<u32> {
+        let Some(cur) = self.current_ring() else { return BTreeSet::new() };
+        if self.next_ring().is_none() {
+            return BTreeSet::new();
+        }
+        let mut moved: BTreeSet<u32> = (0..cur.partitions() as u32).collect();
+        for t in self.required_transfers(n) {
+            if !self.ring.done.contains(&(t.partition, t.to.clone())) {
+                moved.remove(&t.partition);
+            }
+        }
+        moved
     }
 
     /// Records that `to` received key range `partition` for the transition in progress.

@@ -305,7 +305,7 @@ impl Handoff {
     /// here, by anti-entropy with every other replica after the flip, before this node vouches for a not-found in
     /// it. Persisted before the transfer counts as done.
     fn transfer_done(&self, partition: u32, progress: Progress) -> Result<Progress, HandoffError> {
-        self.recovery.taint(partition).map_err(|e| HandoffError::Recovery { partition, reason: e.to_string() })?;
+        self.recovery.taint(&[partition]).map_err(|e| HandoffError::Recovery { partition, reason: e.to_string() })?;
         Ok(progress)
     }
 

@@ -83,6 +83,10 @@ impl HintDelivery {
             }
             return;
         }
+        if self.cluster.write_stop(target).is_some() {
+            // Its storage takes no writes (a full or failing disk): the hints wait until it says it does again.
+            return;
+        }
         let addr = member.info.peer_addr.clone();
         // A node marked unreachable gets a ping first: that is how it comes back into routing.
         if !self.cluster.is_reachable(target) {
@@ -117,6 +121,11 @@ impl HintDelivery {
                             tracing::error!(error = %e, "could not delete a delivered hint");
                             return;
                         }
+                    }
+                    Ok(Response::Error { message, .. }) => {
+                        // It answered, and refused (its disk stopped writes before it could tell us): try later.
+                        tracing::debug!(%target, %message, "hint refused; keeping it");
+                        return;
                     }
                     _ => {
                         self.cluster.note_reachable(target, false);

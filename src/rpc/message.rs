@@ -9,7 +9,7 @@ pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -125,6 +125,9 @@ pub enum RemoteErrorKind {
     Storage,
     /// The receiver cannot serve this request (e.g. not a replica of the key).
     Misdirected,
+    /// The receiver's storage takes no writes now (a full or failing disk); it applied nothing, so another
+    /// replica may take the write.
+    WritesStopped,
 }
 
 /// A response to one request.

@@ -219,8 +219,11 @@ async fn store_on_fjall_in_every_mode() {
 #[tokio::test]
 async fn a_durable_write_bypasses_the_buffer_and_wins_over_it() {
     let engine = Arc::new(MemoryEngine::new());
-    let options =
-        StoreOptions { durability: Durability::Buffered, buffer_flush_interval: std::time::Duration::from_secs(3600) };
+    let options = StoreOptions {
+        durability: Durability::Buffered,
+        buffer_flush_interval: std::time::Duration::from_secs(3600),
+        min_free_disk: 0,
+    };
     let store = KvStore::open(engine.clone(), options).unwrap();
     let at = |k: &str| engine.get(&super::layout::storage_key(k.as_bytes())).unwrap();
     write(&store, "k", Some("buffered"), 1).await.unwrap();

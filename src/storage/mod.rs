@@ -7,6 +7,7 @@
 //!   one contiguous range scan.
 //! * [`store::KvStore`]: sibling sets per key, updated atomically under a key lock, with the configured durability.
 //! * [`meta::NodeMeta`]: the node's identity in its data directory (epoch, dot counter, clean-shutdown marker).
+//! * [`write_gate::WriteGate`]: whether writes are taken, stopped before the disk fills or after a write failed.
 //! * [`recovery::Recovery`]: the key ranges this replica cannot vouch for yet, after a wipe or a lossy crash.
 
 pub mod fjall_engine;
@@ -17,6 +18,7 @@ pub mod meta;
 pub mod recovery;
 pub mod store;
 mod write_buffer;
+pub mod write_gate;
 
 #[cfg(test)]
 mod conformance;
@@ -55,6 +57,12 @@ pub enum StorageError {
     /// The store stopped taking writes (the node is shutting down).
     #[error("node is shutting down")]
     Closed,
+    /// Writes are stopped: the disk is below its free-space floor, or a write failed ([`write_gate`]).
+    #[error("writes stopped on this node: {reason}")]
+    WritesStopped {
+        /// Why, and what brings writes back.
+        reason: String,
+    },
     /// The data directory belongs to another node, or is otherwise unusable.
     #[error("data directory {path} is unusable: {reason}")]
     DataDir {
@@ -67,7 +75,13 @@ pub enum StorageError {
 
 impl From<fjall::Error> for StorageError {
     fn from(e: fjall::Error) -> Self {
-        StorageError::Engine { message: e.to_string() }
+        // fjall's Display says only "FjallError"; the operator needs the cause.
+        let message = match e {
+            fjall::Error::Io(io) => io.to_string(),
+            fjall::Error::Poisoned => "poisoned by an earlier failed journal write".into(),
+            other => format!("{other:?}"),
+        };
+        StorageError::Engine { message }
     }
 }
 
@@ -75,6 +89,8 @@ impl From<fjall::Error> for StorageError {
 pub trait WriteObserver: Send + Sync + 'static {
     /// `storage_key` changed from `old` to `new` (`None`: absent).
     fn on_write(&self, storage_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>);
+    /// Forget every key: a rebuild replays them all again.
+    fn reset(&self);
 }
 
 /// One change in an atomic batch: `Some(value)` to put, `None` to delete.
@@ -99,5 +115,13 @@ pub trait Engine: Send + Sync + 'static {
     /// Sorted tables on disk: rises with flushes and falls with compactions (0 for the in-memory engine).
     fn table_count(&self) -> u64 {
         0
+    }
+    /// Bytes free for this engine's files on their file system (`None`: not on disk).
+    fn free_space(&self) -> Option<u64> {
+        None
+    }
+    /// Opens the engine again after a failed write left it unusable, replaying what it holds.
+    fn reopen(&self) -> Result<(), StorageError> {
+        Ok(())
     }
 }

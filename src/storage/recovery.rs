@@ -184,13 +184,18 @@ impl Recovery {
         self.change(|s| (s.is_pending() && held().is_some_and(|held| s.resolve(held)), ()));
     }
 
-    /// Marks partition `p` as recovering (see [`RecoveryState::taint`]), durably: an error means it is not.
-    pub fn taint(&self, p: u32) -> Result<(), StorageError> {
+    /// Marks partitions `ps` as recovering (see [`RecoveryState::taint`]), durably: an error means none is.
+    pub fn taint(&self, ps: &[u32]) -> Result<(), StorageError> {
         let mut s = self.state.lock().expect("recovery lock");
-        if s.taint(p) {
+        let before = s.clone();
+        let mut changed = false;
+        for &p in ps {
+            changed |= s.taint(p);
+        }
+        if changed {
             self.clear.store(false, Ordering::Release);
             if let Err(e) = self.save(&s, true) {
-                s.partitions.remove(&p);
+                *s = before;
                 self.clear.store(s.is_clear(), Ordering::Release);
                 return Err(e);
             }

@@ -21,6 +21,7 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
 use super::write_buffer::{Buffered, WriteBuffer};
+use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
 use crate::versioning::Siblings;
@@ -31,6 +32,8 @@ const LOCK_STRIPES: usize = 1024;
 const VALUE_FORMAT: u8 = 1;
 /// How often `os` mode fsyncs (Redis's appendfsync everysec).
 pub const OS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often free disk space is measured: often enough that writes stop before a burst fills the margin.
+const SPACE_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// Buffered bytes that make a writer flush inline instead of waiting for the background writer.
 const BUFFER_FLUSH_BYTES: usize = 64 << 20;
 
@@ -41,11 +44,13 @@ pub struct StoreOptions {
     pub durability: Durability,
     /// How often the `buffered` mode's writer persists the buffer.
     pub buffer_flush_interval: Duration,
+    /// Free disk space below which writes stop ([`WriteGate`]; 0: only a failed write stops them).
+    pub min_free_disk: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { durability: Durability::Os, buffer_flush_interval: Duration::from_millis(50) }
+        Self { durability: Durability::Os, buffer_flush_interval: Duration::from_millis(50), min_free_disk: 0 }
     }
 }
 
@@ -77,6 +82,10 @@ pub struct KvStore {
     building: AtomicBool,
     /// Storage keys up to this one have been counted by the build (`None`: none yet).
     built_through: std::sync::Mutex<Option<Bytes>>,
+    /// Whether writes are taken (a low disk or a failed write stops them).
+    gate: WriteGate,
+    /// Reopens of the engine after failed writes.
+    reopens: AtomicU64,
 }
 
 impl KvStore {
@@ -107,7 +116,10 @@ impl KvStore {
         observer: Option<Arc<dyn super::WriteObserver>>,
     ) -> Arc<Self> {
         let buffer = (options.durability == Durability::Buffered).then(WriteBuffer::default);
+        let gate = WriteGate::new(options.min_free_disk);
         Arc::new(KvStore {
+            gate,
+            reopens: AtomicU64::new(0),
             engine,
             options,
             locks: (0..LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect(),
@@ -156,6 +168,91 @@ impl KvStore {
                 }
             }
         }
+    }
+
+    /// Runs [`build`](Self::build) on a blocking thread until it succeeds: it resumes from its cursor, so a failure
+    /// (I/O, a full disk) is retried where it stopped.
+    pub fn spawn_build(self: &Arc<Self>) {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let mut wait = Duration::from_millis(100);
+            loop {
+                match store.build() {
+                    Ok(()) => {
+                        let took_ms = started.elapsed().as_millis() as u64;
+                        tracing::info!(keys = store.live_keys(), took_ms, "storage counted; hash trees ready");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, retry_in = ?wait, "counting storage failed; anti-entropy waits");
+                        std::thread::sleep(wait);
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        });
+    }
+
+    /// Forgets the count and the observer's view, to build them again from what the engine holds (after a reopen,
+    /// which may have recovered a write that was reported failed). Run [`spawn_build`](Self::spawn_build) next.
+    fn reset_build(&self) {
+        let _all: Vec<_> = self.locks.iter().map(|l| l.lock().expect("key lock")).collect();
+        self.building.store(true, Ordering::Release);
+        *self.built_through.lock().expect("build cursor") = None;
+        self.live_keys.store(0, Ordering::Relaxed);
+        if let Some(o) = &self.observer {
+            o.reset();
+        }
+    }
+
+    /// Why writes are stopped, if they are (a disk below its floor, or a failed write).
+    pub fn write_stop(&self) -> Option<WriteStop> {
+        self.gate.stop()
+    }
+
+    /// How many times the engine was reopened after a failed write (the node then re-proves its ranges).
+    pub fn reopens(&self) -> u64 {
+        self.reopens.load(Ordering::Acquire)
+    }
+
+    /// `Ok` when writes are taken, else why not (for writes outside the store on the same disk, such as hints).
+    pub fn check_writes(&self) -> Result<(), StorageError> {
+        self.gate.check()
+    }
+
+    /// The free-space floor below which writes stop, bytes.
+    pub fn min_free_disk(&self) -> u64 {
+        self.gate.min_free()
+    }
+
+    /// Bytes free on the disk under the engine (`None`: in memory).
+    pub fn free_space(&self) -> Option<u64> {
+        self.engine.free_space()
+    }
+
+    /// Measures free space and acts on it: stops or resumes writes, and reopens the engine after a failed write
+    /// once there is room (then builds the count and the hash trees again). Called every 250 ms by
+    /// [`run_background`](Self::run_background); blocking.
+    pub fn check_space(self: &Arc<Self>) {
+        let Some(free) = self.engine.free_space() else { return };
+        metrics::gauge!("dynamo_storage_free_bytes").set(free as f64);
+        if self.gate.on_free_space(free, std::time::Instant::now()) == SpaceAction::Reopen {
+            // Writes are refused at the gate until `reopened` below, so none reaches the engine meanwhile; a
+            // buffered write waits in the buffer for the new engine.
+            let result = self.engine.reopen().and_then(|()| match &self.buffer {
+                Some(buffer) => buffer.flush(self.engine.as_ref()).map(|_| ()),
+                None => Ok(()),
+            });
+            self.gate.reopened(&result, std::time::Instant::now());
+            if result.is_ok() {
+                self.reopens.fetch_add(1, Ordering::AcqRel);
+                self.reset_build();
+                self.spawn_build();
+            }
+        }
+        let stopped = self.gate.stop();
+        metrics::gauge!("dynamo_storage_writes_stopped").set(if stopped.is_some() { 1.0 } else { 0.0 });
     }
 
     /// Whether the start-up count is done: until then [`live_keys`](Self::live_keys) is partial and the
@@ -254,13 +351,14 @@ impl KvStore {
                 Decision::Keep(out) => return Ok(out),
                 Decision::Write(out) => out,
             };
+            self.gate.check()?;
             let now_live = siblings.has_live_value();
             let encoded = encode(&siblings);
             let change = [(key.clone(), Some(encoded.clone()))];
-            match &self.buffer {
-                Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &change)?,
-                _ => self.write_raw(&change)?,
-            }
+            self.gate.observe(match &self.buffer {
+                Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &change),
+                _ => self.write_raw(&change),
+            })?;
             if self.counted_by_writer(&key) {
                 if let Some(o) = &self.observer {
                     o.on_write(&key, raw_existing.as_deref(), Some(&encoded));
@@ -336,10 +434,12 @@ impl KvStore {
         if current != *expected || (current.has_live_value() && !live_ok) {
             return Ok(false);
         }
+        // A delete writes too (an LSM tombstone): it waits for the disk like any write.
+        self.gate.check()?;
         let key = Bytes::copy_from_slice(storage_key);
         match &self.buffer {
             Some(buffer) => buffer.put(&[(key, None)]),
-            None => self.engine.apply(&[(key, None)])?,
+            None => self.gate.observe(self.engine.apply(&[(key, None)]))?,
         }
         if self.counted_by_writer(storage_key) {
             if current.has_live_value() {
@@ -415,26 +515,40 @@ impl KvStore {
         let period = match self.options.durability {
             Durability::Buffered => self.options.buffer_flush_interval,
             Durability::Os | Durability::Fsync => OS_SYNC_INTERVAL,
-        };
+        }
+        .min(SPACE_CHECK_INTERVAL);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut since_sync = Duration::ZERO;
+        let mut since_space = SPACE_CHECK_INTERVAL;
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
             since_sync += period;
+            since_space += period;
             let store = self.clone();
             let sync_now = since_sync >= OS_SYNC_INTERVAL;
             if sync_now {
                 since_sync = Duration::ZERO;
             }
+            let space_now = since_space >= SPACE_CHECK_INTERVAL;
+            if space_now {
+                since_space = Duration::ZERO;
+            }
             let result = tokio::task::spawn_blocking(move || {
-                if let Some(buffer) = &store.buffer {
-                    buffer.flush(store.engine.as_ref())?;
+                if space_now {
+                    store.check_space();
                 }
-                if sync_now { store.engine.sync() } else { Ok(()) }
+                if store.gate.stop().is_some_and(|s| matches!(s, WriteStop::Failed { .. })) {
+                    // The engine refuses writes until it reopens; what is buffered waits for that.
+                    return Ok(());
+                }
+                if let Some(buffer) = &store.buffer {
+                    store.gate.observe(buffer.flush(store.engine.as_ref()))?;
+                }
+                if sync_now { store.gate.observe(store.engine.sync()) } else { Ok(()) }
             })
             .await
             .expect("storage task panicked");
@@ -482,7 +596,8 @@ impl KvStore {
         }
         let target = self.applied_seq.load(Ordering::Acquire);
         let engine = self.engine.clone();
-        tokio::task::spawn_blocking(move || engine.sync()).await.expect("storage task panicked")?;
+        let result = tokio::task::spawn_blocking(move || engine.sync()).await.expect("storage task panicked");
+        self.gate.observe(result)?;
         metrics::counter!("dynamo_storage_fsyncs_total").increment(1);
         *synced = target;
         Ok(())

@@ -323,3 +323,56 @@ pub fn free_ports(count: usize) -> Vec<u16> {
         (0..count).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
     held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
+
+/// A tmpfs mounted for one test (it needs root), unmounted when dropped: a small disk that fills.
+pub struct Tmpfs {
+    pub path: PathBuf,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB at `path` (created if missing).
+    pub fn mount(path: &Path, mib: u64) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let status = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(path)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "mounting a tmpfs at {} failed: this test needs root", path.display());
+        Tmpfs { path: path.to_path_buf() }
+    }
+
+    /// Changes its size (a disk that grows: space comes back).
+    pub fn resize(&self, mib: u64) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={mib}m")])
+            .arg(&self.path)
+            .status()
+            .expect("running mount");
+        assert!(status.success(), "resizing the tmpfs at {} failed", self.path.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        // Lazy: the node may still hold files open while it is being killed.
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+impl TestNode {
+    /// Starts node `node_id` with its data directory on a tmpfs of `mib` MiB.
+    pub fn start_on_tmpfs(node_id: &str, mib: u64, extra: &[&str]) -> (TestNode, Tmpfs) {
+        let mut n = Self::unstarted("127.0.0.1", node_id, extra);
+        let fs = Tmpfs::mount(&n.data_dir, mib);
+        n.spawn(0, 0);
+        (n, fs)
+    }
+
+    /// One field of `INFO dynamo`, if present.
+    pub async fn info_field(&self, field: &str) -> Option<String> {
+        let mut c = self.conn().await;
+        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+        info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
+    }
+}

@@ -173,10 +173,10 @@ fn a_join_moves_about_a_share_and_flips_when_transfers_are_done() {
     assert_eq!(moved, 16);
 }
 
-#[test]
-fn leave_hands_everything_off_then_removes_the_member() {
+/// A cluster of `members` nodes founded by n00, with its first transition done.
+fn settled(members: usize) -> ClusterState {
     let mut s = ClusterState::founder(info(0), Q);
-    for i in 1..4 {
+    for i in 1..members {
         s.merge(&ClusterState::joiner(info(i)));
     }
     let next = s.plan(N).unwrap().unwrap();
@@ -185,6 +185,12 @@ fn leave_hands_everything_off_then_removes_the_member() {
         s.mark_done(t.partition, &t.to);
     }
     assert!(s.try_flip(N));
+    s
+}
+
+#[test]
+fn leave_hands_everything_off_then_removes_the_member() {
+    let mut s = settled(4);
     s.set_status("n02", MemberStatus::Leaving).unwrap();
     assert!(s.change_pending());
     let next = s.plan(N).unwrap().unwrap();
@@ -344,4 +350,45 @@ fn states_of_two_clusters_never_merge() {
     assert!(joined.is_foreign(&refounded) && !joined.merge(&refounded));
     assert_eq!(joined, before);
     assert!(!refounded.merge(&before));
+}
+
+#[test]
+fn a_members_word_on_writes_spreads_and_the_newest_wins() {
+    let mut a = ClusterState::founder(info(1), 8);
+    let mut b = a.clone();
+    // Only a change bumps the version; saying the same twice is no news.
+    assert!(a.set_write_stop("n1", Some("disk below min_free_disk".into()), 1000));
+    assert!(!a.set_write_stop("n1", Some("disk below min_free_disk".into()), 2000));
+    assert!(b.merge(&a));
+    assert_eq!(b.write_stop("n1"), Some("disk below min_free_disk"));
+    // The resume is newer, even from a clock that went back: versions only rise.
+    assert!(a.set_write_stop("n1", None, 500));
+    let stale = b.clone();
+    assert!(b.merge(&a));
+    assert_eq!(b.write_stop("n1"), None);
+    assert!(!b.merge(&stale), "an older word never overrides a newer one");
+    assert_eq!(b.write_stop("n1"), None);
+}
+
+#[test]
+fn ranges_move_one_by_one_as_their_transfers_finish() {
+    let mut s = settled(3);
+    assert!(s.moved_ranges(N).is_empty(), "no transition, nothing moving");
+    s.merge(&ClusterState::joiner(info(3)));
+    let next = s.plan(N).unwrap().unwrap();
+    s.commit("n00", next).unwrap();
+    let transfers = s.required_transfers(N);
+    let moving: BTreeSet<u32> = transfers.iter().map(|t| t.partition).collect();
+    let unchanged = s.moved_ranges(N);
+    // Ranges whose replicas do not change have nothing to wait for; every other one waits for its transfers.
+    assert_eq!(unchanged.len() + moving.len(), Q);
+    assert!(moving.iter().all(|p| !unchanged.contains(p)));
+    let first = transfers[0].clone();
+    for t in transfers.iter().filter(|t| t.partition == first.partition) {
+        s.mark_done(t.partition, &t.to);
+    }
+    let moved = s.moved_ranges(N);
+    assert!(moved.contains(&first.partition), "a range moves as soon as its own transfers are done");
+    assert_eq!(moved.len(), unchanged.len() + 1, "and no other range moves with it");
+    assert!(!s.try_flip(N), "the ring flips only once every range has moved");
 }
