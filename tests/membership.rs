@@ -250,6 +250,10 @@ async fn removing_a_dead_node_rebuilds_its_replicas() {
     }
     nodes[3].kill9();
     let dead = nodes.pop().unwrap();
+    // A node that still answers is refused: it must leave by itself, handing its data off.
+    let refused = admin(&nodes[0], &["REMOVE", "c2"]).await.unwrap_err();
+    assert!(refused.to_string().contains("answers: run ADMIN LEAVE on it"), "{refused}");
+    wait_unreachable(&nodes[0], &dead.node_id).await;
     cli(&nodes[0], &["remove", "--node", &dead.node_id]);
     wait_members(&nodes, 3).await;
     for node in &nodes {
@@ -294,6 +298,20 @@ async fn after_a_join_no_node_keeps_a_copy_of_a_range_it_no_longer_replicates() 
         for i in (0..200).step_by(5) {
             assert_eq!(get(&mut c, &format!("s{i}")).await.0, vec![i.to_string()]);
         }
+    }
+}
+
+/// Waits until `observer` believes member `id` unreachable.
+async fn wait_unreachable(observer: &TestNode, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut c = observer.conn().await;
+        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+        if info.lines().any(|l| l.starts_with(&format!("peer_{id}:")) && l.contains("status=unreachable")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{} never saw {id} as unreachable", observer.node_id);
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -380,6 +398,58 @@ async fn a_join_moves_ranges_one_by_one_under_load_and_loses_nothing() {
         }
         for i in (0..6000).step_by(11) {
             assert_eq!(get(&mut c, &format!("pre{i}")).await.0, vec![format!("value{i}")], "{}", node.node_id);
+        }
+    }
+}
+
+#[tokio::test]
+async fn removing_the_only_replica_of_ranges_unblocks_a_join_that_waits_on_it() {
+    // N = 1: each range has one replica, so a dead node is the only source of its ranges.
+    let flags = ["--n", "1", "--r", "1", "--w", "1", "--membership-interval-ms", "200", "--request-timeout-ms", "1000"];
+    let mut nodes = vec![TestNode::start_named("c1", &flags)];
+    let seed = nodes[0].peer_addr();
+    let with_seed = |id: &str| {
+        let mut f = flags.to_vec();
+        f.extend_from_slice(&["--seeds", &seed]);
+        TestNode::start_named(id, &f)
+    };
+    nodes.push(with_seed("c2"));
+    nodes.push(with_seed("c3"));
+    wait_members(&nodes, 3).await;
+    let mut c = nodes[0].conn().await;
+    for i in 0..300 {
+        let _: () = c.set(format!("one{i}"), i).await.unwrap();
+    }
+    let on_c3: Vec<usize> = {
+        let mut out = Vec::new();
+        for i in 0..300 {
+            if !local_get(&nodes[2], &format!("one{i}")).await.is_empty() {
+                out.push(i);
+            }
+        }
+        out
+    };
+    assert!(!on_c3.is_empty());
+    nodes[2].kill9();
+    let dead = nodes.pop().unwrap();
+    wait_unreachable(&nodes[0], "c3").await;
+    // A join now needs ranges whose only source is dead: its transition waits.
+    nodes.push(with_seed("c4"));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+    assert!(info.contains("ring_transition:in progress"), "the join should wait on the dead source");
+    // Removing the dead node unblocks it: its ranges start empty elsewhere, with nothing left to wait for.
+    admin(&nodes[0], &["REMOVE", &dead.node_id]).await.unwrap();
+    wait_members(&nodes, 3).await;
+    let owned = ownership(&nodes[0]).await;
+    assert!(!owned.contains_key("c3") && owned["c4"] > 0, "{owned:?}");
+    for i in 0..300 {
+        let (values, _) = get(&mut c, &format!("one{i}")).await;
+        if on_c3.contains(&i) {
+            // Its only replica is gone: a read says so plainly (absent), it does not fail.
+            assert!(values.is_empty(), "one{i} was only on the removed node: {values:?}");
+        } else {
+            assert_eq!(values, vec![i.to_string()], "one{i}");
         }
     }
 }

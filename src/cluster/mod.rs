@@ -467,9 +467,12 @@ impl Cluster {
         id == self.me.member.id || self.liveness.lock().expect("liveness lock").get(id).is_none_or(|l| l.reachable)
     }
 
-    /// Whether a member can take a write now: believed reachable, and not stopped by its storage (as it gossips).
+    /// Whether a member can take a write now: believed reachable, not stopped by its storage (as it gossips), and
+    /// not removed (a removed member still owns its partitions until the plan that rebuilds them elsewhere flips).
     pub fn takes_writes(&self, id: &str) -> bool {
-        self.is_reachable(id) && !self.write_stops.read().expect("write stops lock").contains_key(id)
+        self.is_reachable(id)
+            && !self.write_stops.read().expect("write stops lock").contains_key(id)
+            && self.view().members.get(id).is_none_or(|m| m.status != MemberStatus::Removed)
     }
 
     /// Why member `id` takes no writes, if it said so.

@@ -2,7 +2,7 @@
 //!
 //! Views: MEMBERS, RING, KEY key, LOCALGET key, STATUS. Changes (paper §4.8: explicit, operator-driven; Riak's
 //! plan/commit): JOIN seed (this node joins the cluster of `seed`), LEAVE (this node hands its partitions off and
-//! exits), REMOVE id (a dead node's partitions are rebuilt from the other replicas), PLAN (the moves a commit would
+//! exits), REMOVE id (a dead node is gone for good: its partitions are rebuilt from the other replicas), PLAN (the moves a commit would
 //! start), COMMIT. With auto-commit on (the default) the claimant commits joins and leaves by itself.
 
 use bytes::Bytes;
@@ -27,10 +27,19 @@ pub fn admin(node: &NodeContext, args: &[Bytes]) -> Reply {
         }
         (b"REMOVE", 3) => {
             let id = String::from_utf8_lossy(&args[2]).into_owned();
-            if id == node.coordinator.cluster().me().member.id {
+            let cluster = node.coordinator.cluster();
+            if id == cluster.me().member.id {
                 return Reply::error("ERR use ADMIN LEAVE to take this node out of the cluster");
             }
-            change_status(node, &id, MemberStatus::Leaving)
+            // Removed means gone for good: never a source of its ranges again. A node that still answers must hand
+            // its data off itself, or writes only it took would go with it.
+            if cluster.view().members.contains_key(&id) && cluster.is_reachable(&id) {
+                return Reply::error(format!(
+                    "ERR node '{id}' answers: run ADMIN LEAVE on it (it hands its data off, then exits); REMOVE is \
+                     for a node that is gone. If it was just stopped, retry once it shows as unreachable"
+                ));
+            }
+            change_status(node, &id, MemberStatus::Removed)
         }
         (b"PLAN", 2) => plan(node),
         (b"REPAIR", 2) => {

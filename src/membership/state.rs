@@ -375,9 +375,16 @@ impl ClusterState {
         let mut out = Vec::new();
         for p in 0..cur.partitions() {
             let before: Vec<String> = cur.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+            // A removed member is gone for good (`admin remove` of a dead node): never a source. A range whose
+            // every replica was removed has no source left, and its transfer completes empty.
+            let sources: Vec<String> = before
+                .iter()
+                .filter(|id| self.members.get(*id).is_some_and(|m| m.status != MemberStatus::Removed))
+                .cloned()
+                .collect();
             for m in next.preference_list(p).take(n) {
                 if !before.contains(&m.id) {
-                    out.push(Transfer { partition: p as u32, to: m.id.clone(), sources: before.clone() });
+                    out.push(Transfer { partition: p as u32, to: m.id.clone(), sources: sources.clone() });
                 }
             }
         }
@@ -471,12 +478,13 @@ impl ClusterState {
         *self.heartbeats.entry(me.to_string()).or_insert(0) += 1;
     }
 
-    /// Whether a change is waiting for a commit: a joining member, or a leaving one that still owns partitions.
+    /// Whether a change is waiting for a commit: a joining member, or a leaving or removed one that still owns
+    /// partitions.
     pub fn change_pending(&self) -> bool {
         let owning: BTreeSet<&String> = self.ring.owners.iter().collect();
         self.members.values().any(|m| match m.status {
             MemberStatus::Joining => !owning.contains(&m.info.member.id),
-            MemberStatus::Leaving => owning.contains(&m.info.member.id),
+            MemberStatus::Leaving | MemberStatus::Removed => owning.contains(&m.info.member.id),
             _ => false,
         })
     }

@@ -79,7 +79,7 @@ pub struct Progress {
     pub total_keys: Option<u64>,
     /// When the transfer started.
     pub started: Instant,
-    /// "streaming" or "verifying".
+    /// "streaming", "verifying", or "empty" (every replica of the range was removed).
     pub phase: &'static str,
 }
 
@@ -266,6 +266,27 @@ impl Handoff {
         let me = &self.cluster.me().member.id;
         let view = self.cluster.view();
         let mut sources: Vec<&String> = t.sources.iter().filter(|s| *s != me).collect();
+        if sources.is_empty() {
+            // Every replica the range had was removed by an operator (`admin remove`): there is nothing to
+            // rebuild it from, and waiting would block the transition for good. It starts empty here.
+            tracing::error!(
+                partition = t.partition,
+                "every replica of this key range was removed: it starts empty here, and the data only those \
+                 replicas held is lost (restore it from a backup if it matters)"
+            );
+            metrics::counter!("dynamo_handoff_ranges_lost_total").increment(1);
+            let empty = Progress {
+                partition: t.partition,
+                from: "(none: every replica was removed)".into(),
+                to: me.clone(),
+                keys: 0,
+                bytes: 0,
+                total_keys: Some(0),
+                started: Instant::now(),
+                phase: "empty",
+            };
+            return self.transfer_done(t.partition, empty);
+        }
         // Reachable sources first.
         sources.sort_by_key(|s| !self.cluster.is_reachable(s));
         // A source recovering the range after a lost disk may lack writes it acknowledged: it serves only when no

@@ -392,3 +392,22 @@ fn ranges_move_one_by_one_as_their_transfers_finish() {
     assert_eq!(moved.len(), unchanged.len() + 1, "and no other range moves with it");
     assert!(!s.try_flip(N), "the ring flips only once every range has moved");
 }
+
+#[test]
+fn a_removed_member_is_never_a_source_and_its_ranges_are_replanned() {
+    let mut s = settled(4);
+    s.set_status("n03", MemberStatus::Removed).unwrap();
+    assert!(s.change_pending(), "a removed member that still owns partitions needs a plan");
+    let next = s.plan(N).unwrap().unwrap();
+    assert!(!next.contains(&"n03".to_string()));
+    s.commit("n00", next).unwrap();
+    let transfers = s.required_transfers(N);
+    assert!(!transfers.is_empty());
+    assert!(transfers.iter().all(|t| !t.sources.contains(&"n03".to_string())), "rebuilt from the others only");
+    for t in &transfers {
+        s.mark_done(t.partition, &t.to);
+    }
+    assert!(s.try_flip(N));
+    assert!(!s.change_pending());
+    assert_eq!(s.members["n03"].status, MemberStatus::Removed);
+}
