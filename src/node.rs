@@ -412,6 +412,16 @@ impl Node {
         tokio::task::spawn_blocking(move || store.close_writes()).await.expect("closing writes panicked");
         storage_cancel.cancel();
         background.await.expect("storage background task panicked")?;
+        // Memtables to tables, so the next start has no journal to replay (bounded: a disk that cannot flush must
+        // not keep the node from stopping; the journal then replays at start instead).
+        let store = self.store.clone();
+        let flush = tokio::task::spawn_blocking(move || store.flush_memtables());
+        match tokio::time::timeout(MEMTABLE_FLUSH_TIMEOUT, flush).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not flush memtables; the next start replays them"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "memtable flush panicked; the next start replays them"),
+            Err(_) => tracing::warn!("memtable flush took over {MEMTABLE_FLUSH_TIMEOUT:?}; the next start replays them"),
+        }
         self.meta.mark_clean()?;
         tracing::info!("storage flushed and synced; clean shutdown");
         Ok(())
@@ -545,6 +555,9 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Sets the gauges that describe state rather than events (storage size, keys, hint backlog, transfers, memory),
 /// labelled by node so that a dev cluster's nodes, which share one endpoint, stay apart.
+/// Longest a clean stop waits for the storage engine to write its memtables to tables.
+const MEMTABLE_FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// Tells the cluster, through gossip, whenever this node's storage stops or resumes taking writes, so that
 /// coordinators send its copies to fallbacks as hints instead. After a failed write the node also stops vouching
 /// for its ranges until anti-entropy has exchanged each with the other replicas: whatever the failure cost (a write

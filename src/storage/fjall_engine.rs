@@ -162,6 +162,17 @@ impl Engine for FjallEngine {
         Some(st.f_bavail.saturating_mul(st.f_frsize))
     }
 
+    fn flush_memtables(&self) -> Result<(), StorageError> {
+        let handles = self.shared.handles.read().expect("handles lock");
+        let h = handles.as_ref().ok_or_else(reopening)?;
+        // fjall 3.1 offers this only as a hidden (test) API; without it a start replays up to a memtable of journal
+        // per keyspace. Every keyspace of the database shares the journal, so all are flushed.
+        for ks in &h.keyspaces {
+            ks.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
     fn reopen(&self) -> Result<(), StorageError> {
         let mut handles = self.shared.handles.write().expect("handles lock");
         // Every handle must go before the database can be opened again: fjall holds its lock file until then.

@@ -124,4 +124,9 @@ pub trait Engine: Send + Sync + 'static {
     fn reopen(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    /// Writes what the engine holds only in memory (and in its journal) to its tables, so that the next start has
+    /// nothing to replay. Blocking; called at a clean stop.
+    fn flush_memtables(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
 }

@@ -509,6 +509,15 @@ impl KvStore {
         self.engine.sync()
     }
 
+    /// Writes the engine's memtables to its tables at a clean stop, so the next start replays no journal. Skipped
+    /// while writes are stopped (the engine may be unable to flush, and would wait for good).
+    pub fn flush_memtables(&self) -> Result<(), StorageError> {
+        if self.gate.stop().is_some() {
+            return Ok(());
+        }
+        self.engine.flush_memtables()
+    }
+
     /// Background duties of the durability mode, until `cancel` fires: the buffered writer, the once-a-second
     /// fsync. Ends with a final flush and sync.
     pub async fn run_background(self: Arc<Self>, cancel: CancellationToken) -> Result<(), StorageError> {
