@@ -420,7 +420,9 @@ impl Node {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not flush memtables; the next start replays them"),
             Ok(Err(e)) => tracing::warn!(error = %e, "memtable flush panicked; the next start replays them"),
-            Err(_) => tracing::warn!("memtable flush took over {MEMTABLE_FLUSH_TIMEOUT:?}; the next start replays them"),
+            Err(_) => {
+                tracing::warn!("memtable flush took over {MEMTABLE_FLUSH_TIMEOUT:?}; the next start replays them")
+            }
         }
         self.meta.mark_clean()?;
         tracing::info!("storage flushed and synced; clean shutdown");
