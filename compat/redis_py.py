@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """redis-py against a node, over RESP2 and RESP3 (redis-py 8 sends HELLO 3 when asked for protocol 3):
-connect, plain usage, pipelines, the shopping cart with contexts, errors, and AUTH."""
+connect, plain usage, pipelines and transactions, the shopping cart with contexts, errors, and AUTH."""
 import os
 import subprocess
 import sys
@@ -65,6 +65,27 @@ try:
         p.execute_command("GET", "p99")
         res = p.execute()
         check(f"{label}: pipeline answered in order", res[:100] == [True] * 100 and res[100][0] == [b"99"])
+        # The default pipeline is a transaction (MULTI ... EXEC in one batch).
+        p = r.pipeline()
+        p.set(f"tx{proto}:a", 1)
+        p.set(f"tx{proto}:b", 2)
+        check(f"{label}: transaction pipeline", p.execute() == [True, True])
+        check(f"{label}: transaction applied", r.execute_command("GET", f"tx{proto}:b")[0] == [b"2"])
+        p = r.pipeline()
+        p.set(f"tx{proto}:c", 1)
+        p.execute_command("NOSUCHCOMMAND")
+        try:
+            p.execute()
+            check(f"{label}: transaction with a bad command aborts", False)
+        except redis.ResponseError as e:
+            check(f"{label}: transaction with a bad command aborts", "EXECABORT" in str(e) or "unknown command" in str(e))
+        check(f"{label}: aborted transaction applied nothing", r.execute_command("GET", f"tx{proto}:c")[0] == [])
+        try:
+            # Optimistic locking as redis-py does it: WATCH on a pipeline.
+            r.pipeline().watch("k")
+            check(f"{label}: WATCH refused", False)
+        except redis.ResponseError as e:
+            check(f"{label}: WATCH refused", "WATCH is not supported" in str(e))
         cart(r, label)
         try:
             r.execute_command("SET", "k", "x", "CONTEXT", "tampered")

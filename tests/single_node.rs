@@ -517,3 +517,71 @@ async fn users_from_the_config_file_with_admin_write_and_read_access() {
     let info: String = redis::cmd("INFO").arg("stats").query_async(&mut app).await.unwrap();
     assert!(info.contains("auth_failures:3"), "{info}");
 }
+
+/// Sends `batch` (inline commands, one per line) in one write and reads until `expect` appears in the replies.
+async fn batch_replies(node: &TestNode, batch: &str, expect: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(batch.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains(expect) {
+        assert!(std::time::Instant::now() < deadline, "no {expect:?} in {:?}", String::from_utf8_lossy(&out));
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed; got {:?}", String::from_utf8_lossy(&out));
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_transaction_runs_its_queue_at_exec_and_nothing_after_a_queuing_error() {
+    let node = TestNode::start(&[]);
+    // As redis-py's pipeline() and node-redis's multi().exec() send it: one batch.
+    let out = batch_replies(&node, "MULTI\r\nSET tx:a 1\r\nSET tx:b 2\r\nEXEC\r\nPING done\r\n", "done").await;
+    assert_eq!(out, "+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n$4\r\ndone\r\n", "{out}");
+    let mut c = node.conn().await;
+    assert_eq!(common::get(&mut c, "tx:a").await.0, vec!["1"]);
+    assert_eq!(common::get(&mut c, "tx:b").await.0, vec!["2"]);
+
+    // An error while queuing (an unknown command, a wrong arity) aborts EXEC, and nothing queued is applied.
+    let out =
+        batch_replies(&node, "MULTI\r\nSET tx:c 1\r\nNOSUCHCMD\r\nSET tx:d\r\nEXEC\r\nPING done\r\n", "done").await;
+    assert!(out.contains("EXECABORT Transaction discarded because of previous errors."), "{out}");
+    assert!(out.contains("unknown command 'NOSUCHCMD'") && out.contains("wrong number of arguments"), "{out}");
+    let out = batch_replies(&node, "MULTI\r\nSET tx:e 1\r\nEXEC\r\n", "*1").await;
+    assert!(out.ends_with("*1\r\n+OK\r\n"), "{out}");
+    assert!(common::get(&mut c, "tx:c").await.0.is_empty(), "an aborted transaction applied a write");
+
+    // DISCARD drops the queue; the usual misuse errors; WATCH refused loudly, UNWATCH harmless.
+    let out = batch_replies(&node, "MULTI\r\nSET tx:f 1\r\nDISCARD\r\nEXEC\r\nDISCARD\r\nPING done\r\n", "done").await;
+    assert!(
+        out.starts_with("+OK\r\n+QUEUED\r\n+OK\r\n-ERR EXEC without MULTI\r\n-ERR DISCARD without MULTI\r\n"),
+        "{out}"
+    );
+    assert!(common::get(&mut c, "tx:f").await.0.is_empty(), "a discarded transaction applied a write");
+    let out =
+        batch_replies(&node, "MULTI\r\nMULTI\r\nWATCH k\r\nEXEC\r\nWATCH k\r\nUNWATCH\r\nPING done\r\n", "done").await;
+    assert!(out.contains("-ERR MULTI calls can not be nested") && out.contains("-ERR WATCH inside MULTI"), "{out}");
+    assert!(out.contains("-ERR WATCH is not supported") && out.contains("+OK\r\n$4\r\ndone"), "{out}");
+
+    // A command that fails when it runs answers its error in place; the others still apply (no rollback).
+    let out = batch_replies(&node, "MULTI\r\nSET tx:g 1 CONTEXT garbage\r\nSET tx:h 1\r\nEXEC\r\n", "*2").await;
+    let tail = &out[out.find("*2").unwrap()..];
+    assert!(tail.starts_with("*2\r\n-ERR invalid context") && tail.ends_with("+OK\r\n"), "{out}");
+    assert_eq!(common::get(&mut c, "tx:h").await.0, vec!["1"]);
+}
+
+#[tokio::test]
+async fn a_transaction_cannot_queue_more_than_max_request_bytes() {
+    let node = TestNode::start(&["--max-request-bytes", "8192", "--max-value-bytes", "2048", "--max-key-bytes", "64"]);
+    let value = "x".repeat(2000);
+    let sets: String = (1..=5).map(|i| format!("SET big:{i} {value}\r\n")).collect();
+    let batch = format!("MULTI\r\n{sets}EXEC\r\nPING done\r\n");
+    let out = batch_replies(&node, &batch, "done").await;
+    assert!(out.contains("-ERR transaction too large"), "{out}");
+    assert!(out.contains("EXECABORT"), "{out}");
+    let mut c = node.conn().await;
+    assert!(common::get(&mut c, "big:1").await.0.is_empty(), "an aborted transaction applied a write");
+}

@@ -14,6 +14,7 @@ mod get;
 pub mod info;
 mod set;
 pub mod table;
+mod transaction;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -93,6 +94,8 @@ pub struct Session {
     pub lib_ver: Option<Bytes>,
     /// Set by QUIT: close after this reply.
     pub closing: bool,
+    /// Commands queued since MULTI, until EXEC or DISCARD.
+    pub transaction: Option<transaction::Transaction>,
 }
 
 impl Session {
@@ -108,6 +111,7 @@ impl Session {
             lib_name: None,
             lib_ver: None,
             closing: false,
+            transaction: None,
         }
     }
 }
@@ -116,14 +120,26 @@ impl Session {
 pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
-    let reply = match table::lookup(&name) {
-        None => unknown_command(&args),
-        Some(spec) if !spec.arity_ok(args.len()) => wrong_arity(&name),
+    let checked = match table::lookup(&name) {
+        None => Err(unknown_command(&args)),
+        Some(spec) if !spec.arity_ok(args.len()) => Err(wrong_arity(&name)),
         Some(spec) if !session.authenticated && !spec.allowed_before_auth() => {
-            Reply::error("NOAUTH Authentication required.")
+            Err(Reply::error("NOAUTH Authentication required."))
         }
-        Some(spec) if spec.required_access() > session.access => no_permission(session, spec.name),
-        Some(spec) => measured(spec.name, run(node, session, spec.name, &args)).await,
+        Some(spec) if spec.required_access() > session.access => Err(no_permission(session, spec.name)),
+        Some(spec) => Ok(spec),
+    };
+    let reply = match (checked, &mut session.transaction) {
+        // Inside MULTI: a refused command makes EXEC run nothing; a good one waits for EXEC.
+        (Err(reply), Some(tx)) => {
+            tx.aborted = true;
+            reply
+        }
+        (Ok(spec), Some(tx)) if !transaction::runs_at_once(spec.name) => {
+            tx.queue(args, node.config.limits.max_request_bytes)
+        }
+        (Err(reply), None) => reply,
+        (Ok(spec), _) => measured(spec.name, run(node, session, spec.name, &args)).await,
     };
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
@@ -131,11 +147,26 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
     reply
 }
 
+/// EXEC: the queued commands in order, their replies as one array (or EXECABORT after an error while queuing).
+fn exec<'a>(node: &'a NodeContext, session: &'a mut Session) -> futures::future::BoxFuture<'a, Reply> {
+    Box::pin(async move {
+        let Some(tx) = session.transaction.take() else { return Reply::error("ERR EXEC without MULTI") };
+        if tx.aborted {
+            return transaction::exec_abort();
+        }
+        let mut replies = Vec::with_capacity(tx.queued.len());
+        for args in tx.queued {
+            replies.push(execute(node, session, args).await);
+        }
+        Reply::Array(replies)
+    })
+}
+
 /// The key of a request that may run concurrently with the requests pipelined around it: a well-formed,
 /// authorised single-key data command. Such requests touch no session state, and the connection keeps them in
 /// order with anything on the same key; every other request waits for the ones before it to finish.
 pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'static CommandSpec, &'a Bytes)> {
-    if !session.authenticated || args.len() < 2 {
+    if !session.authenticated || session.transaction.is_some() || args.len() < 2 {
         return None;
     }
     let name = args[0].to_ascii_lowercase();
@@ -201,6 +232,20 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "config" => config_get::config(node, args),
         "info" => info::info(node, args),
         "admin" => admin::admin(node, args),
+        "multi" if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
+        "multi" => {
+            session.transaction = Some(transaction::Transaction::default());
+            Reply::ok()
+        }
+        "exec" => exec(node, session).await,
+        "discard" => match session.transaction.take() {
+            Some(_) => Reply::ok(),
+            None => Reply::error("ERR DISCARD without MULTI"),
+        },
+        "watch" if session.transaction.is_some() => Reply::error("ERR WATCH inside MULTI is not allowed"),
+        "watch" => transaction::watch(),
+        // Nothing is ever watched; clients send it when they reset a connection.
+        "unwatch" => Reply::ok(),
         other => unreachable!("command '{other}' is in the table but has no handler"),
     }
 }
