@@ -1,7 +1,9 @@
 //! Configuration (L0): every setting of a node, from flags, `DYNAMO_KV_*` environment variables and a TOML file.
 //!
-//! Precedence: flag > environment > file > built-in default. Clap resolves flag-vs-environment (each flag declares
-//! its variable); [`Config::resolve`] lays the result over the file and the defaults and validates the whole.
+//! Precedence: flag > environment > file > built-in default. Each setting is declared once, as a field of
+//! [`ServeArgs`]: clap reads it from its flag or environment variable, serde from the file under the field's name.
+//! [`Config::resolve`] lays what flags and environment set over the file, fills the rest from the `DEFAULT_*`
+//! constants, and validates the whole into the typed [`Config`] the node uses.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +69,28 @@ pub const PEER_PORT_OFFSET: u16 = 10_000;
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
 pub const DEFAULT_CACHE_MB: u64 = 64;
+/// Default durability mode: acknowledged once the write reached the OS, fsynced every second (Redis's
+/// `appendfsync everysec`).
+pub const DEFAULT_DURABILITY: Durability = Durability::Os;
+/// Default replicas per key, and read and write quorums: the paper's common N=3, R=2, W=2. A cluster with fewer
+/// members uses what it has (one node: 1/1/1).
+pub const DEFAULT_N: usize = 3;
+/// Default read quorum.
+pub const DEFAULT_R: usize = 2;
+/// Default write quorum.
+pub const DEFAULT_W: usize = 2;
+/// Default weight of a node in the claim of partitions.
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Whether the claimant commits joins and leaves by itself, by default.
+pub const DEFAULT_AUTO_COMMIT: bool = true;
+/// Default pause between two anti-entropy exchanges.
+pub const DEFAULT_ANTI_ENTROPY_INTERVAL_MS: u64 = 200;
+/// Default time a tombstone is kept at least before it may be reaped (one day).
+pub const DEFAULT_TOMBSTONE_GRACE_SECS: u64 = 86_400;
+/// Protected mode is on by default, as in Redis.
+pub const DEFAULT_PROTECTED_MODE: bool = true;
+/// Idle clients are never disconnected by default (0), as in Redis.
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT_SECS: u64 = 0;
 /// Default floor of free disk space below which a node stops taking writes: room for the engine to flush its
 /// memtables and compact while writes go elsewhere.
 pub const DEFAULT_MIN_FREE_DISK_MB: u64 = 256;
@@ -232,8 +256,11 @@ pub struct Config {
     pub cluster: ClusterOptions,
 }
 
-/// The settings that can come from flags and environment variables (all optional: unset means "ask the file").
-#[derive(Clone, Debug, Default, clap::Args)]
+/// Every setting, declared once: its flag, its environment variable and its key in the config file (the field's
+/// name), with its documentation. All optional: unset means "ask the next source" (flag, then environment, then
+/// file), then the default named in its doc and defined as a constant.
+#[derive(Clone, Debug, Default, clap::Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct ServeArgs {
     /// Stable, unique id of this node (letters, digits, '-', '_', '.').
     #[arg(long, env = "DYNAMO_KV_NODE_ID")]
@@ -246,7 +273,12 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// TOML file with any of these settings (snake_case names, e.g. `node_id = "n1"`).
     #[arg(long, env = "DYNAMO_KV_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
+    /// Named users, in the config file only (`[[users]]` with `name`, `password` and `access`).
+    #[arg(skip)]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<User>,
     /// Require clients to AUTH with this password.
     #[arg(long, env = "DYNAMO_KV_REQUIREPASS", hide_env_values = true)]
     pub requirepass: Option<String>,
@@ -448,7 +480,7 @@ impl Access {
 }
 
 /// A named user of the config file (`[[users]]` with `name`, `password`, `access`).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
     /// The name given to AUTH.
@@ -464,61 +496,6 @@ impl Config {
     pub fn auth_required(&self) -> bool {
         self.requirepass.is_some() || !self.users.is_empty()
     }
-}
-
-/// The config file: the same settings as [`ServeArgs`], snake_case.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    node_id: Option<String>,
-    listen: Option<String>,
-    data_dir: Option<PathBuf>,
-    requirepass: Option<String>,
-    #[serde(default)]
-    users: Vec<User>,
-    tls_listen: Option<String>,
-    tls_cert_file: Option<PathBuf>,
-    tls_key_file: Option<PathBuf>,
-    durability: Option<Durability>,
-    buffer_flush_ms: Option<u64>,
-    cache_mb: Option<u64>,
-    min_free_disk_mb: Option<u64>,
-    metrics_listen: Option<String>,
-    protected_mode: Option<bool>,
-    insecure_open_cluster: Option<bool>,
-    max_key_bytes: Option<usize>,
-    max_value_bytes: Option<usize>,
-    max_request_bytes: Option<usize>,
-    max_array_len: Option<usize>,
-    max_clients: Option<usize>,
-    client_idle_timeout_secs: Option<u64>,
-    client_frame_timeout_secs: Option<u64>,
-    client_write_timeout_secs: Option<u64>,
-    max_vv_entries: Option<usize>,
-    sibling_soft_limit: Option<usize>,
-    sibling_hard_limit: Option<usize>,
-    max_siblings_bytes: Option<usize>,
-    peer_listen: Option<String>,
-    peer_advertise: Option<String>,
-    client_advertise: Option<String>,
-    seeds: Option<Vec<String>>,
-    bootstrap_expect: Option<usize>,
-    cluster_name: Option<String>,
-    cluster_secret: Option<String>,
-    peer_tls_cert_file: Option<PathBuf>,
-    peer_tls_key_file: Option<PathBuf>,
-    peer_tls_ca_file: Option<PathBuf>,
-    partitions: Option<usize>,
-    weight: Option<u32>,
-    zone: Option<String>,
-    n: Option<usize>,
-    r: Option<usize>,
-    w: Option<usize>,
-    request_timeout_ms: Option<u64>,
-    membership_interval_ms: Option<u64>,
-    auto_commit: Option<bool>,
-    anti_entropy_interval_ms: Option<u64>,
-    tombstone_grace_secs: Option<u64>,
 }
 
 /// Why a configuration was refused.
@@ -563,146 +540,101 @@ pub enum ConfigError {
 impl Config {
     /// Lays `args` (flags and environment) over the config file they name, if any, and the defaults.
     pub fn resolve(args: &ServeArgs) -> Result<Config, ConfigError> {
-        let file = match &args.config {
-            Some(path) => load_file(path)?,
-            None => FileConfig::default(),
+        let s = match &args.config {
+            Some(path) => layered(args, path)?,
+            None => args.clone(),
         };
-        let node_id = args.node_id.clone().or(file.node_id).ok_or(ConfigError::Missing {
+        let node_id = s.node_id.clone().ok_or(ConfigError::Missing {
             setting: "node_id",
             flag: "node-id",
             env: "DYNAMO_KV_NODE_ID",
         })?;
-        let data_dir = args.data_dir.clone().or(file.data_dir).ok_or(ConfigError::Missing {
+        let data_dir = s.data_dir.clone().ok_or(ConfigError::Missing {
             setting: "data_dir",
             flag: "data-dir",
             env: "DYNAMO_KV_DATA_DIR",
         })?;
-        let listen = args.listen.clone().or(file.listen).unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let peer_listen = match args.peer_listen.clone().or(file.peer_listen) {
+        let listen = s.listen.clone().unwrap_or_else(|| DEFAULT_LISTEN.into());
+        let peer_listen = match s.peer_listen.clone() {
             Some(p) => p,
             None => default_peer_listen(&listen)?,
         };
-        let seeds: Vec<String> = args
+        let seeds: Vec<String> = s
             .seeds
             .clone()
-            .or(file.seeds)
             .unwrap_or_default()
             .into_iter()
             .map(|s| s.trim().to_string())
             .filter(|s| !s.is_empty())
             .collect();
-        // The paper's common N=3, R=2, W=2; a cluster with fewer members uses what it has (1 node: 1/1/1).
-        let (dn, dr, dw) = (3, 2, 2);
         let cluster = ClusterOptions {
             peer_listen,
-            peer_advertise: args.peer_advertise.clone().or(file.peer_advertise),
-            client_advertise: args.client_advertise.clone().or(file.client_advertise),
-            cluster_name: args
-                .cluster_name
-                .clone()
-                .or(file.cluster_name)
-                .unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
-            cluster_secret: args.cluster_secret.clone().or(file.cluster_secret),
-            insecure_open_cluster: args.insecure_open_cluster.or(file.insecure_open_cluster).unwrap_or(false),
+            peer_advertise: s.peer_advertise.clone(),
+            client_advertise: s.client_advertise.clone(),
+            cluster_name: s.cluster_name.clone().unwrap_or_else(|| DEFAULT_CLUSTER_NAME.into()),
+            cluster_secret: s.cluster_secret.clone(),
+            insecure_open_cluster: s.insecure_open_cluster.unwrap_or_default(),
             peer_tls: all_or_none(
                 "peer_tls_cert_file",
                 "peer TLS needs all three of --peer-tls-cert-file, --peer-tls-key-file and --peer-tls-ca-file",
-                (
-                    args.peer_tls_cert_file.clone().or(file.peer_tls_cert_file),
-                    args.peer_tls_key_file.clone().or(file.peer_tls_key_file),
-                    args.peer_tls_ca_file.clone().or(file.peer_tls_ca_file),
-                ),
+                (s.peer_tls_cert_file.clone(), s.peer_tls_key_file.clone(), s.peer_tls_ca_file.clone()),
             )?
             .map(|(cert_file, key_file, ca_file)| PeerTlsFiles { cert_file, key_file, ca_file }),
-            partitions: args.partitions.or(file.partitions).unwrap_or(crate::ring::DEFAULT_PARTITIONS),
-            weight: args.weight.or(file.weight).unwrap_or(1),
-            zone: args.zone.clone().or(file.zone),
-            quorum: Quorum {
-                n: args.n.or(file.n).unwrap_or(dn),
-                r: args.r.or(file.r).unwrap_or(dr),
-                w: args.w.or(file.w).unwrap_or(dw),
-            },
-            request_timeout: Duration::from_millis(
-                args.request_timeout_ms.or(file.request_timeout_ms).unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS),
-            ),
+            partitions: s.partitions.unwrap_or(crate::ring::DEFAULT_PARTITIONS),
+            weight: s.weight.unwrap_or(DEFAULT_WEIGHT),
+            zone: s.zone.clone(),
+            quorum: Quorum { n: s.n.unwrap_or(DEFAULT_N), r: s.r.unwrap_or(DEFAULT_R), w: s.w.unwrap_or(DEFAULT_W) },
+            request_timeout: Duration::from_millis(s.request_timeout_ms.unwrap_or(DEFAULT_REQUEST_TIMEOUT_MS)),
             membership_interval: Duration::from_millis(
-                args.membership_interval_ms.or(file.membership_interval_ms).unwrap_or(DEFAULT_MEMBERSHIP_INTERVAL_MS),
+                s.membership_interval_ms.unwrap_or(DEFAULT_MEMBERSHIP_INTERVAL_MS),
             ),
-            auto_commit: args.auto_commit.or(file.auto_commit).unwrap_or(true),
+            auto_commit: s.auto_commit.unwrap_or(DEFAULT_AUTO_COMMIT),
             anti_entropy_interval: Duration::from_millis(
-                args.anti_entropy_interval_ms.or(file.anti_entropy_interval_ms).unwrap_or(200).max(1),
+                s.anti_entropy_interval_ms.unwrap_or(DEFAULT_ANTI_ENTROPY_INTERVAL_MS).max(1),
             ),
-            tombstone_grace: Duration::from_secs(
-                args.tombstone_grace_secs.or(file.tombstone_grace_secs).unwrap_or(86_400),
-            ),
+            tombstone_grace: Duration::from_secs(s.tombstone_grace_secs.unwrap_or(DEFAULT_TOMBSTONE_GRACE_SECS)),
             seeds,
-            bootstrap_expect: args.bootstrap_expect.or(file.bootstrap_expect),
+            bootstrap_expect: s.bootstrap_expect,
         };
         let config = Config {
             node_id,
             listen,
             data_dir,
-            requirepass: args.requirepass.clone().or(file.requirepass),
-            users: file.users,
-            protected_mode: args.protected_mode.or(file.protected_mode).unwrap_or(true),
+            requirepass: s.requirepass.clone(),
+            users: s.users.clone(),
+            protected_mode: s.protected_mode.unwrap_or(DEFAULT_PROTECTED_MODE),
             tls: all_or_none(
                 "tls_listen",
                 "TLS needs all three of --tls-listen, --tls-cert-file and --tls-key-file",
-                (
-                    args.tls_listen.clone().or(file.tls_listen),
-                    args.tls_cert_file.clone().or(file.tls_cert_file),
-                    args.tls_key_file.clone().or(file.tls_key_file),
-                ),
+                (s.tls_listen.clone(), s.tls_cert_file.clone(), s.tls_key_file.clone()),
             )?
             .map(|(listen, cert_file, key_file)| TlsListen { listen, cert_file, key_file }),
-            durability: args.durability.or(file.durability).unwrap_or(Durability::Os),
-            buffer_flush_interval: Duration::from_millis(
-                args.buffer_flush_ms.or(file.buffer_flush_ms).unwrap_or(DEFAULT_BUFFER_FLUSH_MS),
-            ),
-            cache_bytes: args.cache_mb.or(file.cache_mb).unwrap_or(DEFAULT_CACHE_MB) << 20,
-            min_free_disk_bytes: args
-                .min_free_disk_mb
-                .or(file.min_free_disk_mb)
-                .unwrap_or(DEFAULT_MIN_FREE_DISK_MB)
-                .saturating_mul(1 << 20),
-            metrics_listen: args.metrics_listen.clone().or(file.metrics_listen).map(|m| on_loopback_if_bare_port(&m)),
+            durability: s.durability.unwrap_or(DEFAULT_DURABILITY),
+            buffer_flush_interval: Duration::from_millis(s.buffer_flush_ms.unwrap_or(DEFAULT_BUFFER_FLUSH_MS)),
+            cache_bytes: s.cache_mb.unwrap_or(DEFAULT_CACHE_MB) << 20,
+            min_free_disk_bytes: s.min_free_disk_mb.unwrap_or(DEFAULT_MIN_FREE_DISK_MB).saturating_mul(1 << 20),
+            metrics_listen: s.metrics_listen.clone().map(|m| on_loopback_if_bare_port(&m)),
             limits: Limits {
-                max_key_bytes: args.max_key_bytes.or(file.max_key_bytes).unwrap_or(DEFAULT_MAX_KEY_BYTES),
-                max_value_bytes: args.max_value_bytes.or(file.max_value_bytes).unwrap_or(DEFAULT_MAX_VALUE_BYTES),
-                max_request_bytes: args
-                    .max_request_bytes
-                    .or(file.max_request_bytes)
-                    .unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
-                max_array_len: args.max_array_len.or(file.max_array_len).unwrap_or(DEFAULT_MAX_ARRAY_LEN),
-                max_clients: args.max_clients.or(file.max_clients).unwrap_or(DEFAULT_MAX_CLIENTS),
+                max_key_bytes: s.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
+                max_value_bytes: s.max_value_bytes.unwrap_or(DEFAULT_MAX_VALUE_BYTES),
+                max_request_bytes: s.max_request_bytes.unwrap_or(DEFAULT_MAX_REQUEST_BYTES),
+                max_array_len: s.max_array_len.unwrap_or(DEFAULT_MAX_ARRAY_LEN),
+                max_clients: s.max_clients.unwrap_or(DEFAULT_MAX_CLIENTS),
                 client_idle_timeout: Duration::from_secs(
-                    args.client_idle_timeout_secs.or(file.client_idle_timeout_secs).unwrap_or(0),
+                    s.client_idle_timeout_secs.unwrap_or(DEFAULT_CLIENT_IDLE_TIMEOUT_SECS),
                 ),
                 client_frame_timeout: Duration::from_secs(
-                    args.client_frame_timeout_secs
-                        .or(file.client_frame_timeout_secs)
-                        .unwrap_or(DEFAULT_CLIENT_FRAME_TIMEOUT_SECS),
+                    s.client_frame_timeout_secs.unwrap_or(DEFAULT_CLIENT_FRAME_TIMEOUT_SECS),
                 ),
                 client_write_timeout: Duration::from_secs(
-                    args.client_write_timeout_secs
-                        .or(file.client_write_timeout_secs)
-                        .unwrap_or(DEFAULT_CLIENT_WRITE_TIMEOUT_SECS),
+                    s.client_write_timeout_secs.unwrap_or(DEFAULT_CLIENT_WRITE_TIMEOUT_SECS),
                 ),
             },
             versioning: VersioningOptions {
-                max_vv_entries: args.max_vv_entries.or(file.max_vv_entries).unwrap_or(DEFAULT_MAX_VV_ENTRIES),
-                sibling_soft_limit: args
-                    .sibling_soft_limit
-                    .or(file.sibling_soft_limit)
-                    .unwrap_or(DEFAULT_SIBLING_SOFT_LIMIT),
-                sibling_hard_limit: args
-                    .sibling_hard_limit
-                    .or(file.sibling_hard_limit)
-                    .unwrap_or(DEFAULT_SIBLING_HARD_LIMIT),
-                max_siblings_bytes: args
-                    .max_siblings_bytes
-                    .or(file.max_siblings_bytes)
-                    .unwrap_or(DEFAULT_MAX_SIBLINGS_BYTES),
+                max_vv_entries: s.max_vv_entries.unwrap_or(DEFAULT_MAX_VV_ENTRIES),
+                sibling_soft_limit: s.sibling_soft_limit.unwrap_or(DEFAULT_SIBLING_SOFT_LIMIT),
+                sibling_hard_limit: s.sibling_hard_limit.unwrap_or(DEFAULT_SIBLING_HARD_LIMIT),
+                max_siblings_bytes: s.max_siblings_bytes.unwrap_or(DEFAULT_MAX_SIBLINGS_BYTES),
             },
             cluster,
         };
@@ -872,10 +804,21 @@ fn all_or_none<A, B, C>(
     }
 }
 
-fn load_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// `args` (flags and environment) laid over the config file at `path`: each setting the arguments leave unset
+/// comes from the file. One struct reads both, so a setting is declared once.
+fn layered(args: &ServeArgs, path: &Path) -> Result<ServeArgs, ConfigError> {
+    let parse = |message: String| ConfigError::Parse { path: path.display().to_string(), message };
     let text = std::fs::read_to_string(path)
         .map_err(|source| ConfigError::Read { path: path.display().to_string(), source })?;
-    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.display().to_string(), message: e.to_string() })
+    // The file on its own first: a bad value in it is an error even where a flag overrides it.
+    let _checked: ServeArgs = toml::from_str(&text).map_err(|e: toml::de::Error| parse(e.to_string()))?;
+    let mut merged: toml::Table = toml::from_str(&text).map_err(|e: toml::de::Error| parse(e.to_string()))?;
+    // Unset arguments serialize to nothing, so only what flags or the environment set overrides the file.
+    let set = toml::Table::try_from(args).map_err(|e| parse(format!("settings do not serialize: {e}")))?;
+    merged.extend(set);
+    let mut out: ServeArgs = merged.try_into().map_err(|e: toml::de::Error| parse(e.to_string()))?;
+    out.config = args.config.clone();
+    Ok(out)
 }
 
 #[cfg(test)]
