@@ -330,6 +330,9 @@ impl Node {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
+        // The node's background duties (gossip, handoff, hints, anti-entropy, gauges): stopped by `cancel` and
+        // joined at shutdown, so none still writes when the storage is flushed.
+        let tasks = TaskTracker::new();
         let storage_cancel = CancellationToken::new();
         let background = tokio::spawn(self.store.clone().run_background(storage_cancel.clone()));
         tracing::info!(
@@ -343,7 +346,7 @@ impl Node {
         let client_tls = self.tls_listener.as_ref().map(|(_, current)| current.clone());
         if client_tls.is_some() || self.identity.tls.is_some() {
             let peer_tls = self.identity.tls.clone();
-            tokio::spawn(reload_tls_on_hangup(self.config.clone(), client_tls, peer_tls, cancel.clone()));
+            tasks.spawn(reload_tls_on_hangup(self.config.clone(), client_tls, peer_tls, cancel.clone()));
         }
         let service = Arc::new(PeerService { node: self.context.clone() });
         tokio::spawn(rpc::transport::serve(
@@ -353,8 +356,8 @@ impl Node {
             cancel.clone(),
             tracker.clone(),
         ));
-        tokio::spawn(self.cluster.clone().run(cancel.clone()));
-        tokio::spawn(self.handoff.clone().run(cancel.clone()));
+        tasks.spawn(self.cluster.clone().run(cancel.clone()));
+        tasks.spawn(self.handoff.clone().run(cancel.clone()));
         let delivery = Arc::new(HintDelivery::new(
             self.cluster.clone(),
             self.hints.clone(),
@@ -363,10 +366,10 @@ impl Node {
             hinted::DEFAULT_RATE,
             self.config.cluster.tombstone_grace,
         ));
-        tokio::spawn(delivery.clone().run(cancel.clone()));
-        tokio::spawn(self.context.antientropy.clone().run(cancel.clone()));
-        tokio::spawn(report_gauges(self.context.clone(), self.cluster.clone(), cancel.clone()));
-        tokio::spawn(announce_write_stops(self.context.clone(), self.cluster.clone(), cancel.clone()));
+        tasks.spawn(delivery.clone().run(cancel.clone()));
+        tasks.spawn(self.context.antientropy.clone().run(cancel.clone()));
+        tasks.spawn(report_gauges(self.context.clone(), self.cluster.clone(), cancel.clone()));
+        tasks.spawn(announce_write_stops(self.context.clone(), self.cluster.clone(), cancel.clone()));
         let server = tokio::spawn(crate::server::serve(
             self.listener,
             None,
@@ -405,6 +408,10 @@ impl Node {
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
             tracing::warn!("some connections did not finish within {DRAIN_TIMEOUT:?}");
+        }
+        tasks.close();
+        if tokio::time::timeout(BACKGROUND_STOP_TIMEOUT, tasks.wait()).await.is_err() {
+            tracing::warn!("some background tasks did not stop within {BACKGROUND_STOP_TIMEOUT:?}");
         }
         // Close the write gate before the final flush: a connection that outlived the drain can no longer take a
         // dot or buffer a write after it, so "clean" below is true.
@@ -557,6 +564,9 @@ const GAUGE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Sets the gauges that describe state rather than events (storage size, keys, hint backlog, transfers, memory),
 /// labelled by node so that a dev cluster's nodes, which share one endpoint, stay apart.
+/// Longest a stop waits for the background tasks (a transfer or an exchange in progress ends first).
+const BACKGROUND_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Longest a clean stop waits for the storage engine to write its memtables to tables.
 const MEMTABLE_FLUSH_TIMEOUT: Duration = Duration::from_secs(20);
 
