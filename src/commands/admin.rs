@@ -137,13 +137,13 @@ fn ring(node: &NodeContext) -> Reply {
     )
 }
 
-/// Where a key lives: partition, position, replicas (top N) and fallbacks.
+/// Where a key lives: partition, hash slot, position, replicas (top N) and fallbacks.
 fn key(node: &NodeContext, key: &Bytes) -> Reply {
     if let Err(r) = check_key(node, key) {
         return r;
     }
     let view = node.coordinator.cluster().view();
-    let position = u128::from_be_bytes(md5::compute(key).0);
+    let position = crate::ring::slot::key_position(key);
     let n = node.coordinator.quorum().n;
     let list: Vec<Reply> = view.preference_list(key).into_iter().map(|p| Reply::bulk(p.member.id.clone())).collect();
     let split = n.min(list.len());
@@ -151,6 +151,7 @@ fn key(node: &NodeContext, key: &Bytes) -> Reply {
     let partition = view.ring.as_ref().map_or(Reply::Nil, |r| Reply::Integer(r.partition_of(position) as i64));
     Reply::Map(vec![
         pair("partition", partition),
+        pair("slot", Reply::Integer(i64::from(crate::ring::slot::key_slot(key)))),
         pair("position", Reply::bulk(format!("{position:032x}"))),
         pair("replicas", Reply::Array(replicas.to_vec())),
         pair("fallbacks", Reply::Array(fallbacks.to_vec())),

@@ -1,6 +1,8 @@
-//! The ring (L0, pure): Q equal partitions of the MD5 space owned by physical nodes (paper §4.2, §6.2 strategy 3).
+//! The ring (L0, pure): Q equal partitions of the 128-bit position space owned by physical nodes (paper §4.2, §6.2
+//! strategy 3).
 //!
-//! * A key's partition is the top log2(Q) bits of its 128-bit MD5 position.
+//! * A key's position starts with its Redis Cluster hash slot ([`slot`]); its partition is the top log2(Q) bits, so
+//!   a partition is a whole number of slots (Q divides 16384).
 //! * [`claim`] assigns partitions to members in proportion to their weight, explicitly balanced, moving as few
 //!   partitions as possible from a previous assignment, and spacing owners so that nearby partitions belong to
 //!   different nodes and, when members carry zones, different zones.
@@ -8,6 +10,7 @@
 //!   rounds of distinct zones (zones given): the first N are its replicas, the rest are fallbacks.
 
 mod claim;
+pub mod slot;
 
 use std::collections::BTreeMap;
 
@@ -19,8 +22,8 @@ pub use claim::claim;
 pub const DEFAULT_PARTITIONS: usize = 256;
 /// Default spacing of the claim: consecutive partitions with distinct owners (the usual N).
 pub const DEFAULT_SPACING: usize = 3;
-/// Largest number of partitions accepted.
-pub const MAX_PARTITIONS: usize = 1 << 16;
+/// Largest number of partitions accepted: one per hash slot.
+pub const MAX_PARTITIONS: usize = slot::SLOTS;
 
 /// A physical node as the ring sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,7 +191,7 @@ impl Ring {
 
     /// The partition of a user key.
     pub fn partition_of_key(&self, key: &[u8]) -> usize {
-        self.partition_of(u128::from_be_bytes(md5::compute(key).0))
+        self.partition_of(slot::key_position(key))
     }
 
     /// First ring position of partition `p` (inclusive) and its last (inclusive).

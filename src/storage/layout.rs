@@ -1,16 +1,17 @@
 //! The storage key layout: `ring position (16 bytes, big endian) ‖ user key`.
 //!
-//! The position is MD5 of the user key (paper §4.2), so sorting storage keys sorts by ring position and every
-//! partition of the ring is one contiguous range; handoff and Merkle trees scan partitions this way.
+//! The position is the key's hash slot followed by its MD5 ([`crate::ring::slot::key_position`]), so sorting storage
+//! keys sorts by ring position, every partition of the ring is one contiguous range (handoff and Merkle trees scan
+//! partitions this way), and so is every slot.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Length of the ring-position prefix.
 pub const POSITION_LEN: usize = 16;
 
-/// The ring position of a user key: MD5 as a big-endian 128-bit integer.
+/// The ring position of a user key.
 pub fn ring_position(user_key: &[u8]) -> u128 {
-    u128::from_be_bytes(md5::compute(user_key).0)
+    crate::ring::slot::key_position(user_key)
 }
 
 /// The storage key of a user key.

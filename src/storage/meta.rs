@@ -19,8 +19,8 @@ use crate::versioning::{Actor, Dot};
 
 /// File name inside the data directory.
 const META_FILE: &str = "node.meta";
-/// Format of the file.
-const META_FORMAT: u32 = 1;
+/// Format of the file, and of the data directory: 2 places keys by hash slot (1 placed them by MD5 alone).
+const META_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct MetaFile {
@@ -72,6 +72,14 @@ impl NodeMeta {
         let dir_error = |reason: String| StorageError::DataDir { path: dir.display().to_string(), reason };
         let (epoch, counter, start_kind) = match previous {
             None => (random_u64()?, 0, StartKind::Fresh),
+            Some(m) if m.format == 1 => {
+                return Err(dir_error(
+                    "it was written by an older dynamo-kv that placed keys by MD5 alone; this version places them by \
+                     Redis Cluster hash slot and cannot read it. There are no deployments to migrate: remove the \
+                     directory, or start with another --data-dir"
+                        .into(),
+                ));
+            }
             Some(m) if m.format != META_FORMAT => {
                 return Err(dir_error(format!(
                     "{META_FILE} has format {} but this build reads {META_FORMAT}",
@@ -204,5 +212,17 @@ mod tests {
         NodeMeta::open(dir.path(), "n1").unwrap();
         let err = NodeMeta::open(dir.path(), "n2").err().unwrap();
         assert!(err.to_string().contains("belongs to node 'n1'"), "{err}");
+    }
+
+    #[test]
+    fn refuses_a_directory_of_the_md5_placement() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(META_FILE),
+            "format = 1\nnode_id = \"n1\"\nepoch = 7\ncounter = 3\nclean = true\n",
+        )
+        .unwrap();
+        let err = NodeMeta::open(dir.path(), "n1").err().unwrap();
+        assert!(err.to_string().contains("placed keys by MD5 alone"), "{err}");
     }
 }

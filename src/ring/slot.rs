@@ -1,0 +1,67 @@
+//! Key placement by Redis Cluster hash slot, so that stock cluster clients compute the same placement we do.
+//!
+//! A key's slot is CRC16 (XMODEM) of the key, or of its hash tag (the part between the first `{` and the next `}`,
+//! when not empty), modulo 16384: keys that share a tag share a slot. The ring position puts the slot in the top 14
+//! bits and the top 114 bits of MD5(key) below it. So a slot is one contiguous run of positions, a partition (Q
+//! divides 16384) is a whole number of slots and one contiguous range of storage keys, and keys still spread
+//! evenly inside a slot for the Merkle leaves below it.
+
+/// Number of hash slots (Redis Cluster's).
+pub const SLOTS: usize = 16384;
+/// Bits of the ring position below the slot.
+const BELOW_SLOT: u32 = 128 - SLOTS.trailing_zeros();
+
+const CRC16: crc::Crc<u16> = crc::Crc::<u16>::new(&crc::CRC_16_XMODEM);
+
+/// The part of `key` that is hashed: its hash tag if it has a non-empty one, else the whole key.
+fn hashed_part(key: &[u8]) -> &[u8] {
+    if let Some(open) = key.iter().position(|&b| b == b'{')
+        && let Some(len) = key[open + 1..].iter().position(|&b| b == b'}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+/// The Redis Cluster hash slot of `key`.
+pub fn key_slot(key: &[u8]) -> u16 {
+    (CRC16.checksum(hashed_part(key)) as usize % SLOTS) as u16
+}
+
+/// The ring position of `key`: its slot, then MD5 within the slot.
+pub fn key_position(key: &[u8]) -> u128 {
+    let md5 = u128::from_be_bytes(md5::compute(key).0);
+    (u128::from(key_slot(key)) << BELOW_SLOT) | (md5 >> (128 - BELOW_SLOT))
+}
+
+/// The slot of a ring position.
+pub fn slot_of(position: u128) -> u16 {
+    (position >> BELOW_SLOT) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_match_redis_cluster() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT` of a real server.
+        assert_eq!(CRC16.checksum(b"123456789"), 0x31c3);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"bar"), 5061);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"{user1000}.followers"), key_slot(b"{user1000}.following"));
+        // An empty tag is no tag: the whole key is hashed; only the first `{` counts.
+        assert_eq!(key_slot(b"foo{}{bar}"), CRC16.checksum(b"foo{}{bar}") % 16384);
+        assert_eq!(key_slot(b"foo{{bar}}zap"), key_slot(b"{bar"));
+        assert_eq!(key_slot(b"foo{bar}{zap}"), key_slot(b"bar"));
+    }
+
+    #[test]
+    fn a_position_starts_with_its_slot() {
+        for key in [&b"a"[..], b"cart:42", b"{tag}x", b""] {
+            assert_eq!(slot_of(key_position(key)), key_slot(key));
+        }
+    }
+}
