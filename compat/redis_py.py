@@ -3,25 +3,16 @@
 connect, plain usage, pipelines and transactions, the shopping cart with contexts, errors, and AUTH."""
 import os
 import subprocess
-import sys
 import tempfile
 import time
 
 import redis
 
+from checks import Checks
+
 BIN = os.environ.get("DYNAMO_KV_BIN", "target/debug/dynamo-kv")
 PORT = int(os.environ.get("PORT", "7302"))
-passed = failed = 0
-
-
-def check(what, cond):
-    global passed, failed
-    if cond:
-        passed += 1
-        print("PASS", what)
-    else:
-        failed += 1
-        print("FAIL", what)
+check = Checks("redis-py")
 
 
 def start(*extra):
@@ -119,5 +110,4 @@ finally:
     node.terminate()
     node.wait()
 
-print(f"redis-py: {passed} passed, {failed} failed")
-sys.exit(1 if failed else 0)
+check.finish()

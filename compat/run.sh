@@ -5,7 +5,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 total_pass=0
 total_fail=0
-for suite in "bash compat/redis_cli.sh" "bash compat/peer_tls.sh" "python3 compat/redis_py.py" "bash compat/redis_benchmark.sh"; do
+for suite in "bash compat/redis_cli.sh" "bash compat/peer_tls.sh" "python3 compat/redis_py.py" "python3 compat/redis_py_cluster.py" "bash compat/redis_benchmark.sh"; do
   echo "== $suite"
   out=$($suite 2>&1)
   echo "$out"

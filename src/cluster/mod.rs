@@ -124,11 +124,47 @@ impl ClusterView {
             })
     }
 
+    /// The hash-slot map cluster clients route by (`CLUSTER SLOTS`): runs of consecutive slots whose key ranges
+    /// have the same replicas, each with its nodes in the order a client should prefer. The first is the range's
+    /// first replica that `healthy` accepts (the "master" to clients: a coordinator that holds the key), then the
+    /// other replicas in preference order. Follows the ring as ranges move, and liveness through `healthy`.
+    pub fn slot_map(&self, n: usize, healthy: impl Fn(&str) -> bool) -> Vec<SlotRange<'_>> {
+        let Some(ring) = self.ring.as_ref() else { return Vec::new() };
+        let q = ring.partitions();
+        let per = crate::ring::slot::SLOTS / q;
+        let mut out: Vec<SlotRange<'_>> = Vec::new();
+        for p in 0..q {
+            let mut nodes: Vec<&PeerInfo> =
+                self.replicas_of(p, n).iter().filter_map(|id| self.members.get(id).map(|m| &m.info)).collect();
+            if let Some(i) = nodes.iter().position(|m| healthy(&m.member.id)) {
+                let first = nodes.remove(i);
+                nodes.insert(0, first);
+            }
+            let (first, last) = ((p * per) as u16, ((p + 1) * per - 1) as u16);
+            match out.last_mut() {
+                Some(prev) if prev.nodes == nodes && prev.last + 1 == first => prev.last = last,
+                _ => out.push(SlotRange { first, last, nodes }),
+            }
+        }
+        out
+    }
+
     /// Every key range member `id` holds in full (see [`holds_range`](Self::holds_range)); `None` without a ring.
     pub fn held_ranges(&self, id: &str, n: usize) -> Option<Vec<u32>> {
         let ring = self.ring.as_ref()?;
         Some((0..ring.partitions() as u32).filter(|&p| self.holds_range(id, p, n)).collect())
     }
+}
+
+/// A run of hash slots and the nodes that hold its keys, the preferred coordinator first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotRange<'a> {
+    /// First slot.
+    pub first: u16,
+    /// Last slot (inclusive).
+    pub last: u16,
+    /// Replicas, the preferred one first.
+    pub nodes: Vec<&'a PeerInfo>,
 }
 
 /// What the admin views show about a member.
@@ -685,4 +721,51 @@ fn save(path: &Path, s: &ClusterState) -> Result<(), ClusterError> {
     f.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ring::Member;
+
+    fn info(i: usize) -> PeerInfo {
+        PeerInfo {
+            member: Member { id: format!("n{i}"), weight: 1, zone: None },
+            client_addr: format!("127.0.0.1:{}", 7000 + i),
+            peer_addr: format!("127.0.0.1:{}", 17000 + i),
+        }
+    }
+
+    /// A settled cluster of `members` nodes over `q` partitions.
+    fn settled(members: usize, q: usize) -> ClusterState {
+        let mut s = ClusterState::founder(info(0), q);
+        for i in 1..members {
+            s.merge(&ClusterState::joiner(info(i)));
+        }
+        let next = s.plan(3).unwrap().unwrap();
+        s.commit("n0", next).unwrap();
+        for t in s.required_transfers(3) {
+            s.mark_done(t.partition, &t.to);
+        }
+        assert!(s.try_flip(3));
+        s
+    }
+
+    #[test]
+    fn the_slot_map_covers_every_slot_with_the_replicas_healthy_first() {
+        let view = build_view(&settled(5, 64), 3);
+        let map = view.slot_map(3, |_| true);
+        assert_eq!(map.first().unwrap().first, 0);
+        assert_eq!(map.last().unwrap().last as usize, crate::ring::slot::SLOTS - 1);
+        assert!(map.windows(2).all(|w| w[0].last + 1 == w[1].first), "contiguous");
+        for r in &map {
+            let p = r.first as usize / (crate::ring::slot::SLOTS / 64);
+            let ids: Vec<String> = r.nodes.iter().map(|n| n.member.id.clone()).collect();
+            assert_eq!(ids, view.replicas_of(p, 3), "slots {}-{}", r.first, r.last);
+        }
+        // A node believed down is never the one a client is sent to first, while another replica is healthy.
+        let map = view.slot_map(3, |id| id != "n2");
+        assert!(map.iter().all(|r| r.nodes[0].member.id != "n2" && r.nodes.len() == 3));
+        assert!(map.iter().any(|r| r.nodes.iter().any(|n| n.member.id == "n2")), "still listed as a replica");
+    }
 }

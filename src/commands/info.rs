@@ -10,7 +10,7 @@ use super::NodeContext;
 use super::connection::REDIS_COMPAT_VERSION;
 use crate::resp::Reply;
 
-const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "keyspace", "dynamo"];
+const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "cluster", "keyspace", "dynamo"];
 
 /// INFO: the requested sections (default and `all`: every section).
 pub fn info(node: &NodeContext, args: &[Bytes]) -> Reply {
@@ -43,7 +43,8 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             out.push_str("# Server\r\n");
             kv(out, "redis_version", REDIS_COMPAT_VERSION);
             kv(out, "dynamo_kv_version", env!("CARGO_PKG_VERSION"));
-            kv(out, "redis_mode", "standalone");
+            // Cluster mode: stock cluster clients read the slot map (CLUSTER SLOTS) and route by it.
+            kv(out, "redis_mode", "cluster");
             kv(out, "os", std::env::consts::OS);
             kv(out, "arch_bits", usize::BITS);
             kv(out, "process_id", std::process::id());
@@ -70,6 +71,10 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "used_memory_peak_human", human(mem.peak));
             kv(out, "maxmemory", 0);
             kv(out, "storage_cache_bytes", c.cache_bytes);
+        }
+        "cluster" => {
+            out.push_str("# Cluster\r\n");
+            out.push_str(&super::cluster::info(node));
         }
         "stats" => {
             out.push_str("# Stats\r\n");

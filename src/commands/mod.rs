@@ -5,6 +5,7 @@
 
 mod admin;
 mod client;
+mod cluster;
 mod command;
 mod config_get;
 mod connection;
@@ -232,6 +233,9 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "config" => config_get::config(node, args),
         "info" => info::info(node, args),
         "admin" => admin::admin(node, args),
+        "cluster" => cluster::cluster(node, args),
+        // Cluster clients send these; every node serves every key, so there is nothing to switch.
+        "readonly" | "readwrite" | "asking" => Reply::ok(),
         "multi" if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
         "multi" => {
             session.transaction = Some(transaction::Transaction::default());

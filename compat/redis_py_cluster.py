@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""redis-py's RedisCluster against a 3-node cluster: it learns the slot map from CLUSTER SLOTS, sends each key to
+a node that holds it, and keeps working when a node is killed (after refreshing its map)."""
+import os
+import subprocess
+import tempfile
+import time
+
+import redis
+from redis.cluster import RedisCluster
+
+from checks import Checks
+
+BIN = os.environ.get("DYNAMO_KV_BIN", "target/debug/dynamo-kv")
+BASE = int(os.environ.get("PORT", "7311"))
+check = Checks("redis-py cluster")
+
+
+def start(i, seed):
+    d = tempfile.mkdtemp()
+    args = [BIN, "serve", "--node-id", f"c{i}", "--listen", f"127.0.0.1:{BASE + i}",
+            "--peer-listen", f"127.0.0.1:{BASE + 10000 + i}", "--data-dir", d + "/data",
+            "--membership-interval-ms", "200", "--request-timeout-ms", "1000"]
+    if seed:
+        args += ["--seeds", f"127.0.0.1:{BASE + 10000}"]
+    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert "ready" in p.stdout.readline().decode()
+    return p
+
+
+def settled(port, members):
+    r = redis.Redis(port=port)
+    info = r.info("dynamo")
+    return info.get("members") == members and info.get("ring_transition") == "none" and info.get("recovery") == "none"
+
+
+nodes = [start(0, False)] + [start(i, True) for i in (1, 2)]
+try:
+    deadline = time.time() + 30
+    while not all(settled(BASE + i, 3) for i in range(3)):
+        assert time.time() < deadline, "cluster did not settle"
+        time.sleep(0.2)
+    rc = RedisCluster(host="127.0.0.1", port=BASE)
+    check("the client sees every node", len(rc.get_nodes()) == 3)
+    check("CLUSTER KEYSLOT as Redis", rc.cluster_keyslot("foo") == 12182)
+    for i in range(1000):
+        rc.set(f"rc{i}", i)
+    ok = all(rc.execute_command("GET", f"rc{i}")[0] == [str(i).encode()] for i in range(1000))
+    check("1000 keys written and read back through the slot map", ok)
+    # The slot map names, for each key, a node that holds it: the write was coordinated there, not forwarded.
+    direct = 0
+    for i in range(0, 1000, 50):
+        key = f"rc{i}"
+        node = rc.get_node_from_key(key)
+        held = redis.Redis(port=node.port).execute_command("ADMIN", "LOCALGET", key)[0]
+        direct += held == [str(i).encode()]
+    check("each key's node in the slot map holds it", direct == 20)
+    nodes[2].kill()
+    nodes[2].wait()
+    deadline = time.time() + 30
+    lost = None
+    while time.time() < deadline:
+        try:
+            lost = [i for i in range(1000) if rc.execute_command("GET", f"rc{i}")[0] != [str(i).encode()]]
+            rc.set("after-kill", 1)
+            break
+        except (redis.ConnectionError, redis.TimeoutError, redis.ClusterDownError):
+            time.sleep(0.5)
+    check("after a node is killed the client carries on, nothing lost", lost == [])
+finally:
+    for p in nodes:
+        p.kill()
+        p.wait()
+
+check.finish()

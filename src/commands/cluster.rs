@@ -1,0 +1,189 @@
+//! CLUSTER and the commands Redis Cluster clients send, so that stock cluster clients (redis-py's `RedisCluster`,
+//! node-redis's `createCluster`, `redis-benchmark --cluster`) become partition-aware Dynamo clients (paper §6.4).
+//!
+//! The slot map (`CLUSTER SLOTS`, `SHARDS`, `NODES`) reports each run of slots with the first healthy replica of its
+//! key range as the "master" and the other replicas as "replicas", so a client sends each key straight to a node
+//! that holds it. Every node still coordinates every key: a client with a stale map costs a forward, never an
+//! error, so no `MOVED` is ever sent. `CLUSTER NODES` can only say part of it: in Redis each node is the master or
+//! the replica of one set of slots, while here every node replicates ranges of several others, so it lists every
+//! member as a master of the slots it coordinates first.
+
+use bytes::Bytes;
+
+use super::{NodeContext, printable, wrong_arity};
+use crate::cluster::SlotRange;
+use crate::membership::PeerInfo;
+use crate::resp::Reply;
+
+/// CLUSTER subcommands.
+pub fn cluster(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let sub = args[1].to_ascii_uppercase();
+    match (sub.as_slice(), args.len()) {
+        (b"SLOTS", 2) => slots(node),
+        (b"SHARDS", 2) => shards(node),
+        (b"NODES", 2) => Reply::Bulk(Bytes::from(nodes(node))),
+        (b"INFO", 2) => Reply::Bulk(Bytes::from(info(node))),
+        (b"MYID", 2) => Reply::bulk(node.coordinator.cluster().me().member.id.clone()),
+        (b"KEYSLOT", 3) => Reply::Integer(i64::from(crate::ring::slot::key_slot(&args[2]))),
+        (b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO" | b"MYID" | b"KEYSLOT", _) => wrong_arity("cluster"),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try CLUSTER SLOTS, SHARDS, NODES, INFO, MYID or KEYSLOT key.",
+            printable(&args[1], 32)
+        )),
+    }
+}
+
+/// The slot map as this node sees it: a replica is healthy when it is believed reachable and takes writes.
+fn with_slot_map<T>(node: &NodeContext, f: impl FnOnce(&[SlotRange<'_>]) -> T) -> T {
+    let cluster = node.coordinator.cluster();
+    let view = cluster.view();
+    let map = view.slot_map(node.coordinator.quorum().n, |id| cluster.takes_writes(id));
+    f(&map)
+}
+
+/// Host and port of a member's client address (an address without a port gets Redis's default).
+fn host_port(p: &PeerInfo) -> (String, i64) {
+    match p.client_addr.rsplit_once(':') {
+        Some((host, port)) => {
+            (host.trim_start_matches('[').trim_end_matches(']').to_string(), port.parse().unwrap_or(6379))
+        }
+        None => (p.client_addr.clone(), 6379),
+    }
+}
+
+fn slots(node: &NodeContext) -> Reply {
+    with_slot_map(node, |map| {
+        Reply::Array(
+            map.iter()
+                .map(|r| {
+                    let mut entry = vec![Reply::Integer(i64::from(r.first)), Reply::Integer(i64::from(r.last))];
+                    for p in &r.nodes {
+                        let (host, port) = host_port(p);
+                        entry.push(Reply::Array(vec![
+                            Reply::bulk(host),
+                            Reply::Integer(port),
+                            Reply::bulk(p.member.id.clone()),
+                        ]));
+                    }
+                    Reply::Array(entry)
+                })
+                .collect(),
+        )
+    })
+}
+
+fn shards(node: &NodeContext) -> Reply {
+    with_slot_map(node, |map| {
+        // A shard is one list of nodes; its slots are every run that has that list.
+        let mut shards: Vec<(Vec<&PeerInfo>, Vec<Reply>)> = Vec::new();
+        for r in map {
+            let slots = [Reply::Integer(i64::from(r.first)), Reply::Integer(i64::from(r.last))];
+            match shards.iter_mut().find(|(nodes, _)| *nodes == r.nodes) {
+                Some((_, s)) => s.extend(slots),
+                None => shards.push((r.nodes.clone(), slots.into())),
+            }
+        }
+        let cluster = node.coordinator.cluster();
+        Reply::Array(
+            shards
+                .into_iter()
+                .map(|(nodes, slots)| {
+                    let nodes = nodes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, p)| {
+                            let (host, port) = host_port(p);
+                            let healthy = cluster.takes_writes(&p.member.id);
+                            Reply::Map(vec![
+                                (Reply::bulk("id"), Reply::bulk(p.member.id.clone())),
+                                (Reply::bulk("port"), Reply::Integer(port)),
+                                (Reply::bulk("ip"), Reply::bulk(host.clone())),
+                                (Reply::bulk("endpoint"), Reply::bulk(host)),
+                                (Reply::bulk("role"), Reply::bulk(if i == 0 { "master" } else { "replica" })),
+                                (Reply::bulk("replication-offset"), Reply::Integer(0)),
+                                (Reply::bulk("health"), Reply::bulk(if healthy { "online" } else { "failed" })),
+                            ])
+                        })
+                        .collect();
+                    Reply::Map(vec![
+                        (Reply::bulk("slots"), Reply::Array(slots)),
+                        (Reply::bulk("nodes"), Reply::Array(nodes)),
+                    ])
+                })
+                .collect(),
+        )
+    })
+}
+
+/// `CLUSTER NODES`: one line per member, each a master of the slots it coordinates first.
+fn nodes(node: &NodeContext) -> String {
+    let cluster = node.coordinator.cluster();
+    let me = cluster.me().member.id.clone();
+    let epoch = cluster.view().ring_version;
+    with_slot_map(node, |map| {
+        let mut out = String::new();
+        for status in cluster.statuses() {
+            let p = &status.record.info;
+            let (host, port) = host_port(p);
+            let cport = p.peer_addr.rsplit_once(':').map_or("0", |(_, port)| port);
+            let mut flags = if p.member.id == me { "myself,master".to_string() } else { "master".to_string() };
+            if !status.reachable {
+                flags.push_str(",fail");
+            }
+            let link = if status.reachable { "connected" } else { "disconnected" };
+            out.push_str(&format!("{} {host}:{port}@{cport} {flags} - 0 0 {epoch} {link}", p.member.id));
+            // Its runs of slots, adjacent runs joined (they differ only in the order of the other replicas).
+            let mut runs: Vec<(u16, u16)> = Vec::new();
+            for r in map.iter().filter(|r| r.nodes.first().is_some_and(|f| f.member.id == p.member.id)) {
+                match runs.last_mut() {
+                    Some(last) if last.1 + 1 == r.first => last.1 = r.last,
+                    _ => runs.push((r.first, r.last)),
+                }
+            }
+            for (first, last) in runs {
+                if first == last {
+                    out.push_str(&format!(" {first}"));
+                } else {
+                    out.push_str(&format!(" {first}-{last}"));
+                }
+            }
+            out.push('\n');
+        }
+        out
+    })
+}
+
+/// `CLUSTER INFO`, and the `cluster` section of INFO.
+pub fn info(node: &NodeContext) -> String {
+    let cluster = node.coordinator.cluster();
+    let view = cluster.view();
+    let statuses = cluster.statuses();
+    let ok = view.ring.is_some() && cluster.waiting().is_none();
+    let (slots_ok, size) = with_slot_map(node, |map| {
+        let ok: usize = map
+            .iter()
+            .filter(|r| r.nodes.first().is_some_and(|f| cluster.takes_writes(&f.member.id)))
+            .map(|r| usize::from(r.last - r.first) + 1)
+            .sum();
+        let masters: std::collections::BTreeSet<&str> =
+            map.iter().filter_map(|r| r.nodes.first().map(|f| f.member.id.as_str())).collect();
+        (ok, masters.len())
+    });
+    let assigned = if view.ring.is_some() { crate::ring::slot::SLOTS } else { 0 };
+    let mut out = String::new();
+    for (k, v) in [
+        ("cluster_enabled", "1".to_string()),
+        ("cluster_state", if ok { "ok" } else { "fail" }.to_string()),
+        ("cluster_slots_assigned", assigned.to_string()),
+        ("cluster_slots_ok", slots_ok.to_string()),
+        ("cluster_slots_pfail", "0".to_string()),
+        ("cluster_slots_fail", (assigned - slots_ok.min(assigned)).to_string()),
+        ("cluster_known_nodes", statuses.len().to_string()),
+        ("cluster_size", size.to_string()),
+        ("cluster_current_epoch", view.ring_version.to_string()),
+        ("cluster_my_epoch", view.ring_version.to_string()),
+    ] {
+        out.push_str(&format!("{k}:{v}\r\n"));
+    }
+    out
+}
