@@ -51,6 +51,15 @@ same_dbsize() { # every node holds every key (N=3 on 3 nodes); the third copy ma
   echo "DBSIZE per node: $a $b $c"; return 1
 }
 check "3-node cluster: all 3 replicas hold every key" same_dbsize
+# Cluster-aware routing: redis-benchmark learns the slot map and sends each key to a node that holds it.
+routed_out=$(redis-benchmark --cluster -p "$CLUSTER_PORT" -t set,get -n 5000 -c 20 -r 10000 -q 2>&1)
+routed_status=$?
+echo "$routed_out" | tr '\r' '\n' | grep "requests per second"
+check "3-node cluster: redis-benchmark --cluster exits 0" test "$routed_status" -eq 0
+check "3-node cluster: redis-benchmark --cluster reports no errors" bash -c "! echo \"\$0\" | grep -qi error" "$routed_out"
+cluster_check=$(redis-cli --cluster check "127.0.0.1:$CLUSTER_PORT" 2>&1)
+check "3-node cluster: redis-cli --cluster check finds every slot covered" \
+  bash -c "echo \"\$0\" | grep -q 'All 16384 slots covered' && ! echo \"\$0\" | grep -q ERR" "$cluster_check"
 
 echo "redis-benchmark: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
