@@ -90,6 +90,26 @@ fn key_partitions_cover_the_space() {
 }
 
 #[test]
+fn keys_spread_evenly_over_partitions_by_slot_and_tags_share_one() {
+    let ring = Ring::build(256, nodes(5), None, 3).unwrap();
+    let mut per_partition = vec![0usize; 256];
+    for i in 0..200_000 {
+        per_partition[ring.partition_of_key(format!("user:{i}").as_bytes())] += 1;
+    }
+    let mean = 200_000.0 / 256.0;
+    let (min, max) = (*per_partition.iter().min().unwrap(), *per_partition.iter().max().unwrap());
+    assert!(min as f64 > mean * 0.85 && (max as f64) < mean * 1.15, "min {min}, max {max}, mean {mean}");
+    // Keys sharing a hash tag share a slot, and so a partition and its replicas.
+    let p = ring.partition_of_key(b"{cart:7}.items");
+    assert!((0..100).all(|i| ring.partition_of_key(format!("{{cart:7}}.{i}").as_bytes()) == p));
+    // A partition is a whole run of slots: 16384 / 256 = 64 slots each.
+    for slot in [0u16, 63, 64, 16383] {
+        let position = u128::from(slot) << 114;
+        assert_eq!(ring.partition_of(position), slot as usize / 64);
+    }
+}
+
+#[test]
 fn rejects_bad_input() {
     assert_eq!(Ring::build(100, nodes(3), None, 3).unwrap_err(), RingError::PartitionCount { q: 100 });
     assert_eq!(Ring::build(64, vec![], None, 3).unwrap_err(), RingError::NoMembers);
