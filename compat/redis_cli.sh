@@ -32,6 +32,11 @@ check "wrong arity in Redis's words" bash -c "redis-cli -p $PORT GET | grep -q \
 check "COMMAND DOCS has hints" bash -c "redis-cli -p $PORT COMMAND DOCS set | grep -q CONTEXT"
 check "COMMAND COUNT" test "$(cli COMMAND COUNT)" -ge 10
 check "INFO keyspace" bash -c "redis-cli -p $PORT INFO keyspace | grep -q '# Keyspace'"
+# What monitoring tools parse: redis-cli --stat's blocked column, a run id, a role, the clock, latency events.
+check "INFO has blocked_clients, run_id and role" bash -c "redis-cli -p $PORT INFO | tr -d '\r' | grep -q '^blocked_clients:0' && redis-cli -p $PORT INFO | tr -d '\r' | grep -qE '^run_id:[0-9a-f]{40}$' && redis-cli -p $PORT INFO replication | grep -q 'role:master'"
+check "TIME answers seconds and microseconds" test "$(cli TIME | wc -l)" -eq 2
+check "LATENCY LATEST answers empty" test -z "$(cli LATENCY LATEST)"
+check "CLIENT NO-EVICT and MAINT_NOTIFICATIONS accepted" bash -c "redis-cli -p $PORT CLIENT NO-EVICT on | grep -q OK && redis-cli -p $PORT CLIENT MAINT_NOTIFICATIONS on moving-endpoint-type internal-ip | grep -q OK"
 
 # Mass insert with --pipe (redis-cli appends an ECHO and waits for its echo).
 pipe_file=$(mktemp)

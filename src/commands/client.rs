@@ -1,4 +1,5 @@
-//! CLIENT ID | SETNAME | GETNAME | SETINFO.
+//! CLIENT ID | SETNAME | GETNAME | SETINFO | NO-EVICT | NO-TOUCH | MAINT_NOTIFICATIONS: what client libraries send
+//! on connect.
 
 use bytes::Bytes;
 
@@ -32,11 +33,20 @@ pub fn client(session: &mut Session, args: &[Bytes]) -> Reply {
             }
             Reply::ok()
         }
-        (b"ID" | b"GETNAME" | b"SETNAME" | b"SETINFO", _) => {
+        // Nothing is evicted and nothing tracks access times: both modes are what every client already gets.
+        (b"NO-EVICT" | b"NO-TOUCH", 3) => match args[2].to_ascii_uppercase().as_slice() {
+            b"ON" | b"OFF" => Reply::ok(),
+            _ => super::syntax_error(),
+        },
+        // redis-py 8 asks for maintenance notifications on connect. Nodes never send any (no failover moves a
+        // client's endpoint here), so accepting is true and keeps it from counting as a failed command.
+        (b"MAINT_NOTIFICATIONS", n) if n >= 3 => Reply::ok(),
+        (b"ID" | b"GETNAME" | b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" | b"MAINT_NOTIFICATIONS", _) => {
             wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase()))
         }
         _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME or SETINFO.",
+            "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME, SETINFO, NO-EVICT, NO-TOUCH or \
+             MAINT_NOTIFICATIONS.",
             printable(&args[1], 32)
         )),
     }

@@ -10,7 +10,7 @@ use super::NodeContext;
 use super::connection::REDIS_COMPAT_VERSION;
 use crate::resp::Reply;
 
-const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "cluster", "keyspace", "dynamo"];
+const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "replication", "cluster", "keyspace", "dynamo"];
 
 /// INFO: the requested sections (default and `all`: every section).
 pub fn info(node: &NodeContext, args: &[Bytes]) -> Reply {
@@ -48,6 +48,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "os", std::env::consts::OS);
             kv(out, "arch_bits", usize::BITS);
             kv(out, "process_id", std::process::id());
+            kv(out, "run_id", run_id());
             kv(out, "tcp_port", node.client_addr.port());
             kv(out, "uptime_in_seconds", uptime);
             kv(out, "uptime_in_days", uptime / 86_400);
@@ -55,6 +56,9 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
         "clients" => {
             out.push_str("# Clients\r\n");
             kv(out, "connected_clients", s.connected_clients.load(Ordering::Relaxed));
+            // No command blocks (no BLPOP and the like): tools such as `redis-cli --stat` read these.
+            kv(out, "blocked_clients", 0);
+            kv(out, "tracking_clients", 0);
             kv(out, "maxclients", c.limits.max_clients);
             kv(out, "client_timeouts", s.client_timeouts.load(Ordering::Relaxed));
         }
@@ -71,6 +75,13 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "used_memory_peak_human", human(mem.peak));
             kv(out, "maxmemory", 0);
             kv(out, "storage_cache_bytes", c.cache_bytes);
+        }
+        "replication" => {
+            // Every node is a primary for the keys it coordinates; replication is the quorum's, not Redis's
+            // primary-replica link, so there are no replicas to list here (see `INFO cluster` and CLUSTER SLOTS).
+            out.push_str("# Replication\r\n");
+            kv(out, "role", "master");
+            kv(out, "connected_slaves", 0);
         }
         "cluster" => {
             out.push_str("# Cluster\r\n");
@@ -245,4 +256,14 @@ fn human(bytes: u64) -> String {
         unit += 1;
     }
     if unit == 0 { format!("{bytes}B") } else { format!("{v:.2}{}", UNITS[unit]) }
+}
+
+/// This process's run id: 40 random hex characters drawn at start, as Redis's (tools key their series on it).
+fn run_id() -> &'static str {
+    static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    RUN_ID.get_or_init(|| {
+        let mut bytes = [0u8; 20];
+        getrandom::fill(&mut bytes).expect("the OS provides randomness");
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    })
 }

@@ -236,6 +236,11 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "cluster" => cluster::cluster(node, args),
         // Cluster clients send these; every node serves every key, so there is nothing to switch.
         "readonly" | "readwrite" | "asking" => Reply::ok(),
+        "time" => {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
+        }
+        "latency" => latency(args),
         "multi" if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
         "multi" => {
             session.transaction = Some(transaction::Transaction::default());
@@ -251,6 +256,20 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         // Nothing is ever watched; clients send it when they reset a connection.
         "unwatch" => Reply::ok(),
         other => unreachable!("command '{other}' is in the table but has no handler"),
+    }
+}
+
+/// LATENCY: no latency monitor runs (the Prometheus histograms are the latency record), so there are no events:
+/// LATEST and HISTORY answer empty, RESET resets none.
+fn latency(args: &[Bytes]) -> Reply {
+    match (args[1].to_ascii_uppercase().as_slice(), args.len()) {
+        (b"LATEST", 2) | (b"HISTORY", 3) => Reply::Array(Vec::new()),
+        (b"RESET", _) => Reply::Integer(0),
+        (b"LATEST" | b"HISTORY", _) => wrong_arity("latency"),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand '{}'. Try LATENCY LATEST, HISTORY event or RESET.",
+            printable(&args[1], 32)
+        )),
     }
 }
 
