@@ -33,6 +33,40 @@ impl Durability {
     }
 }
 
+/// How GET and MGET answer a client.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueMode {
+    /// `[siblings, context]`: every concurrent value and the token to write back with (the Dynamo contract).
+    #[default]
+    Versioned,
+    /// Redis's bulk string (nil when absent), for applications that cannot change; siblings follow
+    /// [`PlainSiblings`].
+    Plain,
+}
+
+impl ValueMode {
+    /// The lowercase name used in flags, files and CLIENT VALUES.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ValueMode::Versioned => "versioned",
+            ValueMode::Plain => "plain",
+        }
+    }
+}
+
+/// What a plain-mode read answers when a key has more than one concurrent value.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum PlainSiblings {
+    /// A `SIBLINGS` error naming the count: the application learns of the conflict and nothing is hidden.
+    #[default]
+    Error,
+    /// The value whose write its coordinator accepted last (wall clock, then the write's dot): deterministic on
+    /// every replica, but the other values are not shown and a blind SET then overwrites them.
+    Newest,
+}
+
 /// Default client address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
 /// Default maximum key size.
@@ -246,6 +280,10 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Free disk space below which the node stops taking writes, bytes (0: only a failed write stops them).
     pub min_free_disk_bytes: u64,
+    /// How GET and MGET answer the default user and named users without a `values` of their own.
+    pub values: ValueMode,
+    /// What a plain-mode read answers for a key with siblings.
+    pub plain_siblings: PlainSiblings,
     /// Address of the Prometheus `/metrics` endpoint, if any (a bare port is on 127.0.0.1).
     pub metrics_listen: Option<String>,
     /// Client input limits.
@@ -295,6 +333,15 @@ pub struct ServeArgs {
     /// (in-memory buffer persisted in the background) [default: os].
     #[arg(long, env = "DYNAMO_KV_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
+    /// How GET and MGET answer: versioned ([siblings, context]) or plain (Redis's bulk string) [default:
+    /// versioned]. Applies to the default user and to named users without their own `values`; a connection
+    /// switches with CLIENT VALUES.
+    #[arg(long, env = "DYNAMO_KV_VALUES", value_enum)]
+    pub values: Option<ValueMode>,
+    /// What a plain-mode GET answers for a key with concurrent values: error (a SIBLINGS error) or newest (the
+    /// value written last by its coordinator's clock) [default: error].
+    #[arg(long, env = "DYNAMO_KV_PLAIN_SIBLINGS", value_enum)]
+    pub plain_siblings: Option<PlainSiblings>,
     /// Buffered mode: milliseconds between background writes [default: 50].
     #[arg(long, env = "DYNAMO_KV_BUFFER_FLUSH_MS")]
     pub buffer_flush_ms: Option<u64>,
@@ -479,7 +526,7 @@ impl Access {
     }
 }
 
-/// A named user of the config file (`[[users]]` with `name`, `password`, `access`).
+/// A named user of the config file (`[[users]]` with `name`, `password`, `access` and optionally `values`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
@@ -489,6 +536,9 @@ pub struct User {
     pub password: String,
     /// What the user may run.
     pub access: Access,
+    /// How GET and MGET answer this user (unset: the node's `values`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<ValueMode>,
 }
 
 impl Config {
@@ -613,6 +663,8 @@ impl Config {
             buffer_flush_interval: Duration::from_millis(s.buffer_flush_ms.unwrap_or(DEFAULT_BUFFER_FLUSH_MS)),
             cache_bytes: s.cache_mb.unwrap_or(DEFAULT_CACHE_MB) << 20,
             min_free_disk_bytes: s.min_free_disk_mb.unwrap_or(DEFAULT_MIN_FREE_DISK_MB).saturating_mul(1 << 20),
+            values: s.values.unwrap_or_default(),
+            plain_siblings: s.plain_siblings.unwrap_or_default(),
             metrics_listen: s.metrics_listen.clone().map(|m| on_loopback_if_bare_port(&m)),
             limits: Limits {
                 max_key_bytes: s.max_key_bytes.unwrap_or(DEFAULT_MAX_KEY_BYTES),
@@ -938,9 +990,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");
         let users = "[[users]]\nname = \"ops\"\npassword = \"p\"\naccess = \"full\"\n\n\
-                     [[users]]\nname = \"app\"\npassword = \"q\"\naccess = \"write\"\n";
+                     [[users]]\nname = \"app\"\npassword = \"q\"\naccess = \"write\"\nvalues = \"plain\"\n";
         std::fs::write(&path, users).unwrap();
         let c = Config::resolve(&args_with(&path)).unwrap();
         assert_eq!(c.users.iter().map(|u| u.access).collect::<Vec<_>>(), vec![Access::Admin, Access::Write]);
+        assert_eq!(c.users.iter().map(|u| u.values).collect::<Vec<_>>(), vec![None, Some(ValueMode::Plain)]);
+        assert_eq!((c.values, c.plain_siblings), (ValueMode::Versioned, PlainSiblings::Error));
     }
 }

@@ -154,7 +154,7 @@ where
         // A bulk string is a key, a value or a token: the value limit bounds them all; SET checks keys itself.
         max_bulk_bytes: limits.max_value_bytes.max(limits.max_key_bytes),
     });
-    let mut session = Session::new(id, node.config.auth_required());
+    let mut session = Session::new(id, node.config.auth_required(), node.config.values);
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut wbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut batch = Vec::new();
@@ -251,7 +251,7 @@ async fn run_batch<W: AsyncWrite + Unpin>(
                 keys.clear();
             }
             keys.insert(key.clone());
-            in_flight.push_back(commands::execute_data(node, spec, args));
+            in_flight.push_back(commands::execute_data(node, spec, args, session.values));
             continue;
         }
         drain(&mut in_flight, session.protocol, wbuf, out).await?;

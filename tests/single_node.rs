@@ -585,3 +585,107 @@ async fn a_transaction_cannot_queue_more_than_max_request_bytes() {
     let mut c = node.conn().await;
     assert!(common::get(&mut c, "big:1").await.0.is_empty(), "an aborted transaction applied a write");
 }
+
+/// MSET writes each pair, MGET answers per key what GET would, UNLINK deletes as DEL, and EXISTS counts many keys.
+#[tokio::test]
+async fn multi_key_commands_answer_per_key() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let _: () = redis::cmd("MSET").arg(&["a", "1", "b", "2", "c", "3"]).query_async(&mut c).await.unwrap();
+    let replies: Vec<redis::Value> = redis::cmd("MGET").arg(&["a", "none", "c"]).query_async(&mut c).await.unwrap();
+    let parsed: Vec<_> = replies.into_iter().map(common::parse_get).collect();
+    assert_eq!(parsed[0].0, vec!["1"]);
+    assert!(parsed[1].0.is_empty() && parsed[1].1.is_some(), "a missing key reads as GET reads it: {parsed:?}");
+    assert_eq!(parsed[2].0, vec!["3"]);
+    // Each MGET context writes back like GET's: it supersedes the value read.
+    set_ctx(&mut c, "a", "one", parsed[0].1.as_ref().unwrap()).await;
+    assert_eq!(get(&mut c, "a").await.0, vec!["one"]);
+
+    let n: i64 = redis::cmd("EXISTS").arg(&["a", "b", "none", "a"]).query_async(&mut c).await.unwrap();
+    assert_eq!(n, 3, "repeats count, as in Redis");
+    let n: i64 = redis::cmd("UNLINK").arg(&["a", "b", "none"]).query_async(&mut c).await.unwrap();
+    assert_eq!(n, 2);
+    let n: i64 = redis::cmd("EXISTS").arg(&["a", "b", "c"]).query_async(&mut c).await.unwrap();
+    assert_eq!(n, 1);
+
+    let err = redis::cmd("MSET").arg(&["a", "1", "b"]).query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("wrong number of arguments for 'mset'"), "{err}");
+    let n: i64 = redis::cmd("EXISTS").arg("a").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 0, "a refused MSET writes nothing");
+    // Many keys at once: more than are ever in flight together.
+    let mut args = Vec::new();
+    for i in 0..500 {
+        args.push(format!("many:{i}"));
+        args.push(format!("v{i}"));
+    }
+    let _: () = redis::cmd("MSET").arg(&args).query_async(&mut c).await.unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("many:{i}")).collect();
+    let _: () = redis::cmd("CLIENT").arg("VALUES").arg("PLAIN").query_async(&mut c).await.unwrap();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(&mut c).await.unwrap();
+    assert_eq!(values, (0..500).map(|i| Some(format!("v{i}"))).collect::<Vec<_>>(), "in request order");
+}
+
+/// The plain mode answers GET and MGET with Redis's bulk strings; siblings answer a SIBLINGS error, or with
+/// `--plain-siblings newest` the value written last.
+#[tokio::test]
+async fn plain_mode_answers_like_redis_and_says_when_there_are_siblings() {
+    for rule in ["error", "newest"] {
+        let node = TestNode::start(&["--plain-siblings", rule]);
+        let mut c = node.conn().await;
+        let mode: String = redis::cmd("CLIENT").arg("VALUES").query_async(&mut c).await.unwrap();
+        assert_eq!(mode, "versioned", "versioned stays the default");
+        let (_, empty) = get(&mut c, "cart").await;
+        set_ctx(&mut c, "cart", "[cup]", empty.as_ref().unwrap()).await;
+        let _: () = c.set("single", "v").await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        set_ctx(&mut c, "cart", "[pen]", empty.as_ref().unwrap()).await;
+
+        let _: () = redis::cmd("CLIENT").arg("VALUES").arg("plain").query_async(&mut c).await.unwrap();
+        let v: Option<String> = c.get("single").await.unwrap();
+        assert_eq!(v.as_deref(), Some("v"));
+        let v: Option<String> = c.get("none").await.unwrap();
+        assert_eq!(v, None);
+        let got = c.get::<_, Option<String>>("cart").await;
+        let mget = redis::cmd("MGET").arg(&["single", "cart"]).query_async::<Vec<Option<String>>>(&mut c).await;
+        match rule {
+            "error" => {
+                let err = got.unwrap_err().to_string();
+                assert!(err.contains("SIBLINGS") && err.contains("2 concurrent values"), "{err}");
+                assert!(mget.unwrap_err().to_string().contains("SIBLINGS"));
+            }
+            _ => {
+                assert_eq!(got.unwrap().as_deref(), Some("[pen]"), "the value written last");
+                assert_eq!(mget.unwrap(), vec![Some("v".into()), Some("[pen]".into())]);
+            }
+        }
+        // A plain SET (no context) supersedes both, as a Redis user expects.
+        let _: () = c.set("cart", "[book]").await.unwrap();
+        let v: Option<String> = c.get("cart").await.unwrap();
+        assert_eq!(v.as_deref(), Some("[book]"));
+        let _: () = redis::cmd("CLIENT").arg("VALUES").arg("VERSIONED").query_async(&mut c).await.unwrap();
+        assert_eq!(get(&mut c, "cart").await.0, vec!["[book]"]);
+    }
+}
+
+/// A user's `values` in the config file sets the mode its connections start in; the node's `--values` sets the
+/// default user's.
+#[tokio::test]
+async fn a_user_or_the_node_can_default_to_the_plain_mode() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "requirepass = \"pw\"\nvalues = \"plain\"\n\n\
+         [[users]]\nname = \"legacy\"\npassword = \"l\"\naccess = \"write\"\n\n\
+         [[users]]\nname = \"modern\"\npassword = \"m\"\naccess = \"write\"\nvalues = \"versioned\"\n",
+    )
+    .unwrap();
+    let node = TestNode::start(&["--config", config.to_str().unwrap()]);
+    for (user, pass, plain) in [("default", "pw", true), ("legacy", "l", true), ("modern", "m", false)] {
+        let client = redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{}/", node.port)).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let _: () = c.set("k", "v").await.unwrap();
+        let v: redis::Value = c.get("k").await.unwrap();
+        assert_eq!(matches!(v, redis::Value::BulkString(_)), plain, "{user}: {v:?}");
+    }
+}

@@ -1,12 +1,13 @@
 //! CLIENT ID | SETNAME | GETNAME | SETINFO | NO-EVICT | NO-TOUCH | MAINT_NOTIFICATIONS: what client libraries send
-//! on connect.
+//! on connect; and CLIENT VALUES, which switches how this connection's GET and MGET answer.
 
 use bytes::Bytes;
 
 use super::{Session, printable, wrong_arity};
+use crate::config::ValueMode;
 use crate::resp::Reply;
 
-/// CLIENT subcommands clients send on connect.
+/// CLIENT subcommands.
 pub fn client(session: &mut Session, args: &[Bytes]) -> Reply {
     let sub = args[1].to_ascii_uppercase();
     match (sub.as_slice(), args.len()) {
@@ -41,12 +42,33 @@ pub fn client(session: &mut Session, args: &[Bytes]) -> Reply {
         // redis-py 8 asks for maintenance notifications on connect. Nodes never send any (no failover moves a
         // client's endpoint here), so accepting is true and keeps it from counting as a failed command.
         (b"MAINT_NOTIFICATIONS", n) if n >= 3 => Reply::ok(),
-        (b"ID" | b"GETNAME" | b"SETNAME" | b"SETINFO" | b"NO-EVICT" | b"NO-TOUCH" | b"MAINT_NOTIFICATIONS", _) => {
-            wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase()))
-        }
+        // VALUES alone tells the mode; with PLAIN or VERSIONED it switches this connection until the next AUTH.
+        (b"VALUES", 2) => Reply::bulk(session.values.as_str()),
+        (b"VALUES", 3) => match args[2].to_ascii_uppercase().as_slice() {
+            b"PLAIN" => {
+                session.values = ValueMode::Plain;
+                Reply::ok()
+            }
+            b"VERSIONED" => {
+                session.values = ValueMode::Versioned;
+                Reply::ok()
+            }
+            _ => Reply::error(format!("ERR CLIENT VALUES takes PLAIN or VERSIONED, not '{}'", printable(&args[2], 32))),
+        },
+        (
+            b"ID"
+            | b"GETNAME"
+            | b"SETNAME"
+            | b"SETINFO"
+            | b"NO-EVICT"
+            | b"NO-TOUCH"
+            | b"MAINT_NOTIFICATIONS"
+            | b"VALUES",
+            _,
+        ) => wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase())),
         _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME, SETINFO, NO-EVICT, NO-TOUCH or \
-             MAINT_NOTIFICATIONS.",
+            "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME, SETINFO, NO-EVICT, NO-TOUCH, \
+             MAINT_NOTIFICATIONS or VALUES.",
             printable(&args[1], 32)
         )),
     }

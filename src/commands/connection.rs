@@ -53,8 +53,8 @@ fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&By
     let name = user.map_or("default".into(), |u| String::from_utf8_lossy(u).into_owned());
     let granted = if name == "default" {
         match &config.requirepass {
-            Some(expected) => constant_time_eq(expected.as_bytes(), pass).then_some(Access::Admin),
-            None => (!config.auth_required()).then_some(Access::Admin),
+            Some(expected) => constant_time_eq(expected.as_bytes(), pass).then_some((Access::Admin, config.values)),
+            None => (!config.auth_required()).then_some((Access::Admin, config.values)),
         }
     } else {
         config
@@ -62,12 +62,13 @@ fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&By
             .iter()
             .find(|u| u.name == name)
             .filter(|u| constant_time_eq(u.password.as_bytes(), pass))
-            .map(|u| u.access)
+            .map(|u| (u.access, u.values.unwrap_or(config.values)))
     };
     match granted {
-        Some(access) => {
+        Some((access, values)) => {
             session.authenticated = true;
             session.access = access;
+            session.values = values;
             session.user = name;
             Reply::ok()
         }

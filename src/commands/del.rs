@@ -1,39 +1,43 @@
-//! DEL key [key ...] and DELCTX key context [W n].
+//! DEL key [key ...] (UNLINK the same) and DELCTX key context [W n].
 
 use bytes::Bytes;
 
+use super::get::concurrently;
 use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, syntax_error};
-use crate::coordinator::WriteContext;
+use crate::coordinator::{CoordError, WriteContext};
 use crate::resp::Reply;
 
-/// DEL: for each key, a read (default R) and then a tombstone superseding exactly what that read saw, so a delete
-/// through any node removes the value as in Redis when nothing fails. Values written concurrently survive as
-/// siblings. Returns how many keys had a live value.
+/// DEL (and UNLINK): for each key, a read (default R) and then a tombstone superseding exactly what that read saw,
+/// so a delete through any node removes the value as in Redis when nothing fails. Values written concurrently
+/// survive as siblings. The keys are deleted concurrently, each on its own (no atomicity across keys); returns how
+/// many had a live value, or the first key's error if any failed.
 pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
     for key in &args[1..] {
         if let Err(r) = check_key(node, key) {
             return r;
         }
     }
+    let outcomes = concurrently(args[1..].iter().map(|key| del_one(node, key)).collect()).await;
     let mut deleted = 0;
-    for key in &args[1..] {
-        let read = match node.coordinator.get(key, None).await {
-            Ok(read) => read,
-            Err(e) => return coord_error(e),
-        };
-        if read.values.is_empty() {
-            continue;
-        }
-        match node
-            .coordinator
-            .put(key.clone(), None, WriteContext::Covering(read.context), None, read.first_replier.as_deref())
-            .await
-        {
-            Ok(_) => deleted += 1,
+    for outcome in outcomes {
+        match outcome {
+            Ok(had_value) => deleted += i64::from(had_value),
             Err(e) => return coord_error(e),
         }
     }
     Reply::Integer(deleted)
+}
+
+/// Deletes one key as DEL does; true when it had a live value.
+async fn del_one(node: &NodeContext, key: &Bytes) -> Result<bool, CoordError> {
+    let read = node.coordinator.get(key, None).await?;
+    if read.values.is_empty() {
+        return Ok(false);
+    }
+    node.coordinator
+        .put(key.clone(), None, WriteContext::Covering(read.context), None, read.first_replier.as_deref())
+        .await?;
+    Ok(true)
 }
 
 /// DELCTX: a tombstone superseding exactly what the context covers. Returns 1 if it superseded a live value on its

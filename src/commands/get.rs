@@ -1,14 +1,40 @@
-//! GET key [R n] → [siblings, context].
+//! GET key [R n] and MGET key [key ...]: in the versioned mode [siblings, context] per key, in the plain mode
+//! Redis's bulk string.
+
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 
-use super::{NodeContext, check_key, context_token, coord_error, parse_quorum, syntax_error};
+use super::{NodeContext, check_key, context_token, coord_error, parse_quorum, printable, syntax_error};
+use crate::config::{PlainSiblings, ValueMode};
+use crate::coordinator::ReadResult;
 use crate::resp::Reply;
 
-/// GET: the live siblings (array of bulk strings, empty when missing or deleted) and the context token, always
-/// given: for a missing key it covers nothing, so a write back with it supersedes nothing and a concurrent creation
-/// stays a sibling. `R n` overrides the read quorum.
-pub async fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
+/// How many keys of one multi-key command are in flight at once: enough to overlap the replicas' round trips,
+/// few enough that one huge MGET cannot flood the cluster.
+pub const MULTI_KEY_CONCURRENCY: usize = 64;
+
+/// Runs the operations of a multi-key command, at most [`MULTI_KEY_CONCURRENCY`] at once; outcomes in order.
+pub async fn concurrently<F: Future>(ops: Vec<F>) -> Vec<F::Output> {
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut waiting = ops.into_iter();
+    let mut running: FuturesOrdered<F> = waiting.by_ref().take(MULTI_KEY_CONCURRENCY).collect();
+    while let Some(outcome) = running.next().await {
+        outcomes.push(outcome);
+        if let Some(op) = waiting.next() {
+            running.push_back(op);
+        }
+    }
+    outcomes
+}
+
+/// GET: in the versioned mode the live siblings (array of bulk strings, empty when missing or deleted) and the
+/// context token, always given: for a missing key it covers nothing, so a write back with it supersedes nothing and
+/// a concurrent creation stays a sibling. In the plain mode the value, nil, or what `plain_siblings` says for a key
+/// with several. `R n` overrides the read quorum.
+pub async fn get(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
     let key = &args[1];
     if let Err(r) = check_key(node, key) {
         return r;
@@ -22,14 +48,52 @@ pub async fn get(node: &NodeContext, args: &[Bytes]) -> Reply {
         _ => return syntax_error(),
     };
     match node.coordinator.get(key, r).await {
-        Ok(read) => {
-            let counter = if read.values.is_empty() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };
-            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            Reply::Array(vec![
-                Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
-                context_token(node, key, read.context, read.first_replier),
-            ])
-        }
+        Ok(read) => read_reply(node, key, read, mode),
         Err(e) => coord_error(e),
+    }
+}
+
+/// MGET: one reply per key, in order, each exactly what GET would answer in the session's mode. The keys are read
+/// concurrently (each its own quorum read: no snapshot across keys). A key that fails fails the whole command, so
+/// a client never mistakes an unreachable key for a missing one.
+pub async fn mget(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
+    let keys = &args[1..];
+    for key in keys {
+        if let Err(r) = check_key(node, key) {
+            return r;
+        }
+    }
+    let reads = concurrently(keys.iter().map(|key| node.coordinator.get(key, None)).collect()).await;
+    let mut replies = Vec::with_capacity(keys.len());
+    for (key, read) in keys.iter().zip(reads) {
+        match read {
+            Ok(read) => replies.push(read_reply(node, key, read, mode)),
+            Err(e) => return coord_error(e),
+        }
+    }
+    Reply::Array(replies)
+}
+
+/// The reply to a read of `key` in `mode`, counted as a keyspace hit or miss.
+fn read_reply(node: &NodeContext, key: &[u8], read: ReadResult, mode: ValueMode) -> Reply {
+    let counter = if read.values.is_empty() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };
+    counter.fetch_add(1, Ordering::Relaxed);
+    match mode {
+        ValueMode::Versioned => Reply::Array(vec![
+            Reply::Array(read.values.into_iter().map(Reply::Bulk).collect()),
+            context_token(node, key, read.context, read.first_replier),
+        ]),
+        ValueMode::Plain => match (read.values.len(), node.config.plain_siblings) {
+            (0, _) => Reply::Nil,
+            (1, _) | (_, PlainSiblings::Newest) => read.newest.map_or(Reply::Nil, Reply::Bulk),
+            (n, PlainSiblings::Error) => {
+                metrics::counter!("dynamo_plain_sibling_errors_total").increment(1);
+                Reply::error(format!(
+                    "SIBLINGS key '{}' has {n} concurrent values: read them with CLIENT VALUES VERSIONED and GET, \
+                     then SET their merge with the CONTEXT given",
+                    printable(key, 64)
+                ))
+            }
+        },
     }
 }

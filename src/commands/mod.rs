@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use crate::config::Config;
+use crate::config::{Config, ValueMode};
 use crate::coordinator::{CoordError, Coordinator};
 use crate::resp::{Protocol, Reply};
 use crate::storage::StorageError;
@@ -97,11 +97,13 @@ pub struct Session {
     pub closing: bool,
     /// Commands queued since MULTI, until EXEC or DISCARD.
     pub transaction: Option<transaction::Transaction>,
+    /// How GET and MGET answer (the user's or node's setting, or CLIENT VALUES).
+    pub values: ValueMode,
 }
 
 impl Session {
     /// A new connection's session.
-    pub fn new(id: u64, needs_auth: bool) -> Self {
+    pub fn new(id: u64, needs_auth: bool, values: ValueMode) -> Self {
         Self {
             id,
             protocol: Protocol::Resp2,
@@ -113,6 +115,7 @@ impl Session {
             lib_ver: None,
             closing: false,
             transaction: None,
+            values,
         }
     }
 }
@@ -174,16 +177,17 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'sta
     let spec = table::lookup(std::str::from_utf8(&name).ok()?)?;
     let single_key = match spec.name {
         "get" | "set" | "delctx" => true,
-        "del" | "exists" => args.len() == 2,
+        "del" | "unlink" | "exists" => args.len() == 2,
         _ => false,
     };
     (single_key && spec.arity_ok(args.len()) && spec.required_access() <= session.access).then(|| (spec, &args[1]))
 }
 
-/// Runs a request [`concurrent_key`] accepted, with the spec it found; it needs no session.
-pub async fn execute_data(node: &NodeContext, spec: &'static CommandSpec, args: Vec<Bytes>) -> Reply {
+/// Runs a request [`concurrent_key`] accepted, with the spec it found and the session's value mode; it needs no
+/// other session state.
+pub async fn execute_data(node: &NodeContext, spec: &'static CommandSpec, args: Vec<Bytes>, mode: ValueMode) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-    let reply = measured(spec.name, run_data(node, spec.name, &args)).await;
+    let reply = measured(spec.name, run_data(node, spec.name, &args, mode)).await;
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
@@ -202,12 +206,14 @@ async fn measured(name: &'static str, handler: impl std::future::Future<Output =
     reply
 }
 
-/// The data commands: they read and write keys and never touch the session.
-async fn run_data(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+/// The data commands: they read and write keys and see nothing of the session but how values are answered.
+async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], mode: ValueMode) -> Reply {
     match name {
-        "get" => get::get(node, args).await,
+        "get" => get::get(node, args, mode).await,
+        "mget" => get::mget(node, args, mode).await,
         "set" => set::set(node, args).await,
-        "del" => del::del(node, args).await,
+        "mset" => set::mset(node, args).await,
+        "del" | "unlink" => del::del(node, args).await,
         "delctx" => del::delctx(node, args).await,
         "exists" => exists::exists(node, args).await,
         other => unreachable!("'{other}' is not a data command"),
@@ -216,7 +222,9 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
 
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "get" | "set" | "del" | "delctx" | "exists" => run_data(node, name, args).await,
+        "get" | "mget" | "set" | "mset" | "del" | "unlink" | "delctx" | "exists" => {
+            run_data(node, name, args, session.values).await
+        }
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "ping" => connection::ping(session, args),
         "echo" => Reply::Bulk(args[1].clone()),

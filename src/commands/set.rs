@@ -1,8 +1,9 @@
-//! SET key value [CONTEXT token] [W n].
+//! SET key value [CONTEXT token] [W n] and MSET key value [key value ...].
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, printable, syntax_error};
+use super::get::concurrently;
+use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, printable, syntax_error, wrong_arity};
 use crate::coordinator::WriteContext;
 use crate::resp::Reply;
 
@@ -16,9 +17,8 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
     if let Err(r) = check_key(node, key) {
         return r;
     }
-    let max = node.config.limits.max_value_bytes;
-    if value.len() > max {
-        return Reply::error(format!("ERR value is {} bytes, larger than max_value_bytes ({max})", value.len()));
+    if let Err(r) = check_value(node, value) {
+        return r;
     }
     let mut token = None;
     let mut w = None;
@@ -58,4 +58,48 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
         Ok(_) => Reply::ok(),
         Err(e) => coord_error(e),
     }
+}
+
+/// MSET: each pair is its own blind write (as SET without CONTEXT), run concurrently: there is no atomicity across
+/// keys, and a failure leaves the other keys written. OK when every write reached its quorum; otherwise an error
+/// saying how many did.
+pub async fn mset(node: &NodeContext, args: &[Bytes]) -> Reply {
+    if args.len() % 2 == 0 {
+        return wrong_arity("mset");
+    }
+    let pairs: Vec<(&Bytes, &Bytes)> = args[1..].chunks_exact(2).map(|p| (&p[0], &p[1])).collect();
+    for (key, value) in &pairs {
+        if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
+            return r;
+        }
+    }
+    let outcomes = concurrently(
+        pairs
+            .iter()
+            .map(|(key, value)| {
+                node.coordinator.put((*key).clone(), Some((*value).clone()), WriteContext::Blind, None, None)
+            })
+            .collect(),
+    )
+    .await;
+    let written = outcomes.iter().filter(|o| o.is_ok()).count();
+    match outcomes.into_iter().find_map(Result::err) {
+        None => Reply::ok(),
+        Some(e) => {
+            let Reply::Error(text) = coord_error(e) else { unreachable!("coord_error answers an error") };
+            Reply::error(format!(
+                "{text} (MSET wrote {written} of {} keys; a failed key may still be written on some replicas)",
+                pairs.len()
+            ))
+        }
+    }
+}
+
+/// Checks a value against the configured limit.
+fn check_value(node: &NodeContext, value: &[u8]) -> Result<(), Reply> {
+    let max = node.config.limits.max_value_bytes;
+    if value.len() > max {
+        return Err(Reply::error(format!("ERR value is {} bytes, larger than max_value_bytes ({max})", value.len())));
+    }
+    Ok(())
 }

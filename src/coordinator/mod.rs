@@ -159,6 +159,8 @@ impl CoordError {
 pub struct ReadResult {
     /// Values of the causally-maximal live versions (tombstones excluded).
     pub values: Vec<Bytes>,
+    /// Of those, the one written last by its coordinator's clock (what a plain-mode read may answer).
+    pub newest: Option<Bytes>,
     /// The causal context covering everything read: empty when no replica that answered holds the key. Always
     /// given to the client, so that a write back supersedes only what was read (an empty one: nothing).
     pub context: VersionVector,
@@ -419,6 +421,7 @@ impl Coordinator {
             .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
         let result = ReadResult {
             values: merged.as_ref().map(|s| s.live_values().cloned().collect()).unwrap_or_default(),
+            newest: merged.as_ref().and_then(|s| s.newest_live().cloned()),
             context: merged.as_ref().map(|s| s.context().clone()).unwrap_or_default(),
             first_replier: q.first_replier().map(|i| replicas[i].0.id.clone()),
         };

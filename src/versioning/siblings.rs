@@ -64,6 +64,16 @@ impl Siblings {
         self.versions.iter().filter_map(|v| v.value.as_ref())
     }
 
+    /// The live value whose write its coordinator accepted last (wall clock, ties broken by dot): the same pick on
+    /// every replica that holds the same versions. Only plain-mode reads use it; causality never does.
+    pub fn newest_live(&self) -> Option<&Bytes> {
+        self.versions
+            .iter()
+            .filter(|v| v.value.is_some())
+            .max_by_key(|v| (v.timestamp_ms, v.dot))
+            .and_then(|v| v.value.as_ref())
+    }
+
     /// True when at least one version holds a value.
     pub fn has_live_value(&self) -> bool {
         self.versions.iter().any(|v| v.value.is_some())
@@ -172,6 +182,23 @@ mod tests {
         assert_eq!(s.sibling_count(), 2);
         assert_eq!(values(&s), vec![b"w".as_ref()]);
         assert!(s.versions()[0].is_tombstone());
+    }
+
+    #[test]
+    fn newest_live_is_the_latest_accepted_value_and_ignores_tombstones() {
+        let mut s = Siblings::new();
+        assert_eq!(s.newest_live(), None);
+        let empty = VersionVector::new();
+        // B's write carries the later timestamp although A's dot sorts after it.
+        s.update(&empty, dot(B, 1), 20, Some(Bytes::from_static(b"b")));
+        s.update(&empty, dot(A, 7), 10, Some(Bytes::from_static(b"a")));
+        assert_eq!(s.newest_live().map(|b| b.as_ref()), Some(b"b".as_ref()));
+        // A later tombstone is not a value; equal timestamps fall back to the dot, so every replica agrees.
+        s.update(&empty, dot(A, 8), 30, None);
+        s.update(&empty, dot(A, 9), 20, Some(Bytes::from_static(b"a9")));
+        assert_eq!(s.newest_live().map(|b| b.as_ref()), Some(b"b".as_ref()));
+        s.update(&empty, dot(B, 2), 20, Some(Bytes::from_static(b"b2")));
+        assert_eq!(s.newest_live().map(|b| b.as_ref()), Some(b"b2".as_ref()));
     }
 
     #[test]
