@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """redis-py against a node, over RESP2 and RESP3 (redis-py 8 sends HELLO 3 when asked for protocol 3):
-connect, plain usage, pipelines and transactions, the shopping cart with contexts, errors, and AUTH."""
+connect, plain usage, pipelines and transactions, the shopping cart with contexts, MGET/MSET and the plain mode,
+errors, and AUTH."""
 import os
 import subprocess
 import tempfile
@@ -84,6 +85,14 @@ try:
         except redis.ResponseError as e:
             check(f"{label}: bad context refused", "invalid context" in str(e))
         check(f"{label}: delete", r.delete("k") == 1 and r.execute_command("GET", "k")[0] == [])
+        check(f"{label}: mset", r.mset({"m1": "a", "m2": "b"}) is True)
+        check(f"{label}: mget versioned", [v[0] for v in r.mget("m1", "none", "m2")] == [[b"a"], [], [b"b"]])
+        # The plain mode: Redis's replies, so get() and mget() return strings as they do against Redis.
+        plain = redis.Redis(port=PORT, protocol=proto, decode_responses=True)
+        plain.execute_command("CLIENT", "VALUES", "PLAIN")
+        check(f"{label}: plain get", plain.get("m1") == "a" and plain.get("none") is None)
+        check(f"{label}: plain mget", plain.mget("m1", "none", "m2") == ["a", None, "b"])
+        check(f"{label}: plain unlink", plain.unlink("m1", "m2") == 2 and plain.mget("m1", "m2") == [None, None])
         check(f"{label}: dbsize", r.dbsize() >= 100)
 finally:
     node.terminate()

@@ -55,6 +55,12 @@ try:
         held = redis.Redis(port=node.port).execute_command("ADMIN", "LOCALGET", key)[0]
         direct += held == [str(i).encode()]
     check("each key's node in the slot map holds it", direct == 20)
+    # Multi-key commands across slots: the client splits them by slot, and each node serves its part.
+    pairs = {f"m{i}": str(i) for i in range(100)}
+    check("mset across slots", rc.mset_nonatomic(pairs) is not None)
+    got = rc.mget_nonatomic(list(pairs))
+    check("mget across slots", [v[0] for v in got] == [[str(i).encode()] for i in range(100)])
+    check("delete across slots", rc.delete(*pairs) == 100)
     nodes[2].kill()
     nodes[2].wait()
     deadline = time.time() + 30

@@ -251,7 +251,7 @@ async fn run_batch<W: AsyncWrite + Unpin>(
                 keys.clear();
             }
             keys.insert(key.clone());
-            in_flight.push_back(commands::execute_data(node, spec, args, session.values));
+            in_flight.push_back(commands::execute_data(node, spec, args, session.data()));
             continue;
         }
         drain(&mut in_flight, session.protocol, wbuf, out).await?;

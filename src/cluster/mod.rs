@@ -149,6 +149,24 @@ impl ClusterView {
         out
     }
 
+    /// Where a cluster client that sent a key of `slot` to member `me` should have sent it: the slot's first
+    /// healthy replica, when `me` is not one of its replicas. `None` when `me` is a replica, when no replica is
+    /// healthy, or while the slot's range moves (views may then disagree on its replicas, and a redirect could
+    /// bounce: a forward is safer).
+    pub fn redirect_for(&self, slot: u16, n: usize, me: &str, healthy: impl Fn(&str) -> bool) -> Option<&PeerInfo> {
+        let ring = self.ring.as_ref()?;
+        let p = usize::from(slot) / (crate::ring::slot::SLOTS / ring.partitions());
+        if self.is_moving(p) {
+            return None;
+        }
+        let replicas = self.replicas_of(p, n);
+        if replicas.iter().any(|id| id == me) {
+            return None;
+        }
+        let first = replicas.iter().find(|id| healthy(id))?;
+        self.members.get(first).map(|m| &m.info)
+    }
+
     /// Every key range member `id` holds in full (see [`holds_range`](Self::holds_range)); `None` without a ring.
     pub fn held_ranges(&self, id: &str, n: usize) -> Option<Vec<u32>> {
         let ring = self.ring.as_ref()?;
@@ -767,5 +785,49 @@ mod tests {
         let map = view.slot_map(3, |id| id != "n2");
         assert!(map.iter().all(|r| r.nodes[0].member.id != "n2" && r.nodes.len() == 3));
         assert!(map.iter().any(|r| r.nodes.iter().any(|n| n.member.id == "n2")), "still listed as a replica");
+    }
+
+    #[test]
+    fn a_key_sent_off_its_replicas_is_redirected_to_the_first_healthy_one_the_slot_map_names() {
+        let view = build_view(&settled(5, 64), 3);
+        let healthy = |id: &str| id != "n2";
+        let map = view.slot_map(3, healthy);
+        let mut redirected = 0;
+        for r in &map {
+            for slot in [r.first, r.last] {
+                for me in (0..5).map(|i| format!("n{i}")) {
+                    let to = view.redirect_for(slot, 3, &me, healthy).map(|p| p.member.id.clone());
+                    if r.nodes.iter().any(|n| n.member.id == me) {
+                        assert_eq!(to, None, "a replica serves its own slots");
+                    } else {
+                        assert_eq!(to.as_deref(), Some(r.nodes[0].member.id.as_str()), "where CLUSTER SLOTS points");
+                        redirected += 1;
+                    }
+                }
+            }
+        }
+        assert!(redirected > 0);
+        // No healthy replica: nothing to send the client to, so this node coordinates.
+        let slot = map[0].first;
+        let outsider = (0..5).map(|i| format!("n{i}")).find(|id| map[0].nodes.iter().all(|n| &n.member.id != id));
+        assert_eq!(view.redirect_for(slot, 3, &outsider.unwrap(), |_| false), None);
+    }
+
+    #[test]
+    fn no_redirect_while_a_range_moves() {
+        let mut s = settled(5, 64);
+        s.merge(&ClusterState::joiner(info(5)));
+        let next = s.plan(3).unwrap().unwrap();
+        s.commit("n0", next).unwrap();
+        let view = build_view(&s, 3);
+        assert!((0..64).any(|p| view.is_moving(p)) && (0..64).any(|p| !view.is_moving(p)));
+        let per = crate::ring::slot::SLOTS / 64;
+        for p in 0..64 {
+            let slot = (p * per) as u16;
+            let off: Vec<String> =
+                (0..6).map(|i| format!("n{i}")).filter(|id| !view.replicas_of(p, 3).contains(id)).collect();
+            let to = view.redirect_for(slot, 3, &off[0], |_| true);
+            assert_eq!(to.is_none(), view.is_moving(p), "partition {p}");
+        }
     }
 }

@@ -3,21 +3,28 @@
 //!
 //! The slot map (`CLUSTER SLOTS`, `SHARDS`, `NODES`) reports each run of slots with the first healthy replica of its
 //! key range as the "master" and the other replicas as "replicas", so a client sends each key straight to a node
-//! that holds it. Every node still coordinates every key: a client with a stale map costs a forward, never an
-//! error, so no `MOVED` is ever sent. `CLUSTER NODES` can only say part of it: in Redis each node is the master or
+//! that holds it. Every node still coordinates every key, so a plain client works through any node, and a stale
+//! map never costs an error. One exception: a connection that asked for the slot map is a cluster client, and some
+//! (redis-rs) refresh their map only on an error or a `MOVED`. A single-key command such a connection sends to a
+//! node that is not one of the key's replicas is answered `MOVED slot host:port`, naming the node `CLUSTER SLOTS`
+//! now gives first; while the key's range moves the node coordinates instead. `CLUSTER NODES` can only say part
+//! of it: in Redis each node is the master or
 //! the replica of one set of slots, while here every node replicates ranges of several others, so it lists every
 //! member as a master of the slots it coordinates first.
 
 use bytes::Bytes;
 
-use super::{NodeContext, printable, wrong_arity};
+use super::{NodeContext, Session, printable, wrong_arity};
 use crate::cluster::SlotRange;
 use crate::membership::PeerInfo;
 use crate::resp::Reply;
 
 /// CLUSTER subcommands.
-pub fn cluster(node: &NodeContext, args: &[Bytes]) -> Reply {
+pub fn cluster(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply {
     let sub = args[1].to_ascii_uppercase();
+    if matches!(sub.as_slice(), b"SLOTS" | b"SHARDS" | b"NODES") {
+        session.cluster_client = true;
+    }
     match (sub.as_slice(), args.len()) {
         (b"SLOTS", 2) => slots(node),
         (b"SHARDS", 2) => shards(node),
@@ -31,6 +38,20 @@ pub fn cluster(node: &NodeContext, args: &[Bytes]) -> Reply {
             printable(&args[1], 32)
         )),
     }
+}
+
+/// `MOVED slot host:port` when `key` reached this node although it is none of the key's replicas and another
+/// node, healthy and a replica, should coordinate it (see the module's documentation).
+pub fn moved(node: &NodeContext, key: &[u8]) -> Option<Reply> {
+    let cluster = node.coordinator.cluster();
+    let view = cluster.view();
+    let slot = crate::ring::slot::key_slot(key);
+    let me = &cluster.me().member.id;
+    let to = view.redirect_for(slot, node.coordinator.quorum().n, me, |id| cluster.takes_writes(id))?;
+    let (host, port) = host_port(to);
+    node.coordinator.routing().redirects.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::counter!("dynamo_redirects_total").increment(1);
+    Some(Reply::error(format!("MOVED {slot} {host}:{port}")))
 }
 
 /// The slot map as this node sees it: a replica is healthy when it is believed reachable and takes writes.

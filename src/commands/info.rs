@@ -97,6 +97,10 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             kv(out, "auth_failures", s.auth_failures.load(Ordering::Relaxed));
             kv(out, "keyspace_hits", s.keyspace_hits.load(Ordering::Relaxed));
             kv(out, "keyspace_misses", s.keyspace_misses.load(Ordering::Relaxed));
+            let routing = node.coordinator.routing();
+            kv(out, "writes_forwarded", routing.writes_forwarded.load(Ordering::Relaxed));
+            kv(out, "reads_off_replica", routing.reads_off_replica.load(Ordering::Relaxed));
+            kv(out, "redirects_sent", routing.redirects.load(Ordering::Relaxed));
         }
         "keyspace" => {
             out.push_str("# Keyspace\r\n");

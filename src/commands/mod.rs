@@ -99,6 +99,25 @@ pub struct Session {
     pub transaction: Option<transaction::Transaction>,
     /// How GET and MGET answer (the user's or node's setting, or CLIENT VALUES).
     pub values: ValueMode,
+    /// Asked for the slot map (CLUSTER SLOTS, SHARDS or NODES): a cluster client, which gets `MOVED` for a key
+    /// sent off its replicas.
+    pub cluster_client: bool,
+}
+
+/// What a data command needs of its session.
+#[derive(Clone, Copy, Debug)]
+pub struct DataSession {
+    /// How GET and MGET answer.
+    pub values: ValueMode,
+    /// Whether a single-key command off the key's replicas is answered `MOVED`.
+    pub redirects: bool,
+}
+
+impl Session {
+    /// What data commands need of this session.
+    pub fn data(&self) -> DataSession {
+        DataSession { values: self.values, redirects: self.cluster_client && self.transaction.is_none() }
+    }
 }
 
 impl Session {
@@ -116,6 +135,7 @@ impl Session {
             closing: false,
             transaction: None,
             values,
+            cluster_client: false,
         }
     }
 }
@@ -159,9 +179,12 @@ fn exec<'a>(node: &'a NodeContext, session: &'a mut Session) -> futures::future:
             return transaction::exec_abort();
         }
         let mut replies = Vec::with_capacity(tx.queued.len());
+        // A client cannot retry one command of a transaction elsewhere: the queue runs here, with no MOVED.
+        let cluster_client = std::mem::take(&mut session.cluster_client);
         for args in tx.queued {
             replies.push(execute(node, session, args).await);
         }
+        session.cluster_client |= cluster_client;
         Reply::Array(replies)
     })
 }
@@ -183,11 +206,15 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'sta
     (single_key && spec.arity_ok(args.len()) && spec.required_access() <= session.access).then(|| (spec, &args[1]))
 }
 
-/// Runs a request [`concurrent_key`] accepted, with the spec it found and the session's value mode; it needs no
-/// other session state.
-pub async fn execute_data(node: &NodeContext, spec: &'static CommandSpec, args: Vec<Bytes>, mode: ValueMode) -> Reply {
+/// Runs a request [`concurrent_key`] accepted, with the spec it found and what it needs of the session.
+pub async fn execute_data(
+    node: &NodeContext,
+    spec: &'static CommandSpec,
+    args: Vec<Bytes>,
+    data: DataSession,
+) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-    let reply = measured(spec.name, run_data(node, spec.name, &args, mode)).await;
+    let reply = measured(spec.name, run_data(node, spec.name, &args, data)).await;
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
@@ -206,8 +233,15 @@ async fn measured(name: &'static str, handler: impl std::future::Future<Output =
     reply
 }
 
-/// The data commands: they read and write keys and see nothing of the session but how values are answered.
-async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], mode: ValueMode) -> Reply {
+/// The data commands: they read and write keys and see nothing of the session but [`DataSession`].
+async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSession) -> Reply {
+    if data.redirects
+        && let Some(key) = single_key(name, args)
+        && let Some(moved) = cluster::moved(node, key)
+    {
+        return moved;
+    }
+    let mode = data.values;
     match name {
         "get" => get::get(node, args, mode).await,
         "mget" => get::mget(node, args, mode).await,
@@ -220,10 +254,21 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], mode: ValueMod
     }
 }
 
+/// The one key of a data command that names one key.
+fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
+    let single = match name {
+        "get" | "set" | "delctx" => true,
+        "del" | "unlink" | "exists" | "mget" => args.len() == 2,
+        "mset" => args.len() == 3,
+        _ => false,
+    };
+    single.then(|| &args[1])
+}
+
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
         "get" | "mget" | "set" | "mset" | "del" | "unlink" | "delctx" | "exists" => {
-            run_data(node, name, args, session.values).await
+            run_data(node, name, args, session.data()).await
         }
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "ping" => connection::ping(session, args),
@@ -241,7 +286,7 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "config" => config_get::config(node, args),
         "info" => info::info(node, args),
         "admin" => admin::admin(node, args),
-        "cluster" => cluster::cluster(node, args),
+        "cluster" => cluster::cluster(node, session, args),
         // Cluster clients send these; every node serves every key, so there is nothing to switch.
         "readonly" | "readwrite" | "asking" => Reply::ok(),
         "time" => {

@@ -64,7 +64,7 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
 /// keys, and a failure leaves the other keys written. OK when every write reached its quorum; otherwise an error
 /// saying how many did.
 pub async fn mset(node: &NodeContext, args: &[Bytes]) -> Reply {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return wrong_arity("mset");
     }
     let pairs: Vec<(&Bytes, &Bytes)> = args[1..].chunks_exact(2).map(|p| (&p[0], &p[1])).collect();

@@ -214,6 +214,19 @@ pub struct Coordinator {
     context_key: ContextKey,
     hints: Arc<HintStore>,
     recovery: Arc<Recovery>,
+    routing: Routing,
+}
+
+/// How well clients route: requests that reached a node holding no replica of their key cost an extra hop (a
+/// forwarded write, or a read whose every replica is remote). Partition-aware clients keep both near zero.
+#[derive(Debug, Default)]
+pub struct Routing {
+    /// Writes this node forwarded to a replica.
+    pub writes_forwarded: std::sync::atomic::AtomicU64,
+    /// Reads this node coordinated without being one of the key's replicas.
+    pub reads_off_replica: std::sync::atomic::AtomicU64,
+    /// `MOVED` replies sent to cluster clients whose map was stale.
+    pub redirects: std::sync::atomic::AtomicU64,
 }
 
 /// Everything a coordinator needs.
@@ -254,7 +267,13 @@ impl Coordinator {
             context_key: p.context_key,
             hints: p.hints,
             recovery: p.recovery,
+            routing: Routing::default(),
         })
+    }
+
+    /// Requests that reached this node off their key's replicas.
+    pub fn routing(&self) -> &Routing {
+        &self.routing
     }
 
     /// The node's metadata (identity, actor).
@@ -375,6 +394,10 @@ impl Coordinator {
         // counts toward R; its "not found" does not (see `quorum::ReadQuorum`).
         let view = self.cluster.view();
         let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica(p)).collect();
+        if !list.iter().take(self.quorum.n).any(|r| r.local) {
+            self.routing.reads_off_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("dynamo_reads_off_replica_total").increment(1);
+        }
         let mut fallbacks = list.iter().skip(self.quorum.n).filter(|f| f.local || self.cluster.is_reachable(&f.id));
         let mut replicas: Vec<(Replica, bool)> = Vec::new();
         for rep in list.iter().take(self.quorum.n) {
@@ -534,6 +557,7 @@ impl Coordinator {
             WriteContext::Blind => None,
             WriteContext::Covering(c) => Some(c),
         };
+        self.routing.writes_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("dynamo_forwards_total").increment(1);
         for rep in &replicas {
             if rep.local {

@@ -372,7 +372,7 @@ impl TestNode {
     /// One field of `INFO dynamo`, if present.
     pub async fn info_field(&self, field: &str) -> Option<String> {
         let mut c = self.conn().await;
-        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+        let info: String = redis::cmd("INFO").arg("all").query_async(&mut c).await.unwrap();
         info.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':').map(|v| v.trim().to_string()))
     }
 }
