@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Load benchmark: redis-server (appendonly yes, appendfsync everysec) against dynamo-kv (one node N=1, and a
-three-node dev cluster N=3 R=2 W=2 with the client on node 1), with the same redis-benchmark commands in the same
-run, printing requests/s, p50/p99/p99.9 and our/redis ratios, then the resident memory of each after loading
-1M keys of 100 bytes.
+"""Load benchmark: redis-server (appendonly yes, appendfsync everysec) against dynamo-kv (one node N=1; a
+three-node dev cluster N=3 R=2 W=2 with the client on node 1, and again with `redis-benchmark --cluster` routing
+each key to its slot's node; and a five-node one, where routing saves the forward to a replica), with the same
+redis-benchmark commands in the same run, printing requests/s, p50/p99/p99.9 and our/redis ratios, then the
+resident memory of each after loading 1M keys of 100 bytes.
 
 Figures only, never a pass/fail: these machines are shared and noisy. Run:
 
@@ -151,7 +152,7 @@ def main():
     ap.add_argument("--requests", type=int, default=200_000, help="requests per throughput run")
     ap.add_argument("--latency-requests", type=int, default=20_000, help="requests per -c 1 latency run")
     ap.add_argument("--modes", default="fsync,buffered", help="dynamo-kv durability modes to measure")
-    ap.add_argument("--no-cluster", action="store_true", help="skip the 3-node N=3 R=2 W=2 cluster")
+    ap.add_argument("--no-cluster", action="store_true", help="skip the 3- and 5-node N=3 R=2 W=2 clusters")
     ap.add_argument("--peer-tls", action="store_true", help="also measure the cluster with mutual TLS between nodes")
     ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "dynamo-kv"))
@@ -171,8 +172,16 @@ def main():
     targets = [("redis-server", None, 1, False)] + [(f"N=1 {m}", m, 1, False) for m in a.modes.split(",")]
     if not a.no_cluster:
         targets += [(f"3 nodes N=3 {m}", m, 3, False) for m in a.modes.split(",")]
+        # On 3 nodes with N=3 every node holds every key, so routing saves no hop; on 5 it does.
+        targets += [(f"5 nodes N=3 {a.modes.split(',')[0]}", a.modes.split(",")[0], 5, False)]
         if a.peer_tls:
             targets += [(f"3 nodes {m} TLS", m, 3, True) for m in a.modes.split(",")]
+    # Cluster-aware routing (issue 16, paper §6.4): redis-benchmark --cluster reads CLUSTER NODES and sends each
+    # key to the node that coordinates its slot first, beside the runs above that all go through node 1.
+    cluster_runs = [
+        ("c50 cl", common + ["--cluster", "-c", "50", "-n", str(a.requests)]),
+        ("P16 cl", common + ["--cluster", "-c", "50", "-P", "16", "-n", str(a.requests * 4)]),
+    ]
     results = {}
     memory = {}
     group_commit = {}
@@ -186,7 +195,7 @@ def main():
         else:
             proc = start_cluster(a.binary, port, work, mode, nodes, peer_tls)
         try:
-            for label, args in runs:
+            for label, args in (runs[:2] if nodes > 3 else runs) + (cluster_runs if nodes > 1 else []):
                 group = mode == "fsync" and nodes == 1
                 if group:
                     before = (scrape("dynamo_storage_fsyncs_total"), scrape('dynamo_commands_total{command="set"}'))
@@ -212,10 +221,11 @@ def main():
     print(f"{'target':<20} {'run':<8} {'test':<5} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
           f"{'rps ratio':>9} {'p99 ratio':>9}")
     for name, _, _, _ in targets:
-        for label, _ in runs:
+        for label, _ in runs + cluster_runs:
             for test in ("SET", "GET"):
                 fig = results.get((name, label, test))
-                base = results.get(("redis-server", label, test))
+                # Cluster-routed runs compare with redis-server's run at the same concurrency and pipeline.
+                base = results.get(("redis-server", {"c50 cl": "c50", "P16 cl": "c50 P16"}.get(label, label), test))
                 if not fig:
                     continue
                 rr = fig[0] / base[0] if base and base[0] else float("nan")

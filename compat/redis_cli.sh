@@ -27,6 +27,10 @@ check "a covering context collapses them" test "$(cli GET cart | head -1)" = "[b
 check "bad context is refused" bash -c "redis-cli -p $PORT SET cart x CONTEXT nonsense | grep -q 'invalid context'"
 check "DEL counts deleted keys" test "$(cli DEL cart greeting missing)" = "2"
 check "EXISTS after DEL" test "$(cli EXISTS cart)" = "0"
+cli MSET scan:a 1 scan:b 2 scan:c 3 > /dev/null
+check "--scan with a pattern lists every key" test "$(redis-cli -p $PORT --scan --pattern 'scan:*' | sort | tr '\n' ' ')" = "scan:a scan:b scan:c "
+check "MGET in the plain mode" test "$(printf 'CLIENT VALUES PLAIN\nMGET scan:a nope scan:c\n' | cli | tr '\n' ' ')" = "OK 1  3 "
+cli DEL scan:a scan:b scan:c > /dev/null
 check "unknown command in Redis's words" bash -c "redis-cli -p $PORT FOO bar | grep -q \"unknown command 'FOO', with args beginning with: 'bar'\""
 check "wrong arity in Redis's words" bash -c "redis-cli -p $PORT GET | grep -q \"wrong number of arguments for 'get' command\""
 check "COMMAND DOCS has hints" bash -c "redis-cli -p $PORT COMMAND DOCS set | grep -q CONTEXT"

@@ -61,6 +61,21 @@ try:
     got = rc.mget_nonatomic(list(pairs))
     check("mget across slots", [v[0] for v in got] == [[str(i).encode()] for i in range(100)])
     check("delete across slots", rc.delete(*pairs) == 100)
+    # Key iteration over the whole cluster through one node, and continued through another.
+    many = {f"scan:{i}": "v" for i in range(10000)}
+    for start in range(0, 10000, 1000):
+        rc.mset_nonatomic(dict(list(many.items())[start:start + 1000]))
+    seen = set(k.decode() for k in redis.Redis(port=BASE).scan_iter(match="scan:*", count=500))
+    check("scan_iter through one node sees all 10000 keys", seen == set(many))
+    cursor, seen, turn = 0, set(), 0
+    while True:
+        cursor, keys = redis.Redis(port=BASE + turn % 3).scan(cursor, match="scan:*", count=700)
+        seen.update(k.decode() for k in keys)
+        turn += 1
+        if cursor == 0:
+            break
+    check("a scan continued through every node sees all 10000 keys", seen == set(many))
+    check("keys with a pattern", len(redis.Redis(port=BASE + 1).keys("scan:99*")) == 111)
     nodes[2].kill()
     nodes[2].wait()
     deadline = time.time() + 30

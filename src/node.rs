@@ -453,6 +453,9 @@ fn advertise(configured: Option<&str>, bound: SocketAddr, kind: &'static str) ->
 /// Most keys one handoff batch may carry, whatever the receiver asks.
 const HANDOFF_MAX_BATCH: usize = 4096;
 
+/// Most keys one SCAN page asks of a replica (SCAN's COUNT is a hint; this bounds a hostile one).
+const SCAN_MAX_BATCH: usize = crate::coordinator::scan::MAX_COUNT;
+
 /// Ring positions of `partition` in this node's current ring.
 fn partition_range(cluster: &Cluster, partition: u32) -> Option<(u128, u128)> {
     let view = cluster.view();
@@ -481,6 +484,15 @@ impl Handler for PeerService {
                 let limit = (limit as usize).clamp(1, HANDOFF_MAX_BATCH);
                 match coordinator.store().scan_positions(first, last, after.as_deref(), limit) {
                     Ok(items) => Response::HandoffBatch { done: items.len() < limit, items },
+                    Err(e) => failed(e.into()),
+                }
+            }
+            Request::ScanKeys { first, last, limit } => {
+                match coordinator.store().scan_page(first, last, (limit as usize).clamp(1, SCAN_MAX_BATCH)) {
+                    Ok((items, done)) => Response::Keys {
+                        items: items.into_iter().map(|(k, s)| (k, s.without_values())).collect(),
+                        done,
+                    },
                     Err(e) => failed(e.into()),
                 }
             }

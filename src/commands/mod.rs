@@ -13,6 +13,8 @@ mod del;
 mod exists;
 mod get;
 pub mod info;
+mod pattern;
+mod scan;
 mod set;
 pub mod table;
 mod transaction;
@@ -271,6 +273,9 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
             run_data(node, name, args, session.data()).await
         }
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
+        "scan" => scan::scan(node, args).await,
+        "keys" => scan::keys(node, args).await,
+        "randomkey" => scan::randomkey(node).await,
         "ping" => connection::ping(session, args),
         "echo" => Reply::Bulk(args[1].clone()),
         "quit" => {

@@ -14,6 +14,7 @@
 //! The quorum logic itself is the pure [`quorum`] module; this file is the I/O around it.
 
 pub mod quorum;
+pub mod scan;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

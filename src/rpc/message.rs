@@ -9,7 +9,7 @@ pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +50,17 @@ pub enum Request {
         first: u128,
         /// Last position (inclusive).
         last: u128,
+    },
+    /// The stored keys with ring positions in `[first, last]`, in storage order, their states without values
+    /// (SCAN): at least `limit` of them when there are, and then every further key that shares the last one's
+    /// scan cursor (the top 64 bits of its position), so a cursor never splits keys.
+    ScanKeys {
+        /// First position.
+        first: u128,
+        /// Last position (inclusive).
+        last: u128,
+        /// Keys wanted.
+        limit: u32,
     },
     /// Merge these states into the local replica (anti-entropy).
     MergeStates {
@@ -105,6 +116,7 @@ impl Request {
             Request::RangeDigest { .. } => "range_digest",
             Request::TreeLeaves { .. } => "tree_leaves",
             Request::RangeStates { .. } => "range_states",
+            Request::ScanKeys { .. } => "scan_keys",
             Request::MergeStates { .. } => "merge_states",
             Request::Reap { .. } => "reap",
             Request::Read { .. } => "read",
@@ -143,6 +155,13 @@ pub enum Response {
     /// Answer to `HandoffPull`.
     HandoffBatch {
         /// (storage key, state) of each key, in storage order.
+        items: Vec<(Bytes, Siblings)>,
+        /// Whether the range is exhausted.
+        done: bool,
+    },
+    /// Answer to `ScanKeys`.
+    Keys {
+        /// (storage key, state without values) of each key, in storage order.
         items: Vec<(Bytes, Siblings)>,
         /// Whether the range is exhausted.
         done: bool,

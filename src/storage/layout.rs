@@ -27,6 +27,11 @@ pub fn user_key(storage_key: &[u8]) -> Option<&[u8]> {
     storage_key.get(POSITION_LEN..)
 }
 
+/// The ring position a storage key begins with, or `None` when it is too short to be one.
+pub fn position(storage_key: &[u8]) -> Option<u128> {
+    Some(u128::from_be_bytes(storage_key.get(..POSITION_LEN)?.try_into().ok()?))
+}
+
 /// Inclusive start and exclusive end (or `None` for "to the end of the ring") of the storage keys whose positions
 /// fall in `[first, last]`.
 pub fn position_range(first: u128, last: u128) -> ([u8; POSITION_LEN], Option<[u8; POSITION_LEN]>) {

@@ -476,6 +476,37 @@ impl KvStore {
         self.engine.scan((lower, upper), limit)?.into_iter().map(|(k, v)| Ok((k, decode(&v)?))).collect()
     }
 
+    /// A page of a key scan (SCAN): the stored keys with ring positions in `[first, last]`, in storage order, at
+    /// least `limit` of them when there are that many, then every further key whose scan cursor (the top 64 bits of
+    /// its position) equals the last one's, so a cursor never splits keys; and whether the range is exhausted.
+    pub fn scan_page(
+        &self,
+        first: u128,
+        last: u128,
+        limit: usize,
+    ) -> Result<(Vec<(Bytes, Siblings)>, bool), StorageError> {
+        const MORE: usize = 16;
+        let mut items = self.scan_positions(first, last, None, limit.max(1))?;
+        if items.len() < limit.max(1) {
+            return Ok((items, true));
+        }
+        loop {
+            let last_key = items.last().map(|(k, _)| k.clone()).unwrap_or_default();
+            let cursor = |k: &[u8]| k.get(..8).map(|b| b.to_vec());
+            let more = self.scan_positions(first, last, Some(&last_key), MORE)?;
+            let exhausted = more.len() < MORE;
+            for (k, state) in more {
+                if cursor(&k) != cursor(&last_key) {
+                    return Ok((items, false));
+                }
+                items.push((k, state));
+            }
+            if exhausted {
+                return Ok((items, true));
+            }
+        }
+    }
+
     /// Key count and an order-independent hash (XOR of MD5 over key and encoded state) of the keys with ring
     /// positions in `[first, last]`: equal on two replicas exactly when they hold the same states (whp).
     pub fn digest_positions(&self, first: u128, last: u128) -> Result<(u64, [u8; 16]), StorageError> {

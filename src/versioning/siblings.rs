@@ -74,6 +74,19 @@ impl Siblings {
             .and_then(|v| v.value.as_ref())
     }
 
+    /// The same versions with every value emptied: what a key scan needs to merge replicas' states and tell live
+    /// keys from deleted ones, without carrying the values.
+    pub fn without_values(&self) -> Siblings {
+        Siblings {
+            context: self.context.clone(),
+            versions: self
+                .versions
+                .iter()
+                .map(|v| Version { value: v.value.as_ref().map(|_| Bytes::new()), ..v.clone() })
+                .collect(),
+        }
+    }
+
     /// True when at least one version holds a value.
     pub fn has_live_value(&self) -> bool {
         self.versions.iter().any(|v| v.value.is_some())

@@ -1,0 +1,213 @@
+//! SCAN over the whole cluster, through any node.
+//!
+//! Storage keys sort by ring position (slot, then MD5), so a cursor is a position: the top 64 bits of the next one
+//! to visit, which fit Redis's integer cursor. A page walks partitions from the cursor; for each it asks R of the
+//! range's N replicas for their keys from there on, and merges them:
+//! - a replica that stopped at its limit bounds the page at its last cursor (it sent every key sharing that cursor,
+//!   see `ScanKeys`), so keys beyond it wait for the next page and none is skipped;
+//! - the states are merged per key, so a key some replica saw deleted is dropped when the deletion covers it.
+//!
+//! Any key acknowledged before the scan began is on W replicas, and R + W > N replicas answered, so it is
+//! returned (Redis's guarantee); keys written or deleted during the scan may or may not be. Progress needs R
+//! replicas of each range, not any one node. Each call does bounded work: up to `count` keys (at most
+//! [`MAX_COUNT`]) from at most [`MAX_PARTITIONS_PER_CALL`] partitions.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::{CoordError, Coordinator, Replica};
+use crate::cluster::ClusterView;
+use crate::rpc::{Request, Response};
+use crate::storage::layout;
+use crate::versioning::Siblings;
+
+/// Most keys one page returns (and asks of a replica), whatever COUNT says.
+pub const MAX_COUNT: usize = 1000;
+
+/// Most partitions one page visits: an empty keyspace still answers in bounded time, with a cursor to go on.
+pub const MAX_PARTITIONS_PER_CALL: usize = 16;
+
+/// One page of a scan.
+#[derive(Debug)]
+pub struct ScanPage {
+    /// The cursor of the next page; 0 when the scan is complete.
+    pub next: u64,
+    /// Live user keys found, in ring order (repeats across pages are possible, as in Redis).
+    pub keys: Vec<Bytes>,
+}
+
+/// What one replica answered for a range: its keys in storage order and whether it reached the range's end.
+type Answer = (Vec<(Bytes, Siblings)>, bool);
+
+impl Coordinator {
+    /// One page of a cluster-wide key scan from `cursor`, keeping the live keys `keep` accepts.
+    pub async fn scan(
+        self: &Arc<Self>,
+        cursor: u64,
+        count: usize,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<ScanPage, CoordError> {
+        let r = self.check("R", None)?;
+        let view = self.cluster.view();
+        let Some(ring) = view.ring.as_ref() else {
+            return Err(CoordError::NoRing { reason: self.cluster.waiting().unwrap_or_default() });
+        };
+        let count = count.clamp(1, MAX_COUNT);
+        let mut position = u128::from(cursor) << 64;
+        let mut keys = Vec::new();
+        for _ in 0..MAX_PARTITIONS_PER_CALL {
+            let p = ring.partition_of(position);
+            let (_, last) = ring.partition_range(p);
+            let answers = self.scan_replicas(&view, p, position, last, count - keys.len(), r).await?;
+            let (found, resume) = merge_answers(answers);
+            keys.extend(found.into_iter().filter(|k| keep(k)));
+            position = match resume {
+                Some(next) if next <= last => next,
+                _ if last == u128::MAX => return Ok(ScanPage { next: 0, keys }),
+                _ => last + 1,
+            };
+            if keys.len() >= count {
+                break;
+            }
+        }
+        Ok(ScanPage { next: (position >> 64) as u64, keys })
+    }
+
+    /// Asks the replicas of partition `p` for their keys in `[first, last]` until R answered.
+    async fn scan_replicas(
+        self: &Arc<Self>,
+        view: &ClusterView,
+        p: usize,
+        first: u128,
+        last: u128,
+        limit: usize,
+        r: usize,
+    ) -> Result<Vec<Answer>, CoordError> {
+        let replicas: Vec<Replica> = view
+            .replicas_of(p, self.quorum.n)
+            .iter()
+            .filter_map(|id| view.members.get(id))
+            .map(|m| self.replica(&m.info))
+            .collect();
+        let needed = r.min(replicas.len()).max(1);
+        let mut answers = Vec::new();
+        let mut pending = FuturesUnordered::new();
+        for rep in &replicas {
+            if rep.local {
+                answers.push(
+                    self.store.scan_page(first, last, limit).map(|(items, done)| {
+                        (items.into_iter().map(|(k, s)| (k, s.without_values())).collect(), done)
+                    })?,
+                );
+            } else {
+                let request = Request::ScanKeys { first, last, limit: limit as u32 };
+                let (pool, cluster, timeout, rep) =
+                    (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
+                pending.push(async move {
+                    match pool.call_node(&rep.id, &rep.addr, request, timeout).await {
+                        Ok(Response::Keys { items, done }) => Some((items, done)),
+                        Ok(other) => {
+                            tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a key scan");
+                            None
+                        }
+                        Err(_) => {
+                            cluster.note_reachable(&rep.id, false);
+                            None
+                        }
+                    }
+                });
+            }
+        }
+        while answers.len() < needed {
+            match pending.next().await {
+                Some(Some(answer)) => answers.push(answer),
+                Some(None) => {}
+                None => return Err(CoordError::Unavailable { needed, got: answers.len() }),
+            }
+        }
+        Ok(answers)
+    }
+}
+
+/// Merges replicas' answers for one range: the live keys every answer covers, and where the next page resumes
+/// (`None`: the range is done). An answer that stopped at its limit covers keys up to its last cursor.
+fn merge_answers(answers: Vec<Answer>) -> (Vec<Bytes>, Option<u128>) {
+    let cursor_of = |k: &Bytes| layout::position(k).map_or(0, |p| (p >> 64) as u64);
+    let bound: Option<u64> =
+        answers.iter().filter(|(_, done)| !done).filter_map(|(items, _)| items.last().map(|(k, _)| cursor_of(k))).min();
+    let mut merged: BTreeMap<Bytes, Siblings> = BTreeMap::new();
+    for (items, _) in answers {
+        for (k, state) in items {
+            if bound.is_some_and(|b| cursor_of(&k) > b) {
+                continue;
+            }
+            match merged.get_mut(&k) {
+                Some(s) => s.merge(&state),
+                None => {
+                    merged.insert(k, state);
+                }
+            }
+        }
+    }
+    let keys = merged
+        .into_iter()
+        .filter(|(_, s)| s.has_live_value())
+        .filter_map(|(k, _)| layout::user_key(&k).map(Bytes::copy_from_slice))
+        .collect();
+    (keys, bound.map(|b| (u128::from(b) + 1) << 64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::versioning::{Actor, Dot, VersionVector};
+
+    fn live(n: u64) -> Siblings {
+        let mut s = Siblings::new();
+        s.update(&VersionVector::new(), Dot { actor: Actor(1), counter: n }, n, Some(Bytes::new()));
+        s
+    }
+
+    fn key(name: &str) -> Bytes {
+        layout::storage_key(name.as_bytes())
+    }
+
+    fn sorted(names: &[&str]) -> Vec<(Bytes, Siblings)> {
+        let mut v: Vec<(Bytes, Siblings)> = names.iter().map(|n| (key(n), live(1))).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    #[test]
+    fn a_replica_that_stopped_early_bounds_the_page_so_nothing_is_skipped() {
+        let all = sorted(&["a", "b", "c", "d", "e", "f"]);
+        // One replica missed a write; the other stopped after three keys.
+        let full: Vec<_> = all.iter().filter(|(k, _)| k != &key("d")).cloned().collect();
+        let partial: Vec<_> = all[..3].to_vec();
+        let (keys, resume) = merge_answers(vec![(full, true), (partial.clone(), false)]);
+        let expected: Vec<Bytes> =
+            partial.iter().map(|(k, _)| Bytes::copy_from_slice(layout::user_key(k).unwrap())).collect();
+        assert_eq!(keys, expected, "only what both answers cover");
+        let last = layout::position(&partial[2].0).unwrap();
+        assert_eq!(resume, Some(((last >> 64) + 1) << 64));
+        // Both done: the union, and the range is finished.
+        let (keys, resume) = merge_answers(vec![(all[..4].to_vec(), true), (all[2..].to_vec(), true)]);
+        assert_eq!(keys.len(), 6);
+        assert_eq!(resume, None);
+    }
+
+    #[test]
+    fn a_deletion_one_replica_saw_hides_the_key() {
+        let k = key("gone");
+        let value = live(1);
+        let mut deleted = value.clone();
+        let ctx = deleted.context().clone();
+        deleted.update(&ctx, Dot { actor: Actor(2), counter: 1 }, 2, None);
+        let (keys, _) = merge_answers(vec![(vec![(k.clone(), value)], true), (vec![(k, deleted)], true)]);
+        assert!(keys.is_empty());
+    }
+}
