@@ -67,6 +67,11 @@ pub enum PlainSiblings {
     Newest,
 }
 
+/// Default threshold of the slow log, microseconds (Redis's `slowlog-log-slower-than`).
+pub const DEFAULT_SLOWLOG_SLOWER_THAN_US: i64 = 10_000;
+/// Default number of entries the slow log keeps (Redis's `slowlog-max-len`).
+pub const DEFAULT_SLOWLOG_MAX_LEN: usize = 128;
+
 /// Default client address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7001";
 /// Default maximum key size.
@@ -280,6 +285,10 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Free disk space below which the node stops taking writes, bytes (0: only a failed write stops them).
     pub min_free_disk_bytes: u64,
+    /// Commands slower than this many microseconds enter the slow log (negative: none; 0: every command).
+    pub slowlog_slower_than_us: i64,
+    /// Entries the slow log keeps.
+    pub slowlog_max_len: usize,
     /// How GET and MGET answer the default user and named users without a `values` of their own.
     pub values: ValueMode,
     /// What a plain-mode read answers for a key with siblings.
@@ -397,6 +406,13 @@ pub struct ServeArgs {
     /// Actors kept in a key's version vector before the oldest is pruned [default: 10].
     #[arg(long, env = "DYNAMO_KV_MAX_VV_ENTRIES")]
     pub max_vv_entries: Option<usize>,
+    /// Commands that take longer than this many microseconds enter the slow log (SLOWLOG GET); negative turns it
+    /// off, 0 logs every command [default: 10000].
+    #[arg(long, env = "DYNAMO_KV_SLOWLOG_LOG_SLOWER_THAN", allow_negative_numbers = true)]
+    pub slowlog_log_slower_than: Option<i64>,
+    /// Entries the slow log keeps, the oldest dropped first [default: 128].
+    #[arg(long, env = "DYNAMO_KV_SLOWLOG_MAX_LEN")]
+    pub slowlog_max_len: Option<usize>,
     /// Siblings per key above which a warning is logged [default: 25].
     #[arg(long, env = "DYNAMO_KV_SIBLING_SOFT_LIMIT")]
     pub sibling_soft_limit: Option<usize>,
@@ -663,6 +679,8 @@ impl Config {
             buffer_flush_interval: Duration::from_millis(s.buffer_flush_ms.unwrap_or(DEFAULT_BUFFER_FLUSH_MS)),
             cache_bytes: s.cache_mb.unwrap_or(DEFAULT_CACHE_MB) << 20,
             min_free_disk_bytes: s.min_free_disk_mb.unwrap_or(DEFAULT_MIN_FREE_DISK_MB).saturating_mul(1 << 20),
+            slowlog_slower_than_us: s.slowlog_log_slower_than.unwrap_or(DEFAULT_SLOWLOG_SLOWER_THAN_US),
+            slowlog_max_len: s.slowlog_max_len.unwrap_or(DEFAULT_SLOWLOG_MAX_LEN),
             values: s.values.unwrap_or_default(),
             plain_siblings: s.plain_siblings.unwrap_or_default(),
             metrics_listen: s.metrics_listen.clone().map(|m| on_loopback_if_bare_port(&m)),

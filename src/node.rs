@@ -291,6 +291,8 @@ impl Node {
             handoff: handoff.clone(),
             antientropy: antientropy.clone(),
             stats: Stats::default(),
+            clients: Default::default(),
+            slowlog: Default::default(),
             started: Instant::now(),
             client_addr,
         });

@@ -71,7 +71,11 @@ pub async fn serve(
         metrics::gauge!("dynamo_connected_clients").set(connected as f64);
         let id = next_id.fetch_add(1, Ordering::Relaxed);
         let denied = protected(&node.config, peer);
-        let (node, cancel, tls) = (node.clone(), cancel.clone(), tls.as_ref().map(|t| t.get()));
+        // A child token: CLIENT KILL closes this connection alone, shutdown closes them all.
+        let kill = cancel.child_token();
+        let laddr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        node.clients.register(id, peer.to_string(), laddr, kill.clone());
+        let (node, cancel, tls) = (node.clone(), kill, tls.as_ref().map(|t| t.get()));
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
             let result = match tls {
@@ -103,6 +107,7 @@ pub async fn serve(
             if let Err(e) = result {
                 tracing::debug!(client_id = id, %peer, error = %e, "connection ended with an error");
             }
+            node.clients.unregister(id);
             let left = node.stats.connected_clients.fetch_sub(1, Ordering::AcqRel) - 1;
             metrics::gauge!("dynamo_connected_clients").set(left as f64);
         });
@@ -173,9 +178,13 @@ where
             }
         }
         let mut out = Output { writer: &mut writer, timeout: limits.client_write_timeout };
+        let last_cmd = batch.last().and_then(|args: &Vec<Bytes>| args.first().cloned());
         match run_batch(node, &mut session, batch.drain(..), &mut wbuf, &mut out).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return timed_out(node, id, "replies unread"),
             other => other?,
+        }
+        if last_cmd.is_some() {
+            node.clients.update(&session, last_cmd.as_deref());
         }
         if session.closing {
             out.write(&mut wbuf).await?;

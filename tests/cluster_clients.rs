@@ -13,6 +13,9 @@ use redis::cluster_async::ClusterConnection;
 
 const KEYS: usize = 10_000;
 
+/// One cluster at a time: two debug clusters of 4 and 5 nodes settling at once on 2 cores can outlast the wait.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Requests, summed over the running nodes, that reached a node holding no replica of their key.
 async fn off_replica(nodes: &[TestNode]) -> (u64, u64) {
     let (mut forwarded, mut reads) = (0, 0);
@@ -63,6 +66,7 @@ async fn unreadable(con: &ClusterConnection, range: std::ops::Range<usize>) -> V
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_client_sends_each_key_to_a_replica_and_carries_on_after_a_kill() {
+    let _one = ONE_CLUSTER.lock().await;
     let mut nodes = start_cluster(5, &[]).await;
     let client = ClusterClient::builder(nodes.iter().map(|n| n.url()))
         .response_timeout(Duration::from_secs(5))
@@ -108,6 +112,7 @@ async fn a_cluster_client_sends_each_key_to_a_replica_and_carries_on_after_a_kil
 /// node the map gives first; any other connection is served (a forward), as are multi-key commands.
 #[tokio::test]
 async fn a_cluster_client_off_the_keys_replicas_is_moved_and_a_plain_client_is_served() {
+    let _one = ONE_CLUSTER.lock().await;
     let nodes = start_cluster(4, &[]).await;
     let node = &nodes[0];
     // A key of which node c1 is not a replica (N=3 of 4 members).

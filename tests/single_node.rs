@@ -689,3 +689,110 @@ async fn a_user_or_the_node_can_default_to_the_plain_mode() {
         assert_eq!(matches!(v, redis::Value::BulkString(_)), plain, "{user}: {v:?}");
     }
 }
+
+/// SET NX and XX write only when a quorum read finds the key absent or present; SETNX answers 1 or 0.
+#[tokio::test]
+async fn conditional_sets_judge_on_a_read_and_never_overwrite_a_concurrent_creation() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let set = |args: &[&str]| redis::cmd("SET").arg(args).clone();
+    let r: Option<String> = set(&["k", "v1", "XX"]).query_async(&mut c).await.unwrap();
+    assert_eq!(r, None, "XX on a missing key writes nothing");
+    assert!(get(&mut c, "k").await.0.is_empty());
+    let r: Option<String> = set(&["k", "v1", "NX"]).query_async(&mut c).await.unwrap();
+    assert_eq!(r.as_deref(), Some("OK"));
+    let r: Option<String> = set(&["k", "v2", "NX"]).query_async(&mut c).await.unwrap();
+    assert_eq!(r, None, "NX on a present key writes nothing");
+    let r: Option<String> = set(&["k", "v3", "XX"]).query_async(&mut c).await.unwrap();
+    assert_eq!(r.as_deref(), Some("OK"));
+    assert_eq!(get(&mut c, "k").await.0, vec!["v3"]);
+    let n: i64 = redis::cmd("SETNX").arg("k").arg("x").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 0);
+    let n: i64 = redis::cmd("SETNX").arg("fresh").arg("x").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 1);
+    // A creation that raced the NX (its client also read the key absent) stays beside it, as a sibling.
+    let (_, empty) = get(&mut c, "race").await;
+    let r: Option<String> = set(&["race", "nx", "NX"]).query_async(&mut c).await.unwrap();
+    assert_eq!(r.as_deref(), Some("OK"));
+    set_ctx(&mut c, "race", "other", empty.as_ref().unwrap()).await;
+    assert_eq!(get(&mut c, "race").await.0, vec!["nx", "other"]);
+    let err = set(&["k", "v", "NX", "XX"]).query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("syntax error"), "{err}");
+    let (_, k_ctx) = get(&mut c, "k").await;
+    let err = set(&["k", "v", "NX", "CONTEXT", k_ctx.as_ref().unwrap()]).query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("take no CONTEXT"), "{err}");
+    let err = set(&["k", "v", "GET"]).query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("not supported"), "{err}");
+}
+
+/// CLIENT LIST and INFO show every connection in Redis's form; CLIENT KILL closes the ones it matches.
+#[tokio::test]
+async fn client_list_info_and_kill() {
+    let node = TestNode::start(&[]);
+    let mut victim = tokio::net::TcpStream::connect(("127.0.0.1", node.port)).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    victim.write_all(b"CLIENT SETNAME victim\r\nCLIENT ID\r\n").await.unwrap();
+    let mut buf = [0u8; 256];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains(':') {
+        let n = victim.read(&mut buf).await.unwrap();
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let victim_id: u64 = text.split(':').nth(1).unwrap().trim().parse().unwrap();
+
+    let mut c = node.conn().await;
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut c).await.unwrap();
+    let line = list.lines().find(|l| l.starts_with(&format!("id={victim_id} "))).expect("the victim is listed");
+    assert!(
+        line.contains(" name=victim ") && line.contains(" cmd=client") && line.contains(" user=default "),
+        "{line}"
+    );
+    assert!(list.lines().count() >= 2, "{list}");
+    let me: String = redis::cmd("CLIENT").arg("INFO").query_async(&mut c).await.unwrap();
+    assert!(me.contains("cmd=client|info") && me.contains(&format!("laddr=127.0.0.1:{}", node.port)), "{me}");
+    let only: String = redis::cmd("CLIENT").arg("LIST").arg("ID").arg(victim_id).query_async(&mut c).await.unwrap();
+    assert_eq!(only.lines().count(), 1);
+
+    let n: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(victim_id).query_async(&mut c).await.unwrap();
+    assert_eq!(n, 1);
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), victim.read(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(n, 0, "the killed connection is closed");
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut c).await.unwrap();
+    assert!(!list.contains(&format!("id={victim_id} ")), "{list}");
+    let n: i64 = redis::cmd("CLIENT").arg("KILL").arg("ADDR").arg("10.0.0.1:1").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 0);
+    let err = redis::cmd("CLIENT").arg("KILL").arg("10.0.0.1:1").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("No such client"), "{err}");
+    // SKIPME defaults to yes: a client does not kill itself by its own user.
+    let n: i64 = redis::cmd("CLIENT").arg("KILL").arg("USER").arg("default").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 0);
+    let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+}
+
+/// With `--slowlog-log-slower-than 0` every command enters the slow log, newest first, bounded by its max length.
+#[tokio::test]
+async fn the_slow_log_keeps_the_newest_entries_in_redis_form() {
+    let node = TestNode::start(&["--slowlog-log-slower-than", "0", "--slowlog-max-len", "3"]);
+    let mut c = node.conn().await;
+    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("slowpoke").query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("SLOWLOG").arg("RESET").query_async(&mut c).await.unwrap();
+    let big = "x".repeat(300);
+    let _: () = c.set("slow:key", &big).await.unwrap();
+    let _: redis::Value = redis::cmd("GET").arg("slow:key").query_async(&mut c).await.unwrap();
+    let len: i64 = redis::cmd("SLOWLOG").arg("LEN").query_async(&mut c).await.unwrap();
+    assert_eq!(len, 3, "RESET, SET and GET (LEN itself is logged after it answers)");
+    let entries: Vec<(i64, i64, i64, Vec<String>, String, String)> =
+        redis::cmd("SLOWLOG").arg("GET").arg(10).query_async(&mut c).await.unwrap();
+    assert_eq!(entries.len(), 3, "the max length holds");
+    assert_eq!(entries[0].3, vec!["SLOWLOG", "LEN"], "newest first");
+    assert_eq!(entries[1].3, vec!["GET", "slow:key"]);
+    assert_eq!(entries[2].3[2], format!("{}... (172 more bytes)", "x".repeat(128)), "long arguments are cut");
+    assert!(entries[0].0 > entries[1].0 && entries[1].0 > entries[2].0, "ids grow");
+    assert!(entries[1].4.starts_with("127.0.0.1:") && entries[1].5 == "slowpoke", "{:?}", entries[1]);
+    let config: Vec<String> =
+        redis::cmd("CONFIG").arg("GET").arg("slowlog-log-slower-than").query_async(&mut c).await.unwrap();
+    assert_eq!(config, vec!["slowlog-log-slower-than", "0"]);
+    let err = redis::cmd("SLOWLOG").arg("GET").arg(-2).query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("greater than or equal to -1"), "{err}");
+}

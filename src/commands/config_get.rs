@@ -56,6 +56,8 @@ fn settings(node: &NodeContext) -> Vec<(&'static str, String)> {
         ("max-vv-entries", c.versioning.max_vv_entries.to_string()),
         ("sibling-soft-limit", c.versioning.sibling_soft_limit.to_string()),
         ("sibling-hard-limit", c.versioning.sibling_hard_limit.to_string()),
+        ("slowlog-log-slower-than", c.slowlog_slower_than_us.to_string()),
+        ("slowlog-max-len", c.slowlog_max_len.to_string()),
     ]
 }
 

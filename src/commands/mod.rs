@@ -4,7 +4,7 @@
 //! [`execute`] uses it to check arity before a handler runs.
 
 mod admin;
-mod client;
+pub mod client;
 mod cluster;
 mod command;
 mod config_get;
@@ -16,6 +16,7 @@ pub mod info;
 mod pattern;
 mod scan;
 mod set;
+mod slowlog;
 pub mod table;
 mod transaction;
 
@@ -70,6 +71,10 @@ pub struct NodeContext {
     pub antientropy: Arc<crate::antientropy::AntiEntropy>,
     /// Counters.
     pub stats: Stats,
+    /// The connected clients (CLIENT LIST, KILL).
+    pub clients: client::Clients,
+    /// Commands slower than the threshold (SLOWLOG).
+    pub slowlog: slowlog::SlowLog,
     /// When the node started.
     pub started: Instant,
     /// The address clients actually reach (after binding port 0, the real port).
@@ -113,12 +118,18 @@ pub struct DataSession {
     pub values: ValueMode,
     /// Whether a single-key command off the key's replicas is answered `MOVED`.
     pub redirects: bool,
+    /// The connection's id (for the slow log).
+    pub client_id: u64,
 }
 
 impl Session {
     /// What data commands need of this session.
     pub fn data(&self) -> DataSession {
-        DataSession { values: self.values, redirects: self.cluster_client && self.transaction.is_none() }
+        DataSession {
+            values: self.values,
+            redirects: self.cluster_client && self.transaction.is_none(),
+            client_id: self.id,
+        }
     }
 }
 
@@ -165,7 +176,15 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
             tx.queue(args, node.config.limits.max_request_bytes)
         }
         (Err(reply), None) => reply,
-        (Ok(spec), _) => measured(spec.name, run(node, session, spec.name, &args)).await,
+        (Ok(spec), _) => {
+            let started = Instant::now();
+            let reply = measured(spec.name, run(node, session, spec.name, &args)).await;
+            // EXEC's own time is its commands', each logged on its own.
+            if spec.name != "exec" {
+                node.slowlog.record(node, session.id, &args, started.elapsed());
+            }
+            reply
+        }
     };
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
@@ -216,7 +235,9 @@ pub async fn execute_data(
     data: DataSession,
 ) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
+    let started = Instant::now();
     let reply = measured(spec.name, run_data(node, spec.name, &args, data)).await;
+    node.slowlog.record(node, data.client_id, &args, started.elapsed());
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
@@ -249,6 +270,7 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "mget" => get::mget(node, args, mode).await,
         "set" => set::set(node, args).await,
         "mset" => set::mset(node, args).await,
+        "setnx" => set::setnx(node, args).await,
         "del" | "unlink" => del::del(node, args).await,
         "delctx" => del::delctx(node, args).await,
         "exists" => exists::exists(node, args).await,
@@ -259,7 +281,7 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
 /// The one key of a data command that names one key.
 fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
     let single = match name {
-        "get" | "set" | "delctx" => true,
+        "get" | "set" | "setnx" | "delctx" => true,
         "del" | "unlink" | "exists" | "mget" => args.len() == 2,
         "mset" => args.len() == 3,
         _ => false,
@@ -269,7 +291,7 @@ fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
 
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "get" | "mget" | "set" | "mset" | "del" | "unlink" | "delctx" | "exists" => {
+        "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" => {
             run_data(node, name, args, session.data()).await
         }
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
@@ -286,7 +308,7 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "auth" => connection::auth(node, session, args),
         "acl" => connection::acl(session, args),
         "hello" => connection::hello(node, session, args),
-        "client" => client::client(session, args),
+        "client" => client::client(node, session, args),
         "command" => command::command(args),
         "config" => config_get::config(node, args),
         "info" => info::info(node, args),
@@ -299,6 +321,7 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
             Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
         }
         "latency" => latency(args),
+        "slowlog" => slowlog::slowlog(node, args),
         "multi" if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
         "multi" => {
             session.transaction = Some(transaction::Transaction::default());

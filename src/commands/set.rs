@@ -8,7 +8,16 @@ use crate::coordinator::WriteContext;
 use crate::resp::Reply;
 
 /// Redis SET options we recognise but do not offer, with the reason given to the client.
-const UNSUPPORTED: &[&str] = &["NX", "XX", "GET", "EX", "PX", "EXAT", "PXAT", "KEEPTTL"];
+const UNSUPPORTED: &[&str] = &["GET", "EX", "PX", "EXAT", "PXAT", "KEEPTTL"];
+
+/// SET's condition on what a quorum read finds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Condition {
+    /// Write only when the read found no live value (NX, SETNX).
+    Absent,
+    /// Write only when the read found one (XX).
+    Present,
+}
 
 /// SET: writes a new version. With CONTEXT it supersedes exactly what the context covers; without, everything the
 /// coordinating replica holds for the key. `W n` overrides the write quorum.
@@ -22,10 +31,15 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
     }
     let mut token = None;
     let mut w = None;
+    let mut condition = None;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         match opt.as_slice() {
+            b"NX" | b"XX" if condition.is_none() => {
+                condition = Some(if opt.as_slice() == b"NX" { Condition::Absent } else { Condition::Present });
+                i += 1;
+            }
             b"CONTEXT" if i + 1 < args.len() && token.is_none() => {
                 match parse_context(node, key, &args[i + 1]) {
                     Ok(t) => token = Some(t),
@@ -42,13 +56,23 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
             }
             o if UNSUPPORTED.iter().any(|u| u.as_bytes() == o) => {
                 return Reply::error(format!(
-                    "ERR SET option '{}' is not supported: dynamo-kv has no expiry or conditional writes; \
-                     use GET's context to make writes conditional on what you read",
+                    "ERR SET option '{}' is not supported: dynamo-kv has no expiry and no read-and-write in one \
+                     step; use GET's context to make writes conditional on what you read",
                     printable(&args[i], 16)
                 ));
             }
             _ => return syntax_error(),
         }
+    }
+    if let Some(condition) = condition {
+        if token.is_some() {
+            return Reply::error("ERR SET NX and XX take no CONTEXT: they read the key themselves");
+        }
+        return match set_if(node, key, value, condition, w).await {
+            Ok(true) => Reply::ok(),
+            Ok(false) => Reply::Nil,
+            Err(r) => r,
+        };
     }
     let (context, preferred) = match token {
         Some(t) => (WriteContext::Covering(t.clock), t.coordinator),
@@ -58,6 +82,43 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
         Ok(_) => Reply::ok(),
         Err(e) => coord_error(e),
     }
+}
+
+/// SETNX: SET NX answering 1 when it wrote and 0 when the key had a value.
+pub async fn setnx(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let (key, value) = (&args[1], &args[2]);
+    if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
+        return r;
+    }
+    match set_if(node, key, value, Condition::Absent, None).await {
+        Ok(wrote) => Reply::Integer(i64::from(wrote)),
+        Err(r) => r,
+    }
+}
+
+/// SET NX / XX: a quorum read (default R), then, if the condition holds on what it found, a write superseding
+/// exactly that. Not a lock: two clients can both find a key absent and both write, and then both values stay,
+/// as siblings (a concurrent creation is never overwritten). True when it wrote.
+async fn set_if(
+    node: &NodeContext,
+    key: &Bytes,
+    value: &Bytes,
+    condition: Condition,
+    w: Option<usize>,
+) -> Result<bool, Reply> {
+    let read = node.coordinator.get(key, None).await.map_err(coord_error)?;
+    let holds = match condition {
+        Condition::Absent => read.values.is_empty(),
+        Condition::Present => !read.values.is_empty(),
+    };
+    if !holds {
+        return Ok(false);
+    }
+    node.coordinator
+        .put(key.clone(), Some(value.clone()), WriteContext::Covering(read.context), w, read.first_replier.as_deref())
+        .await
+        .map_err(coord_error)?;
+    Ok(true)
 }
 
 /// MSET: each pair is its own blind write (as SET without CONTEXT), run concurrently: there is no atomicity across
