@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs every compat suite against the dynamo-kv binary (DYNAMO_KV_BIN, default target/debug/dynamo-kv) and
-# prints one total line. Needs redis-cli, redis-benchmark (Debian: redis-tools), redis-py (pip: redis) and node-redis
-# (Debian: nodejs, node-redis).
+# prints one total line. Needs redis-cli, redis-benchmark (Debian: redis-tools), redis-py (pip: redis), node-redis
+# (Debian: nodejs, node-redis) and prometheus-redis-exporter (Debian, with curl).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 total_pass=0
 total_fail=0
 for suite in "bash compat/redis_cli.sh" "bash compat/peer_tls.sh" "python3 compat/redis_py.py" "python3 compat/redis_py_cluster.py" \
-  "env NODE_PATH=/usr/share/nodejs node compat/node_redis_cluster.js" "bash compat/redis_benchmark.sh"; do
+  "env NODE_PATH=/usr/share/nodejs node compat/node_redis_cluster.js" "bash compat/redis_exporter.sh" \
+  "bash compat/redis_benchmark.sh"; do
   echo "== $suite"
   out=$($suite 2>&1)
   echo "$out"

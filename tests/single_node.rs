@@ -796,3 +796,24 @@ async fn the_slow_log_keeps_the_newest_entries_in_redis_form() {
     let err = redis::cmd("SLOWLOG").arg("GET").arg(-2).query_async::<()>(&mut c).await.unwrap_err();
     assert!(err.to_string().contains("greater than or equal to -1"), "{err}");
 }
+
+/// TYPE says `string` or `none`; STRLEN measures what a plain GET answers.
+#[tokio::test]
+async fn type_and_strlen() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let _: () = c.set("s", "hello").await.unwrap();
+    let t: String = redis::cmd("TYPE").arg("s").query_async(&mut c).await.unwrap();
+    assert_eq!(t, "string");
+    let t: String = redis::cmd("TYPE").arg("missing").query_async(&mut c).await.unwrap();
+    assert_eq!(t, "none");
+    let n: i64 = redis::cmd("STRLEN").arg("s").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 5);
+    let n: i64 = redis::cmd("STRLEN").arg("missing").query_async(&mut c).await.unwrap();
+    assert_eq!(n, 0);
+    let (_, empty) = get(&mut c, "two").await;
+    set_ctx(&mut c, "two", "a", empty.as_ref().unwrap()).await;
+    set_ctx(&mut c, "two", "bb", empty.as_ref().unwrap()).await;
+    let err = redis::cmd("STRLEN").arg("two").query_async::<i64>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("SIBLINGS"), "{err}");
+}

@@ -74,6 +74,35 @@ pub async fn mget(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply 
     Reply::Array(replies)
 }
 
+/// TYPE: `string` for a key with a live value, `none` otherwise (every key is a string for now).
+pub async fn key_type(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    match node.coordinator.get(key, None).await {
+        Ok(read) => Reply::Simple(Bytes::from_static(if read.values.is_empty() { b"none" } else { b"string" })),
+        Err(e) => coord_error(e),
+    }
+}
+
+/// STRLEN: the length of the value a plain-mode GET would answer (0 when missing; a key with siblings answers as
+/// `plain_siblings` says).
+pub async fn strlen(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    match node.coordinator.get(key, None).await {
+        Ok(read) => match read_reply(node, key, read, ValueMode::Plain) {
+            Reply::Bulk(value) => Reply::Integer(value.len() as i64),
+            Reply::Nil => Reply::Integer(0),
+            other => other,
+        },
+        Err(e) => coord_error(e),
+    }
+}
+
 /// The reply to a read of `key` in `mode`, counted as a keyspace hit or miss.
 fn read_reply(node: &NodeContext, key: &[u8], read: ReadResult, mode: ValueMode) -> Reply {
     let counter = if read.values.is_empty() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };

@@ -139,8 +139,9 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             let cluster = node.coordinator.cluster();
             let view = cluster.view();
             let q = node.coordinator.quorum();
-            kv(out, "cluster_name", &c.cluster.cluster_name);
-            kv(out, "cluster_auth", if c.cluster.cluster_secret.is_some() { "secret" } else { "open (dev mode)" });
+            // Not `cluster_*`: exporters read INFO fields with that prefix as Redis Cluster numbers.
+            kv(out, "dynamo_cluster_name", &c.cluster.cluster_name);
+            kv(out, "peer_auth", if c.cluster.cluster_secret.is_some() { "secret" } else { "open (dev mode)" });
             kv(out, "peer_addr", &cluster.me().peer_addr);
             kv(out, "members", view.members.len());
             let statuses = cluster.statuses();
@@ -164,7 +165,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
                 None => kv(out, "cluster_state", "ok"),
                 Some(reason) => {
                     kv(out, "cluster_state", "waiting");
-                    kv(out, "cluster_state_reason", reason);
+                    kv(out, "waiting_reason", reason);
                 }
             }
             kv(out, "ring_version", view.ring_version);

@@ -268,6 +268,8 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
     match name {
         "get" => get::get(node, args, mode).await,
         "mget" => get::mget(node, args, mode).await,
+        "type" => get::key_type(node, args).await,
+        "strlen" => get::strlen(node, args).await,
         "set" => set::set(node, args).await,
         "mset" => set::mset(node, args).await,
         "setnx" => set::setnx(node, args).await,
@@ -281,7 +283,7 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
 /// The one key of a data command that names one key.
 fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
     let single = match name {
-        "get" | "set" | "setnx" | "delctx" => true,
+        "get" | "set" | "setnx" | "delctx" | "type" | "strlen" => true,
         "del" | "unlink" | "exists" | "mget" => args.len() == 2,
         "mset" => args.len() == 3,
         _ => false,
@@ -291,7 +293,7 @@ fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
 
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" => {
+        "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" | "type" | "strlen" => {
             run_data(node, name, args, session.data()).await
         }
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),

@@ -1,7 +1,7 @@
 //! SCAN over the whole cluster, through any node.
 //!
-//! Storage keys sort by ring position (slot, then MD5), so a cursor is a position: the top 64 bits of the next one
-//! to visit, which fit Redis's integer cursor. A page walks partitions from the cursor; for each it asks R of the
+//! Storage keys sort by ring position (slot, then MD5), so a cursor is a position: the top 63 bits of the next one
+//! to visit ([`layout::scan_cursor`]), which fit Redis's integer cursor even where a client parses it as signed. A page walks partitions from the cursor; for each it asks R of the
 //! range's N replicas for their keys from there on, and merges them:
 //! - a replica that stopped at its limit bounds the page at its last cursor (it sent every key sharing that cursor,
 //!   see `ScanKeys`), so keys beyond it wait for the next page and none is skipped;
@@ -57,7 +57,7 @@ impl Coordinator {
             return Err(CoordError::NoRing { reason: self.cluster.waiting().unwrap_or_default() });
         };
         let count = count.clamp(1, MAX_COUNT);
-        let mut position = u128::from(cursor) << 64;
+        let mut position = layout::cursor_position(cursor);
         let mut keys = Vec::new();
         for _ in 0..MAX_PARTITIONS_PER_CALL {
             let p = ring.partition_of(position);
@@ -74,7 +74,7 @@ impl Coordinator {
                 break;
             }
         }
-        Ok(ScanPage { next: (position >> 64) as u64, keys })
+        Ok(ScanPage { next: layout::scan_cursor(position), keys })
     }
 
     /// Asks the replicas of partition `p` for their keys in `[first, last]` until R answered.
@@ -136,7 +136,7 @@ impl Coordinator {
 /// Merges replicas' answers for one range: the live keys every answer covers, and where the next page resumes
 /// (`None`: the range is done). An answer that stopped at its limit covers keys up to its last cursor.
 fn merge_answers(answers: Vec<Answer>) -> (Vec<Bytes>, Option<u128>) {
-    let cursor_of = |k: &Bytes| layout::position(k).map_or(0, |p| (p >> 64) as u64);
+    let cursor_of = |k: &Bytes| layout::position(k).map_or(0, layout::scan_cursor);
     let bound: Option<u64> =
         answers.iter().filter(|(_, done)| !done).filter_map(|(items, _)| items.last().map(|(k, _)| cursor_of(k))).min();
     let mut merged: BTreeMap<Bytes, Siblings> = BTreeMap::new();
@@ -158,7 +158,9 @@ fn merge_answers(answers: Vec<Answer>) -> (Vec<Bytes>, Option<u128>) {
         .filter(|(_, s)| s.has_live_value())
         .filter_map(|(k, _)| layout::user_key(&k).map(Bytes::copy_from_slice))
         .collect();
-    (keys, bound.map(|b| (u128::from(b) + 1) << 64))
+    // Past the ring's last cursor there is nothing left to resume at.
+    let resume = bound.filter(|&b| b < layout::scan_cursor(u128::MAX)).map(|b| layout::cursor_position(b + 1));
+    (keys, resume)
 }
 
 #[cfg(test)]
@@ -193,7 +195,7 @@ mod tests {
             partial.iter().map(|(k, _)| Bytes::copy_from_slice(layout::user_key(k).unwrap())).collect();
         assert_eq!(keys, expected, "only what both answers cover");
         let last = layout::position(&partial[2].0).unwrap();
-        assert_eq!(resume, Some(((last >> 64) + 1) << 64));
+        assert_eq!(resume, Some(layout::cursor_position(layout::scan_cursor(last) + 1)));
         // Both done: the union, and the range is finished.
         let (keys, resume) = merge_answers(vec![(all[..4].to_vec(), true), (all[2..].to_vec(), true)]);
         assert_eq!(keys.len(), 6);

@@ -53,7 +53,7 @@ pub enum Request {
     },
     /// The stored keys with ring positions in `[first, last]`, in storage order, their states without values
     /// (SCAN): at least `limit` of them when there are, and then every further key that shares the last one's
-    /// scan cursor (the top 64 bits of its position), so a cursor never splits keys.
+    /// scan cursor (the top 63 bits of its position), so a cursor never splits keys.
     ScanKeys {
         /// First position.
         first: u128,

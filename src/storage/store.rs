@@ -477,8 +477,8 @@ impl KvStore {
     }
 
     /// A page of a key scan (SCAN): the stored keys with ring positions in `[first, last]`, in storage order, at
-    /// least `limit` of them when there are that many, then every further key whose scan cursor (the top 64 bits of
-    /// its position) equals the last one's, so a cursor never splits keys; and whether the range is exhausted.
+    /// least `limit` of them when there are that many, then every further key whose scan cursor
+    /// ([`layout::scan_cursor`] of its position) equals the last one's, so a cursor never splits keys; and whether the range is exhausted.
     pub fn scan_page(
         &self,
         first: u128,
@@ -492,7 +492,7 @@ impl KvStore {
         }
         loop {
             let last_key = items.last().map(|(k, _)| k.clone()).unwrap_or_default();
-            let cursor = |k: &[u8]| k.get(..8).map(|b| b.to_vec());
+            let cursor = |k: &[u8]| layout::position(k).map(layout::scan_cursor);
             let more = self.scan_positions(first, last, Some(&last_key), MORE)?;
             let exhausted = more.len() < MORE;
             for (k, state) in more {
