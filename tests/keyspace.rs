@@ -60,6 +60,20 @@ async fn a_scan_sees_every_key_through_any_node_even_when_one_dies() {
     assert_eq!(keys, vec!["other:1"]);
     let keys: Vec<String> = redis::cmd("KEYS").arg("item:[1-3]0").query_async(&mut c).await.unwrap();
     assert_eq!(keys, vec!["item:10", "item:20"], "item:30 was deleted");
+    // Keys of one slot, from the whole cluster: hash tags put these three in one.
+    for k in ["{tag}a", "{tag}b", "{tag}c"] {
+        let _: () = redis::cmd("SET").arg(k).arg("v").query_async(&mut c).await.unwrap();
+    }
+    let slot: i64 = redis::cmd("CLUSTER").arg("KEYSLOT").arg("{tag}").query_async(&mut c).await.unwrap();
+    let n: i64 = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(slot).query_async(&mut cons[1]).await.unwrap();
+    assert_eq!(n, 3);
+    let mut some: Vec<String> =
+        redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(2).query_async(&mut c).await.unwrap();
+    some.sort();
+    assert_eq!(some.len(), 2);
+    assert!(some.iter().all(|k| k.starts_with("{tag}")), "{some:?}");
+    let err = redis::cmd("CLUSTER").arg("COUNTKEYSINSLOT").arg(16384).query_async::<i64>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("Invalid slot"), "{err}");
     let random: String = redis::cmd("RANDOMKEY").query_async(&mut c).await.unwrap();
     assert!(live.contains(&random) || random == "other:1", "{random}");
     let (_, none) = scan_page(&mut c, 0, &["TYPE", "hash", "COUNT", "1000"]).await.unwrap();

@@ -817,3 +817,20 @@ async fn type_and_strlen() {
     let err = redis::cmd("STRLEN").arg("two").query_async::<i64>(&mut c).await.unwrap_err();
     assert!(err.to_string().contains("SIBLINGS"), "{err}");
 }
+
+/// MEMORY USAGE grows with the value and is nil for a missing key.
+#[tokio::test]
+async fn memory_usage_estimates_a_keys_bytes() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let _: () = c.set("small", "x").await.unwrap();
+    let _: () = c.set("large", "x".repeat(10_000)).await.unwrap();
+    let small: i64 = redis::cmd("MEMORY").arg("USAGE").arg("small").query_async(&mut c).await.unwrap();
+    let large: i64 =
+        redis::cmd("MEMORY").arg("USAGE").arg("large").arg("SAMPLES").arg(5).query_async(&mut c).await.unwrap();
+    assert!(small > 0 && large >= small + 9_999, "{small} {large}");
+    let none: Option<i64> = redis::cmd("MEMORY").arg("USAGE").arg("missing").query_async(&mut c).await.unwrap();
+    assert_eq!(none, None);
+    let err = redis::cmd("MEMORY").arg("DOCTOR").query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("unknown subcommand"), "{err}");
+}

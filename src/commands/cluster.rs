@@ -34,10 +34,55 @@ pub fn cluster(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Rep
         (b"KEYSLOT", 3) => Reply::Integer(i64::from(crate::ring::slot::key_slot(&args[2]))),
         (b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO" | b"MYID" | b"KEYSLOT", _) => wrong_arity("cluster"),
         _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try CLUSTER SLOTS, SHARDS, NODES, INFO, MYID or KEYSLOT key.",
+            "ERR unknown subcommand '{}'. Try CLUSTER SLOTS, SHARDS, NODES, INFO, MYID, KEYSLOT key, \
+             COUNTKEYSINSLOT slot or GETKEYSINSLOT slot count.",
             printable(&args[1], 32)
         )),
     }
+}
+
+/// CLUSTER COUNTKEYSINSLOT slot | GETKEYSINSLOT slot count: the keys of one slot, from the whole cluster (every
+/// node answers the same, unlike Redis where a node answers for its own slots), by a scan of the slot's range.
+pub async fn keys_in_slot(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let count_only = args[1].eq_ignore_ascii_case(b"COUNTKEYSINSLOT");
+    if args.len() != if count_only { 3 } else { 4 } {
+        return wrong_arity("cluster");
+    }
+    let slot = match std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<u16>().ok()) {
+        Some(s) if usize::from(s) < crate::ring::slot::SLOTS => s,
+        _ => return Reply::error("ERR Invalid slot"),
+    };
+    let limit = if count_only {
+        usize::MAX
+    } else {
+        match super::parse_int(&args[3]) {
+            Ok(n) if n >= 0 => n as usize,
+            _ => return Reply::error("ERR Invalid number of keys"),
+        }
+    };
+    let first = u128::from(slot) << 114;
+    let end = first + ((1u128 << 114) - 1);
+    let mut cursor = crate::storage::layout::scan_cursor(first);
+    let (mut keys, mut counted) = (Vec::new(), 0i64);
+    while limit > keys.len() {
+        let page = match node
+            .coordinator
+            .scan_until(cursor, crate::coordinator::scan::MAX_COUNT, end, |k| crate::ring::slot::key_slot(k) == slot)
+            .await
+        {
+            Ok(page) => page,
+            Err(e) => return super::coord_error(e),
+        };
+        counted += page.keys.len() as i64;
+        if !count_only {
+            keys.extend(page.keys.into_iter().take(limit - keys.len()).map(Reply::Bulk));
+        }
+        if page.next == 0 {
+            break;
+        }
+        cursor = page.next;
+    }
+    if count_only { Reply::Integer(counted) } else { Reply::Array(keys) }
 }
 
 /// `MOVED slot host:port` when `key` reached this node although it is none of the key's replicas and another

@@ -103,6 +103,36 @@ pub async fn strlen(node: &NodeContext, args: &[Bytes]) -> Reply {
     }
 }
 
+/// MEMORY USAGE key [SAMPLES n]: the bytes the key takes on each replica, estimated from a quorum read (storage
+/// key, values, a version's dot and timestamp, the version vector); nil when the key has no live value.
+pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let sub = args[1].to_ascii_uppercase();
+    if sub.as_slice() != b"USAGE" {
+        return Reply::error(format!("ERR unknown subcommand '{}'. Try MEMORY USAGE key.", printable(&args[1], 32)));
+    }
+    let Some(key) = args.get(2) else { return super::wrong_arity("memory|usage") };
+    match args.len() {
+        3 => {}
+        5 if args[3].eq_ignore_ascii_case(b"SAMPLES") && super::parse_int(&args[4]).is_ok() => {}
+        _ => return syntax_error(),
+    }
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    // Per version: a dot (actor and counter) and a timestamp; per version-vector entry: actor, counter, time.
+    const PER_VERSION: usize = 24;
+    const PER_CLOCK_ENTRY: usize = 24;
+    match node.coordinator.get(key, None).await {
+        Ok(read) if read.values.is_empty() => Reply::Nil,
+        Ok(read) => {
+            let values: usize = read.values.iter().map(|v| v.len() + PER_VERSION).sum();
+            let position = crate::storage::layout::POSITION_LEN;
+            Reply::Integer((position + key.len() + values + read.context.len() * PER_CLOCK_ENTRY) as i64)
+        }
+        Err(e) => coord_error(e),
+    }
+}
+
 /// The reply to a read of `key` in `mode`, counted as a keyspace hit or miss.
 fn read_reply(node: &NodeContext, key: &[u8], read: ReadResult, mode: ValueMode) -> Reply {
     let counter = if read.values.is_empty() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };

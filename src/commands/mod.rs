@@ -315,6 +315,11 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         "config" => config_get::config(node, args),
         "info" => info::info(node, args),
         "admin" => admin::admin(node, args),
+        "cluster"
+            if args[1].eq_ignore_ascii_case(b"COUNTKEYSINSLOT") || args[1].eq_ignore_ascii_case(b"GETKEYSINSLOT") =>
+        {
+            cluster::keys_in_slot(node, args).await
+        }
         "cluster" => cluster::cluster(node, session, args),
         // Cluster clients send these; every node serves every key, so there is nothing to switch.
         "readonly" | "readwrite" | "asking" => Reply::ok(),
@@ -324,6 +329,7 @@ async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Byte
         }
         "latency" => latency(args),
         "slowlog" => slowlog::slowlog(node, args),
+        "memory" => get::memory_usage(node, args).await,
         "multi" if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
         "multi" => {
             session.transaction = Some(transaction::Transaction::default());

@@ -273,6 +273,18 @@ pub static TABLE: &[CommandSpec] = &[
         args: &[],
     },
     CommandSpec {
+        name: "memory",
+        arity: -2,
+        flags: &["readonly"],
+        first_key: 2,
+        last_key: 2,
+        step: 1,
+        summary: "MEMORY USAGE key [SAMPLES n]: bytes the key takes on each replica (an estimate from a quorum read).",
+        group: "server",
+        complexity: "O(siblings)",
+        args: &[arg("subcommand", "string"), optional("key", "key")],
+    },
+    CommandSpec {
         name: "slowlog",
         arity: -2,
         flags: &["admin"],

@@ -51,6 +51,18 @@ impl Coordinator {
         count: usize,
         keep: impl Fn(&[u8]) -> bool,
     ) -> Result<ScanPage, CoordError> {
+        self.scan_until(cursor, count, u128::MAX, keep).await
+    }
+
+    /// One page of a key scan from `cursor` that stops at ring position `end` (inclusive; its last cursor must end
+    /// there, as a slot's or a partition's last position does): the next cursor is 0 once `end` is passed.
+    pub async fn scan_until(
+        self: &Arc<Self>,
+        cursor: u64,
+        count: usize,
+        end: u128,
+        keep: impl Fn(&[u8]) -> bool,
+    ) -> Result<ScanPage, CoordError> {
         let r = self.check("R", None)?;
         let view = self.cluster.view();
         let Some(ring) = view.ring.as_ref() else {
@@ -60,8 +72,11 @@ impl Coordinator {
         let mut position = layout::cursor_position(cursor);
         let mut keys = Vec::new();
         for _ in 0..MAX_PARTITIONS_PER_CALL {
+            if position > end {
+                return Ok(ScanPage { next: 0, keys });
+            }
             let p = ring.partition_of(position);
-            let (_, last) = ring.partition_range(p);
+            let last = ring.partition_range(p).1.min(end);
             let answers = self.scan_replicas(&view, p, position, last, count - keys.len(), r).await?;
             let (found, resume) = merge_answers(answers);
             keys.extend(found.into_iter().filter(|k| keep(k)));
@@ -74,7 +89,8 @@ impl Coordinator {
                 break;
             }
         }
-        Ok(ScanPage { next: layout::scan_cursor(position), keys })
+        let next = if position > end { 0 } else { layout::scan_cursor(position) };
+        Ok(ScanPage { next, keys })
     }
 
     /// Asks the replicas of partition `p` for their keys in `[first, last]` until R answered.
