@@ -185,6 +185,8 @@ pub struct VersioningOptions {
     pub sibling_hard_limit: usize,
     /// Total bytes of a key's sibling values a write may not exceed (bounds what one GET returns).
     pub max_siblings_bytes: usize,
+    /// Which of several concurrent strings an INCR counts from (the plain-mode GET rule).
+    pub plain_siblings: PlainSiblings,
 }
 
 impl Default for VersioningOptions {
@@ -194,6 +196,7 @@ impl Default for VersioningOptions {
             sibling_soft_limit: DEFAULT_SIBLING_SOFT_LIMIT,
             sibling_hard_limit: DEFAULT_SIBLING_HARD_LIMIT,
             max_siblings_bytes: DEFAULT_MAX_SIBLINGS_BYTES,
+            plain_siblings: PlainSiblings::default(),
         }
     }
 }
@@ -705,6 +708,7 @@ impl Config {
                 sibling_soft_limit: s.sibling_soft_limit.unwrap_or(DEFAULT_SIBLING_SOFT_LIMIT),
                 sibling_hard_limit: s.sibling_hard_limit.unwrap_or(DEFAULT_SIBLING_HARD_LIMIT),
                 max_siblings_bytes: s.max_siblings_bytes.unwrap_or(DEFAULT_MAX_SIBLINGS_BYTES),
+                plain_siblings: s.plain_siblings.unwrap_or_default(),
             },
             cluster,
         };

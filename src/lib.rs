@@ -6,6 +6,7 @@
 //! |-------|-----------------|-------------------------------------------------------------------------------|
 //! | L0    | [`config`]      | every setting; flags > `DYNAMO_KV_*` env > TOML file > defaults                 |
 //! | L0    | [`versioning`]  | dots, version vectors, sibling sets (DVV update/merge), context tokens          |
+//! | L0    | [`crdt`]        | typed keys over sibling sets: counters (PN-counter entries), kind resolution  |
 //! | L0    | [`ring`]        | Q partitions, weighted zone-aware claim, preference lists                       |
 //! | L0    | [`membership`]  | gossiped cluster state (members, versioned ring, transitions), gossip protocol |
 //! | L0/L1 | [`resp`]        | RESP request framing with limits and inline commands; RESP2/RESP3 replies       |
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod commands;
 pub mod config;
 pub mod coordinator;
+pub mod crdt;
 pub mod membership;
 pub mod node;
 pub mod replication;

@@ -17,7 +17,7 @@ use crate::antientropy::{AntiEntropy, LocalReplica, Replica, tree::HashTree};
 use crate::cluster::{Cluster, ClusterError, ClusterParams, Origin};
 use crate::commands::{NodeContext, Stats};
 use crate::config::Config;
-use crate::coordinator::{CoordError, Coordinator, CoordinatorParts, WriteContext};
+use crate::coordinator::{CoordError, Coordinator, CoordinatorParts};
 use crate::replication::handoff::Handoff;
 use crate::replication::hinted::{self, HintDelivery};
 use crate::ring::Member;
@@ -563,12 +563,10 @@ impl Handler for PeerService {
                 kind: RemoteErrorKind::Misdirected,
                 message: format!("{} is not a replica of this key in its ring view", cluster.me().member.id),
             },
-            Request::Coordinate { key, value, context, w } => {
-                match coordinator.coordinate(key, value, WriteContext::from(context), w.map(usize::from)).await {
-                    Ok(out) => Response::Written { superseded_live: out.superseded_live as u32 },
-                    Err(e) => failed(e),
-                }
-            }
+            Request::Coordinate { key, op, w } => match coordinator.coordinate(key, op, w.map(usize::from)).await {
+                Ok(out) => Response::Written { superseded_live: out.superseded_live as u32, total: out.total },
+                Err(e) => failed(e),
+            },
         }
     }
 }

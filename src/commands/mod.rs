@@ -9,6 +9,7 @@ mod cluster;
 mod command;
 mod config_get;
 mod connection;
+mod counter;
 mod del;
 mod exists;
 mod get;
@@ -220,7 +221,7 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'sta
     let name = args[0].to_ascii_lowercase();
     let spec = table::lookup(std::str::from_utf8(&name).ok()?)?;
     let single_key = match spec.name {
-        "get" | "set" | "delctx" => true,
+        "get" | "set" | "delctx" | "incr" | "decr" | "incrby" | "decrby" => true,
         "del" | "unlink" | "exists" => args.len() == 2,
         _ => false,
     };
@@ -276,6 +277,8 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "del" | "unlink" => del::del(node, args).await,
         "delctx" => del::delctx(node, args).await,
         "exists" => exists::exists(node, args).await,
+        "incr" | "decr" | "incrby" | "decrby" => counter::incr(node, name, args).await,
+        "incrbyfloat" => counter::incrbyfloat(),
         other => unreachable!("'{other}' is not a data command"),
     }
 }
@@ -283,7 +286,8 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
 /// The one key of a data command that names one key.
 fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
     let single = match name {
-        "get" | "set" | "setnx" | "delctx" | "type" | "strlen" => true,
+        "get" | "set" | "setnx" | "delctx" | "type" | "strlen" | "incr" | "decr" | "incrby" | "decrby"
+        | "incrbyfloat" => true,
         "del" | "unlink" | "exists" | "mget" => args.len() == 2,
         "mset" => args.len() == 3,
         _ => false,
@@ -293,9 +297,8 @@ fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
 
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" | "type" | "strlen" => {
-            run_data(node, name, args, session.data()).await
-        }
+        "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" | "type" | "strlen"
+        | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" => run_data(node, name, args, session.data()).await,
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "scan" => scan::scan(node, args).await,
         "keys" => scan::keys(node, args).await,

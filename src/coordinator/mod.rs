@@ -26,6 +26,8 @@ use futures::stream::FuturesUnordered;
 
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
+use crate::crdt::counter::{self, CounterError};
+use crate::rpc::WriteOp;
 use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response, RpcError};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -96,6 +98,9 @@ pub enum CoordError {
         /// The configured hard limit.
         limit: usize,
     },
+    /// An increment cannot apply to what the key holds.
+    #[error(transparent)]
+    Counter(#[from] CounterError),
     /// The coordinator this write was forwarded to refused it.
     #[error("{message}")]
     Remote {
@@ -136,6 +141,7 @@ impl CoordError {
                 format!("STORAGE this node takes no writes and no other replica of the key took this one: {reason}")
             }
             CoordError::Storage(e) => format!("STORAGE {e}"),
+            CoordError::Counter(e) => e.to_string(),
             CoordError::Remote { message, .. } => message.clone(),
         }
     }
@@ -189,6 +195,8 @@ impl From<Option<VersionVector>> for WriteContext {
 pub struct WriteOutcome {
     /// Live values the write superseded on its coordinator.
     pub superseded_live: usize,
+    /// An increment's result: the counter's value as its coordinator knows it after the increment.
+    pub total: Option<i64>,
 }
 
 /// One replica of a key for this request.
@@ -388,6 +396,25 @@ impl Coordinator {
 
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
     pub async fn get(self: &Arc<Self>, key: &Bytes, r: Option<usize>) -> Result<ReadResult, CoordError> {
+        let (merged, first_replier) = self.read_state(key, r).await?;
+        metrics::histogram!("dynamo_read_siblings")
+            .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
+        let folded = merged.as_ref().map(crate::crdt::fold).unwrap_or_default();
+        Ok(ReadResult {
+            values: folded.values,
+            newest: folded.newest,
+            context: merged.map(|s| s.context().clone()).unwrap_or_default(),
+            first_replier,
+        })
+    }
+
+    /// The merged state of `key` from R of its N replicas (`None`: no replica that answered holds it), and the
+    /// replica that answered first; stale replicas are repaired in the background.
+    async fn read_state(
+        self: &Arc<Self>,
+        key: &Bytes,
+        r: Option<usize>,
+    ) -> Result<(Option<Siblings>, Option<String>), CoordError> {
         let r = self.check("R", r)?;
         // Every one of the top N is asked, even one believed down: it may answer after all, and only the replicas
         // can vouch that a key is absent. Sloppy quorum (paper §4.6): each one believed down also gets a stand-in,
@@ -441,18 +468,11 @@ impl Coordinator {
             return Err(CoordError::Unavailable { needed: r, got: q.successes() });
         }
         let merged = q.merged();
-        metrics::histogram!("dynamo_read_siblings")
-            .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
-        let result = ReadResult {
-            values: merged.as_ref().map(|s| s.live_values().cloned().collect()).unwrap_or_default(),
-            newest: merged.as_ref().and_then(|s| s.newest_live().cloned()),
-            context: merged.as_ref().map(|s| s.context().clone()).unwrap_or_default(),
-            first_replier: q.first_replier().map(|i| replicas[i].0.id.clone()),
-        };
+        let first_replier = q.first_replier().map(|i| replicas[i].0.id.clone());
         let this = self.clone();
         let key = key.clone();
         tokio::spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
-        Ok(result)
+        Ok((merged, first_replier))
     }
 
     /// Collects the replies that came after the quorum, then repairs every replica that answered stale.
@@ -533,6 +553,29 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
+        let context = match context {
+            WriteContext::Blind => None,
+            WriteContext::Covering(c) => Some(c),
+        };
+        self.write(key, WriteOp::Put { value, context }, w, preferred).await
+    }
+
+    /// INCRBY: adds `by` to the counter `key` (a missing key counts from 0, a string from its integer value) and
+    /// answers the counter's value as its coordinator knows it after a quorum read: every increment acknowledged
+    /// before this one began, and this one. Coordinated like a put.
+    pub async fn increment(self: &Arc<Self>, key: Bytes, by: i64, w: Option<usize>) -> Result<i64, CoordError> {
+        let outcome = self.write(key, WriteOp::Increment { by }, w, None).await?;
+        Ok(outcome.total.expect("an increment answers its total"))
+    }
+
+    /// A client write of any kind, coordinated here or forwarded (see [`Coordinator::put`]).
+    pub async fn write(
+        self: &Arc<Self>,
+        key: Bytes,
+        op: WriteOp,
+        w: Option<usize>,
+        preferred: Option<&str>,
+    ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check("W", w)?;
         let mut replicas = self.replicas(&key);
         let me = &self.cluster.me().member.id;
@@ -547,34 +590,25 @@ impl Coordinator {
         let hinted =
             preferred.filter(|p| p != me).and_then(|p| replicas.iter().position(|r| r.id == p && reachable(r)));
         if hinted.is_none() && local_writes && replicas.iter().any(|r| r.local) {
-            return self.coordinate(key, value, context, w).await;
+            return self.coordinate(key, op, w).await;
         }
         if let Some(pos) = hinted {
             let first = replicas.remove(pos);
             replicas.insert(0, first);
         }
         replicas.sort_by_key(|r| !reachable(r));
-        let context = match context {
-            WriteContext::Blind => None,
-            WriteContext::Covering(c) => Some(c),
-        };
         self.routing.writes_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("dynamo_forwards_total").increment(1);
         for rep in &replicas {
             if rep.local {
                 // The hinted replica did not answer; this node is a replica itself.
-                return self.coordinate(key, value, WriteContext::from(context), w).await;
+                return self.coordinate(key, op, w).await;
             }
-            let req = Request::Coordinate {
-                key: key.clone(),
-                value: value.clone(),
-                context: context.clone(),
-                w: w.map(|w| w as u8),
-            };
+            let req = Request::Coordinate { key: key.clone(), op: op.clone(), w: w.map(|w| w as u8) };
             // The remote coordinator waits for its own quorum: give it that long plus the hop.
             match self.pool.call_node(&rep.id, &rep.addr, req, self.timeout * 2).await {
-                Ok(Response::Written { superseded_live }) => {
-                    return Ok(WriteOutcome { superseded_live: superseded_live as usize });
+                Ok(Response::Written { superseded_live, total }) => {
+                    return Ok(WriteOutcome { superseded_live: superseded_live as usize, total });
                 }
                 Ok(Response::Error { kind: RemoteErrorKind::Misdirected, message }) => {
                     // Its ring view differs from ours (a transition is spreading): the next replica may agree.
@@ -615,8 +649,7 @@ impl Coordinator {
     pub async fn coordinate(
         self: &Arc<Self>,
         key: Bytes,
-        value: Option<Bytes>,
-        context: WriteContext,
+        op: WriteOp,
         w: Option<usize>,
     ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check("W", w)?;
@@ -626,7 +659,15 @@ impl Coordinator {
             // Fewer replicas exist than W: refuse before writing anything.
             return Err(CoordError::Unavailable { needed, got });
         }
-        let (outcome, state) = self.update_local(&key, value, context).await?;
+        let (outcome, state) = match op {
+            WriteOp::Put { value, context } => self.update_local(&key, value, WriteContext::from(context)).await?,
+            WriteOp::Increment { by } => {
+                // The quorum read makes the answer include every increment acknowledged before this one, and
+                // lets a string SET elsewhere be counted from.
+                let (read, _) = self.read_state(&key, None).await?;
+                self.increment_local(&key, read, by).await?
+            }
+        };
         if replicas.iter().any(|r| r.local) {
             q.on_ack(true);
         }
@@ -794,7 +835,7 @@ impl Coordinator {
                 + s.versions()
                     .iter()
                     .filter(|v| !covered.covers(v.dot))
-                    .filter_map(|v| v.value.as_ref().map(Bytes::len))
+                    .filter_map(|v| v.value.as_ref().map(crate::versioning::Value::len))
                     .sum::<usize>();
             if bytes > opts.max_siblings_bytes {
                 metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
@@ -811,8 +852,35 @@ impl Coordinator {
                     "key has many siblings: read it and write back with its context to resolve them"
                 );
             }
-            Ok(Decision::Write((WriteOutcome { superseded_live }, s.clone())))
+            Ok(Decision::Write((WriteOutcome { superseded_live, total: None }, s.clone())))
         };
+        if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
+    }
+
+    /// Applies an increment to the local replica, after merging what a quorum read found: plans it on the merged
+    /// state ([`counter::plan`]), stamps a fresh dot, prunes the vector. Returns the outcome and the state to
+    /// replicate.
+    async fn increment_local(
+        &self,
+        key: &[u8],
+        read: Option<Siblings>,
+        by: i64,
+    ) -> Result<(WriteOutcome, Siblings), CoordError> {
+        let (meta, opts, siblings) = (&self.meta, &self.options, self.options.plain_siblings);
+        let durable = self.effective_quorum().n >= 2;
+        let update = |s: &mut Siblings, _existed| {
+            if let Some(read) = &read {
+                s.merge(read);
+            }
+            let plan = counter::plan(s, meta.actor(), by, siblings)?;
+            counter::apply(s, &plan, meta.next_dot(), now_ms());
+            s.prune_context(opts.max_vv_entries);
+            Ok::<_, CoordError>(Decision::Write((
+                WriteOutcome { superseded_live: 0, total: Some(plan.total) },
+                s.clone(),
+            )))
+        };
+        let store = &self.store;
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
     }
 

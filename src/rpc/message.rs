@@ -9,7 +9,7 @@ pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -97,12 +97,27 @@ pub enum Request {
     Coordinate {
         /// User key.
         key: Bytes,
-        /// New value, or `None` for a delete.
-        value: Option<Bytes>,
-        /// What the write supersedes; `None` for a blind write.
-        context: Option<VersionVector>,
+        /// The write.
+        op: WriteOp,
         /// Write quorum for this request, when the client overrode it.
         w: Option<u8>,
+    },
+}
+
+/// A client write, as a coordinator applies it to its replica.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum WriteOp {
+    /// SET or DEL: a new string, or a tombstone.
+    Put {
+        /// New value, or `None` for a delete.
+        value: Option<Bytes>,
+        /// What the write supersedes; `None` for a blind write (what the coordinator holds).
+        context: Option<VersionVector>,
+    },
+    /// INCRBY: add to a counter.
+    Increment {
+        /// The amount (negative for DECRBY).
+        by: i64,
     },
 }
 
@@ -199,6 +214,8 @@ pub enum Response {
     Written {
         /// Live values the write superseded on its coordinator.
         superseded_live: u32,
+        /// An increment's result: the counter's value after it.
+        total: Option<i64>,
     },
     /// The request failed on the receiver.
     Error {

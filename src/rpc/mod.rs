@@ -7,7 +7,7 @@ pub mod message;
 pub mod transport;
 
 pub use handshake::{ClusterKey, HandshakeError};
-pub use message::{Envelope, PeerInfo, RemoteErrorKind, Request, Response};
+pub use message::{Envelope, PeerInfo, RemoteErrorKind, Request, Response, WriteOp};
 pub use transport::{Handler, Identity, PeerPool};
 
 /// Errors of a call to a peer.

@@ -245,3 +245,35 @@ async fn a_durable_write_bypasses_the_buffer_and_wins_over_it() {
     assert_eq!(after.live_values().collect::<Vec<_>>(), vec![&b("durable")], "the flush kept the newer copy");
     assert!(at("other").is_some(), "the other key was flushed");
 }
+
+/// A value an older build stored (format 1: untyped string versions) reads as a string, and the start-up count
+/// rewrites it in today's format, so replicas hash equal states equally.
+#[test]
+fn values_of_the_untyped_format_are_read_and_upgraded() {
+    #[derive(serde::Serialize)]
+    struct OldVersion {
+        dot: Dot,
+        timestamp_ms: u64,
+        value: Option<Bytes>,
+    }
+    #[derive(serde::Serialize)]
+    struct OldSiblings {
+        context: VersionVector,
+        versions: Vec<OldVersion>,
+    }
+    let dot = Dot { actor: Actor(7), counter: 1 };
+    let mut context = VersionVector::new();
+    context.advance(dot.actor, dot.counter, 5);
+    let old = OldSiblings { context, versions: vec![OldVersion { dot, timestamp_ms: 5, value: Some(b("old")) }] };
+    let mut raw = vec![1u8];
+    raw.extend(postcard::to_stdvec(&old).unwrap());
+    let engine = Arc::new(MemoryEngine::new());
+    let key = crate::storage::layout::storage_key(b"k");
+    engine.apply(&[(key.clone(), Some(Bytes::from(raw)))]).unwrap();
+    let store = KvStore::open(engine.clone(), StoreOptions::default()).unwrap();
+    let state = store.get(b"k").unwrap().unwrap();
+    assert_eq!(state.live_values().collect::<Vec<_>>(), vec![&b("old")]);
+    let stored = engine.get(&key).unwrap().unwrap();
+    assert_eq!(stored, super::store::encode(&state), "rewritten in the current format");
+    assert_eq!(store.live_keys(), 1);
+}

@@ -25,11 +25,15 @@ use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
 use crate::versioning::Siblings;
+use crate::versioning::siblings::LegacySiblings;
 
 /// Number of key-lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 1024;
-/// Format byte prefixed to every stored sibling set.
-const VALUE_FORMAT: u8 = 1;
+/// Format byte prefixed to every stored sibling set: 2 since versions are typed (strings, counter entries).
+const VALUE_FORMAT: u8 = 2;
+/// The format of sibling sets whose every value was a string; still read, and rewritten at start
+/// ([`KvStore::upgrade_values`]).
+const LEGACY_VALUE_FORMAT: u8 = 1;
 /// How often `os` mode fsyncs (Redis's appendfsync everysec).
 pub const OS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often free disk space is measured: often enough that writes stop before a burst fills the margin.
@@ -148,10 +152,24 @@ impl KvStore {
             }
             let after = self.built_through.lock().expect("build cursor").clone();
             let lower = after.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-            let page = self.engine.scan((lower, Bound::Unbounded), PAGE)?;
+            let mut page = self.engine.scan((lower, Bound::Unbounded), PAGE)?;
             let mut live = 0i64;
+            // A value an older build wrote is rewritten in today's format (under every key lock, so no write
+            // races it), so that replicas holding equal states hash them equally.
+            let mut upgraded: Vec<super::Change> = Vec::new();
+            for (k, v) in page.iter_mut() {
+                let state = decode(v)?;
+                live += i64::from(state.has_live_value());
+                if v.first() == Some(&LEGACY_VALUE_FORMAT) {
+                    *v = encode(&state);
+                    upgraded.push((k.clone(), Some(v.clone())));
+                }
+            }
+            if !upgraded.is_empty() {
+                self.engine.apply(&upgraded)?;
+                metrics::counter!("dynamo_storage_values_upgraded_total").increment(upgraded.len() as u64);
+            }
             for (k, v) in &page {
-                live += i64::from(decode(v)?.has_live_value());
                 if let Some(o) = &self.observer {
                     o.on_write(k, None, Some(v));
                 }
@@ -666,6 +684,9 @@ pub fn decode(raw: &[u8]) -> Result<Siblings, StorageError> {
     match raw.split_first() {
         Some((&VALUE_FORMAT, body)) => postcard::from_bytes(body)
             .map_err(|e| StorageError::Corrupt { reason: format!("sibling set does not decode: {e}") }),
+        Some((&LEGACY_VALUE_FORMAT, body)) => postcard::from_bytes::<LegacySiblings>(body)
+            .map(Siblings::from)
+            .map_err(|e| StorageError::Corrupt { reason: format!("sibling set (format 1) does not decode: {e}") }),
         Some((other, _)) => Err(StorageError::Corrupt { reason: format!("unknown value format {other}") }),
         None => Err(StorageError::Corrupt { reason: "empty stored value".into() }),
     }

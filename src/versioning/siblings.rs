@@ -17,16 +17,51 @@ use serde::{Deserialize, Serialize};
 
 use super::clock::{Actor, Dot, VersionVector};
 
+/// What a version holds: the value of one write, typed by the kind of key it was written to.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Value {
+    /// A string's bytes (SET): concurrent ones are siblings.
+    String(Bytes),
+    /// A counter's entry (INCR): the running total of every increment its actor coordinated. A counter key holds at
+    /// most one entry per actor (each increment supersedes its actor's previous entry), and its value is the sum of
+    /// the entries: a PN-counter whose per-actor slots are dotted, so a DELETE removes exactly the entries it saw.
+    Counter(i64),
+}
+
+impl Value {
+    /// The string's bytes, or `None` for another kind.
+    pub fn as_string(&self) -> Option<&Bytes> {
+        match self {
+            Value::String(b) => Some(b),
+            Value::Counter(_) => None,
+        }
+    }
+
+    /// Bytes the value takes (a counter entry: 8).
+    pub fn len(&self) -> usize {
+        match self {
+            Value::String(b) => b.len(),
+            Value::Counter(_) => 8,
+        }
+    }
+
+    /// True for an empty string.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// One surviving version of a key: a value or a tombstone, and the dot of the write that made it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Version {
     /// The write event that created this version.
     pub dot: Dot,
-    /// When the coordinator accepted the write, in ms since the Unix epoch (informational, and for tombstone
-    /// reaping; never used to order versions).
+    /// When the coordinator accepted the write, in ms since the Unix epoch (informational, for tombstone reaping,
+    /// and to pick which kind of value a key holds when writes of two kinds were concurrent; never used to decide
+    /// which versions supersede which).
     pub timestamp_ms: u64,
     /// The value, or `None` for a tombstone (a versioned delete).
-    pub value: Option<Bytes>,
+    pub value: Option<Value>,
 }
 
 impl Version {
@@ -59,30 +94,40 @@ impl Siblings {
         &self.versions
     }
 
-    /// The values of the live (non-tombstone) versions, in dot order.
+    /// The string values of the live (non-tombstone) versions, in dot order.
     pub fn live_values(&self) -> impl Iterator<Item = &Bytes> {
-        self.versions.iter().filter_map(|v| v.value.as_ref())
+        self.versions.iter().filter_map(|v| v.value.as_ref().and_then(Value::as_string))
     }
 
-    /// The live value whose write its coordinator accepted last (wall clock, ties broken by dot): the same pick on
-    /// every replica that holds the same versions. Only plain-mode reads use it; causality never does.
+    /// The live version whose write its coordinator accepted last (wall clock, ties broken by dot): the same pick
+    /// on every replica that holds the same versions. Plain-mode reads and the choice between two kinds of value
+    /// use it; causality never does.
+    pub fn newest_live_version(&self) -> Option<&Version> {
+        self.versions.iter().filter(|v| v.value.is_some()).max_by_key(|v| (v.timestamp_ms, v.dot))
+    }
+
+    /// The newest live string value (see [`Siblings::newest_live_version`]).
     pub fn newest_live(&self) -> Option<&Bytes> {
         self.versions
             .iter()
-            .filter(|v| v.value.is_some())
+            .filter(|v| v.value.as_ref().is_some_and(|v| v.as_string().is_some()))
             .max_by_key(|v| (v.timestamp_ms, v.dot))
-            .and_then(|v| v.value.as_ref())
+            .and_then(|v| v.value.as_ref().and_then(Value::as_string))
     }
 
-    /// The same versions with every value emptied: what a key scan needs to merge replicas' states and tell live
-    /// keys from deleted ones, without carrying the values.
+    /// The same versions with every string value emptied: what a key scan needs to merge replicas' states and tell
+    /// live keys from deleted ones, without carrying the values.
     pub fn without_values(&self) -> Siblings {
+        let empty = |v: &Value| match v {
+            Value::String(_) => Value::String(Bytes::new()),
+            other => other.clone(),
+        };
         Siblings {
             context: self.context.clone(),
             versions: self
                 .versions
                 .iter()
-                .map(|v| Version { value: v.value.as_ref().map(|_| Bytes::new()), ..v.clone() })
+                .map(|v| Version { value: v.value.as_ref().map(empty), ..v.clone() })
                 .collect(),
         }
     }
@@ -96,6 +141,11 @@ impl Siblings {
     /// new value (or tombstone) is added under `dot`. `covered` is the client's context, or this state's own context
     /// for a blind write. The caller guarantees `dot` is fresh: greater than any counter `dot.actor` issued before.
     pub fn update(&mut self, covered: &VersionVector, dot: Dot, timestamp_ms: u64, value: Option<Bytes>) {
+        self.update_value(covered, dot, timestamp_ms, value.map(Value::String));
+    }
+
+    /// [`Siblings::update`] with a value of any kind.
+    pub fn update_value(&mut self, covered: &VersionVector, dot: Dot, timestamp_ms: u64, value: Option<Value>) {
         debug_assert!(!self.context.covers(dot), "dot {dot:?} reused");
         self.versions.retain(|v| !covered.covers(v.dot));
         self.context.merge(covered);
@@ -149,6 +199,34 @@ impl Siblings {
     /// Number of surviving versions, tombstones included.
     pub fn sibling_count(&self) -> usize {
         self.versions.len()
+    }
+}
+
+/// The stored form of a sibling set before versions were typed (value format 1: every value a string). Read only
+/// to upgrade a data directory written by an older build.
+#[derive(Deserialize)]
+pub struct LegacySiblings {
+    context: VersionVector,
+    versions: Vec<LegacyVersion>,
+}
+
+#[derive(Deserialize)]
+struct LegacyVersion {
+    dot: Dot,
+    timestamp_ms: u64,
+    value: Option<Bytes>,
+}
+
+impl From<LegacySiblings> for Siblings {
+    fn from(old: LegacySiblings) -> Self {
+        Siblings {
+            context: old.context,
+            versions: old
+                .versions
+                .into_iter()
+                .map(|v| Version { dot: v.dot, timestamp_ms: v.timestamp_ms, value: v.value.map(Value::String) })
+                .collect(),
+        }
     }
 }
 

@@ -490,6 +490,8 @@ class Client(threading.Thread):
               "ctx": None}  # fmt: skip
         observed = set()
         sent = False
+        if self.cluster.args.workload in ("counter", "counter-blind"):
+            return self.one_increment(now, key, node)
         try:
             conn = self.connect(node)
             siblings, ctx = conn.call("GET", key)
@@ -528,6 +530,56 @@ class Client(threading.Thread):
         op["sent"] = sent
         op["t1"] = round(time.time() - self.t_start, 3)
         self.history.add(op, observed)
+
+
+    def one_increment(self, now, key, node):
+        """The counter workload: INCRBY by a small amount; the checker sums what was acknowledged."""
+        by = self.rng.randint(1, 5)
+        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": None, "by": by,
+              "siblings": None, "ctx": None}  # fmt: skip
+        sent = False
+        try:
+            conn = self.connect(node)
+            if self.cluster.args.workload == "counter":
+                sent = True
+                reply = conn.call("INCRBY", key, str(by))
+                op["outcome"] = "ok" if isinstance(reply, int) else "fail"
+            else:
+                # Checking the checker: a read-add-write without a context loses concurrent increments.
+                siblings, _ctx = conn.call("GET", key)
+                current = max([int(v) for v in parse_elements(siblings)] + [0])
+                sent = True
+                reply = conn.call("SET", key, str(current + by))
+                op["outcome"] = "ok" if reply == "OK" else "fail"
+            op["detail"] = str(reply)
+        except RespError as e:
+            op["outcome"] = "fail"
+            op["detail"] = str(e)[:80]
+        except (socket.timeout, OSError, ConnectionError) as e:
+            op["outcome"] = "timeout"
+            op["detail"] = type(e).__name__
+            self.drop()
+            time.sleep(0.05)
+        if op["outcome"] != "ok":
+            self.detour = True
+        op["sent"] = sent
+        op["t1"] = round(time.time() - self.t_start, 3)
+        self.history.add(op, set())
+
+
+def check_counters(ops, final):
+    """Each counter's final value, through every node, must lie between the sum of its acknowledged increments
+    and that plus every increment whose outcome is unknown (an error reply such as UNAVAILABLE may still have
+    reached a replica; a timeout may have counted). Returns the keys that break it."""
+    bad = []
+    for key, per_node in final.items():
+        acked = sum(op["by"] for op in ops if op["key"] == key and op["outcome"] == "ok")
+        unknown = sum(op["by"] for op in ops if op["key"] == key and op["outcome"] != "ok" and op["sent"])
+        for node, got in per_node.items():
+            value = int(next(iter(got))) if got else 0
+            if len(got) > 1 or not acked <= value <= acked + unknown:
+                bad.append({"key": key, "node": node, "value": sorted(got), "acked": acked, "unknown": unknown})
+    return bad
 
 
 # --- the run ---
@@ -768,9 +820,11 @@ def main():
     ap.add_argument(
         "--workload",
         default="set",
-        choices=["set", "blind"],
+        choices=["set", "blind", "counter", "counter-blind"],
         help="set: read, merge siblings, write with the context (the cart); blind: the same without the context "
-        "(last-write-wins use, which must lose writes: checks the checker)",
+        "(last-write-wins use, which must lose writes: checks the checker); counter: INCRBY, and every counter "
+        "must end between its acknowledged increments and those plus the ones of unknown outcome; counter-blind: "
+        "GET then SET the sum, which must lose increments: checks the counter checker",
     )
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument(
@@ -889,15 +943,24 @@ def run(args, cluster, schedule, out):
     cluster.check_processes()
 
     ops = history.ops
-    acked = {op["elem"]: op for op in ops if op["outcome"] == "ok"}
-    attempted = {op["elem"] for op in ops if op["sent"]}
-    lost = []
-    for elem, op in acked.items():
-        missing = [m for m, got in final[op["key"]].items() if elem not in got]
-        if missing:
-            lost.append({"elem": elem, "key": op["key"], "acked_at": op["t1"], "via": op["node"], "missing_on": missing})
-    seen_final = set().union(*(s for per in final.values() for s in per.values()))
-    unexpected = sorted((history.observed | seen_final) - attempted)
+    if args.workload in ("counter", "counter-blind"):
+        # A counter's "lost" is a value below its acknowledged increments, "unexpected" one above what was sent.
+        acked = {i: op for i, op in enumerate(ops) if op["outcome"] == "ok"}
+        wrong = check_counters(ops, final)
+        lost = [w for w in wrong if w["value"] and int(w["value"][0]) < w["acked"] or not w["value"] and w["acked"]]
+        unexpected = [w for w in wrong if w not in lost]
+    else:
+        acked = {op["elem"]: op for op in ops if op["outcome"] == "ok"}
+        attempted = {op["elem"] for op in ops if op["sent"]}
+        lost = []
+        for elem, op in acked.items():
+            missing = [m for m, got in final[op["key"]].items() if elem not in got]
+            if missing:
+                lost.append(
+                    {"elem": elem, "key": op["key"], "acked_at": op["t1"], "via": op["node"], "missing_on": missing}
+                )
+        seen_final = set().union(*(s for per in final.values() for s in per.values()))
+        unexpected = sorted((history.observed | seen_final) - attempted)
     reads = [op for op in ops if op["siblings"] is not None]
     # Not a failure by itself (the write that follows is a plain SET, which the checker judges like any other), but
     # a GET that answers every read with a context keeps it at 0.

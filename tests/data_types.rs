@@ -1,0 +1,132 @@
+//! Typed keys over real nodes: counters (INCR and its family) on one node with Redis's reply shapes and errors, and
+//! on a cluster, where concurrent increments through every node all count, a killed replica loses none, and a DEL
+//! removes only what it saw.
+
+mod common;
+
+use common::{TestNode, start_cluster};
+use futures::future::join_all;
+
+async fn cmd<T: redis::FromRedisValue>(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> T {
+    redis::cmd(args[0]).arg(&args[1..]).query_async(con).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+async fn err(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> String {
+    let r: redis::RedisResult<redis::Value> = redis::cmd(args[0]).arg(&args[1..]).query_async(con).await;
+    r.expect_err(&format!("{args:?} should fail")).to_string()
+}
+
+#[tokio::test]
+async fn counters_answer_as_redis_does() {
+    let node = TestNode::start(&["--values", "plain"]);
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["INCR", "n"]).await, 1);
+    assert_eq!(cmd::<i64>(&mut c, &["INCRBY", "n", "41"]).await, 42);
+    assert_eq!(cmd::<i64>(&mut c, &["DECR", "n"]).await, 41);
+    assert_eq!(cmd::<i64>(&mut c, &["DECRBY", "n", "-9"]).await, 50);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "n"]).await.as_deref(), Some("50"));
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "n"]).await, "string");
+    assert_eq!(cmd::<i64>(&mut c, &["STRLEN", "n"]).await, 2);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "n"]).await, 1);
+
+    // A string that is an integer counts from its value; anything else is refused and left as it was.
+    let _: () = cmd(&mut c, &["SET", "s", "-7"]).await;
+    assert_eq!(cmd::<i64>(&mut c, &["INCRBY", "s", "10"]).await, 3);
+    let _: () = cmd(&mut c, &["SET", "t", "seven"]).await;
+    assert!(err(&mut c, &["INCR", "t"]).await.contains("value is not an integer or out of range"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "t"]).await.as_deref(), Some("seven"));
+    for bad in ["01", "+1", " 1", "1.5", ""] {
+        let _: () = cmd(&mut c, &["SET", "u", bad]).await;
+        assert!(err(&mut c, &["INCR", "u"]).await.contains("not an integer"), "{bad:?}");
+    }
+    assert!(err(&mut c, &["INCRBY", "n", "x"]).await.contains("not an integer"));
+    assert!(err(&mut c, &["INCRBY", "n", "9223372036854775808"]).await.contains("not an integer"));
+
+    // Overflow is refused in both directions and changes nothing.
+    assert_eq!(cmd::<i64>(&mut c, &["INCRBY", "big", "9223372036854775807"]).await, i64::MAX);
+    assert!(err(&mut c, &["INCR", "big"]).await.contains("increment or decrement would overflow"));
+    assert!(err(&mut c, &["DECRBY", "big", "-9223372036854775808"]).await.contains("decrement would overflow"));
+    assert_eq!(cmd::<i64>(&mut c, &["DECRBY", "big", "1"]).await, i64::MAX - 1);
+
+    // A SET makes a counter a string again; a DEL removes it, and it counts from 0 after.
+    let _: () = cmd(&mut c, &["SET", "n", "5"]).await;
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "n"]).await.as_deref(), Some("5"));
+    assert_eq!(cmd::<i64>(&mut c, &["INCR", "n"]).await, 6);
+    assert_eq!(cmd::<i64>(&mut c, &["DEL", "n"]).await, 1);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "n"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c, &["INCR", "n"]).await, 1);
+
+    assert!(err(&mut c, &["INCRBYFLOAT", "n", "1.5"]).await.contains("INCRBYFLOAT is not supported"));
+    assert!(err(&mut c, &["INCR"]).await.contains("wrong number of arguments"));
+    assert!(err(&mut c, &["INCRBY", "n"]).await.contains("wrong number of arguments"));
+
+    // In the versioned mode a counter reads as one version, with a context that a SET can supersede it with.
+    let _: () = cmd(&mut c, &["CLIENT", "VALUES", "VERSIONED"]).await;
+    let (values, ctx) = common::get(&mut c, "n").await;
+    assert_eq!(values, vec!["1".to_string()]);
+    let _: () = cmd(&mut c, &["SET", "n", "x", "CONTEXT", &ctx.unwrap()]).await;
+    assert_eq!(common::get(&mut c, "n").await.0, vec!["x".to_string()]);
+
+    // Counters survive a restart.
+    drop(c);
+    let mut node = node;
+    node.stop();
+    node.restart();
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["INCR", "s"]).await, 4);
+}
+
+/// Many clients increment one counter through every node at once; a replica is killed halfway. Every
+/// acknowledged increment counts exactly once, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_increments_through_every_node_all_count() {
+    let mut nodes = start_cluster(3, &["--values", "plain"]).await;
+    const CLIENTS: usize = 12;
+    const EACH: i64 = 40;
+    let run = |nodes: &[TestNode], round: usize| {
+        let urls: Vec<String> = nodes.iter().map(TestNode::url).collect();
+        async move {
+            let tasks = (0..CLIENTS).map(|i| {
+                let url = urls[i % urls.len()].clone();
+                async move {
+                    let client = redis::Client::open(url).unwrap();
+                    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+                    let (mut acked, mut failed) = (0i64, 0i64);
+                    for j in 0..EACH {
+                        let by = 1 + (i as i64 + j + round as i64) % 3;
+                        match redis::cmd("INCRBY").arg("hits").arg(by).query_async::<i64>(&mut c).await {
+                            Ok(_) => acked += by,
+                            Err(_) => failed += by,
+                        }
+                    }
+                    (acked, failed)
+                }
+            });
+            join_all(tasks).await.into_iter().fold((0, 0), |(a, f), (x, y)| (a + x, f + y))
+        }
+    };
+    let (acked1, failed1) = run(&nodes, 0).await;
+    assert_eq!(failed1, 0, "no failure with every node up");
+    nodes[2].kill9();
+    let (acked2, failed2) = run(&nodes[..2], 1).await;
+    let acked = acked1 + acked2;
+    for node in &nodes[..2] {
+        let mut c = node.conn().await;
+        let value: i64 = cmd::<String>(&mut c, &["GET", "hits"]).await.parse().unwrap();
+        assert!(
+            (acked..=acked + failed2).contains(&value),
+            "value {value} is not between the acknowledged {acked} and {} with unknown outcomes",
+            acked + failed2
+        );
+    }
+    // The killed replica comes back and catches up (read repair, hints); a DEL through it removes what it read.
+    nodes[2].restart();
+    common::wait_members(&nodes, 3).await;
+    let mut c = nodes[2].conn().await;
+    let value: i64 = cmd::<String>(&mut c, &["GET", "hits"]).await.parse().unwrap();
+    assert!((acked..=acked + failed2).contains(&value));
+    assert_eq!(cmd::<i64>(&mut c, &["DEL", "hits"]).await, 1);
+    let mut c0 = nodes[0].conn().await;
+    assert_eq!(cmd::<Option<String>>(&mut c0, &["GET", "hits"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c0, &["INCR", "hits"]).await, 1);
+}
