@@ -564,7 +564,7 @@ impl Handler for PeerService {
                 message: format!("{} is not a replica of this key in its ring view", cluster.me().member.id),
             },
             Request::Coordinate { key, op, w } => match coordinator.coordinate(key, op, w.map(usize::from)).await {
-                Ok(out) => Response::Written { superseded_live: out.superseded_live as u32, total: out.total },
+                Ok(out) => Response::Written { superseded_live: out.superseded_live as u32, reply: out.reply },
                 Err(e) => failed(e),
             },
         }

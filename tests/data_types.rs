@@ -130,3 +130,99 @@ async fn concurrent_increments_through_every_node_all_count() {
     assert_eq!(cmd::<Option<String>>(&mut c0, &["GET", "hits"]).await, None);
     assert_eq!(cmd::<i64>(&mut c0, &["INCR", "hits"]).await, 1);
 }
+
+#[tokio::test]
+async fn sets_answer_as_redis_does() {
+    let node = TestNode::start(&["--values", "plain"]);
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["SADD", "s", "a", "b", "a", "c"]).await, 3);
+    assert_eq!(cmd::<i64>(&mut c, &["SADD", "s", "c", "d"]).await, 1);
+    let mut members: Vec<String> = cmd(&mut c, &["SMEMBERS", "s"]).await;
+    members.sort();
+    assert_eq!(members, ["a", "b", "c", "d"]);
+    assert_eq!(cmd::<i64>(&mut c, &["SCARD", "s"]).await, 4);
+    assert_eq!(cmd::<i64>(&mut c, &["SISMEMBER", "s", "b"]).await, 1);
+    assert_eq!(cmd::<i64>(&mut c, &["SISMEMBER", "s", "z"]).await, 0);
+    assert_eq!(cmd::<Vec<i64>>(&mut c, &["SMISMEMBER", "s", "a", "z", "d"]).await, vec![1, 0, 1]);
+    assert_eq!(cmd::<i64>(&mut c, &["SREM", "s", "a", "z"]).await, 1);
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "s"]).await, "set");
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "s"]).await, 1);
+    let one: String = cmd(&mut c, &["SRANDMEMBER", "s"]).await;
+    assert!(["b", "c", "d"].contains(&one.as_str()));
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["SRANDMEMBER", "s", "10"]).await.len(), 3);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["SRANDMEMBER", "s", "-7"]).await.len(), 7);
+    assert_eq!(cmd::<i64>(&mut c, &["SCARD", "s"]).await, 3, "SRANDMEMBER removes nothing");
+    let popped: String = cmd(&mut c, &["SPOP", "s"]).await;
+    let rest: Vec<String> = cmd(&mut c, &["SPOP", "s", "5"]).await;
+    assert_eq!(rest.len(), 2);
+    assert!(!rest.contains(&popped));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["SPOP", "s"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "s"]).await, 0, "an emptied set is no key");
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "s"]).await, "none");
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["SMEMBERS", "missing"]).await, Vec::<String>::new());
+    assert_eq!(cmd::<i64>(&mut c, &["SREM", "missing", "x"]).await, 0);
+
+    // One key, one type: Redis's WRONGTYPE both ways, and DEL or SET replace any type.
+    let _: i64 = cmd(&mut c, &["SADD", "t", "x"]).await;
+    for args in [&["GET", "t"][..], &["INCR", "t"], &["STRLEN", "t"]] {
+        let e = err(&mut c, args).await;
+        assert!(e.contains("WRONGTYPE"), "{args:?}: {e}");
+    }
+    assert_eq!(cmd::<Vec<Option<String>>>(&mut c, &["MGET", "t", "n"]).await, vec![None, None]);
+    let _: () = cmd(&mut c, &["SET", "str", "v"]).await;
+    for args in [&["SADD", "str", "x"][..], &["SMEMBERS", "str"], &["SREM", "str", "x"], &["SPOP", "str"]] {
+        let e = err(&mut c, args).await;
+        assert!(e.contains("WRONGTYPE"), "{args:?}: {e}");
+    }
+    assert_eq!(cmd::<i64>(&mut c, &["DEL", "t"]).await, 1);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "t"]).await, 0);
+    let _: () = cmd(&mut c, &["SET", "str", "v2"]).await;
+    let _: i64 = cmd(&mut c, &["SADD", "u", "x"]).await;
+    let _: () = cmd(&mut c, &["SET", "u", "now a string"]).await;
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "u"]).await, "string");
+
+    // SCAN's TYPE filter knows sets; a set survives a restart.
+    let (_, keys): (String, Vec<String>) = cmd(&mut c, &["SCAN", "0", "COUNT", "1000", "TYPE", "set"]).await;
+    assert!(keys.is_empty(), "{keys:?}");
+    let _: i64 = cmd(&mut c, &["SADD", "kept", "m1", "m2"]).await;
+    let (_, keys): (String, Vec<String>) = cmd(&mut c, &["SCAN", "0", "COUNT", "1000", "TYPE", "set"]).await;
+    assert_eq!(keys, ["kept"]);
+    drop(c);
+    let mut node = node;
+    node.stop();
+    node.restart();
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["SCARD", "kept"]).await, 2);
+}
+
+/// Adds through every node at once all land; a remove removes what it read and nothing it did not; the set reads
+/// the same through every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_adds_through_every_node_all_land() {
+    let nodes = start_cluster(3, &[]).await;
+    let tasks = (0..9).map(|i| {
+        let url = nodes[i % 3].url();
+        async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            for j in 0..30 {
+                let _: i64 =
+                    redis::cmd("SADD").arg("cart").arg(format!("item-{i}-{j}")).query_async(&mut c).await.unwrap();
+            }
+        }
+    });
+    join_all(tasks).await;
+    let mut cons = Vec::new();
+    for n in &nodes {
+        cons.push(n.conn().await);
+    }
+    for c in cons.iter_mut() {
+        assert_eq!(cmd::<i64>(c, &["SCARD", "cart"]).await, 270);
+    }
+    assert_eq!(cmd::<i64>(&mut cons[1], &["SREM", "cart", "item-0-0", "item-1-1", "nope"]).await, 2);
+    assert_eq!(cmd::<i64>(&mut cons[2], &["SISMEMBER", "cart", "item-0-0"]).await, 0);
+    assert_eq!(cmd::<i64>(&mut cons[0], &["SADD", "cart", "item-0-0"]).await, 1);
+    for c in cons.iter_mut() {
+        assert_eq!(cmd::<i64>(c, &["SCARD", "cart"]).await, 269);
+    }
+}

@@ -67,7 +67,7 @@ pub async fn keys_in_slot(node: &NodeContext, args: &[Bytes]) -> Reply {
     while limit > keys.len() {
         let page = match node
             .coordinator
-            .scan_until(cursor, crate::coordinator::scan::MAX_COUNT, end, |k| crate::ring::slot::key_slot(k) == slot)
+            .scan_until(cursor, crate::coordinator::scan::MAX_COUNT, end, |k, _| crate::ring::slot::key_slot(k) == slot)
             .await
         {
             Ok(page) => page,

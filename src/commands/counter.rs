@@ -4,6 +4,7 @@
 use bytes::Bytes;
 
 use super::{NodeContext, check_key, coord_error};
+use crate::crdt::{Op, OpReply};
 use crate::resp::Reply;
 
 /// INCR, DECR, INCRBY and DECRBY: the counter's value after the increment, as Redis answers. A missing key counts
@@ -25,8 +26,9 @@ pub async fn incr(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
             None => return Reply::error("ERR value is not an integer or out of range"),
         },
     };
-    match node.coordinator.increment(key.clone(), by, None).await {
-        Ok(total) => Reply::Integer(total),
+    match node.coordinator.apply(key.clone(), Op::Increment { by }, None).await {
+        Ok(OpReply::Integer(total)) => Reply::Integer(total),
+        Ok(other) => unreachable!("an increment answers an integer, not {other:?}"),
         Err(e) => coord_error(e),
     }
 }

@@ -31,7 +31,7 @@ pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
 /// Deletes one key as DEL does; true when it had a live value.
 async fn del_one(node: &NodeContext, key: &Bytes) -> Result<bool, CoordError> {
     let read = node.coordinator.get(key, None).await?;
-    if read.values.is_empty() {
+    if read.kind.is_none() {
         return Ok(false);
     }
     node.coordinator

@@ -48,9 +48,15 @@ pub async fn get(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
         _ => return syntax_error(),
     };
     match node.coordinator.get(key, r).await {
+        Ok(read) if is_collection(&read) => Reply::error(crate::crdt::OpError::WrongType.to_string()),
         Ok(read) => read_reply(node, key, read, mode),
         Err(e) => coord_error(e),
     }
+}
+
+/// True for a key whose value is no Redis string (GET answers WRONGTYPE, MGET nil).
+fn is_collection(read: &ReadResult) -> bool {
+    read.kind.is_some_and(|k| k.redis_type() != "string")
 }
 
 /// MGET: one reply per key, in order, each exactly what GET would answer in the session's mode. The keys are read
@@ -67,6 +73,8 @@ pub async fn mget(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply 
     let mut replies = Vec::with_capacity(keys.len());
     for (key, read) in keys.iter().zip(reads) {
         match read {
+            // As in Redis, a key of another type reads as missing in an MGET.
+            Ok(read) if is_collection(&read) => replies.push(Reply::Nil),
             Ok(read) => replies.push(read_reply(node, key, read, mode)),
             Err(e) => return coord_error(e),
         }
@@ -74,14 +82,14 @@ pub async fn mget(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply 
     Reply::Array(replies)
 }
 
-/// TYPE: `string` for a key with a live value, `none` otherwise (every key is a string for now).
+/// TYPE: the key's Redis type (`string` for strings and counters, `set`), `none` without a live value.
 pub async fn key_type(node: &NodeContext, args: &[Bytes]) -> Reply {
     let key = &args[1];
     if let Err(r) = check_key(node, key) {
         return r;
     }
     match node.coordinator.get(key, None).await {
-        Ok(read) => Reply::Simple(Bytes::from_static(if read.values.is_empty() { b"none" } else { b"string" })),
+        Ok(read) => Reply::Simple(Bytes::from_static(read.kind.map_or("none", |k| k.redis_type()).as_bytes())),
         Err(e) => coord_error(e),
     }
 }
@@ -94,6 +102,7 @@ pub async fn strlen(node: &NodeContext, args: &[Bytes]) -> Reply {
         return r;
     }
     match node.coordinator.get(key, None).await {
+        Ok(read) if is_collection(&read) => Reply::error(crate::crdt::OpError::WrongType.to_string()),
         Ok(read) => match read_reply(node, key, read, ValueMode::Plain) {
             Reply::Bulk(value) => Reply::Integer(value.len() as i64),
             Reply::Nil => Reply::Integer(0),
@@ -123,7 +132,7 @@ pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
     const PER_VERSION: usize = 24;
     const PER_CLOCK_ENTRY: usize = 24;
     match node.coordinator.get(key, None).await {
-        Ok(read) if read.values.is_empty() => Reply::Nil,
+        Ok(read) if read.kind.is_none() => Reply::Nil,
         Ok(read) => {
             let values: usize = read.values.iter().map(|v| v.len() + PER_VERSION).sum();
             let position = crate::storage::layout::POSITION_LEN;
@@ -135,7 +144,7 @@ pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
 
 /// The reply to a read of `key` in `mode`, counted as a keyspace hit or miss.
 fn read_reply(node: &NodeContext, key: &[u8], read: ReadResult, mode: ValueMode) -> Reply {
-    let counter = if read.values.is_empty() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };
+    let counter = if read.kind.is_none() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };
     counter.fetch_add(1, Ordering::Relaxed);
     match mode {
         ValueMode::Versioned => Reply::Array(vec![

@@ -17,6 +17,7 @@ pub mod info;
 mod pattern;
 mod scan;
 mod set;
+mod sets;
 mod slowlog;
 pub mod table;
 mod transaction;
@@ -221,7 +222,8 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'sta
     let name = args[0].to_ascii_lowercase();
     let spec = table::lookup(std::str::from_utf8(&name).ok()?)?;
     let single_key = match spec.name {
-        "get" | "set" | "delctx" | "incr" | "decr" | "incrby" | "decrby" => true,
+        "get" | "set" | "delctx" | "incr" | "decr" | "incrby" | "decrby" | "sadd" | "srem" | "spop" | "smembers"
+        | "scard" | "sismember" | "smismember" | "srandmember" => true,
         "del" | "unlink" | "exists" => args.len() == 2,
         _ => false,
     };
@@ -279,6 +281,9 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "exists" => exists::exists(node, args).await,
         "incr" | "decr" | "incrby" | "decrby" => counter::incr(node, name, args).await,
         "incrbyfloat" => counter::incrbyfloat(),
+        "sadd" | "srem" => sets::add_or_remove(node, name, args).await,
+        "spop" => sets::spop(node, args).await,
+        "smembers" | "scard" | "sismember" | "smismember" | "srandmember" => sets::read(node, name, args).await,
         other => unreachable!("'{other}' is not a data command"),
     }
 }
@@ -287,7 +292,8 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
 fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
     let single = match name {
         "get" | "set" | "setnx" | "delctx" | "type" | "strlen" | "incr" | "decr" | "incrby" | "decrby"
-        | "incrbyfloat" => true,
+        | "incrbyfloat" | "sadd" | "srem" | "spop" | "smembers" | "scard" | "sismember" | "smismember"
+        | "srandmember" => true,
         "del" | "unlink" | "exists" | "mget" => args.len() == 2,
         "mset" => args.len() == 3,
         _ => false,
@@ -298,7 +304,8 @@ fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
         "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" | "type" | "strlen"
-        | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" => run_data(node, name, args, session.data()).await,
+        | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "sadd" | "srem" | "spop" | "smembers" | "scard"
+        | "sismember" | "smismember" | "srandmember" => run_data(node, name, args, session.data()).await,
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "scan" => scan::scan(node, args).await,
         "keys" => scan::keys(node, args).await,

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use super::{NodeContext, coord_error, parse_int, pattern, printable, syntax_error};
 use crate::resp::Reply;
 
-/// Key types SCAN's TYPE knows (Redis's names). Every key is a string until typed keys exist.
+/// Key types SCAN's TYPE knows (Redis's names; counters are strings).
 const TYPES: &[&str] = &["string", "list", "set", "zset", "hash", "stream"];
 
 /// COUNT when none is given, as in Redis.
@@ -19,7 +19,7 @@ pub async fn scan(node: &NodeContext, args: &[Bytes]) -> Reply {
         Some(c) => c,
         None => return Reply::error("ERR invalid cursor"),
     };
-    let (mut pattern, mut count, mut only_strings) = (None, DEFAULT_COUNT, true);
+    let (mut pattern, mut count, mut only_type) = (None, DEFAULT_COUNT, None);
     let mut i = 2;
     while i < args.len() {
         let Some(value) = args.get(i + 1) else { return syntax_error() };
@@ -33,7 +33,7 @@ pub async fn scan(node: &NodeContext, args: &[Bytes]) -> Reply {
             b"TYPE" => {
                 let name = value.to_ascii_lowercase();
                 match TYPES.iter().find(|t| t.as_bytes() == name.as_slice()) {
-                    Some(t) => only_strings = *t == "string",
+                    Some(t) => only_type = Some(*t),
                     None => return Reply::error(format!("ERR unknown type name '{}'", printable(value, 32))),
                 }
             }
@@ -41,7 +41,9 @@ pub async fn scan(node: &NodeContext, args: &[Bytes]) -> Reply {
         }
         i += 2;
     }
-    let keep = |k: &[u8]| only_strings && pattern.as_ref().is_none_or(|p| pattern::matches(p, k));
+    let keep = |k: &[u8], kind: crate::crdt::Kind| {
+        only_type.is_none_or(|t| kind.redis_type() == t) && pattern.as_ref().is_none_or(|p| pattern::matches(p, k))
+    };
     match node.coordinator.scan(cursor, count, keep).await {
         Ok(page) => Reply::Array(vec![
             Reply::bulk(page.next.to_string()),
@@ -58,7 +60,10 @@ pub async fn keys(node: &NodeContext, args: &[Bytes]) -> Reply {
     let mut found = std::collections::BTreeSet::new();
     let mut cursor = 0;
     loop {
-        match node.coordinator.scan(cursor, crate::coordinator::scan::MAX_COUNT, |k| pattern::matches(pattern, k)).await
+        match node
+            .coordinator
+            .scan(cursor, crate::coordinator::scan::MAX_COUNT, |k, _| pattern::matches(pattern, k))
+            .await
         {
             Ok(page) => {
                 found.extend(page.keys);
@@ -83,7 +88,7 @@ pub async fn randomkey(node: &NodeContext) -> Reply {
     let mut cursor = start;
     let mut wrapped = false;
     loop {
-        let page = match node.coordinator.scan(cursor, 1, |_| true).await {
+        let page = match node.coordinator.scan(cursor, 1, |_, _| true).await {
             Ok(page) => page,
             Err(e) => return coord_error(e),
         };

@@ -108,8 +108,8 @@ async fn set_if(
 ) -> Result<bool, Reply> {
     let read = node.coordinator.get(key, None).await.map_err(coord_error)?;
     let holds = match condition {
-        Condition::Absent => read.values.is_empty(),
-        Condition::Present => !read.values.is_empty(),
+        Condition::Absent => read.kind.is_none(),
+        Condition::Present => read.kind.is_some(),
     };
     if !holds {
         return Ok(false);

@@ -26,7 +26,7 @@ use futures::stream::FuturesUnordered;
 
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
-use crate::crdt::counter::{self, CounterError};
+use crate::crdt::{Op, OpError, OpReply, Stamp};
 use crate::rpc::WriteOp;
 use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response, RpcError};
 use crate::storage::hints::HintStore;
@@ -98,9 +98,9 @@ pub enum CoordError {
         /// The configured hard limit.
         limit: usize,
     },
-    /// An increment cannot apply to what the key holds.
+    /// A typed write cannot apply to what the key holds.
     #[error(transparent)]
-    Counter(#[from] CounterError),
+    Op(#[from] OpError),
     /// The coordinator this write was forwarded to refused it.
     #[error("{message}")]
     Remote {
@@ -141,7 +141,7 @@ impl CoordError {
                 format!("STORAGE this node takes no writes and no other replica of the key took this one: {reason}")
             }
             CoordError::Storage(e) => format!("STORAGE {e}"),
-            CoordError::Counter(e) => e.to_string(),
+            CoordError::Op(e) => e.to_string(),
             CoordError::Remote { message, .. } => message.clone(),
         }
     }
@@ -164,6 +164,8 @@ impl CoordError {
 /// What a read found.
 #[derive(Clone, Debug)]
 pub struct ReadResult {
+    /// The kind of value the key holds (`None`: no live value).
+    pub kind: Option<crate::crdt::Kind>,
     /// Values of the causally-maximal live versions (tombstones excluded).
     pub values: Vec<Bytes>,
     /// Of those, the one written last by its coordinator's clock (what a plain-mode read may answer).
@@ -191,12 +193,12 @@ impl From<Option<VersionVector>> for WriteContext {
 }
 
 /// What a write did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WriteOutcome {
     /// Live values the write superseded on its coordinator.
     pub superseded_live: usize,
-    /// An increment's result: the counter's value as its coordinator knows it after the increment.
-    pub total: Option<i64>,
+    /// A typed write's answer (a counter's value after an increment, a count of members, popped members).
+    pub reply: Option<OpReply>,
 }
 
 /// One replica of a key for this request.
@@ -401,6 +403,7 @@ impl Coordinator {
             .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
         let folded = merged.as_ref().map(crate::crdt::fold).unwrap_or_default();
         Ok(ReadResult {
+            kind: folded.kind,
             values: folded.values,
             newest: folded.newest,
             context: merged.map(|s| s.context().clone()).unwrap_or_default(),
@@ -410,7 +413,7 @@ impl Coordinator {
 
     /// The merged state of `key` from R of its N replicas (`None`: no replica that answered holds it), and the
     /// replica that answered first; stale replicas are repaired in the background.
-    async fn read_state(
+    pub async fn read_state(
         self: &Arc<Self>,
         key: &Bytes,
         r: Option<usize>,
@@ -540,7 +543,7 @@ impl Coordinator {
 
     /// True when `key` has at least one live value (read with the default R).
     pub async fn exists(self: &Arc<Self>, key: &Bytes) -> Result<bool, CoordError> {
-        Ok(!self.get(key, None).await?.values.is_empty())
+        Ok(self.get(key, None).await?.kind.is_some())
     }
 
     /// A client write: coordinated here when this node is among the key's top N, else forwarded to one that is
@@ -560,12 +563,12 @@ impl Coordinator {
         self.write(key, WriteOp::Put { value, context }, w, preferred).await
     }
 
-    /// INCRBY: adds `by` to the counter `key` (a missing key counts from 0, a string from its integer value) and
-    /// answers the counter's value as its coordinator knows it after a quorum read: every increment acknowledged
-    /// before this one began, and this one. Coordinated like a put.
-    pub async fn increment(self: &Arc<Self>, key: Bytes, by: i64, w: Option<usize>) -> Result<i64, CoordError> {
-        let outcome = self.write(key, WriteOp::Increment { by }, w, None).await?;
-        Ok(outcome.total.expect("an increment answers its total"))
+    /// A typed write (INCRBY, SADD, ...): coordinated like a put, by a replica that first reads the key at the
+    /// default R and merges what it found, so the answer reflects every write acknowledged before this one began
+    /// (a counter's value, whether a member was there), and a remove removes what that read saw.
+    pub async fn apply(self: &Arc<Self>, key: Bytes, op: Op, w: Option<usize>) -> Result<OpReply, CoordError> {
+        let outcome = self.write(key, WriteOp::Typed(op), w, None).await?;
+        Ok(outcome.reply.expect("a typed write answers"))
     }
 
     /// A client write of any kind, coordinated here or forwarded (see [`Coordinator::put`]).
@@ -607,8 +610,8 @@ impl Coordinator {
             let req = Request::Coordinate { key: key.clone(), op: op.clone(), w: w.map(|w| w as u8) };
             // The remote coordinator waits for its own quorum: give it that long plus the hop.
             match self.pool.call_node(&rep.id, &rep.addr, req, self.timeout * 2).await {
-                Ok(Response::Written { superseded_live, total }) => {
-                    return Ok(WriteOutcome { superseded_live: superseded_live as usize, total });
+                Ok(Response::Written { superseded_live, reply }) => {
+                    return Ok(WriteOutcome { superseded_live: superseded_live as usize, reply });
                 }
                 Ok(Response::Error { kind: RemoteErrorKind::Misdirected, message }) => {
                     // Its ring view differs from ours (a transition is spreading): the next replica may agree.
@@ -661,11 +664,11 @@ impl Coordinator {
         }
         let (outcome, state) = match op {
             WriteOp::Put { value, context } => self.update_local(&key, value, WriteContext::from(context)).await?,
-            WriteOp::Increment { by } => {
-                // The quorum read makes the answer include every increment acknowledged before this one, and
-                // lets a string SET elsewhere be counted from.
+            WriteOp::Typed(op) => {
+                // The quorum read makes the answer include every write acknowledged before this one began, and
+                // a remove remove what it saw.
                 let (read, _) = self.read_state(&key, None).await?;
-                self.increment_local(&key, read, by).await?
+                self.apply_local(&key, read, &op).await?
             }
         };
         if replicas.iter().any(|r| r.local) {
@@ -852,33 +855,31 @@ impl Coordinator {
                     "key has many siblings: read it and write back with its context to resolve them"
                 );
             }
-            Ok(Decision::Write((WriteOutcome { superseded_live, total: None }, s.clone())))
+            Ok(Decision::Write((WriteOutcome { superseded_live, reply: None }, s.clone())))
         };
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
     }
 
-    /// Applies an increment to the local replica, after merging what a quorum read found: plans it on the merged
-    /// state ([`counter::plan`]), stamps a fresh dot, prunes the vector. Returns the outcome and the state to
-    /// replicate.
-    async fn increment_local(
+    /// Applies a typed write to the local replica, after merging what a quorum read found ([`crate::crdt::apply`]
+    /// stamps fresh dots), and prunes the vector. Returns the outcome and the state to replicate.
+    async fn apply_local(
         &self,
         key: &[u8],
         read: Option<Siblings>,
-        by: i64,
+        op: &Op,
     ) -> Result<(WriteOutcome, Siblings), CoordError> {
-        let (meta, opts, siblings) = (&self.meta, &self.options, self.options.plain_siblings);
+        let (meta, opts) = (&self.meta, &self.options);
         let durable = self.effective_quorum().n >= 2;
         let update = |s: &mut Siblings, _existed| {
             if let Some(read) = &read {
                 s.merge(read);
             }
-            let plan = counter::plan(s, meta.actor(), by, siblings)?;
-            counter::apply(s, &plan, meta.next_dot(), now_ms());
+            let next_dot = || meta.next_dot();
+            let stamp =
+                Stamp { actor: meta.actor(), next_dot: &next_dot, now_ms: now_ms(), siblings: opts.plain_siblings };
+            let reply = crate::crdt::apply(s, op, &stamp)?;
             s.prune_context(opts.max_vv_entries);
-            Ok::<_, CoordError>(Decision::Write((
-                WriteOutcome { superseded_live: 0, total: Some(plan.total) },
-                s.clone(),
-            )))
+            Ok::<_, CoordError>(Decision::Write((WriteOutcome { superseded_live: 0, reply: Some(reply) }, s.clone())))
         };
         let store = &self.store;
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }

@@ -49,7 +49,7 @@ impl Coordinator {
         self: &Arc<Self>,
         cursor: u64,
         count: usize,
-        keep: impl Fn(&[u8]) -> bool,
+        keep: impl Fn(&[u8], crate::crdt::Kind) -> bool,
     ) -> Result<ScanPage, CoordError> {
         self.scan_until(cursor, count, u128::MAX, keep).await
     }
@@ -61,7 +61,7 @@ impl Coordinator {
         cursor: u64,
         count: usize,
         end: u128,
-        keep: impl Fn(&[u8]) -> bool,
+        keep: impl Fn(&[u8], crate::crdt::Kind) -> bool,
     ) -> Result<ScanPage, CoordError> {
         let r = self.check("R", None)?;
         let view = self.cluster.view();
@@ -79,7 +79,7 @@ impl Coordinator {
             let last = ring.partition_range(p).1.min(end);
             let answers = self.scan_replicas(&view, p, position, last, count - keys.len(), r).await?;
             let (found, resume) = merge_answers(answers);
-            keys.extend(found.into_iter().filter(|k| keep(k)));
+            keys.extend(found.into_iter().filter(|(k, kind)| keep(k, *kind)).map(|(k, _)| k));
             position = match resume {
                 Some(next) if next <= last => next,
                 _ if last == u128::MAX => return Ok(ScanPage { next: 0, keys }),
@@ -151,7 +151,7 @@ impl Coordinator {
 
 /// Merges replicas' answers for one range: the live keys every answer covers, and where the next page resumes
 /// (`None`: the range is done). An answer that stopped at its limit covers keys up to its last cursor.
-fn merge_answers(answers: Vec<Answer>) -> (Vec<Bytes>, Option<u128>) {
+fn merge_answers(answers: Vec<Answer>) -> (Vec<(Bytes, crate::crdt::Kind)>, Option<u128>) {
     let cursor_of = |k: &Bytes| layout::position(k).map_or(0, layout::scan_cursor);
     let bound: Option<u64> =
         answers.iter().filter(|(_, done)| !done).filter_map(|(items, _)| items.last().map(|(k, _)| cursor_of(k))).min();
@@ -171,8 +171,7 @@ fn merge_answers(answers: Vec<Answer>) -> (Vec<Bytes>, Option<u128>) {
     }
     let keys = merged
         .into_iter()
-        .filter(|(_, s)| s.has_live_value())
-        .filter_map(|(k, _)| layout::user_key(&k).map(Bytes::copy_from_slice))
+        .filter_map(|(k, s)| Some((Bytes::copy_from_slice(layout::user_key(&k)?), crate::crdt::kind(&s)?)))
         .collect();
     // Past the ring's last cursor there is nothing left to resume at.
     let resume = bound.filter(|&b| b < layout::scan_cursor(u128::MAX)).map(|b| layout::cursor_position(b + 1));
@@ -207,8 +206,10 @@ mod tests {
         let full: Vec<_> = all.iter().filter(|(k, _)| k != &key("d")).cloned().collect();
         let partial: Vec<_> = all[..3].to_vec();
         let (keys, resume) = merge_answers(vec![(full, true), (partial.clone(), false)]);
-        let expected: Vec<Bytes> =
-            partial.iter().map(|(k, _)| Bytes::copy_from_slice(layout::user_key(k).unwrap())).collect();
+        let expected: Vec<(Bytes, crate::crdt::Kind)> = partial
+            .iter()
+            .map(|(k, _)| (Bytes::copy_from_slice(layout::user_key(k).unwrap()), crate::crdt::Kind::String))
+            .collect();
         assert_eq!(keys, expected, "only what both answers cover");
         let last = layout::position(&partial[2].0).unwrap();
         assert_eq!(resume, Some(layout::cursor_position(layout::scan_cursor(last) + 1)));

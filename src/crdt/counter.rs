@@ -14,29 +14,9 @@
 //!
 //! Metadata is one entry per actor (a node and its epoch) that incremented the key, however many increments.
 
-use super::{Kind, kind};
+use super::{Kind, OpError, kind};
 use crate::config::PlainSiblings;
 use crate::versioning::{Actor, Dot, Siblings, Value, VersionVector};
-
-/// Why an increment cannot apply.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CounterError {
-    /// The key holds a string that is not a 64-bit integer (Redis's words).
-    #[error("ERR value is not an integer or out of range")]
-    NotAnInteger,
-    /// The result would not fit a signed 64-bit integer (Redis's words).
-    #[error("ERR increment or decrement would overflow")]
-    Overflow,
-    /// The key holds several concurrent strings and the node refuses to pick one (`plain_siblings = "error"`).
-    #[error(
-        "SIBLINGS the key has {count} concurrent values: resolve them with GET and SET ... CONTEXT before \
-         incrementing it"
-    )]
-    Siblings {
-        /// How many.
-        count: usize,
-    },
-}
 
 /// An increment planned on the coordinator's state: what it covers and the entry it writes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,27 +44,28 @@ fn entries(state: &Siblings) -> impl Iterator<Item = (Dot, i64)> + '_ {
 
 /// Plans an increment of `state` by `by`, coordinated by `actor`. A key that holds a string counts from its
 /// value when that is an integer, as Redis does; `siblings` says which of several concurrent strings counts.
-pub fn plan(state: &Siblings, actor: Actor, by: i64, siblings: PlainSiblings) -> Result<Increment, CounterError> {
+pub fn plan(state: &Siblings, actor: Actor, by: i64, siblings: PlainSiblings) -> Result<Increment, OpError> {
     match kind(state) {
+        Some(Kind::Set) => Err(OpError::WrongType),
         None => Ok(Increment { covered: state.context().clone(), entry: by, total: by }),
         Some(Kind::String) => {
             let count = state.live_values().count();
             if count > 1 && siblings == PlainSiblings::Error {
-                return Err(CounterError::Siblings { count });
+                return Err(OpError::Siblings { count });
             }
             let current = match state.newest_live() {
-                Some(b) => parse_integer(std::str::from_utf8(b).map_err(|_| CounterError::NotAnInteger)?)?,
+                Some(b) => parse_integer(std::str::from_utf8(b).map_err(|_| OpError::NotAnInteger)?)?,
                 None => 0,
             };
-            let total = current.checked_add(by).ok_or(CounterError::Overflow)?;
+            let total = current.checked_add(by).ok_or(OpError::Overflow)?;
             // The string becomes a counter: everything read is superseded, as a SET would supersede it.
             Ok(Increment { covered: state.context().clone(), entry: total, total })
         }
         Some(Kind::Counter) => {
             let sum = total(state);
-            let total = i64::try_from(sum + i128::from(by)).map_err(|_| CounterError::Overflow)?;
+            let total = i64::try_from(sum + i128::from(by)).map_err(|_| OpError::Overflow)?;
             let own = entries(state).filter(|(d, _)| d.actor == actor).max_by_key(|(d, _)| d.counter);
-            let entry = own.map_or(0, |(_, n)| n).checked_add(by).ok_or(CounterError::Overflow)?;
+            let entry = own.map_or(0, |(_, n)| n).checked_add(by).ok_or(OpError::Overflow)?;
             let mut covered = VersionVector::new();
             if let Some((dot, _)) = own {
                 covered.advance(actor, dot.counter, 0);
@@ -112,16 +93,16 @@ pub fn apply(state: &mut Siblings, plan: &Increment, dot: Dot, timestamp_ms: u64
 
 /// Parses a string as Redis parses an integer value: optional `-`, digits, no leading zeros or spaces, within
 /// 64 bits.
-pub fn parse_integer(s: &str) -> Result<i64, CounterError> {
+pub fn parse_integer(s: &str) -> Result<i64, OpError> {
     let digits = s.strip_prefix('-').unwrap_or(s);
     let canonical = !digits.is_empty()
         && digits.bytes().all(|c| c.is_ascii_digit())
         && (digits == "0" || !digits.starts_with('0'))
         && s != "-0";
     if !canonical {
-        return Err(CounterError::NotAnInteger);
+        return Err(OpError::NotAnInteger);
     }
-    s.parse().map_err(|_| CounterError::NotAnInteger)
+    s.parse().map_err(|_| OpError::NotAnInteger)
 }
 
 #[cfg(test)]
@@ -162,15 +143,15 @@ mod tests {
         assert_eq!(s.sibling_count(), 1, "the string was superseded");
         let mut t = Siblings::new();
         t.update(&VersionVector::new(), Dot { actor: B, counter: 1 }, 1, Some(Bytes::from_static(b"ten")));
-        assert_eq!(plan(&t, A, 1, PlainSiblings::Error), Err(CounterError::NotAnInteger));
+        assert_eq!(plan(&t, A, 1, PlainSiblings::Error), Err(OpError::NotAnInteger));
     }
 
     #[test]
     fn overflow_is_refused() {
         let mut s = Siblings::new();
         incr(&mut s, A, 1, i64::MAX);
-        assert_eq!(plan(&s, A, 1, PlainSiblings::Error), Err(CounterError::Overflow));
-        assert_eq!(plan(&s, B, 1, PlainSiblings::Error), Err(CounterError::Overflow));
+        assert_eq!(plan(&s, A, 1, PlainSiblings::Error), Err(OpError::Overflow));
+        assert_eq!(plan(&s, B, 1, PlainSiblings::Error), Err(OpError::Overflow));
         assert!(plan(&s, B, -1, PlainSiblings::Error).is_ok());
     }
 

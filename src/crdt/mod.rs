@@ -1,30 +1,36 @@
-//! Typed keys (L0, pure): what a key's versions mean once the kind of value it holds is known.
+//! Typed keys (L0, pure): what a key's versions mean once the kind of value it holds is known, and the typed
+//! writes (increments, set adds and removes) planned on a coordinator's state.
 //!
 //! Every key is one [`Siblings`] state, whatever it holds, so replication, read repair, hints, handoff and
-//! anti-entropy merge every kind with the same join. The kinds differ in what a write covers and in how a read
-//! folds the surviving versions:
+//! anti-entropy merge every kind with the same join. The kinds differ in what a write supersedes and in how a
+//! read folds the surviving versions:
 //!
 //! * a **string** key's live versions are siblings (the client sees them all, with a context to resolve them);
-//! * a **counter** key's live versions are per-actor entries whose sum is the value ([`counter`]).
+//! * a **counter** key's live versions are per-actor entries whose sum is the value ([`counter`]);
+//! * a **set** key's live versions are its members, one dot each ([`set`]).
 //!
 //! When writes of two kinds were concurrent, the kind of the newest live version (coordinator clock, ties by dot)
 //! decides what the key is: the same answer on every replica holding the same versions. Versions of the other kind
-//! stay hidden until a later write covers them.
+//! stay hidden until a later write supersedes them.
 
 pub mod counter;
+pub mod set;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
-use crate::versioning::{Siblings, Value};
+use crate::config::PlainSiblings;
+use crate::versioning::{Actor, Dot, Siblings, Value};
 
-/// The kind of value a key holds. Both are Redis strings to clients (`TYPE` says `string`): a counter is a
-/// string whose writes are increments.
+/// The kind of value a key holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     /// Written by SET: concurrent writes are siblings.
     String,
-    /// Written by INCR and its family: concurrent increments add up.
+    /// Written by INCR and its family: concurrent increments add up. A Redis string to clients.
     Counter,
+    /// Written by SADD: an add-wins set.
+    Set,
 }
 
 impl Kind {
@@ -33,6 +39,15 @@ impl Kind {
         match value {
             Value::String(_) => Kind::String,
             Value::Counter(_) => Kind::Counter,
+            Value::Member(_) => Kind::Set,
+        }
+    }
+
+    /// The name `TYPE` answers (a counter is a Redis string).
+    pub fn redis_type(self) -> &'static str {
+        match self {
+            Kind::String | Kind::Counter => "string",
+            Kind::Set => "set",
         }
     }
 }
@@ -45,7 +60,10 @@ pub fn kind(state: &Siblings) -> Option<Kind> {
 /// What a read of a key answers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Folded {
-    /// The values a client sees: a string key's live siblings, or a counter's sum as its decimal string.
+    /// The kind of the key (`None`: no live value).
+    pub kind: Option<Kind>,
+    /// The values a string read sees: a string key's live siblings, or a counter's sum as its decimal string
+    /// (empty for other kinds).
     pub values: Vec<Bytes>,
     /// Of those, the one a plain-mode read answers (the newest sibling, or the counter's value).
     pub newest: Option<Bytes>,
@@ -53,14 +71,105 @@ pub struct Folded {
 
 /// Folds a key's state into what a read answers.
 pub fn fold(state: &Siblings) -> Folded {
-    match kind(state) {
-        None => Folded::default(),
+    let kind = kind(state);
+    match kind {
+        None | Some(Kind::Set) => Folded { kind, ..Folded::default() },
         Some(Kind::String) => {
-            Folded { values: state.live_values().cloned().collect(), newest: state.newest_live().cloned() }
+            Folded { kind, values: state.live_values().cloned().collect(), newest: state.newest_live().cloned() }
         }
         Some(Kind::Counter) => {
             let value = Bytes::from(counter::total(state).to_string());
-            Folded { values: vec![value.clone()], newest: Some(value) }
+            Folded { kind, values: vec![value.clone()], newest: Some(value) }
+        }
+    }
+}
+
+/// A typed write, applied by a coordinator to its replica after merging what a quorum read found.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    /// INCRBY.
+    Increment {
+        /// The amount (negative for DECRBY).
+        by: i64,
+    },
+    /// SADD.
+    SetAdd {
+        /// Members to add.
+        members: Vec<Bytes>,
+    },
+    /// SREM.
+    SetRemove {
+        /// Members to remove.
+        members: Vec<Bytes>,
+    },
+    /// SPOP: remove up to `count` members the coordinator picks at random.
+    SetPop {
+        /// How many.
+        count: usize,
+        /// Seed of the coordinator's pick.
+        seed: u64,
+    },
+}
+
+/// What a typed write answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpReply {
+    /// A count or a counter's value.
+    Integer(i64),
+    /// Members (SPOP).
+    Members(Vec<Bytes>),
+}
+
+/// Why a typed write cannot apply; nothing is written.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The key holds another kind of value (Redis's words).
+    #[error("WRONGTYPE Operation against a key holding the wrong kind of value")]
+    WrongType,
+    /// The key holds a string that is not a 64-bit integer (Redis's words).
+    #[error("ERR value is not an integer or out of range")]
+    NotAnInteger,
+    /// The result would not fit a signed 64-bit integer (Redis's words).
+    #[error("ERR increment or decrement would overflow")]
+    Overflow,
+    /// The key holds several concurrent strings and the node refuses to pick one (`plain_siblings = "error"`).
+    #[error(
+        "SIBLINGS the key has {count} concurrent values: resolve them with GET and SET ... CONTEXT before \
+         incrementing it"
+    )]
+    Siblings {
+        /// How many.
+        count: usize,
+    },
+}
+
+/// Where an operation's fresh dots and time come from.
+pub struct Stamp<'a> {
+    /// The coordinating actor.
+    pub actor: Actor,
+    /// Issues a fresh dot of `actor`.
+    pub next_dot: &'a dyn Fn() -> Dot,
+    /// The coordinator's clock, ms since the Unix epoch.
+    pub now_ms: u64,
+    /// Which of several concurrent strings an INCR counts from.
+    pub siblings: PlainSiblings,
+}
+
+/// Applies `op` to `state` (the coordinator's replica, already merged with its quorum read). On an error the
+/// state is unchanged.
+pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
+    match op {
+        Op::Increment { by } => {
+            let plan = counter::plan(state, stamp.actor, *by, stamp.siblings)?;
+            counter::apply(state, &plan, (stamp.next_dot)(), stamp.now_ms);
+            Ok(OpReply::Integer(plan.total))
+        }
+        Op::SetAdd { members } => set::add(state, members, stamp).map(OpReply::Integer),
+        Op::SetRemove { members } => set::remove(state, members, stamp).map(OpReply::Integer),
+        Op::SetPop { count, seed } => {
+            let picked = set::pick(state, *count, *seed)?;
+            set::remove(state, &picked, stamp)?;
+            Ok(OpReply::Members(picked))
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum Reply {
     Array(Vec<Reply>),
     /// A map in RESP3; a flat array of pairs in RESP2.
     Map(Vec<(Reply, Reply)>),
+    /// A set in RESP3 (SMEMBERS); an array in RESP2.
+    Set(Vec<Reply>),
 }
 
 impl Reply {
@@ -79,7 +81,9 @@ impl Reply {
             Reply::Integer(i) => Frame2::Integer(i),
             Reply::Bulk(b) => Frame2::BulkString(b),
             Reply::Nil => Frame2::Null,
-            Reply::Array(items) => Frame2::Array(items.into_iter().map(Reply::into_resp2).collect()),
+            Reply::Array(items) | Reply::Set(items) => {
+                Frame2::Array(items.into_iter().map(Reply::into_resp2).collect())
+            }
             Reply::Map(pairs) => {
                 Frame2::Array(pairs.into_iter().flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()]).collect())
             }
@@ -95,6 +99,9 @@ impl Reply {
             Reply::Nil => Frame3::Null,
             Reply::Array(items) => {
                 Frame3::Array { data: items.into_iter().map(Reply::into_resp3).collect(), attributes: None }
+            }
+            Reply::Set(items) => {
+                Frame3::Set { data: items.into_iter().map(Reply::into_resp3).collect(), attributes: None }
             }
             Reply::Map(pairs) => {
                 let mut data = FrameMap::with_capacity(pairs.len());
@@ -135,5 +142,8 @@ mod tests {
         assert_eq!(enc(map, Protocol::Resp3), "%1\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(Reply::error("ERR a\r\nb"), Protocol::Resp2), "-ERR a  b\r\n");
         assert_eq!(enc(Reply::ok(), Protocol::Resp3), "+OK\r\n");
+        let set = Reply::Set(vec![Reply::bulk("m")]);
+        assert_eq!(enc(set.clone(), Protocol::Resp2), "*1\r\n$1\r\nm\r\n");
+        assert_eq!(enc(set, Protocol::Resp3), "~1\r\n$1\r\nm\r\n");
     }
 }

@@ -114,11 +114,8 @@ pub enum WriteOp {
         /// What the write supersedes; `None` for a blind write (what the coordinator holds).
         context: Option<VersionVector>,
     },
-    /// INCRBY: add to a counter.
-    Increment {
-        /// The amount (negative for DECRBY).
-        by: i64,
-    },
+    /// A typed write (INCRBY, SADD, ...), applied after a quorum read.
+    Typed(crate::crdt::Op),
 }
 
 impl Request {
@@ -214,8 +211,8 @@ pub enum Response {
     Written {
         /// Live values the write superseded on its coordinator.
         superseded_live: u32,
-        /// An increment's result: the counter's value after it.
-        total: Option<i64>,
+        /// A typed write's answer.
+        reply: Option<crate::crdt::OpReply>,
     },
     /// The request failed on the receiver.
     Error {

@@ -26,6 +26,9 @@ pub enum Value {
     /// most one entry per actor (each increment supersedes its actor's previous entry), and its value is the sum of
     /// the entries: a PN-counter whose per-actor slots are dotted, so a DELETE removes exactly the entries it saw.
     Counter(i64),
+    /// A set's member (SADD): the set is the members of its live versions (an add-wins observed-remove set: a
+    /// remove drops the versions it saw, and an add it did not see survives it).
+    Member(Bytes),
 }
 
 impl Value {
@@ -33,14 +36,14 @@ impl Value {
     pub fn as_string(&self) -> Option<&Bytes> {
         match self {
             Value::String(b) => Some(b),
-            Value::Counter(_) => None,
+            Value::Counter(_) | Value::Member(_) => None,
         }
     }
 
     /// Bytes the value takes (a counter entry: 8).
     pub fn len(&self) -> usize {
         match self {
-            Value::String(b) => b.len(),
+            Value::String(b) | Value::Member(b) => b.len(),
             Value::Counter(_) => 8,
         }
     }
@@ -120,7 +123,8 @@ impl Siblings {
     pub fn without_values(&self) -> Siblings {
         let empty = |v: &Value| match v {
             Value::String(_) => Value::String(Bytes::new()),
-            other => other.clone(),
+            Value::Member(_) => Value::Member(Bytes::new()),
+            Value::Counter(n) => Value::Counter(*n),
         };
         Siblings {
             context: self.context.clone(),
@@ -152,6 +156,14 @@ impl Siblings {
         self.context.advance(dot.actor, dot.counter, timestamp_ms);
         let at = self.versions.partition_point(|v| v.dot < dot);
         self.versions.insert(at, Version { dot, timestamp_ms, value });
+    }
+
+    /// Drops the versions `remove` picks, each exactly (unlike a covering context, which drops every earlier dot of
+    /// an actor). The context still covers them, so a merge drops them from replicas that hold them.
+    pub fn remove_versions(&mut self, remove: impl Fn(&Version) -> bool) -> usize {
+        let before = self.versions.len();
+        self.versions.retain(|v| !remove(v));
+        before - self.versions.len()
     }
 
     /// Merges another replica's state of the same key into this one (the join of the two states).

@@ -1,0 +1,132 @@
+//! Sets: SADD, SREM, SPOP (typed writes, see [`crate::crdt::set`]) and SMEMBERS, SISMEMBER, SMISMEMBER, SCARD,
+//! SRANDMEMBER (quorum reads of the merged set), with Redis's replies.
+
+use bytes::Bytes;
+
+use super::{NodeContext, check_key, coord_error, parse_int, syntax_error};
+use crate::crdt::{self, Kind, Op, OpReply, set};
+use crate::resp::Reply;
+
+/// Redis's reply for a key of another kind.
+fn wrong_type() -> Reply {
+    Reply::error(crdt::OpError::WrongType.to_string())
+}
+
+/// SADD and SREM: how many members were added (were not there) or removed (were there).
+pub async fn add_or_remove(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    if let Some(m) = args[2..].iter().find(|m| m.len() > node.config.limits.max_value_bytes) {
+        return Reply::error(format!(
+            "ERR member is {} bytes, larger than max_value_bytes ({})",
+            m.len(),
+            node.config.limits.max_value_bytes
+        ));
+    }
+    let members = args[2..].to_vec();
+    let op = if name == "sadd" { Op::SetAdd { members } } else { Op::SetRemove { members } };
+    integer(node.coordinator.apply(key.clone(), op, None).await)
+}
+
+fn integer(outcome: Result<OpReply, crate::coordinator::CoordError>) -> Reply {
+    match outcome {
+        Ok(OpReply::Integer(n)) => Reply::Integer(n),
+        Ok(other) => unreachable!("expected a count, got {other:?}"),
+        Err(e) => coord_error(e),
+    }
+}
+
+/// SPOP key [count]: removes and returns random members (without a count: one, or nil; with: an array).
+pub async fn spop(node: &NodeContext, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    let count = match args.len() {
+        2 => None,
+        3 => match parse_int(&args[2]) {
+            Ok(n) if n >= 0 => Some(n as usize),
+            _ => return Reply::error("ERR value is out of range, must be positive"),
+        },
+        _ => return syntax_error(),
+    };
+    let op = Op::SetPop { count: count.unwrap_or(1), seed: random_seed() };
+    match node.coordinator.apply(key.clone(), op, None).await {
+        Ok(OpReply::Members(members)) => match count {
+            None => members.into_iter().next().map_or(Reply::Nil, Reply::Bulk),
+            Some(_) => Reply::Array(members.into_iter().map(Reply::Bulk).collect()),
+        },
+        Ok(other) => unreachable!("SPOP answers members, not {other:?}"),
+        Err(e) => coord_error(e),
+    }
+}
+
+/// The members of a set key after a quorum read, or the reply to give instead (WRONGTYPE, a failed read).
+async fn read_members(node: &NodeContext, key: &Bytes) -> Result<Vec<Bytes>, Reply> {
+    check_key(node, key)?;
+    let (state, _) = node.coordinator.read_state(key, None).await.map_err(coord_error)?;
+    let Some(state) = state else { return Ok(Vec::new()) };
+    match crdt::kind(&state) {
+        None | Some(Kind::Set) => Ok(set::members(&state)),
+        Some(_) => Err(wrong_type()),
+    }
+}
+
+/// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER and SRANDMEMBER.
+pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let members = match read_members(node, &args[1]).await {
+        Ok(m) => m,
+        Err(reply) => return reply,
+    };
+    let has = |m: &Bytes| i64::from(members.binary_search(m).is_ok());
+    match name {
+        "smembers" => Reply::Set(members.into_iter().map(Reply::Bulk).collect()),
+        "scard" => Reply::Integer(members.len() as i64),
+        "sismember" => Reply::Integer(has(&args[2])),
+        "smismember" => Reply::Array(args[2..].iter().map(|m| Reply::Integer(has(m))).collect()),
+        "srandmember" => srandmember(members, args),
+        other => unreachable!("'{other}' is not a set read"),
+    }
+}
+
+/// SRANDMEMBER key [count]: without a count one member (or nil); a positive count that many distinct members at
+/// most; a negative one exactly |count| members, repeats allowed.
+fn srandmember(members: Vec<Bytes>, args: &[Bytes]) -> Reply {
+    let count = match args.len() {
+        2 => None,
+        3 => match parse_int(&args[2]) {
+            Ok(n) if n > -(1 << 40) => Some(n),
+            Ok(_) => return Reply::error("ERR value is out of range"),
+            Err(r) => return r,
+        },
+        _ => return syntax_error(),
+    };
+    let mut rng = random_seed() | 1;
+    let mut next = |bound: usize| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        (rng % bound as u64) as usize
+    };
+    match count {
+        None if members.is_empty() => Reply::Nil,
+        None => Reply::Bulk(members[next(members.len())].clone()),
+        Some(n) if n >= 0 => {
+            let picked = set::sample(members, n as usize, random_seed());
+            Reply::Array(picked.into_iter().map(Reply::Bulk).collect())
+        }
+        Some(_) if members.is_empty() => Reply::Array(Vec::new()),
+        Some(n) => {
+            Reply::Array((0..n.unsigned_abs()).map(|_| Reply::Bulk(members[next(members.len())].clone())).collect())
+        }
+    }
+}
+
+/// A random seed for a pick.
+fn random_seed() -> u64 {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS gives randomness");
+    u64::from_le_bytes(b)
+}
