@@ -226,3 +226,45 @@ async fn set_adds_through_every_node_all_land() {
         assert_eq!(cmd::<i64>(c, &["SCARD", "cart"]).await, 269);
     }
 }
+
+#[tokio::test]
+async fn hashes_answer_as_redis_does() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["HSET", "h", "name", "ann", "age", "40", "name", "bea"]).await, 2);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["HGET", "h", "name"]).await.as_deref(), Some("bea"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["HGET", "h", "none"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c, &["HSET", "h", "age", "41", "city", "Oslo"]).await, 1);
+    let _: () = cmd(&mut c, &["HMSET", "h", "zip", "0150"]).await;
+    assert_eq!(cmd::<i64>(&mut c, &["HSETNX", "h", "zip", "9999"]).await, 0);
+    assert_eq!(cmd::<i64>(&mut c, &["HSETNX", "h", "country", "NO"]).await, 1);
+    assert_eq!(cmd::<i64>(&mut c, &["HLEN", "h"]).await, 5);
+    assert_eq!(
+        cmd::<Vec<Option<String>>>(&mut c, &["HMGET", "h", "age", "nope", "zip"]).await,
+        vec![Some("41".into()), None, Some("0150".into())]
+    );
+    let all: std::collections::HashMap<String, String> = cmd(&mut c, &["HGETALL", "h"]).await;
+    assert_eq!(all.len(), 5);
+    assert_eq!(all["city"], "Oslo");
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["HKEYS", "h"]).await, ["age", "city", "country", "name", "zip"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["HVALS", "h"]).await.len(), 5);
+    assert_eq!(cmd::<i64>(&mut c, &["HEXISTS", "h", "city"]).await, 1);
+    assert_eq!(cmd::<i64>(&mut c, &["HSTRLEN", "h", "city"]).await, 4);
+    assert_eq!(cmd::<i64>(&mut c, &["HINCRBY", "h", "age", "2"]).await, 43);
+    assert_eq!(cmd::<i64>(&mut c, &["HINCRBY", "h", "visits", "-3"]).await, -3);
+    assert!(err(&mut c, &["HINCRBY", "h", "name", "1"]).await.contains("hash value is not an integer"));
+    assert!(err(&mut c, &["HINCRBY", "h", "age", "x"]).await.contains("not an integer"));
+    assert!(err(&mut c, &["HINCRBYFLOAT", "h", "age", "1.5"]).await.contains("not supported"));
+    assert!(err(&mut c, &["HSET", "h", "a"]).await.contains("wrong number of arguments"));
+    assert!(err(&mut c, &["HSET", "h", "a", "1", "b"]).await.contains("wrong number of arguments"));
+    assert_eq!(cmd::<i64>(&mut c, &["HDEL", "h", "name", "nope", "age"]).await, 2);
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "h"]).await, "hash");
+    let e = err(&mut c, &["SADD", "h", "x"]).await;
+    assert!(e.contains("WRONGTYPE"), "{e}");
+    let _: i64 = cmd(&mut c, &["SADD", "s", "x"]).await;
+    let e = err(&mut c, &["HGET", "s", "x"]).await;
+    assert!(e.contains("WRONGTYPE"), "{e}");
+    assert_eq!(cmd::<i64>(&mut c, &["HDEL", "h", "city", "zip", "country", "visits"]).await, 4);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "h"]).await, 0);
+    assert_eq!(cmd::<i64>(&mut c, &["HLEN", "h"]).await, 0);
+}

@@ -13,6 +13,7 @@ mod counter;
 mod del;
 mod exists;
 mod get;
+mod hashes;
 pub mod info;
 mod pattern;
 mod scan;
@@ -221,13 +222,9 @@ pub fn concurrent_key<'a>(session: &Session, args: &'a [Bytes]) -> Option<(&'sta
     }
     let name = args[0].to_ascii_lowercase();
     let spec = table::lookup(std::str::from_utf8(&name).ok()?)?;
-    let single_key = match spec.name {
-        "get" | "set" | "delctx" | "incr" | "decr" | "incrby" | "decrby" | "sadd" | "srem" | "spop" | "smembers"
-        | "scard" | "sismember" | "smismember" | "srandmember" => true,
-        "del" | "unlink" | "exists" => args.len() == 2,
-        _ => false,
-    };
-    (single_key && spec.arity_ok(args.len()) && spec.required_access() <= session.access).then(|| (spec, &args[1]))
+    (spec.arity_ok(args.len()) && spec.required_access() <= session.access)
+        .then(|| single_key(spec, args).map(|key| (spec, key)))
+        .flatten()
 }
 
 /// Runs a request [`concurrent_key`] accepted, with the spec it found and what it needs of the session.
@@ -262,7 +259,7 @@ async fn measured(name: &'static str, handler: impl std::future::Future<Output =
 /// The data commands: they read and write keys and see nothing of the session but [`DataSession`].
 async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSession) -> Reply {
     if data.redirects
-        && let Some(key) = single_key(name, args)
+        && let Some(key) = table::lookup(name).and_then(|spec| single_key(spec, args))
         && let Some(moved) = cluster::moved(node, key)
     {
         return moved;
@@ -284,28 +281,72 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "sadd" | "srem" => sets::add_or_remove(node, name, args).await,
         "spop" => sets::spop(node, args).await,
         "smembers" | "scard" | "sismember" | "smismember" | "srandmember" => sets::read(node, name, args).await,
+        "hset" | "hmset" | "hsetnx" => hashes::set(node, name, args).await,
+        "hdel" => hashes::del(node, args).await,
+        "hincrby" => hashes::incrby(node, args).await,
+        "hincrbyfloat" => hashes::incrbyfloat(),
+        "hget" | "hmget" | "hgetall" | "hlen" | "hexists" | "hkeys" | "hvals" | "hstrlen" => {
+            hashes::read(node, name, args).await
+        }
         other => unreachable!("'{other}' is not a data command"),
     }
 }
 
-/// The one key of a data command that names one key.
-fn single_key<'a>(name: &str, args: &'a [Bytes]) -> Option<&'a Bytes> {
-    let single = match name {
-        "get" | "set" | "setnx" | "delctx" | "type" | "strlen" | "incr" | "decr" | "incrby" | "decrby"
-        | "incrbyfloat" | "sadd" | "srem" | "spop" | "smembers" | "scard" | "sismember" | "smismember"
-        | "srandmember" => true,
-        "del" | "unlink" | "exists" | "mget" => args.len() == 2,
-        "mset" => args.len() == 3,
-        _ => false,
-    };
-    single.then(|| &args[1])
+/// Commands that read and write keys and see nothing of the session but [`DataSession`] ([`run_data`]).
+const DATA_COMMANDS: &[&str] = &[
+    "get",
+    "mget",
+    "set",
+    "mset",
+    "setnx",
+    "del",
+    "unlink",
+    "delctx",
+    "exists",
+    "type",
+    "strlen",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+    "sadd",
+    "srem",
+    "spop",
+    "smembers",
+    "scard",
+    "sismember",
+    "smismember",
+    "srandmember",
+    "hset",
+    "hmset",
+    "hsetnx",
+    "hdel",
+    "hincrby",
+    "hincrbyfloat",
+    "hget",
+    "hmget",
+    "hgetall",
+    "hlen",
+    "hexists",
+    "hkeys",
+    "hvals",
+    "hstrlen",
+];
+
+/// The one key of a data command that names exactly one (by the table's key positions), if it does.
+fn single_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a Bytes> {
+    if !DATA_COMMANDS.contains(&spec.name) || spec.first_key != 1 || args.len() < 2 {
+        return None;
+    }
+    let last = if spec.last_key < 0 { args.len() as i64 + spec.last_key } else { spec.last_key };
+    let keys = (last - spec.first_key) / spec.step.max(1) + 1;
+    (keys == 1).then(|| &args[1])
 }
 
 async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
     match name {
-        "get" | "mget" | "set" | "mset" | "setnx" | "del" | "unlink" | "delctx" | "exists" | "type" | "strlen"
-        | "incr" | "decr" | "incrby" | "decrby" | "incrbyfloat" | "sadd" | "srem" | "spop" | "smembers" | "scard"
-        | "sismember" | "smismember" | "srandmember" => run_data(node, name, args, session.data()).await,
+        name if DATA_COMMANDS.contains(&name) => run_data(node, name, args, session.data()).await,
         "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
         "scan" => scan::scan(node, args).await,
         "keys" => scan::keys(node, args).await,
@@ -436,6 +477,30 @@ pub fn parse_quorum(value: &[u8]) -> Result<usize, Reply> {
     match parse_int(value) {
         Ok(n) if n >= 1 => Ok(n as usize),
         _ => Err(Reply::error("ERR R and W must be positive integers")),
+    }
+}
+
+/// The state of a key of kind `kind` after a quorum read (`None`: no replica holds it), or the reply to give
+/// instead: WRONGTYPE for a key of another kind, or the read's failure.
+pub async fn read_typed(
+    node: &NodeContext,
+    key: &Bytes,
+    kind: crate::crdt::Kind,
+) -> Result<Option<crate::versioning::Siblings>, Reply> {
+    check_key(node, key)?;
+    let (state, _) = node.coordinator.read_state(key, None).await.map_err(coord_error)?;
+    match state.as_ref().and_then(crate::crdt::kind) {
+        Some(k) if k != kind => Err(Reply::error(crate::crdt::OpError::WrongType.to_string())),
+        _ => Ok(state),
+    }
+}
+
+/// The reply to a typed write that answers a count (or the write's failure).
+pub fn integer_reply(outcome: Result<crate::crdt::OpReply, CoordError>) -> Reply {
+    match outcome {
+        Ok(crate::crdt::OpReply::Integer(n)) => Reply::Integer(n),
+        Ok(other) => unreachable!("expected a count, got {other:?}"),
+        Err(e) => coord_error(e),
     }
 }
 

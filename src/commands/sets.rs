@@ -3,14 +3,9 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, parse_int, syntax_error};
-use crate::crdt::{self, Kind, Op, OpReply, set};
+use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, read_typed, syntax_error};
+use crate::crdt::{Kind, Op, OpReply, set};
 use crate::resp::Reply;
-
-/// Redis's reply for a key of another kind.
-fn wrong_type() -> Reply {
-    Reply::error(crdt::OpError::WrongType.to_string())
-}
 
 /// SADD and SREM: how many members were added (were not there) or removed (were there).
 pub async fn add_or_remove(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
@@ -27,15 +22,7 @@ pub async fn add_or_remove(node: &NodeContext, name: &str, args: &[Bytes]) -> Re
     }
     let members = args[2..].to_vec();
     let op = if name == "sadd" { Op::SetAdd { members } } else { Op::SetRemove { members } };
-    integer(node.coordinator.apply(key.clone(), op, None).await)
-}
-
-fn integer(outcome: Result<OpReply, crate::coordinator::CoordError>) -> Reply {
-    match outcome {
-        Ok(OpReply::Integer(n)) => Reply::Integer(n),
-        Ok(other) => unreachable!("expected a count, got {other:?}"),
-        Err(e) => coord_error(e),
-    }
+    integer_reply(node.coordinator.apply(key.clone(), op, None).await)
 }
 
 /// SPOP key [count]: removes and returns random members (without a count: one, or nil; with: an array).
@@ -65,13 +52,7 @@ pub async fn spop(node: &NodeContext, args: &[Bytes]) -> Reply {
 
 /// The members of a set key after a quorum read, or the reply to give instead (WRONGTYPE, a failed read).
 async fn read_members(node: &NodeContext, key: &Bytes) -> Result<Vec<Bytes>, Reply> {
-    check_key(node, key)?;
-    let (state, _) = node.coordinator.read_state(key, None).await.map_err(coord_error)?;
-    let Some(state) = state else { return Ok(Vec::new()) };
-    match crdt::kind(&state) {
-        None | Some(Kind::Set) => Ok(set::members(&state)),
-        Some(_) => Err(wrong_type()),
-    }
+    Ok(read_typed(node, key, Kind::Set).await?.map(|s| set::members(&s)).unwrap_or_default())
 }
 
 /// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER and SRANDMEMBER.

@@ -14,13 +14,14 @@
 //! stay hidden until a later write supersedes them.
 
 pub mod counter;
+pub mod hash;
 pub mod set;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PlainSiblings;
-use crate::versioning::{Actor, Dot, Siblings, Value};
+use crate::versioning::{Actor, Dot, Siblings, Value, Version};
 
 /// The kind of value a key holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub enum Kind {
     Counter,
     /// Written by SADD: an add-wins set.
     Set,
+    /// Written by HSET: a map of fields, each last-writer-wins (or a counter, by HINCRBY).
+    Hash,
 }
 
 impl Kind {
@@ -40,6 +43,7 @@ impl Kind {
             Value::String(_) => Kind::String,
             Value::Counter(_) => Kind::Counter,
             Value::Member(_) => Kind::Set,
+            Value::Field { .. } | Value::FieldCounter { .. } => Kind::Hash,
         }
     }
 
@@ -48,6 +52,7 @@ impl Kind {
         match self {
             Kind::String | Kind::Counter => "string",
             Kind::Set => "set",
+            Kind::Hash => "hash",
         }
     }
 }
@@ -73,7 +78,7 @@ pub struct Folded {
 pub fn fold(state: &Siblings) -> Folded {
     let kind = kind(state);
     match kind {
-        None | Some(Kind::Set) => Folded { kind, ..Folded::default() },
+        None | Some(Kind::Set | Kind::Hash) => Folded { kind, ..Folded::default() },
         Some(Kind::String) => {
             Folded { kind, values: state.live_values().cloned().collect(), newest: state.newest_live().cloned() }
         }
@@ -109,6 +114,25 @@ pub enum Op {
         /// Seed of the coordinator's pick.
         seed: u64,
     },
+    /// HSET (and HMSET), or HSETNX with `only_new`.
+    HashSet {
+        /// (field, value) pairs.
+        pairs: Vec<(Bytes, Bytes)>,
+        /// Write only fields that do not exist (HSETNX).
+        only_new: bool,
+    },
+    /// HDEL.
+    HashDel {
+        /// Fields to remove.
+        fields: Vec<Bytes>,
+    },
+    /// HINCRBY.
+    HashIncr {
+        /// The field.
+        field: Bytes,
+        /// The amount.
+        by: i64,
+    },
 }
 
 /// What a typed write answers.
@@ -129,6 +153,9 @@ pub enum OpError {
     /// The key holds a string that is not a 64-bit integer (Redis's words).
     #[error("ERR value is not an integer or out of range")]
     NotAnInteger,
+    /// The hash field holds a value that is not a 64-bit integer (Redis's words).
+    #[error("ERR hash value is not an integer")]
+    FieldNotAnInteger,
     /// The result would not fit a signed 64-bit integer (Redis's words).
     #[error("ERR increment or decrement would overflow")]
     Overflow,
@@ -171,5 +198,29 @@ pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, Op
             set::remove(state, &picked, stamp)?;
             Ok(OpReply::Members(picked))
         }
+        Op::HashSet { pairs, only_new } => hash::set(state, pairs, *only_new, stamp).map(OpReply::Integer),
+        Op::HashDel { fields } => hash::delete(state, fields, stamp).map(OpReply::Integer),
+        Op::HashIncr { field, by } => hash::increment(state, field, *by, stamp).map(OpReply::Integer),
     }
+}
+
+/// Refuses a key that holds a live value of another kind than `want` (Redis's WRONGTYPE).
+fn check_kind(state: &Siblings, want: Kind) -> Result<(), OpError> {
+    match kind(state) {
+        Some(k) if k != want => Err(OpError::WrongType),
+        _ => Ok(()),
+    }
+}
+
+/// Drops what a write to a collection of kind `want` supersedes besides its own elements: tombstones, and hidden
+/// values of another kind (a concurrent write of another type that lost to the collection).
+fn drop_other_kinds(state: &mut Siblings, want: Kind) {
+    state.remove_versions(|v| v.value.as_ref().is_none_or(|x| Kind::of(x) != want));
+}
+
+/// Adds one tombstone dating a removal from a collection (after dropping older tombstones), so that an emptied
+/// collection is reaped like a deleted key once its grace period is over.
+fn date_removal(state: &mut Siblings, stamp: &Stamp) {
+    state.remove_versions(Version::is_tombstone);
+    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, None);
 }

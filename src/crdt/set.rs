@@ -16,8 +16,8 @@ use std::collections::BTreeSet;
 
 use bytes::Bytes;
 
-use super::{Kind, OpError, Stamp, kind};
-use crate::versioning::{Siblings, Value, Version};
+use super::{Kind, OpError, Stamp, check_kind, date_removal, drop_other_kinds, kind};
+use crate::versioning::{Siblings, Value};
 
 /// The members of a set key, sorted and each once (none for a key of another kind).
 pub fn members(state: &Siblings) -> Vec<Bytes> {
@@ -35,29 +35,14 @@ pub fn members(state: &Siblings) -> Vec<Bytes> {
     set.into_iter().cloned().collect()
 }
 
-/// Refuses a key that holds another kind of value.
-fn check_kind(state: &Siblings) -> Result<(), OpError> {
-    match kind(state) {
-        None | Some(Kind::Set) => Ok(()),
-        Some(_) => Err(OpError::WrongType),
-    }
-}
-
-/// True for a version that a set write supersedes besides members: tombstones, and hidden values of another
-/// kind (a concurrent SET or INCR that lost to the set).
-fn superseded_by_set_write(v: &Version) -> bool {
-    !matches!(v.value, Some(Value::Member(_)))
-}
-
 /// SADD: adds every member (each stamped anew, so a concurrent remove that did not see this add loses to it).
 /// Returns how many were not members before.
 pub fn add(state: &mut Siblings, add: &[Bytes], stamp: &Stamp) -> Result<i64, OpError> {
-    check_kind(state)?;
+    check_kind(state, Kind::Set)?;
     let wanted: BTreeSet<&Bytes> = add.iter().collect();
     let present: BTreeSet<Bytes> = members(state).into_iter().collect();
-    state.remove_versions(|v| {
-        superseded_by_set_write(v) || matches!(&v.value, Some(Value::Member(m)) if wanted.contains(m))
-    });
+    drop_other_kinds(state, Kind::Set);
+    state.remove_versions(|v| matches!(&v.value, Some(Value::Member(m)) if wanted.contains(m)));
     let mut added = 0;
     for m in wanted {
         added += i64::from(!present.contains(m));
@@ -68,21 +53,20 @@ pub fn add(state: &mut Siblings, add: &[Bytes], stamp: &Stamp) -> Result<i64, Op
 
 /// SREM: removes the members' versions this state holds. Returns how many were members.
 pub fn remove(state: &mut Siblings, remove: &[Bytes], stamp: &Stamp) -> Result<i64, OpError> {
-    check_kind(state)?;
+    check_kind(state, Kind::Set)?;
     let wanted: BTreeSet<&Bytes> = remove.iter().collect();
     let present: BTreeSet<Bytes> = members(state).into_iter().collect();
     let removed = wanted.iter().filter(|m| present.contains(**m)).count();
     if removed > 0 {
-        state.remove_versions(|v| v.is_tombstone() || matches!(&v.value, Some(Value::Member(m)) if wanted.contains(m)));
-        // One tombstone dates the removal, so an emptied set is reaped after the grace period.
-        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, None);
+        state.remove_versions(|v| matches!(&v.value, Some(Value::Member(m)) if wanted.contains(m)));
+        date_removal(state, stamp);
     }
     Ok(removed as i64)
 }
 
 /// Up to `count` distinct members, picked at random from `seed`.
 pub fn pick(state: &Siblings, count: usize, seed: u64) -> Result<Vec<Bytes>, OpError> {
-    check_kind(state)?;
+    check_kind(state, Kind::Set)?;
     Ok(sample(members(state), count, seed))
 }
 

@@ -29,6 +29,21 @@ pub enum Value {
     /// A set's member (SADD): the set is the members of its live versions (an add-wins observed-remove set: a
     /// remove drops the versions it saw, and an add it did not see survives it).
     Member(Bytes),
+    /// A hash field's value (HSET): concurrent values of one field resolve by last writer (coordinator clock,
+    /// ties by dot).
+    Field {
+        /// The field.
+        field: Bytes,
+        /// Its value.
+        value: Bytes,
+    },
+    /// A hash field's counter entry (HINCRBY): as [`Value::Counter`], per field.
+    FieldCounter {
+        /// The field.
+        field: Bytes,
+        /// The actor's running total for it.
+        total: i64,
+    },
 }
 
 impl Value {
@@ -36,7 +51,7 @@ impl Value {
     pub fn as_string(&self) -> Option<&Bytes> {
         match self {
             Value::String(b) => Some(b),
-            Value::Counter(_) | Value::Member(_) => None,
+            _ => None,
         }
     }
 
@@ -45,6 +60,8 @@ impl Value {
         match self {
             Value::String(b) | Value::Member(b) => b.len(),
             Value::Counter(_) => 8,
+            Value::Field { field, value } => field.len() + value.len(),
+            Value::FieldCounter { field, .. } => field.len() + 8,
         }
     }
 
@@ -124,6 +141,8 @@ impl Siblings {
         let empty = |v: &Value| match v {
             Value::String(_) => Value::String(Bytes::new()),
             Value::Member(_) => Value::Member(Bytes::new()),
+            Value::Field { .. } => Value::Field { field: Bytes::new(), value: Bytes::new() },
+            Value::FieldCounter { total, .. } => Value::FieldCounter { field: Bytes::new(), total: *total },
             Value::Counter(n) => Value::Counter(*n),
         };
         Siblings {

@@ -1,0 +1,87 @@
+//! Hashes: HSET, HMSET, HSETNX, HDEL, HINCRBY (typed writes, see [`crate::crdt::hash`]) and HGET, HMGET, HGETALL,
+//! HLEN, HEXISTS, HKEYS, HVALS, HSTRLEN (quorum reads of the merged hash), with Redis's replies.
+
+use bytes::Bytes;
+
+use super::{NodeContext, check_key, integer_reply, read_typed, wrong_arity};
+use crate::crdt::{Kind, Op, hash};
+use crate::resp::Reply;
+
+/// Checks the key and each value's size.
+fn check_sizes<'a>(node: &NodeContext, key: &[u8], values: impl Iterator<Item = &'a Bytes>) -> Result<(), Reply> {
+    check_key(node, key)?;
+    let max = node.config.limits.max_value_bytes;
+    match values.map(Bytes::len).find(|n| *n > max) {
+        Some(n) => Err(Reply::error(format!("ERR value is {n} bytes, larger than max_value_bytes ({max})"))),
+        None => Ok(()),
+    }
+}
+
+/// HSET key field value [field value ...] (how many fields are new), HMSET (OK), HSETNX key field value (1 or 0).
+pub async fn set(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if args.len() % 2 != 0 || (name == "hsetnx" && args.len() != 4) {
+        return wrong_arity(name);
+    }
+    if let Err(r) = check_sizes(node, key, args[2..].iter()) {
+        return r;
+    }
+    let pairs = args[2..].chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();
+    let op = Op::HashSet { pairs, only_new: name == "hsetnx" };
+    match integer_reply(node.coordinator.apply(key.clone(), op, None).await) {
+        Reply::Integer(_) if name == "hmset" => Reply::ok(),
+        other => other,
+    }
+}
+
+/// HDEL key field [field ...]: how many of the fields existed.
+pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
+    if let Err(r) = check_key(node, &args[1]) {
+        return r;
+    }
+    let op = Op::HashDel { fields: args[2..].to_vec() };
+    integer_reply(node.coordinator.apply(args[1].clone(), op, None).await)
+}
+
+/// HINCRBY key field increment: the field's value after it.
+pub async fn incrby(node: &NodeContext, args: &[Bytes]) -> Reply {
+    if let Err(r) = check_key(node, &args[1]) {
+        return r;
+    }
+    let by = match std::str::from_utf8(&args[3]).ok().and_then(|s| crate::crdt::counter::parse_integer(s).ok()) {
+        Some(n) => n,
+        None => return Reply::error("ERR value is not an integer or out of range"),
+    };
+    let op = Op::HashIncr { field: args[2].clone(), by };
+    integer_reply(node.coordinator.apply(args[1].clone(), op, None).await)
+}
+
+/// HGET, HMGET, HGETALL, HLEN, HEXISTS, HKEYS, HVALS and HSTRLEN, after a quorum read.
+pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let state = match read_typed(node, &args[1], Kind::Hash).await {
+        Ok(s) => s.unwrap_or_default(),
+        Err(reply) => return reply,
+    };
+    let value = |f: &Bytes| hash::get(&state, f);
+    match name {
+        "hget" => value(&args[2]).map_or(Reply::Nil, Reply::Bulk),
+        "hmget" => Reply::Array(args[2..].iter().map(|f| value(f).map_or(Reply::Nil, Reply::Bulk)).collect()),
+        "hexists" => Reply::Integer(i64::from(value(&args[2]).is_some())),
+        "hstrlen" => Reply::Integer(value(&args[2]).map_or(0, |v| v.len() as i64)),
+        "hlen" => Reply::Integer(hash::fields(&state).len() as i64),
+        "hkeys" => Reply::Array(hash::fields(&state).into_iter().map(|(f, _)| Reply::Bulk(f)).collect()),
+        "hvals" => Reply::Array(hash::fields(&state).into_iter().map(|(_, v)| Reply::Bulk(v)).collect()),
+        "hgetall" => {
+            Reply::Map(hash::fields(&state).into_iter().map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v))).collect())
+        }
+        other => unreachable!("'{other}' is not a hash read"),
+    }
+}
+
+/// HINCRBYFLOAT: refused, for the reason INCRBYFLOAT is.
+pub fn incrbyfloat() -> Reply {
+    Reply::error(
+        "ERR HINCRBYFLOAT is not supported: hash counters are 64-bit integers, so that concurrent increments \
+         through different nodes add up exactly; use HINCRBY",
+    )
+}
