@@ -20,7 +20,7 @@ fn check_sizes<'a>(node: &NodeContext, key: &[u8], values: impl Iterator<Item = 
 /// HSET key field value [field value ...] (how many fields are new), HMSET (OK), HSETNX key field value (1 or 0).
 pub async fn set(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     let key = &args[1];
-    if args.len() % 2 != 0 || (name == "hsetnx" && args.len() != 4) {
+    if !args.len().is_multiple_of(2) || (name == "hsetnx" && args.len() != 4) {
         return wrong_arity(name);
     }
     if let Err(r) = check_sizes(node, key, args[2..].iter()) {
