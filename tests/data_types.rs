@@ -268,3 +268,59 @@ async fn hashes_answer_as_redis_does() {
     assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "h"]).await, 0);
     assert_eq!(cmd::<i64>(&mut c, &["HLEN", "h"]).await, 0);
 }
+
+#[tokio::test]
+async fn lists_answer_as_redis_does() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["LPUSH", "l", "a", "b", "c"]).await, 3);
+    assert_eq!(cmd::<i64>(&mut c, &["RPUSH", "l", "x", "y"]).await, 5);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["LRANGE", "l", "0", "-1"]).await, ["c", "b", "a", "x", "y"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["LRANGE", "l", "-2", "100"]).await, ["x", "y"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["LRANGE", "l", "4", "2"]).await, Vec::<String>::new());
+    assert_eq!(cmd::<i64>(&mut c, &["LLEN", "l"]).await, 5);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["LINDEX", "l", "-1"]).await.as_deref(), Some("y"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["LINDEX", "l", "9"]).await, None);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["LPOP", "l"]).await.as_deref(), Some("c"));
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["RPOP", "l", "2"]).await, ["y", "x"]);
+    let _: i64 = cmd(&mut c, &["RPUSH", "l", "a", "b", "a"]).await;
+    assert_eq!(cmd::<i64>(&mut c, &["LREM", "l", "0", "a"]).await, 3);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["LRANGE", "l", "0", "-1"]).await, ["b", "b"]);
+    let _: () = cmd(&mut c, &["LTRIM", "l", "1", "-1"]).await;
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["LRANGE", "l", "0", "-1"]).await, ["b"]);
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "l"]).await, "list");
+    assert!(err(&mut c, &["LRANGE", "l", "a", "1"]).await.contains("not an integer"));
+    let e = err(&mut c, &["SADD", "l", "m"]).await;
+    assert!(e.contains("WRONGTYPE"), "{e}");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["RPOP", "l"]).await.as_deref(), Some("b"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["RPOP", "l"]).await, None);
+    assert_eq!(cmd::<Option<Vec<String>>>(&mut c, &["LPOP", "l", "3"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "l"]).await, 0);
+}
+
+/// Pushes through every node all land, each client's own in the order it pushed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_pushes_through_every_node_all_land() {
+    let nodes = start_cluster(3, &[]).await;
+    let tasks = (0..6).map(|i| {
+        let url = nodes[i % 3].url();
+        async move {
+            let client = redis::Client::open(url).unwrap();
+            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            for j in 0..25 {
+                let _: i64 = redis::cmd("RPUSH").arg("q").arg(format!("{i}:{j}")).query_async(&mut c).await.unwrap();
+            }
+        }
+    });
+    join_all(tasks).await;
+    let mut c = nodes[1].conn().await;
+    let all: Vec<String> = cmd(&mut c, &["LRANGE", "q", "0", "-1"]).await;
+    assert_eq!(all.len(), 150);
+    for i in 0..6 {
+        let mine: Vec<&String> = all.iter().filter(|v| v.starts_with(&format!("{i}:"))).collect();
+        let expected: Vec<String> = (0..25).map(|j| format!("{i}:{j}")).collect();
+        assert_eq!(mine, expected.iter().collect::<Vec<_>>(), "client {i}'s pushes in order");
+    }
+    let mut c2 = nodes[2].conn().await;
+    assert_eq!(cmd::<Vec<String>>(&mut c2, &["LRANGE", "q", "0", "-1"]).await, all, "one order on every node");
+}

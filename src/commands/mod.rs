@@ -15,6 +15,7 @@ mod exists;
 mod get;
 mod hashes;
 pub mod info;
+mod lists;
 mod pattern;
 mod scan;
 mod set;
@@ -288,50 +289,24 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "hget" | "hmget" | "hgetall" | "hlen" | "hexists" | "hkeys" | "hvals" | "hstrlen" => {
             hashes::read(node, name, args).await
         }
+        "lpush" | "rpush" => lists::push(node, name, args).await,
+        "lpop" | "rpop" => lists::pop(node, name, args).await,
+        "lrem" => lists::lrem(node, args).await,
+        "ltrim" => lists::ltrim(node, args).await,
+        "lrange" | "llen" | "lindex" => lists::read(node, name, args).await,
         other => unreachable!("'{other}' is not a data command"),
     }
 }
 
 /// Commands that read and write keys and see nothing of the session but [`DataSession`] ([`run_data`]).
+#[rustfmt::skip]
 const DATA_COMMANDS: &[&str] = &[
-    "get",
-    "mget",
-    "set",
-    "mset",
-    "setnx",
-    "del",
-    "unlink",
-    "delctx",
-    "exists",
-    "type",
-    "strlen",
-    "incr",
-    "decr",
-    "incrby",
-    "decrby",
-    "incrbyfloat",
-    "sadd",
-    "srem",
-    "spop",
-    "smembers",
-    "scard",
-    "sismember",
-    "smismember",
-    "srandmember",
-    "hset",
-    "hmset",
-    "hsetnx",
-    "hdel",
-    "hincrby",
-    "hincrbyfloat",
-    "hget",
-    "hmget",
-    "hgetall",
-    "hlen",
-    "hexists",
-    "hkeys",
-    "hvals",
-    "hstrlen",
+    "get", "mget", "set", "mset", "setnx", "del", "unlink", "delctx", "exists", "type", "strlen",
+    "incr", "decr", "incrby", "decrby", "incrbyfloat",
+    "sadd", "srem", "spop", "smembers", "scard", "sismember", "smismember", "srandmember",
+    "hset", "hmset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "hget", "hmget", "hgetall", "hlen", "hexists",
+    "hkeys", "hvals", "hstrlen",
+    "lpush", "rpush", "lpop", "rpop", "lrem", "ltrim", "lrange", "llen", "lindex",
 ];
 
 /// The one key of a data command that names exactly one (by the table's key positions), if it does.
@@ -512,4 +487,25 @@ pub fn coord_error(e: CoordError) -> Reply {
         tracing::error!(error = %inner, "storage failure serving a request");
     }
     Reply::error(e.client_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_data_command_is_in_the_table_and_single_keys_follow_its_positions() {
+        for name in DATA_COMMANDS {
+            assert!(table::lookup(name).is_some(), "{name} is not in the table");
+        }
+        let args = |words: &[&str]| words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect::<Vec<_>>();
+        let spec = |name| table::lookup(name).unwrap();
+        assert!(single_key(spec("get"), &args(&["get", "k"])).is_some());
+        assert!(single_key(spec("del"), &args(&["del", "k"])).is_some());
+        assert!(single_key(spec("del"), &args(&["del", "k", "j"])).is_none());
+        assert!(single_key(spec("mset"), &args(&["mset", "k", "v"])).is_some());
+        assert!(single_key(spec("mset"), &args(&["mset", "k", "v", "j", "w"])).is_none());
+        assert!(single_key(spec("hset"), &args(&["hset", "k", "f", "v", "g", "w"])).is_some());
+        assert!(single_key(spec("ping"), &args(&["ping", "x"])).is_none());
+    }
 }

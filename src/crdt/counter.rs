@@ -46,7 +46,7 @@ fn entries(state: &Siblings) -> impl Iterator<Item = (Dot, i64)> + '_ {
 /// value when that is an integer, as Redis does; `siblings` says which of several concurrent strings counts.
 pub fn plan(state: &Siblings, actor: Actor, by: i64, siblings: PlainSiblings) -> Result<Increment, OpError> {
     match kind(state) {
-        Some(Kind::Set | Kind::Hash) => Err(OpError::WrongType),
+        Some(Kind::Set | Kind::Hash | Kind::List) => Err(OpError::WrongType),
         None => Ok(Increment { covered: state.context().clone(), entry: by, total: by }),
         Some(Kind::String) => {
             let count = state.live_values().count();

@@ -15,6 +15,7 @@
 
 pub mod counter;
 pub mod hash;
+pub mod list;
 pub mod set;
 
 use bytes::Bytes;
@@ -34,6 +35,8 @@ pub enum Kind {
     Set,
     /// Written by HSET: a map of fields, each last-writer-wins (or a counter, by HINCRBY).
     Hash,
+    /// Written by LPUSH and RPUSH: items ordered by rank.
+    List,
 }
 
 impl Kind {
@@ -44,6 +47,7 @@ impl Kind {
             Value::Counter(_) => Kind::Counter,
             Value::Member(_) => Kind::Set,
             Value::Field { .. } | Value::FieldCounter { .. } => Kind::Hash,
+            Value::Item { .. } => Kind::List,
         }
     }
 
@@ -53,6 +57,7 @@ impl Kind {
             Kind::String | Kind::Counter => "string",
             Kind::Set => "set",
             Kind::Hash => "hash",
+            Kind::List => "list",
         }
     }
 }
@@ -78,7 +83,7 @@ pub struct Folded {
 pub fn fold(state: &Siblings) -> Folded {
     let kind = kind(state);
     match kind {
-        None | Some(Kind::Set | Kind::Hash) => Folded { kind, ..Folded::default() },
+        None | Some(Kind::Set | Kind::Hash | Kind::List) => Folded { kind, ..Folded::default() },
         Some(Kind::String) => {
             Folded { kind, values: state.live_values().cloned().collect(), newest: state.newest_live().cloned() }
         }
@@ -132,6 +137,34 @@ pub enum Op {
         field: Bytes,
         /// The amount.
         by: i64,
+    },
+    /// LPUSH (`head`) or RPUSH.
+    ListPush {
+        /// Push to the head (LPUSH) or the tail (RPUSH).
+        head: bool,
+        /// The elements, pushed one after the other.
+        values: Vec<Bytes>,
+    },
+    /// LPOP (`head`) or RPOP.
+    ListPop {
+        /// Pop from the head (LPOP) or the tail (RPOP).
+        head: bool,
+        /// How many.
+        count: usize,
+    },
+    /// LREM.
+    ListRemove {
+        /// How many occurrences, from the head (> 0) or the tail (< 0); 0: all.
+        count: i64,
+        /// The element.
+        value: Bytes,
+    },
+    /// LTRIM.
+    ListTrim {
+        /// First index kept (Redis's index rules, negative from the end).
+        start: i64,
+        /// Last index kept.
+        stop: i64,
     },
 }
 
@@ -201,6 +234,10 @@ pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, Op
         Op::HashSet { pairs, only_new } => hash::set(state, pairs, *only_new, stamp).map(OpReply::Integer),
         Op::HashDel { fields } => hash::delete(state, fields, stamp).map(OpReply::Integer),
         Op::HashIncr { field, by } => hash::increment(state, field, *by, stamp).map(OpReply::Integer),
+        Op::ListPush { head, values } => list::push(state, *head, values, stamp).map(OpReply::Integer),
+        Op::ListPop { head, count } => list::pop(state, *head, *count, stamp).map(OpReply::Members),
+        Op::ListRemove { count, value } => list::remove(state, *count, value, stamp).map(OpReply::Integer),
+        Op::ListTrim { start, stop } => list::trim(state, *start, *stop, stamp).map(OpReply::Integer),
     }
 }
 

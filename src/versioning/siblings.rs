@@ -37,6 +37,15 @@ pub enum Value {
         /// Its value.
         value: Bytes,
     },
+    /// A list's item (LPUSH, RPUSH): the list is its items ordered by rank, then dot. A push to the head takes a
+    /// rank below the lowest its coordinator holds, a push to the tail one above the highest, so concurrent pushes
+    /// through different nodes all land, in an order every replica agrees on.
+    Item {
+        /// Position in the list.
+        rank: i64,
+        /// The element.
+        value: Bytes,
+    },
     /// A hash field's counter entry (HINCRBY): as [`Value::Counter`], per field.
     FieldCounter {
         /// The field.
@@ -62,6 +71,7 @@ impl Value {
             Value::Counter(_) => 8,
             Value::Field { field, value } => field.len() + value.len(),
             Value::FieldCounter { field, .. } => field.len() + 8,
+            Value::Item { value, .. } => value.len() + 8,
         }
     }
 
@@ -143,6 +153,7 @@ impl Siblings {
             Value::Member(_) => Value::Member(Bytes::new()),
             Value::Field { .. } => Value::Field { field: Bytes::new(), value: Bytes::new() },
             Value::FieldCounter { total, .. } => Value::FieldCounter { field: Bytes::new(), total: *total },
+            Value::Item { rank, .. } => Value::Item { rank: *rank, value: Bytes::new() },
             Value::Counter(n) => Value::Counter(*n),
         };
         Siblings {

@@ -1,0 +1,101 @@
+//! Lists: LPUSH, RPUSH, LPOP, RPOP, LREM, LTRIM (typed writes, see [`crate::crdt::list`]) and LRANGE, LLEN,
+//! LINDEX (quorum reads of the merged list), with Redis's replies.
+
+use bytes::Bytes;
+
+use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, read_typed, syntax_error};
+use crate::crdt::{Kind, Op, OpReply, list};
+use crate::resp::Reply;
+
+/// LPUSH and RPUSH: the list's length after the push.
+pub async fn push(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    let max = node.config.limits.max_value_bytes;
+    if let Some(v) = args[2..].iter().find(|v| v.len() > max) {
+        return Reply::error(format!("ERR value is {} bytes, larger than max_value_bytes ({max})", v.len()));
+    }
+    let op = Op::ListPush { head: name == "lpush", values: args[2..].to_vec() };
+    integer_reply(node.coordinator.apply(key.clone(), op, None).await)
+}
+
+/// LPOP and RPOP key [count]: one element or nil; with a count an array (nil when the list is missing).
+pub async fn pop(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let key = &args[1];
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    let count = match args.len() {
+        2 => None,
+        3 => match parse_int(&args[2]) {
+            Ok(n) if n >= 0 => Some(n as usize),
+            _ => return Reply::error("ERR value is out of range, must be positive"),
+        },
+        _ => return syntax_error(),
+    };
+    let op = Op::ListPop { head: name == "lpop", count: count.unwrap_or(1) };
+    match node.coordinator.apply(key.clone(), op, None).await {
+        Ok(OpReply::Members(items)) => match count {
+            None => items.into_iter().next().map_or(Reply::Nil, Reply::Bulk),
+            Some(_) if items.is_empty() => Reply::Nil,
+            Some(_) => Reply::Array(items.into_iter().map(Reply::Bulk).collect()),
+        },
+        Ok(other) => unreachable!("a pop answers items, not {other:?}"),
+        Err(e) => coord_error(e),
+    }
+}
+
+/// LREM key count element: how many were removed.
+pub async fn lrem(node: &NodeContext, args: &[Bytes]) -> Reply {
+    if let Err(r) = check_key(node, &args[1]) {
+        return r;
+    }
+    let count = match parse_int(&args[2]) {
+        Ok(n) => n,
+        Err(r) => return r,
+    };
+    let op = Op::ListRemove { count, value: args[3].clone() };
+    integer_reply(node.coordinator.apply(args[1].clone(), op, None).await)
+}
+
+/// LTRIM key start stop: OK.
+pub async fn ltrim(node: &NodeContext, args: &[Bytes]) -> Reply {
+    if let Err(r) = check_key(node, &args[1]) {
+        return r;
+    }
+    let (start, stop) = match (parse_int(&args[2]), parse_int(&args[3])) {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(r), _) | (_, Err(r)) => return r,
+    };
+    match integer_reply(node.coordinator.apply(args[1].clone(), Op::ListTrim { start, stop }, None).await) {
+        Reply::Integer(_) => Reply::ok(),
+        other => other,
+    }
+}
+
+/// LRANGE, LLEN and LINDEX, after a quorum read.
+pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let ints: Result<Vec<i64>, Reply> = args[2..].iter().map(|a| parse_int(a)).collect();
+    let ints = match ints {
+        Ok(i) => i,
+        Err(r) => return r,
+    };
+    let values = match read_typed(node, &args[1], Kind::List).await {
+        Ok(s) => s.map(|s| list::values(&s)).unwrap_or_default(),
+        Err(reply) => return reply,
+    };
+    match name {
+        "llen" => Reply::Integer(values.len() as i64),
+        "lrange" => {
+            let range = list::index_range(ints[0], ints[1], values.len());
+            Reply::Array(values[range].iter().cloned().map(Reply::Bulk).collect())
+        }
+        "lindex" => {
+            let i = if ints[0] < 0 { values.len() as i64 + ints[0] } else { ints[0] };
+            usize::try_from(i).ok().and_then(|i| values.get(i)).cloned().map_or(Reply::Nil, Reply::Bulk)
+        }
+        other => unreachable!("'{other}' is not a list read"),
+    }
+}
