@@ -1,56 +1,63 @@
 //! Counters: INCR and its family as a PN-counter whose per-actor slots are dotted versions.
 //!
-//! A counter key holds one [`Value::Counter`] entry per actor that ever coordinated an increment of it: that
-//! actor's running total. An increment coordinated by actor A replaces A's own entry (its context covers only
-//! that entry's dot) with the old total plus the increment, under a fresh dot. So:
+//! A counter key holds one [`Value::Counter`] entry per actor that ever coordinated an increment of it (that
+//! actor's running total of increments) and, when it began as a string holding an integer, a
+//! [`Value::CounterBase`] with that integer. Its value is the base plus the sum of the entries. An increment
+//! coordinated by actor A replaces A's own entry (exactly that version) with its total plus the increment, under a
+//! fresh dot. So:
 //!
 //! * replication is idempotent: a replica merges entries by dot, and the newer entry of an actor supersedes the
-//!   older one everywhere (its dot covers it), so no increment is counted twice, and none is lost, since every
-//!   entry carries its actor's whole history;
-//! * increments coordinated by different actors never cover each other's entries, so concurrent increments all
-//!   count (the value is the sum of the entries);
-//! * a DEL, or a SET, covers the entries its coordinator had seen, and only those: an increment it had not seen
+//!   older one everywhere (the newer one's context covers its dot), so no increment is counted twice, and none is
+//!   lost, since every entry carries its actor's whole history;
+//! * increments coordinated by different actors never touch each other's entries, so concurrent increments all
+//!   count;
+//! * two nodes that turn the same string into a counter at once both keep it as the base (the newest base counts,
+//!   once) and add their increments as entries: `SET n 10` then two concurrent `INCR n` give 12;
+//! * a DEL, or a SET, covers the versions its coordinator had seen, and only those: an increment it had not seen
 //!   survives it (Riak's reset-remove counter, Redis Active-Active's "observed reset").
 //!
 //! Metadata is one entry per actor (a node and its epoch) that incremented the key, however many increments.
 
-use super::{Kind, OpError, kind};
+use super::{Kind, OpError, Stamp, drop_other_kinds, kind};
 use crate::config::PlainSiblings;
-use crate::versioning::{Actor, Dot, Siblings, Value, VersionVector};
+use crate::versioning::{Siblings, Value};
 
-/// An increment planned on the coordinator's state: what it covers and the entry it writes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Increment {
-    /// The versions the new entry supersedes: the actor's previous entry, and versions of another kind.
-    pub covered: VersionVector,
-    /// The actor's new running total.
-    pub entry: i64,
-    /// The counter's value after the increment, as the coordinator knows it (the reply to INCR).
-    pub total: i64,
-}
-
-/// The counter's value: the sum of its live entries (a key of another kind, or none, sums to 0).
+/// The counter's value: its newest base plus the sum of its live entries (a key of another kind sums to 0).
 pub fn total(state: &Siblings) -> i128 {
-    entries(state).map(|(_, n)| i128::from(n)).sum()
+    let base = state
+        .versions()
+        .iter()
+        .filter_map(|v| match v.value {
+            Some(Value::CounterBase(b)) => Some(((v.timestamp_ms, v.dot), b)),
+            _ => None,
+        })
+        .max_by_key(|(at, _)| *at)
+        .map_or(0, |(_, b)| i128::from(b));
+    base + state
+        .versions()
+        .iter()
+        .filter_map(|v| match v.value {
+            Some(Value::Counter(n)) => Some(i128::from(n)),
+            _ => None,
+        })
+        .sum::<i128>()
 }
 
-/// The live counter entries of a state: (dot, running total).
-fn entries(state: &Siblings) -> impl Iterator<Item = (Dot, i64)> + '_ {
-    state.versions().iter().filter_map(|v| match v.value {
-        Some(Value::Counter(n)) => Some((v.dot, n)),
-        _ => None,
-    })
-}
-
-/// Plans an increment of `state` by `by`, coordinated by `actor`. A key that holds a string counts from its
-/// value when that is an integer, as Redis does; `siblings` says which of several concurrent strings counts.
-pub fn plan(state: &Siblings, actor: Actor, by: i64, siblings: PlainSiblings) -> Result<Increment, OpError> {
+/// INCRBY on `state` (the coordinator's replica, merged with its quorum read): adds `by`, counting a missing key
+/// from 0 and a string from its integer value (`siblings` says which of several concurrent strings). Returns the
+/// counter's value after it.
+pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, OpError> {
+    let covered = state.context().clone();
     match kind(state) {
         Some(Kind::Set | Kind::Hash | Kind::List) => Err(OpError::WrongType),
-        None => Ok(Increment { covered: state.context().clone(), entry: by, total: by }),
+        None => {
+            // Nothing live: supersede whatever was seen (tombstones) and start the actor's entry.
+            state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(by)));
+            Ok(by)
+        }
         Some(Kind::String) => {
             let count = state.live_values().count();
-            if count > 1 && siblings == PlainSiblings::Error {
+            if count > 1 && stamp.siblings == PlainSiblings::Error {
                 return Err(OpError::Siblings { count });
             }
             let current = match state.newest_live() {
@@ -58,37 +65,31 @@ pub fn plan(state: &Siblings, actor: Actor, by: i64, siblings: PlainSiblings) ->
                 None => 0,
             };
             let total = current.checked_add(by).ok_or(OpError::Overflow)?;
-            // The string becomes a counter: everything read is superseded, as a SET would supersede it.
-            Ok(Increment { covered: state.context().clone(), entry: total, total })
+            // The string becomes the counter's base: everything read is superseded, as a SET would supersede it.
+            state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::CounterBase(current)));
+            state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(by)));
+            Ok(total)
         }
         Some(Kind::Counter) => {
-            let sum = total(state);
-            let total = i64::try_from(sum + i128::from(by)).map_err(|_| OpError::Overflow)?;
-            let own = entries(state).filter(|(d, _)| d.actor == actor).max_by_key(|(d, _)| d.counter);
-            let entry = own.map_or(0, |(_, n)| n).checked_add(by).ok_or(OpError::Overflow)?;
-            let mut covered = VersionVector::new();
-            if let Some((dot, _)) = own {
-                covered.advance(actor, dot.counter, 0);
-            }
-            // Hidden versions of another kind go too, unless covering one would also cover a live entry of its
-            // actor (a vector covers every earlier dot of an actor): then it waits for a later write.
-            let counted: Vec<Dot> = entries(state).map(|(d, _)| d).collect();
-            for v in state.versions().iter().filter(|v| v.value.as_ref().is_some_and(|x| Kind::of(x) != Kind::Counter))
-            {
-                let spares_entries =
-                    counted.iter().all(|d| d.actor != v.dot.actor || d.counter > v.dot.counter || d.actor == actor);
-                if spares_entries && covered.get(v.dot.actor) < v.dot.counter {
-                    covered.advance(v.dot.actor, v.dot.counter, 0);
-                }
-            }
-            Ok(Increment { covered, entry, total })
+            let total = i64::try_from(total(state) + i128::from(by)).map_err(|_| OpError::Overflow)?;
+            let own = state
+                .versions()
+                .iter()
+                .filter(|v| v.dot.actor == stamp.actor)
+                .filter_map(|v| match v.value {
+                    Some(Value::Counter(n)) => Some((v.dot, n)),
+                    _ => None,
+                })
+                .max_by_key(|(dot, _)| *dot)
+                .map_or(0, |(_, n)| n);
+            let entry = own.checked_add(by).ok_or(OpError::Overflow)?;
+            // The actor's previous entry goes (exactly that version), and so do hidden versions of other kinds.
+            state.remove_versions(|v| v.dot.actor == stamp.actor && matches!(v.value, Some(Value::Counter(_))));
+            drop_other_kinds(state, Kind::Counter);
+            state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(entry)));
+            Ok(total)
         }
     }
-}
-
-/// Applies a planned increment under `dot` (fresh from `actor`).
-pub fn apply(state: &mut Siblings, plan: &Increment, dot: Dot, timestamp_ms: u64) {
-    state.update_value(&plan.covered, dot, timestamp_ms, Some(Value::Counter(plan.entry)));
 }
 
 /// Parses a string as Redis parses an integer value: optional `-`, digits, no leading zeros or spaces, within
@@ -108,16 +109,25 @@ pub fn parse_integer(s: &str) -> Result<i64, OpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::versioning::{Actor, Dot, VersionVector};
     use bytes::Bytes;
     use proptest::prelude::*;
 
     const A: Actor = Actor(1);
     const B: Actor = Actor(2);
 
+    /// INCRBY through `actor`, whose dots start at `counter` (two per call at most), at time `counter`.
+    fn try_incr(s: &mut Siblings, actor: Actor, counter: u64, by: i64, rule: PlainSiblings) -> Result<i64, OpError> {
+        let next = std::cell::Cell::new(counter * 2);
+        let next_dot = || {
+            next.set(next.get() + 1);
+            Dot { actor, counter: next.get() }
+        };
+        increment(s, by, &Stamp { actor, next_dot: &next_dot, now_ms: counter, siblings: rule })
+    }
+
     fn incr(s: &mut Siblings, actor: Actor, counter: u64, by: i64) -> i64 {
-        let p = plan(s, actor, by, PlainSiblings::Error).unwrap();
-        apply(s, &p, Dot { actor, counter }, counter);
-        p.total
+        try_incr(s, actor, counter, by, PlainSiblings::Error).unwrap()
     }
 
     #[test]
@@ -140,19 +150,32 @@ mod tests {
         s.update(&VersionVector::new(), Dot { actor: B, counter: 1 }, 1, Some(Bytes::from_static(b"10")));
         assert_eq!(incr(&mut s, A, 1, 1), 11);
         assert_eq!(kind(&s), Some(Kind::Counter));
-        assert_eq!(s.sibling_count(), 1, "the string was superseded");
+        assert_eq!(s.sibling_count(), 2, "the string was superseded by a base and an entry");
         let mut t = Siblings::new();
         t.update(&VersionVector::new(), Dot { actor: B, counter: 1 }, 1, Some(Bytes::from_static(b"ten")));
-        assert_eq!(plan(&t, A, 1, PlainSiblings::Error), Err(OpError::NotAnInteger));
+        assert_eq!(try_incr(&mut t, A, 1, 1, PlainSiblings::Error), Err(OpError::NotAnInteger));
+    }
+
+    /// Two nodes turn the same integer string into a counter at once: the base counts once.
+    #[test]
+    fn concurrent_conversions_count_the_string_once() {
+        let mut s = Siblings::new();
+        s.update(&VersionVector::new(), Dot { actor: B, counter: 1 }, 1, Some(Bytes::from_static(b"10")));
+        let (mut r1, mut r2) = (s.clone(), s.clone());
+        assert_eq!(incr(&mut r1, A, 2, 1), 11);
+        assert_eq!(incr(&mut r2, B, 3, 1), 11);
+        r1.merge(&r2);
+        assert_eq!(total(&r1), 12);
+        assert_eq!(incr(&mut r1, A, 4, 5), 17);
     }
 
     #[test]
     fn overflow_is_refused() {
         let mut s = Siblings::new();
         incr(&mut s, A, 1, i64::MAX);
-        assert_eq!(plan(&s, A, 1, PlainSiblings::Error), Err(OpError::Overflow));
-        assert_eq!(plan(&s, B, 1, PlainSiblings::Error), Err(OpError::Overflow));
-        assert!(plan(&s, B, -1, PlainSiblings::Error).is_ok());
+        assert_eq!(try_incr(&mut s.clone(), A, 2, 1, PlainSiblings::Error), Err(OpError::Overflow));
+        assert_eq!(try_incr(&mut s.clone(), B, 2, 1, PlainSiblings::Error), Err(OpError::Overflow));
+        assert!(try_incr(&mut s.clone(), B, 2, -1, PlainSiblings::Error).is_ok());
     }
 
     #[test]
@@ -215,9 +238,19 @@ mod tests {
         for (t, op) in ops.iter().enumerate() {
             match *op {
                 Op::Incr { at, by } => {
-                    counters[at] += 1;
-                    let p = plan(&replicas[at], actors[at], by, PlainSiblings::Newest).unwrap();
-                    apply(&mut replicas[at], &p, Dot { actor: actors[at], counter: counters[at] }, t as u64);
+                    let next = std::cell::Cell::new(counters[at]);
+                    let next_dot = || {
+                        next.set(next.get() + 1);
+                        Dot { actor: actors[at], counter: next.get() }
+                    };
+                    let stamp = Stamp {
+                        actor: actors[at],
+                        next_dot: &next_dot,
+                        now_ms: t as u64,
+                        siblings: PlainSiblings::Newest,
+                    };
+                    increment(&mut replicas[at], by, &stamp).unwrap();
+                    counters[at] = next.get();
                     sum = sum.map(|s| s + i128::from(by));
                 }
                 Op::Set { at } | Op::Del { at } => {

@@ -6,8 +6,9 @@
 //! * HSET stamps the field's new value with a fresh dot and drops the field's versions it holds (exactly those);
 //!   two HSETs of one field through different nodes leave two versions, and a read answers the one written last
 //!   (coordinator clock, ties broken by dot): the same on every replica;
-//! * HINCRBY keeps a per-actor running total for the field, as INCR does for a key, so concurrent increments of a
-//!   field all count; HSET of the field replaces the totals it saw;
+//! * HINCRBY keeps a per-actor running total for the field, as INCR does for a key (with the field's integer
+//!   value as its base, `Value::FieldBase`), so concurrent increments of a field all count; HSET of the field
+//!   replaces the totals it saw;
 //! * HDEL drops the field's versions its read saw; a field set concurrently (unseen) survives it: add wins.
 //!
 //! Metadata is one dot per field (per actor for an incremented field), plus one tombstone at most.
@@ -23,7 +24,9 @@ use crate::versioning::{Siblings, Value, Version};
 /// The field a version belongs to, if it is a hash version.
 fn field_of(v: &Version) -> Option<&Bytes> {
     match &v.value {
-        Some(Value::Field { field, .. } | Value::FieldCounter { field, .. }) => Some(field),
+        Some(Value::Field { field, .. } | Value::FieldCounter { field, .. } | Value::FieldBase { field, .. }) => {
+            Some(field)
+        }
         _ => None,
     }
 }
@@ -34,18 +37,29 @@ fn resolve<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> Option<By
     let newest = versions.clone().max_by_key(|v| (v.timestamp_ms, v.dot))?;
     match &newest.value {
         Some(Value::Field { value, .. }) => Some(value.clone()),
-        Some(Value::FieldCounter { .. }) => Some(Bytes::from(counter_sum(versions).to_string())),
+        Some(Value::FieldCounter { .. } | Value::FieldBase { .. }) => {
+            Some(Bytes::from(counter_sum(versions).to_string()))
+        }
         _ => None,
     }
 }
 
-fn counter_sum<'a>(versions: impl Iterator<Item = &'a Version>) -> i128 {
-    versions
+/// A counted field's value: its newest base plus the sum of its per-actor entries.
+fn counter_sum<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> i128 {
+    let base = versions
+        .clone()
+        .filter_map(|v| match v.value {
+            Some(Value::FieldBase { base, .. }) => Some(((v.timestamp_ms, v.dot), base)),
+            _ => None,
+        })
+        .max_by_key(|(at, _)| *at)
+        .map_or(0, |(_, b)| i128::from(b));
+    base + versions
         .filter_map(|v| match v.value {
             Some(Value::FieldCounter { total, .. }) => Some(i128::from(total)),
             _ => None,
         })
-        .sum()
+        .sum::<i128>()
 }
 
 /// Every field of a hash key with its value, sorted by field (none for a key of another kind).
@@ -103,43 +117,48 @@ pub fn delete(state: &mut Siblings, remove: &[Bytes], stamp: &Stamp) -> Result<i
     Ok(removed as i64)
 }
 
-/// HINCRBY: adds `by` to the field's counter (a missing field counts from 0, a value from its integer). Returns
-/// the field's value after it.
+/// HINCRBY: adds `by` to the field's counter (a missing field counts from 0, a value from its integer, which
+/// becomes the counter's base). Returns the field's value after it.
 pub fn increment(state: &mut Siblings, field: &Bytes, by: i64, stamp: &Stamp) -> Result<i64, OpError> {
     check_kind(state, Kind::Hash)?;
     let of_field = |v: &&Version| field_of(v) == Some(field);
-    let newest = state.versions().iter().filter(of_field).max_by_key(|v| (v.timestamp_ms, v.dot)).cloned();
-    let (own, base) = match newest.as_ref().and_then(|v| v.value.as_ref()) {
-        // Counting already: this actor's entry carries on; the others stay.
-        Some(Value::FieldCounter { .. }) => {
-            let own = state
-                .versions()
-                .iter()
-                .filter(of_field)
-                .filter(|v| v.dot.actor == stamp.actor)
-                .find_map(|v| match v.value {
-                    Some(Value::FieldCounter { total, .. }) => Some(total),
-                    _ => None,
-                })
-                .unwrap_or(0);
-            (own, counter_sum(state.versions().iter().filter(of_field)))
-        }
-        // A value: counting starts from it, replacing it.
+    let newest = state.versions().iter().filter(of_field).max_by_key(|v| (v.timestamp_ms, v.dot));
+    let (base, counting) = match newest.and_then(|v| v.value.as_ref()) {
+        Some(Value::FieldCounter { .. } | Value::FieldBase { .. }) => (None, true),
         Some(Value::Field { value, .. }) => {
             let n = std::str::from_utf8(value).ok().and_then(|s| parse_integer(s).ok());
-            let n = n.ok_or(OpError::FieldNotAnInteger)?;
-            (n, i128::from(n))
+            (Some(n.ok_or(OpError::FieldNotAnInteger)?), false)
         }
-        _ => (0, 0),
+        _ => (None, false),
     };
-    let total = i64::try_from(base + i128::from(by)).map_err(|_| OpError::Overflow)?;
+    let current = if counting { counter_sum(state.versions().iter().filter(of_field)) } else { 0 };
+    let total =
+        i64::try_from(current + i128::from(base.unwrap_or(0)) + i128::from(by)).map_err(|_| OpError::Overflow)?;
+    let own = state
+        .versions()
+        .iter()
+        .filter(of_field)
+        .filter(|v| counting && v.dot.actor == stamp.actor)
+        .filter_map(|v| match v.value {
+            Some(Value::FieldCounter { total, .. }) => Some((v.dot, total)),
+            _ => None,
+        })
+        .max_by_key(|(dot, _)| *dot)
+        .map_or(0, |(_, n)| n);
     let entry = own.checked_add(by).ok_or(OpError::Overflow)?;
-    let counting = matches!(newest.and_then(|v| v.value), Some(Value::FieldCounter { .. }));
     drop_other_kinds(state, Kind::Hash);
+    // Counting already: only this actor's entry is replaced. Otherwise the field's versions go (a value becomes the
+    // base; hidden entries lost to it).
     state.remove_versions(|v| {
         field_of(v) == Some(field)
-            && (!counting || v.dot.actor == stamp.actor || !matches!(v.value, Some(Value::FieldCounter { .. })))
+            && (!counting
+                || (v.dot.actor == stamp.actor && matches!(v.value, Some(Value::FieldCounter { .. })))
+                || matches!(v.value, Some(Value::Field { .. })))
     });
+    if let Some(base) = base {
+        let value = Value::FieldBase { field: field.clone(), base };
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+    }
     let value = Value::FieldCounter { field: field.clone(), total: entry };
     state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
     Ok(total)
@@ -206,5 +225,13 @@ mod tests {
         assert_eq!(get(&m, &b("name")), Some(b("bob")), "written last");
         // The next HINCRBY through node 1 counts from the merged 5.
         assert_eq!(run(&mut m, 1, &c1, 5, Op::HashIncr { field: b("hits"), by: 1 }), Ok(OpReply::Integer(6)));
+        // Two nodes start counting from the same value at once: it counts once.
+        let mut s = Siblings::new();
+        run(&mut s, 1, &c1, 6, hset(&[("n", "10")])).unwrap();
+        let (mut a, mut b_) = (s.clone(), s.clone());
+        run(&mut a, 1, &c1, 7, Op::HashIncr { field: b("n"), by: 1 }).unwrap();
+        run(&mut b_, 2, &c2, 8, Op::HashIncr { field: b("n"), by: 2 }).unwrap();
+        a.merge(&b_);
+        assert_eq!(get(&a, &b("n")), Some(b("13")));
     }
 }

@@ -44,9 +44,9 @@ impl Kind {
     pub fn of(value: &Value) -> Kind {
         match value {
             Value::String(_) => Kind::String,
-            Value::Counter(_) => Kind::Counter,
+            Value::Counter(_) | Value::CounterBase(_) => Kind::Counter,
             Value::Member(_) => Kind::Set,
-            Value::Field { .. } | Value::FieldCounter { .. } => Kind::Hash,
+            Value::Field { .. } | Value::FieldCounter { .. } | Value::FieldBase { .. } => Kind::Hash,
             Value::Item { .. } => Kind::List,
         }
     }
@@ -219,11 +219,7 @@ pub struct Stamp<'a> {
 /// state is unchanged.
 pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
     match op {
-        Op::Increment { by } => {
-            let plan = counter::plan(state, stamp.actor, *by, stamp.siblings)?;
-            counter::apply(state, &plan, (stamp.next_dot)(), stamp.now_ms);
-            Ok(OpReply::Integer(plan.total))
-        }
+        Op::Increment { by } => counter::increment(state, *by, stamp).map(OpReply::Integer),
         Op::SetAdd { members } => set::add(state, members, stamp).map(OpReply::Integer),
         Op::SetRemove { members } => set::remove(state, members, stamp).map(OpReply::Integer),
         Op::SetPop { count, seed } => {

@@ -26,6 +26,8 @@ pub enum Value {
     /// most one entry per actor (each increment supersedes its actor's previous entry), and its value is the sum of
     /// the entries: a PN-counter whose per-actor slots are dotted, so a DELETE removes exactly the entries it saw.
     Counter(i64),
+    /// A counter's base: the integer a string held when an INCR made it a counter. The newest base counts, once.
+    CounterBase(i64),
     /// A set's member (SADD): the set is the members of its live versions (an add-wins observed-remove set: a
     /// remove drops the versions it saw, and an add it did not see survives it).
     Member(Bytes),
@@ -45,6 +47,13 @@ pub enum Value {
         rank: i64,
         /// The element.
         value: Bytes,
+    },
+    /// A hash field's counter base (HINCRBY of a field holding an integer): as [`Value::CounterBase`], per field.
+    FieldBase {
+        /// The field.
+        field: Bytes,
+        /// The integer the field held.
+        base: i64,
     },
     /// A hash field's counter entry (HINCRBY): as [`Value::Counter`], per field.
     FieldCounter {
@@ -68,9 +77,9 @@ impl Value {
     pub fn len(&self) -> usize {
         match self {
             Value::String(b) | Value::Member(b) => b.len(),
-            Value::Counter(_) => 8,
+            Value::Counter(_) | Value::CounterBase(_) => 8,
             Value::Field { field, value } => field.len() + value.len(),
-            Value::FieldCounter { field, .. } => field.len() + 8,
+            Value::FieldCounter { field, .. } | Value::FieldBase { field, .. } => field.len() + 8,
             Value::Item { value, .. } => value.len() + 8,
         }
     }
@@ -153,8 +162,10 @@ impl Siblings {
             Value::Member(_) => Value::Member(Bytes::new()),
             Value::Field { .. } => Value::Field { field: Bytes::new(), value: Bytes::new() },
             Value::FieldCounter { total, .. } => Value::FieldCounter { field: Bytes::new(), total: *total },
+            Value::FieldBase { base, .. } => Value::FieldBase { field: Bytes::new(), base: *base },
             Value::Item { rank, .. } => Value::Item { rank: *rank, value: Bytes::new() },
             Value::Counter(n) => Value::Counter(*n),
+            Value::CounterBase(n) => Value::CounterBase(*n),
         };
         Siblings {
             context: self.context.clone(),
