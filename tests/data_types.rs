@@ -324,3 +324,52 @@ async fn list_pushes_through_every_node_all_land() {
     let mut c2 = nodes[2].conn().await;
     assert_eq!(cmd::<Vec<String>>(&mut c2, &["LRANGE", "q", "0", "-1"]).await, all, "one order on every node");
 }
+
+#[tokio::test]
+async fn sorted_sets_answer_as_redis_does() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<i64>(&mut c, &["ZADD", "z", "1", "a", "2", "b", "3", "c"]).await, 3);
+    assert_eq!(cmd::<i64>(&mut c, &["ZADD", "z", "CH", "5", "a", "2", "b", "0.5", "d"]).await, 2);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "0", "-1"]).await, ["d", "b", "c", "a"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "0", "1", "WITHSCORES"]).await, ["d", "0.5", "b", "2"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "0", "0", "REV"]).await, ["a"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "(1", "5", "BYSCORE", "LIMIT", "1", "5"]).await, ["c", "a"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "+inf", "3", "BYSCORE", "REV"]).await, ["a", "c"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGEBYSCORE", "z", "-inf", "(3"]).await, ["d", "b"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZREVRANGEBYSCORE", "z", "5", "3"]).await, ["a", "c"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZREVRANGE", "z", "0", "1"]).await, ["a", "c"]);
+    assert_eq!(cmd::<i64>(&mut c, &["ZCOUNT", "z", "2", "+inf"]).await, 3);
+    assert_eq!(cmd::<i64>(&mut c, &["ZCARD", "z"]).await, 4);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["ZSCORE", "z", "d"]).await.as_deref(), Some("0.5"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["ZSCORE", "z", "none"]).await, None);
+    assert_eq!(
+        cmd::<Vec<Option<String>>>(&mut c, &["ZMSCORE", "z", "a", "x"]).await,
+        vec![Some("5".to_string()), None]
+    );
+    assert_eq!(cmd::<Option<i64>>(&mut c, &["ZRANK", "z", "c"]).await, Some(2));
+    assert_eq!(cmd::<Option<i64>>(&mut c, &["ZREVRANK", "z", "c"]).await, Some(1));
+    assert_eq!(cmd::<Option<i64>>(&mut c, &["ZRANK", "z", "none"]).await, None);
+    assert_eq!(cmd::<String>(&mut c, &["ZINCRBY", "z", "2.5", "d"]).await, "3");
+    assert_eq!(cmd::<String>(&mut c, &["ZADD", "z", "INCR", "1", "d"]).await, "4");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["ZADD", "z", "NX", "INCR", "1", "d"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c, &["ZADD", "z", "XX", "9", "nope"]).await, 0);
+    assert_eq!(cmd::<i64>(&mut c, &["ZADD", "z", "GT", "CH", "1", "a", "6", "b"]).await, 1);
+    assert!(err(&mut c, &["ZADD", "z", "NX", "XX", "1", "a"]).await.contains("not compatible"));
+    assert!(err(&mut c, &["ZADD", "z", "GT", "LT", "1", "a"]).await.contains("not compatible"));
+    assert!(err(&mut c, &["ZADD", "z", "x", "a"]).await.contains("not a valid float"));
+    assert!(err(&mut c, &["ZADD", "z", "1", "a", "2"]).await.contains("syntax error"));
+    assert!(err(&mut c, &["ZADD", "z", "INCR", "1", "a", "2", "b"]).await.contains("single increment"));
+    assert!(err(&mut c, &["ZCOUNT", "z", "x", "1"]).await.contains("min or max is not a float"));
+    assert!(err(&mut c, &["ZRANGE", "z", "0", "1", "LIMIT", "0", "1"]).await.contains("LIMIT is only supported"));
+    assert!(err(&mut c, &["ZINCRBY", "z", "nan", "a"]).await.contains("not a valid float"));
+    assert_eq!(cmd::<i64>(&mut c, &["ZREM", "z", "c", "nope"]).await, 1);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZPOPMIN", "z"]).await, ["d", "4"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZPOPMAX", "z", "5"]).await, ["b", "6", "a", "5"]);
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["ZPOPMIN", "z"]).await, Vec::<String>::new());
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "z"]).await, 0);
+    let _: i64 = cmd(&mut c, &["ZADD", "z2", "1", "m"]).await;
+    assert_eq!(cmd::<String>(&mut c, &["TYPE", "z2"]).await, "zset");
+    let e = err(&mut c, &["LPUSH", "z2", "x"]).await;
+    assert!(e.contains("WRONGTYPE"), "{e}");
+}

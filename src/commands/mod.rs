@@ -23,6 +23,7 @@ mod sets;
 mod slowlog;
 pub mod table;
 mod transaction;
+mod zsets;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -294,6 +295,12 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "lrem" => lists::lrem(node, args).await,
         "ltrim" => lists::ltrim(node, args).await,
         "lrange" | "llen" | "lindex" => lists::read(node, name, args).await,
+        "zadd" => zsets::zadd(node, args).await,
+        "zincrby" => zsets::zincrby(node, args).await,
+        "zrem" => zsets::zrem(node, args).await,
+        "zpopmin" | "zpopmax" => zsets::zpop(node, name, args).await,
+        "zscore" | "zmscore" | "zcard" | "zcount" | "zrank" | "zrevrank" | "zrange" | "zrangebyscore" | "zrevrange"
+        | "zrevrangebyscore" => zsets::read(node, name, args).await,
         other => unreachable!("'{other}' is not a data command"),
     }
 }
@@ -307,6 +314,8 @@ const DATA_COMMANDS: &[&str] = &[
     "hset", "hmset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "hget", "hmget", "hgetall", "hlen", "hexists",
     "hkeys", "hvals", "hstrlen",
     "lpush", "rpush", "lpop", "rpop", "lrem", "ltrim", "lrange", "llen", "lindex",
+    "zadd", "zincrby", "zrem", "zpopmin", "zpopmax", "zscore", "zmscore", "zcard", "zcount", "zrank", "zrevrank",
+    "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore",
 ];
 
 /// The one key of a data command that names exactly one (by the table's key positions), if it does.

@@ -49,7 +49,7 @@ pub fn total(state: &Siblings) -> i128 {
 pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, OpError> {
     let covered = state.context().clone();
     match kind(state) {
-        Some(Kind::Set | Kind::Hash | Kind::List) => Err(OpError::WrongType),
+        Some(Kind::Set | Kind::Hash | Kind::List | Kind::ZSet) => Err(OpError::WrongType),
         None => {
             // Nothing live: supersede whatever was seen (tombstones) and start the actor's entry.
             state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(by)));

@@ -17,6 +17,7 @@ pub mod counter;
 pub mod hash;
 pub mod list;
 pub mod set;
+pub mod zset;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,8 @@ pub enum Kind {
     Hash,
     /// Written by LPUSH and RPUSH: items ordered by rank.
     List,
+    /// Written by ZADD and ZINCRBY: members with scores.
+    ZSet,
 }
 
 impl Kind {
@@ -48,6 +51,7 @@ impl Kind {
             Value::Member(_) => Kind::Set,
             Value::Field { .. } | Value::FieldCounter { .. } | Value::FieldBase { .. } => Kind::Hash,
             Value::Item { .. } => Kind::List,
+            Value::Scored { .. } | Value::ScoreBase { .. } | Value::ScoreIncr { .. } => Kind::ZSet,
         }
     }
 
@@ -58,6 +62,7 @@ impl Kind {
             Kind::Set => "set",
             Kind::Hash => "hash",
             Kind::List => "list",
+            Kind::ZSet => "zset",
         }
     }
 }
@@ -83,7 +88,7 @@ pub struct Folded {
 pub fn fold(state: &Siblings) -> Folded {
     let kind = kind(state);
     match kind {
-        None | Some(Kind::Set | Kind::Hash | Kind::List) => Folded { kind, ..Folded::default() },
+        None | Some(Kind::Set | Kind::Hash | Kind::List | Kind::ZSet) => Folded { kind, ..Folded::default() },
         Some(Kind::String) => {
             Folded { kind, values: state.live_values().cloned().collect(), newest: state.newest_live().cloned() }
         }
@@ -159,6 +164,32 @@ pub enum Op {
         /// The element.
         value: Bytes,
     },
+    /// ZADD.
+    ZAdd {
+        /// (score as `f64::to_bits`, member) pairs.
+        entries: Vec<(u64, Bytes)>,
+        /// Its options.
+        flags: zset::AddFlags,
+    },
+    /// ZINCRBY (and ZADD INCR without options).
+    ZIncr {
+        /// The member.
+        member: Bytes,
+        /// The increment, as `f64::to_bits`.
+        by: u64,
+    },
+    /// ZREM.
+    ZRemove {
+        /// Members to remove.
+        members: Vec<Bytes>,
+    },
+    /// ZPOPMIN (or ZPOPMAX with `max`).
+    ZPop {
+        /// Pop the highest scores.
+        max: bool,
+        /// How many.
+        count: usize,
+    },
     /// LTRIM.
     ListTrim {
         /// First index kept (Redis's index rules, negative from the end).
@@ -173,8 +204,10 @@ pub enum Op {
 pub enum OpReply {
     /// A count or a counter's value.
     Integer(i64),
-    /// Members (SPOP).
+    /// Members (SPOP), items (LPOP), or members and scores in turn (ZPOPMIN).
     Members(Vec<Bytes>),
+    /// One string or nil (a score from ZINCRBY or ZADD INCR).
+    Bulk(Option<Bytes>),
 }
 
 /// Why a typed write cannot apply; nothing is written.
@@ -186,6 +219,9 @@ pub enum OpError {
     /// The key holds a string that is not a 64-bit integer (Redis's words).
     #[error("ERR value is not an integer or out of range")]
     NotAnInteger,
+    /// A score increment would give NaN (Redis's words).
+    #[error("ERR resulting score is not a number (NaN)")]
+    NotANumber,
     /// The hash field holds a value that is not a 64-bit integer (Redis's words).
     #[error("ERR hash value is not an integer")]
     FieldNotAnInteger,
@@ -234,6 +270,12 @@ pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, Op
         Op::ListPop { head, count } => list::pop(state, *head, *count, stamp).map(OpReply::Members),
         Op::ListRemove { count, value } => list::remove(state, *count, value, stamp).map(OpReply::Integer),
         Op::ListTrim { start, stop } => list::trim(state, *start, *stop, stamp).map(OpReply::Integer),
+        Op::ZAdd { entries, flags } => zset::add(state, entries, *flags, stamp),
+        Op::ZIncr { member, by } => {
+            zset::increment(state, member, f64::from_bits(*by), stamp).map(|s| OpReply::Bulk(Some(zset::format(s))))
+        }
+        Op::ZRemove { members } => zset::remove(state, members, stamp).map(OpReply::Integer),
+        Op::ZPop { max, count } => zset::pop(state, *max, *count, stamp).map(OpReply::Members),
     }
 }
 

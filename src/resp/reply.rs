@@ -34,6 +34,10 @@ pub enum Reply {
     Map(Vec<(Reply, Reply)>),
     /// A set in RESP3 (SMEMBERS); an array in RESP2.
     Set(Vec<Reply>),
+    /// A double in RESP3 (a score); in RESP2 its text as Redis prints it.
+    Double(f64),
+    /// An array of 2-element arrays in RESP3 (members with scores); one flat array in RESP2.
+    Pairs(Vec<(Reply, Reply)>),
 }
 
 impl Reply {
@@ -84,9 +88,10 @@ impl Reply {
             Reply::Array(items) | Reply::Set(items) => {
                 Frame2::Array(items.into_iter().map(Reply::into_resp2).collect())
             }
-            Reply::Map(pairs) => {
+            Reply::Map(pairs) | Reply::Pairs(pairs) => {
                 Frame2::Array(pairs.into_iter().flat_map(|(k, v)| [k.into_resp2(), v.into_resp2()]).collect())
             }
+            Reply::Double(x) => Frame2::BulkString(crate::crdt::zset::format(x)),
         }
     }
 
@@ -103,6 +108,14 @@ impl Reply {
             Reply::Set(items) => {
                 Frame3::Set { data: items.into_iter().map(Reply::into_resp3).collect(), attributes: None }
             }
+            Reply::Double(x) => Frame3::Double { data: x, attributes: None },
+            Reply::Pairs(pairs) => Frame3::Array {
+                data: pairs
+                    .into_iter()
+                    .map(|(k, v)| Frame3::Array { data: vec![k.into_resp3(), v.into_resp3()], attributes: None })
+                    .collect(),
+                attributes: None,
+            },
             Reply::Map(pairs) => {
                 let mut data = FrameMap::with_capacity(pairs.len());
                 for (k, v) in pairs {

@@ -48,6 +48,28 @@ pub enum Value {
         /// The element.
         value: Bytes,
     },
+    /// A sorted set's member with the score ZADD gave it (IEEE 754 bits): concurrent scores of one member resolve
+    /// by last writer.
+    Scored {
+        /// The member.
+        member: Bytes,
+        /// Its score, as `f64::to_bits`.
+        score: u64,
+    },
+    /// A sorted set member's score base (ZINCRBY of a member with a ZADD score), as [`Value::CounterBase`].
+    ScoreBase {
+        /// The member.
+        member: Bytes,
+        /// The score it had, as `f64::to_bits`.
+        base: u64,
+    },
+    /// A sorted set member's per-actor running total of ZINCRBY increments, as [`Value::Counter`].
+    ScoreIncr {
+        /// The member.
+        member: Bytes,
+        /// The actor's total, as `f64::to_bits`.
+        total: u64,
+    },
     /// A hash field's counter base (HINCRBY of a field holding an integer): as [`Value::CounterBase`], per field.
     FieldBase {
         /// The field.
@@ -81,6 +103,9 @@ impl Value {
             Value::Field { field, value } => field.len() + value.len(),
             Value::FieldCounter { field, .. } | Value::FieldBase { field, .. } => field.len() + 8,
             Value::Item { value, .. } => value.len() + 8,
+            Value::Scored { member, .. } | Value::ScoreBase { member, .. } | Value::ScoreIncr { member, .. } => {
+                member.len() + 8
+            }
         }
     }
 
@@ -164,6 +189,9 @@ impl Siblings {
             Value::FieldCounter { total, .. } => Value::FieldCounter { field: Bytes::new(), total: *total },
             Value::FieldBase { base, .. } => Value::FieldBase { field: Bytes::new(), base: *base },
             Value::Item { rank, .. } => Value::Item { rank: *rank, value: Bytes::new() },
+            Value::Scored { score, .. } => Value::Scored { member: Bytes::new(), score: *score },
+            Value::ScoreBase { base, .. } => Value::ScoreBase { member: Bytes::new(), base: *base },
+            Value::ScoreIncr { total, .. } => Value::ScoreIncr { member: Bytes::new(), total: *total },
             Value::Counter(n) => Value::Counter(*n),
             Value::CounterBase(n) => Value::CounterBase(*n),
         };
