@@ -168,7 +168,7 @@ pub fn add(state: &mut Siblings, entries: &[(u64, Bytes)], flags: AddFlags, stam
         let current = score(state, member);
         let write = match current {
             None => !flags.xx,
-            Some(c) => !flags.nx && !(flags.gt && new <= c) && !(flags.lt && new >= c) && c != new,
+            Some(c) => !(flags.nx || c == new || flags.gt && new <= c || flags.lt && new >= c),
         };
         if write {
             added += i64::from(current.is_none());
