@@ -492,6 +492,8 @@ class Client(threading.Thread):
         sent = False
         if self.cluster.args.workload in ("counter", "counter-blind"):
             return self.one_increment(now, key, node)
+        if self.cluster.args.workload == "sadd":
+            return self.one_set_op(now, key, node)
         try:
             conn = self.connect(node)
             siblings, ctx = conn.call("GET", key)
@@ -531,6 +533,42 @@ class Client(threading.Thread):
         op["t1"] = round(time.time() - self.t_start, 3)
         self.history.add(op, observed)
 
+
+    def one_set_op(self, now, key, node):
+        """The set workload: SADD a fresh element, and one time in five SREM an element this client added earlier
+        (after that add was acknowledged). The checker wants every acknowledged add present unless its remove was
+        acknowledged."""
+        self.seq += 1
+        removable = getattr(self, "added", [])
+        remove = removable and self.rng.random() < 0.2
+        if remove:
+            key, elem = removable.pop(self.rng.randrange(len(removable)))
+        else:
+            elem = f"c{self.cid}-{self.seq}"
+        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem,
+              "kind": "srem" if remove else "sadd", "siblings": None, "ctx": None}  # fmt: skip
+        sent = False
+        try:
+            conn = self.connect(node)
+            sent = True
+            reply = conn.call("SREM" if remove else "SADD", key, elem)
+            op["outcome"] = "ok" if isinstance(reply, int) else "fail"
+            op["detail"] = str(reply)
+        except RespError as e:
+            op["outcome"] = "fail"
+            op["detail"] = str(e)[:80]
+        except (socket.timeout, OSError, ConnectionError) as e:
+            op["outcome"] = "timeout"
+            op["detail"] = type(e).__name__
+            self.drop()
+            time.sleep(0.05)
+        if op["outcome"] != "ok":
+            self.detour = True
+        elif not remove:
+            self.added = removable + [(key, elem)]
+        op["sent"] = sent
+        op["t1"] = round(time.time() - self.t_start, 3)
+        self.history.add(op, set())
 
     def one_increment(self, now, key, node):
         """The counter workload: INCRBY by a small amount; the checker sums what was acknowledged."""
@@ -740,8 +778,11 @@ def final_reads(cluster, keys):
             node = cluster.nodes[m]
             for attempt in range(10):
                 try:
-                    siblings, _ctx = node.call("GET", key)
-                    result[key][m] = parse_elements(siblings)
+                    if cluster.args.workload == "sadd":
+                        result[key][m] = {x.decode() for x in node.call("SMEMBERS", key)}
+                    else:
+                        siblings, _ctx = node.call("GET", key)
+                        result[key][m] = parse_elements(siblings)
                     break
                 except (OSError, RespError, ConnectionError) as e:
                     if attempt == 9:
@@ -820,11 +861,13 @@ def main():
     ap.add_argument(
         "--workload",
         default="set",
-        choices=["set", "blind", "counter", "counter-blind"],
+        choices=["set", "blind", "counter", "counter-blind", "sadd"],
         help="set: read, merge siblings, write with the context (the cart); blind: the same without the context "
         "(last-write-wins use, which must lose writes: checks the checker); counter: INCRBY, and every counter "
         "must end between its acknowledged increments and those plus the ones of unknown outcome; counter-blind: "
-        "GET then SET the sum, which must lose increments: checks the counter checker",
+        "GET then SET the sum, which must lose increments: checks the counter checker; sadd: SADD fresh elements "
+        "and SREM some acknowledged ones, and every acknowledged add must be present unless its remove was "
+        "acknowledged",
     )
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument(
@@ -949,6 +992,26 @@ def run(args, cluster, schedule, out):
         wrong = check_counters(ops, final)
         lost = [w for w in wrong if w["value"] and int(w["value"][0]) < w["acked"] or not w["value"] and w["acked"]]
         unexpected = [w for w in wrong if w not in lost]
+    elif args.workload == "sadd":
+        # A remove that was sent may have applied even when it failed (a coordinator that did not answer, a quorum
+        # not met): its element may be gone. Only an acknowledged one must have taken.
+        removed = {op["elem"] for op in ops if op["kind"] == "srem" and op["sent"]}
+        acked_removes = {op["elem"] for op in ops if op["kind"] == "srem" and op["outcome"] == "ok"}
+        acked = {op["elem"]: op for op in ops if op["kind"] == "sadd" and op["outcome"] == "ok"}
+        attempted = {op["elem"] for op in ops if op["kind"] == "sadd" and op["sent"]}
+        lost = []
+        for elem, op in acked.items():
+            missing = [m for m, got in final[op["key"]].items() if elem not in got]
+            if missing and elem not in removed:
+                lost.append(
+                    {"elem": elem, "key": op["key"], "acked_at": op["t1"], "via": op["node"], "missing_on": missing}
+                )
+        seen_final = set().union(*(s for per in final.values() for s in per.values()))
+        unexpected = sorted(seen_final - attempted)
+        # Informational: a remove acknowledged after its add's acknowledgement should have taken.
+        kept = sorted(e for e in acked_removes if any(e in got for per in final.values() for got in per.values()))
+        if kept:
+            log(f"{len(kept)} acknowledged removes did not take (the element is still present), e.g. {kept[:5]}")
     else:
         acked = {op["elem"]: op for op in ops if op["outcome"] == "ok"}
         attempted = {op["elem"] for op in ops if op["sent"]}
