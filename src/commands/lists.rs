@@ -35,6 +35,14 @@ pub async fn pop(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
         },
         _ => return syntax_error(),
     };
+    if count == Some(0) {
+        // Nothing to pop: as Redis, an empty array for a list, nil for no key (and WRONGTYPE for another kind).
+        return match read_typed(node, key, Kind::List).await {
+            Ok(Some(state)) if crate::crdt::kind(&state).is_some() => Reply::Array(Vec::new()),
+            Ok(_) => Reply::Nil,
+            Err(reply) => reply,
+        };
+    }
     let op = Op::ListPop { head: name == "lpop", count: count.unwrap_or(1) };
     match node.coordinator.apply(key.clone(), op, None).await {
         Ok(OpReply::Members(items)) => match count {

@@ -57,6 +57,12 @@ async fn read_members(node: &NodeContext, key: &Bytes) -> Result<Vec<Bytes>, Rep
 
 /// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER and SRANDMEMBER.
 pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    // SRANDMEMBER's count is refused, as Redis does, before the key is read.
+    if name == "srandmember"
+        && let Err(r) = srandmember_count(args)
+    {
+        return r;
+    }
     let members = match read_members(node, &args[1]).await {
         Ok(m) => m,
         Err(reply) => return reply,
@@ -74,15 +80,22 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
 
 /// SRANDMEMBER key [count]: without a count one member (or nil); a positive count that many distinct members at
 /// most; a negative one exactly |count| members, repeats allowed.
-fn srandmember(members: Vec<Bytes>, args: &[Bytes]) -> Reply {
-    let count = match args.len() {
-        2 => None,
+fn srandmember_count(args: &[Bytes]) -> Result<Option<i64>, Reply> {
+    match args.len() {
+        2 => Ok(None),
         3 => match parse_int(&args[2]) {
-            Ok(n) if n > -(1 << 40) => Some(n),
-            Ok(_) => return Reply::error("ERR value is out of range"),
-            Err(r) => return r,
+            Ok(n) if n > -(1 << 40) => Ok(Some(n)),
+            Ok(_) => Err(Reply::error("ERR value is out of range")),
+            Err(r) => Err(r),
         },
-        _ => return syntax_error(),
+        _ => Err(syntax_error()),
+    }
+}
+
+fn srandmember(members: Vec<Bytes>, args: &[Bytes]) -> Reply {
+    let count = match srandmember_count(args) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let mut rng = random_seed() | 1;
     let mut next = |bound: usize| {

@@ -162,81 +162,121 @@ fn range_options(args: &[Bytes], mut q: RangeQuery) -> Result<RangeQuery, Reply>
     Ok(q)
 }
 
-/// ZSCORE, ZMSCORE, ZCARD, ZCOUNT, ZRANK, ZREVRANK and the range reads, after a quorum read.
-pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let state = match read_typed(node, &args[1], Kind::ZSet).await {
-        Ok(s) => s.unwrap_or_default(),
-        Err(reply) => return reply,
+/// A read of a sorted set, its arguments parsed (and refused, as Redis does, before the key is read).
+enum ZRead {
+    Score(Bytes),
+    MScore(Vec<Bytes>),
+    Card,
+    Count((f64, bool), (f64, bool)),
+    Rank { member: Bytes, rev: bool, with_score: bool },
+    Range(RangeQuery, Bounds),
+}
+
+/// What a range read selects.
+enum Bounds {
+    /// Redis's inclusive index range.
+    Index(i64, i64),
+    /// Minimum and maximum scores, each maybe exclusive.
+    Score((f64, bool), (f64, bool)),
+}
+
+fn parse_read(name: &str, args: &[Bytes]) -> Result<ZRead, Reply> {
+    let bounds = |a: &Bytes, b: &Bytes| match (score_bound(a), score_bound(b)) {
+        (Some(a), Some(b)) => Ok((a, b)),
+        _ => Err(Reply::error("ERR min or max is not a float")),
     };
-    match name {
-        "zscore" => zset::score(&state, &args[2]).map_or(Reply::Nil, Reply::Double),
-        "zmscore" => {
-            Reply::Array(args[2..].iter().map(|m| zset::score(&state, m).map_or(Reply::Nil, Reply::Double)).collect())
+    Ok(match name {
+        "zscore" => ZRead::Score(args[2].clone()),
+        "zmscore" => ZRead::MScore(args[2..].to_vec()),
+        "zcard" => ZRead::Card,
+        "zcount" => {
+            let (min, max) = bounds(&args[2], &args[3])?;
+            ZRead::Count(min, max)
         }
-        "zcard" => Reply::Integer(zset::members(&state).len() as i64),
-        "zcount" => match (score_bound(&args[2]), score_bound(&args[3])) {
-            (Some(min), Some(max)) => {
-                Reply::Integer(zset::members(&state).iter().filter(|(_, s)| within(*s, min, max)).count() as i64)
-            }
-            _ => Reply::error("ERR min or max is not a float"),
-        },
         "zrank" | "zrevrank" => {
             let with_score = match args.get(3) {
                 None => false,
                 Some(a) if a.eq_ignore_ascii_case(b"WITHSCORE") && args.len() == 4 => true,
-                Some(_) => return syntax_error(),
+                Some(_) => return Err(syntax_error()),
             };
+            ZRead::Rank { member: args[2].clone(), rev: name == "zrevrank", with_score }
+        }
+        _ => {
+            let base = RangeQuery {
+                by_score: name.ends_with("byscore"),
+                rev: name.starts_with("zrev"),
+                limit: None,
+                with_scores: false,
+            };
+            let q = range_options(&args[4..], base)?;
+            let b = if q.by_score {
+                // With REV (or ZREVRANGEBYSCORE) the first bound is the maximum.
+                let (a, b) = bounds(&args[2], &args[3])?;
+                if q.rev { Bounds::Score(b, a) } else { Bounds::Score(a, b) }
+            } else {
+                Bounds::Index(parse_int(&args[2])?, parse_int(&args[3])?)
+            };
+            ZRead::Range(q, b)
+        }
+    })
+}
+
+/// ZSCORE, ZMSCORE, ZCARD, ZCOUNT, ZRANK, ZREVRANK and the range reads, after a quorum read.
+pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
+    let query = match parse_read(name, args) {
+        Ok(q) => q,
+        Err(r) => return r,
+    };
+    let state = match read_typed(node, &args[1], Kind::ZSet).await {
+        Ok(s) => s.unwrap_or_default(),
+        Err(reply) => return reply,
+    };
+    match query {
+        ZRead::Score(m) => zset::score(&state, &m).map_or(Reply::Nil, Reply::Double),
+        ZRead::MScore(ms) => {
+            Reply::Array(ms.iter().map(|m| zset::score(&state, m).map_or(Reply::Nil, Reply::Double)).collect())
+        }
+        ZRead::Card => Reply::Integer(zset::members(&state).len() as i64),
+        ZRead::Count(min, max) => {
+            Reply::Integer(zset::members(&state).iter().filter(|(_, s)| within(*s, min, max)).count() as i64)
+        }
+        ZRead::Rank { member, rev, with_score } => {
             let mut all = zset::members(&state);
-            if name == "zrevrank" {
+            if rev {
                 all.reverse();
             }
-            match all.iter().position(|(m, _)| *m == args[2]) {
+            match all.iter().position(|(m, _)| *m == member) {
                 None => Reply::Nil,
                 Some(i) if with_score => Reply::Array(vec![Reply::Integer(i as i64), Reply::Double(all[i].1)]),
                 Some(i) => Reply::Integer(i as i64),
             }
         }
-        _ => range(&state, name, args),
+        ZRead::Range(q, bounds) => range(&state, &q, bounds),
     }
 }
 
 /// ZRANGE, ZRANGEBYSCORE, ZREVRANGE and ZREVRANGEBYSCORE.
-fn range(state: &crate::versioning::Siblings, name: &str, args: &[Bytes]) -> Reply {
-    let base = RangeQuery {
-        by_score: name.ends_with("byscore"),
-        rev: name.starts_with("zrev"),
-        limit: None,
-        with_scores: false,
-    };
-    let q = match range_options(&args[4..], base) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
+fn range(state: &crate::versioning::Siblings, q: &RangeQuery, bounds: Bounds) -> Reply {
     let mut all = zset::members(state);
     if q.rev {
         all.reverse();
     }
-    let picked: Vec<(Bytes, f64)> = if q.by_score {
-        // With REV (or ZREVRANGEBYSCORE) the first bound is the maximum.
-        let (a, b) = (score_bound(&args[2]), score_bound(&args[3]));
-        let (Some(a), Some(b)) = (a, b) else { return Reply::error("ERR min or max is not a float") };
-        let (min, max) = if q.rev { (b, a) } else { (a, b) };
-        let matching = all.into_iter().filter(|(_, s)| within(*s, min, max));
-        match q.limit {
-            Some((offset, _)) if offset < 0 => Vec::new(),
-            Some((offset, count)) => {
-                let count = if count < 0 { usize::MAX } else { count as usize };
-                matching.skip(offset as usize).take(count).collect()
+    let picked: Vec<(Bytes, f64)> = match bounds {
+        Bounds::Score(min, max) => {
+            let matching = all.into_iter().filter(|(_, s)| within(*s, min, max));
+            match q.limit {
+                Some((offset, _)) if offset < 0 => Vec::new(),
+                Some((offset, count)) => {
+                    let count = if count < 0 { usize::MAX } else { count as usize };
+                    matching.skip(offset as usize).take(count).collect()
+                }
+                None => matching.collect(),
             }
-            None => matching.collect(),
         }
-    } else {
-        let (start, stop) = match (parse_int(&args[2]), parse_int(&args[3])) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(r), _) | (_, Err(r)) => return r,
-        };
-        let r = crate::crdt::list::index_range(start, stop, all.len());
-        all[r].to_vec()
+        Bounds::Index(start, stop) => {
+            let r = crate::crdt::list::index_range(start, stop, all.len());
+            all[r].to_vec()
+        }
     };
     if q.with_scores {
         Reply::Pairs(picked.into_iter().map(|(m, s)| (Reply::Bulk(m), Reply::Double(s))).collect())

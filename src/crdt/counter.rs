@@ -37,7 +37,7 @@ pub fn total(state: &Siblings) -> i128 {
         .versions()
         .iter()
         .filter_map(|v| match v.value {
-            Some(Value::Counter(n)) => Some(i128::from(n)),
+            Some(Value::Counter(n)) => Some(n),
             _ => None,
         })
         .sum::<i128>()
@@ -52,7 +52,7 @@ pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, Op
         Some(Kind::Set | Kind::Hash | Kind::List | Kind::ZSet) => Err(OpError::WrongType),
         None => {
             // Nothing live: supersede whatever was seen (tombstones) and start the actor's entry.
-            state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(by)));
+            state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(i128::from(by))));
             Ok(by)
         }
         Some(Kind::String) => {
@@ -67,7 +67,12 @@ pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, Op
             let total = current.checked_add(by).ok_or(OpError::Overflow)?;
             // The string becomes the counter's base: everything read is superseded, as a SET would supersede it.
             state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::CounterBase(current)));
-            state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(by)));
+            state.update_value(
+                &Default::default(),
+                (stamp.next_dot)(),
+                stamp.now_ms,
+                Some(Value::Counter(i128::from(by))),
+            );
             Ok(total)
         }
         Some(Kind::Counter) => {
@@ -82,7 +87,7 @@ pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, Op
                 })
                 .max_by_key(|(dot, _)| *dot)
                 .map_or(0, |(_, n)| n);
-            let entry = own.checked_add(by).ok_or(OpError::Overflow)?;
+            let entry = own.checked_add(i128::from(by)).ok_or(OpError::Overflow)?;
             // The actor's previous entry goes (exactly that version), and so do hidden versions of other kinds.
             state.remove_versions(|v| v.dot.actor == stamp.actor && matches!(v.value, Some(Value::Counter(_))));
             drop_other_kinds(state, Kind::Counter);

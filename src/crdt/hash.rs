@@ -56,7 +56,7 @@ fn counter_sum<'a>(versions: impl Iterator<Item = &'a Version> + Clone) -> i128 
         .map_or(0, |(_, b)| i128::from(b));
     base + versions
         .filter_map(|v| match v.value {
-            Some(Value::FieldCounter { total, .. }) => Some(i128::from(total)),
+            Some(Value::FieldCounter { total, .. }) => Some(total),
             _ => None,
         })
         .sum::<i128>()
@@ -145,7 +145,7 @@ pub fn increment(state: &mut Siblings, field: &Bytes, by: i64, stamp: &Stamp) ->
         })
         .max_by_key(|(dot, _)| *dot)
         .map_or(0, |(_, n)| n);
-    let entry = own.checked_add(by).ok_or(OpError::Overflow)?;
+    let entry = own.checked_add(i128::from(by)).ok_or(OpError::Overflow)?;
     drop_other_kinds(state, Kind::Hash);
     // Counting already: only this actor's entry is replaced. Otherwise the field's versions go (a value becomes the
     // base; hidden entries lost to it).

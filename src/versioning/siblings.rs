@@ -25,7 +25,9 @@ pub enum Value {
     /// A counter's entry (INCR): the running total of every increment its actor coordinated. A counter key holds at
     /// most one entry per actor (each increment supersedes its actor's previous entry), and its value is the sum of
     /// the entries: a PN-counter whose per-actor slots are dotted, so a DELETE removes exactly the entries it saw.
-    Counter(i64),
+    /// 128 bits: the key's value is checked against 64 bits, but one actor's share of it may go beyond (a base
+    /// near the minimum plus increments near the maximum).
+    Counter(i128),
     /// A counter's base: the integer a string held when an INCR made it a counter. The newest base counts, once.
     CounterBase(i64),
     /// A set's member (SADD): the set is the members of its live versions (an add-wins observed-remove set: a
@@ -81,8 +83,8 @@ pub enum Value {
     FieldCounter {
         /// The field.
         field: Bytes,
-        /// The actor's running total for it.
-        total: i64,
+        /// The actor's running total for it (128 bits, as [`Value::Counter`]).
+        total: i128,
     },
 }
 

@@ -1,0 +1,281 @@
+#!/usr/bin/env python3
+"""Differential test: seeded random single-client command sequences over every data command, run against a real
+redis-server and a one-node dynamo-kv (plain mode, so GET answers as Redis does), must give identical replies, in
+RESP2 and in RESP3.
+
+Where the two differ on purpose the comparison normalises, and says why:
+- order that Redis leaves unspecified (SMEMBERS, SPOP with a count, SRANDMEMBER, HKEYS, HVALS, HGETALL): both
+  replies are sorted before comparing;
+- SPOP and SRANDMEMBER pick at random: only counts at least the set's size are generated, so the pick is the
+  whole set;
+- INCRBYFLOAT, HINCRBYFLOAT and ZRANGE BYLEX are refused by dynamo-kv (documented), so they are not generated.
+
+Usage: differential.py [--seed N] [--ops N] [--bin target/debug/dynamo-kv]. Needs redis-server on PATH.
+"""
+
+import argparse
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+
+class Resp:
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.buf = b""
+
+    def call(self, *args):
+        out = b"*%d\r\n" % len(args)
+        for a in args:
+            a = a if isinstance(a, bytes) else str(a).encode()
+            out += b"$%d\r\n%s\r\n" % (len(a), a)
+        self.sock.sendall(out)
+        return self.read()
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2 :]
+        return data
+
+    def read(self):
+        line = self.line()
+        t, rest = line[:1], line[1:]
+        if t == b"+":
+            return ("simple", rest)
+        if t == b"-":
+            return ("error", rest)
+        if t == b":":
+            return ("int", int(rest))
+        if t == b"$":
+            n = int(rest)
+            return ("nil",) if n < 0 else ("bulk", self.exact(n))
+        if t == b"_":
+            return ("nil",)
+        if t == b",":
+            return ("double", rest)
+        if t == b"#":
+            return ("bool", rest)
+        if t in (b"*", b"~"):
+            n = int(rest)
+            if n < 0:
+                return ("nil",)
+            items = [self.read() for _ in range(n)]
+            return ("array" if t == b"*" else "set", items)
+        if t == b"%":
+            n = int(rest)
+            return ("map", [(self.read(), self.read()) for _ in range(n)])
+        raise ValueError(f"unexpected reply type {line!r}")
+
+
+KEYS = [f"k{i}" for i in range(6)]
+MEMBERS = [f"m{i}" for i in range(8)]
+
+
+def num(rng):
+    return rng.choice(["0", "1", "-1", "7", "42", "-13", "1000", "x", "1.5", "9223372036854775807"])
+
+
+def score(rng):
+    return rng.choice(["0", "1", "-1", "2.5", "10", "1e3", "-0.25", "inf", "-inf", "(1", "x", "3"])
+
+
+def index(rng):
+    return str(rng.randint(-8, 8))
+
+
+def members(rng, n=None):
+    return rng.sample(MEMBERS, n or rng.randint(1, 4))
+
+
+def gen(rng):
+    """One random command (a list of strings)."""
+    k = rng.choice(KEYS)
+    m = rng.choice(MEMBERS)
+    choices = [
+        lambda: ["SET", k, rng.choice(["v", "10", "-3", "abc", "0"])],
+        lambda: ["GET", k],
+        lambda: ["DEL", k],
+        lambda: ["EXISTS", k, rng.choice(KEYS)],
+        lambda: ["TYPE", k],
+        lambda: ["STRLEN", k],
+        lambda: ["INCR", k],
+        lambda: ["DECR", k],
+        lambda: ["INCRBY", k, num(rng)],
+        lambda: ["DECRBY", k, num(rng)],
+        lambda: ["MGET", k, rng.choice(KEYS)],
+        lambda: ["SADD", k, *members(rng)],
+        lambda: ["SREM", k, *members(rng)],
+        lambda: ["SMEMBERS", k],
+        lambda: ["SISMEMBER", k, m],
+        lambda: ["SMISMEMBER", k, *members(rng)],
+        lambda: ["SCARD", k],
+        lambda: ["SPOP", k, "100"],
+        lambda: ["SRANDMEMBER", k, "100"],
+        lambda: ["HSET", k, *[x for f in members(rng) for x in (f, rng.choice(["1", "v", "-2", "abc"]))]],
+        lambda: ["HSETNX", k, m, "nx"],
+        lambda: ["HGET", k, m],
+        lambda: ["HMGET", k, *members(rng)],
+        lambda: ["HGETALL", k],
+        lambda: ["HDEL", k, *members(rng)],
+        lambda: ["HLEN", k],
+        lambda: ["HEXISTS", k, m],
+        lambda: ["HKEYS", k],
+        lambda: ["HVALS", k],
+        lambda: ["HINCRBY", k, m, num(rng)],
+        lambda: ["HSTRLEN", k, m],
+        lambda: ["LPUSH", k, *members(rng)],
+        lambda: ["RPUSH", k, *members(rng)],
+        lambda: ["LPOP", k],
+        lambda: ["RPOP", k, str(rng.randint(1, 3))],
+        lambda: ["LRANGE", k, index(rng), index(rng)],
+        lambda: ["LLEN", k],
+        lambda: ["LINDEX", k, index(rng)],
+        lambda: ["LREM", k, str(rng.randint(-2, 2)), m],
+        lambda: ["LTRIM", k, index(rng), index(rng)],
+        lambda: ["ZADD", k, *[x for f in members(rng) for x in (rng.choice(["1", "2", "2.5", "-1", "10"]), f)]],
+        lambda: ["ZADD", k, rng.choice(["NX", "XX", "GT", "LT", "CH"]), rng.choice(["1", "5", "-3"]), m],
+        lambda: ["ZADD", k, "INCR", rng.choice(["1", "0.5", "-2"]), m],
+        lambda: ["ZINCRBY", k, rng.choice(["1", "2.5", "-1", "x"]), m],
+        lambda: ["ZREM", k, *members(rng)],
+        lambda: ["ZSCORE", k, m],
+        lambda: ["ZMSCORE", k, *members(rng)],
+        lambda: ["ZCARD", k],
+        lambda: ["ZCOUNT", k, score(rng), score(rng)],
+        lambda: ["ZRANK", k, m],
+        lambda: ["ZREVRANK", k, m],
+        lambda: ["ZRANGE", k, index(rng), index(rng), *rng.choice([[], ["WITHSCORES"], ["REV"]])],
+        lambda: ["ZRANGE", k, score(rng), score(rng), "BYSCORE", *rng.choice([[], ["LIMIT", "1", "2"], ["REV"]])],
+        lambda: ["ZRANGEBYSCORE", k, score(rng), score(rng), *rng.choice([[], ["WITHSCORES"]])],
+        lambda: ["ZREVRANGE", k, index(rng), index(rng)],
+        lambda: ["ZREVRANGEBYSCORE", k, score(rng), score(rng)],
+        lambda: ["ZPOPMIN", k],
+        lambda: ["ZPOPMAX", k, str(rng.randint(1, 3))],
+        lambda: ["SETNX", k, "nx"],
+        lambda: ["SET", k, "v", rng.choice(["NX", "XX"])],
+        lambda: ["MSET", k, "1", rng.choice(KEYS), "2"],
+        lambda: ["INCRBY", k, rng.choice(["-9223372036854775808", "9223372036854775807", "-1"])],
+        lambda: ["HMSET", k, m, "1"],
+        lambda: ["LPOP", k, rng.choice(["0", "1", "5"])],
+        lambda: ["ZADD", k, *rng.sample(["GT", "LT", "CH", "NX", "XX"], 2), rng.choice(["1", "5"]), m],
+        lambda: ["ZRANGEBYSCORE", k, "-inf", "+inf", "LIMIT", str(rng.randint(-1, 2)), str(rng.randint(-1, 3))],
+        lambda: ["ZINCRBY", k, rng.choice(["inf", "-inf"]), m],
+        lambda: ["SREM", k],
+        lambda: ["HSET", k, m],
+    ]
+    return rng.choice(choices)()
+
+
+UNORDERED = {"SMEMBERS", "SPOP", "SRANDMEMBER", "HKEYS", "HVALS"}
+
+
+def normalise(cmd, reply):
+    name = cmd[0]
+    if name in UNORDERED and reply[0] in ("array", "set"):
+        return ("array", sorted(reply[1]))
+    if name == "HGETALL":
+        if reply[0] == "map":
+            return ("map", sorted(reply[1]))
+        if reply[0] == "array":
+            pairs = [(reply[1][i], reply[1][i + 1]) for i in range(0, len(reply[1]), 2)]
+            return ("array", sorted(pairs))
+    return reply
+
+
+def start_redis(port, workdir):
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", workdir],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return proc
+
+
+def start_dynamo(binary, port, workdir):
+    proc = subprocess.Popen(
+        [binary, "serve", "--node-id", "diff", "--listen", f"127.0.0.1:{port}", "--data-dir",
+         os.path.join(workdir, "data"), "--values", "plain"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    return proc
+
+
+def connect(port):
+    for _ in range(100):
+        try:
+            return Resp(port)
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def run(seed, ops, protocol, redis_port, dynamo_port):
+    rng = random.Random(seed * 10 + protocol)
+    r, d = connect(redis_port), connect(dynamo_port)
+    if protocol == 3:
+        r.call("HELLO", "3")
+        d.call("HELLO", "3")
+    for c in (r, d):
+        c.call("DEL", *KEYS)
+    mismatches = []
+    for i in range(ops):
+        cmd = gen(rng)
+        a, b = normalise(cmd, r.call(*cmd)), normalise(cmd, d.call(*cmd))
+        if a != b:
+            mismatches.append((i, cmd, a, b))
+            if len(mismatches) >= 10:
+                break
+    return mismatches
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--ops", type=int, default=3000)
+    ap.add_argument("--bin", default=os.environ.get("DYNAMO_KV_BIN", "target/debug/dynamo-kv"))
+    args = ap.parse_args()
+    if not shutil.which("redis-server"):
+        sys.exit("redis-server is not installed (Debian: apt install redis-server)")
+    workdir = tempfile.mkdtemp()
+    redis_port, dynamo_port = 16391, 16392
+    procs = [start_redis(redis_port, workdir), start_dynamo(os.path.abspath(args.bin), dynamo_port, workdir)]
+    failed = 0
+    try:
+        for protocol in (2, 3):
+            mismatches = run(args.seed, args.ops, protocol, redis_port, dynamo_port)
+            if mismatches:
+                failed += 1
+                print(f"FAIL RESP{protocol}: replies differ from redis-server (seed {args.seed}):")
+                for i, cmd, a, b in mismatches:
+                    print(f"  #{i} {' '.join(cmd)}\n    redis:     {a}\n    dynamo-kv: {b}")
+            else:
+                print(f"PASS RESP{protocol}: {args.ops} random commands (seed {args.seed}) answer as redis-server does")
+    finally:
+        for p in procs:
+            p.terminate()
+            p.wait()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(f"{2 - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
