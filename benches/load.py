@@ -155,6 +155,8 @@ def main():
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3- and 5-node N=3 R=2 W=2 clusters")
     ap.add_argument("--peer-tls", action="store_true", help="also measure the cluster with mutual TLS between nodes")
     ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
+    ap.add_argument("--suite-requests", type=int, default=2_000,
+                    help="requests per test of redis-benchmark's default suite (every data type; 0: skip)")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "dynamo-kv"))
     a = ap.parse_args()
     for tool in ("redis-server", "redis-benchmark", "redis-cli"):
@@ -182,6 +184,8 @@ def main():
         ("c50 cl", common + ["--cluster", "-c", "50", "-n", str(a.requests)]),
         ("P16 cl", common + ["--cluster", "-c", "50", "-P", "16", "-n", str(a.requests * 4)]),
     ]
+    # redis-benchmark's default suite (no -t): every test, the typed ones included, on one node and on 3 nodes.
+    suite_run = ("suite", ["-c", "50", "-n", str(a.suite_requests)])
     results = {}
     memory = {}
     group_commit = {}
@@ -207,6 +211,11 @@ def main():
                     sets = scrape('dynamo_commands_total{command="set"}') - before[1]
                     group_commit[label] = sets / max(fsyncs, 1)
                 print(f"  measured {name} {label}", file=sys.stderr, flush=True)
+            first_mode = mode is None or mode == a.modes.split(",")[0]
+            if a.suite_requests and nodes <= 3 and first_mode and not peer_tls:
+                for test, fig in bench(port, suite_run[1]).items():
+                    results[(name, "suite", test)] = fig
+                print(f"  measured {name} suite", file=sys.stderr, flush=True)
             if a.memory_keys:
                 # A fresh keyspace on top of the benchmark's 100k keys; RSS once the load settled.
                 load_keys(port, a.memory_keys, 100)
@@ -232,6 +241,18 @@ def main():
                 pr = fig[2] / base[2] if base and base[2] else float("nan")
                 print(f"{name:<20} {label:<8} {test:<5} {fig[0]:>9.0f} {fig[1]:>7.3f} {fig[2]:>7.3f} {fig[3]:>8.3f} "
                       f"{rr:>8.2f}x {pr:>8.2f}x")
+    suite_tests = [t for (n, label, t) in results if n == "redis-server" and label == "suite"]
+    if suite_tests:
+        print(f"\nredis-benchmark's default suite, -c 50 -n {a.suite_requests}: rps (ratio to redis-server)")
+        names = [n for n, _, _, _ in targets if (n, "suite", suite_tests[0]) in results]
+        print(f"{'test':<36} " + " ".join(f"{n:>22}" for n in names))
+        for test in suite_tests:
+            base = results[("redis-server", "suite", test)][0]
+            cells = []
+            for n in names:
+                fig = results.get((n, "suite", test))
+                cells.append(f"{fig[0]:>12.0f} ({fig[0] / base:>5.2f}x)" if fig else f"{'-':>22}")
+            print(f"{test[:36]:<36} " + " ".join(f"{c:>22}" for c in cells))
     if group_commit:
         print("\nN=1 fsync, group commit: SETs acknowledged per fsync")
         for label, per in group_commit.items():

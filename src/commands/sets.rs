@@ -78,14 +78,18 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     }
 }
 
+/// The most members a negative SRANDMEMBER count returns.
+const MAX_RANDOM_REPEATS: i64 = 1 << 20;
+
 /// SRANDMEMBER key [count]: without a count one member (or nil); a positive count that many distinct members at
 /// most; a negative one exactly |count| members, repeats allowed.
 fn srandmember_count(args: &[Bytes]) -> Result<Option<i64>, Reply> {
     match args.len() {
         2 => Ok(None),
         3 => match parse_int(&args[2]) {
-            Ok(n) if n > -(1 << 40) => Ok(Some(n)),
-            Ok(_) => Err(Reply::error("ERR value is out of range")),
+            // Repeats are allowed with a negative count: bound them, so one request cannot ask for gigabytes.
+            Ok(n) if n >= -MAX_RANDOM_REPEATS => Ok(Some(n)),
+            Ok(_) => Err(Reply::error(format!("ERR value is out of range (at most {MAX_RANDOM_REPEATS} repeats)"))),
             Err(r) => Err(r),
         },
         _ => Err(syntax_error()),

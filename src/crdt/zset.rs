@@ -110,6 +110,10 @@ pub fn score(state: &Siblings, member: &Bytes) -> Option<f64> {
 /// A score as Redis prints it: the shortest decimal that reads back the same, in `%.17g`'s style (`1.5`, `10`,
 /// `1e+21`, `inf`).
 pub fn format(x: f64) -> Bytes {
+    if x.is_nan() {
+        // Only concurrent increments of +inf and -inf through different nodes make one.
+        return Bytes::from_static(b"nan");
+    }
     if x.is_infinite() {
         return Bytes::from_static(if x > 0.0 { b"inf" } else { b"-inf" });
     }
