@@ -60,6 +60,17 @@ check "3-node cluster: redis-benchmark --cluster reports no errors" bash -c "! e
 cluster_check=$(redis-cli --cluster check "127.0.0.1:$CLUSTER_PORT" 2>&1)
 check "3-node cluster: redis-cli --cluster check finds every slot covered" \
   bash -c "echo \"\$0\" | grep -q 'All 16384 slots covered' && ! echo \"\$0\" | grep -q ERR" "$cluster_check"
+# The default suite, as a new user types it (no -t): counters, lists, sets, hashes, sorted sets and MSET too.
+suite_out=$(redis-benchmark -p "$CLUSTER_PORT" -n 1000 -c 20 -q 2>&1)
+suite_status=$?
+suite_tests=$(echo "$suite_out" | tr '\r' '\n' | grep "requests per second" | sed 's/:.*//' | sort -u)
+echo "$suite_tests" | tr '\n' ' '; echo
+check "3-node cluster: the default suite exits 0" test "$suite_status" -eq 0
+check "3-node cluster: the default suite reports no errors" bash -c "! echo \"\$0\" | grep -qi 'error\|ERR'" "$suite_out"
+for t in PING_INLINE PING_MBULK SET GET INCR LPUSH RPUSH LPOP RPOP SADD HSET SPOP ZADD ZPOPMIN LRANGE_100 \
+  LRANGE_300 LRANGE_500 LRANGE_600 MSET; do
+  check "3-node cluster: the default suite ran $t" bash -c "echo \"\$0\" | grep -q \"^ *\$1\"" "$suite_tests" "$t"
+done
 
 echo "redis-benchmark: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

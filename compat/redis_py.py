@@ -94,6 +94,24 @@ try:
         check(f"{label}: plain mget", plain.mget("m1", "none", "m2") == ["a", None, "b"])
         check(f"{label}: plain unlink", plain.unlink("m1", "m2") == 2 and plain.mget("m1", "m2") == [None, None])
         check(f"{label}: dbsize", r.dbsize() >= 100)
+        # Typed keys through redis-py's own methods, as an application written for Redis calls them.
+        t = f"t{proto}:"
+        check(f"{label}: incr", plain.incr(t + "n") == 1 and plain.incrby(t + "n", 9) == 10 and plain.get(t + "n") == "10")
+        check(f"{label}: sadd/smembers", plain.sadd(t + "s", "a", "b") == 2 and plain.smembers(t + "s") == {"a", "b"})
+        check(f"{label}: hset/hgetall", plain.hset(t + "h", mapping={"f": "1", "g": "2"}) == 2
+              and plain.hgetall(t + "h") == {"f": "1", "g": "2"} and plain.hincrby(t + "h", "f", 5) == 6)
+        check(f"{label}: lists", plain.rpush(t + "l", "a", "b") == 2 and plain.lpush(t + "l", "z") == 3
+              and plain.lrange(t + "l", 0, -1) == ["z", "a", "b"] and plain.lpop(t + "l") == "z")
+        check(f"{label}: zadd/zrange", plain.zadd(t + "z", {"a": 1.5, "b": 0.5}) == 2
+              # (redis-py gives tuples over RESP2 and lists over RESP3, against Redis too)
+              and [tuple(x) for x in plain.zrange(t + "z", 0, -1, withscores=True)] == [("b", 0.5), ("a", 1.5)]
+              and plain.zincrby(t + "z", 2, "b") == 2.5 and plain.zscore(t + "z", "a") == 1.5)
+        check(f"{label}: type", [plain.type(t + x) for x in "nshlz"] == ["string", "set", "hash", "list", "zset"])
+        try:
+            plain.lpush(t + "s", "x")
+            check(f"{label}: WRONGTYPE", False)
+        except redis.exceptions.ResponseError as e:
+            check(f"{label}: WRONGTYPE", "WRONGTYPE" in str(e))
 finally:
     node.terminate()
     node.wait()
