@@ -299,3 +299,110 @@ fn date_removal(state: &mut Siblings, stamp: &Stamp) {
     state.remove_versions(Version::is_tombstone);
     state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, None);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::cell::Cell;
+
+    /// One step of a random history over three replicas: a typed write of any kind on one, or a state sent from
+    /// one to another (replication, read repair, hints, handoff and anti-entropy all send states).
+    #[derive(Clone, Debug)]
+    enum Step {
+        Write { at: usize, op: Op },
+        Sync { from: usize, to: usize },
+    }
+
+    fn b(i: u8) -> Bytes {
+        Bytes::from(format!("e{i}"))
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        let e = 0u8..4;
+        prop_oneof![
+            (-3i64..5).prop_map(|by| Op::Increment { by }),
+            e.clone().prop_map(|m| Op::SetAdd { members: vec![b(m)] }),
+            e.clone().prop_map(|m| Op::SetRemove { members: vec![b(m)] }),
+            (e.clone(), 0u8..3).prop_map(|(f, v)| Op::HashSet { pairs: vec![(b(f), b(v))], only_new: false }),
+            e.clone().prop_map(|f| Op::HashDel { fields: vec![b(f)] }),
+            (e.clone(), -2i64..4).prop_map(|(f, by)| Op::HashIncr { field: b(f), by }),
+            (any::<bool>(), e.clone()).prop_map(|(head, v)| Op::ListPush { head, values: vec![b(v)] }),
+            (any::<bool>(), 1usize..3).prop_map(|(head, count)| Op::ListPop { head, count }),
+            (e.clone(), 0u8..4).prop_map(|(m, s)| Op::ZAdd {
+                entries: vec![(f64::from(s).to_bits(), b(m))],
+                flags: zset::AddFlags::default()
+            }),
+            (e.clone(), 0u8..3).prop_map(|(m, by)| Op::ZIncr { member: b(m), by: (f64::from(by) / 2.0).to_bits() }),
+            e.prop_map(|m| Op::ZRemove { members: vec![b(m)] }),
+        ]
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0usize..3, arb_op()).prop_map(|(at, op)| Step::Write { at, op }),
+            2 => (0usize..3, 0usize..3).prop_map(|(from, to)| Step::Sync { from, to }),
+        ]
+    }
+
+    fn run(steps: &[Step]) -> Vec<Siblings> {
+        let mut replicas = vec![Siblings::new(); 3];
+        let counters = [Cell::new(0u64), Cell::new(0), Cell::new(0)];
+        for (t, step) in steps.iter().enumerate() {
+            match step {
+                Step::Write { at, op } => {
+                    let actor = Actor(*at as u64 + 1);
+                    let counter = &counters[*at];
+                    let next = || {
+                        counter.set(counter.get() + 1);
+                        Dot { actor, counter: counter.get() }
+                    };
+                    let stamp = Stamp { actor, next_dot: &next, now_ms: t as u64, siblings: PlainSiblings::Newest };
+                    // A refused write (WRONGTYPE, overflow) leaves the state as it was.
+                    let before = replicas[*at].clone();
+                    if apply(&mut replicas[*at], op, &stamp).is_err() {
+                        assert_unchanged(&replicas[*at], &before);
+                    }
+                }
+                Step::Sync { from, to } => {
+                    let s = replicas[*from].clone();
+                    replicas[*to].merge(&s);
+                }
+            }
+        }
+        replicas
+    }
+
+    fn assert_unchanged(a: &Siblings, b: &Siblings) {
+        assert_eq!(a, b, "a refused write changed the state");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(384))]
+
+        /// Whatever kinds of writes a key saw, the join stays commutative, associative and idempotent, and every
+        /// replica that merges everything reads the same: one kind, and the same value of it.
+        #[test]
+        fn every_kind_merges_as_a_join_and_converges(steps in proptest::collection::vec(arb_step(), 0..60)) {
+            let r = run(&steps);
+            let mut ab = r[0].clone(); ab.merge(&r[1]);
+            let mut ba = r[1].clone(); ba.merge(&r[0]);
+            prop_assert_eq!(&ab, &ba);
+            let mut ab_c = ab.clone(); ab_c.merge(&r[2]);
+            let mut bc = r[1].clone(); bc.merge(&r[2]);
+            let mut a_bc = r[0].clone(); a_bc.merge(&bc);
+            prop_assert_eq!(&ab_c, &a_bc);
+            let mut aa = r[0].clone(); aa.merge(&r[0]);
+            prop_assert_eq!(&aa, &r[0]);
+            let view = |s: &Siblings| {
+                (kind(s), fold(s), set::members(s), hash::fields(s), list::values(s), zset::members(s)
+                    .into_iter().map(|(m, x)| (m, x.to_bits())).collect::<Vec<_>>())
+            };
+            for replica in &r {
+                let mut x = replica.clone();
+                x.merge(&ab_c);
+                prop_assert_eq!(view(&x), view(&ab_c));
+            }
+        }
+    }
+}
