@@ -492,8 +492,8 @@ class Client(threading.Thread):
         sent = False
         if self.cluster.args.workload in ("counter", "counter-blind"):
             return self.one_increment(now, key, node)
-        if self.cluster.args.workload == "sadd":
-            return self.one_set_op(now, key, node)
+        if self.cluster.args.workload == "typed":
+            return self.one_typed_op(now, key, node)
         try:
             conn = self.connect(node)
             siblings, ctx = conn.call("GET", key)
@@ -534,24 +534,26 @@ class Client(threading.Thread):
         self.history.add(op, observed)
 
 
-    def one_set_op(self, now, key, node):
-        """The set workload: SADD a fresh element, and one time in five SREM an element this client added earlier
-        (after that add was acknowledged). The checker wants every acknowledged add present unless its remove was
-        acknowledged."""
+    def one_typed_op(self, now, key, node):
+        """The typed workload. On a set key (even key number): SADD a fresh element, and one time in five SREM an
+        element this client added earlier (after that add was acknowledged). On a list key (odd): RPUSH a fresh
+        element. The checker wants every acknowledged add or push present unless a remove of it was sent."""
         self.seq += 1
         removable = getattr(self, "added", [])
-        remove = removable and self.rng.random() < 0.2
+        is_list = key_number(key) % 2 == 1
+        remove = not is_list and removable and self.rng.random() < 0.2
         if remove:
             key, elem = removable.pop(self.rng.randrange(len(removable)))
         else:
             elem = f"c{self.cid}-{self.seq}"
-        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem,
-              "kind": "srem" if remove else "sadd", "siblings": None, "ctx": None}  # fmt: skip
+        kind = "rpush" if is_list else "srem" if remove else "sadd"
+        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem, "kind": kind,
+              "siblings": None, "ctx": None}  # fmt: skip
         sent = False
         try:
             conn = self.connect(node)
             sent = True
-            reply = conn.call("SREM" if remove else "SADD", key, elem)
+            reply = conn.call(kind.upper(), key, elem)
             op["outcome"] = "ok" if isinstance(reply, int) else "fail"
             op["detail"] = str(reply)
         except RespError as e:
@@ -564,7 +566,7 @@ class Client(threading.Thread):
             time.sleep(0.05)
         if op["outcome"] != "ok":
             self.detour = True
-        elif not remove:
+        elif kind == "sadd":
             self.added = removable + [(key, elem)]
         op["sent"] = sent
         op["t1"] = round(time.time() - self.t_start, 3)
@@ -603,6 +605,11 @@ class Client(threading.Thread):
         op["sent"] = sent
         op["t1"] = round(time.time() - self.t_start, 3)
         self.history.add(op, set())
+
+
+def key_number(key):
+    """The j of a key named g{generation}-k{j}."""
+    return int(key.rsplit("-k", 1)[1])
 
 
 def check_counters(ops, final):
@@ -778,7 +785,9 @@ def final_reads(cluster, keys):
             node = cluster.nodes[m]
             for attempt in range(10):
                 try:
-                    if cluster.args.workload == "sadd":
+                    if cluster.args.workload == "typed" and key_number(key) % 2 == 1:
+                        result[key][m] = {x.decode() for x in node.call("LRANGE", key, "0", "-1")}
+                    elif cluster.args.workload == "typed":
                         result[key][m] = {x.decode() for x in node.call("SMEMBERS", key)}
                     else:
                         siblings, _ctx = node.call("GET", key)
@@ -861,13 +870,13 @@ def main():
     ap.add_argument(
         "--workload",
         default="set",
-        choices=["set", "blind", "counter", "counter-blind", "sadd"],
+        choices=["set", "blind", "counter", "counter-blind", "typed"],
         help="set: read, merge siblings, write with the context (the cart); blind: the same without the context "
         "(last-write-wins use, which must lose writes: checks the checker); counter: INCRBY, and every counter "
         "must end between its acknowledged increments and those plus the ones of unknown outcome; counter-blind: "
-        "GET then SET the sum, which must lose increments: checks the counter checker; sadd: SADD fresh elements "
-        "and SREM some acknowledged ones, and every acknowledged add must be present unless its remove was "
-        "acknowledged",
+        "GET then SET the sum, which must lose increments: checks the counter checker; typed: SADD fresh elements "
+        "and SREM some acknowledged ones on set keys, RPUSH fresh elements on list keys, and every acknowledged "
+        "add or push must be present unless a remove of it was sent",
     )
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument(
@@ -992,13 +1001,13 @@ def run(args, cluster, schedule, out):
         wrong = check_counters(ops, final)
         lost = [w for w in wrong if w["value"] and int(w["value"][0]) < w["acked"] or not w["value"] and w["acked"]]
         unexpected = [w for w in wrong if w not in lost]
-    elif args.workload == "sadd":
+    elif args.workload == "typed":
         # A remove that was sent may have applied even when it failed (a coordinator that did not answer, a quorum
         # not met): its element may be gone. Only an acknowledged one must have taken.
         removed = {op["elem"] for op in ops if op["kind"] == "srem" and op["sent"]}
         acked_removes = {op["elem"] for op in ops if op["kind"] == "srem" and op["outcome"] == "ok"}
-        acked = {op["elem"]: op for op in ops if op["kind"] == "sadd" and op["outcome"] == "ok"}
-        attempted = {op["elem"] for op in ops if op["kind"] == "sadd" and op["sent"]}
+        acked = {op["elem"]: op for op in ops if op["kind"] in ("sadd", "rpush") and op["outcome"] == "ok"}
+        attempted = {op["elem"] for op in ops if op["kind"] in ("sadd", "rpush") and op["sent"]}
         lost = []
         for elem, op in acked.items():
             missing = [m for m, got in final[op["key"]].items() if elem not in got]
