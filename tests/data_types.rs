@@ -373,3 +373,26 @@ async fn sorted_sets_answer_as_redis_does() {
     let e = err(&mut c, &["LPUSH", "z2", "x"]).await;
     assert!(e.contains("WRONGTYPE"), "{e}");
 }
+
+/// GETSET, GETDEL and SET ... GET answer what their read found and supersede exactly that.
+#[tokio::test]
+async fn get_and_write_in_one_command() {
+    let node = TestNode::start(&["--values", "plain"]);
+    let mut c = node.conn().await;
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GETSET", "g", "1"]).await, None);
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GETSET", "g", "2"]).await.as_deref(), Some("1"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["SET", "g", "3", "GET"]).await.as_deref(), Some("2"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["SET", "g", "4", "NX", "GET"]).await.as_deref(), Some("3"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GET", "g"]).await.as_deref(), Some("3"), "NX did not write");
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GETDEL", "g"]).await.as_deref(), Some("3"));
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GETDEL", "g"]).await, None);
+    assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "g"]).await, 0);
+    let _: i64 = cmd(&mut c, &["INCRBY", "n", "5"]).await;
+    assert_eq!(cmd::<Option<String>>(&mut c, &["GETSET", "n", "0"]).await.as_deref(), Some("5"));
+    let _: i64 = cmd(&mut c, &["SADD", "s", "m"]).await;
+    let e = err(&mut c, &["GETDEL", "s"]).await;
+    assert!(e.contains("WRONGTYPE"), "{e}");
+    assert_eq!(cmd::<i64>(&mut c, &["SCARD", "s"]).await, 1, "nothing deleted");
+    let e = err(&mut c, &["SET", "g", "v", "EX", "10"]).await;
+    assert!(e.contains("not supported"), "{e}");
+}

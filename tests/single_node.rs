@@ -721,8 +721,10 @@ async fn conditional_sets_judge_on_a_read_and_never_overwrite_a_concurrent_creat
     let (_, k_ctx) = get(&mut c, "k").await;
     let err = set(&["k", "v", "NX", "CONTEXT", k_ctx.as_ref().unwrap()]).query_async::<()>(&mut c).await.unwrap_err();
     assert!(err.to_string().contains("take no CONTEXT"), "{err}");
-    let err = set(&["k", "v", "GET"]).query_async::<()>(&mut c).await.unwrap_err();
+    let err = set(&["k", "v", "EX", "5"]).query_async::<()>(&mut c).await.unwrap_err();
     assert!(err.to_string().contains("not supported"), "{err}");
+    let err = set(&["k", "v", "GET", "CONTEXT", k_ctx.as_ref().unwrap()]).query_async::<()>(&mut c).await.unwrap_err();
+    assert!(err.to_string().contains("takes no CONTEXT"), "{err}");
 }
 
 /// CLIENT LIST and INFO show every connection in Redis's form; CLIENT KILL closes the ones it matches.

@@ -143,7 +143,7 @@ pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
 }
 
 /// The reply to a read of `key` in `mode`, counted as a keyspace hit or miss.
-fn read_reply(node: &NodeContext, key: &[u8], read: ReadResult, mode: ValueMode) -> Reply {
+pub(super) fn read_reply(node: &NodeContext, key: &[u8], read: ReadResult, mode: ValueMode) -> Reply {
     let counter = if read.kind.is_none() { &node.stats.keyspace_misses } else { &node.stats.keyspace_hits };
     counter.fetch_add(1, Ordering::Relaxed);
     match mode {

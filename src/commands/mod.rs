@@ -272,7 +272,9 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "mget" => get::mget(node, args, mode).await,
         "type" => get::key_type(node, args).await,
         "strlen" => get::strlen(node, args).await,
-        "set" => set::set(node, args).await,
+        "set" => set::set(node, args, mode).await,
+        "getset" => set::getset(node, args, mode).await,
+        "getdel" => set::getdel(node, args, mode).await,
         "mset" => set::mset(node, args).await,
         "setnx" => set::setnx(node, args).await,
         "del" | "unlink" => del::del(node, args).await,
@@ -308,7 +310,7 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
 /// Commands that read and write keys and see nothing of the session but [`DataSession`] ([`run_data`]).
 #[rustfmt::skip]
 const DATA_COMMANDS: &[&str] = &[
-    "get", "mget", "set", "mset", "setnx", "del", "unlink", "delctx", "exists", "type", "strlen",
+    "get", "mget", "set", "mset", "setnx", "getset", "getdel", "del", "unlink", "delctx", "exists", "type", "strlen",
     "incr", "decr", "incrby", "decrby", "incrbyfloat",
     "sadd", "srem", "spop", "smembers", "scard", "sismember", "smismember", "srandmember",
     "hset", "hmset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "hget", "hmget", "hgetall", "hlen", "hexists",

@@ -4,11 +4,12 @@ use bytes::Bytes;
 
 use super::get::concurrently;
 use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, printable, syntax_error, wrong_arity};
+use crate::config::ValueMode;
 use crate::coordinator::WriteContext;
 use crate::resp::Reply;
 
 /// Redis SET options we recognise but do not offer, with the reason given to the client.
-const UNSUPPORTED: &[&str] = &["GET", "EX", "PX", "EXAT", "PXAT", "KEEPTTL"];
+const UNSUPPORTED: &[&str] = &["EX", "PX", "EXAT", "PXAT", "KEEPTTL"];
 
 /// SET's condition on what a quorum read finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +22,7 @@ enum Condition {
 
 /// SET: writes a new version. With CONTEXT it supersedes exactly what the context covers; without, everything the
 /// coordinating replica holds for the key. `W n` overrides the write quorum.
-pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
+pub async fn set(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
     let (key, value) = (&args[1], &args[2]);
     if let Err(r) = check_key(node, key) {
         return r;
@@ -32,10 +33,15 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
     let mut token = None;
     let mut w = None;
     let mut condition = None;
+    let mut get = false;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
         match opt.as_slice() {
+            b"GET" if !get => {
+                get = true;
+                i += 1;
+            }
             b"NX" | b"XX" if condition.is_none() => {
                 condition = Some(if opt.as_slice() == b"NX" { Condition::Absent } else { Condition::Present });
                 i += 1;
@@ -56,13 +62,18 @@ pub async fn set(node: &NodeContext, args: &[Bytes]) -> Reply {
             }
             o if UNSUPPORTED.iter().any(|u| u.as_bytes() == o) => {
                 return Reply::error(format!(
-                    "ERR SET option '{}' is not supported: dynamo-kv has no expiry and no read-and-write in one \
-                     step; use GET's context to make writes conditional on what you read",
+                    "ERR SET option '{}' is not supported: dynamo-kv has no expiry yet",
                     printable(&args[i], 16)
                 ));
             }
             _ => return syntax_error(),
         }
+    }
+    if get {
+        if token.is_some() {
+            return Reply::error("ERR SET GET takes no CONTEXT: it reads the key itself");
+        }
+        return read_then_write(node, key, Some(value), condition, w, mode).await;
     }
     if let Some(condition) = condition {
         if token.is_some() {
@@ -119,6 +130,62 @@ async fn set_if(
         .await
         .map_err(coord_error)?;
     Ok(true)
+}
+
+/// GETSET key value: SET key value GET.
+pub async fn getset(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
+    let (key, value) = (&args[1], &args[2]);
+    if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
+        return r;
+    }
+    read_then_write(node, key, Some(value), None, None, mode).await
+}
+
+/// GETDEL key: the value, and a delete of exactly what was read.
+pub async fn getdel(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
+    if let Err(r) = check_key(node, &args[1]) {
+        return r;
+    }
+    read_then_write(node, &args[1], None, None, None, mode).await
+}
+
+/// SET ... GET, GETSET and GETDEL: a quorum read (default R), then, when `condition` holds on what it found, a
+/// write of `value` (`None`: a delete) that supersedes exactly that. Answers what the read found, as GET answers
+/// in `mode`. Not atomic: a value written concurrently is not returned and survives as a sibling of the write.
+async fn read_then_write(
+    node: &NodeContext,
+    key: &Bytes,
+    value: Option<&Bytes>,
+    condition: Option<Condition>,
+    w: Option<usize>,
+    mode: ValueMode,
+) -> Reply {
+    let read = match node.coordinator.get(key, None).await {
+        Ok(read) => read,
+        Err(e) => return coord_error(e),
+    };
+    if read.kind.is_some_and(|k| k.redis_type() != "string") {
+        return Reply::error(crate::crdt::OpError::WrongType.to_string());
+    }
+    let old = super::get::read_reply(node, key, read.clone(), mode);
+    if old.is_error() {
+        // Siblings the plain mode will not pick from: nothing is written.
+        return old;
+    }
+    let holds = match condition {
+        None => true,
+        Some(Condition::Absent) => read.kind.is_none(),
+        Some(Condition::Present) => read.kind.is_some(),
+    };
+    if holds && (value.is_some() || read.kind.is_some()) {
+        let context = WriteContext::Covering(read.context);
+        if let Err(e) =
+            node.coordinator.put(key.clone(), value.cloned(), context, w, read.first_replier.as_deref()).await
+        {
+            return coord_error(e);
+        }
+    }
+    old
 }
 
 /// MSET: each pair is its own blind write (as SET without CONTEXT), run concurrently: there is no atomicity across
