@@ -28,6 +28,15 @@ check "bad context is refused" bash -c "redis-cli -p $PORT SET cart x CONTEXT no
 check "DEL counts deleted keys" test "$(cli DEL cart greeting missing)" = "2"
 check "EXISTS after DEL" test "$(cli EXISTS cart)" = "0"
 cli MSET scan:a 1 scan:b 2 scan:c 3 > /dev/null
+redis-cli -p $PORT RPUSH big:list a b c > /dev/null; redis-cli -p $PORT HSET big:hash f 1 g 2 > /dev/null
+redis-cli -p $PORT SADD big:set m > /dev/null; redis-cli -p $PORT ZADD big:zset 1 m > /dev/null
+bigkeys=$(redis-cli -p $PORT --bigkeys 2>&1)
+check "--bigkeys finds the biggest key of every type" bash -c "echo \"\$0\" | grep -q \"Biggest   list found '\\\"big:list\\\"' has 3 items\" \
+  && echo \"\$0\" | grep -q 'Biggest   hash found' && echo \"\$0\" | grep -q 'Biggest    set found' \
+  && echo \"\$0\" | grep -q 'Biggest   zset found'" "$bigkeys"
+check "--memkeys sizes every type" bash -c "echo \"\$0\" | grep -q '1 lists with [1-9][0-9]* bytes'" \
+  "$(redis-cli -p $PORT --memkeys 2>&1)"
+redis-cli -p $PORT DEL big:list big:hash big:set big:zset > /dev/null
 check "--scan with a pattern lists every key" test "$(redis-cli -p $PORT --scan --pattern 'scan:*' | sort | tr '\n' ' ')" = "scan:a scan:b scan:c "
 check "MGET in the plain mode" test "$(printf 'CLIENT VALUES PLAIN\nMGET scan:a nope scan:c\n' | cli | tr '\n' ' ')" = "OK 1  3 "
 cli DEL scan:a scan:b scan:c > /dev/null

@@ -113,7 +113,7 @@ pub async fn strlen(node: &NodeContext, args: &[Bytes]) -> Reply {
 }
 
 /// MEMORY USAGE key [SAMPLES n]: the bytes the key takes on each replica, estimated from a quorum read (storage
-/// key, values, a version's dot and timestamp, the version vector); nil when the key has no live value.
+/// key, every version's value, dot and timestamp, the version vector); nil when the key has no live value.
 pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
     let sub = args[1].to_ascii_uppercase();
     if sub.as_slice() != b"USAGE" {
@@ -131,13 +131,14 @@ pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
     // Per version: a dot (actor and counter) and a timestamp; per version-vector entry: actor, counter, time.
     const PER_VERSION: usize = 24;
     const PER_CLOCK_ENTRY: usize = 24;
-    match node.coordinator.get(key, None).await {
-        Ok(read) if read.kind.is_none() => Reply::Nil,
-        Ok(read) => {
-            let values: usize = read.values.iter().map(|v| v.len() + PER_VERSION).sum();
+    match node.coordinator.read_state(key, None).await {
+        Ok((Some(state), _)) if crate::crdt::kind(&state).is_some() => {
+            let versions: usize =
+                state.versions().iter().map(|v| v.value.as_ref().map_or(0, |x| x.len()) + PER_VERSION).sum();
             let position = crate::storage::layout::POSITION_LEN;
-            Reply::Integer((position + key.len() + values + read.context.len() * PER_CLOCK_ENTRY) as i64)
+            Reply::Integer((position + key.len() + versions + state.context().len() * PER_CLOCK_ENTRY) as i64)
         }
+        Ok(_) => Reply::Nil,
         Err(e) => coord_error(e),
     }
 }
