@@ -438,6 +438,18 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Reply> {
         .ok_or_else(|| Reply::error("ERR value is not an integer or out of range"))
 }
 
+/// The optional count of SPOP, LPOP, RPOP, ZPOPMIN and ZPOPMAX (`key [count]`), in Redis's words when it is bad.
+pub fn pop_count(args: &[Bytes]) -> Result<Option<usize>, Reply> {
+    match args.len() {
+        2 => Ok(None),
+        3 => match parse_int(&args[2]) {
+            Ok(n) if n >= 0 => Ok(Some(n as usize)),
+            _ => Err(Reply::error("ERR value is out of range, must be positive")),
+        },
+        _ => Err(syntax_error()),
+    }
+}
+
 /// Decodes a client context token presented for `key`, or the `ERR invalid context` reply.
 pub fn parse_context(node: &NodeContext, key: &[u8], token: &[u8]) -> Result<Token, Reply> {
     context::decode(node.coordinator.context_key(), key, token)

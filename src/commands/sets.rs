@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, read_typed, syntax_error};
+use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_typed, syntax_error};
 use crate::crdt::{Kind, Op, OpReply, set};
 use crate::resp::Reply;
 
@@ -31,13 +31,9 @@ pub async fn spop(node: &NodeContext, args: &[Bytes]) -> Reply {
     if let Err(r) = check_key(node, key) {
         return r;
     }
-    let count = match args.len() {
-        2 => None,
-        3 => match parse_int(&args[2]) {
-            Ok(n) if n >= 0 => Some(n as usize),
-            _ => return Reply::error("ERR value is out of range, must be positive"),
-        },
-        _ => return syntax_error(),
+    let count = match pop_count(args) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let op = Op::SetPop { count: count.unwrap_or(1), seed: random_seed() };
     match node.coordinator.apply(key.clone(), op, None).await {

@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, read_typed, syntax_error};
+use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_typed, syntax_error};
 use crate::crdt::zset::{self, AddFlags};
 use crate::crdt::{Kind, Op, OpReply};
 use crate::resp::Reply;
@@ -92,13 +92,9 @@ pub async fn zpop(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     if let Err(r) = check_key(node, &args[1]) {
         return r;
     }
-    let count = match args.len() {
-        2 => None,
-        3 => match parse_int(&args[2]) {
-            Ok(n) if n >= 0 => Some(n as usize),
-            _ => return Reply::error("ERR value is out of range, must be positive"),
-        },
-        _ => return syntax_error(),
+    let count = match pop_count(args) {
+        Ok(c) => c,
+        Err(r) => return r,
     };
     let op = Op::ZPop { max: name == "zpopmax", count: count.unwrap_or(1) };
     match node.coordinator.apply(args[1].clone(), op, None).await {
