@@ -3,19 +3,9 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, integer_reply, read_typed, wrong_arity};
+use super::{NodeContext, check_key, check_key_and_values, integer_reply, read_typed, wrong_arity};
 use crate::crdt::{Kind, Op, hash};
 use crate::resp::Reply;
-
-/// Checks the key and each value's size.
-fn check_sizes<'a>(node: &NodeContext, key: &[u8], values: impl Iterator<Item = &'a Bytes>) -> Result<(), Reply> {
-    check_key(node, key)?;
-    let max = node.config.limits.max_value_bytes;
-    match values.map(Bytes::len).find(|n| *n > max) {
-        Some(n) => Err(Reply::error(format!("ERR value is {n} bytes, larger than max_value_bytes ({max})"))),
-        None => Ok(()),
-    }
-}
 
 /// HSET key field value [field value ...] (how many fields are new), HMSET (OK), HSETNX key field value (1 or 0).
 pub async fn set(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
@@ -23,7 +13,7 @@ pub async fn set(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     if !args.len().is_multiple_of(2) || (name == "hsetnx" && args.len() != 4) {
         return wrong_arity(name);
     }
-    if let Err(r) = check_sizes(node, key, args[2..].iter()) {
+    if let Err(r) = check_key_and_values(node, key, &args[2..]) {
         return r;
     }
     let pairs = args[2..].chunks(2).map(|p| (p[0].clone(), p[1].clone())).collect();

@@ -3,19 +3,17 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_typed};
+use super::{
+    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_typed,
+};
 use crate::crdt::{Kind, Op, OpReply, list};
 use crate::resp::Reply;
 
 /// LPUSH and RPUSH: the list's length after the push.
 pub async fn push(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     let key = &args[1];
-    if let Err(r) = check_key(node, key) {
+    if let Err(r) = check_key_and_values(node, key, &args[2..]) {
         return r;
-    }
-    let max = node.config.limits.max_value_bytes;
-    if let Some(v) = args[2..].iter().find(|v| v.len() > max) {
-        return Reply::error(format!("ERR value is {} bytes, larger than max_value_bytes ({max})", v.len()));
     }
     let op = Op::ListPush { head: name == "lpush", values: args[2..].to_vec() };
     integer_reply(node.coordinator.apply(key.clone(), op, None).await)

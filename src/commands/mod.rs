@@ -470,6 +470,21 @@ pub fn check_key(node: &NodeContext, key: &[u8]) -> Result<(), Reply> {
     Ok(())
 }
 
+/// Checks a key and the values a write carries (set members, list items, hash fields and values) against the
+/// configured limits.
+pub fn check_key_and_values<'a>(
+    node: &NodeContext,
+    key: &[u8],
+    values: impl IntoIterator<Item = &'a Bytes>,
+) -> Result<(), Reply> {
+    check_key(node, key)?;
+    let max = node.config.limits.max_value_bytes;
+    match values.into_iter().map(Bytes::len).find(|n| *n > max) {
+        Some(n) => Err(Reply::error(format!("ERR value is {n} bytes, larger than max_value_bytes ({max})"))),
+        None => Ok(()),
+    }
+}
+
 /// Parses a per-request quorum option's value (`R 1`, `W 3`).
 pub fn parse_quorum(value: &[u8]) -> Result<usize, Reply> {
     match parse_int(value) {

@@ -3,22 +3,18 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_typed, syntax_error};
+use super::{
+    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_typed,
+    syntax_error,
+};
 use crate::crdt::{Kind, Op, OpReply, set};
 use crate::resp::Reply;
 
 /// SADD and SREM: how many members were added (were not there) or removed (were there).
 pub async fn add_or_remove(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     let key = &args[1];
-    if let Err(r) = check_key(node, key) {
+    if let Err(r) = check_key_and_values(node, key, &args[2..]) {
         return r;
-    }
-    if let Some(m) = args[2..].iter().find(|m| m.len() > node.config.limits.max_value_bytes) {
-        return Reply::error(format!(
-            "ERR member is {} bytes, larger than max_value_bytes ({})",
-            m.len(),
-            node.config.limits.max_value_bytes
-        ));
     }
     let members = args[2..].to_vec();
     let op = if name == "sadd" { Op::SetAdd { members } } else { Op::SetRemove { members } };

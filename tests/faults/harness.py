@@ -549,48 +549,43 @@ class Client(threading.Thread):
         kind = "rpush" if is_list else "srem" if remove else "sadd"
         op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem, "kind": kind,
               "siblings": None, "ctx": None}  # fmt: skip
-        sent = False
-        try:
-            conn = self.connect(node)
-            sent = True
+
+        def action(conn):
+            op["sent"] = True
             reply = conn.call(kind.upper(), key, elem)
-            op["outcome"] = "ok" if isinstance(reply, int) else "fail"
-            op["detail"] = str(reply)
-        except RespError as e:
-            op["outcome"] = "fail"
-            op["detail"] = str(e)[:80]
-        except (socket.timeout, OSError, ConnectionError) as e:
-            op["outcome"] = "timeout"
-            op["detail"] = type(e).__name__
-            self.drop()
-            time.sleep(0.05)
-        if op["outcome"] != "ok":
-            self.detour = True
-        elif kind == "sadd":
+            return isinstance(reply, int), reply
+
+        if self.attempt(op, node, action) and kind == "sadd":
             self.added = removable + [(key, elem)]
-        op["sent"] = sent
-        op["t1"] = round(time.time() - self.t_start, 3)
-        self.history.add(op, set())
 
     def one_increment(self, now, key, node):
         """The counter workload: INCRBY by a small amount; the checker sums what was acknowledged."""
         by = self.rng.randint(1, 5)
         op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": None, "by": by,
               "siblings": None, "ctx": None}  # fmt: skip
-        sent = False
-        try:
-            conn = self.connect(node)
+
+        def action(conn):
             if self.cluster.args.workload == "counter":
-                sent = True
+                op["sent"] = True
                 reply = conn.call("INCRBY", key, str(by))
-                op["outcome"] = "ok" if isinstance(reply, int) else "fail"
-            else:
-                # Checking the checker: a read-add-write without a context loses concurrent increments.
-                siblings, _ctx = conn.call("GET", key)
-                current = max([int(v) for v in parse_elements(siblings)] + [0])
-                sent = True
-                reply = conn.call("SET", key, str(current + by))
-                op["outcome"] = "ok" if reply == "OK" else "fail"
+                return isinstance(reply, int), reply
+            # Checking the checker: a read-add-write without a context loses concurrent increments.
+            siblings, _ctx = conn.call("GET", key)
+            current = max([int(v) for v in parse_elements(siblings)] + [0])
+            op["sent"] = True
+            reply = conn.call("SET", key, str(current + by))
+            return reply == "OK", reply
+
+        self.attempt(op, node, action)
+
+    def attempt(self, op, node, action):
+        """Runs `action(conn)` (which marks op["sent"] once the write is on its way and returns (acknowledged,
+        reply)), records the outcome in `op` and the history, and returns whether it was acknowledged. A lost
+        connection or a timeout after sending leaves the outcome unknown."""
+        op["sent"] = False
+        try:
+            ok, reply = action(self.connect(node))
+            op["outcome"] = "ok" if ok else "fail"
             op["detail"] = str(reply)
         except RespError as e:
             op["outcome"] = "fail"
@@ -602,9 +597,9 @@ class Client(threading.Thread):
             time.sleep(0.05)
         if op["outcome"] != "ok":
             self.detour = True
-        op["sent"] = sent
         op["t1"] = round(time.time() - self.t_start, 3)
         self.history.add(op, set())
+        return op["outcome"] == "ok"
 
 
 def key_number(key):
