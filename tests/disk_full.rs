@@ -152,6 +152,11 @@ async fn a_full_or_failing_disk_stops_writes_there_and_loses_nothing() {
     })
     .await;
     assert!(health(c).0, "health still fails after space came back");
+    // Its peers hear it through gossip; until they do, they still hint its copies instead of sending them.
+    wait_for("a and b to learn that c takes writes again", Duration::from_secs(10), async || {
+        !peer_stopped(a, "c").await && !peer_stopped(b, "c").await
+    })
+    .await;
 
     // 2. b's disk is filled by something else, to the last byte: its next write fails, and it stops.
     let filler = b_disk.path.join("filler");
