@@ -309,11 +309,14 @@ impl AntiEntropy {
                 return;
             }
             idle = !self.step().await;
+            // A pass with no other replica to reach (N = 1) never awaits: yield, so that back-to-back passes can
+            // never hold a runtime worker from the node's other tasks.
+            tokio::task::yield_now().await;
         }
     }
 
     /// Exchanges the next partition this node replicates with each of its other replicas; false when there was
-    /// nothing to exchange.
+    /// nothing to exchange, or nothing that calls for the next pass at once (see `run`).
     async fn step(&self) -> bool {
         let view = self.cluster.view();
         let Some(ring) = view.ring.as_ref() else { return false };
@@ -338,6 +341,9 @@ impl AntiEntropy {
         }
         // Recovering partitions first: each one counts once it has met every other replica.
         let recovering: Vec<usize> = mine.iter().copied().filter(|&p| !recovery.vouches(p as u32)).collect();
+        // What still recovers may all be moving (a range handoff just gave this node): it waits for the flip, and
+        // meanwhile passes go at the normal pace, not back to back.
+        let recovery_waits = !recovery.is_clear() && recovering.is_empty();
         let mine = if recovering.is_empty() { mine } else { recovering };
         if mine.is_empty() {
             return false;
@@ -394,7 +400,7 @@ impl AntiEntropy {
         if all_in_sync {
             self.reap(p, &peers).await;
         }
-        true
+        !recovery_waits || self.urgent.load(Ordering::Acquire)
     }
 
     /// Every replica of partition `p` holds identical states (equal roots, proven just now): tombstones older than

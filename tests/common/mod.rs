@@ -268,8 +268,9 @@ pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
 /// nothing left to recover.
 pub async fn wait_members(nodes: &[TestNode], n: usize) {
     let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last_seen = String::new();
     'outer: loop {
-        assert!(Instant::now() < deadline, "cluster did not settle with {n} members");
+        assert!(Instant::now() < deadline, "cluster did not settle with {n} members; last seen: {last_seen}");
         let mut versions = Vec::new();
         for node in nodes {
             let mut c = node.conn().await;
@@ -285,6 +286,7 @@ pub async fn wait_members(nodes: &[TestNode], n: usize) {
             let settled = info.contains("ring_transition:none") && info.contains("recovery:none");
             versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
             if members.len() != n || up != n || valid != n || !settled {
+                last_seen = format!("{}: members {members:?}, info {info}", node.node_id);
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue 'outer;
             }
