@@ -182,6 +182,18 @@ def gen(rng):
         lambda: ["ZINCRBY", k, rng.choice(["inf", "-inf"]), m],
         lambda: ["SREM", k],
         lambda: ["HSET", k, m],
+        # Expiry: deadlines far enough away that nothing expires during a run; relative ones only where no
+        # comparison depends on the millisecond each server ran them in.
+        lambda: ["EXPIRE", k, rng.choice(["1000", "-1"])],
+        lambda: ["EXPIREAT", k, rng.choice(["4000000000", "4100000000"]),
+                 *rng.choice([[], ["NX"], ["XX"], ["GT"], ["LT"]])],
+        lambda: ["PEXPIREAT", k, "4050000000000", *rng.choice([[], ["GT"], ["LT"], ["NX", "GT"]])],
+        lambda: [rng.choice(["TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"]), k],
+        lambda: ["PERSIST", k],
+        lambda: ["SET", k, "ex",
+                 *rng.choice([["EX", "1000"], ["PX", "2000000"], ["KEEPTTL"], ["EXAT", "4000000000"], ["EX", "0"]])],
+        lambda: ["SETEX", k, rng.choice(["1000", "0", "x"]), "sx"],
+        lambda: ["GETEX", k, *rng.choice([[], ["PERSIST"], ["EX", "1000"], ["EXAT", "4100000000"]])],
     ]
     return rng.choice(choices)()
 
@@ -189,8 +201,15 @@ def gen(rng):
 UNORDERED = {"SMEMBERS", "SPOP", "SRANDMEMBER", "HKEYS", "HVALS"}
 
 
+# A time left or a deadline set from "now" differs by the milliseconds between the two servers' runs of a command:
+# only its sign is compared (-1: no deadline, -2: no key).
+TIMES = {"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"}
+
+
 def normalise(cmd, reply):
     name = cmd[0]
+    if name in TIMES and reply[0] == "int" and reply[1] > 0:
+        return ("int", "positive")
     if name in UNORDERED and reply[0] in ("array", "set"):
         return ("array", sorted(reply[1]))
     if name == "HGETALL":

@@ -90,7 +90,7 @@ async fn concurrent_increments_through_every_node_all_count() {
                 let url = urls[i % urls.len()].clone();
                 async move {
                     let client = redis::Client::open(url).unwrap();
-                    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+                    let mut c = common::connect(&client).await;
                     let (mut acked, mut failed) = (0i64, 0i64);
                     for j in 0..EACH {
                         let by = 1 + (i as i64 + j + round as i64) % 3;
@@ -204,7 +204,7 @@ async fn set_adds_through_every_node_all_land() {
         let url = nodes[i % 3].url();
         async move {
             let client = redis::Client::open(url).unwrap();
-            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let mut c = common::connect(&client).await;
             for j in 0..30 {
                 let _: i64 =
                     redis::cmd("SADD").arg("cart").arg(format!("item-{i}-{j}")).query_async(&mut c).await.unwrap();
@@ -306,7 +306,7 @@ async fn list_pushes_through_every_node_all_land() {
         let url = nodes[i % 3].url();
         async move {
             let client = redis::Client::open(url).unwrap();
-            let mut c = client.get_multiplexed_async_connection().await.unwrap();
+            let mut c = common::connect(&client).await;
             for j in 0..25 {
                 let _: i64 = redis::cmd("RPUSH").arg("q").arg(format!("{i}:{j}")).query_async(&mut c).await.unwrap();
             }

@@ -317,7 +317,7 @@ async fn requirepass_gates_every_command_until_auth() {
     assert!(text.starts_with("-NOAUTH Authentication required.\r\n-WRONGPASS"), "{text}");
     assert!(text.ends_with("+OK\r\n+PONG\r\n"), "{text}");
     let client = redis::Client::open(format!("redis://:s3cret@127.0.0.1:{}/", node.port)).unwrap();
-    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    let mut c = common::connect(&client).await;
     let _: () = c.set("k", "v").await.unwrap();
     let info: String = redis::cmd("INFO").arg("stats").query_async(&mut c).await.unwrap();
     assert!(info.contains("auth_failures:1"), "{info}");
@@ -469,13 +469,13 @@ async fn users_from_the_config_file_with_admin_write_and_read_access() {
     assert_eq!(out.matches("-WRONGPASS").count(), 2, "the default user is disabled: {out}");
 
     let client = redis::Client::open(format!("redis://app:app-secret@127.0.0.1:{}/", node.port)).unwrap();
-    let mut app = client.get_multiplexed_async_connection().await.unwrap();
+    let mut app = common::connect(&client).await;
     let _: () = app.set("k", "v").await.unwrap();
     let who: String = redis::cmd("ACL").arg("WHOAMI").query_async(&mut app).await.unwrap();
     assert_eq!(who, "app");
 
     let client = redis::Client::open(format!("redis://reader:read-secret@127.0.0.1:{}/", node.port)).unwrap();
-    let mut reader = client.get_multiplexed_async_connection().await.unwrap();
+    let mut reader = common::connect(&client).await;
     let who: String = redis::cmd("ACL").arg("WHOAMI").query_async(&mut reader).await.unwrap();
     assert_eq!(who, "reader");
     let (vals, _) = get(&mut reader, "k").await;
@@ -498,7 +498,7 @@ async fn users_from_the_config_file_with_admin_write_and_read_access() {
 
     // An application's user writes, but cannot take the node out of the cluster; an admin can.
     let client = redis::Client::open(format!("redis://service:write-secret@127.0.0.1:{}/", node.port)).unwrap();
-    let mut service = client.get_multiplexed_async_connection().await.unwrap();
+    let mut service = common::connect(&client).await;
     let _: () = service.set("svc", "1").await.unwrap();
     assert_eq!(get(&mut service, "svc").await.0, vec!["1"]);
     for sub in ["LEAVE", "MEMBERS"] {
@@ -683,7 +683,7 @@ async fn a_user_or_the_node_can_default_to_the_plain_mode() {
     let node = TestNode::start(&["--config", config.to_str().unwrap()]);
     for (user, pass, plain) in [("default", "pw", true), ("legacy", "l", true), ("modern", "m", false)] {
         let client = redis::Client::open(format!("redis://{user}:{pass}@127.0.0.1:{}/", node.port)).unwrap();
-        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let mut c = common::connect(&client).await;
         let _: () = c.set("k", "v").await.unwrap();
         let v: redis::Value = c.get("k").await.unwrap();
         assert_eq!(matches!(v, redis::Value::BulkString(_)), plain, "{user}: {v:?}");

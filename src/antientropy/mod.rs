@@ -107,15 +107,14 @@ impl LocalReplica {
         Ok(reaped)
     }
 
-    /// Tombstone-only keys of `[first, last]` whose newest version is older than `cutoff_ms`.
+    /// Keys of `[first, last]` whose every version is dead (tombstones, expired values) since before `cutoff_ms`.
     pub fn old_tombstones(&self, first: u128, last: u128, cutoff_ms: u64) -> Vec<(Bytes, Siblings)> {
         self.store
             .scan_positions(first, last, None, MAX_RANGE_ITEMS)
             .unwrap_or_default()
             .into_iter()
-            .filter(|(_, s)| {
-                !s.has_live_value() && s.sibling_count() > 0 && s.versions().iter().all(|v| v.timestamp_ms < cutoff_ms)
-            })
+            // Every version dead (deleted, or expired) since before the cutoff.
+            .filter(|(_, s)| s.dead_since(crate::coordinator::now_ms()).is_some_and(|since| since < cutoff_ms))
             .collect()
     }
 

@@ -12,6 +12,7 @@ mod connection;
 mod counter;
 mod del;
 mod exists;
+mod expire;
 mod get;
 mod hashes;
 pub mod info;
@@ -277,6 +278,11 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
         "getdel" => set::getdel(node, args, mode).await,
         "mset" => set::mset(node, args).await,
         "setnx" => set::setnx(node, args).await,
+        "setex" | "psetex" => expire::setex(node, name, args).await,
+        "getex" => expire::getex(node, args, mode).await,
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire::expire(node, name, args).await,
+        "persist" => expire::persist(node, args).await,
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expire::ttl(node, name, args).await,
         "del" | "unlink" => del::del(node, args).await,
         "delctx" => del::delctx(node, args).await,
         "exists" => exists::exists(node, args).await,
@@ -311,6 +317,8 @@ async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSess
 #[rustfmt::skip]
 const DATA_COMMANDS: &[&str] = &[
     "get", "mget", "set", "mset", "setnx", "getset", "getdel", "del", "unlink", "delctx", "exists", "type", "strlen",
+    "setex", "psetex", "getex", "expire", "pexpire", "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime",
+    "pexpiretime",
     "incr", "decr", "incrby", "decrby", "incrbyfloat",
     "sadd", "srem", "spop", "smembers", "scard", "sismember", "smismember", "srandmember",
     "hset", "hmset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "hget", "hmget", "hgetall", "hlen", "hexists",

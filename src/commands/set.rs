@@ -1,15 +1,14 @@
-//! SET key value [CONTEXT token] [W n] and MSET key value [key value ...].
+//! SET key value [CONTEXT token] [NX | XX] [GET] [EX s | PX ms | EXAT t | PXAT t | KEEPTTL] [W n], SETNX, GETSET,
+//! GETDEL and MSET key value [key value ...].
 
 use bytes::Bytes;
 
+use super::expire::{SetExpiry, parse_set_option};
 use super::get::concurrently;
-use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, printable, syntax_error, wrong_arity};
+use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, syntax_error, wrong_arity};
 use crate::config::ValueMode;
 use crate::coordinator::WriteContext;
 use crate::resp::Reply;
-
-/// Redis SET options we recognise but do not offer, with the reason given to the client.
-const UNSUPPORTED: &[&str] = &["EX", "PX", "EXAT", "PXAT", "KEEPTTL"];
 
 /// SET's condition on what a quorum read finds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +33,7 @@ pub async fn set(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
     let mut w = None;
     let mut condition = None;
     let mut get = false;
+    let mut expiry = None;
     let mut i = 3;
     while i < args.len() {
         let opt = args[i].to_ascii_uppercase();
@@ -60,26 +60,25 @@ pub async fn set(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
                 }
                 i += 2;
             }
-            o if UNSUPPORTED.iter().any(|u| u.as_bytes() == o) => {
-                return Reply::error(format!(
-                    "ERR SET option '{}' is not supported: dynamo-kv has no expiry yet",
-                    printable(&args[i], 16)
-                ));
-            }
-            _ => return syntax_error(),
+            _ => match parse_set_option(args, i, &mut expiry) {
+                Some(Ok(n)) => i += n,
+                Some(Err(r)) => return r,
+                None => return syntax_error(),
+            },
         }
     }
+    let expiry = expiry.unwrap_or_default();
     if get {
         if token.is_some() {
             return Reply::error("ERR SET GET takes no CONTEXT: it reads the key itself");
         }
-        return read_then_write(node, key, Some(value), condition, w, mode).await;
+        return read_then_write(node, key, Some(value), condition, expiry, w, mode).await;
     }
     if let Some(condition) = condition {
         if token.is_some() {
             return Reply::error("ERR SET NX and XX take no CONTEXT: they read the key themselves");
         }
-        return match set_if(node, key, value, condition, w).await {
+        return match set_if(node, key, value, condition, expiry, w).await {
             Ok(true) => Reply::ok(),
             Ok(false) => Reply::Nil,
             Err(r) => r,
@@ -89,7 +88,17 @@ pub async fn set(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
         Some(t) => (WriteContext::Covering(t.clock), t.coordinator),
         None => (WriteContext::Blind, None),
     };
-    match node.coordinator.put(key.clone(), Some(value.clone()), context, w, preferred.as_deref()).await {
+    let expires_at_ms = match expiry {
+        // KEEPTTL: the deadline the key has, by a quorum read.
+        SetExpiry::Keep => match node.coordinator.get(key, None).await {
+            Ok(read) => read.expires_at_ms,
+            Err(e) => return coord_error(e),
+        },
+        other => other.resolve(None),
+    };
+    let put =
+        node.coordinator.put_expiring(key.clone(), value.clone(), context, expires_at_ms, w, preferred.as_deref());
+    match put.await {
         Ok(_) => Reply::ok(),
         Err(e) => coord_error(e),
     }
@@ -101,7 +110,7 @@ pub async fn setnx(node: &NodeContext, args: &[Bytes]) -> Reply {
     if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
         return r;
     }
-    match set_if(node, key, value, Condition::Absent, None).await {
+    match set_if(node, key, value, Condition::Absent, SetExpiry::Never, None).await {
         Ok(wrote) => Reply::Integer(i64::from(wrote)),
         Err(r) => r,
     }
@@ -115,6 +124,7 @@ async fn set_if(
     key: &Bytes,
     value: &Bytes,
     condition: Condition,
+    expiry: SetExpiry,
     w: Option<usize>,
 ) -> Result<bool, Reply> {
     let read = node.coordinator.get(key, None).await.map_err(coord_error)?;
@@ -125,8 +135,10 @@ async fn set_if(
     if !holds {
         return Ok(false);
     }
+    let at = expiry.resolve(read.expires_at_ms);
+    let context = WriteContext::Covering(read.context);
     node.coordinator
-        .put(key.clone(), Some(value.clone()), WriteContext::Covering(read.context), w, read.first_replier.as_deref())
+        .put_expiring(key.clone(), value.clone(), context, at, w, read.first_replier.as_deref())
         .await
         .map_err(coord_error)?;
     Ok(true)
@@ -138,7 +150,7 @@ pub async fn getset(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Repl
     if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
         return r;
     }
-    read_then_write(node, key, Some(value), None, None, mode).await
+    read_then_write(node, key, Some(value), None, SetExpiry::Never, None, mode).await
 }
 
 /// GETDEL key: the value, and a delete of exactly what was read.
@@ -146,7 +158,7 @@ pub async fn getdel(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Repl
     if let Err(r) = check_key(node, &args[1]) {
         return r;
     }
-    read_then_write(node, &args[1], None, None, None, mode).await
+    read_then_write(node, &args[1], None, None, SetExpiry::Never, None, mode).await
 }
 
 /// SET ... GET, GETSET and GETDEL: a quorum read (default R), then, when `condition` holds on what it found, a
@@ -157,6 +169,7 @@ async fn read_then_write(
     key: &Bytes,
     value: Option<&Bytes>,
     condition: Option<Condition>,
+    expiry: SetExpiry,
     w: Option<usize>,
     mode: ValueMode,
 ) -> Reply {
@@ -179,9 +192,15 @@ async fn read_then_write(
     };
     if holds && (value.is_some() || read.kind.is_some()) {
         let context = WriteContext::Covering(read.context);
-        if let Err(e) =
-            node.coordinator.put(key.clone(), value.cloned(), context, w, read.first_replier.as_deref()).await
-        {
+        let preferred = read.first_replier.as_deref();
+        let written = match value {
+            Some(v) => {
+                let at = expiry.resolve(read.expires_at_ms);
+                node.coordinator.put_expiring(key.clone(), v.clone(), context, at, w, preferred).await
+            }
+            None => node.coordinator.put(key.clone(), None, context, w, preferred).await,
+        };
+        if let Err(e) = written {
             return coord_error(e);
         }
     }

@@ -17,7 +17,7 @@ pub mod quorum;
 pub mod scan;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -175,6 +175,8 @@ pub struct ReadResult {
     pub context: VersionVector,
     /// The replica that answered first (the preferred coordinator of a write with this context).
     pub first_replier: Option<String>,
+    /// When the key expires (ms since the Unix epoch; `None`: never, or no live value).
+    pub expires_at_ms: Option<u64>,
 }
 
 /// Which versions a write supersedes.
@@ -406,6 +408,7 @@ impl Coordinator {
             kind: folded.kind,
             values: folded.values,
             newest: folded.newest,
+            expires_at_ms: merged.as_ref().and_then(|s| s.deadline(now_ms()).flatten()),
             context: merged.map(|s| s.context().clone()).unwrap_or_default(),
             first_replier,
         })
@@ -470,7 +473,12 @@ impl Coordinator {
             }
             return Err(CoordError::Unavailable { needed: r, got: q.successes() });
         }
-        let merged = q.merged();
+        // What a client sees: values past their deadline read as absent (their dots stay in the context, so a write
+        // back supersedes them).
+        let merged = q.merged().map(|mut s| {
+            s.drop_expired(now_ms());
+            s
+        });
         let first_replier = q.first_replier().map(|i| replicas[i].0.id.clone());
         let this = self.clone();
         let key = key.clone();
@@ -560,7 +568,24 @@ impl Coordinator {
             WriteContext::Blind => None,
             WriteContext::Covering(c) => Some(c),
         };
-        self.write(key, WriteOp::Put { value, context }, w, preferred).await
+        self.write(key, WriteOp::Put { value, context, expires_at_ms: None }, w, preferred).await
+    }
+
+    /// [`Coordinator::put`] of a value that expires at `expires_at_ms` (ms since the Unix epoch; `None`: never).
+    pub async fn put_expiring(
+        self: &Arc<Self>,
+        key: Bytes,
+        value: Bytes,
+        context: WriteContext,
+        expires_at_ms: Option<u64>,
+        w: Option<usize>,
+        preferred: Option<&str>,
+    ) -> Result<WriteOutcome, CoordError> {
+        let context = match context {
+            WriteContext::Blind => None,
+            WriteContext::Covering(c) => Some(c),
+        };
+        self.write(key, WriteOp::Put { value: Some(value), context, expires_at_ms }, w, preferred).await
     }
 
     /// A typed write (INCRBY, SADD, ...): coordinated like a put, by a replica that first reads the key at the
@@ -663,7 +688,9 @@ impl Coordinator {
             return Err(CoordError::Unavailable { needed, got });
         }
         let (outcome, state) = match op {
-            WriteOp::Put { value, context } => self.update_local(&key, value, WriteContext::from(context)).await?,
+            WriteOp::Put { value, context, expires_at_ms } => {
+                self.update_local(&key, value, WriteContext::from(context), expires_at_ms).await?
+            }
             WriteOp::Typed(op) => {
                 // The quorum read makes the answer include every write acknowledged before this one began, and
                 // a remove remove what it saw.
@@ -808,6 +835,7 @@ impl Coordinator {
         key: &[u8],
         value: Option<Bytes>,
         context: WriteContext,
+        expires_at_ms: Option<u64>,
     ) -> Result<(WriteOutcome, Siblings), CoordError> {
         let opts = &self.options;
         let meta = &self.meta;
@@ -817,6 +845,8 @@ impl Coordinator {
         let durable = self.effective_quorum().n >= 2;
         let store = &self.store;
         let update = |s: &mut Siblings, _existed| {
+            // Expired values are gone before the write counts what it supersedes and what survives.
+            s.drop_expired(now_ms());
             let covered = match context {
                 WriteContext::Blind => s.context().clone(),
                 WriteContext::Covering(c) => {
@@ -844,7 +874,11 @@ impl Coordinator {
                 metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
                 return Err(CoordError::SiblingsTooLarge { bytes, limit: opts.max_siblings_bytes });
             }
-            s.update(&covered, meta.next_dot(), now_ms(), value);
+            let (dot, now) = (meta.next_dot(), now_ms());
+            s.update(&covered, dot, now, value);
+            if expires_at_ms.is_some() {
+                s.set_expiry(|v| v.dot == dot, crate::versioning::Expiry::new(expires_at_ms, now, dot.actor));
+            }
             s.prune_context(opts.max_vv_entries);
             if s.sibling_count() > opts.sibling_soft_limit {
                 metrics::counter!("dynamo_sibling_soft_limit_warnings_total").increment(1);
@@ -897,10 +931,7 @@ impl Coordinator {
     }
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
+pub use crate::versioning::clock::now_ms;
 
 #[cfg(test)]
 mod tests;

@@ -169,9 +169,14 @@ fn merge_answers(answers: Vec<Answer>) -> (Vec<(Bytes, crate::crdt::Kind)>, Opti
             }
         }
     }
+    // An expired key is not returned (`drop_expired` leaves it without a live value).
+    let now = crate::coordinator::now_ms();
     let keys = merged
         .into_iter()
-        .filter_map(|(k, s)| Some((Bytes::copy_from_slice(layout::user_key(&k)?), crate::crdt::kind(&s)?)))
+        .filter_map(|(k, mut s)| {
+            s.drop_expired(now);
+            Some((Bytes::copy_from_slice(layout::user_key(&k)?), crate::crdt::kind(&s)?))
+        })
         .collect();
     // Past the ring's last cursor there is nothing left to resume at.
     let resume = bound.filter(|&b| b < layout::scan_cursor(u128::MAX)).map(|b| layout::cursor_position(b + 1));

@@ -14,6 +14,7 @@
 //! stay hidden until a later write supersedes them.
 
 pub mod counter;
+pub mod expiry;
 pub mod hash;
 pub mod list;
 pub mod set;
@@ -197,6 +198,13 @@ pub enum Op {
         /// Last index kept.
         stop: i64,
     },
+    /// EXPIRE and its family, PERSIST: any kind of key.
+    Expire {
+        /// The new deadline, ms since the Unix epoch; `None`: PERSIST.
+        at_ms: Option<u64>,
+        /// NX, XX, GT or LT.
+        condition: expiry::Condition,
+    },
 }
 
 /// What a typed write answers.
@@ -254,6 +262,30 @@ pub struct Stamp<'a> {
 /// Applies `op` to `state` (the coordinator's replica, already merged with its quorum read). On an error the
 /// state is unchanged.
 pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
+    if !state.versions().iter().any(|v| v.is_expired(stamp.now_ms)) {
+        return apply_unexpired(state, op, stamp);
+    }
+    // Expired values are gone before the write looks at the key; an error leaves the state as it was.
+    let mut next = state.clone();
+    expiry::drop_expired(&mut next, stamp);
+    let reply = apply_unexpired(&mut next, op, stamp)?;
+    *state = next;
+    Ok(reply)
+}
+
+/// [`apply`] on a state without expired values.
+fn apply_unexpired(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
+    if let Op::Expire { at_ms, condition } = op {
+        return expiry::expire(state, *at_ms, *condition, stamp).map(OpReply::Integer);
+    }
+    let deadline = state.deadline(stamp.now_ms).flatten();
+    let issued = state.context().get(stamp.actor);
+    let reply = apply_op(state, op, stamp)?;
+    expiry::inherit(state, deadline, issued, stamp);
+    Ok(reply)
+}
+
+fn apply_op(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
     match op {
         Op::Increment { by } => counter::increment(state, *by, stamp).map(OpReply::Integer),
         Op::SetAdd { members } => set::add(state, members, stamp).map(OpReply::Integer),
@@ -276,6 +308,7 @@ pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, Op
         }
         Op::ZRemove { members } => zset::remove(state, members, stamp).map(OpReply::Integer),
         Op::ZPop { max, count } => zset::pop(state, *max, *count, stamp).map(OpReply::Members),
+        Op::Expire { .. } => unreachable!("handled by apply_unexpired"),
     }
 }
 
@@ -335,6 +368,16 @@ mod tests {
             }),
             (e.clone(), 0u8..3).prop_map(|(m, by)| Op::ZIncr { member: b(m), by: (f64::from(by) / 2.0).to_bits() }),
             e.prop_map(|m| Op::ZRemove { members: vec![b(m)] }),
+            (proptest::option::of(0u64..80), 0u8..5).prop_map(|(at_ms, c)| Op::Expire {
+                at_ms,
+                condition: [
+                    expiry::Condition::Always,
+                    expiry::Condition::Nx,
+                    expiry::Condition::Xx,
+                    expiry::Condition::Gt,
+                    expiry::Condition::Lt
+                ][c as usize],
+            }),
         ]
     }
 
@@ -395,6 +438,10 @@ mod tests {
             let mut aa = r[0].clone(); aa.merge(&r[0]);
             prop_assert_eq!(&aa, &r[0]);
             let view = |s: &Siblings| {
+                // As a read at time 40 shows it.
+                let mut s = s.clone();
+                s.drop_expired(40);
+                let s = &s;
                 (kind(s), fold(s), set::members(s), hash::fields(s), list::values(s), zset::members(s)
                     .into_iter().map(|(m, x)| (m, x.to_bits())).collect::<Vec<_>>())
             };

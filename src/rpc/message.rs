@@ -9,7 +9,7 @@ pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -113,6 +113,8 @@ pub enum WriteOp {
         value: Option<Bytes>,
         /// What the write supersedes; `None` for a blind write (what the coordinator holds).
         context: Option<VersionVector>,
+        /// The new value's deadline (SET EX), ms since the Unix epoch.
+        expires_at_ms: Option<u64>,
     },
     /// A typed write (INCRBY, SADD, ...), applied after a quorum read.
     Typed(crate::crdt::Op),

@@ -277,3 +277,36 @@ fn values_of_the_untyped_format_are_read_and_upgraded() {
     assert_eq!(stored, super::store::encode(&state), "rewritten in the current format");
     assert_eq!(store.live_keys(), 1);
 }
+
+/// A value stored before versions carried deadlines (format 2: typed versions) reads with no deadline, and the
+/// start-up count rewrites it in today's format.
+#[test]
+fn values_of_the_format_without_deadlines_are_read_and_upgraded() {
+    #[derive(serde::Serialize)]
+    struct OldVersion {
+        dot: Dot,
+        timestamp_ms: u64,
+        value: Option<crate::versioning::Value>,
+    }
+    #[derive(serde::Serialize)]
+    struct OldSiblings {
+        context: VersionVector,
+        versions: Vec<OldVersion>,
+    }
+    let dot = Dot { actor: Actor(7), counter: 1 };
+    let mut context = VersionVector::new();
+    context.advance(dot.actor, dot.counter, 5);
+    let value = Some(crate::versioning::Value::Counter(42));
+    let old = OldSiblings { context, versions: vec![OldVersion { dot, timestamp_ms: 5, value: value.clone() }] };
+    let mut raw = vec![2u8];
+    raw.extend(postcard::to_stdvec(&old).unwrap());
+    let engine = Arc::new(MemoryEngine::new());
+    let key = crate::storage::layout::storage_key(b"k");
+    engine.apply(&[(key.clone(), Some(Bytes::from(raw)))]).unwrap();
+    let store = KvStore::open(engine.clone(), StoreOptions::default()).unwrap();
+    let state = store.get(b"k").unwrap().unwrap();
+    assert_eq!(state.versions()[0].value, value);
+    assert_eq!(state.deadline(0), Some(None), "no deadline");
+    let stored = engine.get(&key).unwrap().unwrap();
+    assert_eq!(stored, super::store::encode(&state), "rewritten in the current format");
+}

@@ -25,15 +25,17 @@ use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
 use crate::versioning::Siblings;
-use crate::versioning::siblings::LegacySiblings;
+use crate::versioning::siblings::{Format2Siblings, LegacySiblings};
 
 /// Number of key-lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 1024;
-/// Format byte prefixed to every stored sibling set: 2 since versions are typed (strings, counter entries).
-const VALUE_FORMAT: u8 = 2;
+/// Format byte prefixed to every stored sibling set: 3 since versions carry deadlines (2: typed values).
+const VALUE_FORMAT: u8 = 3;
 /// The format of sibling sets whose every value was a string; still read, and rewritten at start
-/// ([`KvStore::upgrade_values`]).
+/// ([`KvStore::build`]), as is format 2.
 const LEGACY_VALUE_FORMAT: u8 = 1;
+/// The format of typed sibling sets without deadlines.
+const FORMAT_2: u8 = 2;
 /// How often `os` mode fsyncs (Redis's appendfsync everysec).
 pub const OS_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often free disk space is measured: often enough that writes stop before a burst fills the margin.
@@ -160,7 +162,7 @@ impl KvStore {
             for (k, v) in page.iter_mut() {
                 let state = decode(v)?;
                 live += i64::from(state.has_live_value());
-                if v.first() == Some(&LEGACY_VALUE_FORMAT) {
+                if v.first() != Some(&VALUE_FORMAT) {
                     *v = encode(&state);
                     upgraded.push((k.clone(), Some(v.clone())));
                 }
@@ -449,7 +451,8 @@ impl KvStore {
         }
         let Some(raw) = self.get_raw(storage_key)? else { return Ok(false) };
         let current = decode(&raw)?;
-        if current != *expected || (current.has_live_value() && !live_ok) {
+        // An expired value counts as deleted: reaping removes it like a tombstone.
+        if current != *expected || (current.is_live_at(crate::versioning::clock::now_ms()) && !live_ok) {
             return Ok(false);
         }
         // A delete writes too (an LSM tombstone): it waits for the disk like any write.
@@ -684,6 +687,9 @@ pub fn decode(raw: &[u8]) -> Result<Siblings, StorageError> {
     match raw.split_first() {
         Some((&VALUE_FORMAT, body)) => postcard::from_bytes(body)
             .map_err(|e| StorageError::Corrupt { reason: format!("sibling set does not decode: {e}") }),
+        Some((&FORMAT_2, body)) => postcard::from_bytes::<Format2Siblings>(body)
+            .map(Siblings::from)
+            .map_err(|e| StorageError::Corrupt { reason: format!("sibling set (format 2) does not decode: {e}") }),
         Some((&LEGACY_VALUE_FORMAT, body)) => postcard::from_bytes::<LegacySiblings>(body)
             .map(Siblings::from)
             .map_err(|e| StorageError::Corrupt { reason: format!("sibling set (format 1) does not decode: {e}") }),

@@ -7,9 +7,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Milliseconds since the Unix epoch by this node's wall clock: version timestamps and deadlines.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The writer identity stamped into dots: derived from a node id and the epoch of its data directory, so a node
 /// whose disk was wiped (or that crashed and may have lost its last writes) never reissues an old dot.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Actor(pub u64);
 
 impl Actor {

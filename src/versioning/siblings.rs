@@ -128,12 +128,51 @@ pub struct Version {
     pub timestamp_ms: u64,
     /// The value, or `None` for a tombstone (a versioned delete).
     pub value: Option<Value>,
+    /// When the value expires (a key's TTL lives in its versions): set when the version is written (SET EX, a
+    /// typed write to a key with a TTL), and changed in place by EXPIRE and PERSIST (see [`Expiry`]).
+    pub expiry: Expiry,
+}
+
+/// A version's deadline, as a last-writer-wins register: EXPIRE and PERSIST change the deadline of versions
+/// already written, so two replicas may hold one dot with different deadlines; the one set last (by its
+/// coordinator's clock, then actor, then the deadline itself) wins everywhere. The default (never set) loses to
+/// any setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Expiry {
+    /// When it was set, in ms since the Unix epoch (coordinator clock).
+    pub set_ms: u64,
+    /// The coordinator that set it.
+    pub set_by: Actor,
+    /// The deadline in ms since the Unix epoch; `None`: the version never expires.
+    pub at_ms: Option<u64>,
+}
+
+impl Expiry {
+    /// A deadline (or none) set at `set_ms` by `set_by`.
+    pub fn new(at_ms: Option<u64>, set_ms: u64, set_by: Actor) -> Self {
+        Expiry { set_ms, set_by, at_ms }
+    }
 }
 
 impl Version {
     /// True for a tombstone.
     pub fn is_tombstone(&self) -> bool {
         self.value.is_none()
+    }
+
+    /// True for a value whose deadline has passed at `now_ms`: it reads as absent, like a tombstone.
+    pub fn is_expired(&self, now_ms: u64) -> bool {
+        self.value.is_some() && self.expiry.at_ms.is_some_and(|at| at <= now_ms)
+    }
+
+    /// Since when this version has been dead at `now_ms` (a tombstone: since its write; an expired value: since
+    /// its deadline), or `None` while it is a live value.
+    pub fn dead_since(&self, now_ms: u64) -> Option<u64> {
+        match (&self.value, self.expiry.at_ms) {
+            (None, _) => Some(self.timestamp_ms),
+            (Some(_), Some(at)) if at <= now_ms => Some(at),
+            (Some(_), _) => None,
+        }
     }
 }
 
@@ -207,9 +246,14 @@ impl Siblings {
         }
     }
 
-    /// True when at least one version holds a value.
+    /// True when at least one version holds a value (expired or not: see [`Siblings::is_live_at`]).
     pub fn has_live_value(&self) -> bool {
         self.versions.iter().any(|v| v.value.is_some())
+    }
+
+    /// True when at least one version holds a value that has not expired at `now_ms`.
+    pub fn is_live_at(&self, now_ms: u64) -> bool {
+        self.versions.iter().any(|v| v.value.is_some() && !v.is_expired(now_ms))
     }
 
     /// Applies a write coordinated by `dot.actor`: every version whose dot `covered` covers is superseded, and the
@@ -226,7 +270,44 @@ impl Siblings {
         self.context.merge(covered);
         self.context.advance(dot.actor, dot.counter, timestamp_ms);
         let at = self.versions.partition_point(|v| v.dot < dot);
-        self.versions.insert(at, Version { dot, timestamp_ms, value });
+        self.versions.insert(at, Version { dot, timestamp_ms, value, expiry: Expiry::default() });
+    }
+
+    /// Sets the deadline of the versions `pick` selects (see [`Expiry`]); returns how many it set.
+    pub fn set_expiry(&mut self, pick: impl Fn(&Version) -> bool, expiry: Expiry) -> usize {
+        let mut n = 0;
+        for v in self.versions.iter_mut().filter(|v| pick(v)) {
+            v.expiry = expiry;
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops the values whose deadline has passed at `now_ms` (their dots stay covered, as after a delete);
+    /// returns how many. What a read shows, and what a write starts from.
+    pub fn drop_expired(&mut self, now_ms: u64) -> usize {
+        self.remove_versions(|v| v.is_expired(now_ms))
+    }
+
+    /// The key's deadline at `now_ms`, over its live values: `None` when it has none, `Some(None)` when one of
+    /// them never expires, else the last deadline (the key is gone when every value is).
+    pub fn deadline(&self, now_ms: u64) -> Option<Option<u64>> {
+        self.versions.iter().filter(|v| v.value.is_some() && !v.is_expired(now_ms)).fold(None, |acc, v| {
+            match (acc, v.expiry.at_ms) {
+                (Some(None), _) | (_, None) => Some(None),
+                (None, Some(at)) => Some(Some(at)),
+                (Some(Some(a)), Some(b)) => Some(Some(a.max(b))),
+            }
+        })
+    }
+
+    /// Since when every version has been dead at `now_ms` (tombstones and expired values; see
+    /// [`Version::dead_since`]): `None` while one is live, or when there is no version at all.
+    pub fn dead_since(&self, now_ms: u64) -> Option<u64> {
+        self.versions.iter().try_fold(None, |acc: Option<u64>, v| {
+            let since = v.dead_since(now_ms)?;
+            Some(Some(acc.map_or(since, |a| a.max(since))))
+        })?
     }
 
     /// Drops the versions `remove` picks, each exactly (unlike a covering context, which drops every earlier dot of
@@ -247,7 +328,8 @@ impl Siblings {
             let theirs = other.versions.get(j);
             match (mine, theirs) {
                 (Some(a), Some(b)) if a.dot == b.dot => {
-                    merged.push(a.clone());
+                    // The same write; only its deadline may differ (EXPIRE, PERSIST): the later setting wins.
+                    merged.push(if b.expiry > a.expiry { b.clone() } else { a.clone() });
                     i += 1;
                     j += 1;
                 }
@@ -307,7 +389,45 @@ impl From<LegacySiblings> for Siblings {
             versions: old
                 .versions
                 .into_iter()
-                .map(|v| Version { dot: v.dot, timestamp_ms: v.timestamp_ms, value: v.value.map(Value::String) })
+                .map(|v| Version {
+                    dot: v.dot,
+                    timestamp_ms: v.timestamp_ms,
+                    value: v.value.map(Value::String),
+                    expiry: Expiry::default(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The stored form of a sibling set before versions carried deadlines (value format 2). Read only to upgrade a
+/// data directory written by an older build.
+#[derive(Deserialize)]
+pub struct Format2Siblings {
+    context: VersionVector,
+    versions: Vec<Format2Version>,
+}
+
+#[derive(Deserialize)]
+struct Format2Version {
+    dot: Dot,
+    timestamp_ms: u64,
+    value: Option<Value>,
+}
+
+impl From<Format2Siblings> for Siblings {
+    fn from(old: Format2Siblings) -> Self {
+        Siblings {
+            context: old.context,
+            versions: old
+                .versions
+                .into_iter()
+                .map(|v| Version {
+                    dot: v.dot,
+                    timestamp_ms: v.timestamp_ms,
+                    value: v.value,
+                    expiry: Expiry::default(),
+                })
                 .collect(),
         }
     }

@@ -127,11 +127,7 @@ impl TestNode {
 
     /// A redis-rs connection.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        let mut c = redis::Client::open(self.url()).unwrap().get_multiplexed_async_connection().await.unwrap();
-        // redis-rs gives up after 500 ms by default: too tight for a 2-core CI machine running several clusters;
-        // these tests check correctness, not latency.
-        c.set_response_timeout(Duration::from_secs(10));
-        c
+        connect(&redis::Client::open(self.url()).unwrap()).await
     }
 
     /// SIGTERM and wait: a graceful shutdown.
@@ -208,6 +204,15 @@ pub async fn raw_exchange(port: u16, send: &[u8], expect: usize) -> (Vec<u8>, bo
             matches!(tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await, Ok(Ok(0)) | Ok(Err(_)));
     }
     (out, closed)
+}
+
+/// A connection of `client` that waits for replies as long as a test may: redis-rs gives up after 500 ms by
+/// default, too tight for a 2-core CI machine running several clusters (and a timed-out request leaves the
+/// connection broken); these tests check correctness, not latency.
+pub async fn connect(client: &redis::Client) -> redis::aio::MultiplexedConnection {
+    let mut c = client.get_multiplexed_async_connection().await.unwrap();
+    c.set_response_timeout(Duration::from_secs(10));
+    c
 }
 
 /// GET through redis-rs: (sorted sibling values, context token or None).
