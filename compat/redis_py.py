@@ -107,6 +107,18 @@ try:
               and [tuple(x) for x in plain.zrange(t + "z", 0, -1, withscores=True)] == [("b", 0.5), ("a", 1.5)]
               and plain.zincrby(t + "z", 2, "b") == 2.5 and plain.zscore(t + "z", "a") == 1.5)
         check(f"{label}: type", [plain.type(t + x) for x in "nshlz"] == ["string", "set", "hash", "list", "zset"])
+        # Expiry as redis-py applications use it: set(ex=), expire(), ttl(), persist(), and lock() (SET NX PX).
+        check(f"{label}: set ex/ttl", plain.set(t + "e", "v", ex=100) is True and 99 <= plain.ttl(t + "e") <= 100)
+        check(f"{label}: expire/persist", plain.expire(t + "s", 50) is True and 0 < plain.pttl(t + "s") <= 50000
+              and plain.persist(t + "s") is True and plain.ttl(t + "s") == -1)
+        check(f"{label}: setex/getex", plain.setex(t + "x", 30, "v") is True
+              and plain.getex(t + "x", persist=True) == "v" and plain.ttl(t + "x") == -1)
+        # (release() runs a Lua script, which dynamo-kv does not offer; a lock here ends at its timeout.)
+        lock = plain.lock(t + "lock", timeout=0.3, blocking=False)
+        other = plain.lock(t + "lock", timeout=0.3, blocking=False)
+        check(f"{label}: lock", lock.acquire() and not other.acquire() and 0 < plain.pttl(t + "lock") <= 300)
+        time.sleep(0.5)
+        check(f"{label}: lock free after its timeout", other.acquire())
         try:
             plain.lpush(t + "s", "x")
             check(f"{label}: WRONGTYPE", False)
