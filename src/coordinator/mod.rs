@@ -188,6 +188,16 @@ pub enum WriteContext {
     Covering(VersionVector),
 }
 
+impl WriteContext {
+    /// The context a write carries: `None` for a blind write.
+    fn into_covered(self) -> Option<VersionVector> {
+        match self {
+            WriteContext::Blind => None,
+            WriteContext::Covering(c) => Some(c),
+        }
+    }
+}
+
 impl From<Option<VersionVector>> for WriteContext {
     fn from(c: Option<VersionVector>) -> Self {
         c.map_or(WriteContext::Blind, WriteContext::Covering)
@@ -564,11 +574,8 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
-        let context = match context {
-            WriteContext::Blind => None,
-            WriteContext::Covering(c) => Some(c),
-        };
-        self.write(key, WriteOp::Put { value, context, expires_at_ms: None }, w, preferred).await
+        let op = WriteOp::Put { value, context: context.into_covered(), expires_at_ms: None };
+        self.write(key, op, w, preferred).await
     }
 
     /// [`Coordinator::put`] of a value that expires at `expires_at_ms` (ms since the Unix epoch; `None`: never).
@@ -581,11 +588,8 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
-        let context = match context {
-            WriteContext::Blind => None,
-            WriteContext::Covering(c) => Some(c),
-        };
-        self.write(key, WriteOp::Put { value: Some(value), context, expires_at_ms }, w, preferred).await
+        let op = WriteOp::Put { value: Some(value), context: context.into_covered(), expires_at_ms };
+        self.write(key, op, w, preferred).await
     }
 
     /// A typed write (INCRBY, SADD, ...): coordinated like a put, by a replica that first reads the key at the
