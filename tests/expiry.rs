@@ -194,3 +194,26 @@ async fn a_key_expires_through_every_node_and_a_replica_that_missed_the_expire_n
     // The counter starts afresh after its deadline.
     assert_eq!(cmd::<i64>(&mut via[1], &["INCR", "hits"]).await, 1);
 }
+
+#[tokio::test]
+async fn expired_keys_are_dropped_in_the_background_and_dbsize_stops_counting_them() {
+    let node = TestNode::start(&["--anti-entropy-interval-ms", "20", "--tombstone-grace-secs", "1"]);
+    let mut c = node.conn().await;
+    let _: () = cmd(&mut c, &["SET", "kept", "k"]).await;
+    for i in 0..50 {
+        let _: () = cmd(&mut c, &["SET", &format!("cache{i}"), "v", "PX", "300"]).await;
+    }
+    assert_eq!(cmd::<i64>(&mut c, &["DBSIZE"]).await, 51);
+    // No read touches them: the sweep alone removes the values, then reaping removes the keys.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let dbsize: i64 = cmd(&mut c, &["DBSIZE"]).await;
+        let local: redis::Value = cmd(&mut c, &["ADMIN", "LOCALGET", "cache7"]).await;
+        if dbsize == 1 && common::parse_local_get(local).1.is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "expired keys still counted ({dbsize}) or stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(common::local_get(&node, "kept").await, vec!["k"], "live data is never swept");
+}

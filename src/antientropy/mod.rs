@@ -97,6 +97,15 @@ pub struct LocalReplica {
     pub recovery: Arc<Recovery>,
 }
 
+/// What one scan of a partition found dead (see [`LocalReplica::dead_keys`]).
+#[derive(Default)]
+pub struct DeadKeys {
+    /// Keys dead everywhere long enough to reap, with the state to reap.
+    pub reapable: Vec<(Bytes, Siblings)>,
+    /// Keys that still hold values past their deadline.
+    pub expired: Vec<Bytes>,
+}
+
 impl LocalReplica {
     /// Deletes tombstones whose local state is exactly the given one.
     pub fn reap_items(&self, items: &[(Bytes, Siblings)]) -> Result<u64, crate::storage::StorageError> {
@@ -107,15 +116,41 @@ impl LocalReplica {
         Ok(reaped)
     }
 
-    /// Keys of `[first, last]` whose every version is dead (tombstones, expired values) since before `cutoff_ms`.
-    pub fn old_tombstones(&self, first: u128, last: u128, cutoff_ms: u64) -> Vec<(Bytes, Siblings)> {
-        self.store
-            .scan_positions(first, last, None, MAX_RANGE_ITEMS)
-            .unwrap_or_default()
-            .into_iter()
-            // Every version dead (deleted, or expired) since before the cutoff.
-            .filter(|(_, s)| s.dead_since(crate::coordinator::now_ms()).is_some_and(|since| since < cutoff_ms))
-            .collect()
+    /// One scan of `[first, last]` at `now_ms`: the keys whose every version is dead (tombstones, expired values)
+    /// since before `cutoff_ms`, which reaping may remove, and the keys still holding expired values, which
+    /// [`LocalReplica::sweep_expired`] drops.
+    pub fn dead_keys(&self, first: u128, last: u128, now_ms: u64, cutoff_ms: u64) -> DeadKeys {
+        let mut dead = DeadKeys::default();
+        for (k, s) in self.store.scan_positions(first, last, None, MAX_RANGE_ITEMS).unwrap_or_default() {
+            if s.dead_since(now_ms).is_some_and(|since| since < cutoff_ms) {
+                dead.reapable.push((k, s));
+            } else if s.versions().iter().any(|v| v.is_expired(now_ms)) {
+                dead.expired.push(k);
+            }
+        }
+        dead
+    }
+
+    /// Drops the expired values of `keys` (storage keys) from this replica (Redis's active expiry): the values go,
+    /// their dots stay covered, so the other replicas drop them too at the next exchange, and the emptied key is
+    /// reaped once its grace period is over. Returns how many keys changed.
+    pub async fn sweep_expired(&self, keys: &[Bytes], now_ms: u64) -> Result<u64, crate::storage::StorageError> {
+        let mut swept = 0;
+        for storage_key in keys {
+            let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
+            let did = self
+                .store
+                .update(user_key, |s: &mut Siblings, _| {
+                    Ok::<_, crate::storage::StorageError>(if s.drop_expired(now_ms) > 0 {
+                        Decision::Write(true)
+                    } else {
+                        Decision::Keep(false)
+                    })
+                })
+                .await?;
+            swept += u64::from(did);
+        }
+        Ok(swept)
     }
 
     /// Merges states into the store; returns how many keys changed.
@@ -406,6 +441,7 @@ impl AntiEntropy {
     /// the grace period can go everywhere. Each replica deletes a tombstone only if its state is exactly the one
     /// reaped, so a write that raced in is kept. A replica that misses the reap merges the tombstone back from the
     /// others (harmless) and the next proof reaps it again.
+    /// Expired values are dropped from this replica on the way (Redis's active expiry).
     async fn reap(&self, p: usize, peers: &[(String, String)]) {
         let cutoff = crate::coordinator::now_ms().saturating_sub(self.grace.as_millis() as u64);
         let (first, last) = {
@@ -413,7 +449,14 @@ impl AntiEntropy {
             let Some(ring) = view.ring.as_ref() else { return };
             ring.partition_range(p)
         };
-        let tombstones = self.local.old_tombstones(first, last, cutoff);
+        let now = crate::coordinator::now_ms();
+        let DeadKeys { reapable: tombstones, expired } = self.local.dead_keys(first, last, now, cutoff);
+        if !expired.is_empty() {
+            match self.local.sweep_expired(&expired, now).await {
+                Ok(n) => metrics::counter!("dynamo_expired_keys_swept_total").increment(n),
+                Err(e) => tracing::warn!(error = %e, "dropping expired values failed"),
+            }
+        }
         if tombstones.is_empty() {
             return;
         }

@@ -302,8 +302,12 @@ impl Siblings {
     }
 
     /// Since when every version has been dead at `now_ms` (tombstones and expired values; see
-    /// [`Version::dead_since`]): `None` while one is live, or when there is no version at all.
+    /// [`Version::dead_since`]), or `None` while one is live. A state left with no version at all (its expired
+    /// values dropped) is dead since its context last advanced: the last write that superseded anything.
     pub fn dead_since(&self, now_ms: u64) -> Option<u64> {
+        if self.versions.is_empty() {
+            return self.context.entries().iter().map(|e| e.timestamp_ms).max();
+        }
         self.versions.iter().try_fold(None, |acc: Option<u64>, v| {
             let since = v.dead_since(now_ms)?;
             Some(Some(acc.map_or(since, |a| a.max(since))))
