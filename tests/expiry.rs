@@ -42,6 +42,13 @@ async fn strings_expire_as_in_redis() {
     assert_eq!(cmd::<i64>(&mut c, &["EXPIRE", "missing", "10"]).await, 0);
     assert_eq!(cmd::<i64>(&mut c, &["PERSIST", "missing"]).await, 0);
     assert_eq!(cmd::<i64>(&mut c, &["PERSIST", "k"]).await, 0, "k has no deadline");
+    // A write that found nothing stores nothing (no empty row that nothing would ever reap).
+    for args in [["EXPIRE", "missing", "10"], ["PERSIST", "missing", ""], ["SREM", "missing", "m"]] {
+        let args: Vec<&str> = args.into_iter().filter(|a| !a.is_empty()).collect();
+        let _: i64 = cmd(&mut c, &args).await;
+        let local: redis::Value = cmd(&mut c, &["ADMIN", "LOCALGET", "missing"]).await;
+        assert_eq!(common::parse_local_get(local).1, None, "{args:?} stored a state");
+    }
 
     // Redis's errors.
     assert!(err(&mut c, &["SET", "k", "v", "EX", "0"]).await.contains("invalid expire time in 'set' command"));

@@ -917,7 +917,13 @@ impl Coordinator {
                 Stamp { actor: meta.actor(), next_dot: &next_dot, now_ms: now_ms(), siblings: opts.plain_siblings };
             let reply = crate::crdt::apply(s, op, &stamp)?;
             s.prune_context(opts.max_vv_entries);
-            Ok::<_, CoordError>(Decision::Write((WriteOutcome { superseded_live: 0, reply: Some(reply) }, s.clone())))
+            let out = (WriteOutcome { superseded_live: 0, reply: Some(reply) }, s.clone());
+            // A write that found nothing and did nothing (SREM, EXPIRE of a missing key) stores nothing: an empty
+            // state would be a row that no replica holds and nothing ever reaps.
+            if s.versions().is_empty() && s.context().is_empty() {
+                return Ok(Decision::Keep(out));
+            }
+            Ok::<_, CoordError>(Decision::Write(out))
         };
         let store = &self.store;
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }

@@ -494,6 +494,8 @@ class Client(threading.Thread):
             return self.one_increment(now, key, node)
         if self.cluster.args.workload == "typed":
             return self.one_typed_op(now, key, node)
+        if self.cluster.args.workload == "expiry":
+            return self.one_expiry_op(now, node)
         try:
             conn = self.connect(node)
             siblings, ctx = conn.call("GET", key)
@@ -558,6 +560,58 @@ class Client(threading.Thread):
         if self.attempt(op, node, action) and kind == "sadd":
             self.added = removable + [(key, elem)]
 
+    def one_expiry_op(self, now, node):
+        """The expiry workload, on keys of its own: each client SETs its "mortal" keys only with a deadline (PX) and
+        its "kept" keys only without one, and now and then retires a kept key with a PEXPIRE (it is never written
+        again); it also GETs mortal keys whose every deadline has passed, which must read as absent whatever the
+        faults (every copy of a value carries its deadline). The checker wants every kept key with an acknowledged
+        SET present unless a PEXPIRE of it was sent, and every mortal key, and every key whose PEXPIRE was
+        acknowledged, absent at the end."""
+        self.seq += 1
+        kept = self.__dict__.setdefault("kept", [f"k{self.cid}-{i}" for i in range(EXPIRY_POOL)])
+        deadlines = self.__dict__.setdefault("deadlines", {})  # mortal key -> the latest deadline any SET may set
+        ttl = self.rng.randint(300, 1500)
+        r = self.rng.random()
+        past = [k for k, d in deadlines.items() if d < now]
+        if past and r < 0.3:
+            key, kind = self.rng.choice(past), "check"
+        elif r < 0.4:
+            # Retire a kept key: replaced in the pool by a fresh one.
+            i = self.rng.randrange(len(kept))
+            key, kind = kept[i], "pexpire"
+            kept[i] = f"k{self.cid}-r{self.seq}"
+        elif r < 0.7:
+            key, kind = f"m{self.cid}-{self.rng.randrange(EXPIRY_POOL)}", "mortal"
+        else:
+            key, kind = self.rng.choice(kept), "kept"
+        op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": key, "kind": kind,
+              "ttl_ms": ttl, "siblings": None, "ctx": None}  # fmt: skip
+
+        def action(conn):
+            if kind == "check":
+                siblings, _ctx = conn.call("GET", key)
+                op["siblings"] = len(siblings)
+                return True, siblings
+            op["sent"] = True
+            if kind == "mortal":
+                deadlines[key] = float("inf")  # until it is acknowledged
+            if kind == "pexpire":
+                reply = conn.call("PEXPIRE", key, str(ttl))
+                return reply == 1, reply
+            reply = conn.call("SET", key, key, *(["PX", str(ttl)] if kind == "mortal" else []))
+            return reply == "OK", reply
+
+        acked = self.attempt(op, node, action)
+        if kind == "mortal":
+            # An acknowledged SET's deadline is at most its acknowledgement plus the TTL. One of unknown outcome may
+            # still be stamped later (a forward to a paused coordinator): that key is not checked again mid-run.
+            tainted = self.__dict__.setdefault("tainted", set())
+            if not acked:
+                tainted.add(key)
+            if key not in tainted:
+                deadlines[key] = op["t1"] + ttl / 1000 + 0.2
+        time.sleep(0.02)
+
     def one_increment(self, now, key, node):
         """The counter workload: INCRBY by a small amount; the checker sums what was acknowledged."""
         by = self.rng.randint(1, 5)
@@ -602,9 +656,37 @@ class Client(threading.Thread):
         return op["outcome"] == "ok"
 
 
+# Keys of each kind per client in the expiry workload.
+EXPIRY_POOL = 12
+
+
 def key_number(key):
     """The j of a key named g{generation}-k{j}."""
     return int(key.rsplit("-k", 1)[1])
+
+
+def check_expiry(ops, final):
+    """The expiry workload's verdict: (lost, resurrected). Lost: a kept key with an acknowledged SET missing on some
+    node, though no PEXPIRE of it was sent. Resurrected: a mortal key (only ever written with a deadline) or a key
+    whose PEXPIRE was acknowledged, present at the end; or a mortal key that a GET found after every deadline of
+    the writes sent before it."""
+    expire_sent = {op["key"] for op in ops if op["kind"] == "pexpire" and op["sent"]}
+    gone = {op["key"] for op in ops if op["kind"] == "mortal" and op["sent"]}
+    gone |= {op["key"] for op in ops if op["kind"] == "pexpire" and op["outcome"] == "ok"}
+    kept = {op["key"] for op in ops if op["kind"] == "kept" and op["outcome"] == "ok"} - expire_sent
+    lost, resurrected = [], []
+    for key in sorted(kept):
+        missing = [m for m, got in final[key].items() if not got]
+        if missing:
+            lost.append({"key": key, "missing_on": missing})
+    for op in ops:
+        if op["kind"] == "check" and op["outcome"] == "ok" and op["siblings"]:
+            resurrected.append({"key": op["key"], "read_at": op["t0"], "via": op["node"]})
+    for key in sorted(gone):
+        present = [m for m, got in final.get(key, {}).items() if got]
+        if present:
+            resurrected.append({"key": key, "present_on": present})
+    return lost, resurrected
 
 
 def check_counters(ops, final):
@@ -865,13 +947,14 @@ def main():
     ap.add_argument(
         "--workload",
         default="set",
-        choices=["set", "blind", "counter", "counter-blind", "typed"],
+        choices=["set", "blind", "counter", "counter-blind", "typed", "expiry"],
         help="set: read, merge siblings, write with the context (the cart); blind: the same without the context "
         "(last-write-wins use, which must lose writes: checks the checker); counter: INCRBY, and every counter "
         "must end between its acknowledged increments and those plus the ones of unknown outcome; counter-blind: "
         "GET then SET the sum, which must lose increments: checks the counter checker; typed: SADD fresh elements "
         "and SREM some acknowledged ones on set keys, RPUSH fresh elements on list keys, and every acknowledged "
-        "add or push must be present unless a remove of it was sent",
+        "add or push must be present unless a remove of it was sent; expiry: SET with and without PX, PEXPIRE, and "
+        "GETs after deadlines: nothing expired may read as present, nothing kept may go",
     )
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument(
@@ -982,8 +1065,17 @@ def run(args, cluster, schedule, out):
                 n.state = "left"
                 break
             time.sleep(0.2)
+    if args.workload == "expiry":
+        # Its keys are its own, one per write; and every deadline must have passed before the final reads.
+        keys = sorted({op["key"] for op in history.ops})
+        time.sleep(2.0)
     remaining = max(5.0, args.converge_timeout - (time.time() - heal_at))
     acked_keys = {op["key"] for op in history.ops if op["outcome"] == "ok"}
+    if args.workload == "expiry":
+        # What must be stored everywhere: the kept keys that no PEXPIRE was sent for.
+        expire_sent = {op["key"] for op in history.ops if op["kind"] == "pexpire" and op["sent"]}
+        acked_keys = {op["key"] for op in history.ops if op["outcome"] == "ok" and op["kind"] == "kept"}
+        acked_keys -= expire_sent
     conv = converge(cluster, keys, remaining, acked_keys) if settled else None
     converge_secs = None if conv is None else time.time() - heal_at
     final, read_failures = final_reads(cluster, keys)
@@ -996,6 +1088,9 @@ def run(args, cluster, schedule, out):
         wrong = check_counters(ops, final)
         lost = [w for w in wrong if w["value"] and int(w["value"][0]) < w["acked"] or not w["value"] and w["acked"]]
         unexpected = [w for w in wrong if w not in lost]
+    elif args.workload == "expiry":
+        acked = {i: op for i, op in enumerate(ops) if op["outcome"] == "ok" and op["kind"] != "check"}
+        lost, unexpected = check_expiry(ops, final)
     elif args.workload == "typed":
         # A remove that was sent may have applied even when it failed (a coordinator that did not answer, a quorum
         # not met): its element may be gone. Only an acknowledged one must have taken.
@@ -1092,7 +1187,8 @@ def run(args, cluster, schedule, out):
     if lost:
         problems.append(f"{len(lost)} acknowledged writes lost, e.g. {lost[:3]}")
     if unexpected:
-        problems.append(f"{len(unexpected)} elements no one wrote, e.g. {unexpected[:5]}")
+        what = "expired keys read as present" if args.workload == "expiry" else "elements no one wrote"
+        problems.append(f"{len(unexpected)} {what}, e.g. {unexpected[:5]}")
     if not settled:
         problems.append("the ring did not settle after the heal")
     if converge_secs is None:
