@@ -134,39 +134,37 @@ impl LocalReplica {
     /// Drops the expired values of `keys` (storage keys) from this replica (Redis's active expiry): the values go,
     /// their dots stay covered, so the other replicas drop them too at the next exchange, and the emptied key is
     /// reaped once its grace period is over. Returns how many keys changed.
-    pub async fn sweep_expired(&self, keys: &[Bytes], now_ms: u64) -> Result<u64, crate::storage::StorageError> {
-        let mut swept = 0;
-        for storage_key in keys {
-            let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
-            let did = self
-                .store
-                .update(user_key, |s: &mut Siblings, _| {
-                    Ok::<_, crate::storage::StorageError>(if s.drop_expired(now_ms) > 0 {
-                        Decision::Write(true)
-                    } else {
-                        Decision::Keep(false)
-                    })
-                })
-                .await?;
-            swept += u64::from(did);
-        }
-        Ok(swept)
+    pub async fn sweep_expired(&self, keys: Vec<Bytes>, now_ms: u64) -> Result<u64, crate::storage::StorageError> {
+        self.change_each(keys.into_iter().map(|k| (k, ())).collect(), |s, ()| s.drop_expired(now_ms) > 0).await
     }
 
     /// Merges states into the store; returns how many keys changed.
     pub async fn merge_items(&self, items: Vec<(Bytes, Siblings)>) -> Result<u64, crate::storage::StorageError> {
+        self.change_each(items, |s, state| {
+            let before = s.clone();
+            s.merge(state);
+            *s != before
+        })
+        .await
+    }
+
+    /// Applies `change` to the stored state of each storage key with its item; a state it changed (it answers
+    /// true) is written. Returns how many keys changed.
+    async fn change_each<T: Send + Sync>(
+        &self,
+        items: Vec<(Bytes, T)>,
+        change: impl Fn(&mut Siblings, &T) -> bool + Sync,
+    ) -> Result<u64, crate::storage::StorageError> {
         let mut changed = 0;
-        for (storage_key, state) in items {
+        for (storage_key, item) in items {
             let Some(user_key) = crate::storage::layout::user_key(&storage_key) else { continue };
             let did = self
                 .store
                 .update(user_key, |s: &mut Siblings, _| {
-                    let before = s.clone();
-                    s.merge(&state);
-                    Ok::<_, crate::storage::StorageError>(if *s == before {
-                        Decision::Keep(false)
-                    } else {
+                    Ok::<_, crate::storage::StorageError>(if change(s, &item) {
                         Decision::Write(true)
+                    } else {
+                        Decision::Keep(false)
                     })
                 })
                 .await?;
@@ -452,7 +450,7 @@ impl AntiEntropy {
         let now = crate::coordinator::now_ms();
         let DeadKeys { reapable: tombstones, expired } = self.local.dead_keys(first, last, now, cutoff);
         if !expired.is_empty() {
-            match self.local.sweep_expired(&expired, now).await {
+            match self.local.sweep_expired(expired, now).await {
                 Ok(n) => metrics::counter!("dynamo_expired_keys_swept_total").increment(n),
                 Err(e) => tracing::warn!(error = %e, "dropping expired values failed"),
             }
