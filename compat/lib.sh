@@ -33,3 +33,13 @@ stop_node() {
   NODE_PID=
   NODE_DIR=
 }
+
+# Scripts that start several nodes: track_node adds the node start_node just started (and any other directory:
+# DIRS+=(dir)) to what cleanup_nodes stops and removes; run `trap cleanup_nodes EXIT` once.
+PIDS=()
+DIRS=()
+track_node() { PIDS+=("$NODE_PID"); DIRS+=("$NODE_DIR"); }
+cleanup_nodes() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null && wait "$pid" 2> /dev/null; done
+  rm -rf "${DIRS[@]}"
+}

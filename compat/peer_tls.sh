@@ -6,13 +6,8 @@ cd "$(dirname "$0")/.."
 . compat/lib.sh
 PORT=${PORT:-7501}
 PKI=$(mktemp -d)
-PIDS=()
-DIRS=("$PKI")
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null && wait "$pid" 2> /dev/null; done
-  rm -rf "${DIRS[@]}"
-}
-trap cleanup EXIT
+DIRS+=("$PKI")
+trap cleanup_nodes EXIT
 
 bash docs/peer-certs.sh "$PKI/cluster" p1=127.0.0.1 p2=127.0.0.1 > /dev/null
 bash docs/peer-certs.sh "$PKI/rogue" rogue=127.0.0.1 > /dev/null
@@ -23,7 +18,7 @@ start() { # start NAME PORT DIR [flags...]: a node with the cluster secret and p
   local name=$1 port=$2 dir=$3; shift 3
   # shellcheck disable=SC2046
   NODE_ID=$name start_node "$port" --cluster-secret s3cret $(tls_flags "$dir" "$name") "$@" || return 1
-  PIDS+=("$NODE_PID"); DIRS+=("$NODE_DIR"); eval "${name}_LOG=$NODE_DIR/stderr"
+  track_node; eval "${name}_LOG=$NODE_DIR/stderr"
 }
 
 start p1 "$PORT" "$PKI/cluster" || exit 1

@@ -47,6 +47,9 @@ check "COMMAND COUNT" test "$(cli COMMAND COUNT)" -ge 10
 check "INFO keyspace" bash -c "redis-cli -p $PORT INFO keyspace | grep -q '# Keyspace'"
 # What monitoring tools parse: redis-cli --stat's blocked column, a run id, a role, the clock, latency events.
 check "INFO has blocked_clients, run_id and role" bash -c "redis-cli -p $PORT INFO | tr -d '\r' | grep -q '^blocked_clients:0' && redis-cli -p $PORT INFO | tr -d '\r' | grep -qE '^run_id:[0-9a-f]{40}$' && redis-cli -p $PORT INFO replication | grep -q 'role:master'"
+# redis-cli --stat itself (stdbuf: it writes through stdio, which a pipe would hold until it is killed).
+stat=$(timeout 2 stdbuf -oL redis-cli -p "$PORT" --stat -i 0.5 2>&1)
+check "--stat prints rows with no negative figure" bash -c "echo \"\$0\" | grep -qE '^[0-9]+ +[0-9.]+[KMG]? +[0-9]+ +0 +[0-9]+ ' && ! echo \"\$0\" | grep -q -- ' -[0-9]'" "$stat"
 check "TIME answers seconds and microseconds" test "$(cli TIME | wc -l)" -eq 2
 check "LATENCY LATEST answers empty" test -z "$(cli LATENCY LATEST)"
 check "CLIENT NO-EVICT and MAINT_NOTIFICATIONS accepted" bash -c "redis-cli -p $PORT CLIENT NO-EVICT on | grep -q OK && redis-cli -p $PORT CLIENT MAINT_NOTIFICATIONS on moving-endpoint-type internal-ip | grep -q OK"

@@ -72,8 +72,19 @@ pub fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
         AdminCommand::Members => {
             let rows = conn.call(&["ADMIN", "MEMBERS"])?;
-            let header =
-                ["id", "client", "peer", "member", "status", "since_s", "last_heard_s", "partitions", "weight", "zone"];
+            let header = [
+                "id",
+                "client",
+                "peer",
+                "member",
+                "status",
+                "since_s",
+                "last_heard_s",
+                "clock_offset_ms",
+                "partitions",
+                "weight",
+                "zone",
+            ];
             let mut table = vec![header.iter().map(|h| h.to_uppercase()).collect::<Vec<_>>()];
             let mut waiting = None;
             for row in array(rows)? {

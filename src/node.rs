@@ -478,7 +478,10 @@ impl Handler for PeerService {
         let failed = |e: CoordError| Response::Error { kind: e.remote_kind(), message: e.client_text() };
         match request {
             Request::Ping => Response::Pong,
-            Request::Gossip { state } => Response::Gossip { state: Box::new(cluster.receive(&state)) },
+            Request::Gossip { state } => Response::Gossip {
+                state: Box::new(cluster.receive(&state)),
+                clock_ms: crate::versioning::clock::now_ms(),
+            },
             Request::HandoffPull { partition, after, limit } => {
                 let Some((first, last)) = partition_range(cluster, partition) else {
                     return Response::Error { kind: RemoteErrorKind::Misdirected, message: "no ring yet".into() };

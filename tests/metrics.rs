@@ -17,6 +17,9 @@ async fn metrics_endpoint_serves_command_counts_and_latency_histograms() {
         let _: () = c.set(format!("m{i}"), i).await.unwrap();
     }
     let _ = redis::cmd("GET").query_async::<()>(&mut c).await;
+    for name in ["NOSUCH1", "NOSUCH2"] {
+        let _ = redis::cmd(name).query_async::<()>(&mut c).await;
+    }
     // State gauges refresh every 5 s, so wait for one refresh after the writes.
     let live = format!("dynamo_local_live_keys{{node=\"{}\"}} 10", node.node_id);
     let mut body = String::new();
@@ -33,6 +36,10 @@ async fn metrics_endpoint_serves_command_counts_and_latency_histograms() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("dynamo_commands_total{command=\"set\"} 10"), "{body}");
     assert!(body.contains("dynamo_command_seconds_bucket{command=\"set\""), "latency histogram: {body}");
+    // Refused commands count under their reason, never under the name the client sent.
+    assert!(body.contains("dynamo_commands_refused_total{reason=\"arity\"} 1"), "{body}");
+    assert!(body.contains("dynamo_commands_refused_total{reason=\"unknown\"} 2"), "{body}");
+    assert!(!body.to_lowercase().contains("nosuch"), "{body}");
     assert!(body.contains("dynamo_connected_clients"), "{body}");
     // State gauges, labelled by node: the ten keys written above are live here.
     let node_id = &node.node_id;

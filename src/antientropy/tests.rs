@@ -172,3 +172,36 @@ fn a_background_build_during_writes_matches_a_build_of_the_final_data() {
         }
     });
 }
+
+/// An expired value swept from one replica (active expiry) and still held by the other: the exchange that their
+/// different leaves start never brings the value back. The swept state's context covers the value's dot, so both
+/// replicas end with the swept state, and the next exchange finds nothing to repair.
+#[tokio::test]
+async fn an_exchange_between_a_swept_and_an_unswept_replica_never_brings_an_expired_value_back() {
+    let (a, b) = (replica(), replica());
+    let now = crate::versioning::clock::now_ms();
+    let mut s = Siblings::new();
+    s.update(&VersionVector::new(), Dot { actor: Actor(1), counter: 1 }, now - 5_000, Some(Bytes::from("gone")));
+    let expiry = crate::versioning::Expiry { set_ms: now - 5_000, set_by: Actor(1), at_ms: Some(now - 1_000) };
+    s.set_expiry(|_| true, expiry);
+    let key = crate::storage::layout::storage_key(b"mortal");
+    a.merge_items(vec![(key.clone(), s.clone())]).await.unwrap();
+    b.merge_items(vec![(key.clone(), s)]).await.unwrap();
+    assert_eq!(a.sweep_expired(vec![key.clone()], now).await.unwrap(), 1);
+    let repaired: u64 = {
+        let mut n = 0;
+        for p in 0..256 {
+            n += exchange(&a, &b, p, 256).await.unwrap().keys_repaired;
+        }
+        n
+    };
+    assert!(repaired >= 1, "the swept replica's leaf differed");
+    for r in [&a, &b] {
+        let state = r.store.get(b"mortal").unwrap().unwrap();
+        assert_eq!(state.versions().len(), 0, "no replica holds the expired value");
+        assert!(state.context().covers(Dot { actor: Actor(1), counter: 1 }), "its dot stays covered");
+    }
+    for p in 0..256 {
+        assert_eq!(exchange(&a, &b, p, 256).await.unwrap().differing_leaves, 0);
+    }
+}

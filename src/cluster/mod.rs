@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::membership::{ClusterState, Gossip, MemberRecord, MemberStatus, PeerInfo, StateError, Target};
+use crate::membership::clock::SKEW_WARN_MS;
+use crate::membership::{ClockReading, ClusterState, Gossip, MemberRecord, MemberStatus, PeerInfo, StateError, Target};
 use crate::ring::Ring;
 use crate::rpc::{PeerPool, Request, Response};
+use crate::versioning::clock::now_ms;
 
 /// File of the persisted cluster state.
 const STATE_FILE: &str = "cluster.state";
@@ -196,6 +198,8 @@ pub struct PeerStatus {
     pub since: Instant,
     /// When it was last heard of, directly or through gossip.
     pub last_heard: Option<Instant>,
+    /// Its clock against ours, from the last gossip exchange that measured it.
+    pub clock: Option<ClockReading>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -203,6 +207,7 @@ struct Liveness {
     reachable: bool,
     since: Instant,
     last_heard: Option<Instant>,
+    clock: Option<ClockReading>,
 }
 
 /// This node's membership.
@@ -500,7 +505,8 @@ impl Cluster {
     pub fn note_reachable(&self, id: &str, reachable: bool) {
         let now = Instant::now();
         let mut l = self.liveness.lock().expect("liveness lock");
-        let entry = l.entry(id.to_string()).or_insert(Liveness { reachable, since: now, last_heard: None });
+        let entry =
+            l.entry(id.to_string()).or_insert(Liveness { reachable, since: now, last_heard: None, clock: None });
         if entry.reachable != reachable {
             if reachable {
                 tracing::info!(peer = id, "peer is reachable again");
@@ -514,6 +520,34 @@ impl Cluster {
             entry.last_heard = Some(now);
         }
         metrics::gauge!("dynamo_peer_up", "peer" => id.to_string()).set(if entry.reachable { 1.0 } else { 0.0 });
+    }
+
+    /// Records a peer's clock reading; says so when the peer's clock drifts beyond [`SKEW_WARN_MS`] and when it
+    /// comes back.
+    fn note_clock(&self, id: &str, reading: ClockReading) {
+        let mut l = self.liveness.lock().expect("liveness lock");
+        let Some(entry) = l.get_mut(id) else { return };
+        let was_off = entry.clock.is_some_and(|c| c.least_ms() > SKEW_WARN_MS);
+        let off = reading.least_ms() > SKEW_WARN_MS;
+        if off && !was_off {
+            tracing::warn!(
+                peer = id,
+                offset_ms = reading.offset_ms,
+                error_ms = reading.error_ms,
+                "peer's clock differs from ours by more than {SKEW_WARN_MS} ms: key deadlines and last-writer-wins \
+                 registers are off by as much; synchronise the clocks (NTP)"
+            );
+        } else if was_off && !off {
+            tracing::info!(peer = id, offset_ms = reading.offset_ms, "peer's clock is back within {SKEW_WARN_MS} ms");
+        }
+        entry.clock = Some(reading);
+        metrics::gauge!("dynamo_peer_clock_offset_ms", "peer" => id.to_string()).set(reading.offset_ms as f64);
+    }
+
+    /// The most this node's clock can differ from any reachable peer's, by the last readings (0 alone).
+    pub fn clock_skew_bound_ms(&self) -> u64 {
+        let l = self.liveness.lock().expect("liveness lock");
+        l.values().filter(|p| p.reachable).filter_map(|p| p.clock.map(|c| c.bound_ms())).max().unwrap_or(0)
     }
 
     /// Whether a member is believed reachable (unknown members are tried).
@@ -553,15 +587,27 @@ impl Cluster {
             .map(|rec| {
                 let id = &rec.info.member.id;
                 if *id == self.me.member.id {
-                    return PeerStatus { record: rec.clone(), reachable: true, since: now, last_heard: Some(now) };
+                    return PeerStatus {
+                        record: rec.clone(),
+                        reachable: true,
+                        since: now,
+                        last_heard: Some(now),
+                        clock: None,
+                    };
                 }
-                let seen = l.get(id).copied().unwrap_or(Liveness { reachable: false, since: now, last_heard: None });
+                let seen = l.get(id).copied().unwrap_or(Liveness {
+                    reachable: false,
+                    since: now,
+                    last_heard: None,
+                    clock: None,
+                });
                 let gossiped = h.get(id).map(|(_, t)| *t);
                 PeerStatus {
                     record: rec.clone(),
                     reachable: seen.reachable,
                     since: seen.since,
                     last_heard: seen.last_heard.max(gossiped),
+                    clock: seen.clock,
                 }
             })
             .collect();
@@ -589,6 +635,7 @@ impl Cluster {
             };
             let seed = matches!(target, Target::Seed(_)).then(|| addr.clone());
             let request = Request::Gossip { state: state.clone() };
+            let sent_ms = now_ms();
             let answer = match &id {
                 Some(id) => self.pool.call_node(id, &addr, request, self.timeout).await,
                 None => self.pool.call(&addr, request, self.timeout).await,
@@ -602,13 +649,15 @@ impl Cluster {
                 self.seed_status.lock().expect("seed status lock").insert(seed, said);
             }
             match answer {
-                Ok(Response::Gossip { state: theirs }) => {
+                Ok(Response::Gossip { state: theirs, clock_ms }) => {
+                    let reading = ClockReading::from_exchange(sent_ms, clock_ms, now_ms());
                     self.receive(&theirs);
                     let from = id.or_else(|| {
                         theirs.members.values().find(|m| m.info.peer_addr == addr).map(|m| m.info.member.id.clone())
                     });
                     if let Some(from) = from {
                         self.note_reachable(&from, true);
+                        self.note_clock(&from, reading);
                     }
                 }
                 Ok(other) => tracing::warn!(%addr, ?other, "unexpected answer to gossip"),

@@ -89,6 +89,8 @@ fn members(node: &NodeContext) -> Reply {
                         "last_heard_s",
                         s.last_heard.map_or(Reply::Nil, |t| Reply::Integer(t.elapsed().as_secs() as i64)),
                     ),
+                    // Its clock minus ours, from the last gossip exchange (nil for this node and unmeasured peers).
+                    pair("clock_offset_ms", s.clock.map_or(Reply::Nil, |c| Reply::Integer(c.offset_ms))),
                     pair("partitions", Reply::Integer(owned.get(id.as_str()).copied().unwrap_or(0) as i64)),
                     pair("weight", Reply::Integer(i64::from(info.member.weight))),
                     pair("zone", info.member.zone.clone().map_or(Reply::Nil, Reply::bulk)),

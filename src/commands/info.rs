@@ -149,11 +149,15 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             for s in &statuses {
                 let heard = s.last_heard.map_or("-1".to_string(), |t| t.elapsed().as_secs().to_string());
                 let id = &s.record.info.member.id;
+                // The peer's clock minus ours, within ± the error (this node itself: 0).
+                let clock = s.clock.map_or(String::new(), |c| {
+                    format!(",clock_offset_ms={},clock_error_ms={}", c.offset_ms, c.error_ms)
+                });
                 kv(
                     out,
                     &format!("peer_{id}"),
                     format!(
-                        "member={},status={},since_s={},last_heard_s={heard},writes={}",
+                        "member={},status={},since_s={},last_heard_s={heard},writes={}{clock}",
                         s.record.status.as_str(),
                         if s.reachable { "up" } else { "unreachable" },
                         s.since.elapsed().as_secs(),
@@ -161,6 +165,7 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
                     ),
                 );
             }
+            kv(out, "clock_skew_max_ms", cluster.clock_skew_bound_ms());
             match cluster.waiting() {
                 None => kv(out, "cluster_state", "ok"),
                 Some(reason) => {

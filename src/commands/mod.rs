@@ -164,14 +164,20 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
     let name = String::from_utf8_lossy(&args[0]).to_ascii_lowercase();
     let checked = match table::lookup(&name) {
-        None => Err(unknown_command(&args)),
-        Some(spec) if !spec.arity_ok(args.len()) => Err(wrong_arity(&name)),
+        None => Err(("unknown", unknown_command(&args))),
+        Some(spec) if !spec.arity_ok(args.len()) => Err(("arity", wrong_arity(&name))),
         Some(spec) if !session.authenticated && !spec.allowed_before_auth() => {
-            Err(Reply::error("NOAUTH Authentication required."))
+            Err(("noauth", Reply::error("NOAUTH Authentication required.")))
         }
-        Some(spec) if spec.required_access() > session.access => Err(no_permission(session, spec.name)),
+        Some(spec) if spec.required_access() > session.access => Err(("noperm", no_permission(session, spec.name))),
         Some(spec) => Ok(spec),
     };
+    let checked = checked.map_err(|(reason, reply)| {
+        // One series per reason, never per name sent: a client's unknown command names must not grow the metrics
+        // without bound (nor reach them: they are the client's bytes).
+        metrics::counter!("dynamo_commands_refused_total", "reason" => reason).increment(1);
+        reply
+    });
     let reply = match (checked, &mut session.transaction) {
         // Inside MULTI: a refused command makes EXEC run nothing; a good one waits for EXEC.
         (Err(reply), Some(tx)) => {

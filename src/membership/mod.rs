@@ -5,7 +5,9 @@
 //!   join-semilattice so gossip converges whatever the delivery order.
 //! * [`gossip::Gossip`]: the I/O-free protocol (tick / receive) that spreads it; the `cluster` module drives it
 //!   over the network.
+//! * [`clock::ClockReading`]: a peer's clock offset, measured on each gossip exchange.
 
+pub mod clock;
 pub mod gossip;
 pub mod state;
 
@@ -13,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ring::Member;
 
+pub use clock::ClockReading;
 pub use gossip::{Gossip, Target};
 pub use state::{ClusterState, MemberRecord, MemberStatus, RingState, StateError, Transfer, WriteNotice};
 

@@ -9,7 +9,7 @@ pub use crate::membership::PeerInfo;
 use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 6;
+pub const PROTOCOL_VERSION: u16 = 7;
 
 /// A request from one node to another.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -165,6 +165,9 @@ pub enum Response {
     Gossip {
         /// The receiver's state after merging.
         state: Box<ClusterState>,
+        /// The receiver's wall clock when it answered (ms since the Unix epoch): the sender measures the skew
+        /// between their clocks from it.
+        clock_ms: u64,
     },
     /// Answer to `HandoffPull`.
     HandoffBatch {
