@@ -8,7 +8,11 @@ Where the two differ on purpose the comparison normalises, and says why:
   replies are sorted before comparing;
 - SPOP and SRANDMEMBER pick at random: only counts at least the set's size are generated, so the pick is the
   whole set;
-- INCRBYFLOAT, HINCRBYFLOAT and ZRANGE BYLEX are refused by dynamo-kv (documented), so they are not generated.
+- INCRBYFLOAT, HINCRBYFLOAT and ZRANGE BYLEX are refused by dynamo-kv (documented), so they are not generated;
+- SCAN cursors differ (ours walk the cluster's partitions): a whole scan's keys are compared (SCANALL);
+- RANDOMKEY picks at random: only whether it found a key is compared.
+Transactions (MULTI, commands, EXEC or DISCARD, sometimes with a command refused while queuing) are compared reply by
+reply.
 
 Usage: differential.py [--seed N] [--ops N] [--bin target/debug/dynamo-kv]. Needs redis-server on PATH.
 """
@@ -194,11 +198,29 @@ def gen(rng):
                  *rng.choice([["EX", "1000"], ["PX", "2000000"], ["KEEPTTL"], ["EXAT", "4000000000"], ["EX", "0"]])],
         lambda: ["SETEX", k, rng.choice(["1000", "0", "x"]), "sx"],
         lambda: ["GETEX", k, *rng.choice([[], ["PERSIST"], ["EX", "1000"], ["EXAT", "4100000000"]])],
+        lambda: ["PEXPIRE", k, rng.choice(["1000000", "-5"]), *rng.choice([[], ["NX"], ["XX"], ["GT"], ["LT"]])],
+        lambda: ["PSETEX", k, rng.choice(["1000000", "0"]), "psx"],
+        # The keyspace: many-key commands, patterns, a whole scan (SCANALL: SCAN until the cursor comes back).
+        lambda: [rng.choice(["DEL", "UNLINK", "EXISTS"]), *rng.choices(KEYS, k=rng.randint(1, 4))],
+        lambda: ["KEYS", rng.choice(["*", "k*", "k[0-2]", "k?", "x*", "k[^1]"])],
+        lambda: ["SCANALL", rng.choice(["*", "k[2-5]"]), rng.choice(["1", "3", "100"]),
+                 *rng.choice([[], ["TYPE", rng.choice(["string", "set", "hash", "list", "zset"])]])],
+        lambda: ["RANDOMKEY"],
+        lambda: ["DBSIZE"],
     ]
     return rng.choice(choices)()
 
 
-UNORDERED = {"SMEMBERS", "SPOP", "SRANDMEMBER", "HKEYS", "HVALS"}
+def gen_transaction(rng):
+    """MULTI, one to four commands (now and then one that is refused while queuing), then EXEC or DISCARD."""
+    body = [gen(rng) for _ in range(rng.randint(1, 4))]
+    body = [c for c in body if c[0] not in ("SCANALL", "RANDOMKEY")]
+    if rng.random() < 0.2:
+        body.insert(rng.randint(0, len(body)), rng.choice([["GET"], ["NOSUCHCOMMAND", "x"], ["SADD", "k1"]]))
+    return ["MULTI"], body, [rng.choice(["EXEC", "EXEC", "EXEC", "DISCARD"])]
+
+
+UNORDERED = {"SMEMBERS", "SPOP", "SRANDMEMBER", "HKEYS", "HVALS", "KEYS"}
 
 
 # A time left or a deadline set from "now" differs by the milliseconds between the two servers' runs of a command:
@@ -208,6 +230,8 @@ TIMES = {"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME"}
 
 def normalise(cmd, reply):
     name = cmd[0]
+    if name == "RANDOMKEY" and reply[0] == "bulk":
+        return ("bulk", "a key")  # which one is random; whether there is one is not
     if name in TIMES and reply[0] == "int" and reply[1] > 0:
         return ("int", "positive")
     if name in UNORDERED and reply[0] in ("array", "set"):
@@ -249,6 +273,32 @@ def connect(port):
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def call(conn, cmd):
+    """One command; SCANALL runs SCAN with MATCH, COUNT and maybe TYPE until the cursor comes back to 0 and answers
+    the keys seen, sorted (cursors themselves differ: ours span the cluster's partitions)."""
+    if cmd[0] != "SCANALL":
+        return conn.call(*cmd)
+    cursor, seen = "0", set()
+    for _ in range(10000):
+        reply = conn.call("SCAN", cursor, "MATCH", cmd[1], "COUNT", cmd[2], *cmd[3:])
+        if reply[0] != "array":
+            return reply
+        cursor = reply[1][0][1].decode()
+        seen.update(k[1] for k in reply[1][1][1])
+        if cursor == "0":
+            return ("array", sorted(seen))
+    return ("error", b"SCAN never came back to cursor 0")
+
+
+def transaction(conn, multi, body, end):
+    """A transaction's replies: MULTI's, each queued command's, and EXEC's (normalised command by command)."""
+    replies = [conn.call(*multi)] + [conn.call(*c) for c in body]
+    done = conn.call(*end)
+    if end[0] == "EXEC" and done[0] == "array" and len(done[1]) == len(body):
+        done = ("array", [normalise(c, x) for c, x in zip(body, done[1])])
+    return replies + [done]
+
+
 def run(seed, ops, protocol, redis_port, dynamo_port):
     rng = random.Random(seed * 10 + protocol)
     r, d = connect(redis_port), connect(dynamo_port)
@@ -259,8 +309,13 @@ def run(seed, ops, protocol, redis_port, dynamo_port):
         c.call("DEL", *KEYS)
     mismatches = []
     for i in range(ops):
-        cmd = gen(rng)
-        a, b = normalise(cmd, r.call(*cmd)), normalise(cmd, d.call(*cmd))
+        if rng.random() < 0.05:
+            multi, body, end = gen_transaction(rng)
+            cmd = multi + [" ".join(c) for c in body] + end
+            a, b = transaction(r, multi, body, end), transaction(d, multi, body, end)
+        else:
+            cmd = gen(rng)
+            a, b = normalise(cmd, call(r, cmd)), normalise(cmd, call(d, cmd))
         if a != b:
             mismatches.append((i, cmd, a, b))
             if len(mismatches) >= 10:
