@@ -2,7 +2,8 @@
 # Clock skew between nodes, made with libfaketime (Debian: faketime): a node whose wall clock runs 2 s ahead. The
 # other node measures the offset on its gossip exchanges, shows it in INFO and ADMIN MEMBERS, and warns; and an
 # expiring key reads as absent through the fast node about 2 s before it does through the other, as
-# docs/PROTOCOL.md states (nodes agree on a deadline up to the skew between their clocks).
+# docs/PROTOCOL.md states (nodes agree on a deadline up to the skew between their clocks); and writes that read
+# others order after them whatever the clocks say.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 . compat/lib.sh
@@ -43,6 +44,17 @@ check "expired through the node 2 s ahead" test -z "$(printf 'CLIENT VALUES PLAI
 check "still present through the other" test "$(printf 'CLIENT VALUES PLAIN\nGET skewed\n' | redis-cli -p "$PORT" | tail -1)" = v
 sleep 2
 check "expired through both once both clocks passed it" test -z "$(printf 'CLIENT VALUES PLAIN\nGET skewed\n' | redis-cli -p "$PORT" | tail -1)"
+
+# A PERSIST through the slow node after an EXPIRE through the fast one wins on both replicas: a write's timestamp
+# is raised past what it read (docs/PROTOCOL.md: "Which write is newer").
+redis-cli -p "$PORT" SET kept v > /dev/null
+check "EXPIRE through the node 2 s ahead" test "$(redis-cli -p $((PORT + 1)) EXPIRE kept 1000)" = 1
+check "PERSIST through the node behind" test "$(redis-cli -p "$PORT" PERSIST kept)" = 1
+check "no deadline, read through either node" test "$(redis-cli -p "$PORT" TTL kept) $(redis-cli -p $((PORT + 1)) TTL kept)" = "-1 -1"
+# Fields: HSET through the slow node after one through the fast node replaces it everywhere.
+redis-cli -p $((PORT + 1)) HSET h f fast > /dev/null
+redis-cli -p "$PORT" HSET h f slow-but-later > /dev/null
+check "the later HSET wins through either node" test "$(redis-cli -p "$PORT" HGET h f) $(redis-cli -p $((PORT + 1)) HGET h f)" = "slow-but-later slow-but-later"
 
 echo "clock skew: $PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]

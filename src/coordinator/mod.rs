@@ -878,10 +878,11 @@ impl Coordinator {
                 metrics::counter!("dynamo_sibling_limit_rejections_total").increment(1);
                 return Err(CoordError::SiblingsTooLarge { bytes, limit: opts.max_siblings_bytes });
             }
-            let (dot, now) = (meta.next_dot(), now_ms());
-            s.update(&covered, dot, now, value);
+            // After everything this write read, even when this node's clock is behind the writer of that.
+            let (dot, timestamp) = (meta.next_dot(), s.causal_timestamp(now_ms()));
+            s.update(&covered, dot, timestamp, value);
             if expires_at_ms.is_some() {
-                s.set_expiry(|v| v.dot == dot, crate::versioning::Expiry::new(expires_at_ms, now, dot.actor));
+                s.set_expiry(|v| v.dot == dot, crate::versioning::Expiry::new(expires_at_ms, timestamp, dot.actor));
             }
             s.prune_context(opts.max_vv_entries);
             if s.sibling_count() > opts.sibling_soft_limit {
@@ -913,8 +914,14 @@ impl Coordinator {
                 s.merge(read);
             }
             let next_dot = || meta.next_dot();
-            let stamp =
-                Stamp { actor: meta.actor(), next_dot: &next_dot, now_ms: now_ms(), siblings: opts.plain_siblings };
+            let now = now_ms();
+            let stamp = Stamp {
+                actor: meta.actor(),
+                next_dot: &next_dot,
+                now_ms: now,
+                timestamp_ms: now,
+                siblings: opts.plain_siblings,
+            };
             let reply = crate::crdt::apply(s, op, &stamp)?;
             s.prune_context(opts.max_vv_entries);
             let out = (WriteOutcome { superseded_live: 0, reply: Some(reply) }, s.clone());

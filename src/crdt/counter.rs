@@ -52,7 +52,7 @@ pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, Op
         Some(Kind::Set | Kind::Hash | Kind::List | Kind::ZSet) => Err(OpError::WrongType),
         None => {
             // Nothing live: supersede whatever was seen (tombstones) and start the actor's entry.
-            state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(i128::from(by))));
+            state.update_value(&covered, (stamp.next_dot)(), stamp.timestamp_ms, Some(Value::Counter(i128::from(by))));
             Ok(by)
         }
         Some(Kind::String) => {
@@ -66,11 +66,11 @@ pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, Op
             };
             let total = current.checked_add(by).ok_or(OpError::Overflow)?;
             // The string becomes the counter's base: everything read is superseded, as a SET would supersede it.
-            state.update_value(&covered, (stamp.next_dot)(), stamp.now_ms, Some(Value::CounterBase(current)));
+            state.update_value(&covered, (stamp.next_dot)(), stamp.timestamp_ms, Some(Value::CounterBase(current)));
             state.update_value(
                 &Default::default(),
                 (stamp.next_dot)(),
-                stamp.now_ms,
+                stamp.timestamp_ms,
                 Some(Value::Counter(i128::from(by))),
             );
             Ok(total)
@@ -91,7 +91,12 @@ pub fn increment(state: &mut Siblings, by: i64, stamp: &Stamp) -> Result<i64, Op
             // The actor's previous entry goes (exactly that version), and so do hidden versions of other kinds.
             state.remove_versions(|v| v.dot.actor == stamp.actor && matches!(v.value, Some(Value::Counter(_))));
             drop_other_kinds(state, Kind::Counter);
-            state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(Value::Counter(entry)));
+            state.update_value(
+                &Default::default(),
+                (stamp.next_dot)(),
+                stamp.timestamp_ms,
+                Some(Value::Counter(entry)),
+            );
             Ok(total)
         }
     }
@@ -128,7 +133,7 @@ mod tests {
             next.set(next.get() + 1);
             Dot { actor, counter: next.get() }
         };
-        increment(s, by, &Stamp { actor, next_dot: &next_dot, now_ms: counter, siblings: rule })
+        increment(s, by, &Stamp { actor, next_dot: &next_dot, now_ms: counter, timestamp_ms: counter, siblings: rule })
     }
 
     fn incr(s: &mut Siblings, actor: Actor, counter: u64, by: i64) -> i64 {
@@ -252,6 +257,7 @@ mod tests {
                         actor: actors[at],
                         next_dot: &next_dot,
                         now_ms: t as u64,
+                        timestamp_ms: t as u64,
                         siblings: PlainSiblings::Newest,
                     };
                     increment(&mut replicas[at], by, &stamp).unwrap();

@@ -4,7 +4,8 @@
 //! that has a TTL gives its new versions the key's deadline (an `SADD` to an expiring set expires with it), and
 //! `EXPIRE`/`PERSIST` set the deadline of every live version their coordinator read, in place. Two replicas that
 //! hold one version with different deadlines keep the one set last (a last-writer-wins register per version, by
-//! coordinator clock, then actor), so concurrent `EXPIRE`s converge on the later one, and a version written
+//! the write's timestamp, then actor), so concurrent `EXPIRE`s converge on the later one, one that read another
+//! wins over it (the timestamp is raised past what it read), and a version written
 //! concurrently with an `EXPIRE`, which it did not see, keeps its own deadline (usually none).
 //!
 //! A value whose deadline has passed reads as absent on every replica whose clock has passed it (so every replica
@@ -63,7 +64,7 @@ pub fn expire(state: &mut Siblings, at_ms: Option<u64>, condition: Condition, st
         date_removal(state, stamp);
         return Ok(1);
     }
-    state.set_expiry(|v| v.value.is_some(), Expiry::new(at_ms, stamp.now_ms, stamp.actor));
+    state.set_expiry(|v| v.value.is_some(), Expiry::new(at_ms, stamp.timestamp_ms, stamp.actor));
     Ok(1)
 }
 
@@ -76,7 +77,7 @@ pub fn inherit(state: &mut Siblings, deadline: Option<u64>, issued: u64, stamp: 
     let new = |v: &crate::versioning::Version| {
         v.value.is_some() && v.dot.actor == stamp.actor && v.dot.counter > issued && v.expiry == Expiry::default()
     };
-    state.set_expiry(new, Expiry::new(deadline, stamp.now_ms, stamp.actor));
+    state.set_expiry(new, Expiry::new(deadline, stamp.timestamp_ms, stamp.actor));
 }
 
 #[cfg(test)]
@@ -94,7 +95,7 @@ mod tests {
             counter.set(counter.get() + 1);
             Dot { actor, counter: counter.get() }
         };
-        f(&Stamp { actor, next_dot: &next, now_ms, siblings: PlainSiblings::Newest })
+        f(&Stamp { actor, next_dot: &next, now_ms, timestamp_ms: now_ms, siblings: PlainSiblings::Newest })
     }
 
     fn expire_op(at_ms: Option<u64>, condition: Condition) -> Op {

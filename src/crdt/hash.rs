@@ -100,7 +100,7 @@ pub fn set(state: &mut Siblings, pairs: &[(Bytes, Bytes)], only_new: bool, stamp
     for (field, value) in wanted {
         added += i64::from(!present.contains(field));
         let value = Value::Field { field: field.clone(), value: value.clone() };
-        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(value));
     }
     Ok(added)
 }
@@ -157,19 +157,17 @@ pub fn increment(state: &mut Siblings, field: &Bytes, by: i64, stamp: &Stamp) ->
     });
     if let Some(base) = base {
         let value = Value::FieldBase { field: field.clone(), base };
-        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(value));
     }
     let value = Value::FieldCounter { field: field.clone(), total: entry };
-    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(value));
     Ok(total)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PlainSiblings;
-    use crate::crdt::{Op, OpReply, apply};
-    use crate::versioning::{Actor, Dot};
+    use crate::crdt::{Op, OpReply};
     use std::cell::Cell;
 
     fn b(s: &str) -> Bytes {
@@ -177,12 +175,7 @@ mod tests {
     }
 
     fn run(state: &mut Siblings, actor: u64, counter: &Cell<u64>, now_ms: u64, op: Op) -> Result<OpReply, OpError> {
-        let next = || {
-            counter.set(counter.get() + 1);
-            Dot { actor: Actor(actor), counter: counter.get() }
-        };
-        let stamp = Stamp { actor: Actor(actor), next_dot: &next, now_ms, siblings: PlainSiblings::Error };
-        apply(state, &op, &stamp)
+        crate::crdt::apply_as(state, actor, counter, now_ms, &op)
     }
 
     fn hset(pairs: &[(&str, &str)]) -> Op {

@@ -61,7 +61,7 @@ pub fn push(state: &mut Siblings, head: bool, values: &[Bytes], stamp: &Stamp) -
     for value in values {
         rank = if head { rank.checked_sub(1) } else { rank.checked_add(1) }.ok_or(OpError::Overflow)?;
         let item = Value::Item { rank, value: value.clone() };
-        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(item));
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(item));
     }
     Ok((current.len() + values.len()) as i64)
 }
@@ -117,9 +117,7 @@ pub fn trim(state: &mut Siblings, start: i64, stop: i64, stamp: &Stamp) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PlainSiblings;
-    use crate::crdt::{Op, OpReply, apply};
-    use crate::versioning::Actor;
+    use crate::crdt::{Op, OpReply};
     use std::cell::Cell;
 
     fn b(s: &str) -> Bytes {
@@ -127,13 +125,7 @@ mod tests {
     }
 
     fn run(state: &mut Siblings, actor: u64, counter: &Cell<u64>, op: Op) -> OpReply {
-        let next = || {
-            counter.set(counter.get() + 1);
-            Dot { actor: Actor(actor), counter: counter.get() }
-        };
-        let stamp =
-            Stamp { actor: Actor(actor), next_dot: &next, now_ms: counter.get(), siblings: PlainSiblings::Error };
-        apply(state, &op, &stamp).unwrap()
+        crate::crdt::apply_as(state, actor, counter, counter.get(), &op).unwrap()
     }
 
     fn push(head: bool, vs: &[&str]) -> Op {

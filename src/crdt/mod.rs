@@ -248,13 +248,19 @@ pub enum OpError {
 }
 
 /// Where an operation's fresh dots and time come from.
+#[derive(Clone, Copy)]
 pub struct Stamp<'a> {
     /// The coordinating actor.
     pub actor: Actor,
     /// Issues a fresh dot of `actor`.
     pub next_dot: &'a dyn Fn() -> Dot,
-    /// The coordinator's clock, ms since the Unix epoch.
+    /// The coordinator's clock, ms since the Unix epoch: what has expired.
     pub now_ms: u64,
+    /// The timestamp of the versions and deadlines the write sets, which orders last-writer-wins fields, scores
+    /// and deadlines: [`apply`] raises it past every timestamp the key holds (see
+    /// [`Siblings::causal_timestamp`]), so a write orders after what it read even when its coordinator's clock is
+    /// behind the one that wrote it.
+    pub timestamp_ms: u64,
     /// Which of several concurrent strings an INCR counts from.
     pub siblings: PlainSiblings,
 }
@@ -262,6 +268,7 @@ pub struct Stamp<'a> {
 /// Applies `op` to `state` (the coordinator's replica, already merged with its quorum read). On an error the
 /// state is unchanged.
 pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
+    let stamp = &Stamp { timestamp_ms: state.causal_timestamp(stamp.timestamp_ms), ..*stamp };
     if !state.versions().iter().any(|v| v.is_expired(stamp.now_ms)) {
         return apply_unexpired(state, op, stamp);
     }
@@ -330,7 +337,25 @@ fn drop_other_kinds(state: &mut Siblings, want: Kind) {
 /// collection is reaped like a deleted key once its grace period is over.
 fn date_removal(state: &mut Siblings, stamp: &Stamp) {
     state.remove_versions(Version::is_tombstone);
-    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, None);
+    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, None);
+}
+
+/// Applies `op` as a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter` (tests).
+#[cfg(test)]
+pub(crate) fn apply_as(
+    state: &mut Siblings,
+    actor: u64,
+    counter: &std::cell::Cell<u64>,
+    now_ms: u64,
+    op: &Op,
+) -> Result<OpReply, OpError> {
+    let next = || {
+        counter.set(counter.get() + 1);
+        Dot { actor: Actor(actor), counter: counter.get() }
+    };
+    let stamp =
+        Stamp { actor: Actor(actor), next_dot: &next, now_ms, timestamp_ms: now_ms, siblings: PlainSiblings::Error };
+    apply(state, op, &stamp)
 }
 
 #[cfg(test)]
@@ -400,7 +425,13 @@ mod tests {
                         counter.set(counter.get() + 1);
                         Dot { actor, counter: counter.get() }
                     };
-                    let stamp = Stamp { actor, next_dot: &next, now_ms: t as u64, siblings: PlainSiblings::Newest };
+                    let stamp = Stamp {
+                        actor,
+                        next_dot: &next,
+                        now_ms: t as u64,
+                        timestamp_ms: t as u64,
+                        siblings: PlainSiblings::Newest,
+                    };
                     // A refused write (WRONGTYPE, overflow) leaves the state as it was.
                     let before = replicas[*at].clone();
                     if apply(&mut replicas[*at], op, &stamp).is_err() {
@@ -451,5 +482,40 @@ mod tests {
                 prop_assert_eq!(view(&x), view(&ab_c));
             }
         }
+    }
+
+    /// Applies `op` on `state` as a coordinator of `actor` whose clock reads `clock_ms`.
+    fn write_at(state: &mut Siblings, actor: u64, clock_ms: u64, op: Op) -> OpReply {
+        let counter = Cell::new(state.context().get(Actor(actor)));
+        apply_as(state, actor, &counter, clock_ms, &op).unwrap()
+    }
+
+    /// A write that read the key orders after everything it read, though its coordinator's clock is 2 s behind
+    /// the previous writer's. For a deadline, which `EXPIRE` and `PERSIST` change in place (a register per
+    /// version), this decides what the replicas keep: a `PERSIST` that read an `EXPIRE` must win over it on every
+    /// replica, also on one that still holds the `EXPIRE` when they merge.
+    #[test]
+    fn a_write_orders_after_what_it_read_whatever_its_coordinators_clock_says() {
+        let mut s = Siblings::new();
+        write_at(&mut s, 1, 12_000, Op::HashSet { pairs: vec![(b_("f"), b_("v"))], only_new: false });
+        write_at(&mut s, 1, 12_000, Op::Expire { at_ms: Some(50_000), condition: expiry::Condition::Always });
+        let replica_with_the_expire = s.clone();
+        let persist = Op::Expire { at_ms: None, condition: expiry::Condition::Always };
+        assert_eq!(write_at(&mut s, 2, 10_000, persist), OpReply::Integer(1));
+        let mut merged = replica_with_the_expire.clone();
+        merged.merge(&s);
+        assert_eq!(merged.deadline(10_000), Some(None), "the PERSIST wins on the replica that held the EXPIRE");
+        let mut other_way = s.clone();
+        other_way.merge(&replica_with_the_expire);
+        assert_eq!(other_way, merged);
+        // A field written by the slow coordinator after reading the key dates after everything it read, by 1 ms
+        // (these clocks stand still, so each of the four writes after the first is 1 ms later than the one before).
+        write_at(&mut s, 2, 10_000, Op::HashSet { pairs: vec![(b_("g"), b_("w"))], only_new: false });
+        let newest = s.versions().iter().map(|v| v.timestamp_ms).max();
+        assert_eq!(newest, Some(12_003));
+    }
+
+    fn b_(s: &str) -> Bytes {
+        Bytes::from(s.to_string())
     }
 }

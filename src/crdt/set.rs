@@ -46,7 +46,7 @@ pub fn add(state: &mut Siblings, add: &[Bytes], stamp: &Stamp) -> Result<i64, Op
     let mut added = 0;
     for m in wanted {
         added += i64::from(!present.contains(m));
-        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(Value::Member(m.clone())));
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(Value::Member(m.clone())));
     }
     Ok(added)
 }
@@ -111,13 +111,7 @@ mod tests {
         }
 
         fn run(&mut self, op: Op, now_ms: u64) -> OpReply {
-            let (actor, counter) = (self.actor, &self.counter);
-            let next = || {
-                counter.set(counter.get() + 1);
-                Dot { actor, counter: counter.get() }
-            };
-            let stamp = Stamp { actor, next_dot: &next, now_ms, siblings: PlainSiblings::Error };
-            apply(&mut self.state, &op, &stamp).unwrap()
+            crate::crdt::apply_as(&mut self.state, self.actor.0, &self.counter, now_ms, &op).unwrap()
         }
     }
 
@@ -168,7 +162,13 @@ mod tests {
         let mut r = Replica::new(1);
         r.run(sadd(&["x"]), 1);
         let stamp_next = || Dot { actor: Actor(1), counter: 99 };
-        let stamp = Stamp { actor: Actor(1), next_dot: &stamp_next, now_ms: 2, siblings: PlainSiblings::Error };
+        let stamp = Stamp {
+            actor: Actor(1),
+            next_dot: &stamp_next,
+            now_ms: 2,
+            timestamp_ms: 2,
+            siblings: PlainSiblings::Error,
+        };
         assert_eq!(apply(&mut r.state.clone(), &Op::Increment { by: 1 }, &stamp), Err(OpError::WrongType));
         let mut s = Siblings::new();
         s.update(&Default::default(), Dot { actor: Actor(2), counter: 1 }, 1, Some(b("str")));

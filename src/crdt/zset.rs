@@ -146,7 +146,7 @@ pub fn parse_score(b: &[u8]) -> Option<f64> {
 fn set_score(state: &mut Siblings, member: &Bytes, score: f64, stamp: &Stamp) {
     state.remove_versions(|v| member_of(v) == Some(member));
     let value = Value::Scored { member: member.clone(), score: score.to_bits() };
-    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(value));
 }
 
 /// ZADD: adds or updates members as the flags allow. Answers how many were added (or changed, with CH), or with
@@ -223,10 +223,10 @@ pub fn increment(state: &mut Siblings, member: &Bytes, by: f64, stamp: &Stamp) -
     });
     if let Some(base) = base {
         let value = Value::ScoreBase { member: member.clone(), base: base.to_bits() };
-        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(value));
     }
     let value = Value::ScoreIncr { member: member.clone(), total: (own + by).to_bits() };
-    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.now_ms, Some(value));
+    state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, Some(value));
     Ok(score(state, member).unwrap_or(next))
 }
 
@@ -265,9 +265,7 @@ pub fn pop(state: &mut Siblings, max: bool, count: usize, stamp: &Stamp) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::PlainSiblings;
-    use crate::crdt::{Op, apply};
-    use crate::versioning::{Actor, Dot};
+    use crate::crdt::Op;
     use std::cell::Cell;
 
     fn b(s: &str) -> Bytes {
@@ -275,13 +273,7 @@ mod tests {
     }
 
     fn run(state: &mut Siblings, actor: u64, counter: &Cell<u64>, op: Op) -> Result<OpReply, OpError> {
-        let next = || {
-            counter.set(counter.get() + 1);
-            Dot { actor: Actor(actor), counter: counter.get() }
-        };
-        let stamp =
-            Stamp { actor: Actor(actor), next_dot: &next, now_ms: counter.get(), siblings: PlainSiblings::Error };
-        apply(state, &op, &stamp)
+        crate::crdt::apply_as(state, actor, counter, counter.get(), &op)
     }
 
     fn zadd(entries: &[(f64, &str)], flags: AddFlags) -> Op {

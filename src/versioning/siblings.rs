@@ -139,7 +139,7 @@ pub struct Version {
 /// any setting.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Expiry {
-    /// When it was set, in ms since the Unix epoch (coordinator clock).
+    /// When it was set: the setting write's timestamp, ms since the Unix epoch ([`Siblings::causal_timestamp`]).
     pub set_ms: u64,
     /// The coordinator that set it.
     pub set_by: Actor,
@@ -261,6 +261,18 @@ impl Siblings {
     /// for a blind write. The caller guarantees `dot` is fresh: greater than any counter `dot.actor` issued before.
     pub fn update(&mut self, covered: &VersionVector, dot: Dot, timestamp_ms: u64, value: Option<Bytes>) {
         self.update_value(covered, dot, timestamp_ms, value.map(Value::String));
+    }
+
+    /// The timestamp for a write to this state by a clock reading `now_ms`: `now_ms`, or 1 ms past the newest
+    /// timestamp the state holds (any write its context covers, any deadline set) when that is later. A hybrid
+    /// logical clock per key: physical time while the clocks agree, and a write always orders after every write it
+    /// read, whatever its coordinator's clock says, so last-writer-wins never lets an older write win over one
+    /// that saw it. Under more than one write per ms to one key, timestamps run ahead of the wall clock until the
+    /// writes slow down; they only order writes of that key (and date its removal for reaping, later).
+    pub fn causal_timestamp(&self, now_ms: u64) -> u64 {
+        let written = self.context.entries().iter().map(|e| e.timestamp_ms);
+        let deadlines_set = self.versions.iter().map(|v| v.expiry.set_ms);
+        written.chain(deadlines_set).max().map_or(now_ms, |newest| now_ms.max(newest.saturating_add(1)))
     }
 
     /// [`Siblings::update`] with a value of any kind.
