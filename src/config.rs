@@ -357,9 +357,10 @@ pub struct ServeArgs {
     /// Buffered mode: milliseconds between background writes [default: 50].
     #[arg(long, env = "DYNAMO_KV_BUFFER_FLUSH_MS")]
     pub buffer_flush_ms: Option<u64>,
-    /// Serve Prometheus metrics at http://HOST:PORT/metrics; a bare PORT serves on 127.0.0.1 (off by default).
-    /// The endpoint has no authentication: expose it beyond loopback only to a trusted network.
-    #[arg(long, env = "DYNAMO_KV_METRICS_LISTEN")]
+    /// The HTTP port: the web console at http://HOST:PORT/, the JSON admin API under /api/ and Prometheus
+    /// metrics at /metrics; a bare PORT serves on 127.0.0.1 (off by default). With a password or users
+    /// configured, the console and the API ask for them (HTTP Basic); /metrics never does.
+    #[arg(long, visible_alias = "http-listen", env = "DYNAMO_KV_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
     /// Protected mode, as in Redis: while no password and no users are configured, clients that do not connect
     /// from loopback get a DENIED error and are disconnected. `no` serves them all [default: yes].
@@ -565,6 +566,34 @@ impl Config {
     pub fn auth_required(&self) -> bool {
         self.requirepass.is_some() || !self.users.is_empty()
     }
+
+    /// What `user` (`default` for the default user) with `password` may do, and how its reads answer; `None` for
+    /// wrong credentials. The `default` user has the `requirepass` password, or accepts any password when no
+    /// authentication is configured at all (as in Redis); with named users but no `requirepass`, it is disabled.
+    /// Passwords are compared in constant time.
+    pub fn grant(&self, user: &str, password: &[u8]) -> Option<(Access, ValueMode)> {
+        if user == "default" {
+            return match &self.requirepass {
+                Some(expected) => {
+                    constant_time_eq(expected.as_bytes(), password).then_some((Access::Admin, self.values))
+                }
+                None => (!self.auth_required()).then_some((Access::Admin, self.values)),
+            };
+        }
+        self.users
+            .iter()
+            .find(|u| u.name == user)
+            .filter(|u| constant_time_eq(u.password.as_bytes(), password))
+            .map(|u| (u.access, u.values.unwrap_or(self.values)))
+    }
+}
+
+/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Why a configuration was refused.

@@ -19,6 +19,7 @@
 //! | L4    | [`coordinator`] | quorum reads and writes over preference lists, forwarding, read repair         |
 //! | L5    | [`commands`]    | one handler per RESP command; never sees a socket or a peer                     |
 //! | L5    | [`server`]      | client listener and connections, pipelining, protocol errors                    |
+//! | L5    | [`http`]        | the HTTP port: web console, JSON admin API (the views of `commands`), metrics   |
 //! | top   | [`node`]        | wiring, peer service, start-up, graceful shutdown                               |
 //!
 //! `main.rs` turns the command line into [`config::Config`]s, sets up tracing and runs [`node::Node`]s (several for
@@ -30,6 +31,7 @@ pub mod commands;
 pub mod config;
 pub mod coordinator;
 pub mod crdt;
+pub mod http;
 pub mod membership;
 pub mod node;
 pub mod replication;

@@ -41,8 +41,9 @@ enum Command {
         /// When writes are acknowledged (fsync, os, buffered).
         #[arg(long, value_enum)]
         durability: Option<Durability>,
-        /// Serve Prometheus metrics of the whole dev cluster at http://HOST:PORT/metrics.
-        #[arg(long)]
+        /// The HTTP port of the first node: the console at http://HOST:PORT/ (the cluster as dev1 sees it), the
+        /// admin API under /api/, and Prometheus metrics of the whole dev cluster at /metrics.
+        #[arg(long, visible_alias = "http-listen")]
         metrics_listen: Option<String>,
         /// Nodes talk mutual TLS with this certificate (valid for 127.0.0.1, server and client use); needs the
         /// two flags below.
@@ -129,12 +130,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Call { host, args } => return admin::call(&host, &args),
     };
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    // One recorder per process: the first node's address serves every node of a `dev` cluster.
-    let metrics_listen = configs.iter().find_map(|c| c.metrics_listen.clone());
+    // One recorder per process: the first node's HTTP port serves the metrics of every node of a `dev` cluster.
+    if configs.iter().any(|c| c.metrics_listen.is_some()) {
+        dynamo_kv::http::install_recorder()?;
+    }
     runtime.block_on(async move {
-        if let Some(addr) = metrics_listen {
-            install_metrics(&addr)?;
-        }
         let mut started = Vec::new();
         for config in configs {
             let id = config.node_id.clone();
@@ -165,33 +165,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Ok(())
     })
-}
-
-/// Serves Prometheus metrics at http://ADDR/metrics; latencies (`*_seconds`) become histograms with buckets from
-/// 50 µs to 5 s, so p50/p99/p99.9 can be derived, and siblings per read a histogram of counts.
-fn install_metrics(addr: &str) -> anyhow::Result<()> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let addr: std::net::SocketAddr =
-        addr.parse().with_context(|| format!("--metrics-listen {addr} is not IP:PORT or a port"))?;
-    if !addr.ip().is_loopback() {
-        tracing::warn!(
-            %addr,
-            "the metrics endpoint has no authentication and listens beyond loopback: expose it only to a trusted \
-             network (a firewall, or a TLS reverse proxy with authentication in front of it)"
-        );
-    }
-    let buckets = [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)?
-        .set_buckets_for_metric(
-            Matcher::Full("dynamo_read_siblings".into()),
-            &[0.0, 1.0, 2.0, 3.0, 5.0, 10.0, 25.0, 100.0],
-        )?
-        .install()
-        .with_context(|| format!("serving metrics on {addr}"))?;
-    tracing::info!(%addr, "Prometheus metrics at /metrics");
-    Ok(())
 }
 
 /// The configurations of a local cluster of `nodes` nodes.

@@ -128,6 +128,8 @@ pub struct Node {
     listener: TcpListener,
     tls_listener: Option<(TcpListener, Arc<Current<TlsAcceptor>>)>,
     peer_listener: TcpListener,
+    /// The HTTP port (console, API, metrics), when configured.
+    http_listener: Option<TcpListener>,
     identity: Identity,
     context: Arc<NodeContext>,
     cluster: Arc<Cluster>,
@@ -212,6 +214,10 @@ impl Node {
         };
         let peer_listener = TcpListener::bind(&c.peer_listen).await.map_err(bind_error(&c.peer_listen))?;
         let peer_addr = peer_listener.local_addr().map_err(bind_error(&c.peer_listen))?;
+        let http_listener = match &config.metrics_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
+            None => None,
+        };
 
         let key = ClusterKey::derive_with_replicas(&c.cluster_name, c.cluster_secret.as_deref(), c.quorum.n as u8);
         match (key.authenticated, c.peer_tls.is_some()) {
@@ -301,6 +307,7 @@ impl Node {
             listener,
             tls_listener,
             peer_listener,
+            http_listener,
             identity,
             context,
             cluster,
@@ -379,6 +386,9 @@ impl Node {
             cancel.clone(),
             tracker.clone(),
         ));
+        if let Some(listener) = self.http_listener {
+            tokio::spawn(crate::http::serve(listener, self.context.clone(), cancel.clone(), tracker.clone()));
+        }
         if let Some((listener, acceptor)) = self.tls_listener {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving TLS clients");
             tokio::spawn(crate::server::serve(

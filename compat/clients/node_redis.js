@@ -29,7 +29,8 @@ async function app(port) {
 
 async function main() {
   const r = await app(PORTS[0]);
-  check('plain get', await r.set('nr:k', 'v') === 'OK' && await r.get('nr:k') === 'v' && await r.get('nr:none') === null);
+  check('plain get', await r.set('nr:k', 'v') === 'OK' && await r.get('nr:k') === 'v'
+    && await r.get('nr:none') === null);
 
   // Commands issued together go out as one pipeline.
   const res = await Promise.all([...Array(100).keys()].map((i) => r.set(`nr:p${i}`, `${i}`)).concat([r.get('nr:p99')]));

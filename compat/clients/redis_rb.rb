@@ -62,7 +62,8 @@ begin
 
   check('incr', r.incr('rb:n') == 1 && r.incrby('rb:n', 9) == 10 && r.get('rb:n') == '10')
   check('sets', r.sadd('rb:s', %w[a b]) == 2 && r.smembers('rb:s').sort == %w[a b])
-  check('hashes', r.mapped_hmset('rb:h', 'f' => '1', 'g' => '2') == 'OK' && r.hgetall('rb:h') == { 'f' => '1', 'g' => '2' })
+  check('hashes', r.mapped_hmset('rb:h', 'f' => '1', 'g' => '2') == 'OK' &&
+                  r.hgetall('rb:h') == { 'f' => '1', 'g' => '2' })
   check('lists', r.rpush('rb:l', %w[a b]) == 2 && r.lpush('rb:l', 'z') == 3 && r.lrange('rb:l', 0, -1) == %w[z a b])
   check('sorted sets', r.zadd('rb:z', [[1.5, 'a'], [0.5, 'b']]) == 2 &&
                        r.zrange('rb:z', 0, -1, with_scores: true) == [['b', 0.5], ['a', 1.5]])

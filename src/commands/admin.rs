@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, context_token, coord_error, printable, wrong_arity};
+use super::{NodeContext, check_key, context_token, coord_error, printable, views, wrong_arity};
 use crate::membership::{MemberStatus, StateError};
 use crate::resp::Reply;
 
@@ -64,44 +64,36 @@ fn pair(k: &'static str, v: Reply) -> (Reply, Reply) {
     (Reply::bulk(k), v)
 }
 
-/// One map per member: id, addresses, status and since when, last heard, partitions owned, weight, zone.
+fn int(v: impl TryInto<i64>) -> Reply {
+    Reply::Integer(v.try_into().unwrap_or(i64::MAX))
+}
+
+fn bulks(items: &[String]) -> Reply {
+    Reply::Array(items.iter().map(|i| Reply::bulk(i.clone())).collect())
+}
+
+/// One map per member ([`views::members`]); this node's own entry adds whether it can serve, and why not.
 fn members(node: &NodeContext) -> Reply {
-    let cluster = node.coordinator.cluster();
-    let view = cluster.view();
-    let owned = view.ring.as_ref().map(|r| r.ownership()).unwrap_or_default();
-    let me = &cluster.me().member.id;
-    let waiting = cluster.waiting();
+    let waiting = node.coordinator.cluster().waiting();
     Reply::Array(
-        cluster
-            .statuses()
+        views::members(node)
             .into_iter()
-            .map(|s| {
-                let info = &s.record.info;
-                let id = info.member.id.clone();
+            .map(|m| {
                 let mut fields = vec![
-                    pair("id", Reply::bulk(id.clone())),
-                    pair("client", Reply::bulk(info.client_addr.clone())),
-                    pair("peer", Reply::bulk(info.peer_addr.clone())),
-                    pair("member", Reply::bulk(s.record.status.as_str())),
-                    pair("status", Reply::bulk(if s.reachable { "up" } else { "unreachable" })),
-                    pair("since_s", Reply::Integer(s.since.elapsed().as_secs() as i64)),
-                    pair(
-                        "last_heard_s",
-                        s.last_heard.map_or(Reply::Nil, |t| Reply::Integer(t.elapsed().as_secs() as i64)),
-                    ),
-                    // Its clock minus ours, from the last gossip exchange (nil for this node and unmeasured peers).
-                    pair("clock_offset_ms", s.clock.map_or(Reply::Nil, |c| Reply::Integer(c.offset_ms))),
-                    pair("partitions", Reply::Integer(owned.get(id.as_str()).copied().unwrap_or(0) as i64)),
-                    pair("weight", Reply::Integer(i64::from(info.member.weight))),
-                    pair("zone", info.member.zone.clone().map_or(Reply::Nil, Reply::bulk)),
-                    // A member whose storage stopped writes (full or failing disk), as it gossips.
-                    pair(
-                        "writes",
-                        Reply::bulk(cluster.write_stop(&id).map_or("ok".to_string(), |w| format!("stopped: {w}"))),
-                    ),
+                    pair("id", Reply::bulk(m.id)),
+                    pair("client", Reply::bulk(m.client)),
+                    pair("peer", Reply::bulk(m.peer)),
+                    pair("member", Reply::bulk(m.member)),
+                    pair("status", Reply::bulk(m.status)),
+                    pair("since_s", int(m.since_s)),
+                    pair("last_heard_s", m.last_heard_s.map_or(Reply::Nil, int)),
+                    pair("clock_offset_ms", m.clock_offset_ms.map_or(Reply::Nil, int)),
+                    pair("partitions", int(m.partitions)),
+                    pair("weight", int(m.weight)),
+                    pair("zone", m.zone.map_or(Reply::Nil, Reply::bulk)),
+                    pair("writes", Reply::bulk(m.writes)),
                 ];
-                if id == *me {
-                    // Only this node knows whether it can serve, and why not.
+                if m.this_node {
                     fields.push(pair("cluster_state", Reply::bulk(if waiting.is_some() { "waiting" } else { "ok" })));
                     if let Some(reason) = &waiting {
                         fields.push(pair("cluster_state_reason", Reply::bulk(reason.clone())));
@@ -113,50 +105,37 @@ fn members(node: &NodeContext) -> Reply {
     )
 }
 
-/// One entry per partition: its number, first ring position (hex), preference list as the range uses it now, and
-/// its state in the transition: `stable` (none in progress), `moving` (transfers pending, the current ring's list)
-/// or `moved` (transfers done, the next ring's list).
+/// One entry per partition ([`views::ring`]): its number, first ring position (hex), preference list as the range
+/// uses it now, and its state in the transition (`stable`, `moving` or `moved`).
 fn ring(node: &NodeContext) -> Reply {
-    let view = node.coordinator.cluster().view();
-    let Some(ring) = &view.ring else { return Reply::Array(Vec::new()) };
     Reply::Array(
-        (0..ring.partitions())
+        views::ring(node)
+            .partitions
+            .into_iter()
             .map(|p| {
-                let list = view.ring_for(p).unwrap_or(ring).preference_list(p);
-                let state = match (view.next.is_some(), view.is_moving(p)) {
-                    (false, _) => "stable",
-                    (true, true) => "moving",
-                    (true, false) => "moved",
-                };
                 Reply::Array(vec![
-                    Reply::Integer(p as i64),
-                    Reply::bulk(format!("{:032x}", ring.partition_range(p).0)),
-                    Reply::Array(list.map(|m| Reply::bulk(m.id.clone())).collect()),
-                    Reply::bulk(state),
+                    int(p.partition),
+                    Reply::bulk(p.start),
+                    bulks(&p.preference_list),
+                    Reply::bulk(p.state),
                 ])
             })
             .collect(),
     )
 }
 
-/// Where a key lives: partition, hash slot, position, replicas (top N) and fallbacks.
+/// Where a key lives ([`views::key`]): partition, hash slot, position, replicas (top N) and fallbacks.
 fn key(node: &NodeContext, key: &Bytes) -> Reply {
     if let Err(r) = check_key(node, key) {
         return r;
     }
-    let view = node.coordinator.cluster().view();
-    let position = crate::ring::slot::key_position(key);
-    let n = node.coordinator.quorum().n;
-    let list: Vec<Reply> = view.preference_list(key).into_iter().map(|p| Reply::bulk(p.member.id.clone())).collect();
-    let split = n.min(list.len());
-    let (replicas, fallbacks) = list.split_at(split);
-    let partition = view.ring.as_ref().map_or(Reply::Nil, |r| Reply::Integer(r.partition_of(position) as i64));
+    let k = views::key(node, key);
     Reply::Map(vec![
-        pair("partition", partition),
-        pair("slot", Reply::Integer(i64::from(crate::ring::slot::key_slot(key)))),
-        pair("position", Reply::bulk(format!("{position:032x}"))),
-        pair("replicas", Reply::Array(replicas.to_vec())),
-        pair("fallbacks", Reply::Array(fallbacks.to_vec())),
+        pair("partition", k.partition.map_or(Reply::Nil, int)),
+        pair("slot", int(k.slot)),
+        pair("position", Reply::bulk(k.position)),
+        pair("replicas", bulks(&k.replicas)),
+        pair("fallbacks", bulks(&k.fallbacks)),
     ])
 }
 
@@ -268,65 +247,55 @@ fn commit(node: &NodeContext) -> Reply {
     }
 }
 
-/// The ring version, the transition in progress with its transfers, and this node's active transfer.
+/// The ring version, the transition in progress with its transfers ([`views::transition`]), and this node's
+/// active transfer.
 fn status(node: &NodeContext) -> Reply {
-    let cluster = node.coordinator.cluster();
-    let state = cluster.state();
-    let required = state.required_transfers(cluster.n());
-    let done = required.iter().filter(|t| state.ring.done.contains(&(t.partition, t.to.clone()))).count();
-    let waiting: Vec<Reply> = required
+    let t = views::transition(node);
+    let waiting: Vec<Reply> = t
+        .transfers
         .iter()
-        .filter(|t| !state.ring.done.contains(&(t.partition, t.to.clone())))
+        .filter(|x| !x.done)
         .take(64)
-        .map(|t| Reply::Array(vec![Reply::Integer(i64::from(t.partition)), Reply::bulk(t.to.clone())]))
+        .map(|x| Reply::Array(vec![int(x.partition), Reply::bulk(x.to.clone())]))
         .collect();
-    let active = node.handoff.active().map_or(Reply::Nil, |p| {
-        let secs = p.started.elapsed().as_secs_f64().max(0.001);
-        let rate = p.keys as f64 / secs;
-        let eta = p.total_keys.filter(|_| rate > 0.0).map(|t| (t.saturating_sub(p.keys) as f64 / rate).round() as i64);
+    let active = t.active.map_or(Reply::Nil, |p| {
         Reply::Map(vec![
-            pair("partition", Reply::Integer(i64::from(p.partition))),
+            pair("partition", int(p.partition)),
             pair("from", Reply::bulk(p.from)),
             pair("to", Reply::bulk(p.to)),
             pair("phase", Reply::bulk(p.phase)),
-            pair("keys", Reply::Integer(p.keys as i64)),
-            pair("total_keys", p.total_keys.map_or(Reply::Nil, |t| Reply::Integer(t as i64))),
-            pair("bytes", Reply::Integer(p.bytes as i64)),
-            pair("keys_per_s", Reply::Integer(rate.round() as i64)),
-            pair("eta_s", eta.map_or(Reply::Nil, Reply::Integer)),
+            pair("keys", int(p.keys)),
+            pair("total_keys", p.total_keys.map_or(Reply::Nil, int)),
+            pair("bytes", int(p.bytes)),
+            pair("keys_per_s", int(p.keys_per_s)),
+            pair("eta_s", p.eta_s.map_or(Reply::Nil, int)),
         ])
     });
     Reply::Map(vec![
-        pair("ring_version", Reply::Integer(state.ring.version as i64)),
-        pair("transition", Reply::bulk(if state.ring.next.is_some() { "in progress" } else { "none" })),
-        pair("transfers_total", Reply::Integer(required.len() as i64)),
-        pair("transfers_done", Reply::Integer(done as i64)),
+        pair("ring_version", int(t.ring_version)),
+        pair("transition", Reply::bulk(if t.in_progress { "in progress" } else { "none" })),
+        pair("transfers_total", int(t.transfers_total)),
+        pair("transfers_done", int(t.transfers_done)),
         pair("transfers_waiting", Reply::Array(waiting)),
         pair("active", active),
-        pair("completed_here", Reply::Integer(node.handoff.completed().len() as i64)),
+        pair("completed_here", int(t.completed_here)),
         pair("antientropy", antientropy(node)),
     ])
 }
 
-/// Anti-entropy figures: exchanges, keys repaired, bytes, passes, and seconds since each partition's last exchange.
+/// Anti-entropy figures ([`views::antientropy`]): exchanges, keys repaired, bytes, passes, and seconds since each
+/// partition's last exchange.
 fn antientropy(node: &NodeContext) -> Reply {
-    let s = node.antientropy.stats();
+    let s = views::antientropy(node);
     Reply::Map(vec![
-        pair("exchanges", Reply::Integer(s.exchanges as i64)),
-        pair("keys_repaired", Reply::Integer(s.keys_repaired as i64)),
-        pair("bytes", Reply::Integer(s.bytes as i64)),
-        pair("full_passes", Reply::Integer(s.full_passes as i64)),
-        pair("tombstones_reaped", Reply::Integer(s.tombstones_reaped as i64)),
+        pair("exchanges", int(s.exchanges)),
+        pair("keys_repaired", int(s.keys_repaired)),
+        pair("bytes", int(s.bytes)),
+        pair("full_passes", int(s.full_passes)),
+        pair("tombstones_reaped", int(s.tombstones_reaped)),
         pair(
             "last_exchange_s",
-            Reply::Array(
-                s.last_exchange
-                    .iter()
-                    .map(|(p, t)| {
-                        Reply::Array(vec![Reply::Integer(i64::from(*p)), Reply::Integer(t.elapsed().as_secs() as i64)])
-                    })
-                    .collect(),
-            ),
+            Reply::Array(s.last_exchange_s.into_iter().map(|(p, t)| Reply::Array(vec![int(p), int(t)])).collect()),
         ),
     ])
 }

@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use bytes::Bytes;
 
 use super::{NodeContext, Session, parse_int, syntax_error, wrong_arity};
-use crate::config::Access;
 use crate::resp::{Protocol, Reply};
 
 /// Redis's compatibility level we announce in HELLO and INFO.
@@ -45,25 +44,11 @@ pub fn auth(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply 
     check_credentials(node, session, user, pass)
 }
 
-/// Verifies credentials; on success the session runs as that user and OK is answered. The `default` user has the
-/// `requirepass` password, or accepts any password when no authentication is configured at all (as in Redis); with
-/// named users but no `requirepass`, the default user is disabled.
+/// Verifies credentials ([`crate::config::Config::grant`]); on success the session runs as that user and OK is
+/// answered.
 fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&Bytes>, pass: &[u8]) -> Reply {
-    let config = &node.config;
     let name = user.map_or("default".into(), |u| String::from_utf8_lossy(u).into_owned());
-    let granted = if name == "default" {
-        match &config.requirepass {
-            Some(expected) => constant_time_eq(expected.as_bytes(), pass).then_some((Access::Admin, config.values)),
-            None => (!config.auth_required()).then_some((Access::Admin, config.values)),
-        }
-    } else {
-        config
-            .users
-            .iter()
-            .find(|u| u.name == name)
-            .filter(|u| constant_time_eq(u.password.as_bytes(), pass))
-            .map(|u| (u.access, u.values.unwrap_or(config.values)))
-    };
+    let granted = node.config.grant(&name, pass);
     match granted {
         Some((access, values)) => {
             session.authenticated = true;
@@ -91,14 +76,6 @@ pub fn acl(session: &Session, args: &[Bytes]) -> Reply {
             super::printable(&args[1], 32)
         )),
     }
-}
-
-/// Compares secrets without an early exit, so timing does not reveal a matching prefix.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// HELLO [protover [AUTH username password] [SETNAME clientname]].

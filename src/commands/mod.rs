@@ -24,6 +24,7 @@ mod sets;
 mod slowlog;
 pub mod table;
 mod transaction;
+pub mod views;
 mod zsets;
 
 use std::sync::Arc;

@@ -539,21 +539,30 @@ class Client(threading.Thread):
     def one_typed_op(self, now, key, node):
         """The typed workload. On a set key (even key number): SADD a fresh element, and one time in five SREM an
         element this client added earlier (after that add was acknowledged). On a list key (odd): RPUSH a fresh
-        element. The checker wants every acknowledged add or push present unless a remove of it was sent."""
+        element, and one time in five LPOP one or two. The checker wants every acknowledged add or push present
+        unless a remove of it was sent or a pop returned it (a pop of unknown outcome may explain as many missing
+        elements of its key as it asked for), and no element an acknowledged pop returned present at the end."""
         self.seq += 1
         removable = getattr(self, "added", [])
         is_list = key_number(key) % 2 == 1
-        remove = not is_list and removable and self.rng.random() < 0.2
+        remove = removable and self.rng.random() < 0.2 if not is_list else False
+        pop = is_list and self.rng.random() < 0.2
         if remove:
             key, elem = removable.pop(self.rng.randrange(len(removable)))
         else:
             elem = f"c{self.cid}-{self.seq}"
-        kind = "rpush" if is_list else "srem" if remove else "sadd"
+        kind = ("lpop" if pop else "rpush") if is_list else "srem" if remove else "sadd"
         op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": elem, "kind": kind,
               "siblings": None, "ctx": None}  # fmt: skip
 
         def action(conn):
             op["sent"] = True
+            if kind == "lpop":
+                op["count"] = self.rng.randint(1, 2)
+                reply = conn.call("LPOP", key, str(op["count"]))
+                # An array of what it popped, or nil for an empty list.
+                op["popped"] = [x.decode() for x in reply or []]
+                return reply is None or isinstance(reply, list), reply
             reply = conn.call(kind.upper(), key, elem)
             return isinstance(reply, int), reply
 
@@ -662,6 +671,31 @@ EXPIRY_POOL = 12
 def key_number(key):
     """The j of a key named g{generation}-k{j}."""
     return int(key.rsplit("-k", 1)[1])
+
+
+def check_pops(ops, final, acked, removed):
+    """Acknowledged adds and pushes missing at the end, as lost, unless a remove of the element was sent, an
+    acknowledged pop returned it, or (lists) a pop of its key whose outcome is unknown may have taken it: each such
+    pop explains at most as many missing elements as it asked for. Returns (lost, how many pops explained)."""
+    popped = {e for op in ops if op["kind"] == "lpop" and op["outcome"] == "ok" for e in op["popped"]}
+    may_have_popped = {}
+    for op in ops:
+        if op["kind"] == "lpop" and op["sent"] and op["outcome"] != "ok":
+            may_have_popped[op["key"]] = may_have_popped.get(op["key"], 0) + op.get("count", 2)
+    missing_by_key = {}
+    for elem, op in acked.items():
+        missing = [m for m, got in final[op["key"]].items() if elem not in got]
+        if missing and elem not in removed and elem not in popped:
+            missing_by_key.setdefault(op["key"], []).append(
+                {"elem": elem, "key": op["key"], "acked_at": op["t1"], "via": op["node"], "missing_on": missing}
+            )
+    lost, explained = [], 0
+    for key, missing in missing_by_key.items():
+        if len(missing) <= may_have_popped.get(key, 0):
+            explained += len(missing)
+        else:
+            lost += missing
+    return lost, explained
 
 
 def check_expiry(ops, final):
@@ -955,9 +989,10 @@ def main():
         "(last-write-wins use, which must lose writes: checks the checker); counter: INCRBY, and every counter "
         "must end between its acknowledged increments and those plus the ones of unknown outcome; counter-blind: "
         "GET then SET the sum, which must lose increments: checks the counter checker; typed: SADD fresh elements "
-        "and SREM some acknowledged ones on set keys, RPUSH fresh elements on list keys, and every acknowledged "
-        "add or push must be present unless a remove of it was sent; expiry: SET with and without PX, PEXPIRE, and "
-        "GETs after deadlines: no value written with a deadline may read as present after it, nothing kept may go",
+        "and SREM some acknowledged ones on set keys, RPUSH fresh elements and LPOP some on list keys, and every "
+        "acknowledged add or push must be present unless a remove or pop took it; expiry: SET with and without PX, "
+        "PEXPIRE, and GETs after deadlines: no value written with a deadline may read as present after it, nothing "
+        "kept may go",
     )
     ap.add_argument("--faults", default="all", choices=["all", "none"], help="none: load only, no fault")
     ap.add_argument(
@@ -1104,15 +1139,17 @@ def run(args, cluster, schedule, out):
         acked_removes = {op["elem"] for op in ops if op["kind"] == "srem" and op["outcome"] == "ok"}
         acked = {op["elem"]: op for op in ops if op["kind"] in ("sadd", "rpush") and op["outcome"] == "ok"}
         attempted = {op["elem"] for op in ops if op["kind"] in ("sadd", "rpush") and op["sent"]}
-        lost = []
-        for elem, op in acked.items():
-            missing = [m for m, got in final[op["key"]].items() if elem not in got]
-            if missing and elem not in removed:
-                lost.append(
-                    {"elem": elem, "key": op["key"], "acked_at": op["t1"], "via": op["node"], "missing_on": missing}
-                )
+        lost, unexplained = check_pops(ops, final, acked, removed)
         seen_final = set().union(*(s for per in final.values() for s in per.values()))
         unexpected = sorted(seen_final - attempted)
+        # An element an acknowledged pop returned must be gone for good: a remove never comes undone.
+        popped = [(op["key"], e) for op in ops if op["kind"] == "lpop" and op["outcome"] == "ok" for e in op["popped"]]
+        back = sorted({f"{k}:{e} came back" for k, e in popped if any(e in got for got in final[k].values())})
+        unexpected += back
+        twice = len(popped) - len(set(popped))
+        pops = sum(op["kind"] == "lpop" and op["outcome"] == "ok" for op in ops)
+        log(f"{pops} acknowledged LPOPs returned {len(popped)} elements ({twice} returned to two clients, as two pops "
+            f"racing across a partition may); {unexplained} missing pushes explained by pops of unknown outcome")
         # Informational: a remove acknowledged after its add's acknowledgement should have taken.
         kept = sorted(e for e in acked_removes if any(e in got for per in final.values() for got in per.values()))
         if kept:
