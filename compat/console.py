@@ -2,7 +2,7 @@
 """The web console in a real browser: headless Chromium (Debian's chromium and chromium-driver, driven by selenium
 from pip) against a 3-node cluster (N=3), through the first node's HTTP port. The page must load without console
 errors, show 3 members and every partition of the ring, look up a key, show transfer progress while a fourth node
-joins, and show a node as unreachable once it is killed. A screenshot of each state goes to target/console/."""
+joins, and show a node as unreachable once it is killed, with the hints kept for it. A screenshot of each state goes to target/console/."""
 import os
 import shutil
 import subprocess
@@ -144,6 +144,11 @@ try:
     check("a killed node shows as unreachable",
           wait_for("unreachable", lambda: n3().get_attribute("data-status") == "unreachable", timeout=30))
     check("the summary counts it", "3/4 up" in driver.find_element(By.ID, "summary").text)
+    # Writes for n3 go to fallbacks with hints; those this node holds show per target.
+    for i in range(300):
+        r.set(f"hinted:{i}", "v")
+    check("hints for the killed node show",
+          wait_for("hints", lambda: driver.find_elements(By.CSS_SELECTOR, '#hints [data-hint-target="n3"]'), timeout=20))
     shot(driver, "4-unreachable.png")
     check("no console errors throughout", console_errors(driver) == [])
     if errors:

@@ -889,6 +889,9 @@ def converge(cluster, keys, timeout, acked_keys):
     return None
 
 
+FINAL_READ_ATTEMPTS = 40  # 0.5 s apart
+
+
 def final_reads(cluster, keys):
     """{key: {node: set of elements}} read through every live member (retrying briefly), plus failures."""
     result = {}
@@ -897,7 +900,10 @@ def final_reads(cluster, keys):
         result[key] = {}
         for m in cluster.members:
             node = cluster.nodes[m]
-            for attempt in range(10):
+            # Up to 20 s per read: these reads judge what was kept, not how soon after the heal a node answers
+            # (that is "converged after heal"); on a loaded machine a node may take some seconds more to see
+            # every peer as reachable again.
+            for attempt in range(FINAL_READ_ATTEMPTS):
                 try:
                     if cluster.args.workload == "typed" and key_number(key) % 2 == 1:
                         result[key][m] = {x.decode() for x in node.call("LRANGE", key, "0", "-1")}
@@ -908,7 +914,7 @@ def final_reads(cluster, keys):
                         result[key][m] = parse_elements(siblings)
                     break
                 except (OSError, RespError, ConnectionError) as e:
-                    if attempt == 9:
+                    if attempt == FINAL_READ_ATTEMPTS - 1:
                         failures.append(f"GET {key} via {m}: {e}")
                     time.sleep(0.5)
     return result, failures

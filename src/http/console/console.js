@@ -186,17 +186,25 @@ function renderTransition(t) {
   box.append(list);
 }
 
-function chart(id, values) {
-  const max = Math.max(1, ...values);
-  const points = values.map((v, i) => `${(i * 400) / Math.max(HISTORY - 1, 1)},${(78 - (v / max) * 74).toFixed(1)}`);
-  replace(id, el('svg:polyline', { points: points.join(' ') }),
-    el('svg:title', {}, `last ${values.length} s, peak ${max}`));
+// Draws series (name → values, oldest first) as lines on one scale.
+function chart(id, series) {
+  const all = [...series.values()].flat();
+  const max = Math.max(1, ...all);
+  const lines = [...series].map(([name, values]) => el('svg:polyline', {
+    points: values.map((v, i) => `${(i * 400) / Math.max(HISTORY - 1, 1)},${(78 - (v / max) * 74).toFixed(1)}`)
+      .join(' '),
+    style: name ? `stroke:${colour(name)}` : null,
+  }, el('svg:title', {}, `${name || 'total'}: now ${values[values.length - 1]}, peak ${Math.max(...values)}`)));
+  replace(id, ...lines);
 }
 
 function renderHints(hints) {
   const total = hints.reduce((s, h) => s + h.count, 0);
-  history.hints.push(total);
+  // One series per target, kept while it has had hints in the last two minutes.
+  history.hints.push(new Map(hints.map((h) => [h.target, h.count])));
   if (history.hints.length > HISTORY) history.hints.shift();
+  const targets = new Set(history.hints.flatMap((sample) => [...sample.keys()]));
+  const series = new Map([...targets].map((t) => [t, history.hints.map((sample) => sample.get(t) || 0)]));
   const box = replace('hints');
   box.setAttribute('data-hints-total', total);
   if (!hints.length) {
@@ -208,7 +216,7 @@ function renderHints(hints) {
       el('tbody', {}, ...hints.map((h) => el('tr', { 'data-hint-target': h.target }, el('td', {}, h.target),
         el('td', {}, h.count), el('td', {}, bytes(h.bytes)), el('td', {}, ago(h.oldest_s)))))));
   }
-  chart('hint-chart', history.hints);
+  chart('hint-chart', series.size ? series : new Map([['', history.hints.map(() => 0)]]));
 }
 
 function renderAntiEntropy(ae, partitions) {
@@ -278,7 +286,7 @@ function renderRates(metricsText) {
     box.append(el('div', {}, 'measuring…'));
   }
   lastMetrics = now;
-  chart('rate-chart', history.rates);
+  chart('rate-chart', new Map([['', history.rates]]));
 }
 
 async function refresh() {
