@@ -107,6 +107,9 @@ try:
     arcs = lambda: driver.find_elements(By.CSS_SELECTOR, "#ring path.partition")  # noqa: E731
     check(f"the ring shows its {q} partitions", wait_for("arcs", lambda: len(arcs()) == q))
     check("every member is up", all(row.get_attribute("data-status") == "up" for row in rows()))
+    # N=3 on 3 nodes: each holds every key, and says so over the peer protocol.
+    check("each member reports its load",
+          wait_for("load", lambda: all(int(row.get_attribute("data-live-keys") or 0) > 0 for row in rows())))
     check("the summary says it serves", "serving" in driver.find_element(By.ID, "cluster-state").text)
     check("request rates are measured", wait_for("rates", lambda: attr(driver, "#rates", "data-rate") is not None))
     driver.find_element(By.ID, "key-input").send_keys("console:42")

@@ -488,6 +488,7 @@ impl Handler for PeerService {
         let failed = |e: CoordError| Response::Error { kind: e.remote_kind(), message: e.client_text() };
         match request {
             Request::Ping => Response::Pong,
+            Request::NodeLoad => Response::NodeLoad(crate::commands::views::load(&self.node)),
             Request::Gossip { state } => Response::Gossip {
                 state: Box::new(cluster.receive(&state)),
                 clock_ms: crate::versioning::clock::now_ms(),

@@ -73,6 +73,14 @@ async fn the_api_answers_json_views_of_the_node_and_the_console_is_served() {
     assert!(transition["transfers"].as_array().unwrap().is_empty());
     assert!(transition["active"].is_null());
 
+    let load = json(port, "/api/load", None);
+    assert_eq!(load[0]["id"], node.node_id.as_str());
+    assert!(load[0]["error"].is_null(), "{load}");
+    assert_eq!(load[0]["load"]["live_keys"], 1);
+    for field in ["commands_processed", "connected_clients", "disk_bytes", "hints_held"] {
+        assert!(load[0]["load"][field].is_u64(), "{field}: {load}");
+    }
+
     assert_eq!(json(port, "/api/hints", None), serde_json::json!([]));
     let ae = json(port, "/api/antientropy", None);
     assert!(ae["exchanges"].is_u64() && ae["last_exchange_s"].is_array(), "{ae}");

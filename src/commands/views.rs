@@ -1,9 +1,17 @@
 //! The operator's views of a node and its cluster, as typed values: `ADMIN` renders them as RESP maps, and the
 //! HTTP API (`/api/...`, which the console reads) as JSON. One source for each view, so the two never disagree.
 
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::NodeContext;
+use crate::rpc::message::Load;
+use crate::rpc::{Request, Response};
+
+/// How long the load view waits for each member.
+const LOAD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A member as this node sees it.
 #[derive(Clone, Debug, Serialize)]
@@ -298,4 +306,49 @@ pub fn key(node: &NodeContext, key: &[u8]) -> KeyPlacement {
         replicas: list,
         fallbacks,
     }
+}
+
+/// What this node is carrying.
+pub fn load(node: &NodeContext) -> Load {
+    let store = node.coordinator.store();
+    Load {
+        commands_processed: node.stats.commands_processed.load(Ordering::Relaxed),
+        connected_clients: node.stats.connected_clients.load(Ordering::Relaxed) as u64,
+        live_keys: store.live_keys(),
+        disk_bytes: store.disk_space(),
+        hints_held: node.coordinator.hints().backlog().values().map(|b| b.count).sum(),
+    }
+}
+
+/// One member's load, as it reported it.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberLoad {
+    /// Node id.
+    pub id: String,
+    /// What it reported; none when it did not answer.
+    pub load: Option<Load>,
+    /// Why it did not answer.
+    pub error: Option<String>,
+}
+
+/// Every member's load: this node's own, and each other member's over the peer protocol (concurrently, waiting
+/// at most [`LOAD_TIMEOUT`] for each). Members this node sees as unreachable are not asked.
+pub async fn cluster_load(node: &NodeContext) -> Vec<MemberLoad> {
+    let cluster = node.coordinator.cluster();
+    let pool = node.coordinator.pool();
+    let asks = cluster.statuses().into_iter().map(|s| async move {
+        let (id, addr) = (s.record.info.member.id.clone(), s.record.info.peer_addr.clone());
+        if id == cluster.me().member.id {
+            return MemberLoad { id, load: Some(load(node)), error: None };
+        }
+        if !s.reachable {
+            return MemberLoad { id, load: None, error: Some("unreachable".into()) };
+        }
+        match pool.call_node(&id, &addr, Request::NodeLoad, LOAD_TIMEOUT).await {
+            Ok(Response::NodeLoad(l)) => MemberLoad { id, load: Some(l), error: None },
+            Ok(_) => MemberLoad { id, load: None, error: Some("unexpected answer".into()) },
+            Err(e) => MemberLoad { id, load: None, error: Some(e.to_string()) },
+        }
+    });
+    futures::future::join_all(asks).await
 }

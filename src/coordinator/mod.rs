@@ -314,6 +314,11 @@ impl Coordinator {
         &self.cluster
     }
 
+    /// Connections to the other nodes.
+    pub fn pool(&self) -> &Arc<PeerPool> {
+        &self.pool
+    }
+
     /// Default N, R, W.
     pub fn quorum(&self) -> Quorum {
         self.quorum

@@ -84,8 +84,9 @@ fn node_summary(node: &NodeContext) -> NodeSummary {
 }
 
 /// Answers `/api/{path}?{query}` with a JSON document.
-pub fn answer(node: &NodeContext, path: &str, query: &str) -> Result<String, ApiError> {
+pub async fn answer(node: &NodeContext, path: &str, query: &str) -> Result<String, ApiError> {
     let json = match path {
+        "load" => serde_json::to_string(&views::cluster_load(node).await),
         "node" => serde_json::to_string(&node_summary(node)),
         "members" => serde_json::to_string(&views::members(node)),
         "ring" => serde_json::to_string(&views::ring(node)),

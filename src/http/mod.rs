@@ -156,7 +156,7 @@ async fn respond(node: &NodeContext, peer: SocketAddr, req: Request<Incoming>) -
         "/" | "/index.html" => reply(StatusCode::OK, "text/html; charset=utf-8", INDEX_HTML.into()),
         "/console.js" => reply(StatusCode::OK, "text/javascript; charset=utf-8", CONSOLE_JS.into()),
         "/console.css" => reply(StatusCode::OK, "text/css; charset=utf-8", CONSOLE_CSS.into()),
-        _ if path.starts_with("/api/") => match api::answer(node, &path[5..], req.uri().query().unwrap_or("")) {
+        _ if path.starts_with("/api/") => match api::answer(node, &path[5..], req.uri().query().unwrap_or("")).await {
             Ok(json) => reply(StatusCode::OK, "application/json", json.into()),
             Err(api::ApiError::NotFound { path }) => {
                 text(StatusCode::NOT_FOUND, &format!("no API at /api/{path}: see docs/HTTP.md\n"))

@@ -102,6 +102,8 @@ pub enum Request {
         /// Write quorum for this request, when the client overrode it.
         w: Option<u8>,
     },
+    /// What the receiver is carrying (the console's per-member load).
+    NodeLoad,
 }
 
 /// A client write, as a coordinator applies it to its replica.
@@ -136,6 +138,7 @@ impl Request {
             Request::Read { .. } => "read",
             Request::Replicate { .. } => "replicate",
             Request::Coordinate { .. } => "coordinate",
+            Request::NodeLoad => "node_load",
         }
     }
 }
@@ -226,6 +229,23 @@ pub enum Response {
         /// The message a client would see.
         message: String,
     },
+    /// Answer to `NodeLoad`.
+    NodeLoad(Load),
+}
+
+/// What a node is carrying, as counted by the node itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Load {
+    /// Commands run since it started (clients' and forwarded ones).
+    pub commands_processed: u64,
+    /// Clients connected now.
+    pub connected_clients: u64,
+    /// Keys with a live value it stores.
+    pub live_keys: u64,
+    /// Bytes its storage takes on disk.
+    pub disk_bytes: u64,
+    /// Hints it holds for other nodes.
+    pub hints_held: u64,
 }
 
 /// One frame after the handshake.

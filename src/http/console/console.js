@@ -131,16 +131,44 @@ function renderRing(ring, members) {
     el('span', { class: 'swatch', style: `background:${colour(m.id)}` }), `${m.id} (${m.partitions})`)));
 }
 
-function renderMembers(members) {
-  const rows = members.map((m) => el('tr', { class: m.status, 'data-member-id': m.id, 'data-status': m.status },
+// Each member's load as it reports it, with commands/s from the previous report.
+let lastLoad = new Map();
+
+function loads(reports) {
+  const now = Date.now() / 1000;
+  const out = new Map();
+  for (const r of reports) {
+    if (!r.load) {
+      out.set(r.id, { error: r.error });
+      continue;
+    }
+    const before = lastLoad.get(r.id);
+    const rate = before && now > before.at
+      ? Math.max(0, Math.round((r.load.commands_processed - before.commands) / (now - before.at))) : null;
+    out.set(r.id, { ...r.load, rate });
+    lastLoad.set(r.id, { at: now, commands: r.load.commands_processed });
+  }
+  return out;
+}
+
+function renderMembers(members, load) {
+  const rows = members.map((m) => {
+    const l = load.get(m.id) || {};
+    return el('tr', { class: m.status, 'data-member-id': m.id, 'data-status': m.status,
+      'data-live-keys': l.live_keys },
     el('td', {}, m.this_node ? `${m.id} (this node)` : m.id),
     el('td', {}, el('span', { class: `badge ${m.status}` }, m.status)),
     el('td', {}, el('span', { class: `badge ${m.member === 'valid' ? 'ok' : m.member}` }, m.member)),
     el('td', {}, m.partitions),
+    el('td', { title: l.error || '' }, l.live_keys === undefined ? '—' : l.live_keys),
+    el('td', {}, l.rate === undefined || l.rate === null ? '—' : l.rate),
+    el('td', {}, l.connected_clients === undefined ? '—' : l.connected_clients),
+    el('td', {}, l.disk_bytes === undefined ? '—' : bytes(l.disk_bytes)),
     el('td', {}, m.this_node ? '—' : ago(m.last_heard_s)),
     el('td', {}, m.clock_offset_ms === null ? '—' : `${m.clock_offset_ms > 0 ? '+' : ''}${m.clock_offset_ms} ms`),
     el('td', {}, m.writes === 'ok' ? 'ok' : el('span', { class: 'badge stopped', title: m.writes }, 'stopped')),
-    el('td', {}, m.client)));
+    el('td', {}, m.client));
+  });
   document.querySelector('#members tbody').replaceChildren(...rows);
 }
 
@@ -291,13 +319,13 @@ function renderRates(metricsText) {
 
 async function refresh() {
   try {
-    const [node, members, ring, transition, hints, ae, metrics] = await Promise.all([
+    const [node, members, ring, transition, hints, ae, metrics, load] = await Promise.all([
       getJson('/api/node'), getJson('/api/members'), getJson('/api/ring'), getJson('/api/transition'),
-      getJson('/api/hints'), getJson('/api/antientropy'), getText('/metrics')]);
+      getJson('/api/hints'), getJson('/api/antientropy'), getText('/metrics'), getJson('/api/load')]);
     renderSummary(node);
     setMembers(members.map((m) => m.id));
     renderRing(ring, members);
-    renderMembers(members);
+    renderMembers(members, loads(load));
     renderTransition(transition);
     renderHints(hints);
     renderAntiEntropy(ae, ring.partitions.length);
