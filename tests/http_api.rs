@@ -124,6 +124,13 @@ async fn with_users_the_console_and_the_api_ask_for_credentials_and_metrics_do_n
     }
     assert_eq!(json(port, "/api/members", Some("viewer:view-secret")).as_array().unwrap().len(), 1);
     assert_eq!(request(port, "GET", "/", Some("viewer:view-secret")).0, 200);
+    // The scheme's name is case-insensitive.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /api/node HTTP/1.1\r\nAuthorization: basic dmlld2VyOnZpZXctc2VjcmV0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     // Prometheus scrapes without credentials, as it always has.
     assert_eq!(request(port, "GET", "/metrics", None).0, 200);
 }

@@ -173,7 +173,12 @@ fn authorized(node: &NodeContext, credentials: Option<&HeaderValue>) -> bool {
     if !node.config.auth_required() {
         return true;
     }
-    let Some(encoded) = credentials.and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Basic ")) else {
+    // The scheme's name is case-insensitive (RFC 9110).
+    let Some(encoded) = credentials
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .and_then(|(scheme, rest)| scheme.eq_ignore_ascii_case("basic").then_some(rest))
+    else {
         return false;
     };
     use base64::Engine as _;
