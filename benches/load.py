@@ -76,6 +76,14 @@ def load_keys(port, keys, value_bytes):
         os.remove(path)
 
 
+def cpu_seconds(pid):
+    """CPU time (user + system) the process has used so far, from its own accounting in /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # Fields 14 and 15 of stat (utime, stime), counted after the command name's closing parenthesis.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -187,6 +195,7 @@ def main():
     # redis-benchmark's default suite (no -t): every test, the typed ones included, on one node and on 3 nodes.
     suite_run = ("suite", ["-c", "50", "-n", str(a.suite_requests)])
     results = {}
+    cpu = {}  # (target, run, test): server CPU microseconds per request, every node process together
     memory = {}
     group_commit = {}
     for name, mode, nodes, peer_tls in targets:
@@ -203,8 +212,15 @@ def main():
                 group = mode == "fsync" and nodes == 1
                 if group:
                     before = (scrape("dynamo_storage_fsyncs_total"), scrape('dynamo_commands_total{command="set"}'))
-                for test, fig in bench(port, args).items():
-                    results[(name, label, test)] = fig
+                # One test per redis-benchmark run, so the server's CPU time between runs is that test's alone.
+                for test_flag in ("set", "get"):
+                    run_args = [x for x in args if x != "set,get"]
+                    run_args[run_args.index("-t") + 1:run_args.index("-t") + 1] = [test_flag]
+                    cpu_before = cpu_seconds(proc.pid)
+                    for test, fig in bench(port, run_args).items():
+                        results[(name, label, test)] = fig
+                        requests = int(run_args[run_args.index("-n") + 1])
+                        cpu[(name, label, test)] = (cpu_seconds(proc.pid) - cpu_before) / requests * 1e6
                 if group:
                     # Group commit (paper §6.1): how many acknowledged writes each fsync covered.
                     fsyncs = scrape("dynamo_storage_fsyncs_total") - before[0]
@@ -241,6 +257,18 @@ def main():
                 pr = fig[2] / base[2] if base and base[2] else float("nan")
                 print(f"{name:<20} {label:<8} {test:<5} {fig[0]:>9.0f} {fig[1]:>7.3f} {fig[2]:>7.3f} {fig[3]:>8.3f} "
                       f"{rr:>8.2f}x {pr:>8.2f}x")
+    if cpu:
+        print("\nServer CPU time per request (user + system, us; a dev cluster is one process: every node together)")
+        print(f"{'target':<20} {'run':<8} {'test':<5} {'cpu us':>7} {'ratio':>7}")
+        for name, _, _, _ in targets:
+            for label, _ in runs + cluster_runs:
+                for test in ("SET", "GET"):
+                    us = cpu.get((name, label, test))
+                    base = cpu.get(("redis-server", {"c50 cl": "c50", "P16 cl": "c50 P16"}.get(label, label), test))
+                    if us is None:
+                        continue
+                    ratio = f"{us / base:>6.2f}x" if base else "      -"
+                    print(f"{name:<20} {label:<8} {test:<5} {us:>7.2f} {ratio}")
     suite_tests = [t for (n, label, t) in results if n == "redis-server" and label == "suite"]
     if suite_tests:
         print(f"\nredis-benchmark's default suite, -c 50 -n {a.suite_requests}: rps (ratio to redis-server)")

@@ -108,6 +108,8 @@ pub const PEER_PORT_OFFSET: u16 = 10_000;
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
 pub const DEFAULT_CACHE_MB: u64 = 64;
+/// Default budget of the cache of decoded rows (hot keys' states, ahead of the engine).
+pub const DEFAULT_ROW_CACHE_MB: u64 = 64;
 /// Default durability mode: acknowledged once the write reached the OS, fsynced every second (Redis's
 /// `appendfsync everysec`).
 pub const DEFAULT_DURABILITY: Durability = Durability::Os;
@@ -286,6 +288,8 @@ pub struct Config {
     pub buffer_flush_interval: Duration,
     /// Storage block cache, bytes.
     pub cache_bytes: u64,
+    /// Budget of the cache of decoded rows, bytes (0: none).
+    pub row_cache_bytes: u64,
     /// Free disk space below which the node stops taking writes, bytes (0: only a failed write stops them).
     pub min_free_disk_bytes: u64,
     /// Commands slower than this many microseconds enter the slow log (negative: none; 0: every command).
@@ -379,6 +383,10 @@ pub struct ServeArgs {
     /// Storage block cache in MiB [default: 64].
     #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
     pub cache_mb: Option<u64>,
+    /// Cache of decoded rows in MiB: hot keys' states, so their reads and writes skip the engine (0: none)
+    /// [default: 64].
+    #[arg(long, env = "DYNAMO_KV_ROW_CACHE_MB")]
+    pub row_cache_mb: Option<u64>,
     /// Stop taking writes when the data directory's disk has less than this many MiB free; writes resume by
     /// themselves when space returns (0: never stop for space) [default: 256].
     #[arg(long, env = "DYNAMO_KV_MIN_FREE_DISK_MB")]
@@ -710,6 +718,7 @@ impl Config {
             durability: s.durability.unwrap_or(DEFAULT_DURABILITY),
             buffer_flush_interval: Duration::from_millis(s.buffer_flush_ms.unwrap_or(DEFAULT_BUFFER_FLUSH_MS)),
             cache_bytes: s.cache_mb.unwrap_or(DEFAULT_CACHE_MB) << 20,
+            row_cache_bytes: s.row_cache_mb.unwrap_or(DEFAULT_ROW_CACHE_MB).saturating_mul(1 << 20),
             min_free_disk_bytes: s.min_free_disk_mb.unwrap_or(DEFAULT_MIN_FREE_DISK_MB).saturating_mul(1 << 20),
             slowlog_slower_than_us: s.slowlog_log_slower_than.unwrap_or(DEFAULT_SLOWLOG_SLOWER_THAN_US),
             slowlog_max_len: s.slowlog_max_len.unwrap_or(DEFAULT_SLOWLOG_MAX_LEN),

@@ -188,6 +188,7 @@ impl Node {
             durability: config.durability,
             buffer_flush_interval: config.buffer_flush_interval,
             min_free_disk: config.min_free_disk_bytes,
+            row_cache_bytes: config.row_cache_bytes,
         };
         // The anti-entropy tree is built by the store's count of what it holds, in the background so that start-up
         // time does not grow with the data, and kept current by every write. Anti-entropy waits for it.

@@ -163,6 +163,8 @@ where
     let mut rbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut wbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut batch = Vec::new();
+    // The keys of the requests in flight, kept across batches so its table is allocated once per connection.
+    let mut keys: HashSet<Bytes> = HashSet::new();
     let mut partial_since: Option<Instant> = None;
     loop {
         let mut broken = None;
@@ -179,7 +181,7 @@ where
         }
         let mut out = Output { writer: &mut writer, timeout: limits.client_write_timeout };
         let last_cmd = batch.last().and_then(|args: &Vec<Bytes>| args.first().cloned());
-        match run_batch(node, &mut session, batch.drain(..), &mut wbuf, &mut out).await {
+        match run_batch(node, &mut session, batch.drain(..), &mut keys, &mut wbuf, &mut out).await {
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return timed_out(node, id, "replies unread"),
             other => other?,
         }
@@ -248,11 +250,12 @@ async fn run_batch<W: AsyncWrite + Unpin>(
     node: &NodeContext,
     session: &mut Session,
     batch: impl Iterator<Item = Vec<Bytes>>,
+    keys: &mut HashSet<Bytes>,
     wbuf: &mut BytesMut,
     out: &mut Output<'_, W>,
 ) -> std::io::Result<()> {
     let mut in_flight = FuturesOrdered::new();
-    let mut keys: HashSet<Bytes> = HashSet::new();
+    keys.clear();
     for args in batch {
         if let Some((spec, key)) = commands::concurrent_key(session, &args) {
             if keys.contains(key) || in_flight.len() >= MAX_IN_FLIGHT {

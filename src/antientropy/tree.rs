@@ -86,16 +86,13 @@ impl HashTree {
 }
 
 impl WriteObserver for HashTree {
-    fn on_write(&self, storage_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
-        let leaf = leaf_of(storage_key);
-        let mut delta = 0;
-        if let Some(old) = old {
-            delta ^= entry_hash(storage_key, old);
-        }
-        if let Some(new) = new {
-            delta ^= entry_hash(storage_key, new);
-        }
-        self.leaves.lock().expect("tree lock")[leaf] ^= delta;
+    fn digest(&self, storage_key: &[u8], value: &[u8]) -> u128 {
+        entry_hash(storage_key, value)
+    }
+
+    fn on_change(&self, storage_key: &[u8], old: Option<u128>, new: Option<u128>) {
+        let delta = old.unwrap_or(0) ^ new.unwrap_or(0);
+        self.leaves.lock().expect("tree lock")[leaf_of(storage_key)] ^= delta;
     }
 
     fn reset(&self) {

@@ -32,6 +32,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use crate::config::{Config, ValueMode};
 use crate::coordinator::{CoordError, Coordinator};
@@ -206,7 +208,7 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
 }
 
 /// EXEC: the queued commands in order, their replies as one array (or EXECABORT after an error while queuing).
-fn exec<'a>(node: &'a NodeContext, session: &'a mut Session) -> futures::future::BoxFuture<'a, Reply> {
+fn exec<'a>(node: &'a NodeContext, session: &'a mut Session) -> BoxFuture<'a, Reply> {
     Box::pin(async move {
         let Some(tx) = session.transaction.take() else { return Reply::error("ERR EXEC without MULTI") };
         if tx.aborted {
@@ -267,55 +269,58 @@ async fn measured(name: &'static str, handler: impl std::future::Future<Output =
 }
 
 /// The data commands: they read and write keys and see nothing of the session but [`DataSession`].
-async fn run_data(node: &NodeContext, name: &str, args: &[Bytes], data: DataSession) -> Reply {
+///
+/// Each command's future is boxed on its own: an `async fn` matching over every command would be as large as the
+/// largest of them (10 KB), and each pipelined request would allocate and copy that much.
+fn run_data<'a>(node: &'a NodeContext, name: &'a str, args: &'a [Bytes], data: DataSession) -> BoxFuture<'a, Reply> {
     if data.redirects
         && let Some(key) = table::lookup(name).and_then(|spec| single_key(spec, args))
         && let Some(moved) = cluster::moved(node, key)
     {
-        return moved;
+        return std::future::ready(moved).boxed();
     }
     let mode = data.values;
     match name {
-        "get" => get::get(node, args, mode).await,
-        "mget" => get::mget(node, args, mode).await,
-        "type" => get::key_type(node, args).await,
-        "strlen" => get::strlen(node, args).await,
-        "set" => set::set(node, args, mode).await,
-        "getset" => set::getset(node, args, mode).await,
-        "getdel" => set::getdel(node, args, mode).await,
-        "mset" => set::mset(node, args).await,
-        "setnx" => set::setnx(node, args).await,
-        "setex" | "psetex" => expire::setex(node, name, args).await,
-        "getex" => expire::getex(node, args, mode).await,
-        "expire" | "pexpire" | "expireat" | "pexpireat" => expire::expire(node, name, args).await,
-        "persist" => expire::persist(node, args).await,
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expire::ttl(node, name, args).await,
-        "del" | "unlink" => del::del(node, args).await,
-        "delctx" => del::delctx(node, args).await,
-        "exists" => exists::exists(node, args).await,
-        "incr" | "decr" | "incrby" | "decrby" => counter::incr(node, name, args).await,
-        "incrbyfloat" => counter::incrbyfloat(),
-        "sadd" | "srem" => sets::add_or_remove(node, name, args).await,
-        "spop" => sets::spop(node, args).await,
-        "smembers" | "scard" | "sismember" | "smismember" | "srandmember" => sets::read(node, name, args).await,
-        "hset" | "hmset" | "hsetnx" => hashes::set(node, name, args).await,
-        "hdel" => hashes::del(node, args).await,
-        "hincrby" => hashes::incrby(node, args).await,
-        "hincrbyfloat" => hashes::incrbyfloat(),
+        "get" => get::get(node, args, mode).boxed(),
+        "mget" => get::mget(node, args, mode).boxed(),
+        "type" => get::key_type(node, args).boxed(),
+        "strlen" => get::strlen(node, args).boxed(),
+        "set" => set::set(node, args, mode).boxed(),
+        "getset" => set::getset(node, args, mode).boxed(),
+        "getdel" => set::getdel(node, args, mode).boxed(),
+        "mset" => set::mset(node, args).boxed(),
+        "setnx" => set::setnx(node, args).boxed(),
+        "setex" | "psetex" => expire::setex(node, name, args).boxed(),
+        "getex" => expire::getex(node, args, mode).boxed(),
+        "expire" | "pexpire" | "expireat" | "pexpireat" => expire::expire(node, name, args).boxed(),
+        "persist" => expire::persist(node, args).boxed(),
+        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expire::ttl(node, name, args).boxed(),
+        "del" | "unlink" => del::del(node, args).boxed(),
+        "delctx" => del::delctx(node, args).boxed(),
+        "exists" => exists::exists(node, args).boxed(),
+        "incr" | "decr" | "incrby" | "decrby" => counter::incr(node, name, args).boxed(),
+        "incrbyfloat" => std::future::ready(counter::incrbyfloat()).boxed(),
+        "sadd" | "srem" => sets::add_or_remove(node, name, args).boxed(),
+        "spop" => sets::spop(node, args).boxed(),
+        "smembers" | "scard" | "sismember" | "smismember" | "srandmember" => sets::read(node, name, args).boxed(),
+        "hset" | "hmset" | "hsetnx" => hashes::set(node, name, args).boxed(),
+        "hdel" => hashes::del(node, args).boxed(),
+        "hincrby" => hashes::incrby(node, args).boxed(),
+        "hincrbyfloat" => std::future::ready(hashes::incrbyfloat()).boxed(),
         "hget" | "hmget" | "hgetall" | "hlen" | "hexists" | "hkeys" | "hvals" | "hstrlen" => {
-            hashes::read(node, name, args).await
+            hashes::read(node, name, args).boxed()
         }
-        "lpush" | "rpush" => lists::push(node, name, args).await,
-        "lpop" | "rpop" => lists::pop(node, name, args).await,
-        "lrem" => lists::lrem(node, args).await,
-        "ltrim" => lists::ltrim(node, args).await,
-        "lrange" | "llen" | "lindex" => lists::read(node, name, args).await,
-        "zadd" => zsets::zadd(node, args).await,
-        "zincrby" => zsets::zincrby(node, args).await,
-        "zrem" => zsets::zrem(node, args).await,
-        "zpopmin" | "zpopmax" => zsets::zpop(node, name, args).await,
+        "lpush" | "rpush" => lists::push(node, name, args).boxed(),
+        "lpop" | "rpop" => lists::pop(node, name, args).boxed(),
+        "lrem" => lists::lrem(node, args).boxed(),
+        "ltrim" => lists::ltrim(node, args).boxed(),
+        "lrange" | "llen" | "lindex" => lists::read(node, name, args).boxed(),
+        "zadd" => zsets::zadd(node, args).boxed(),
+        "zincrby" => zsets::zincrby(node, args).boxed(),
+        "zrem" => zsets::zrem(node, args).boxed(),
+        "zpopmin" | "zpopmax" => zsets::zpop(node, name, args).boxed(),
         "zscore" | "zmscore" | "zcard" | "zcount" | "zrank" | "zrevrank" | "zrange" | "zrangebyscore" | "zrevrange"
-        | "zrevrangebyscore" => zsets::read(node, name, args).await,
+        | "zrevrangebyscore" => zsets::read(node, name, args).boxed(),
         other => unreachable!("'{other}' is not a data command"),
     }
 }

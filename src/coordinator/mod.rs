@@ -488,16 +488,22 @@ impl Coordinator {
             }
             return Err(CoordError::Unavailable { needed: r, got: q.successes() });
         }
+        let merged = q.merged();
+        let first_replier = q.first_replier().map(|i| replicas[i].0.id.clone());
+        // When every replica asked has answered the same state there is nothing left to collect or repair: no task
+        // (a one-replica read, or a healthy one whose replies all came in before the quorum was counted).
+        let settled = pending.is_empty() && merged.as_ref().is_none_or(|m| q.stale(m).is_empty());
+        if !settled {
+            let this = self.clone();
+            let key = key.clone();
+            tokio::spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
+        }
         // What a client sees: values past their deadline read as absent (their dots stay in the context, so a write
         // back supersedes them).
-        let merged = q.merged().map(|mut s| {
+        let merged = merged.map(|mut s| {
             s.drop_expired(now_ms());
             s
         });
-        let first_replier = q.first_replier().map(|i| replicas[i].0.id.clone());
-        let this = self.clone();
-        let key = key.clone();
-        tokio::spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
         Ok((merged, first_replier))
     }
 

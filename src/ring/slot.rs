@@ -31,6 +31,34 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// The ring position of `key`: its slot, then MD5 within the slot.
 pub fn key_position(key: &[u8]) -> u128 {
+    if key.len() > MEMO_KEY_BYTES {
+        return compute_position(key);
+    }
+    LAST_POSITION.with(|memo| {
+        let mut memo = memo.borrow_mut();
+        let (buf, len, position) = &mut *memo;
+        if *len == key.len() && buf[..key.len()] == *key {
+            return *position;
+        }
+        let computed = compute_position(key);
+        buf[..key.len()].copy_from_slice(key);
+        (*len, *position) = (key.len(), computed);
+        computed
+    })
+}
+
+/// Longest key whose position [`key_position`] remembers.
+const MEMO_KEY_BYTES: usize = 64;
+
+thread_local! {
+    /// The last key whose position this thread computed, with that position. One request asks for its key's
+    /// position several times (its storage key, its preference list, whether its range is moving, where a fallback
+    /// stands), and the MD5 was a fifth of a write's CPU. A length of `usize::MAX` matches no key.
+    static LAST_POSITION: std::cell::RefCell<([u8; MEMO_KEY_BYTES], usize, u128)> =
+        const { std::cell::RefCell::new(([0; MEMO_KEY_BYTES], usize::MAX, 0)) };
+}
+
+fn compute_position(key: &[u8]) -> u128 {
     let md5 = u128::from_be_bytes(md5::compute(key).0);
     (u128::from(key_slot(key)) << BELOW_SLOT) | (md5 >> (128 - BELOW_SLOT))
 }
@@ -43,6 +71,18 @@ pub fn slot_of(position: u128) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remembered_positions_are_the_computed_ones() {
+        // Alternating keys, a key that is a prefix of the last one, the empty key and one too long to remember.
+        let long = vec![b'x'; MEMO_KEY_BYTES + 1];
+        let keys: [&[u8]; 7] = [b"user:1", b"user:2", b"user:1", b"user:", b"", &long, b"user:1"];
+        for _ in 0..2 {
+            for k in keys {
+                assert_eq!(key_position(k), compute_position(k), "{:?}", String::from_utf8_lossy(k));
+            }
+        }
+    }
 
     #[test]
     fn slots_match_redis_cluster() {

@@ -78,8 +78,8 @@ fn write(
     }
 }
 
-async fn check_store(engine: Arc<dyn Engine>, durability: Durability) {
-    let options = StoreOptions { durability, ..Default::default() };
+async fn check_store(engine: Arc<dyn Engine>, durability: Durability, row_cache_bytes: u64) {
+    let options = StoreOptions { durability, row_cache_bytes, ..Default::default() };
     let store = KvStore::open(engine.clone(), options.clone()).unwrap();
     let cancel = tokio_util::sync::CancellationToken::new();
     let bg = tokio::spawn(store.clone().run_background(cancel.clone()));
@@ -155,10 +155,12 @@ async fn no_write_after_close() {
     assert_eq!(store.get(b"k").unwrap().unwrap().live_values().collect::<Vec<_>>(), vec![&b("v")]);
 }
 
-/// An engine whose writes fail while `failing` is set.
+/// An engine whose writes fail while `failing` is set: before applying anything, or after applying everything
+/// when `applies_then_fails` is set (as fjall does when its journal write fails after the memtable took the change).
 struct FlakyEngine {
     inner: MemoryEngine,
     failing: std::sync::atomic::AtomicBool,
+    applies_then_fails: std::sync::atomic::AtomicBool,
 }
 
 impl Engine for FlakyEngine {
@@ -169,6 +171,10 @@ impl Engine for FlakyEngine {
         self.inner.get(key)
     }
     fn apply(&self, changes: &[super::Change]) -> Result<(), StorageError> {
+        if self.applies_then_fails.load(std::sync::atomic::Ordering::SeqCst) {
+            self.inner.apply(changes)?;
+            return Err(StorageError::Engine { message: "journal on fire".into() });
+        }
         if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
             return Err(StorageError::Engine { message: "disk on fire".into() });
         }
@@ -187,7 +193,8 @@ impl Engine for FlakyEngine {
 
 #[tokio::test]
 async fn buffered_writes_survive_a_failed_flush() {
-    let engine = Arc::new(FlakyEngine { inner: MemoryEngine::new(), failing: true.into() });
+    let engine =
+        Arc::new(FlakyEngine { inner: MemoryEngine::new(), failing: true.into(), applies_then_fails: false.into() });
     let options = StoreOptions { durability: Durability::Buffered, ..Default::default() };
     let store = KvStore::open(engine.clone(), options).unwrap();
     write(&store, "k", Some("v"), 1).await.unwrap();
@@ -202,16 +209,133 @@ async fn buffered_writes_survive_a_failed_flush() {
 #[tokio::test]
 async fn store_on_memory_in_every_mode() {
     for mode in [Durability::Fsync, Durability::Os, Durability::Buffered] {
-        check_store(Arc::new(MemoryEngine::new()), mode).await;
+        for cache in [0, 8 << 20] {
+            check_store(Arc::new(MemoryEngine::new()), mode, cache).await;
+        }
     }
 }
 
 #[tokio::test]
 async fn store_on_fjall_in_every_mode() {
     for mode in [Durability::Fsync, Durability::Os, Durability::Buffered] {
-        let dir = tempfile::tempdir().unwrap();
-        check_store(Arc::new(FjallEngine::open(dir.path(), 8 << 20).unwrap()), mode).await;
+        for cache in [0, 8 << 20] {
+            let dir = tempfile::tempdir().unwrap();
+            check_store(Arc::new(FjallEngine::open(dir.path(), 8 << 20).unwrap()), mode, cache).await;
+        }
     }
+}
+
+/// The state of `user_key` as the engine holds it, bypassing the store and its cache.
+fn in_engine(engine: &dyn Engine, user_key: &[u8]) -> Option<Siblings> {
+    engine.get(&super::layout::storage_key(user_key)).unwrap().map(|raw| decode(&raw).unwrap())
+}
+
+/// The row cache answers what the engine holds after every kind of change: a write, a write the engine refused
+/// (before or after taking it), a delete.
+#[tokio::test]
+async fn the_row_cache_follows_every_write_path() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let flaky = || {
+        Arc::new(FlakyEngine { inner: MemoryEngine::new(), failing: false.into(), applies_then_fails: false.into() })
+    };
+    // A failed write stops the store's writes (the write gate), so each kind of failure gets its own store.
+    for applied in [false, true] {
+        let engine = flaky();
+        let store = KvStore::open(engine.clone(), StoreOptions::default()).unwrap();
+        assert!(store.get(b"k").unwrap().is_none(), "absent, and now cached as absent");
+        write(&store, "k", Some("v1"), 1).await.unwrap();
+        assert_eq!(store.get(b"k").unwrap(), in_engine(engine.as_ref(), b"k"));
+        let flag = if applied { &engine.applies_then_fails } else { &engine.failing };
+        flag.store(true, SeqCst);
+        assert!(write(&store, "k", Some("v2"), 2).await.is_err());
+        flag.store(false, SeqCst);
+        // Refused before the engine took it, the state stays v1; after, the store answers what the engine holds
+        // (v2), not its last good state.
+        let now = store.get(b"k").unwrap();
+        let expected = if applied { b("v2") } else { b("v1") };
+        assert_eq!(now.as_ref().unwrap().live_values().collect::<Vec<_>>(), vec![&expected], "applied: {applied}");
+        assert_eq!(now, in_engine(engine.as_ref(), b"k"));
+    }
+    let engine = flaky();
+    let store = KvStore::open(engine.clone(), StoreOptions::default()).unwrap();
+    write(&store, "k", Some("v1"), 1).await.unwrap();
+    assert!(store.get(b"k").unwrap().is_some());
+    // A tombstone every replica holds is reaped: the key reads absent, and a new write reads back.
+    write(&store, "k", None, 2).await.unwrap();
+    let tombstone = store.get(b"k").unwrap().unwrap();
+    let storage_key = super::layout::storage_key(b"k");
+    assert!(store.remove_if_equal(&storage_key, &tombstone).unwrap());
+    assert!(store.get(b"k").unwrap().is_none());
+    assert!(in_engine(engine.as_ref(), b"k").is_none());
+    write(&store, "k", Some("v3"), 3).await.unwrap();
+    assert_eq!(store.get(b"k").unwrap(), in_engine(engine.as_ref(), b"k"));
+}
+
+/// Many tasks writing, reading and reaping a few keys through a cache too small to hold them all (so entries are
+/// evicted and filled again all the time): every read sees a state the engine held, and at the end the cache, the
+/// engine and the hash tree's leaves (kept from cached digests) agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_small_row_cache_stays_coherent_under_concurrent_writes() {
+    use crate::antientropy::tree::HashTree;
+    let engine = Arc::new(MemoryEngine::new());
+    let tree = Arc::new(HashTree::new());
+    let options = StoreOptions { row_cache_bytes: 2 << 10, ..Default::default() };
+    let store = KvStore::open_observed(engine.clone(), options, Some(tree.clone())).unwrap();
+    let dots = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for t in 0..8u64 {
+        let (store, dots) = (store.clone(), dots.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut seed = t * 7919 + 1;
+            for _ in 0..300 {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                let key = format!("key{}", (seed >> 33) % 24);
+                match (seed >> 20) % 4 {
+                    0 | 1 => {
+                        // A write that supersedes what it read, or a delete (tombstone).
+                        let value = ((seed >> 10) % 3 != 0).then(|| Bytes::from(format!("{t}-{seed}")));
+                        let dots = dots.clone();
+                        store
+                            .update(key.as_bytes(), move |s: &mut Siblings, _| {
+                                let c = dots.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                                let ctx = s.context().clone();
+                                s.update(&ctx, Dot { actor: Actor(t + 1), counter: c }, c, value);
+                                Ok::<_, StorageError>(Decision::Write(()))
+                            })
+                            .await
+                            .unwrap();
+                    }
+                    2 => {
+                        let _ = store.get(key.as_bytes()).unwrap();
+                    }
+                    _ => {
+                        // Reap the key if it is a tombstone just now.
+                        if let Some(s) = store.get(key.as_bytes()).unwrap()
+                            && !s.has_live_value()
+                        {
+                            store.remove_if_equal(&super::layout::storage_key(key.as_bytes()), &s).unwrap();
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fresh = Arc::new(HashTree::new());
+    for i in 0..24 {
+        let key = format!("key{i}");
+        assert_eq!(store.get(key.as_bytes()).unwrap(), in_engine(engine.as_ref(), key.as_bytes()), "{key}");
+        let storage_key = super::layout::storage_key(key.as_bytes());
+        if let Some(raw) = engine.get(&storage_key).unwrap() {
+            use super::WriteObserver;
+            fresh.on_change(&storage_key, None, Some(fresh.digest(&storage_key, &raw)));
+        }
+    }
+    let q = crate::antientropy::tree::LEAVES;
+    assert_eq!(tree.partition_leaves(0, 1), fresh.partition_leaves(0, 1), "{q} leaves");
 }
 
 /// Buffered mode's durable write (paper §6.1) reaches the engine before it returns and supersedes the key's buffered
@@ -222,7 +346,7 @@ async fn a_durable_write_bypasses_the_buffer_and_wins_over_it() {
     let options = StoreOptions {
         durability: Durability::Buffered,
         buffer_flush_interval: std::time::Duration::from_secs(3600),
-        min_free_disk: 0,
+        ..Default::default()
     };
     let store = KvStore::open(engine.clone(), options).unwrap();
     let at = |k: &str| engine.get(&super::layout::storage_key(k.as_bytes())).unwrap();

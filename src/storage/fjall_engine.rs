@@ -22,7 +22,10 @@ const DATA_KEYSPACE: &str = "data";
 const MAX_MEMTABLE_BYTES: u64 = 16 << 20;
 
 fn keyspace_options() -> KeyspaceCreateOptions {
-    KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES)
+    // Writes stay in the journal's buffer until we persist it: `apply` does at once, `apply_unflushed` leaves it to
+    // the store's group flush (one write(2) for many requests). fjall keeps this setting per keyspace from when it
+    // was created, so a data directory from before persists every write by itself: slower, never less durable.
+    KeyspaceCreateOptions::default().max_memtable_size(MAX_MEMTABLE_BYTES).manual_journal_persist(true)
 }
 
 /// The open handles of one database: the database and each keyspace an engine uses, by slot.
@@ -113,6 +116,15 @@ impl Engine for FjallEngine {
     }
 
     fn apply(&self, changes: &[Change]) -> Result<(), StorageError> {
+        self.apply_unflushed(changes)?;
+        self.flush()
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.with(|db, _| Ok(db.persist(PersistMode::Buffer)?))
+    }
+
+    fn apply_unflushed(&self, changes: &[Change]) -> Result<(), StorageError> {
         self.with(|db, ks| {
             if let [(k, v)] = changes {
                 // A single change is atomic on its own; skip the batch allocation.

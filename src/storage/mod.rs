@@ -16,6 +16,7 @@ pub mod layout;
 pub mod memory;
 pub mod meta;
 pub mod recovery;
+pub mod row_cache;
 pub mod store;
 mod write_buffer;
 pub mod write_gate;
@@ -87,8 +88,11 @@ impl From<fjall::Error> for StorageError {
 
 /// Told of every change to stored values, under the key's lock (hash trees keep themselves current this way).
 pub trait WriteObserver: Send + Sync + 'static {
-    /// `storage_key` changed from `old` to `new` (`None`: absent).
-    fn on_write(&self, storage_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>);
+    /// The observer's digest of one stored entry: all it needs to remember of `value` under `storage_key`. The
+    /// store keeps the digest of each cached row, so a write of a cached key digests only its new value.
+    fn digest(&self, storage_key: &[u8], value: &[u8]) -> u128;
+    /// `storage_key` changed from the entry with digest `old` to the one with digest `new` (`None`: absent).
+    fn on_change(&self, storage_key: &[u8], old: Option<u128>, new: Option<u128>);
     /// Forget every key: a rebuild replays them all again.
     fn reset(&self);
 }
@@ -106,6 +110,15 @@ pub trait Engine: Send + Sync + 'static {
     /// Applies every change atomically. Returns once the changes reached the operating system (or memory, for the
     /// in-memory engine); not necessarily the disk.
     fn apply(&self, changes: &[Change]) -> Result<(), StorageError>;
+    /// As [`apply`](Self::apply), but the changes may wait in the process until the next [`flush`](Self::flush)
+    /// (or `apply`, or `sync`): many writes then share one write to the operating system (group commit).
+    fn apply_unflushed(&self, changes: &[Change]) -> Result<(), StorageError> {
+        self.apply(changes)
+    }
+    /// Hands everything applied so far to the operating system (not necessarily the disk).
+    fn flush(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
     /// Up to `limit` entries with keys in `range`, in key order.
     fn scan(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
     /// Makes everything applied so far durable on disk (fsync).

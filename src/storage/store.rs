@@ -16,10 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
+use super::row_cache::{Row, RowCache};
 use super::write_buffer::{Buffered, WriteBuffer};
 use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
@@ -52,11 +53,18 @@ pub struct StoreOptions {
     pub buffer_flush_interval: Duration,
     /// Free disk space below which writes stop ([`WriteGate`]; 0: only a failed write stops them).
     pub min_free_disk: u64,
+    /// Byte budget of the cache of decoded rows ([`RowCache`]; 0: no cache).
+    pub row_cache_bytes: u64,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { durability: Durability::Os, buffer_flush_interval: Duration::from_millis(50), min_free_disk: 0 }
+        Self {
+            durability: Durability::Os,
+            buffer_flush_interval: Duration::from_millis(50),
+            min_free_disk: 0,
+            row_cache_bytes: 8 << 20,
+        }
     }
 }
 
@@ -74,8 +82,10 @@ pub struct KvStore {
     options: StoreOptions,
     locks: Box<[std::sync::Mutex<()>]>,
     buffer: Option<WriteBuffer>,
-    /// Writes applied so far and writes known to be on disk (fsync mode's group commit).
+    /// Writes applied so far, writes known to have reached the OS (`os` mode's group flush) and writes known to be on
+    /// disk (fsync mode's group commit).
     applied_seq: AtomicU64,
+    flushed_seq: AtomicU64,
     synced_seq: AsyncMutex<u64>,
     /// Keys holding at least one live value (DBSIZE).
     live_keys: AtomicI64,
@@ -92,6 +102,8 @@ pub struct KvStore {
     gate: WriteGate,
     /// Reopens of the engine after failed writes.
     reopens: AtomicU64,
+    /// Decoded rows of recently used keys, changed only under their key lock (see [`RowCache`]).
+    cache: Option<RowCache>,
 }
 
 impl KvStore {
@@ -124,6 +136,7 @@ impl KvStore {
         let buffer = (options.durability == Durability::Buffered).then(WriteBuffer::default);
         let gate = WriteGate::new(options.min_free_disk);
         Arc::new(KvStore {
+            cache: RowCache::new(options.row_cache_bytes),
             gate,
             reopens: AtomicU64::new(0),
             engine,
@@ -131,6 +144,7 @@ impl KvStore {
             locks: (0..LOCK_STRIPES).map(|_| std::sync::Mutex::new(())).collect(),
             buffer,
             applied_seq: AtomicU64::new(0),
+            flushed_seq: AtomicU64::new(0),
             synced_seq: AsyncMutex::new(0),
             live_keys: AtomicI64::new(0),
             closed: AtomicBool::new(false),
@@ -168,12 +182,16 @@ impl KvStore {
                 }
             }
             if !upgraded.is_empty() {
+                if let Some(cache) = &self.cache {
+                    // The entries keep the stored bytes the hash tree hashed: those just changed.
+                    upgraded.iter().for_each(|(k, _)| cache.forget(k));
+                }
                 self.engine.apply(&upgraded)?;
                 metrics::counter!("dynamo_storage_values_upgraded_total").increment(upgraded.len() as u64);
             }
             for (k, v) in &page {
                 if let Some(o) = &self.observer {
-                    o.on_write(k, None, Some(v));
+                    o.on_change(k, None, Some(o.digest(k, v)));
                 }
             }
             self.live_keys.fetch_add(live, Ordering::Relaxed);
@@ -264,6 +282,11 @@ impl KvStore {
                 Some(buffer) => buffer.flush(self.engine.as_ref()).map(|_| ()),
                 None => Ok(()),
             });
+            if let Some(cache) = &self.cache {
+                // Before writes resume: the engine's state is what its journal kept, which the cache must not
+                // second-guess.
+                cache.clear();
+            }
             self.gate.reopened(&result, std::time::Instant::now());
             if result.is_ok() {
                 self.reopens.fetch_add(1, Ordering::AcqRel);
@@ -316,7 +339,53 @@ impl KvStore {
     /// The sibling set of `user_key`, or `None` when this node never stored the key.
     pub fn get(&self, user_key: &[u8]) -> Result<Option<Siblings>, StorageError> {
         let key = layout::storage_key(user_key);
-        self.get_raw(&key)?.map(|raw| decode(&raw)).transpose()
+        let Some(cache) = &self.cache else {
+            return self.get_raw(&key)?.map(|raw| decode(&raw)).transpose();
+        };
+        if let Some(row) = cache.get(&key) {
+            return Ok(match row {
+                Row::Absent => None,
+                Row::Present { state, .. } => Some(Siblings::clone(&state)),
+            });
+        }
+        // A miss fills under the key lock: no write can land between this engine read and the fill.
+        let _guard = self.locks[stripe(&key)].lock().expect("key lock");
+        Ok(self.read_row(cache, &key)?.map(|(state, _)| Siblings::clone(&state)))
+    }
+
+    /// The row of `key` from the cache, or from storage (then cached). Call with the key's stripe lock held.
+    fn read_row(&self, cache: &RowCache, key: &Bytes) -> Result<Option<(Arc<Siblings>, u128)>, StorageError> {
+        if let Some(row) = cache.get(key) {
+            return Ok(match row {
+                Row::Absent => None,
+                Row::Present { state, digest, .. } => Some((state, digest)),
+            });
+        }
+        let Some(raw) = self.get_raw(key)? else {
+            cache.put(key.clone(), Row::Absent);
+            return Ok(None);
+        };
+        let (state, digest) = (Arc::new(decode(&raw)?), self.digest(key, &raw));
+        let stored_len = raw.len().try_into().unwrap_or(u32::MAX);
+        cache.put(key.clone(), Row::Present { state: state.clone(), digest, stored_len });
+        Ok(Some((state, digest)))
+    }
+
+    /// The state of `key` and the observer's digest of its stored bytes: from the cache when there is one. Key lock
+    /// held.
+    fn current_row(&self, key: &Bytes) -> Result<Option<(Siblings, u128)>, StorageError> {
+        match &self.cache {
+            Some(cache) => Ok(self.read_row(cache, key)?.map(|(state, digest)| (Siblings::clone(&state), digest))),
+            None => match self.get_raw(key)? {
+                Some(raw) => Ok(Some((decode(&raw)?, self.digest(key, &raw)))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The observer's digest of a stored entry (0 without an observer).
+    fn digest(&self, key: &[u8], raw: &[u8]) -> u128 {
+        self.observer.as_ref().map_or(0, |o| o.digest(key, raw))
     }
 
     /// Atomically reads, changes and writes the sibling set of `user_key`: no other update of the key runs in
@@ -362,8 +431,7 @@ impl KvStore {
             if self.closed.load(Ordering::Acquire) {
                 return Err(StorageError::Closed.into());
             }
-            let raw_existing = self.get_raw(&key)?;
-            let existing = raw_existing.as_deref().map(decode).transpose()?;
+            let (existing, old_digest) = self.current_row(&key)?.unzip();
             let existed = existing.is_some();
             let mut siblings = existing.unwrap_or_default();
             let was_live = siblings.has_live_value();
@@ -375,20 +443,36 @@ impl KvStore {
             let now_live = siblings.has_live_value();
             let encoded = encode(&siblings);
             let change = [(key.clone(), Some(encoded.clone()))];
-            self.gate.observe(match &self.buffer {
+            let written = self.gate.observe(match &self.buffer {
                 Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &change),
                 _ => self.write_raw(&change),
-            })?;
+            });
+            let digest = self.digest(&key, &encoded);
+            if let Some(cache) = &self.cache {
+                match written {
+                    Ok(()) => {
+                        let stored_len = encoded.len().try_into().unwrap_or(u32::MAX);
+                        cache.put(key.clone(), Row::Present { state: Arc::new(siblings), digest, stored_len })
+                    }
+                    // The engine may hold either state now: the next read asks it.
+                    Err(_) => cache.forget(&key),
+                }
+            }
+            written?;
             if self.counted_by_writer(&key) {
                 if let Some(o) = &self.observer {
-                    o.on_write(&key, raw_existing.as_deref(), Some(&encoded));
+                    o.on_change(&key, old_digest, Some(digest));
                 }
                 self.live_keys.fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
             }
             (out, self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
         };
-        if self.options.durability == Durability::Fsync {
-            self.wait_synced(seq).await?;
+        match self.options.durability {
+            Durability::Fsync => self.wait_synced(seq).await?,
+            // The write waits in the engine's journal buffer (`apply_unflushed`): acknowledged once it reached the OS.
+            Durability::Os => self.wait_flushed(seq).await?,
+            // In the buffer, or written through (`apply`, which flushed).
+            Durability::Buffered => {}
         }
         Ok(out)
     }
@@ -449,25 +533,34 @@ impl KvStore {
         if self.closed.load(Ordering::Acquire) {
             return Err(StorageError::Closed);
         }
-        let Some(raw) = self.get_raw(storage_key)? else { return Ok(false) };
-        let current = decode(&raw)?;
+        let key = Bytes::copy_from_slice(storage_key);
+        let Some((current, digest)) = self.current_row(&key)? else { return Ok(false) };
         // An expired value counts as deleted: reaping removes it like a tombstone.
         if current != *expected || (current.is_live_at(crate::versioning::clock::now_ms()) && !live_ok) {
             return Ok(false);
         }
         // A delete writes too (an LSM tombstone): it waits for the disk like any write.
         self.gate.check()?;
-        let key = Bytes::copy_from_slice(storage_key);
-        match &self.buffer {
-            Some(buffer) => buffer.put(&[(key, None)]),
-            None => self.gate.observe(self.engine.apply(&[(key, None)]))?,
+        let deleted = match &self.buffer {
+            Some(buffer) => {
+                buffer.put(&[(key.clone(), None)]);
+                Ok(())
+            }
+            None => self.gate.observe(self.engine.apply(&[(key.clone(), None)])),
+        };
+        if let Some(cache) = &self.cache {
+            match deleted {
+                Ok(()) => cache.put(key, Row::Absent),
+                Err(_) => cache.forget(&key),
+            }
         }
+        deleted?;
         if self.counted_by_writer(storage_key) {
             if current.has_live_value() {
                 self.live_keys.fetch_sub(1, Ordering::Relaxed);
             }
             if let Some(o) = &self.observer {
-                o.on_write(storage_key, Some(&raw), None);
+                o.on_change(storage_key, Some(digest), None);
             }
         }
         Ok(true)
@@ -644,8 +737,25 @@ impl KvStore {
                 buffer.put(changes);
                 Ok(())
             }
-            None => self.engine.apply(changes),
+            None => self.engine.apply_unflushed(changes),
         }
+    }
+
+    /// Group flush: hands the engine's journal buffer to the OS once for every write applied before it, so a
+    /// pipeline (or many clients at once) pays one write(2) instead of one per request. The first yield lets the
+    /// requests running beside this one apply theirs first.
+    async fn wait_flushed(&self, seq: u64) -> Result<(), StorageError> {
+        if self.flushed_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        tokio::task::yield_now().await;
+        if self.flushed_seq.load(Ordering::Acquire) >= seq {
+            return Ok(());
+        }
+        let target = self.applied_seq.load(Ordering::Acquire);
+        self.gate.observe(self.engine.flush())?;
+        self.flushed_seq.fetch_max(target, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Group commit: the first waiter syncs everything applied so far; waiters that queued behind it find their
@@ -675,11 +785,14 @@ fn stripe(key: &[u8]) -> usize {
 
 /// Encodes a sibling set for storage: `[format][postcard]`.
 pub fn encode(s: &Siblings) -> Bytes {
-    let mut out = BytesMut::with_capacity(64);
-    out.extend_from_slice(&[VALUE_FORMAT]);
-    let body = postcard::to_stdvec(s).expect("sibling sets always serialize");
-    out.extend_from_slice(&body);
-    out.freeze()
+    // Sized up front from the values and a generous allowance per version and vector entry: growing the buffer
+    // while serializing cost more than the serializing (two reallocs and copies per write).
+    let estimate = 16
+        + s.context().len() * 24
+        + s.versions().iter().map(|v| 64 + v.value.as_ref().map_or(0, crate::versioning::Value::len)).sum::<usize>();
+    let mut out = Vec::with_capacity(estimate);
+    out.push(VALUE_FORMAT);
+    Bytes::from(postcard::to_extend(s, out).expect("sibling sets always serialize"))
 }
 
 /// Decodes a stored sibling set.
