@@ -107,7 +107,7 @@ pub const PEER_PORT_OFFSET: u16 = 10_000;
 /// Default interval of the buffered writer.
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
-pub const DEFAULT_CACHE_MB: u64 = 64;
+pub const DEFAULT_CACHE_MB: u64 = 32;
 /// Default budget of the cache of decoded rows (hot keys' states, ahead of the engine).
 pub const DEFAULT_ROW_CACHE_MB: u64 = 64;
 /// Default durability mode: acknowledged once the write reached the OS, fsynced every second (Redis's
@@ -380,7 +380,7 @@ pub struct ServeArgs {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pub insecure_open_cluster: Option<bool>,
-    /// Storage block cache in MiB [default: 64].
+    /// Storage block cache in MiB: blocks of the tables on disk, behind the row cache [default: 32].
     #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
     pub cache_mb: Option<u64>,
     /// Cache of decoded rows in MiB: hot keys' states, so their reads and writes skip the engine (0: none)

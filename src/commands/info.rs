@@ -133,6 +133,13 @@ fn render(node: &NodeContext, section: &str, out: &mut String) {
             }
             kv(out, "storage_free_bytes", store.free_space().map_or(-1, |f| f as i64));
             kv(out, "storage_min_free_bytes", store.min_free_disk());
+            // Hot keys' stored rows, ahead of the engine (`--row-cache-mb`; budget 0: none).
+            let rc = store.row_cache_stats();
+            kv(out, "row_cache_budget_bytes", rc.map_or(0, |s| s.budget));
+            kv(out, "row_cache_bytes", rc.map_or(0, |s| s.bytes));
+            kv(out, "row_cache_rows", rc.map_or(0, |s| s.rows));
+            kv(out, "row_cache_hits", rc.map_or(0, |s| s.hits));
+            kv(out, "row_cache_misses", rc.map_or(0, |s| s.misses));
             kv(out, "max_vv_entries", c.versioning.max_vv_entries);
             kv(out, "sibling_soft_limit", c.versioning.sibling_soft_limit);
             kv(out, "sibling_hard_limit", c.versioning.sibling_hard_limit);

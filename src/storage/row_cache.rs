@@ -1,6 +1,8 @@
-//! The row cache (L1): the decoded states of recently used keys, so that reads and read-modify-writes of hot keys
-//! skip the engine's memtable search, the copy out of it and the decode (issue 19's profile: 40% of a pipelined
-//! GET's CPU).
+//! The row cache (L1): the stored rows of recently used keys, so that reads and read-modify-writes of hot keys
+//! skip the engine's memtable search and the copy out of it (issue 19's profile: 40% of a pipelined GET's CPU).
+//! It keeps the stored bytes, not the decoded state: a decode costs about what a clone of the decoded state would
+//! (both allocate the versions), and the bytes take a third of the memory, so the same budget holds three times the
+//! keys. A written row's bytes are the very allocation the engine's memtable holds.
 //!
 //! Coherence rests on one rule, which [`KvStore`](super::KvStore) keeps: an entry changes only while its key's
 //! stripe lock is held, and every change of a stored row happens under that lock too. So
@@ -8,38 +10,35 @@
 //! * a write the engine refused forgets the key (the engine may hold either state);
 //! * a read that missed fills the entry while it holds the lock, so no write slips between its engine read and its
 //!   fill (a fill without the lock could put back a state a write had just replaced, for good);
-//! * a rewrite that changes the stored bytes but not the state (a format upgrade) forgets the key, because the
-//!   entry keeps the hash tree's digest of the stored bytes;
+//! * a rewrite that changes the stored bytes but not the state (a format upgrade) forgets the key;
 //! * an engine reopen clears everything.
 //!
 //! Eviction is quick_cache's S3-FIFO over a byte budget (`--row-cache-mb`), so a scan does not flush the hot keys.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
-
-use crate::versioning::Siblings;
 
 /// What the cache knows of one storage key.
 #[derive(Clone, Debug)]
 pub enum Row {
     /// The store holds nothing under the key.
     Absent,
-    /// The key's decoded state, with what a write needs to know of the stored bytes it decodes from.
+    /// The key's stored bytes.
     Present {
-        /// The decoded sibling set.
-        state: Arc<Siblings>,
-        /// The write observer's digest of the stored bytes (the hash tree's entry hash; 0 without an observer):
-        /// a write tells the observer the old digest and the new.
+        /// What the engine holds under the key.
+        raw: Bytes,
+        /// The write observer's digest of `raw` (the hash tree's entry hash; 0 without an observer): a write tells
+        /// the observer the old digest and the new, and need not hash the old bytes again.
         digest: u128,
-        /// Length of the stored bytes (the decoded state holds about as many).
-        stored_len: u32,
     },
 }
 
-/// Bytes an entry costs beyond its key and stored bytes: the decoded versions and vectors, the map slot, the Arc.
+/// Bytes an entry costs beyond its key and its row: the map slot and its bookkeeping (with the evicted keys'
+/// ghosts), the allocator's size classes. Set so that a node's resident memory grows by about the budget (measured:
+/// 1M keys of 100 bytes through a 64 MiB cache).
 const ENTRY_OVERHEAD: u64 = 160;
 
 #[derive(Clone)]
@@ -47,12 +46,11 @@ struct RowWeight;
 
 impl Weighter<Bytes, Row> for RowWeight {
     fn weight(&self, key: &Bytes, row: &Row) -> u64 {
-        // The decoded state holds about as many bytes as it was stored in (its values are copies).
-        let stored = match row {
+        let row = match row {
             Row::Absent => 0,
-            Row::Present { stored_len, .. } => u64::from(*stored_len),
+            Row::Present { raw, .. } => raw.len() as u64,
         };
-        key.len() as u64 + stored + ENTRY_OVERHEAD
+        key.len() as u64 + row + ENTRY_OVERHEAD
     }
 }
 
@@ -60,8 +58,25 @@ impl Weighter<Bytes, Row> for RowWeight {
 pub struct RowCache {
     rows: Cache<Bytes, Row, RowWeight>,
     capacity: u64,
-    hits: metrics::Counter,
-    misses: metrics::Counter,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    hits_metric: metrics::Counter,
+    misses_metric: metrics::Counter,
+}
+
+/// What `INFO` shows of the cache.
+#[derive(Clone, Copy, Debug)]
+pub struct RowCacheStats {
+    /// Bytes held, as entries are weighed (about what they take in memory).
+    pub bytes: u64,
+    /// The byte budget.
+    pub budget: u64,
+    /// Rows held (an absent key's row included).
+    pub rows: usize,
+    /// Lookups that found the row.
+    pub hits: u64,
+    /// Lookups that went to the engine.
+    pub misses: u64,
 }
 
 impl RowCache {
@@ -74,25 +89,31 @@ impl RowCache {
         Some(RowCache {
             rows: Cache::with_weighter(estimated_rows, capacity, RowWeight),
             capacity,
-            hits: metrics::counter!("dynamo_row_cache_hits_total"),
-            misses: metrics::counter!("dynamo_row_cache_misses_total"),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
+            hits_metric: metrics::counter!("dynamo_row_cache_hits_total"),
+            misses_metric: metrics::counter!("dynamo_row_cache_misses_total"),
         })
     }
 
     /// The row cached for `key`, counting the hit or miss.
     pub fn get(&self, key: &[u8]) -> Option<Row> {
         let row = self.rows.get(key);
-        if row.is_some() {
-            self.hits.increment(1)
-        } else {
-            self.misses.increment(1)
-        }
+        let (count, metric) =
+            if row.is_some() { (&self.hits, &self.hits_metric) } else { (&self.misses, &self.misses_metric) };
+        count.fetch_add(1, Ordering::Relaxed);
+        metric.increment(1);
         row
     }
 
-    /// Records `key`'s row. Only under the key's stripe lock.
-    pub fn put(&self, key: Bytes, row: Row) {
-        self.rows.insert(key, row);
+    /// Records that `key` is absent. Only under the key's stripe lock.
+    pub fn put_absent(&self, key: Bytes) {
+        self.rows.insert(key, Row::Absent);
+    }
+
+    /// Records `key`'s stored bytes and their digest. Only under the key's stripe lock.
+    pub fn put(&self, key: Bytes, raw: Bytes, digest: u128) {
+        self.rows.insert(key, Row::Present { raw, digest });
     }
 
     /// Forgets `key`. Only under the key's stripe lock.
@@ -105,23 +126,14 @@ impl RowCache {
         self.rows.clear();
     }
 
-    /// Bytes held, as entries are weighed.
-    pub fn weight(&self) -> u64 {
-        self.rows.weight()
-    }
-
-    /// The byte budget.
-    pub fn capacity(&self) -> u64 {
-        self.capacity
-    }
-
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.rows.len()
-    }
-
-    /// Whether no row is held.
-    pub fn is_empty(&self) -> bool {
-        self.rows.is_empty()
+    /// Its figures for `INFO`.
+    pub fn stats(&self) -> RowCacheStats {
+        RowCacheStats {
+            bytes: self.rows.weight(),
+            budget: self.capacity,
+            rows: self.rows.len(),
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
     }
 }

@@ -331,6 +331,11 @@ impl KvStore {
         self.engine.disk_space()
     }
 
+    /// The row cache's figures (`None`: no cache).
+    pub fn row_cache_stats(&self) -> Option<super::row_cache::RowCacheStats> {
+        self.cache.as_ref().map(RowCache::stats)
+    }
+
     /// Sorted tables of the engine (flushes add them, compactions merge them).
     pub fn table_count(&self) -> u64 {
         self.engine.table_count()
@@ -343,42 +348,39 @@ impl KvStore {
             return self.get_raw(&key)?.map(|raw| decode(&raw)).transpose();
         };
         if let Some(row) = cache.get(&key) {
-            return Ok(match row {
-                Row::Absent => None,
-                Row::Present { state, .. } => Some(Siblings::clone(&state)),
-            });
+            return match row {
+                Row::Absent => Ok(None),
+                Row::Present { raw, .. } => decode(&raw).map(Some),
+            };
         }
         // A miss fills under the key lock: no write can land between this engine read and the fill.
         let _guard = self.locks[stripe(&key)].lock().expect("key lock");
-        Ok(self.read_row(cache, &key)?.map(|(state, _)| Siblings::clone(&state)))
+        Ok(self.current_row(&key)?.map(|(state, _)| state))
     }
 
-    /// The row of `key` from the cache, or from storage (then cached). Call with the key's stripe lock held.
-    fn read_row(&self, cache: &RowCache, key: &Bytes) -> Result<Option<(Arc<Siblings>, u128)>, StorageError> {
-        if let Some(row) = cache.get(key) {
-            return Ok(match row {
-                Row::Absent => None,
-                Row::Present { state, digest, .. } => Some((state, digest)),
-            });
-        }
-        let Some(raw) = self.get_raw(key)? else {
-            cache.put(key.clone(), Row::Absent);
-            return Ok(None);
-        };
-        let (state, digest) = (Arc::new(decode(&raw)?), self.digest(key, &raw));
-        let stored_len = raw.len().try_into().unwrap_or(u32::MAX);
-        cache.put(key.clone(), Row::Present { state: state.clone(), digest, stored_len });
-        Ok(Some((state, digest)))
-    }
-
-    /// The state of `key` and the observer's digest of its stored bytes: from the cache when there is one. Key lock
-    /// held.
+    /// The state of `key` and the observer's digest of its stored bytes: from the cache when there is one (a miss
+    /// fills it). Call with the key's stripe lock held.
     fn current_row(&self, key: &Bytes) -> Result<Option<(Siblings, u128)>, StorageError> {
-        match &self.cache {
-            Some(cache) => Ok(self.read_row(cache, key)?.map(|(state, digest)| (Siblings::clone(&state), digest))),
-            None => match self.get_raw(key)? {
+        let Some(cache) = &self.cache else {
+            return match self.get_raw(key)? {
                 Some(raw) => Ok(Some((decode(&raw)?, self.digest(key, &raw)))),
                 None => Ok(None),
+            };
+        };
+        match cache.get(key) {
+            Some(Row::Absent) => Ok(None),
+            Some(Row::Present { raw, digest }) => Ok(Some((decode(&raw)?, digest))),
+            None => match self.get_raw(key)? {
+                None => {
+                    cache.put_absent(key.clone());
+                    Ok(None)
+                }
+                Some(raw) => {
+                    let (state, digest) = (decode(&raw)?, self.digest(key, &raw));
+                    // The engine's bytes may share a larger buffer (a table block): the cache keeps its own copy.
+                    cache.put(key.clone(), Bytes::copy_from_slice(&raw), digest);
+                    Ok(Some((state, digest)))
+                }
             },
         }
     }
@@ -450,10 +452,7 @@ impl KvStore {
             let digest = self.digest(&key, &encoded);
             if let Some(cache) = &self.cache {
                 match written {
-                    Ok(()) => {
-                        let stored_len = encoded.len().try_into().unwrap_or(u32::MAX);
-                        cache.put(key.clone(), Row::Present { state: Arc::new(siblings), digest, stored_len })
-                    }
+                    Ok(()) => cache.put(key.clone(), encoded.clone(), digest),
                     // The engine may hold either state now: the next read asks it.
                     Err(_) => cache.forget(&key),
                 }
@@ -550,7 +549,7 @@ impl KvStore {
         };
         if let Some(cache) = &self.cache {
             match deleted {
-                Ok(()) => cache.put(key, Row::Absent),
+                Ok(()) => cache.put_absent(key),
                 Err(_) => cache.forget(&key),
             }
         }
