@@ -178,7 +178,10 @@ impl PeerPool {
         deadline: tokio::time::Instant,
     ) -> Result<Response, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let kind = request.kind();
         let frame = encode(&Envelope::Request { id, body: request });
+        // What replication costs on the wire, by message (benches/collections.py reads it per operation).
+        metrics::counter!("dynamo_rpc_request_bytes_total", "message" => kind).increment(frame.len() as u64);
         if frame.len() > MAX_FRAME {
             return Err(RpcError::Frame { reason: format!("request of {} bytes exceeds {MAX_FRAME}", frame.len()) });
         }

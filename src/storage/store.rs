@@ -4,7 +4,7 @@
 //! | mode       | a write is acknowledged once…                           | lost by kill -9 | lost by power loss |
 //! |------------|---------------------------------------------------------|-----------------|--------------------|
 //! | `fsync`    | it is on disk; concurrent writers share one fsync        | nothing         | nothing            |
-//! | `os`       | it reached the OS; storage is fsynced every second       | nothing         | ≤ ~1 s of writes   |
+//! | `os`       | it reached the OS (one write(2) per group); fsynced 1/s  | nothing         | ≤ ~1 s of writes   |
 //! | `buffered` | it is in the in-memory buffer; flushed every few ms      | ≤ one interval  | ≤ ~1 s + interval  |
 //!
 //! In `buffered` mode a cluster's coordinator writes its own copy through to the engine
