@@ -18,7 +18,6 @@ Needs redis-server (Debian: redis-server).
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,52 +29,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import load  # noqa: E402  (shares the process helpers)
 
+sys.path.insert(0, os.path.join(ROOT, "compat"))
+from differential import Resp  # noqa: E402  (the RESP client the differential test uses)
+
 HTTP_PORT = 7699
 
 
 class Client:
-    """A minimal RESP2 client: enough to send commands and read their replies."""
+    """Commands and their replies over compat/differential.py's RESP client; an error reply raises."""
 
     def __init__(self, port):
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.buf = b""
+        self.resp = Resp(port)
 
     def call(self, *args):
-        out = b"*%d\r\n" % len(args)
-        for a in args:
-            a = a if isinstance(a, bytes) else str(a).encode()
-            out += b"$%d\r\n%s\r\n" % (len(a), a)
-        self.sock.sendall(out)
-        return self.reply()
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            chunk = self.sock.recv(1 << 16)
-            if not chunk:
-                raise ConnectionError("closed")
-            self.buf += chunk
-        line, self.buf = self.buf.split(b"\r\n", 1)
-        return line
-
-    def exact(self, n):
-        while len(self.buf) < n + 2:
-            self.buf += self.sock.recv(1 << 16)
-        data, self.buf = self.buf[:n], self.buf[n + 2:]
-        return data
-
-    def reply(self):
-        line = self.line()
-        kind, rest = line[:1], line[1:]
-        if kind == b"-":
-            raise RuntimeError(rest.decode())
-        if kind in (b"+", b":"):
-            return rest
-        if kind == b"$":
-            n = int(rest)
-            return None if n < 0 else self.exact(n)
-        if kind == b"*":
-            return [self.reply() for _ in range(int(rest))]
-        raise RuntimeError(f"unexpected reply {line!r}")
+        reply = self.resp.call(*args)
+        if reply[0] == "error":
+            raise RuntimeError(reply[1].decode())
+        return reply[1] if len(reply) > 1 else None
 
 
 # (name, command building n new elements of collection `key` starting at element `first`)
