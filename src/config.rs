@@ -108,7 +108,7 @@ pub const PEER_PORT_OFFSET: u16 = 10_000;
 pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 /// Default block-cache size of the storage engine.
 pub const DEFAULT_CACHE_MB: u64 = 32;
-/// Default budget of the cache of decoded rows (hot keys' states, ahead of the engine).
+/// Default budget of the row cache (hot keys' stored rows, ahead of the engine).
 pub const DEFAULT_ROW_CACHE_MB: u64 = 64;
 /// Default durability mode: acknowledged once the write reached the OS, fsynced every second (Redis's
 /// `appendfsync everysec`).
@@ -288,7 +288,7 @@ pub struct Config {
     pub buffer_flush_interval: Duration,
     /// Storage block cache, bytes.
     pub cache_bytes: u64,
-    /// Budget of the cache of decoded rows, bytes (0: none).
+    /// Budget of the row cache, bytes (0: none).
     pub row_cache_bytes: u64,
     /// Free disk space below which the node stops taking writes, bytes (0: only a failed write stops them).
     pub min_free_disk_bytes: u64,
@@ -383,7 +383,7 @@ pub struct ServeArgs {
     /// Storage block cache in MiB: blocks of the tables on disk, behind the row cache [default: 32].
     #[arg(long, env = "DYNAMO_KV_CACHE_MB")]
     pub cache_mb: Option<u64>,
-    /// Cache of decoded rows in MiB: hot keys' states, so their reads and writes skip the engine (0: none)
+    /// Row cache in MiB: hot keys' stored rows, so their reads and writes skip the engine (0: none)
     /// [default: 64].
     #[arg(long, env = "DYNAMO_KV_ROW_CACHE_MB")]
     pub row_cache_mb: Option<u64>,

@@ -53,7 +53,7 @@ pub struct StoreOptions {
     pub buffer_flush_interval: Duration,
     /// Free disk space below which writes stop ([`WriteGate`]; 0: only a failed write stops them).
     pub min_free_disk: u64,
-    /// Byte budget of the cache of decoded rows ([`RowCache`]; 0: no cache).
+    /// Byte budget of the cache of hot keys' stored rows ([`RowCache`]; 0: no cache).
     pub row_cache_bytes: u64,
 }
 
@@ -102,7 +102,7 @@ pub struct KvStore {
     gate: WriteGate,
     /// Reopens of the engine after failed writes.
     reopens: AtomicU64,
-    /// Decoded rows of recently used keys, changed only under their key lock (see [`RowCache`]).
+    /// Stored rows of recently used keys, changed only under their key lock (see [`RowCache`]).
     cache: Option<RowCache>,
 }
 
