@@ -271,6 +271,20 @@ async fn the_row_cache_follows_every_write_path() {
     assert_eq!(store.get(b"k").unwrap(), in_engine(engine.as_ref(), b"k"));
 }
 
+/// `INFO`'s hit and miss counts are exact: a read that misses counts one miss, not one per lookup.
+#[tokio::test]
+async fn the_row_cache_counts_each_lookup_once() {
+    let store = KvStore::open(Arc::new(MemoryEngine::new()), StoreOptions::default()).unwrap();
+    assert!(store.get(b"k").unwrap().is_none());
+    let stats = store.row_cache_stats().unwrap();
+    assert_eq!((stats.hits, stats.misses), (0, 1), "a first read misses once");
+    assert!(store.get(b"k").unwrap().is_none());
+    write(&store, "k", Some("v"), 1).await.unwrap();
+    assert!(store.get(b"k").unwrap().is_some());
+    let stats = store.row_cache_stats().unwrap();
+    assert_eq!((stats.hits, stats.misses), (3, 1), "then the read, the write's read and the last read hit");
+}
+
 /// Many tasks writing, reading and reaping a few keys through a cache too small to hold them all (so entries are
 /// evicted and filled again all the time): every read sees a state the engine held, and at the end the cache, the
 /// engine and the hash tree's leaves (kept from cached digests) agree.

@@ -99,11 +99,32 @@ impl RowCache {
     /// The row cached for `key`, counting the hit or miss.
     pub fn get(&self, key: &[u8]) -> Option<Row> {
         let row = self.rows.get(key);
-        let (count, metric) =
-            if row.is_some() { (&self.hits, &self.hits_metric) } else { (&self.misses, &self.misses_metric) };
-        count.fetch_add(1, Ordering::Relaxed);
-        metric.increment(1);
+        if row.is_some() {
+            self.hit()
+        } else {
+            self.miss()
+        }
         row
+    }
+
+    /// The row cached for `key`, counting only a hit: for a lookup that, when it misses, looks again under the
+    /// key's lock with [`get`](Self::get), which counts the outcome.
+    pub fn get_if_cached(&self, key: &[u8]) -> Option<Row> {
+        let row = self.rows.get(key);
+        if row.is_some() {
+            self.hit();
+        }
+        row
+    }
+
+    fn hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        self.hits_metric.increment(1);
+    }
+
+    fn miss(&self) {
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.misses_metric.increment(1);
     }
 
     /// Records that `key` is absent. Only under the key's stripe lock.

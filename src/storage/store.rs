@@ -347,13 +347,13 @@ impl KvStore {
         let Some(cache) = &self.cache else {
             return self.get_raw(&key)?.map(|raw| decode(&raw)).transpose();
         };
-        if let Some(row) = cache.get(&key) {
+        if let Some(row) = cache.get_if_cached(&key) {
             return match row {
                 Row::Absent => Ok(None),
                 Row::Present { raw, .. } => decode(&raw).map(Some),
             };
         }
-        // A miss fills under the key lock: no write can land between this engine read and the fill.
+        // A miss fills under the key lock (and counts there, once): no write can land between this engine read and the fill.
         let _guard = self.locks[stripe(&key)].lock().expect("key lock");
         Ok(self.current_row(&key)?.map(|(state, _)| state))
     }
