@@ -4,6 +4,7 @@
 //!
 //! | layer | module          | owns                                                                          |
 //! |-------|-----------------|-------------------------------------------------------------------------------|
+//! | L0    | [`sys`]         | sockets, wall clock, randomness, blocking threads (simulated under `sim`)      |
 //! | L0    | [`config`]      | every setting; flags > `DYNAMO_KV_*` env > TOML file > defaults                 |
 //! | L0    | [`versioning`]  | dots, version vectors, sibling sets (DVV update/merge), context tokens          |
 //! | L0    | [`crdt`]        | typed keys over sibling sets: counters (PN-counter entries), kind resolution  |
@@ -40,5 +41,6 @@ pub mod ring;
 pub mod rpc;
 pub mod server;
 pub mod storage;
+pub mod sys;
 pub mod tls;
 pub mod versioning;

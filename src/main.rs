@@ -159,6 +159,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         // The process ends on a signal, or by itself once every node has stopped (a node that left the cluster).
         let mut all = std::pin::pin!(futures::future::join_all(runs));
         let results = tokio::select! {
+            biased;
             _ = shutdown_signal() => {
                 shutdown.cancel();
                 all.await
@@ -202,6 +203,7 @@ async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     tokio::select! {
+        biased;
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }

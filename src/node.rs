@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use crate::sys::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -28,7 +28,7 @@ use crate::storage::meta::{NodeMeta, StartKind};
 use crate::storage::recovery::Recovery;
 use crate::storage::store::StoreOptions;
 use crate::storage::write_gate::WriteStop;
-use crate::storage::{KvStore, StorageError};
+use crate::storage::{Engine, KvStore, StorageError};
 use crate::tls::{Current, PeerTls};
 use crate::versioning::ContextKey;
 
@@ -96,6 +96,7 @@ async fn reload_tls_on_hangup(
     };
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             received = hangup.recv() => if received.is_none() { return },
         }
@@ -122,6 +123,20 @@ fn reload<T: Clone>(listener: &'static str, current: &Current<T>, loaded: Result
     }
 }
 
+/// Where a node keeps its keys and hints.
+pub enum Disk {
+    /// fjall, in the data directory (every real node).
+    Fjall,
+    /// Engines the caller holds: a simulation's disks, which outlive a crashed node and are handed to the node that
+    /// restarts on them. The data directory still holds the node's small state files.
+    Given {
+        /// The keys.
+        data: Arc<dyn Engine>,
+        /// The hints held for other nodes.
+        hints: Arc<dyn Engine>,
+    },
+}
+
 /// A node that has opened its storage and bound its port, ready to [`run`](Node::run).
 pub struct Node {
     config: Arc<Config>,
@@ -129,7 +144,7 @@ pub struct Node {
     tls_listener: Option<(TcpListener, Arc<Current<TlsAcceptor>>)>,
     peer_listener: TcpListener,
     /// The HTTP port (console, API, metrics), when configured.
-    http_listener: Option<TcpListener>,
+    http_listener: Option<tokio::net::TcpListener>,
     identity: Identity,
     context: Arc<NodeContext>,
     cluster: Arc<Cluster>,
@@ -143,14 +158,25 @@ pub struct Node {
 impl Node {
     /// Opens the data directory and binds the client port.
     pub async fn start(config: Config) -> Result<Node, NodeError> {
+        Self::start_on(config, Disk::Fjall).await
+    }
+
+    /// As [`start`](Node::start), keeping keys and hints on `disk`.
+    pub async fn start_on(config: Config, disk: Disk) -> Result<Node, NodeError> {
         let config = Arc::new(config);
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|source| NodeError::DataDir { path: config.data_dir.display().to_string(), source })?;
-        // fjall locks its directory, so a second process on the same data directory stops here.
-        let fjall = FjallEngine::open(&config.data_dir.join("db"), config.cache_bytes)?;
-        // Hints live in their own keyspace of the same database: apart from this node's data, same journal.
-        let hints = Arc::new(HintStore::open(Arc::new(fjall.keyspace("hints")?))?);
-        let engine = Arc::new(fjall);
+        let (engine, hints): (Arc<dyn Engine>, Arc<dyn Engine>) = match disk {
+            Disk::Fjall => {
+                // fjall locks its directory, so a second process on the same data directory stops here.
+                let fjall = FjallEngine::open(&config.data_dir.join("db"), config.cache_bytes)?;
+                // Hints live in their own keyspace of the same database: apart from this node's data, same journal.
+                let hints = Arc::new(fjall.keyspace("hints")?);
+                (Arc::new(fjall), hints)
+            }
+            Disk::Given { data, hints } => (data, hints),
+        };
+        let hints = Arc::new(HintStore::open(hints)?);
         let meta = Arc::new(NodeMeta::open(&config.data_dir, &config.node_id)?);
         match meta.start_kind() {
             StartKind::Fresh => {
@@ -216,7 +242,7 @@ impl Node {
         let peer_listener = TcpListener::bind(&c.peer_listen).await.map_err(bind_error(&c.peer_listen))?;
         let peer_addr = peer_listener.local_addr().map_err(bind_error(&c.peer_listen))?;
         let http_listener = match &config.metrics_listen {
-            Some(addr) => Some(TcpListener::bind(addr).await.map_err(bind_error(addr))?),
+            Some(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(bind_error(addr))?),
             None => None,
         };
 
@@ -402,6 +428,7 @@ impl Node {
         }
         let removed = self.cluster.removed();
         tokio::select! {
+            biased;
             _ = shutdown => {}
             _ = removed.cancelled() => {
                 // Before exiting: whatever this node still holds goes to the current replicas, and its hints to
@@ -429,17 +456,16 @@ impl Node {
         // Close the write gate before the final flush: a connection that outlived the drain can no longer take a
         // dot or buffer a write after it, so "clean" below is true.
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.close_writes()).await.expect("closing writes panicked");
+        crate::sys::blocking(move || store.close_writes()).await;
         storage_cancel.cancel();
         background.await.expect("storage background task panicked")?;
         // Memtables to tables, so the next start has no journal to replay (bounded: a disk that cannot flush must
         // not keep the node from stopping; the journal then replays at start instead).
         let store = self.store.clone();
-        let flush = tokio::task::spawn_blocking(move || store.flush_memtables());
+        let flush = crate::sys::blocking(move || store.flush_memtables());
         match tokio::time::timeout(MEMTABLE_FLUSH_TIMEOUT, flush).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "could not flush memtables; the next start replays them"),
-            Ok(Err(e)) => tracing::warn!(error = %e, "memtable flush panicked; the next start replays them"),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not flush memtables; the next start replays them"),
             Err(_) => {
                 tracing::warn!("memtable flush took over {MEMTABLE_FLUSH_TIMEOUT:?}; the next start replays them")
             }
@@ -606,6 +632,7 @@ async fn announce_write_stops(node: Arc<NodeContext>, cluster: Arc<Cluster>, can
     let mut reopens_seen = 0;
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
@@ -635,6 +662,7 @@ async fn report_gauges(node: Arc<NodeContext>, cluster: Arc<Cluster>, cancel: Ca
     let mut tick = tokio::time::interval(GAUGE_INTERVAL);
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }

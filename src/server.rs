@@ -11,11 +11,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::sys::{TcpListener, TcpStream};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +46,7 @@ pub async fn serve(
     let next_id = Arc::new(AtomicU64::new(1));
     loop {
         let (socket, peer) = tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -233,6 +234,7 @@ where
             (left, "incomplete request")
         };
         let n = tokio::select! {
+            biased;
             _ = cancel.cancelled() => return Ok(()),
             _ = expiry(limit) => return timed_out(node, id, reason),
             n = reader.read_buf(&mut rbuf) => n?,

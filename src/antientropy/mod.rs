@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -333,6 +335,7 @@ impl AntiEntropy {
             let urgent = self.urgent.load(Ordering::Acquire) || !self.local.recovery.is_clear();
             if idle || !urgent {
                 tokio::select! {
+                    biased;
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(self.interval) => {}
                     _ = self.wake.notified() => {}
@@ -402,11 +405,13 @@ impl AntiEntropy {
             // The only replica (N = 1, or a one-node cluster): no one to recover from, what it holds is all there is.
             self.local.recovery.exchanged(p as u32, me, &others);
         }
+        let mut exchanged = 0;
         for (id, addr) in &peers {
             let (id, addr) = (id.as_str(), addr.as_str());
             let remote = RemoteReplica { pool: &self.pool, id, addr, timeout: self.timeout * 4 };
             match exchange(&self.local, &remote, p as u32, q as u32).await {
                 Some(o) => {
+                    exchanged += 1;
                     // In sync only if this exchange found nothing to do (else: prove it again next pass).
                     all_in_sync &= o.differing_leaves == 0;
                     let mut s = self.stats.lock().expect("stats lock");
@@ -431,6 +436,12 @@ impl AntiEntropy {
         }
         if all_in_sync {
             self.reap(p, &peers).await;
+        }
+        if exchanged == 0 && !others.is_empty() {
+            // No other replica could be reached: the next pass waits like an idle one. (Found by the simulator: a
+            // recovering node cut off from its peers, or backing off from them, passed back to back without ever
+            // awaiting, spinning a core until a peer returned.)
+            return false;
         }
         !recovery_waits || self.urgent.load(Ordering::Acquire)
     }

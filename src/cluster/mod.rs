@@ -12,7 +12,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
@@ -678,6 +680,7 @@ impl Cluster {
         let mut said = Instant::now();
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 _ = ticker.tick() => self.gossip_once().await,
             }
@@ -704,7 +707,7 @@ fn build_view(s: &ClusterState, n: usize) -> ClusterView {
 }
 
 fn now_nanos() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+    crate::sys::now_nanos()
 }
 
 /// Where a start's cluster state will come from, before the cluster layer opens: the state file, or a new
@@ -722,7 +725,7 @@ pub fn origin_of(data_dir: &Path, has_seeds: bool, bootstrap: bool) -> Origin {
 
 /// A random cluster identity (never 0, which means "unknown").
 fn random_cluster_id() -> Result<u64, ClusterError> {
-    getrandom::u64().map(|id| id | 1).map_err(|e| ClusterError::StateFile {
+    crate::sys::random_u64().map(|id| id | 1).map_err(|e| ClusterError::StateFile {
         path: String::new(),
         reason: format!("no randomness for a cluster id: {e}"),
     })

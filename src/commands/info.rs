@@ -280,7 +280,7 @@ fn run_id() -> &'static str {
     static RUN_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     RUN_ID.get_or_init(|| {
         let mut bytes = [0u8; 20];
-        getrandom::fill(&mut bytes).expect("the OS provides randomness");
+        crate::sys::fill_random(&mut bytes).expect("the OS provides randomness");
         bytes.iter().map(|b| format!("{b:02x}")).collect()
     })
 }

@@ -81,7 +81,7 @@ pub async fn keys(node: &NodeContext, args: &[Bytes]) -> Reply {
 /// RANDOMKEY: the first live key from a random cursor on (wrapping around once), or nil when there is none.
 pub async fn randomkey(node: &NodeContext) -> Reply {
     let mut bytes = [0u8; 8];
-    if getrandom::fill(&mut bytes).is_err() {
+    if crate::sys::fill_random(&mut bytes).is_err() {
         return Reply::error("ERR no randomness available");
     }
     let start = u64::from_le_bytes(bytes);

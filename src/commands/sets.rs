@@ -116,7 +116,5 @@ fn srandmember(members: Vec<Bytes>, args: &[Bytes]) -> Reply {
 
 /// A random seed for a pick.
 fn random_seed() -> u64 {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).expect("the OS gives randomness");
-    u64::from_le_bytes(b)
+    crate::sys::random_u64().expect("the OS gives randomness")
 }

@@ -85,6 +85,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: Cancel
     let upkeep = tracker.spawn(upkeep(cancel.clone()));
     loop {
         let (stream, peer) = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -107,6 +108,7 @@ pub async fn serve(listener: TcpListener, node: Arc<NodeContext>, cancel: Cancel
                 .serve_connection(TokioIo::new(stream), service);
             let mut conn = std::pin::pin!(conn);
             tokio::select! {
+                biased;
                 _ = conn.as_mut() => {}
                 _ = cancel.cancelled() => {
                     conn.as_mut().graceful_shutdown();
@@ -122,6 +124,7 @@ async fn upkeep(cancel: CancellationToken) {
     let mut ticker = tokio::time::interval(UPKEEP_EVERY);
     loop {
         tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {
                 if let Some(h) = PROMETHEUS.get() {

@@ -12,7 +12,9 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -153,6 +155,7 @@ impl Handoff {
         let mut last_sweep = Instant::now();
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => {}
             }

@@ -54,6 +54,7 @@ impl HintDelivery {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => {}
             }

@@ -59,5 +59,6 @@ pub enum RpcError {
     },
 }
 
-#[cfg(test)]
+// Real sockets: under the `sim` feature the transport speaks turmoil's.
+#[cfg(all(test, not(feature = "sim")))]
 mod tests;

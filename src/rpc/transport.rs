@@ -6,14 +6,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+use crate::sys::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
@@ -89,7 +91,7 @@ async fn recv<T: DeserializeOwned, S: PeerStream>(framed: &mut Framed<S, LengthD
 
 fn nonce() -> [u8; 16] {
     let mut n = [0u8; 16];
-    getrandom::fill(&mut n).expect("the OS provides randomness");
+    crate::sys::fill_random(&mut n).expect("the OS provides randomness");
     n
 }
 
@@ -108,6 +110,17 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     pending: Pending,
     closed: Arc<AtomicBool>,
+    /// When the connection opened, and when it last received a frame (ms after opening).
+    opened: Instant,
+    heard_ms: Arc<AtomicU64>,
+}
+
+impl Conn {
+    /// Whether nothing arrived on the connection since `since`.
+    fn silent_since(&self, since: Instant) -> bool {
+        let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
+        heard < since
+    }
 }
 
 /// Marks a connection dead and fails its waiting calls at once (not at their timeouts).
@@ -196,6 +209,7 @@ impl PeerPool {
         }
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
+        let sent = Instant::now();
         let result = tokio::time::timeout_at(deadline, async {
             conn.tx
                 .send(frame)
@@ -206,7 +220,17 @@ impl PeerPool {
         .await;
         let out = match result {
             Ok(r) => r,
-            Err(_) => Err(RpcError::Timeout { addr: addr.to_string() }),
+            Err(_) => {
+                // A connection that carried nothing back for a whole request timeout is presumed dead (a peer that
+                // vanished without a reset, a middlebox that silently drops the flow): the next call reconnects
+                // instead of waiting out every timeout on it. A slow peer that still answers other requests keeps it.
+                if conn.silent_since(sent) {
+                    tracing::debug!(%addr, "no answer on the connection for a whole timeout; closing it");
+                    metrics::counter!("dynamo_rpc_silent_connections_closed_total").increment(1);
+                    close(&conn.closed, &conn.pending);
+                }
+                Err(RpcError::Timeout { addr: addr.to_string() })
+            }
         };
         if out.is_err() {
             conn.pending.lock().expect("pending lock").remove(&id);
@@ -296,6 +320,7 @@ impl PeerPool {
         let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
+        let (opened, heard_ms) = (Instant::now(), Arc::new(AtomicU64::new(0)));
         let (writer_pending, writer_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             let _ = write_frames(&mut rx, &mut sink).await;
@@ -304,8 +329,10 @@ impl PeerPool {
             let _ = sink.close().await;
         });
         let (reader_pending, reader_closed, reader_addr) = (pending.clone(), closed.clone(), addr.to_string());
+        let reader_heard = heard_ms.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
+                reader_heard.store(opened.elapsed().as_millis() as u64, Ordering::Release);
                 match postcard::from_bytes::<Envelope>(&frame) {
                     Ok(Envelope::Response { id, body }) => {
                         if let Some(tx) = reader_pending.lock().expect("pending lock").remove(&id) {
@@ -321,7 +348,7 @@ impl PeerPool {
             }
             close(&reader_closed, &reader_pending);
         });
-        Ok(Arc::new(Conn { peer, tx, pending, closed }))
+        Ok(Arc::new(Conn { peer, tx, pending, closed, opened, heard_ms }))
     }
 }
 
@@ -336,6 +363,7 @@ pub async fn serve<H: Handler>(
     let identity = Arc::new(identity);
     loop {
         let (socket, remote) = tokio::select! {
+            biased;
             _ = cancel.cancelled() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
@@ -347,10 +375,11 @@ pub async fn serve<H: Handler>(
             },
         };
         let (identity, handler, cancel) = (identity.clone(), handler.clone(), cancel.clone());
+        let mut socket = socket;
         tracker.spawn(async move {
             let _ = socket.set_nodelay(true);
             let result = match &identity.tls {
-                None => match speaks_tls(&socket).await {
+                None => match speaks_tls(&mut socket).await {
                     true => {
                         metrics::counter!("dynamo_rpc_tls_failures_total", "side" => "accept").increment(1);
                         Err(RpcError::Tls {
@@ -382,7 +411,7 @@ pub async fn serve<H: Handler>(
 
 /// Whether the first bytes a peer sent on a plaintext port are a TLS handshake (false on timeout or close: the
 /// handshake that follows reports those).
-async fn speaks_tls(socket: &TcpStream) -> bool {
+async fn speaks_tls(socket: &mut TcpStream) -> bool {
     let mut first = [0u8; 1];
     matches!(
         tokio::time::timeout(HANDSHAKE_TIMEOUT, socket.peek(&mut first)).await,
@@ -444,11 +473,13 @@ async fn serve_peer<H: Handler, S: PeerStream>(
     loop {
         // Backpressure: a peer with MAX_IN_FLIGHT requests unanswered is not read from until one completes.
         let permit = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             _ = writer_failed.cancelled() => break,
             p = in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         let frame = tokio::select! {
+            biased;
             _ = cancel.cancelled() => break,
             _ = writer_failed.cancelled() => break,
             f = stream.next() => f,

@@ -170,7 +170,7 @@ impl NodeMeta {
 
 /// A random epoch from the operating system: unique for all practical purposes.
 fn random_u64() -> Result<u64, StorageError> {
-    getrandom::u64().map_err(|e| StorageError::DataDir {
+    crate::sys::random_u64().map_err(|e| StorageError::DataDir {
         path: String::new(),
         reason: format!("no randomness from the OS for a new epoch: {e}"),
     })

@@ -212,7 +212,7 @@ impl KvStore {
     /// (I/O, a full disk) is retried where it stopped.
     pub fn spawn_build(self: &Arc<Self>) {
         let store = self.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::sys::spawn_blocking(move || {
             let started = std::time::Instant::now();
             let mut wait = Duration::from_millis(100);
             loop {
@@ -676,6 +676,7 @@ impl KvStore {
         let mut since_space = SPACE_CHECK_INTERVAL;
         loop {
             tokio::select! {
+                biased;
                 _ = cancel.cancelled() => break,
                 _ = ticker.tick() => {}
             }
@@ -690,7 +691,7 @@ impl KvStore {
             if space_now {
                 since_space = Duration::ZERO;
             }
-            let result = tokio::task::spawn_blocking(move || {
+            let result = crate::sys::blocking(move || {
                 if space_now {
                     store.check_space();
                 }
@@ -703,15 +704,14 @@ impl KvStore {
                 }
                 if sync_now { store.gate.observe(store.engine.sync()) } else { Ok(()) }
             })
-            .await
-            .expect("storage task panicked");
+            .await;
             if let Err(e) = result {
                 tracing::error!(error = %e, "background storage flush failed; will retry");
                 metrics::counter!("dynamo_storage_flush_errors_total").increment(1);
             }
         }
         let store = self.clone();
-        tokio::task::spawn_blocking(move || store.flush_and_sync()).await.expect("storage task panicked")
+        crate::sys::blocking(move || store.flush_and_sync()).await
     }
 
     fn get_raw(&self, key: &[u8]) -> Result<Option<Bytes>, StorageError> {
@@ -766,7 +766,7 @@ impl KvStore {
         }
         let target = self.applied_seq.load(Ordering::Acquire);
         let engine = self.engine.clone();
-        let result = tokio::task::spawn_blocking(move || engine.sync()).await.expect("storage task panicked");
+        let result = crate::sys::blocking(move || engine.sync()).await;
         self.gate.observe(result)?;
         metrics::counter!("dynamo_storage_fsyncs_total").increment(1);
         *synced = target;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 /// Milliseconds since the Unix epoch by this node's wall clock: version timestamps and deadlines.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::sys::now_ms()
 }
 
 /// The writer identity stamped into dots: derived from a node id and the epoch of its data directory, so a node

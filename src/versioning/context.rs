@@ -55,7 +55,7 @@ impl ContextKey {
     /// A fresh random key from the operating system.
     pub fn generate() -> Result<Self, getrandom::Error> {
         let mut k = [0u8; 32];
-        getrandom::fill(&mut k)?;
+        crate::sys::fill_random(&mut k)?;
         Ok(Self::from_bytes(k))
     }
 

@@ -356,6 +356,15 @@ impl Siblings {
                     i += 1;
                 }
                 (_, Some(b)) => {
+                    // The simulator's planted bug (tests/sim.rs): a replica that holds a version the other side has
+                    // not seen drops the other side's new versions, as a last-writer-wins store would.
+                    #[cfg(feature = "sim")]
+                    if crate::sys::sim::merge_bug_planted()
+                        && self.versions.iter().any(|a| !a.is_tombstone() && !other.context.covers(a.dot))
+                    {
+                        j += 1;
+                        continue;
+                    }
                     if !self.context.covers(b.dot) {
                         merged.push(b.clone());
                     }
