@@ -13,6 +13,7 @@
 //!
 //! The quorum logic itself is the pure [`quorum`] module; this file is the I/O around it.
 
+pub mod plan;
 pub mod quorum;
 pub mod scan;
 
@@ -34,6 +35,7 @@ use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
+use plan::Candidate;
 use quorum::{Progress, ReadQuorum, ReplicaRead, WriteQuorum};
 
 /// Errors a client request can meet in the coordinator.
@@ -447,14 +449,13 @@ impl Coordinator {
             self.routing.reads_off_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("dynamo_reads_off_replica_total").increment(1);
         }
-        let mut fallbacks = list.iter().skip(self.quorum.n).filter(|f| f.local || self.cluster.is_reachable(&f.id));
+        let usable: Vec<Candidate> =
+            list.iter().map(|r| Candidate { usable: r.local || self.cluster.is_reachable(&r.id) }).collect();
         let mut replicas: Vec<(Replica, bool)> = Vec::new();
-        for rep in list.iter().take(self.quorum.n) {
+        for (rep, stand_in) in list.iter().zip(plan::stand_ins(&usable, self.quorum.n)) {
             replicas.push((rep.clone(), false));
-            if !(rep.local || self.cluster.is_reachable(&rep.id))
-                && let Some(f) = fallbacks.next()
-            {
-                replicas.push((f.clone(), true));
+            if let Some(f) = stand_in {
+                replicas.push((list[f].clone(), true));
             }
         }
         let mut q = ReadQuorum::new(r, replicas.len());
@@ -696,7 +697,9 @@ impl Coordinator {
         w: Option<usize>,
     ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check("W", w)?;
-        let replicas = self.replicas(&key);
+        let view = self.cluster.view();
+        let list: Vec<Replica> = view.preference_list(&key).into_iter().map(|p| self.replica(p)).collect();
+        let replicas = &list[..self.quorum.n.min(list.len())];
         let mut q = WriteQuorum::new(needed, replicas.len());
         if let Progress::Failed { needed, got } = q.progress() {
             // Fewer replicas exist than W: refuse before writing anything.
@@ -736,27 +739,25 @@ impl Coordinator {
                 }
             });
         }
-        // Sloppy quorum (paper §4.6): a replica known to be unreachable (or to take no writes) is stood in for by the next healthy
-        // fallback of the preference list, which keeps the copy as a hint and counts toward W.
-        let view = self.cluster.view();
-        let mut fallbacks = view
-            .preference_list(&key)
-            .into_iter()
-            .skip(self.quorum.n)
-            .map(|p| self.replica(p))
-            .filter(|f| !f.local && self.cluster.takes_writes(&f.id));
+        // Sloppy quorum (paper §4.6): a replica known to be unreachable, or whose storage stopped writes, is stood in
+        // for by the next healthy fallback of the preference list, which keeps the copy as a hint and counts toward W.
+        let usable: Vec<Candidate> =
+            list.iter().map(|r| Candidate { usable: r.local || self.cluster.takes_writes(&r.id) }).collect();
         let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
-        for rep in replicas.iter().filter(|r| !r.local) {
-            // A replica whose storage stopped writes is stood in for like an unreachable one.
-            if self.cluster.takes_writes(&rep.id) {
-                pending.push(self.replicate_remote(rep, None, key.clone(), state.clone()));
-            } else if let Some(fallback) = fallbacks.next() {
-                metrics::counter!("dynamo_sloppy_writes_total").increment(1);
-                pending.push(self.replicate_remote(&fallback, Some(rep.id.clone()), key.clone(), state.clone()));
-            } else {
-                // No fallback node: keep the hint here (it does not count toward W).
-                self.hint_locally(&rep.id, &key, &state);
-                q.on_ack(false);
+        for (i, stand_in) in plan::stand_ins(&usable, self.quorum.n).into_iter().enumerate() {
+            let rep = &replicas[i];
+            match (rep.local, usable[i].usable, stand_in) {
+                (true, _, _) => {}
+                (false, true, _) => pending.push(self.replicate_remote(rep, None, key.clone(), state.clone())),
+                (false, false, Some(f)) => {
+                    metrics::counter!("dynamo_sloppy_writes_total").increment(1);
+                    pending.push(self.replicate_remote(&list[f], Some(rep.id.clone()), key.clone(), state.clone()));
+                }
+                (false, false, None) => {
+                    // No fallback node: keep the hint here (it does not count toward W).
+                    self.hint_locally(&rep.id, &key, &state);
+                    q.on_ack(false);
+                }
             }
         }
         let deadline = tokio::time::Instant::now() + self.timeout;

@@ -142,6 +142,8 @@ struct Shared {
     now: Duration,
     /// The joiner was told to start.
     joined: bool,
+    /// Set members a client sent an SREM for, by key: they may be absent, whatever the SREM answered.
+    removed: BTreeMap<String, BTreeSet<String>>,
     /// Counter increments by key: the sum acknowledged, and the sum of unknown outcome.
     increments: BTreeMap<String, (i64, i64)>,
 }
@@ -261,6 +263,7 @@ pub fn run(plan: &Plan) -> Outcome {
         verbose: plan.verbose,
         now: Duration::ZERO,
         joined: false,
+        removed: BTreeMap::new(),
         increments: BTreeMap::new(),
     }));
     let result = simulate(plan, dir.path(), &shared);
@@ -480,9 +483,32 @@ async fn workload(plan: &Plan, c: usize, shared: &Sh) {
             shared.borrow_mut().tell(format!("c{} cannot reach {node}", c + 1));
             continue;
         };
-        let kind = rng.below(3);
+        let kind = rng.below(4);
         if kind == 2 {
             increment(&mut conn, &node, c, rng.below(plan.keys), 1 + rng.below(5) as i64, shared).await;
+            continue;
+        }
+        if kind == 3 {
+            // SREM of a member this client added: from then on the member may be gone or not, whatever the reply.
+            let k = rng.below(plan.keys);
+            let key = format!("set:{k}");
+            let mine: Vec<String> = shared
+                .borrow()
+                .attempted
+                .get(&key)
+                .map(|items| items.iter().filter(|i| i.starts_with(&format!("c{}.", c + 1))).cloned().collect())
+                .unwrap_or_default();
+            if mine.is_empty() {
+                continue;
+            }
+            let item = mine[rng.below(mine.len())].clone();
+            shared.borrow_mut().removed.entry(key.clone()).or_default().insert(item.clone());
+            let reply = conn.cmd(&["SREM", &key, &item]).await;
+            shared.borrow_mut().outcome.trace.push(format!(
+                "c{} SREM {key} {item} via {node}: {}",
+                c + 1,
+                show(&reply)
+            ));
             continue;
         }
         let (key, reply) = if kind == 0 {
@@ -701,7 +727,9 @@ async fn checker(plan: &Plan, shared: &Sh) {
             }
             continue;
         }
-        let acked = s.acked.get(&key).cloned().unwrap_or_default();
+        let removed = s.removed.get(&key).cloned().unwrap_or_default();
+        let acked: BTreeSet<String> =
+            s.acked.get(&key).map(|a| a.difference(&removed).cloned().collect()).unwrap_or_default();
         let attempted = s.attempted.get(&key).cloned().unwrap_or_default();
         for item in acked.difference(&items) {
             s.outcome.lost.push(format!("{key}: {item} (read via {node})"));
