@@ -153,6 +153,7 @@ pub struct Node {
     pool: Arc<PeerPool>,
     store: Arc<KvStore>,
     meta: Arc<NodeMeta>,
+    tasks: TaskTracker,
 }
 
 impl Node {
@@ -306,6 +307,9 @@ impl Node {
             c.anti_entropy_interval,
             c.tombstone_grace,
         );
+        // The node's background work, joined at shutdown before the final flush: its duties (gossip, handoff, hints,
+        // anti-entropy), its accept loops, and what requests leave behind (read repair, late replication).
+        let tasks = TaskTracker::new();
         let coordinator = Coordinator::new(CoordinatorParts {
             store: store.clone(),
             meta: meta.clone(),
@@ -317,6 +321,7 @@ impl Node {
             context_key,
             hints: hints.clone(),
             recovery,
+            tasks: tasks.clone(),
         });
         let context = Arc::new(NodeContext {
             config: config.clone(),
@@ -343,6 +348,7 @@ impl Node {
             pool,
             store,
             meta,
+            tasks,
         })
     }
 
@@ -366,9 +372,9 @@ impl Node {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), NodeError> {
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
-        // The node's background duties (gossip, handoff, hints, anti-entropy, gauges): stopped by `cancel` and
-        // joined at shutdown, so none still writes when the storage is flushed.
-        let tasks = TaskTracker::new();
+        // The node's background work (see `start_on`): stopped by `cancel` and joined at shutdown, so none still
+        // writes when the storage is flushed.
+        let tasks = self.tasks;
         let storage_cancel = CancellationToken::new();
         let background = tokio::spawn(self.store.clone().run_background(storage_cancel.clone()));
         tracing::info!(
@@ -385,13 +391,7 @@ impl Node {
             tasks.spawn(reload_tls_on_hangup(self.config.clone(), client_tls, peer_tls, cancel.clone()));
         }
         let service = Arc::new(PeerService { node: self.context.clone() });
-        tokio::spawn(rpc::transport::serve(
-            self.peer_listener,
-            self.identity,
-            service,
-            cancel.clone(),
-            tracker.clone(),
-        ));
+        tasks.spawn(rpc::transport::serve(self.peer_listener, self.identity, service, cancel.clone(), tracker.clone()));
         tasks.spawn(self.cluster.clone().run(cancel.clone()));
         tasks.spawn(self.handoff.clone().run(cancel.clone()));
         let delivery = Arc::new(HintDelivery::new(
@@ -414,11 +414,11 @@ impl Node {
             tracker.clone(),
         ));
         if let Some(listener) = self.http_listener {
-            tokio::spawn(crate::http::serve(listener, self.context.clone(), cancel.clone(), tracker.clone()));
+            tasks.spawn(crate::http::serve(listener, self.context.clone(), cancel.clone(), tracker.clone()));
         }
         if let Some((listener, acceptor)) = self.tls_listener {
             tracing::info!(addr = ?listener.local_addr().ok(), "serving TLS clients");
-            tokio::spawn(crate::server::serve(
+            tasks.spawn(crate::server::serve(
                 listener,
                 Some(acceptor),
                 self.context.clone(),

@@ -226,8 +226,13 @@ pub struct Cluster {
     /// Last heartbeat seen per member and when it rose.
     heartbeats: Mutex<HashMap<String, (u64, Instant)>>,
     state_path: PathBuf,
-    /// What was last persisted (members and ring), to skip writes for heartbeat-only changes.
+    /// Members and ring of the state last queued for saving, to skip writes for heartbeat-only changes.
     persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
+    /// The newest state waiting to be written to the state file ([`save_pending`](Self::save_pending)), which
+    /// runs after the gossip lock is released: an fsync under it would stall every reader of the state.
+    unsaved: Mutex<Option<ClusterState>>,
+    /// Held while the state file is written, so saves never interleave.
+    saving: Mutex<()>,
     removed: CancellationToken,
     /// When a node of another cluster was last reported.
     foreign_warned: Mutex<Option<Instant>>,
@@ -313,6 +318,8 @@ impl Cluster {
             heartbeats: Mutex::new(HashMap::new()),
             state_path,
             persisted: Mutex::new(None),
+            unsaved: Mutex::new(None),
+            saving: Mutex::new(()),
             removed: CancellationToken::new(),
             foreign_warned: Mutex::new(None),
             seeds,
@@ -321,8 +328,9 @@ impl Cluster {
             write_stops: RwLock::new(BTreeMap::new()),
         });
         let g = cluster.gossip.lock().expect("gossip lock");
-        cluster.refresh(&g)?;
+        cluster.refresh(&g);
         drop(g);
+        cluster.save_pending()?;
         Ok(cluster)
     }
 
@@ -388,7 +396,9 @@ impl Cluster {
     pub fn update<T>(&self, f: impl FnOnce(&mut ClusterState) -> Result<T, StateError>) -> Result<T, StateError> {
         let mut g = self.gossip.lock().expect("gossip lock");
         let out = g.update(f)?;
-        if let Err(e) = self.refresh(&g) {
+        self.refresh(&g);
+        drop(g);
+        if let Err(e) = self.save_pending() {
             tracing::error!(error = %e, "could not persist the cluster state");
         }
         Ok(out)
@@ -411,7 +421,9 @@ impl Cluster {
             self.auto_commit,
             seed_hash ^ now_nanos(),
         );
-        self.refresh(&g).map_err(|e| StateError::Persist { reason: e.to_string() })?;
+        self.refresh(&g);
+        drop(g);
+        self.save_pending().map_err(|e| StateError::Persist { reason: e.to_string() })?;
         tracing::info!(%seed, "joining a cluster through a seed");
         Ok(())
     }
@@ -422,13 +434,16 @@ impl Cluster {
         if g.state().is_foreign(theirs) {
             self.warn_foreign(g.state().cluster_id, theirs);
         }
-        if g.receive(theirs)
-            && let Err(e) = self.refresh(&g)
-        {
-            tracing::error!(error = %e, "could not persist the cluster state");
+        if g.receive(theirs) {
+            self.refresh(&g);
         }
         self.note_heartbeats(g.state());
-        g.state().clone()
+        let ours = g.state().clone();
+        drop(g);
+        if let Err(e) = self.save_pending() {
+            tracing::error!(error = %e, "could not persist the cluster state");
+        }
+        ours
     }
 
     /// Says (at most every ten seconds) that a node of another cluster gossips with this one.
@@ -449,8 +464,9 @@ impl Cluster {
         metrics::counter!("dynamo_foreign_gossip_total").increment(1);
     }
 
-    /// Rebuilds the view and persists the state when members or the ring changed.
-    fn refresh(&self, g: &Gossip) -> Result<(), ClusterError> {
+    /// Rebuilds the view when members or the ring changed, and queues the state for
+    /// [`save_pending`](Self::save_pending) (call it once the gossip lock is released).
+    fn refresh(&self, g: &Gossip) {
         let s = g.state();
         let stops: BTreeMap<String, String> =
             s.write_notices.iter().filter_map(|(id, n)| Some((id.clone(), n.stopped.clone()?))).collect();
@@ -470,9 +486,9 @@ impl Cluster {
         let mut persisted = self.persisted.lock().expect("persist lock");
         let fingerprint = (s.members.clone(), s.ring.clone());
         if persisted.as_ref() == Some(&fingerprint) {
-            return Ok(());
+            return;
         }
-        save(&self.state_path, s)?;
+        *self.unsaved.lock().expect("unsaved lock") = Some(s.clone());
         let old_version = self.view().ring_version;
         *self.view.write().expect("view lock") = Arc::new(build_view(s, self.n));
         if s.ring.version != old_version {
@@ -489,7 +505,20 @@ impl Cluster {
             self.removed.cancel();
         }
         *persisted = Some(fingerprint);
-        Ok(())
+    }
+
+    /// Writes the newest state [`refresh`](Self::refresh) queued, if any, to the state file (with an fsync). A save
+    /// that fails is queued again unless a newer state was queued meanwhile, so the next call retries it.
+    fn save_pending(&self) -> Result<(), ClusterError> {
+        let _saving = self.saving.lock().expect("saving lock");
+        let Some(state) = self.unsaved.lock().expect("unsaved lock").take() else { return Ok(()) };
+        match save(&self.state_path, &state) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.unsaved.lock().expect("unsaved lock").get_or_insert(state);
+                Err(e)
+            }
+        }
     }
 
     fn note_heartbeats(&self, s: &ClusterState) {
@@ -622,11 +651,12 @@ impl Cluster {
         let (targets, state) = {
             let mut g = self.gossip.lock().expect("gossip lock");
             let targets = g.tick(|id| self.is_reachable(id));
-            if let Err(e) = self.refresh(&g) {
-                tracing::error!(error = %e, "could not persist the cluster state");
-            }
+            self.refresh(&g);
             (targets, Box::new(g.state().clone()))
         };
+        if let Err(e) = self.save_pending() {
+            tracing::error!(error = %e, "could not persist the cluster state");
+        }
         for target in targets {
             let (id, addr) = match &target {
                 Target::Member(id) => match self.view().members.get(id) {

@@ -240,6 +240,7 @@ pub struct Coordinator {
     hints: Arc<HintStore>,
     recovery: Arc<Recovery>,
     routing: Routing,
+    tasks: tokio_util::task::TaskTracker,
 }
 
 /// How well clients route: requests that reached a node holding no replica of their key cost an extra hop (a
@@ -276,6 +277,9 @@ pub struct CoordinatorParts {
     pub hints: Arc<HintStore>,
     /// Key ranges this node cannot vouch for yet (after a wipe or a lossy crash).
     pub recovery: Arc<Recovery>,
+    /// Where the work a request leaves behind runs (read repair, replication after the quorum answered, hints):
+    /// the node's background tracker, which shutdown waits for before the final flush.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 impl Coordinator {
@@ -293,6 +297,7 @@ impl Coordinator {
             hints: p.hints,
             recovery: p.recovery,
             routing: Routing::default(),
+            tasks: p.tasks,
         })
     }
 
@@ -497,7 +502,7 @@ impl Coordinator {
         if !settled {
             let this = self.clone();
             let key = key.clone();
-            tokio::spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
+            self.tasks.spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
         }
         // What a client sees: values past their deadline read as absent (their dots stay in the context, so a write
         // back supersedes them).
@@ -730,7 +735,7 @@ impl Coordinator {
                 .collect();
             let this = self.clone();
             let (hint_key, hint_state) = (key.clone(), state.clone());
-            tokio::spawn(async move {
+            self.tasks.spawn(async move {
                 // A copy an incoming replica missed is hinted like any other.
                 while let Some((intended, ok)) = extra.next().await {
                     if !ok {
@@ -777,7 +782,7 @@ impl Coordinator {
         // delivered becomes a hint here, delivered when its replica answers again.
         let this = self.clone();
         let (hint_key, hint_state) = (key.clone(), state.clone());
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             while let Some((intended, ok)) = pending.next().await {
                 if !ok {
                     failed.push(intended);

@@ -50,6 +50,7 @@ fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempD
         context_key,
         hints: Arc::new(crate::storage::hints::HintStore::open(Arc::new(MemoryEngine::new())).unwrap()),
         recovery: Arc::new(crate::storage::recovery::Recovery::open(dir.path(), false).unwrap()),
+        tasks: tokio_util::task::TaskTracker::new(),
     });
     (c, dir)
 }
