@@ -496,12 +496,6 @@ const HANDOFF_MAX_BATCH: usize = 4096;
 const SCAN_MAX_BATCH: usize = crate::coordinator::scan::MAX_COUNT;
 
 /// Ring positions of `partition` in this node's current ring.
-fn partition_range(cluster: &Cluster, partition: u32) -> Option<(u128, u128)> {
-    let view = cluster.view();
-    let ring = view.ring.as_ref()?;
-    ((partition as usize) < ring.partitions()).then(|| ring.partition_range(partition as usize))
-}
-
 /// Answers the internal protocol: gossip, replica reads and writes, forwarded coordination, handoff streams.
 struct PeerService {
     node: Arc<NodeContext>,
@@ -521,7 +515,7 @@ impl Handler for PeerService {
                 clock_ms: crate::versioning::clock::now_ms(),
             },
             Request::HandoffPull { partition, after, limit } => {
-                let Some((first, last)) = partition_range(cluster, partition) else {
+                let Some((first, last)) = cluster.view().partition_range(partition) else {
                     return Response::Error { kind: RemoteErrorKind::Misdirected, message: "no ring yet".into() };
                 };
                 let limit = (limit as usize).clamp(1, HANDOFF_MAX_BATCH);
@@ -540,7 +534,7 @@ impl Handler for PeerService {
                 }
             }
             Request::RangeDigest { partition } => {
-                let Some((first, last)) = partition_range(cluster, partition) else {
+                let Some((first, last)) = cluster.view().partition_range(partition) else {
                     return Response::Error { kind: RemoteErrorKind::Misdirected, message: "no ring yet".into() };
                 };
                 match coordinator.store().digest_positions(first, last) {

@@ -3,7 +3,8 @@
 //! * Every `membership_interval` the pure [`Gossip`] machine picks a live member (and now and then a seed); the
 //!   whole state goes out and the peer's merged state comes back (push-pull).
 //! * The state is persisted in the data directory whenever members or the ring change, so a restarted node comes
-//!   back as itself with its view of the ring.
+//!   back as itself with its view of the ring. The file is written (and fsynced) after the gossip lock is released:
+//!   the view changes at once, the file follows.
 //! * [`ClusterView`] is the routing snapshot: the current ring (reads and writes), the next ring during a
 //!   transition (writes also reach its new replicas), and the member records.
 //! * Liveness is local (paper §4.8): a member that does not answer is unreachable for routing and retried; it stays
@@ -69,6 +70,13 @@ pub struct ClusterView {
 }
 
 impl ClusterView {
+    /// The ring positions `[first, last]` of key range `partition` in the current ring (`None`: no ring yet, or no
+    /// such partition: a peer's request about a ring this node does not know).
+    pub fn partition_range(&self, partition: u32) -> Option<(u128, u128)> {
+        let ring = self.ring.as_ref()?;
+        ((partition as usize) < ring.partitions()).then(|| ring.partition_range(partition as usize))
+    }
+
     /// The ring whose preference lists key range `p` uses now: the next ring once the range has moved.
     pub fn ring_for(&self, p: usize) -> Option<&Ring> {
         if self.moved.contains(&(p as u32)) { self.next.as_ref() } else { self.ring.as_ref() }

@@ -202,7 +202,7 @@ pub fn transition(node: &NodeContext) -> Transition {
             partition: p.partition,
             from: p.from,
             to: p.to,
-            phase: p.phase,
+            phase: p.phase.as_str(),
             keys: p.keys,
             total_keys: p.total_keys,
             bytes: p.bytes,

@@ -55,8 +55,8 @@ pub enum CoordError {
     /// A per-request R or W outside 1..=N.
     #[error("{which} must be between 1 and N ({n}), got {value}")]
     QuorumRange {
-        /// "R" or "W".
-        which: &'static str,
+        /// R or W.
+        which: QuorumOf,
         /// The value asked for.
         value: usize,
         /// N.
@@ -160,6 +160,24 @@ impl CoordError {
             CoordError::Remote { kind, .. } => *kind,
             _ => RemoteErrorKind::Refused,
         }
+    }
+}
+
+/// Which quorum a request sets: R (replies a read waits for) or W (acknowledgements a write waits for).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuorumOf {
+    /// R.
+    Reads,
+    /// W.
+    Writes,
+}
+
+impl std::fmt::Display for QuorumOf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            QuorumOf::Reads => "R",
+            QuorumOf::Writes => "W",
+        })
     }
 }
 
@@ -370,13 +388,16 @@ impl Coordinator {
     }
 
     /// The quorum for one request: the client's override, checked against the effective N, or the default.
-    fn check(&self, which: &'static str, value: Option<usize>) -> Result<usize, CoordError> {
+    fn check(&self, which: QuorumOf, value: Option<usize>) -> Result<usize, CoordError> {
         let q = self.effective_quorum();
         if q.n == 0 {
             let reason = self.cluster.waiting().unwrap_or_else(|| "the ring has no members".into());
             return Err(CoordError::NoRing { reason });
         }
-        let value = value.unwrap_or(if which == "R" { q.r } else { q.w });
+        let value = value.unwrap_or(match which {
+            QuorumOf::Reads => q.r,
+            QuorumOf::Writes => q.w,
+        });
         if value == 0 || value > q.n.max(1) {
             return Err(CoordError::QuorumRange { which, value, n: q.n });
         }
@@ -443,7 +464,7 @@ impl Coordinator {
         key: &Bytes,
         r: Option<usize>,
     ) -> Result<(Option<Siblings>, Option<String>), CoordError> {
-        let r = self.check("R", r)?;
+        let r = self.check(QuorumOf::Reads, r)?;
         // Every one of the top N is asked, even one believed down: it may answer after all, and only the replicas
         // can vouch that a key is absent. Sloppy quorum (paper §4.6): each one believed down also gets a stand-in,
         // the next healthy fallback of the preference list, which answers from its hints. What a fallback holds
@@ -625,7 +646,7 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
-        let needed = self.check("W", w)?;
+        let needed = self.check(QuorumOf::Writes, w)?;
         let mut replicas = self.replicas(&key);
         let me = &self.cluster.me().member.id;
         // Paper §6.4: the replica that answered the client's read first coordinates its write, so the client's next
@@ -701,7 +722,7 @@ impl Coordinator {
         op: WriteOp,
         w: Option<usize>,
     ) -> Result<WriteOutcome, CoordError> {
-        let needed = self.check("W", w)?;
+        let needed = self.check(QuorumOf::Writes, w)?;
         let view = self.cluster.view();
         let list: Vec<Replica> = view.preference_list(&key).into_iter().map(|p| self.replica(p)).collect();
         let replicas = &list[..self.quorum.n.min(list.len())];

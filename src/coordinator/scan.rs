@@ -63,7 +63,7 @@ impl Coordinator {
         end: u128,
         keep: impl Fn(&[u8], crate::crdt::Kind) -> bool,
     ) -> Result<ScanPage, CoordError> {
-        let r = self.check("R", None)?;
+        let r = self.check(super::QuorumOf::Reads, None)?;
         let view = self.cluster.view();
         let Some(ring) = view.ring.as_ref() else {
             return Err(CoordError::NoRing { reason: self.cluster.waiting().unwrap_or_default() });

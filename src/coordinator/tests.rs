@@ -134,7 +134,7 @@ async fn quorum_overrides_are_checked_and_unmeetable_quorums_refused() {
     let err = c.get(&k, Some(2)).await.unwrap_err();
     assert_eq!(err.client_text(), "ERR R must be between 1 and N (1), got 2");
     let err = c.put(k.clone(), Some(b("v")), WriteContext::Blind, Some(0), None).await.unwrap_err();
-    assert!(matches!(err, CoordError::QuorumRange { which: "W", .. }));
+    assert!(matches!(err, CoordError::QuorumRange { which: QuorumOf::Writes, .. }));
     assert!(c.get(&k, None).await.unwrap().context.is_empty(), "nothing was written");
 }
 

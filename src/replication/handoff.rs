@@ -81,8 +81,38 @@ pub struct Progress {
     pub total_keys: Option<u64>,
     /// When the transfer started.
     pub started: Instant,
-    /// "streaming", "verifying", or "empty" (every replica of the range was removed).
-    pub phase: &'static str,
+    /// Where the transfer is.
+    pub phase: Phase,
+}
+
+/// Where a transfer is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Receiving the range, batch by batch.
+    Streaming,
+    /// Comparing digests with the source (and streaming once more if they differ).
+    Verifying,
+    /// Every replica of the range was removed: nothing to receive.
+    Empty,
+}
+
+impl Phase {
+    /// The word the admin views show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Streaming => "streaming",
+            Phase::Verifying => "verifying",
+            Phase::Empty => "empty",
+        }
+    }
+}
+
+/// Why a pull from one source stopped.
+enum PullError {
+    /// The source failed or stopped answering (or this node could not take a batch): another source may serve.
+    Source,
+    /// The transfer cannot complete, from this source or another.
+    Transfer(HandoffError),
 }
 
 /// A source's digest of a range.
@@ -286,7 +316,7 @@ impl Handoff {
                 bytes: 0,
                 total_keys: Some(0),
                 started: Instant::now(),
-                phase: "empty",
+                phase: Phase::Empty,
             };
             return self.transfer_done(t.partition, empty);
         }
@@ -307,8 +337,8 @@ impl Handoff {
             }
             match self.pull_from(t, version, source, &addr, digest).await {
                 Ok(p) => return self.transfer_done(t.partition, p),
-                Err(Some(e)) => return Err(e),
-                Err(None) => self.cluster.note_reachable(source, false),
+                Err(PullError::Transfer(e)) => return Err(e),
+                Err(PullError::Source) => self.cluster.note_reachable(source, false),
             }
         }
         for (source, addr, digest) in recovering {
@@ -317,8 +347,8 @@ impl Handoff {
                     tracing::warn!(partition = t.partition, from = %source, "received a range from a recovering replica");
                     return self.transfer_done(t.partition, p);
                 }
-                Err(Some(e)) => return Err(e),
-                Err(None) => self.cluster.note_reachable(source, false),
+                Err(PullError::Transfer(e)) => return Err(e),
+                Err(PullError::Source) => self.cluster.note_reachable(source, false),
             }
         }
         Err(HandoffError::NoSource { partition: t.partition })
@@ -333,7 +363,7 @@ impl Handoff {
         Ok(progress)
     }
 
-    /// Streams and verifies from one source. `Err(None)`: the source failed (try another).
+    /// Streams and verifies from one source.
     async fn pull_from(
         &self,
         t: &Transfer,
@@ -341,7 +371,7 @@ impl Handoff {
         source: &str,
         addr: &str,
         remote_digest: RangeDigest,
-    ) -> Result<Progress, Option<HandoffError>> {
+    ) -> Result<Progress, PullError> {
         let me = self.cluster.me().member.id.clone();
         let mut progress = Progress {
             partition: t.partition,
@@ -351,7 +381,7 @@ impl Handoff {
             bytes: 0,
             total_keys: Some(remote_digest.keys),
             started: Instant::now(),
-            phase: "streaming",
+            phase: Phase::Streaming,
         };
         let resume = self.cursors.lock().expect("cursor lock").by_transfer.get(&(version, t.partition)).cloned();
         if resume.is_some() {
@@ -359,15 +389,15 @@ impl Handoff {
         }
         self.stream(t.partition, version, source, addr, resume, &mut progress).await?;
         // Verify: identical digests, or a full pass that changes nothing.
-        progress.phase = "verifying";
+        progress.phase = Phase::Verifying;
         *self.active.lock().expect("progress lock") = Some(progress.clone());
-        let (first, last) = self.range(t.partition).ok_or(None)?;
-        let local = self.store.digest_positions(first, last).map_err(|_| None)?;
-        let remote = self.digest_remote(source, addr, t.partition).await.ok_or(None)?;
+        let (first, last) = self.cluster.view().partition_range(t.partition).ok_or(PullError::Source)?;
+        let local = self.store.digest_positions(first, last).map_err(|_| PullError::Source)?;
+        let remote = self.digest_remote(source, addr, t.partition).await.ok_or(PullError::Source)?;
         if local != (remote.keys, remote.hash) {
             let changed = self.stream(t.partition, version, source, addr, None, &mut progress).await?;
             if changed > 0 {
-                return Err(Some(HandoffError::Unverified { partition: t.partition, changed }));
+                return Err(PullError::Transfer(HandoffError::Unverified { partition: t.partition, changed }));
             }
         }
         self.cursors.lock().expect("cursor lock").by_transfer.remove(&(version, t.partition));
@@ -385,19 +415,19 @@ impl Handoff {
         addr: &str,
         mut after: Option<Bytes>,
         progress: &mut Progress,
-    ) -> Result<u64, Option<HandoffError>> {
+    ) -> Result<u64, PullError> {
         let mut changed = 0;
         loop {
             let req = Request::HandoffPull { partition, after: after.clone(), limit: BATCH };
             let (items, done) = match self.pool.call_node(source, addr, req, self.timeout * 4).await {
                 Ok(Response::HandoffBatch { items, done }) => (items, done),
-                _ => return Err(None),
+                _ => return Err(PullError::Source),
             };
             for (storage_key, state) in &items {
                 let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
                 progress.bytes += storage_key.len() as u64 + crate::storage::store::encode(state).len() as u64;
                 progress.keys += 1;
-                changed += u64::from(self.merge(user_key, state).await.map_err(|_| None)?);
+                changed += u64::from(self.merge(user_key, state).await.map_err(|_| PullError::Source)?);
             }
             if let Some((k, _)) = items.last() {
                 after = Some(k.clone());
@@ -427,12 +457,6 @@ impl Handoff {
             Ok(Response::Digest { keys, hash, recovering }) => Some(RangeDigest { keys, hash, recovering }),
             _ => None,
         }
-    }
-
-    fn range(&self, partition: u32) -> Option<(u128, u128)> {
-        let view = self.cluster.view();
-        let ring = view.ring.as_ref()?;
-        ((partition as usize) < ring.partitions()).then(|| ring.partition_range(partition as usize))
     }
 
     fn forget_other_versions(&self, version: u64) {
