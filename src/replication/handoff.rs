@@ -28,6 +28,8 @@ use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::versioning::Siblings;
 
+use super::transfer::{Effect, Next, Pull, Step};
+
 /// Keys per batch.
 const BATCH: u32 = 512;
 /// How often ranges this node no longer replicates are swept.
@@ -363,7 +365,8 @@ impl Handoff {
         Ok(progress)
     }
 
-    /// Streams and verifies from one source.
+    /// Streams and verifies from one source: runs a [`Pull`] machine, doing the requests, merges and cursor saves
+    /// it asks for.
     async fn pull_from(
         &self,
         t: &Transfer,
@@ -372,9 +375,9 @@ impl Handoff {
         addr: &str,
         remote_digest: RangeDigest,
     ) -> Result<Progress, PullError> {
-        let me = self.cluster.me().member.id.clone();
+        let (partition, me) = (t.partition, self.cluster.me().member.id.clone());
         let mut progress = Progress {
-            partition: t.partition,
+            partition,
             from: source.to_string(),
             to: me,
             keys: 0,
@@ -383,63 +386,84 @@ impl Handoff {
             started: Instant::now(),
             phase: Phase::Streaming,
         };
-        let resume = self.cursors.lock().expect("cursor lock").by_transfer.get(&(version, t.partition)).cloned();
+        let resume = self.cursors.lock().expect("cursor lock").by_transfer.get(&(version, partition)).cloned();
         if resume.is_some() {
-            tracing::info!(partition = t.partition, "resuming an interrupted handoff");
+            tracing::info!(partition, "resuming an interrupted handoff");
         }
-        self.stream(t.partition, version, source, addr, resume, &mut progress).await?;
-        // Verify: identical digests, or a full pass that changes nothing.
-        progress.phase = Phase::Verifying;
-        *self.active.lock().expect("progress lock") = Some(progress.clone());
-        let (first, last) = self.cluster.view().partition_range(t.partition).ok_or(PullError::Source)?;
-        let local = self.store.digest_positions(first, last).map_err(|_| PullError::Source)?;
-        let remote = self.digest_remote(source, addr, t.partition).await.ok_or(PullError::Source)?;
-        if local != (remote.keys, remote.hash) {
-            let changed = self.stream(t.partition, version, source, addr, None, &mut progress).await?;
-            if changed > 0 {
-                return Err(PullError::Transfer(HandoffError::Unverified { partition: t.partition, changed }));
-            }
-        }
-        self.cursors.lock().expect("cursor lock").by_transfer.remove(&(version, t.partition));
-        self.save_cursors();
-        tracing::info!(partition = t.partition, from = source, keys = progress.keys, "handoff complete and verified");
-        Ok(progress)
-    }
-
-    /// One pass over the range from `after`; returns how many keys it changed locally.
-    async fn stream(
-        &self,
-        partition: u32,
-        version: u64,
-        source: &str,
-        addr: &str,
-        mut after: Option<Bytes>,
-        progress: &mut Progress,
-    ) -> Result<u64, PullError> {
-        let mut changed = 0;
+        let mut pull = Pull::new(resume);
         loop {
-            let req = Request::HandoffPull { partition, after: after.clone(), limit: BATCH };
-            let (items, done) = match self.pool.call_node(source, addr, req, self.timeout * 4).await {
-                Ok(Response::HandoffBatch { items, done }) => (items, done),
-                _ => return Err(PullError::Source),
+            let effects = match pull.next() {
+                Next::Batch { after } => match self.pull_batch(partition, source, addr, after, &mut progress).await {
+                    Some((last, done, changed)) => pull.on_batch(last, done, changed),
+                    None => {
+                        pull.on_failure();
+                        Vec::new()
+                    }
+                },
+                Next::Compare => {
+                    let local = self
+                        .cluster
+                        .view()
+                        .partition_range(partition)
+                        .and_then(|(first, last)| self.store.digest_positions(first, last).ok());
+                    match (local, self.digest_remote(source, addr, partition).await) {
+                        (Some(local), Some(remote)) => pull.on_compare(local == (remote.keys, remote.hash)),
+                        _ => {
+                            pull.on_failure();
+                            Vec::new()
+                        }
+                    }
+                }
+                Next::Done => {
+                    tracing::info!(partition, from = source, keys = progress.keys, "handoff complete and verified");
+                    return Ok(progress);
+                }
+                Next::SourceFailed => return Err(PullError::Source),
+                Next::Unverified { changed } => {
+                    return Err(PullError::Transfer(HandoffError::Unverified { partition, changed }));
+                }
             };
-            for (storage_key, state) in &items {
-                let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
-                progress.bytes += storage_key.len() as u64 + crate::storage::store::encode(state).len() as u64;
-                progress.keys += 1;
-                changed += u64::from(self.merge(user_key, state).await.map_err(|_| PullError::Source)?);
-            }
-            if let Some((k, _)) = items.last() {
-                after = Some(k.clone());
-                self.cursors.lock().expect("cursor lock").by_transfer.insert((version, partition), k.clone());
+            for effect in effects {
+                let mut cursors = self.cursors.lock().expect("cursor lock");
+                match effect {
+                    Effect::SaveCursor(key) => cursors.by_transfer.insert((version, partition), key),
+                    Effect::ForgetCursor => cursors.by_transfer.remove(&(version, partition)),
+                };
+                drop(cursors);
                 self.save_cursors();
             }
-            metrics::counter!("dynamo_handoff_keys_total").increment(items.len() as u64);
+            progress.phase = match pull.step() {
+                Step::Streaming => Phase::Streaming,
+                Step::Verifying => Phase::Verifying,
+            };
             *self.active.lock().expect("progress lock") = Some(progress.clone());
-            if done {
-                return Ok(changed);
-            }
         }
+    }
+
+    /// Asks `source` for the batch after `after` and merges it here; returns its last key, whether the range ended
+    /// with it and how many keys it changed, or `None` when the source failed or a merge did.
+    async fn pull_batch(
+        &self,
+        partition: u32,
+        source: &str,
+        addr: &str,
+        after: Option<Bytes>,
+        progress: &mut Progress,
+    ) -> Option<(Option<Bytes>, bool, u64)> {
+        let req = Request::HandoffPull { partition, after, limit: BATCH };
+        let (items, done) = match self.pool.call_node(source, addr, req, self.timeout * 4).await {
+            Ok(Response::HandoffBatch { items, done }) => (items, done),
+            _ => return None,
+        };
+        let mut changed = 0;
+        for (storage_key, state) in &items {
+            let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
+            progress.bytes += storage_key.len() as u64 + crate::storage::store::encode(state).len() as u64;
+            progress.keys += 1;
+            changed += u64::from(self.merge(user_key, state).await.ok()?);
+        }
+        metrics::counter!("dynamo_handoff_keys_total").increment(items.len() as u64);
+        Some((items.last().map(|(k, _)| k.clone()), done, changed))
     }
 
     async fn merge(&self, key: &[u8], state: &Siblings) -> Result<bool, crate::storage::StorageError> {

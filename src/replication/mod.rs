@@ -3,3 +3,4 @@
 
 pub mod handoff;
 pub mod hinted;
+pub mod transfer;
