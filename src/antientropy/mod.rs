@@ -8,6 +8,7 @@
 //! * [`AntiEntropy`]: the driver. One partition exchange per interval, round-robin over the partitions this node
 //!   replicates and the other replicas of each, so client latency holds; `ADMIN REPAIR` runs a full pass now.
 
+pub mod schedule;
 pub mod tree;
 
 use std::collections::BTreeMap;
@@ -16,10 +17,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
@@ -28,6 +28,7 @@ use crate::storage::KvStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::{Decision, encode};
 use crate::versioning::Siblings;
+use schedule::PassFound;
 use tree::{Hash, HashTree};
 
 /// Most states one range answer may carry.
@@ -379,41 +380,37 @@ impl AntiEntropy {
         // What still recovers may all be moving (a range handoff just gave this node): it waits for the flip, and
         // meanwhile passes go at the normal pace, not back to back.
         let recovery_waits = !recovery.is_clear() && recovering.is_empty();
-        let mine = if recovering.is_empty() { mine } else { recovering };
-        if mine.is_empty() {
-            return false;
-        }
-        let p = {
+        let picked = {
             let mut c = self.cursor.lock().expect("cursor lock");
-            let p = mine[*c % mine.len()];
-            *c += 1;
-            if (*c).is_multiple_of(mine.len()) {
-                self.stats.lock().expect("stats lock").full_passes += 1;
-                self.urgent.store(false, Ordering::Release);
-            }
-            p
+            let picked = schedule::pick(&mine, &recovering, *c);
+            *c += usize::from(picked.is_some());
+            picked
         };
+        let Some((p, round_done)) = picked else { return false };
+        if round_done {
+            self.stats.lock().expect("stats lock").full_passes += 1;
+            self.urgent.store(false, Ordering::Release);
+        }
         let replicas = view.replicas_of(p, n);
         let peers: Vec<(String, String)> = replicas
             .iter()
             .filter(|id| *id != me && self.cluster.is_reachable(id))
             .filter_map(|id| view.members.get(id).map(|r| (id.clone(), r.info.peer_addr.clone())))
             .collect();
-        let mut all_in_sync = peers.len() + 1 == replicas.len();
+        let mut found = PassFound { replicas: replicas.len(), asked: peers.len(), ..PassFound::default() };
         let others: Vec<String> = replicas.iter().filter(|id| *id != me).cloned().collect();
         if others.is_empty() {
             // The only replica (N = 1, or a one-node cluster): no one to recover from, what it holds is all there is.
             self.local.recovery.exchanged(p as u32, me, &others);
         }
-        let mut exchanged = 0;
         for (id, addr) in &peers {
             let (id, addr) = (id.as_str(), addr.as_str());
             let remote = RemoteReplica { pool: &self.pool, id, addr, timeout: self.timeout * 4 };
             match exchange(&self.local, &remote, p as u32, q as u32).await {
                 Some(o) => {
-                    exchanged += 1;
+                    found.exchanged += 1;
                     // In sync only if this exchange found nothing to do (else: prove it again next pass).
-                    all_in_sync &= o.differing_leaves == 0;
+                    found.in_sync += usize::from(o.differing_leaves == 0);
                     let mut s = self.stats.lock().expect("stats lock");
                     s.exchanges += 1;
                     s.keys_repaired += o.keys_repaired;
@@ -429,21 +426,17 @@ impl AntiEntropy {
                     }
                 }
                 None => {
-                    all_in_sync = false;
                     tracing::debug!(partition = p, peer = %id, "anti-entropy exchange failed");
                 }
             }
         }
-        if all_in_sync {
+        if found.may_reap() {
             self.reap(p, &peers).await;
         }
-        if exchanged == 0 && !others.is_empty() {
-            // No other replica could be reached: the next pass waits like an idle one. (Found by the simulator: a
-            // recovering node cut off from its peers, or backing off from them, passed back to back without ever
-            // awaiting, spinning a core until a peer returned.)
-            return false;
-        }
-        !recovery_waits || self.urgent.load(Ordering::Acquire)
+        // A pass that reached no other replica never waits back to back. (Found by the simulator: a recovering node
+        // cut off from its peers, or backing off from them, passed back to back without ever awaiting, spinning a
+        // core until a peer returned.)
+        found.next_at_once(!recovery_waits || self.urgent.load(Ordering::Acquire))
     }
 
     /// Every replica of partition `p` holds identical states (equal roots, proven just now): tombstones older than

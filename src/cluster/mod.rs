@@ -16,7 +16,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
-
 use tokio_util::sync::CancellationToken;
 
 use crate::membership::clock::SKEW_WARN_MS;

@@ -14,12 +14,12 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::transfer::{Effect, Next, Pull, Step};
 use crate::cluster::Cluster;
 use crate::membership::Transfer;
 use crate::rpc::{PeerPool, Request, Response};
@@ -27,8 +27,6 @@ use crate::storage::KvStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::versioning::Siblings;
-
-use super::transfer::{Effect, Next, Pull, Step};
 
 /// Keys per batch.
 const BATCH: u32 = 512;

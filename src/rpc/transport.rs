@@ -13,10 +13,8 @@ use futures::{SinkExt, StreamExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
-
-use crate::sys::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -24,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use super::RpcError;
 use super::handshake::{ClientHandshake, ClusterKey, Handshake, HandshakeError, ServerHandshake};
 use super::message::{Envelope, Request, Response};
+use crate::sys::{TcpListener, TcpStream};
 use crate::tls::{self, Current, PeerTls};
 
 /// Largest frame accepted after the handshake: a sibling set at its byte limit plus framing.
@@ -110,15 +109,15 @@ struct Conn {
     tx: mpsc::Sender<Bytes>,
     pending: Pending,
     closed: Arc<AtomicBool>,
-    /// When the connection opened, and when it last received a frame (ms after opening).
+    /// When the connection opened, and when it last received a frame (µs after opening).
     opened: Instant,
-    heard_ms: Arc<AtomicU64>,
+    heard_us: Arc<AtomicU64>,
 }
 
 impl Conn {
     /// Whether nothing arrived on the connection since `since`.
     fn silent_since(&self, since: Instant) -> bool {
-        let heard = self.opened + Duration::from_millis(self.heard_ms.load(Ordering::Acquire));
+        let heard = self.opened + Duration::from_micros(self.heard_us.load(Ordering::Acquire));
         heard < since
     }
 }
@@ -320,7 +319,7 @@ impl PeerPool {
         let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
         let pending: Pending = Arc::default();
         let closed = Arc::new(AtomicBool::new(false));
-        let (opened, heard_ms) = (Instant::now(), Arc::new(AtomicU64::new(0)));
+        let (opened, heard_us) = (Instant::now(), Arc::new(AtomicU64::new(0)));
         let (writer_pending, writer_closed) = (pending.clone(), closed.clone());
         tokio::spawn(async move {
             let _ = write_frames(&mut rx, &mut sink).await;
@@ -329,10 +328,10 @@ impl PeerPool {
             let _ = sink.close().await;
         });
         let (reader_pending, reader_closed, reader_addr) = (pending.clone(), closed.clone(), addr.to_string());
-        let reader_heard = heard_ms.clone();
+        let reader_heard = heard_us.clone();
         tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
-                reader_heard.store(opened.elapsed().as_millis() as u64, Ordering::Release);
+                reader_heard.store(opened.elapsed().as_micros() as u64, Ordering::Release);
                 match postcard::from_bytes::<Envelope>(&frame) {
                     Ok(Envelope::Response { id, body }) => {
                         if let Some(tx) = reader_pending.lock().expect("pending lock").remove(&id) {
@@ -348,7 +347,7 @@ impl PeerPool {
             }
             close(&reader_closed, &reader_pending);
         });
-        Ok(Arc::new(Conn { peer, tx, pending, closed, opened, heard_ms }))
+        Ok(Arc::new(Conn { peer, tx, pending, closed, opened, heard_us }))
     }
 }
 
