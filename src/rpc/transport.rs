@@ -171,10 +171,9 @@ impl PeerPool {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, RpcError> {
-        let deadline = tokio::time::Instant::now() + timeout;
         let kind = request.kind();
         let started = Instant::now();
-        let out = self.exchange(expected, addr, request, deadline).await;
+        let out = self.exchange(expected, addr, request, started, started + timeout).await;
         metrics::histogram!("dynamo_rpc_seconds", "message" => kind).record(started.elapsed().as_secs_f64());
         if out.is_err() {
             metrics::counter!("dynamo_rpc_errors_total", "message" => kind).increment(1);
@@ -187,7 +186,8 @@ impl PeerPool {
         expected: Option<&str>,
         addr: &str,
         request: Request,
-        deadline: tokio::time::Instant,
+        started: Instant,
+        deadline: Instant,
     ) -> Result<Response, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let kind = request.kind();
@@ -208,7 +208,6 @@ impl PeerPool {
         }
         let (tx, rx) = oneshot::channel();
         conn.pending.lock().expect("pending lock").insert(id, tx);
-        let sent = Instant::now();
         let result = tokio::time::timeout_at(deadline, async {
             conn.tx
                 .send(frame)
@@ -223,7 +222,7 @@ impl PeerPool {
                 // A connection that carried nothing back for a whole request timeout is presumed dead (a peer that
                 // vanished without a reset, a middlebox that silently drops the flow): the next call reconnects
                 // instead of waiting out every timeout on it. A slow peer that still answers other requests keeps it.
-                if conn.silent_since(sent) {
+                if conn.silent_since(started) {
                     tracing::debug!(%addr, "no answer on the connection for a whole timeout; closing it");
                     metrics::counter!("dynamo_rpc_silent_connections_closed_total").increment(1);
                     close(&conn.closed, &conn.pending);
@@ -237,7 +236,7 @@ impl PeerPool {
         out
     }
 
-    async fn connection(&self, addr: &str, deadline: tokio::time::Instant) -> Result<Arc<Conn>, RpcError> {
+    async fn connection(&self, addr: &str, deadline: Instant) -> Result<Arc<Conn>, RpcError> {
         let slot = self.slots.lock().expect("slots lock").entry(addr.to_string()).or_default().clone();
         let mut guard = tokio::time::timeout_at(deadline, slot.conn.lock())
             .await
