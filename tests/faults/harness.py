@@ -594,6 +594,8 @@ class Client(threading.Thread):
             key, kind = self.rng.choice(kept), "kept"
         op = {"t0": round(now, 3), "client": self.cid, "node": node.id, "key": key, "elem": key, "kind": kind,
               "ttl_ms": ttl, "siblings": None, "ctx": None}  # fmt: skip
+        # An earlier SET with a later deadline may survive this one: a partition makes them siblings.
+        earlier = deadlines.get(key, 0.0)
 
         def action(conn):
             if kind == "check":
@@ -617,7 +619,7 @@ class Client(threading.Thread):
             if not acked:
                 tainted.add(key)
             if key not in tainted:
-                deadlines[key] = op["t1"] + ttl / 1000 + 0.2
+                deadlines[key] = max(earlier, op["t1"] + ttl / 1000 + 0.2)
         time.sleep(0.02)
 
     def one_increment(self, now, key, node):
