@@ -35,7 +35,6 @@ use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
-use plan::Candidate;
 use quorum::{Progress, ReadQuorum, ReplicaRead, WriteQuorum};
 
 /// Errors a client request can meet in the coordinator.
@@ -475,8 +474,7 @@ impl Coordinator {
             self.routing.reads_off_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("dynamo_reads_off_replica_total").increment(1);
         }
-        let usable: Vec<Candidate> =
-            list.iter().map(|r| Candidate { usable: r.local || self.cluster.is_reachable(&r.id) }).collect();
+        let usable: Vec<bool> = list.iter().map(|r| r.local || self.cluster.is_reachable(&r.id)).collect();
         let mut replicas: Vec<(Replica, bool)> = Vec::new();
         for (rep, stand_in) in list.iter().zip(plan::stand_ins(&usable, self.quorum.n)) {
             replicas.push((rep.clone(), false));
@@ -767,12 +765,11 @@ impl Coordinator {
         }
         // Sloppy quorum (paper §4.6): a replica known to be unreachable, or whose storage stopped writes, is stood in
         // for by the next healthy fallback of the preference list, which keeps the copy as a hint and counts toward W.
-        let usable: Vec<Candidate> =
-            list.iter().map(|r| Candidate { usable: r.local || self.cluster.takes_writes(&r.id) }).collect();
+        let usable: Vec<bool> = list.iter().map(|r| r.local || self.cluster.takes_writes(&r.id)).collect();
         let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
         for (i, stand_in) in plan::stand_ins(&usable, self.quorum.n).into_iter().enumerate() {
             let rep = &replicas[i];
-            match (rep.local, usable[i].usable, stand_in) {
+            match (rep.local, usable[i], stand_in) {
                 (true, _, _) => {}
                 (false, true, _) => pending.push(self.replicate_remote(rep, None, key.clone(), state.clone())),
                 (false, false, Some(f)) => {

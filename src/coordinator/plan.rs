@@ -3,28 +3,23 @@
 //! rule; they differ only in what makes a node usable (reachable for a read; reachable and taking writes for a
 //! write) and in what they do with a replica that has no stand-in (a read asks it anyway, a write keeps a hint).
 
-/// One node of a key's preference list, as the coordinator sees it now.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Candidate {
-    /// It can take part: the local node always; another when the operation's liveness test says so.
-    pub usable: bool,
-}
-
-/// For each of the first `n` candidates (the replicas) in order, the index of the candidate that stands in for it,
+/// For each of the first `n` nodes of a preference list (the replicas) in order, given which nodes can take part
+/// (`usable`: the local node always, another when the operation's liveness test says so), the index of the node
+/// that stands in for it,
 /// `None` for a usable replica or when no stand-in is left: each unusable replica in turn takes the next usable
 /// candidate past the first `n` that no earlier replica took.
-pub fn stand_ins(list: &[Candidate], n: usize) -> Vec<Option<usize>> {
-    let n = n.min(list.len());
-    let mut fallbacks = (n..list.len()).filter(|&i| list[i].usable);
-    list[..n].iter().map(|replica| if replica.usable { None } else { fallbacks.next() }).collect()
+pub fn stand_ins(usable: &[bool], n: usize) -> Vec<Option<usize>> {
+    let n = n.min(usable.len());
+    let mut fallbacks = (n..usable.len()).filter(|&i| usable[i]);
+    usable[..n].iter().map(|&ok| if ok { None } else { fallbacks.next() }).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn c(usable: bool) -> Candidate {
-        Candidate { usable }
+    fn c(usable: bool) -> bool {
+        usable
     }
 
     #[test]
