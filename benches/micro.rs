@@ -227,6 +227,7 @@ fn preflist(c: &mut Criterion) {
             next: None,
             members: records.clone(),
             ring_version: 1,
+            ring_author: String::new(),
             done: Default::default(),
             moved: Default::default(),
             cluster_id: 1,

@@ -14,11 +14,12 @@ pub use tokio::net::{TcpListener, TcpStream};
 #[cfg(feature = "sim")]
 pub use turmoil::net::{TcpListener, TcpStream};
 
-/// Milliseconds since the Unix epoch by this host's wall clock (in a simulation: the simulated clock).
+/// Milliseconds since the Unix epoch by this host's wall clock (in a simulation: the simulated clock, moved by the
+/// simulation's clock jumps). Never use it to measure durations: a wall clock jumps (tokio's `Instant` does not).
 pub fn now_ms() -> u64 {
     #[cfg(feature = "sim")]
     if let Some(since) = turmoil::since_epoch() {
-        return since.as_millis() as u64;
+        return (since.as_millis() as u64).saturating_add_signed(sim::clock_offset_ms());
     }
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
@@ -81,11 +82,27 @@ pub mod sim {
 
     thread_local! {
         static MERGE_BUG: Cell<bool> = const { Cell::new(false) };
+        /// How far the wall clock of every host has jumped from the simulated time (ms).
+        static CLOCK_OFFSET: Cell<i64> = const { Cell::new(0) };
     }
 
-    /// Seeds the generator: call before building each simulation.
+    /// Seeds the generator and sets the wall clock back to the simulated time: call before building each
+    /// simulation.
     pub fn reset(seed: u64) {
         RNG.with(|r| r.set(seed));
+        CLOCK_OFFSET.with(|o| o.set(0));
+    }
+
+    /// Jumps the wall clock of every host by `ms` (forward, or backward when negative), as an NTP step or an
+    /// operator's `date -s` would: `sys::now_ms` moves, the monotonic clock tokio's timers use does not. (turmoil
+    /// runs every host on one thread with no per-host hook, so every host jumps together.)
+    pub fn jump_clock(ms: i64) {
+        CLOCK_OFFSET.with(|o| o.set(o.get().saturating_add(ms)));
+    }
+
+    /// How far the wall clock has jumped in total.
+    pub fn clock_offset_ms() -> i64 {
+        CLOCK_OFFSET.with(Cell::get)
     }
 
     /// Plants (or removes) a bug in the merge of sibling sets on this thread, so a test can show the simulator

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestNode, free_ports, get, wait_members};
+use common::{TestNode, eventually, free_ports, get, wait_members};
 use redis::AsyncCommands;
 
 async fn info(node: &TestNode) -> String {
@@ -40,16 +40,12 @@ async fn five_nodes_with_one_seed_list_settle_into_one_ring_in_any_start_order()
         nodes.push(TestNode::start_on_ports(&format!("b{i}"), ports[i], ports[5 + i], &flags));
     }
     // Four of five: nobody founds, and every node says why, in INFO and to a client.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
+    let text = eventually(Duration::from_secs(15), "the waiting node sees the other three", || async {
         let text = info(&nodes[0]).await;
-        if text.contains("4 of 5 expected nodes know each other") {
-            assert!(text.contains("cluster_state:waiting"), "{text}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "the waiting node never saw the other three: {text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if text.contains("4 of 5 expected nodes know each other") { Ok(text) } else { Err(text) }
+    })
+    .await;
+    assert!(text.contains("cluster_state:waiting"), "{text}");
     let mut c = nodes[1].conn().await;
     let members: redis::Value = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
     assert!(format!("{members:?}").contains("waiting for bootstrap"), "ADMIN MEMBERS says why: {members:?}");
@@ -89,11 +85,15 @@ async fn two_halves_apart_at_start_found_nothing_until_they_meet() {
             TestNode::start_on_ports(&format!("h{i}"), ports[i], ports[5 + i], &f)
         })
         .collect();
-    tokio::time::sleep(Duration::from_secs(3)).await;
     for (i, node) in nodes.iter().enumerate() {
-        let text = info(node).await;
         let seen = if i < 2 { "2 of 5" } else { "3 of 5" };
-        assert!(text.contains("cluster_state:waiting") && text.contains(seen), "{}: {text}", node.node_id);
+        let what = format!("{} sees its half", node.node_id);
+        let text = eventually(Duration::from_secs(15), &what, || async {
+            let text = info(node).await;
+            if text.contains(seen) { Ok(text) } else { Err(text) }
+        })
+        .await;
+        assert!(text.contains("cluster_state:waiting"), "{}: {text}", node.node_id);
         assert!(text.contains("ring_version:0\r\n"), "{text}");
     }
     // h1 is restarted with a seed of the other group: the halves meet.

@@ -4,20 +4,16 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{TestNode, local_get, start_cluster, wait_members};
+use common::{TestNode, eventually, local_get, start_cluster, wait_members};
 use redis::AsyncCommands;
 
 /// Waits until `INFO dynamo` of `node` contains `needle`; fails with `what` and the last INFO after `secs`.
 async fn wait_info(node: &TestNode, needle: &str, secs: u64, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
+    eventually(Duration::from_secs(secs), what, || async {
         let info = info(node).await;
-        if info.contains(needle) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{what}: {info}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        if info.contains(needle) { Ok(()) } else { Err(info) }
+    })
+    .await
 }
 
 async fn info(node: &TestNode) -> String {
@@ -33,11 +29,13 @@ fn hints_for(info: &str, target: &str) -> u64 {
 
 /// Waits until `holder` holds no hints for `target` and `target` has every key on its own.
 async fn wait_delivered(holder: &TestNode, target: &TestNode, keys: &[(String, String)]) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while hints_for(&info(holder).await, &target.node_id) > 0 {
-        assert!(Instant::now() < deadline, "hints for {} never drained", target.node_id);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(30), &format!("hints for {} drain", target.node_id), || async {
+        match hints_for(&info(holder).await, &target.node_id) {
+            0 => Ok(()),
+            n => Err(format!("{n} held")),
+        }
+    })
+    .await;
     for (k, v) in keys {
         assert_eq!(local_get(target, k).await, vec![v.clone()], "{} serves {k} on its own", target.node_id);
     }
@@ -99,16 +97,18 @@ async fn a_fallback_node_stands_in_for_a_down_replica() {
     nodes[down].stop();
     // c1 notices c4 is down at the first failed call; from then on writes use the fallback.
     let _ = c.set::<_, _, ()>(&key, "first").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let _: () = c.set(&key, "second").await.unwrap();
+    eventually(Duration::from_secs(15), "c1 writes through the fallback", || async {
+        c.clone().set::<_, _, ()>(&key, "second").await.map_err(|e| e.to_string())
+    })
+    .await;
     let fallback_node = nodes.iter().find(|n| n.node_id == fallback).unwrap();
     assert!(hints_for(&info(fallback_node).await, "c4") >= 1, "the fallback {fallback} holds a hint for c4");
     nodes[down].restart();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while local_get(&nodes[down], &key).await != vec!["second"] {
-        assert!(Instant::now() < deadline, "c4 never got its hinted write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(30), "c4 gets its hinted write", || async {
+        let held = local_get(&nodes[down], &key).await;
+        if held == vec!["second"] { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -128,19 +128,16 @@ async fn anti_entropy_restores_a_node_whose_disk_was_wiped() {
     let mut r = nodes[2].conn().await;
     let _: String = redis::cmd("ADMIN").arg("REPAIR").query_async(&mut r).await.unwrap();
     let started = Instant::now();
-    loop {
+    eventually(Duration::from_secs(60), "anti-entropy restores every key on the wiped node", || async {
         let mut missing = 0;
         for (k, v) in &keys {
             if local_get(&nodes[2], k).await != vec![v.clone()] {
                 missing += 1;
             }
         }
-        if missing == 0 {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(60), "{missing} keys still missing on the wiped node");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if missing == 0 { Ok(()) } else { Err(format!("{missing} keys missing")) }
+    })
+    .await;
     println!("wiped node restored by anti-entropy in {:?}", started.elapsed());
     // Exchanges started by any of the three count their repairs.
     let mut repaired = 0u64;
@@ -173,9 +170,8 @@ async fn a_delete_during_a_partition_stays_deleted_and_its_tombstone_is_reaped()
     let _: String = redis::cmd("ADMIN").arg("REPAIR").query_async(&mut r).await.unwrap();
     // Anti-entropy and hints spread the tombstone; the value never comes back, and once every replica holds the
     // tombstone and the grace passed, the key is gone everywhere.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let mut reaped = true;
+    eventually(Duration::from_secs(60), "the tombstone is reaped everywhere", || async {
+        let mut held = Vec::new();
         for node in &nodes {
             let mut conn = node.conn().await;
             let (values, _) = common::get(&mut conn, "doomed").await;
@@ -184,14 +180,13 @@ async fn a_delete_during_a_partition_stays_deleted_and_its_tombstone_is_reaped()
                 redis::cmd("ADMIN").arg("LOCALGET").arg("doomed").query_async(&mut conn).await.unwrap();
             let (_, ctx, digest) = common::parse_local_get(local);
             assert_eq!(ctx.is_none(), digest.is_none(), "a context exactly when a state is stored");
-            reaped &= ctx.is_none();
+            if ctx.is_some() {
+                held.push(node.node_id.clone());
+            }
         }
-        if reaped {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the tombstone was never reaped");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        if held.is_empty() { Ok(()) } else { Err(format!("still held by {held:?}")) }
+    })
+    .await;
     for node in &nodes {
         assert_eq!(local_get(node, "kept").await, vec!["k"], "live data is never reaped");
     }
@@ -220,14 +215,10 @@ async fn with_two_of_three_replicas_down_a_fallback_keeps_the_key_writable_and_r
         nodes[j].stop();
     }
     // The first attempts teach c1 that the two replicas are down; from then on the fallback stands in.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if c.set::<_, _, ()>(&key, "written while two replicas were down").await.is_ok() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the key never became writable through the fallback");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(Duration::from_secs(15), "the key becomes writable through the fallback", || async {
+        c.clone().set::<_, _, ()>(&key, "written while two replicas were down").await.map_err(|e| e.to_string())
+    })
+    .await;
     let (values, _) = common::get(&mut c, &key).await;
     assert_eq!(values, vec!["written while two replicas were down"], "R=2 met by c1 and the fallback");
 }
@@ -240,12 +231,12 @@ async fn with_two_of_three_replicas_down_a_fallback_keeps_the_key_writable_and_r
 async fn a_wiped_replica_cannot_make_a_written_key_read_as_absent() {
     let mut nodes = start_cluster(3, &["--anti-entropy-interval-ms", "50"]).await;
     nodes[2].stop();
-    let mut c = nodes[0].conn().await;
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let c = nodes[0].conn().await;
     // The first attempts may wait on c3 until c1 notices it is down.
-    while c.set::<_, _, ()>("cart", "book").await.is_err() {
-        assert!(Instant::now() < deadline, "the write never reached W=2");
-    }
+    eventually(Duration::from_secs(15), "the write reaches W=2", || async {
+        c.clone().set::<_, _, ()>("cart", "book").await.map_err(|e| e.to_string())
+    })
+    .await;
     drop(c);
     nodes[0].stop(); // c1 keeps the write and its hint for c3 to itself
     nodes[1].stop();
@@ -261,19 +252,18 @@ async fn a_wiped_replica_cannot_make_a_written_key_read_as_absent() {
     // they do, it must still not call the key absent, through either of them.
     let mut c2 = nodes[1].conn().await;
     for node in [&nodes[2], &nodes[1]] {
-        let mut c = node.conn().await;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            match redis::cmd("GET").arg("cart").query_async::<redis::Value>(&mut c).await {
+        let c = node.conn().await;
+        eventually(Duration::from_secs(15), "c2's not-found reaches the read", || async {
+            match redis::cmd("GET").arg("cart").query_async::<redis::Value>(&mut c.clone()).await {
                 Ok(v) => panic!("a read through c3 and the wiped c2 called the written key absent: {v:?}"),
                 Err(e) if e.to_string().contains("cannot vouch") => {
                     assert!(e.to_string().contains("UNAVAILABLE"), "{e}");
-                    break;
+                    Ok(())
                 }
-                Err(e) => assert!(Instant::now() < deadline, "c2's not-found never reached the read: {e}"),
+                Err(e) => Err(e.to_string()),
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
     }
     // c1 returns: its hint reaches c3, and the wiped node exchanges every partition with both others.
     nodes[0].restart();

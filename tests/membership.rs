@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, get, local_get, start_cluster, wait_members};
+use common::{
+    TestNode, eventually, eventually_blocking, eventually_every, get, local_get, start_cluster, wait_members,
+};
 use redis::AsyncCommands;
 
 /// Starts a node that joins through `seed` with the test cluster's flags.
@@ -57,11 +59,8 @@ fn max_over_mean(o: &BTreeMap<String, i64>) -> f64 {
 
 /// Waits for a node process to exit by itself (a leaving node does, once its partitions are handed off).
 fn wait_exit(node: &mut TestNode, timeout: Duration) {
-    let start = Instant::now();
-    while !node.exited() {
-        assert!(start.elapsed() < timeout, "{} did not exit after leaving", node.node_id);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let what = format!("{} exits after leaving", node.node_id);
+    eventually_blocking(timeout, &what, || if node.exited() { Ok(()) } else { Err("running".into()) });
 }
 
 /// Writes `{prefix}{i}` = `value{i}` for i below `count` over 8 connections spread over the nodes (each request
@@ -106,7 +105,13 @@ async fn grow_to_five_and_shrink_to_three_under_load_loses_nothing() {
             i
         })
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    eventually(Duration::from_secs(10), "the writer is under way", || async {
+        match acked.lock().unwrap().len() {
+            n if n >= 20 => Ok(()),
+            n => Err(format!("{n} writes acknowledged")),
+        }
+    })
+    .await;
 
     nodes.push(join("c4", &seed));
     wait_members(&nodes, 4).await;
@@ -151,16 +156,16 @@ async fn a_receiver_killed_during_handoff_resumes_and_loses_nothing() {
 
     let mut c4 = join("c4", &seed);
     // Kill c4 as soon as it is receiving.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        assert!(Instant::now() < deadline, "c4 never started receiving");
+    let poll = Duration::from_millis(20);
+    eventually_every(poll, Duration::from_secs(30), "c4 starts receiving", || async {
         let mut k = c4.conn().await;
         let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut k).await.unwrap();
-        if info.contains("handoff_completed_here:") && !info.contains("handoff_active_partition:-1") {
-            break;
+        match info.contains("handoff_completed_here:") && !info.contains("handoff_active_partition:-1") {
+            true => Ok(()),
+            false => Err(info),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
     c4.kill9();
     c4.restart();
     let mut all = nodes;
@@ -199,11 +204,11 @@ async fn a_node_marked_down_comes_back_into_routing() {
     wait_members(&nodes, 3).await;
     // Back in routing: a new write reaches it.
     let _: () = c.set("after-return", "2").await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while local_get(&nodes[2], "after-return").await != vec!["2"] {
-        assert!(Instant::now() < deadline, "c3 never received writes again");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), "c3 receives writes again", || async {
+        let held = local_get(&nodes[2], "after-return").await;
+        if held == vec!["2"] { Ok(()) } else { Err(format!("{held:?}")) }
+    })
+    .await;
 }
 
 fn cli(node: &TestNode, args: &[&str]) -> String {
@@ -226,11 +231,11 @@ async fn without_auto_commit_an_operator_plans_and_commits() {
     let seed = c1.peer_addr();
     let c2 = TestNode::start_named("c2", &[&flags[..], &["--seeds", &seed]].concat());
     // c2 is known as joining but owns nothing until a commit.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !cli(&c1, &["members"]).contains("joining") {
-        assert!(Instant::now() < deadline, "c2 never showed up as joining");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), "c2 shows up as joining", || async {
+        let members = cli(&c1, &["members"]);
+        if members.contains("joining") { Ok(()) } else { Err(members) }
+    })
+    .await;
     assert_eq!(ownership(&c1).await["c2"], 0);
     let plan = cli(&c1, &["plan"]);
     assert!(plan.contains("PARTITION") && plan.contains("c2"), "{plan}");
@@ -275,9 +280,7 @@ async fn after_a_join_no_node_keeps_a_copy_of_a_range_it_no_longer_replicates() 
     wait_members(&nodes, 4).await;
     // Old replicas push what they no longer replicate to the new replicas, then drop it: a stale copy kept on disk
     // could later answer a read (as a fallback) or come back through a handoff.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    'wait: loop {
-        assert!(Instant::now() < deadline, "stale copies were never swept");
+    eventually(Duration::from_secs(30), "stale copies are swept", || async {
         for i in (0..200).step_by(5) {
             let key = format!("s{i}");
             let mut holders = 0;
@@ -287,12 +290,12 @@ async fn after_a_join_no_node_keeps_a_copy_of_a_range_it_no_longer_replicates() 
                 }
             }
             if holders != 3 {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue 'wait;
+                return Err(format!("{key} on {holders} nodes"));
             }
         }
-        break;
-    }
+        Ok(())
+    })
+    .await;
     for node in &nodes {
         let mut c = node.conn().await;
         for i in (0..200).step_by(5) {
@@ -303,16 +306,16 @@ async fn after_a_join_no_node_keeps_a_copy_of_a_range_it_no_longer_replicates() 
 
 /// Waits until `observer` believes member `id` unreachable.
 async fn wait_unreachable(observer: &TestNode, id: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    let what = format!("{} sees {id} as unreachable", observer.node_id);
+    eventually(Duration::from_secs(20), &what, || async {
         let mut c = observer.conn().await;
         let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
-        if info.lines().any(|l| l.starts_with(&format!("peer_{id}:")) && l.contains("status=unreachable")) {
-            return;
+        match info.lines().any(|l| l.starts_with(&format!("peer_{id}:")) && l.contains("status=unreachable")) {
+            true => Ok(()),
+            false => Err(info),
         }
-        assert!(Instant::now() < deadline, "{} never saw {id} as unreachable", observer.node_id);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 /// From ADMIN RING: for each partition, its replicas as the range uses them now, and its state.
@@ -435,9 +438,11 @@ async fn removing_the_only_replica_of_ranges_unblocks_a_join_that_waits_on_it() 
     wait_unreachable(&nodes[0], "c3").await;
     // A join now needs ranges whose only source is dead: its transition waits.
     nodes.push(with_seed("c4"));
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
-    assert!(info.contains("ring_transition:in progress"), "the join should wait on the dead source");
+    eventually(Duration::from_secs(15), "the join's transition starts, and waits on the dead source", || async {
+        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c.clone()).await.unwrap();
+        if info.contains("ring_transition:in progress") { Ok(()) } else { Err(info) }
+    })
+    .await;
     // Removing the dead node unblocks it: its ranges start empty elsewhere, with nothing left to wait for.
     admin(&nodes[0], &["REMOVE", &dead.node_id]).await.unwrap();
     wait_members(&nodes, 3).await;

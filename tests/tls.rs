@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::TestNode;
+use common::{TestNode, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -137,19 +137,20 @@ async fn a_cluster_replicates_over_peer_tls_and_a_node_of_another_ca_cannot_join
     let _: () = redis::cmd("SET").arg("k").arg("over tls").query_async(&mut c1).await.unwrap();
     // N = 3 on 3 nodes: every node holds a replica, which only the TLS peer connections could have carried.
     for node in &nodes {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while common::local_get(node, "k").await != vec!["over tls"] {
-            assert!(std::time::Instant::now() < deadline, "{} never got its replica", node.node_id);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        eventually(Duration::from_secs(10), &format!("{} gets its replica", node.node_id), || async {
+            let held = common::local_get(node, "k").await;
+            if held == vec!["over tls"] { Ok(()) } else { Err(format!("{held:?}")) }
+        })
+        .await;
     }
 
     // Same secret, but a certificate from another CA: no member accepts its connections, so it never joins.
     let mut rogue = peer_tls_files(&dir.path().join("rogue"));
     rogue.extend(["--cluster-secret".into(), "s3cret".into(), "--seeds".into(), nodes[0].peer_addr()]);
     let rogue: Vec<&str> = rogue.iter().map(String::as_str).collect();
-    let _rogue = TestNode::start_named("rogue", &rogue);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rogue = TestNode::start_named("rogue", &rogue);
+    // The rogue's attempt through its seed fails at the TLS handshake, which it reports as why it waits.
+    common::wait_seeds_answered(&rogue).await;
     let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c1).await.unwrap();
     assert_eq!(members.len(), 3, "the rogue node must not be listed: {members:?}");
     assert!(!format!("{members:?}").contains("rogue"));
@@ -199,11 +200,10 @@ async fn sighup_rotates_the_certificate_and_a_broken_file_keeps_the_one_in_use()
     write(&new);
     assert!(tls_ping(tls_port, &old.cert).await);
     hangup();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !tls_ping(tls_port, &new.cert).await {
-        assert!(std::time::Instant::now() < deadline, "the node never served the new certificate");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(Duration::from_secs(10), "the node serves the new certificate", || async {
+        if tls_ping(tls_port, &new.cert).await { Ok(()) } else { Err("the old one".into()) }
+    })
+    .await;
     assert!(!tls_ping(tls_port, &old.cert).await, "the old certificate is no longer served");
 
     // A broken file: the reload fails, the node keeps serving the certificate in use.

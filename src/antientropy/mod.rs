@@ -23,7 +23,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
-use crate::rpc::{PeerPool, Request, Response};
+use crate::replication::replica::refusal;
+use crate::rpc::{PeerPool, RemoteError, RemoteErrorKind};
 use crate::storage::KvStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::{Decision, encode};
@@ -33,6 +34,76 @@ use tree::{Hash, HashTree};
 
 /// Most states one range answer may carry.
 pub const MAX_RANGE_ITEMS: usize = 50_000;
+
+/// The hash-tree leaves of a partition.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct TreeLeaves {
+    /// The partition.
+    pub partition: u32,
+    /// Q of the sender's ring.
+    pub partitions: u32,
+    /// Only the root (the XOR of the leaves): the first level of a top-down comparison.
+    pub root_only: bool,
+}
+
+/// Answer to [`TreeLeaves`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Leaves {
+    /// The leaf hashes (the root alone when asked for it).
+    pub leaves: Vec<Hash>,
+}
+
+crate::rpc_message!(TreeLeaves => Leaves, tag 40, "tree_leaves");
+
+/// Every stored state with ring positions in `[first, last]` (one differing leaf), at most [`MAX_RANGE_ITEMS`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct RangeStates {
+    /// First position.
+    pub first: u128,
+    /// Last position (inclusive).
+    pub last: u128,
+}
+
+/// Answer to [`RangeStates`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct States {
+    /// (storage key, state) pairs, in storage order.
+    pub items: Vec<(Bytes, Siblings)>,
+}
+
+crate::rpc_message!(RangeStates => States, tag 41, "range_states");
+
+/// Merge these states into the receiver's replicas (an exchange, or a handoff's sweep before it drops a range).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MergeStates {
+    /// (storage key, state) pairs.
+    pub items: Vec<(Bytes, Siblings)>,
+}
+
+/// Answer to [`MergeStates`].
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Merged {
+    /// Keys that changed.
+    pub changed: u64,
+}
+
+crate::rpc_message!(MergeStates => Merged, tag 42, "merge_states");
+
+/// Delete these tombstones, each only if the local state is exactly the one given.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Reap {
+    /// (storage key, tombstone state) pairs.
+    pub items: Vec<(Bytes, Siblings)>,
+}
+
+/// Answer to [`Reap`].
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Reaped {
+    /// Tombstones deleted.
+    pub reaped: u64,
+}
+
+crate::rpc_message!(Reap => Reaped, tag 43, "reap");
 
 /// What an exchange needs from a replica, local or remote.
 pub trait Replica: Send + Sync {
@@ -110,6 +181,36 @@ pub struct DeadKeys {
 }
 
 impl LocalReplica {
+    /// Answers [`TreeLeaves`].
+    pub async fn serve_tree_leaves(&self, m: TreeLeaves) -> Result<Leaves, RemoteError> {
+        if !self.store.is_built() {
+            let message = "hash trees are still being built after a restart";
+            return Err(RemoteError::new(RemoteErrorKind::Storage, message));
+        }
+        let leaves = match m.root_only {
+            true => self.root(m.partition, m.partitions).await.map(|r| vec![r]),
+            false => Replica::leaves(self, m.partition, m.partitions).await,
+        };
+        let no_leaves = || RemoteError::new(RemoteErrorKind::Misdirected, "no such partition in this node's tree");
+        leaves.map(|leaves| Leaves { leaves }).ok_or_else(no_leaves)
+    }
+
+    /// Answers [`RangeStates`].
+    pub fn serve_range_states(&self, m: RangeStates) -> Result<States, RemoteError> {
+        let items = self.store.scan_positions(m.first, m.last, None, MAX_RANGE_ITEMS).map_err(refusal)?;
+        Ok(States { items })
+    }
+
+    /// Answers [`MergeStates`].
+    pub async fn serve_merge_states(&self, m: MergeStates) -> Result<Merged, RemoteError> {
+        self.merge_items(m.items).await.map(|changed| Merged { changed }).map_err(refusal)
+    }
+
+    /// Answers [`Reap`].
+    pub fn serve_reap(&self, m: Reap) -> Result<Reaped, RemoteError> {
+        self.reap_items(&m.items).map(|reaped| Reaped { reaped }).map_err(refusal)
+    }
+
     /// Deletes tombstones whose local state is exactly the given one.
     pub fn reap_items(&self, items: &[(Bytes, Siblings)]) -> Result<u64, crate::storage::StorageError> {
         let mut reaped = 0;
@@ -209,11 +310,8 @@ pub struct RemoteReplica<'a> {
 
 impl RemoteReplica<'_> {
     async fn tree(&self, p: u32, q: u32, root_only: bool) -> Option<Vec<Hash>> {
-        let req = Request::TreeLeaves { partition: p, partitions: q, root_only };
-        match self.pool.call_node(self.id, self.addr, req, self.timeout).await {
-            Ok(Response::Leaves { leaves }) => Some(leaves),
-            _ => None,
-        }
+        let req = TreeLeaves { partition: p, partitions: q, root_only };
+        self.pool.call_node(self.id, self.addr, req, self.timeout).await.ok().map(|l| l.leaves)
     }
 }
 
@@ -227,27 +325,21 @@ impl Replica for RemoteReplica<'_> {
     }
 
     async fn states(&self, first: u128, last: u128) -> Option<Vec<(Bytes, Siblings)>> {
-        match self.pool.call_node(self.id, self.addr, Request::RangeStates { first, last }, self.timeout).await {
-            Ok(Response::HandoffBatch { items, .. }) => Some(items),
-            _ => None,
-        }
+        let states = self.pool.call_node(self.id, self.addr, RangeStates { first, last }, self.timeout).await;
+        states.ok().map(|s| s.items)
     }
 
     async fn merge(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
         if items.is_empty() {
             return Some(0);
         }
-        match self.pool.call_node(self.id, self.addr, Request::MergeStates { items }, self.timeout).await {
-            Ok(Response::Merged { changed }) => Some(changed),
-            _ => None,
-        }
+        let merged = self.pool.call_node(self.id, self.addr, MergeStates { items }, self.timeout).await;
+        merged.ok().map(|m| m.changed)
     }
 
     async fn reap(&self, items: Vec<(Bytes, Siblings)>) -> Option<u64> {
-        match self.pool.call_node(self.id, self.addr, Request::Reap { items }, self.timeout).await {
-            Ok(Response::Merged { changed }) => Some(changed),
-            _ => None,
-        }
+        let reaped = self.pool.call_node(self.id, self.addr, Reap { items }, self.timeout).await;
+        reaped.ok().map(|r| r.reaped)
     }
 }
 
@@ -445,13 +537,13 @@ impl AntiEntropy {
     /// others (harmless) and the next proof reaps it again.
     /// Expired values are dropped from this replica on the way (Redis's active expiry).
     async fn reap(&self, p: usize, peers: &[(String, String)]) {
-        let cutoff = crate::coordinator::now_ms().saturating_sub(self.grace.as_millis() as u64);
+        let cutoff = crate::versioning::clock::now_ms().saturating_sub(self.grace.as_millis() as u64);
         let (first, last) = {
             let view = self.cluster.view();
             let Some(ring) = view.ring.as_ref() else { return };
             ring.partition_range(p)
         };
-        let now = crate::coordinator::now_ms();
+        let now = crate::versioning::clock::now_ms();
         let DeadKeys { reapable: tombstones, expired } = self.local.dead_keys(first, last, now, cutoff);
         if !expired.is_empty() {
             match self.local.sweep_expired(expired, now).await {

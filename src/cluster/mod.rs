@@ -10,7 +10,7 @@
 //! * Liveness is local (paper §4.8): a member that does not answer is unreachable for routing and retried; it stays
 //!   a member until an operator removes it. Gossip-heard heartbeats feed the admin views.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use crate::membership::clock::SKEW_WARN_MS;
 use crate::membership::{ClockReading, ClusterState, Gossip, MemberRecord, MemberStatus, PeerInfo, StateError, Target};
 use crate::ring::Ring;
-use crate::rpc::{PeerPool, Request, Response};
+use crate::rpc::{PeerPool, RemoteError};
 use crate::versioning::clock::now_ms;
 
 /// File of the persisted cluster state.
@@ -29,10 +29,34 @@ const STATE_FILE: &str = "cluster.state";
 /// How often a node that cannot serve yet logs why.
 const WAIT_REPORT_EVERY: Duration = Duration::from_secs(10);
 
-/// A response's variant name, for a log line that must not dump a whole state.
-fn other_kind(r: &Response) -> String {
-    format!("{r:?}").split([' ', '{', '(']).next().unwrap_or("?").to_string()
+/// Liveness probe of a peer (hint delivery asks it before streaming to a node it believed down).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Ping;
+
+/// Answer to [`Ping`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Pong;
+
+crate::rpc_message!(Ping => Pong, tag 1, "ping");
+
+/// One gossip exchange (push-pull): the sender's whole cluster state.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct GossipPush {
+    /// The sender's state.
+    pub state: Box<ClusterState>,
 }
+
+/// Answer to [`GossipPush`]: the receiver's state after merging.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct GossipPull {
+    /// The receiver's state after merging.
+    pub state: Box<ClusterState>,
+    /// The receiver's wall clock when it answered (ms since the Unix epoch): the sender measures the skew between
+    /// their clocks from it.
+    pub clock_ms: u64,
+}
+
+crate::rpc_message!(GossipPush => GossipPull, tag 2, "gossip");
 
 /// Why the cluster layer could not start.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +82,8 @@ pub struct ClusterView {
     pub members: BTreeMap<String, MemberRecord>,
     /// Version of the ring state.
     pub ring_version: u64,
+    /// Who made that version (two plans of one version are told apart by their author).
+    pub ring_author: String,
     /// Transfers of the transition in progress that are done: (partition, receiving node).
     pub done: std::collections::BTreeSet<(u32, String)>,
     /// Key ranges of the transition in progress whose every transfer is done: they already use the next ring's
@@ -229,9 +255,9 @@ pub struct Cluster {
     timeout: Duration,
     gossip: Mutex<Gossip>,
     view: RwLock<Arc<ClusterView>>,
-    liveness: Mutex<HashMap<String, Liveness>>,
+    liveness: Mutex<BTreeMap<String, Liveness>>,
     /// Last heartbeat seen per member and when it rose.
-    heartbeats: Mutex<HashMap<String, (u64, Instant)>>,
+    heartbeats: Mutex<BTreeMap<String, (u64, Instant)>>,
     state_path: PathBuf,
     /// Members and ring of the state last queued for saving, to skip writes for heartbeat-only changes.
     persisted: Mutex<Option<(BTreeMap<String, MemberRecord>, crate::membership::RingState)>>,
@@ -321,8 +347,8 @@ impl Cluster {
             timeout: p.timeout,
             view: RwLock::new(Arc::new(build_view(gossip.state(), p.n))),
             gossip: Mutex::new(gossip),
-            liveness: Mutex::new(HashMap::new()),
-            heartbeats: Mutex::new(HashMap::new()),
+            liveness: Mutex::new(BTreeMap::new()),
+            heartbeats: Mutex::new(BTreeMap::new()),
             state_path,
             persisted: Mutex::new(None),
             unsaved: Mutex::new(None),
@@ -433,6 +459,11 @@ impl Cluster {
         self.save_pending().map_err(|e| StateError::Persist { reason: e.to_string() })?;
         tracing::info!(%seed, "joining a cluster through a seed");
         Ok(())
+    }
+
+    /// Answers a peer's gossip: merges its state, and sends back ours with our clock.
+    pub fn serve_gossip(&self, push: GossipPush) -> Result<GossipPull, RemoteError> {
+        Ok(GossipPull { state: Box::new(self.receive(&push.state)), clock_ms: now_ms() })
     }
 
     /// Merges a state a peer pushed; returns ours to send back.
@@ -673,7 +704,7 @@ impl Cluster {
                 Target::Seed(addr) => (None, addr.clone()),
             };
             let seed = matches!(target, Target::Seed(_)).then(|| addr.clone());
-            let request = Request::Gossip { state: state.clone() };
+            let request = GossipPush { state: state.clone() };
             let sent_ms = now_ms();
             let answer = match &id {
                 Some(id) => self.pool.call_node(id, &addr, request, self.timeout).await,
@@ -681,14 +712,13 @@ impl Cluster {
             };
             if let Some(seed) = seed {
                 let said = match &answer {
-                    Ok(Response::Gossip { .. }) => "answered".to_string(),
-                    Ok(other) => format!("unexpected answer {}", other_kind(other)),
+                    Ok(_) => "answered".to_string(),
                     Err(e) => e.to_string(),
                 };
                 self.seed_status.lock().expect("seed status lock").insert(seed, said);
             }
             match answer {
-                Ok(Response::Gossip { state: theirs, clock_ms }) => {
+                Ok(GossipPull { state: theirs, clock_ms }) => {
                     let reading = ClockReading::from_exchange(sent_ms, clock_ms, now_ms());
                     self.receive(&theirs);
                     let from = id.or_else(|| {
@@ -699,7 +729,6 @@ impl Cluster {
                         self.note_clock(&from, reading);
                     }
                 }
-                Ok(other) => tracing::warn!(%addr, ?other, "unexpected answer to gossip"),
                 Err(e) => {
                     tracing::debug!(%addr, error = %e, "gossip exchange failed");
                     if let Some(id) = id {
@@ -737,6 +766,7 @@ fn build_view(s: &ClusterState, n: usize) -> ClusterView {
         next: s.next_ring(),
         members: s.members.clone(),
         ring_version: s.ring.version,
+        ring_author: s.ring.author.clone(),
         done: s.ring.done.clone(),
         moved: s.moved_ranges(n),
         cluster_id: s.cluster_id,

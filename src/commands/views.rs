@@ -7,8 +7,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::NodeContext;
-use crate::rpc::message::Load;
-use crate::rpc::{Request, Response};
 
 /// How long the load view waits for each member.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(1);
@@ -308,6 +306,27 @@ pub fn key(node: &NodeContext, key: &[u8]) -> KeyPlacement {
     }
 }
 
+/// Ask a node what it is carrying (the console's per-member load).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct NodeLoad;
+
+/// What a node is carrying, as counted by the node itself: the answer to [`NodeLoad`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Load {
+    /// Commands run since it started (clients' and forwarded ones).
+    pub commands_processed: u64,
+    /// Clients connected now.
+    pub connected_clients: u64,
+    /// Keys with a live value it stores.
+    pub live_keys: u64,
+    /// Bytes its storage takes on disk.
+    pub disk_bytes: u64,
+    /// Hints it holds for other nodes.
+    pub hints_held: u64,
+}
+
+crate::rpc_message!(NodeLoad => Load, tag 60, "node_load");
+
 /// What this node is carrying.
 pub fn load(node: &NodeContext) -> Load {
     let store = node.coordinator.store();
@@ -344,9 +363,8 @@ pub async fn cluster_load(node: &NodeContext) -> Vec<MemberLoad> {
         if !s.reachable {
             return MemberLoad { id, load: None, error: Some("unreachable".into()) };
         }
-        match pool.call_node(&id, &addr, Request::NodeLoad, LOAD_TIMEOUT).await {
-            Ok(Response::NodeLoad(l)) => MemberLoad { id, load: Some(l), error: None },
-            Ok(_) => MemberLoad { id, load: None, error: Some("unexpected answer".into()) },
+        match pool.call_node(&id, &addr, NodeLoad, LOAD_TIMEOUT).await {
+            Ok(l) => MemberLoad { id, load: Some(l), error: None },
             Err(e) => MemberLoad { id, load: None, error: Some(e.to_string()) },
         }
     });

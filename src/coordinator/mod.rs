@@ -11,8 +11,12 @@
 //! * A quorum that cannot be met is an `Unavailable { needed, got }` error, never a partial success. A failed write
 //!   may still have reached some replicas, and can appear later (as in any Dynamo): retry with the same context.
 //!
-//! The quorum logic itself is the pure [`quorum`] module; this file is the I/O around it.
+//! The decisions are pure: [`operation`] (whom to ask, when to answer, what to repair and hint, where to forward),
+//! over [`plan`] (one sloppy-quorum rule) and [`quorum`] (counting). This file is the I/O around them, and the
+//! messages a coordinator sends to another ([`Coordinate`]); replica reads and writes are
+//! `replication::replica`'s.
 
+pub mod operation;
 pub mod plan;
 pub mod quorum;
 pub mod scan;
@@ -28,14 +32,14 @@ use futures::stream::FuturesUnordered;
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
 use crate::crdt::{Op, OpError, OpReply, Stamp};
-use crate::rpc::WriteOp;
-use crate::rpc::{PeerPool, RemoteErrorKind, Request, Response, RpcError};
+use crate::replication::replica::{Ack, KeepHint, LocalReplica, Read, ReplicaRead, Replicate};
+use crate::rpc::{PeerPool, RemoteError, RemoteErrorKind, RpcError};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
-use quorum::{Progress, ReadQuorum, ReplicaRead, WriteQuorum};
+use operation::{Candidate, QuorumFailure, ReadOperation, Route, WriteOperation};
 
 /// Errors a client request can meet in the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +166,60 @@ impl CoordError {
     }
 }
 
+impl From<QuorumFailure> for CoordError {
+    fn from(f: QuorumFailure) -> Self {
+        match f {
+            QuorumFailure::Unavailable { needed, got } => CoordError::Unavailable { needed, got },
+            QuorumFailure::Unproven { needed, got, unproven } => CoordError::Unproven { needed, got, unproven },
+        }
+    }
+}
+
+impl From<CoordError> for RemoteError {
+    fn from(e: CoordError) -> Self {
+        RemoteError::new(e.remote_kind(), e.client_text())
+    }
+}
+
+/// Coordinate a client write: sent by a node that cannot coordinate it (not among the key's top N, or its storage
+/// stopped writes) to one of the key's replicas.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Coordinate {
+    /// User key.
+    pub key: Bytes,
+    /// The write.
+    pub op: WriteOp,
+    /// Write quorum for this request, when the client overrode it.
+    pub w: Option<u8>,
+}
+
+/// Answer to [`Coordinate`]: written, with the quorum reached.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Written {
+    /// Live values the write superseded on its coordinator.
+    pub superseded_live: u32,
+    /// A typed write's answer.
+    pub reply: Option<OpReply>,
+}
+
+crate::rpc_message!(Coordinate => Written, tag 20, "coordinate");
+
+/// A client write, as a coordinator applies it to its replica.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub enum WriteOp {
+    /// SET or DEL: a new string, or a tombstone.
+    Put {
+        /// New value, or `None` for a delete.
+        value: Option<Bytes>,
+        /// What the write supersedes; `None` for a blind write (what the coordinator holds).
+        context: Option<VersionVector>,
+        /// The new value's deadline (SET EX), ms since the Unix epoch.
+        expires_at_ms: Option<u64>,
+    },
+    /// A typed write (INCRBY, SADD, ...), applied after a quorum read.
+    Typed(Op),
+}
+
 /// Which quorum a request sets: R (replies a read waits for) or W (acknowledgements a write waits for).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum QuorumOf {
@@ -240,9 +298,10 @@ struct Replica {
     local: bool,
 }
 
+/// A reply to one ask of a read: its index, and what came back (`Err`: nothing).
 type ReadReply = (usize, Result<ReplicaRead, ()>);
-/// Which replica a write was meant for, and whether it (or a fallback for it) acknowledged.
-type AckReply = (String, bool);
+/// An outcome of one send of a write: its index, and whether it was acknowledged.
+type AckReply = (usize, bool);
 
 /// Coordinates client reads and writes over the key's replicas.
 pub struct Coordinator {
@@ -256,6 +315,8 @@ pub struct Coordinator {
     context_key: ContextKey,
     hints: Arc<HintStore>,
     recovery: Arc<Recovery>,
+    /// This node as a replica: its reads, merges and hints.
+    replica: LocalReplica,
     routing: Routing,
     tasks: tokio_util::task::TaskTracker,
 }
@@ -302,6 +363,8 @@ pub struct CoordinatorParts {
 impl Coordinator {
     /// A coordinator from its parts.
     pub fn new(p: CoordinatorParts) -> Arc<Self> {
+        let replica =
+            LocalReplica::new(p.store.clone(), p.hints.clone(), p.recovery.clone(), p.cluster.clone(), p.quorum.n);
         Arc::new(Self {
             store: p.store,
             meta: p.meta,
@@ -311,6 +374,7 @@ impl Coordinator {
             quorum: p.quorum,
             timeout: p.timeout,
             context_key: p.context_key,
+            replica,
             hints: p.hints,
             recovery: p.recovery,
             routing: Routing::default(),
@@ -369,16 +433,16 @@ impl Coordinator {
     /// The top N of the key's preference list in the current ring (empty before a joining node knows a ring).
     fn replicas(&self, key: &[u8]) -> Vec<Replica> {
         let view = self.cluster.view();
-        view.preference_list(key).into_iter().take(self.quorum.n).map(|p| self.replica(p)).collect()
+        view.preference_list(key).into_iter().take(self.quorum.n).map(|p| self.replica_of(p)).collect()
     }
 
     /// Replicas a transition adds for the key: they get every write but do not count toward W until the flip.
     fn incoming(&self, key: &[u8]) -> Vec<Replica> {
         let view = self.cluster.view();
-        view.incoming_replicas(key, self.quorum.n).into_iter().map(|p| self.replica(p)).collect()
+        view.incoming_replicas(key, self.quorum.n).into_iter().map(|p| self.replica_of(p)).collect()
     }
 
-    fn replica(&self, p: &crate::membership::PeerInfo) -> Replica {
+    fn replica_of(&self, p: &crate::membership::PeerInfo) -> Replica {
         Replica {
             id: p.member.id.clone(),
             addr: p.peer_addr.clone(),
@@ -408,36 +472,14 @@ impl Coordinator {
         Ok(self.store.get(key)?)
     }
 
-    /// This node's answer as a replica of `key` to a coordinator of cluster `cluster_id`: its state, and whether
-    /// it vouches for a not-found (same cluster, it holds the key's whole range in its own view, and has nothing to
-    /// recover there).
-    pub fn read_as_replica(&self, key: &[u8], cluster_id: u64) -> Result<ReplicaRead, CoordError> {
-        let state = self.read_local(key)?;
-        let same_cluster = cluster_id == self.cluster.view().cluster_id;
-        let vouches = state.is_some() || (same_cluster && self.vouches_for(key));
-        Ok(ReplicaRead { state, vouches })
-    }
-
-    /// Whether this node's "not found" for `key` is evidence that no write of it was ever acknowledged here.
-    fn vouches_for(&self, key: &[u8]) -> bool {
-        let view = self.cluster.view();
-        let Some(ring) = view.ring.as_ref() else { return false };
-        let p = ring.partition_of_key(key) as u32;
-        let (me, n) = (&self.cluster.me().member.id, self.quorum.n);
-        // A coordinator with an older ring may ask a node that already handed the range off and swept it, or one
-        // with a newer ring a node that has not received it: neither holds the range by its own view.
-        view.holds_range(me, p, n) && self.recovery.vouches(p)
+    /// This node as a replica (what peers' reads, replication and hints reach).
+    pub fn replica(&self) -> &LocalReplica {
+        &self.replica
     }
 
     /// Key ranges this node cannot vouch for yet.
     pub fn recovery(&self) -> &Recovery {
         &self.recovery
-    }
-
-    /// What this node can answer for `key` as a fallback: the hints it holds for it, never its own store (which
-    /// may keep a stale copy of a range it replicated under an older ring).
-    pub fn read_hints(&self, key: &[u8]) -> Result<Option<Siblings>, CoordError> {
-        Ok(self.hints.get_any(key)?)
     }
 
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
@@ -464,101 +506,92 @@ impl Coordinator {
         r: Option<usize>,
     ) -> Result<(Option<Siblings>, Option<String>), CoordError> {
         let r = self.check(QuorumOf::Reads, r)?;
-        // Every one of the top N is asked, even one believed down: it may answer after all, and only the replicas
-        // can vouch that a key is absent. Sloppy quorum (paper §4.6): each one believed down also gets a stand-in,
-        // the next healthy fallback of the preference list, which answers from its hints. What a fallback holds
-        // counts toward R; its "not found" does not (see `quorum::ReadQuorum`).
         let view = self.cluster.view();
-        let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica(p)).collect();
+        let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica_of(p)).collect();
         if !list.iter().take(self.quorum.n).any(|r| r.local) {
             self.routing.reads_off_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("dynamo_reads_off_replica_total").increment(1);
         }
-        let usable: Vec<bool> = list.iter().map(|r| r.local || self.cluster.is_reachable(&r.id)).collect();
-        let mut replicas: Vec<(Replica, bool)> = Vec::new();
-        for (rep, stand_in) in list.iter().zip(plan::stand_ins(&usable, self.quorum.n)) {
-            replicas.push((rep.clone(), false));
-            if let Some(f) = stand_in {
-                replicas.push((list[f].clone(), true));
-            }
-        }
-        let mut q = ReadQuorum::new(r, replicas.len());
+        let candidates: Vec<Candidate> = list
+            .iter()
+            .map(|r| Candidate { local: r.local, usable: r.local || self.cluster.is_reachable(&r.id) })
+            .collect();
+        let mut op = ReadOperation::plan(&candidates, self.quorum.n, r);
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>> = FuturesUnordered::new();
-        for (i, (rep, fallback)) in replicas.iter().enumerate() {
+        let mut answer = None;
+        for (i, ask) in op.asks().to_vec().into_iter().enumerate() {
+            let rep = &list[ask.node];
             if rep.local {
-                let local = if *fallback {
-                    self.read_hints(key).map(|state| ReplicaRead { state, vouches: false })
-                } else {
-                    self.read_as_replica(key, view.cluster_id)
+                let local = match ask.as_fallback {
+                    true => self.replica.read_as_fallback(key),
+                    false => self.replica.read(key, view.cluster_id),
                 };
-                q.on_reply(i, local.map_err(|e| tracing::error!(error = %e, "local read failed")));
+                let reply = local.map_err(|e| tracing::error!(error = %e, "local read failed"));
+                answer = answer.or(op.on_reply(i, reply));
             } else {
-                pending.push(self.read_remote(i, rep, key.clone(), *fallback, view.cluster_id));
+                pending.push(self.read_remote(i, rep, key.clone(), ask.as_fallback, view.cluster_id));
             }
         }
-        while q.progress() == Progress::Pending {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((i, reply))) => {
-                    q.on_reply(i, reply);
+        let answer = loop {
+            if let Some(answer) = answer {
+                break answer;
+            }
+            answer = match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((i, reply))) => op.on_reply(i, reply),
+                Ok(None) | Err(_) => op.give_up(),
+            };
+        };
+        let found = match answer {
+            Ok(found) => found,
+            Err(failure) => {
+                metrics::counter!("dynamo_quorum_failures_total", "op" => "read").increment(1);
+                if let QuorumFailure::Unproven { .. } = failure {
+                    metrics::counter!("dynamo_read_unproven_absent_total").increment(1);
                 }
-                Ok(None) | Err(_) => break,
+                return Err(failure.into());
             }
-        }
-        if q.progress() != Progress::Reached {
-            metrics::counter!("dynamo_quorum_failures_total", "op" => "read").increment(1);
-            if q.unproven() > 0 {
-                metrics::counter!("dynamo_read_unproven_absent_total").increment(1);
-                return Err(CoordError::Unproven { needed: r, got: q.successes(), unproven: q.unproven() });
-            }
-            return Err(CoordError::Unavailable { needed: r, got: q.successes() });
-        }
-        let merged = q.merged();
-        let first_replier = q.first_replier().map(|i| replicas[i].0.id.clone());
+        };
+        let first = found.first.map(|i| list[i].id.clone());
         // When every replica asked has answered the same state there is nothing left to collect or repair: no task
         // (a one-replica read, or a healthy one whose replies all came in before the quorum was counted).
-        let settled = pending.is_empty() && merged.as_ref().is_none_or(|m| q.stale(m).is_empty());
-        if !settled {
+        if !op.settled() {
             let this = self.clone();
             let key = key.clone();
-            self.tasks.spawn(async move { this.finish_read(key, replicas, q, pending, deadline).await });
+            self.tasks.spawn(async move { this.finish_read(key, list, op, pending, deadline).await });
         }
         // What a client sees: values past their deadline read as absent (their dots stay in the context, so a write
         // back supersedes them).
-        let merged = merged.map(|mut s| {
+        let merged = found.merged.map(|mut s| {
             s.drop_expired(now_ms());
             s
         });
-        Ok((merged, first_replier))
+        Ok((merged, first))
     }
 
-    /// Collects the replies that came after the quorum, then repairs every replica that answered stale.
+    /// Collects the replies that came after the answer, then repairs every replica that answered stale.
     async fn finish_read(
         self: Arc<Self>,
         key: Bytes,
-        replicas: Vec<(Replica, bool)>,
-        mut q: ReadQuorum,
+        list: Vec<Replica>,
+        mut op: ReadOperation,
         mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>>,
         deadline: tokio::time::Instant,
     ) {
         while let Ok(Some((i, reply))) = tokio::time::timeout_at(deadline, pending.next()).await {
-            q.on_reply(i, reply);
+            op.on_reply(i, reply);
         }
-        let Some(merged) = q.merged() else { return };
-        for i in q.stale(&merged) {
-            let (rep, fallback) = &replicas[i];
-            if *fallback {
-                continue;
-            }
+        for (node, merged) in op.repairs() {
+            let rep = &list[node];
             metrics::counter!("dynamo_read_repairs_total").increment(1);
             tracing::debug!(replica = %rep.id, key = %String::from_utf8_lossy(&key), "read repair");
             if rep.local {
-                if let Err(e) = self.merge_local(&key, &merged).await {
+                if let Err(e) = self.replica.merge(&key, &merged).await {
                     tracing::warn!(error = %e, "local read repair failed");
                 }
             } else {
-                let req = Request::Replicate { key: key.clone(), state: merged.clone(), hint_for: None };
-                if let Err(e) = self.pool.call_node(&rep.id, &rep.addr, req, self.timeout).await {
+                let repair = Replicate { key: key.clone(), state: merged };
+                if let Err(e) = self.pool.call_node(&rep.id, &rep.addr, repair, self.timeout).await {
                     tracing::debug!(replica = %rep.id, error = %e, "read repair not delivered");
                 }
             }
@@ -575,19 +608,15 @@ impl Coordinator {
     ) -> BoxFuture<'static, ReadReply> {
         let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
         Box::pin(async move {
-            let request = Request::Read { key, as_fallback, cluster_id };
-            let reply = match pool.call_node(&rep.id, &rep.addr, request, timeout).await {
-                Ok(Response::State { state, vouches }) => {
+            let reply = match pool.call_node(&rep.id, &rep.addr, Read { key, as_fallback, cluster_id }, timeout).await {
+                Ok(read) => {
                     cluster.note_reachable(&rep.id, true);
-                    // A fallback answers from its hints: never evidence of absence, whatever it says.
-                    Ok(ReplicaRead { state, vouches: vouches && !as_fallback })
+                    Ok(read)
                 }
-                Ok(other) => {
-                    tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a read");
-                    Err(())
-                }
-                Err(_) => {
-                    cluster.note_reachable(&rep.id, false);
+                Err(e) => {
+                    if !matches!(e, RpcError::Refused { .. }) {
+                        cluster.note_reachable(&rep.id, false);
+                    }
                     Err(())
                 }
             };
@@ -645,54 +674,38 @@ impl Coordinator {
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check(QuorumOf::Writes, w)?;
-        let mut replicas = self.replicas(&key);
-        let me = &self.cluster.me().member.id;
-        // Paper §6.4: the replica that answered the client's read first coordinates its write, so the client's next
-        // read likely sees it. Without such a hint (or when the hint is us, or not a replica), a replica coordinates
-        // here and anything else forwards.
-        // A replica known to be unreachable is skipped as the hinted coordinator and tried only after every other:
-        // a forward to a partitioned peer would wait out the whole timeout, for every write, until the partition
-        // heals. A replica whose storage stopped writes (this one included) is tried last for the same reason.
+        let replicas = self.replicas(&key);
         let local_writes = self.store.write_stop().is_none();
-        let reachable = |r: &Replica| if r.local { local_writes } else { self.cluster.takes_writes(&r.id) };
-        let hinted =
-            preferred.filter(|p| p != me).and_then(|p| replicas.iter().position(|r| r.id == p && reachable(r)));
-        if hinted.is_none() && local_writes && replicas.iter().any(|r| r.local) {
-            return self.coordinate(key, op, w).await;
-        }
-        if let Some(pos) = hinted {
-            let first = replicas.remove(pos);
-            replicas.insert(0, first);
-        }
-        replicas.sort_by_key(|r| !reachable(r));
+        let candidates: Vec<Candidate> = replicas
+            .iter()
+            .map(|r| Candidate {
+                local: r.local,
+                usable: if r.local { local_writes } else { self.cluster.takes_writes(&r.id) },
+            })
+            .collect();
+        let preferred = preferred.and_then(|p| replicas.iter().position(|r| r.id == p));
+        let order = match operation::route(&candidates, preferred) {
+            Route::Here => return self.coordinate(key, op, w).await,
+            Route::Forward(order) => order,
+        };
         self.routing.writes_forwarded.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::counter!("dynamo_forwards_total").increment(1);
-        for rep in &replicas {
+        for rep in order.into_iter().map(|i| &replicas[i]) {
             if rep.local {
-                // The hinted replica did not answer; this node is a replica itself.
+                // The replicas tried before did not take it; this node is a replica itself.
                 return self.coordinate(key, op, w).await;
             }
-            let req = Request::Coordinate { key: key.clone(), op: op.clone(), w: w.map(|w| w as u8) };
+            let forward = Coordinate { key: key.clone(), op: op.clone(), w: w.map(|w| w as u8) };
             // The remote coordinator waits for its own quorum: give it that long plus the hop.
-            match self.pool.call_node(&rep.id, &rep.addr, req, self.timeout * 2).await {
-                Ok(Response::Written { superseded_live, reply }) => {
+            let refusal = match self.pool.call_node(&rep.id, &rep.addr, forward, self.timeout * 2).await {
+                Ok(Written { superseded_live, reply }) => {
                     return Ok(WriteOutcome { superseded_live: superseded_live as usize, reply });
                 }
-                Ok(Response::Error { kind: RemoteErrorKind::Misdirected, message }) => {
-                    // Its ring view differs from ours (a transition is spreading): the next replica may agree.
-                    tracing::debug!(replica = %rep.id, %message, "forward misdirected; trying the next replica");
-                }
-                Ok(Response::Error { kind: RemoteErrorKind::WritesStopped, message }) => {
-                    // Its storage refused before writing anything: another replica may take it.
-                    tracing::debug!(replica = %rep.id, %message, "forward refused by storage; trying the next replica");
-                }
-                Ok(Response::Error { kind, message }) => return Err(CoordError::Remote { kind, message }),
-                Ok(other) => {
-                    tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a forwarded write");
-                }
+                Err(RpcError::Refused { refusal, .. }) => refusal,
                 Err(RpcError::Unreachable { .. } | RpcError::Handshake { .. } | RpcError::Tls { .. }) => {
                     // Never reached it: safe to try the next replica.
                     self.cluster.note_reachable(&rep.id, false);
+                    continue;
                 }
                 Err(e) => {
                     // It may have applied the write: retrying elsewhere would apply it twice. Until it answers
@@ -707,10 +720,28 @@ impl Coordinator {
                         ),
                     });
                 }
+            };
+            match refusal.kind {
+                // Its ring view differs from ours (a transition is spreading): the next replica may agree.
+                // Or its storage refused before writing anything: another replica may take it.
+                RemoteErrorKind::Misdirected | RemoteErrorKind::WritesStopped => {
+                    tracing::debug!(replica = %rep.id, message = %refusal.message, "forward refused; trying the next replica");
+                }
+                kind => return Err(CoordError::Remote { kind, message: refusal.message }),
             }
         }
         metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);
         Err(CoordError::Unavailable { needed, got: 0 })
+    }
+
+    /// Answers [`Coordinate`] from a node that forwarded a client write here.
+    pub async fn serve_coordinate(self: &Arc<Self>, m: Coordinate) -> Result<Written, RemoteError> {
+        if !self.is_replica(&m.key) {
+            let message = format!("{} is not a replica of this key in its ring view", self.cluster.me().member.id);
+            return Err(RemoteError::new(RemoteErrorKind::Misdirected, message));
+        }
+        let out = self.coordinate(m.key, m.op, m.w.map(usize::from)).await?;
+        Ok(Written { superseded_live: out.superseded_live as u32, reply: out.reply })
     }
 
     /// Coordinates a write here: stamp the dot, write locally, replicate to the other replicas, wait for W.
@@ -722,13 +753,18 @@ impl Coordinator {
     ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check(QuorumOf::Writes, w)?;
         let view = self.cluster.view();
-        let list: Vec<Replica> = view.preference_list(&key).into_iter().map(|p| self.replica(p)).collect();
-        let replicas = &list[..self.quorum.n.min(list.len())];
-        let mut q = WriteQuorum::new(needed, replicas.len());
-        if let Progress::Failed { needed, got } = q.progress() {
-            // Fewer replicas exist than W: refuse before writing anything.
-            return Err(CoordError::Unavailable { needed, got });
-        }
+        let mut targets: Vec<Replica> = view.preference_list(&key).into_iter().map(|p| self.replica_of(p)).collect();
+        // Sloppy quorum (paper §4.6): a replica known to be unreachable, or whose storage stopped writes, is stood in
+        // for by the next healthy fallback of the preference list, which keeps the copy as a hint and counts toward W.
+        let candidates: Vec<Candidate> = targets
+            .iter()
+            .map(|r| Candidate { local: r.local, usable: r.local || self.cluster.takes_writes(&r.id) })
+            .collect();
+        // A range in transit: its next replicas get the write too (not counted), so nothing written during the move
+        // is missing when ownership flips. The handoff's verification pass covers a miss.
+        let incoming: Vec<Replica> = self.incoming(&key).into_iter().filter(|r| !r.local).collect();
+        let mut plan = WriteOperation::plan(&candidates, self.quorum.n, needed, incoming.len())?;
+        targets.extend(incoming);
         let (outcome, state) = match op {
             WriteOp::Put { value, context, expires_at_ms } => {
                 self.update_local(&key, value, WriteContext::from(context), expires_at_ms).await?
@@ -740,83 +776,46 @@ impl Coordinator {
                 self.apply_local(&key, read, &op).await?
             }
         };
-        if replicas.iter().any(|r| r.local) {
-            q.on_ack(true);
+        let mut answer = match targets.iter().take(self.quorum.n).any(|r| r.local) {
+            true => plan.on_local_write(),
+            false => None,
+        };
+        for intended in plan.take_hints() {
+            self.hint_locally(&targets[intended].id, &key, &state);
         }
-        let incoming = self.incoming(&key);
-        if !incoming.is_empty() {
-            // A range in transit: its next replicas get the write too (best effort, not counted), so nothing
-            // written during the move is missing when ownership flips. The handoff's verification pass covers a miss.
-            let mut extra: FuturesUnordered<BoxFuture<'static, AckReply>> = incoming
-                .iter()
-                .filter(|r| !r.local)
-                .map(|rep| self.replicate_remote(rep, None, key.clone(), state.clone()))
-                .collect();
-            let this = self.clone();
-            let (hint_key, hint_state) = (key.clone(), state.clone());
-            self.tasks.spawn(async move {
-                // A copy an incoming replica missed is hinted like any other.
-                while let Some((intended, ok)) = extra.next().await {
-                    if !ok {
-                        this.hint_locally(&intended, &hint_key, &hint_state);
-                    }
-                }
-            });
-        }
-        // Sloppy quorum (paper §4.6): a replica known to be unreachable, or whose storage stopped writes, is stood in
-        // for by the next healthy fallback of the preference list, which keeps the copy as a hint and counts toward W.
-        let usable: Vec<bool> = list.iter().map(|r| r.local || self.cluster.takes_writes(&r.id)).collect();
         let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
-        for (i, stand_in) in plan::stand_ins(&usable, self.quorum.n).into_iter().enumerate() {
-            let rep = &replicas[i];
-            match (rep.local, usable[i], stand_in) {
-                (true, _, _) => {}
-                (false, true, _) => pending.push(self.replicate_remote(rep, None, key.clone(), state.clone())),
-                (false, false, Some(f)) => {
-                    metrics::counter!("dynamo_sloppy_writes_total").increment(1);
-                    pending.push(self.replicate_remote(&list[f], Some(rep.id.clone()), key.clone(), state.clone()));
-                }
-                (false, false, None) => {
-                    // No fallback node: keep the hint here (it does not count toward W).
-                    self.hint_locally(&rep.id, &key, &state);
-                    q.on_ack(false);
-                }
+        for (i, send) in plan.sends().iter().enumerate() {
+            if send.stands_in() {
+                metrics::counter!("dynamo_sloppy_writes_total").increment(1);
             }
+            let hint_for = send.stands_in().then(|| targets[send.intended].id.clone());
+            pending.push(self.replicate_remote(i, &targets[send.to], hint_for, key.clone(), state.clone()));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut failed = Vec::new();
-        while q.progress() == Progress::Pending {
-            match tokio::time::timeout_at(deadline, pending.next()).await {
-                Ok(Some((intended, ok))) => {
-                    q.on_ack(ok);
-                    if !ok {
-                        failed.push(intended);
-                    }
-                }
-                Ok(None) | Err(_) => break,
+        let answer = loop {
+            if let Some(answer) = answer {
+                break answer;
             }
-        }
+            answer = match tokio::time::timeout_at(deadline, pending.next()).await {
+                Ok(Some((i, ok))) => plan.on_ack(i, ok),
+                Ok(None) | Err(_) => plan.give_up(),
+            };
+        };
         // The remaining replicas still get the write after the client has its answer; every copy that could not be
         // delivered becomes a hint here, delivered when its replica answers again.
         let this = self.clone();
-        let (hint_key, hint_state) = (key.clone(), state.clone());
         self.tasks.spawn(async move {
-            while let Some((intended, ok)) = pending.next().await {
-                if !ok {
-                    failed.push(intended);
-                }
+            while let Some((i, ok)) = pending.next().await {
+                plan.on_ack(i, ok);
             }
-            for intended in failed {
-                this.hint_locally(&intended, &hint_key, &hint_state);
+            for intended in plan.take_hints() {
+                this.hint_locally(&targets[intended].id, &key, &state);
             }
         });
-        match q.progress() {
-            Progress::Reached => Ok(outcome),
-            _ => {
-                metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);
-                Err(CoordError::Unavailable { needed, got: q.acks() })
-            }
-        }
+        answer.map(|()| outcome).map_err(|failure| {
+            metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);
+            failure.into()
+        })
     }
 
     /// Keeps a copy meant for `target` as a local hint.
@@ -829,20 +828,15 @@ impl Coordinator {
         }
     }
 
-    /// Stores a hint another coordinator sent here for `target` (this node stands in for it).
-    pub fn store_hint(&self, target: &str, key: &[u8], state: &Siblings) -> Result<(), CoordError> {
-        // Hints live on the same disk as the data: a node whose storage stopped writes keeps none.
-        self.store.check_writes()?;
-        Ok(self.hints.put(target, key, state, now_ms())?)
-    }
-
     /// The hints this node holds.
     pub fn hints(&self) -> &HintStore {
         &self.hints
     }
 
+    /// Sends send `i` of a write: the new state to a replica, or to a stand-in keeping it as a hint for `hint_for`.
     fn replicate_remote(
         &self,
+        i: usize,
         to: &Replica,
         hint_for: Option<String>,
         key: Bytes,
@@ -850,12 +844,14 @@ impl Coordinator {
     ) -> BoxFuture<'static, AckReply> {
         let (pool, cluster, timeout, to) = (self.pool.clone(), self.cluster.clone(), self.timeout, to.clone());
         Box::pin(async move {
-            let intended = hint_for.clone().unwrap_or_else(|| to.id.clone());
-            let ok = match pool.call_node(&to.id, &to.addr, Request::Replicate { key, state, hint_for }, timeout).await
-            {
-                Ok(Response::Ack) => true,
-                Ok(other) => {
-                    tracing::warn!(replica = %to.id, ?other, "replica refused a write");
+            let sent = match hint_for {
+                Some(target) => pool.call_node(&to.id, &to.addr, KeepHint { target, key, state }, timeout).await,
+                None => pool.call_node(&to.id, &to.addr, Replicate { key, state }, timeout).await,
+            };
+            let ok = match sent {
+                Ok(Ack) => true,
+                Err(RpcError::Refused { refusal, .. }) => {
+                    tracing::warn!(replica = %to.id, %refusal, "replica refused a write");
                     false
                 }
                 Err(_) => {
@@ -863,7 +859,7 @@ impl Coordinator {
                     false
                 }
             };
-            (intended, ok)
+            (i, ok)
         })
     }
 
@@ -969,17 +965,6 @@ impl Coordinator {
         };
         let store = &self.store;
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
-    }
-
-    /// Merges a state sent by another replica (replication, read repair) into the local one.
-    pub async fn merge_local(&self, key: &[u8], state: &Siblings) -> Result<(), CoordError> {
-        self.store
-            .update(key, |s: &mut Siblings, _| {
-                let before = s.clone();
-                s.merge(state);
-                Ok::<_, CoordError>(if *s == before { Decision::Keep(()) } else { Decision::Write(()) })
-            })
-            .await
     }
 }
 

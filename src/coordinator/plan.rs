@@ -18,24 +18,20 @@ pub fn stand_ins(usable: &[bool], n: usize) -> Vec<Option<usize>> {
 mod tests {
     use super::*;
 
-    fn c(usable: bool) -> bool {
-        usable
-    }
-
     #[test]
     fn usable_replicas_need_no_stand_in() {
-        assert_eq!(stand_ins(&[c(true), c(true), c(true), c(true)], 3), vec![None, None, None]);
+        assert_eq!(stand_ins(&[true, true, true, true], 3), vec![None, None, None]);
     }
 
     #[test]
     fn each_unusable_replica_takes_the_next_usable_fallback_once() {
-        let list = [c(false), c(true), c(false), c(false), c(true), c(true)];
+        let list = [false, true, false, false, true, true];
         assert_eq!(stand_ins(&list, 3), vec![Some(4), None, Some(5)]);
     }
 
     #[test]
     fn replicas_beyond_the_fallbacks_get_none() {
-        let list = [c(false), c(false), c(true), c(true)];
+        let list = [false, false, true, true];
         assert_eq!(stand_ins(&list, 3), vec![Some(3), None, None]);
         assert_eq!(stand_ins(&list[..3], 3), vec![None, None, None]);
     }
@@ -43,12 +39,12 @@ mod tests {
     #[test]
     fn a_short_list_or_a_zero_n_plans_what_exists() {
         assert_eq!(stand_ins(&[], 3), Vec::<Option<usize>>::new());
-        assert_eq!(stand_ins(&[c(false), c(true)], 0), Vec::<Option<usize>>::new());
-        assert_eq!(stand_ins(&[c(false), c(true)], 3), vec![None, None]);
+        assert_eq!(stand_ins(&[false, true], 0), Vec::<Option<usize>>::new());
+        assert_eq!(stand_ins(&[false, true], 3), vec![None, None]);
     }
 
     #[test]
     fn an_unusable_fallback_is_skipped() {
-        assert_eq!(stand_ins(&[c(false), c(true), c(true), c(false), c(true)], 3), vec![Some(4), None, None]);
+        assert_eq!(stand_ins(&[false, true, true, false, true], 3), vec![Some(4), None, None]);
     }
 }

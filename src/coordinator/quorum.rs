@@ -1,6 +1,7 @@
 //! Quorum tracking as pure state machines (paper §4.5): fed replies in any order, they say when R or W was
 //! reached, when it can no longer be, and which replicas a read found stale.
 
+pub use crate::replication::replica::ReplicaRead;
 use crate::versioning::Siblings;
 
 /// Where a quorum stands.
@@ -17,17 +18,6 @@ pub enum Progress {
         /// Successes received.
         got: usize,
     },
-}
-
-/// One replica's answer to a read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReplicaRead {
-    /// Its state of the key; `None` when it holds none.
-    pub state: Option<Siblings>,
-    /// Whether its "not found" is evidence: it is a replica holding the key's whole range, with nothing to recover
-    /// (see `storage::recovery`). A fallback answering from hints, a replica still recovering from a wipe, or a node
-    /// whose view no longer (or not yet) has it holding the range cannot vouch that the key was never written.
-    pub vouches: bool,
 }
 
 /// A read waiting for `needed` of `total` replicas.
@@ -97,6 +87,11 @@ impl ReadQuorum {
         out
     }
 
+    /// Replies the read waits for (R).
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
     /// Replies that counted toward the quorum so far.
     pub fn successes(&self) -> usize {
         self.counted
@@ -154,6 +149,11 @@ impl WriteQuorum {
         }
     }
 
+    /// Acknowledgements the write waits for (W).
+    pub fn needed(&self) -> usize {
+        self.needed
+    }
+
     /// Acknowledgements so far.
     pub fn acks(&self) -> usize {
         self.acks
@@ -161,13 +161,13 @@ impl WriteQuorum {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::versioning::{Actor, Dot, VersionVector};
     use bytes::Bytes;
 
     /// A state holding one version written by `actor` (distinct actors: concurrent states).
-    fn state(actor: u64) -> Siblings {
+    pub(crate) fn state(actor: u64) -> Siblings {
         let mut s = Siblings::new();
         s.update(
             &VersionVector::new(),
@@ -178,12 +178,12 @@ mod tests {
         s
     }
 
-    fn found(actor: u64) -> Result<ReplicaRead, ()> {
+    pub(crate) fn found(actor: u64) -> Result<ReplicaRead, ()> {
         Ok(ReplicaRead { state: Some(state(actor)), vouches: true })
     }
 
     /// A replica that holds its range in full and does not have the key.
-    fn absent() -> Result<ReplicaRead, ()> {
+    pub(crate) fn absent() -> Result<ReplicaRead, ()> {
         Ok(ReplicaRead { state: None, vouches: true })
     }
 

@@ -4,7 +4,7 @@
 //! to visit ([`layout::scan_cursor`]), which fit Redis's integer cursor even where a client parses it as signed. A page walks partitions from the cursor; for each it asks R of the
 //! range's N replicas for their keys from there on, and merges them:
 //! - a replica that stopped at its limit bounds the page at its last cursor (it sent every key sharing that cursor,
-//!   see `ScanKeys`), so keys beyond it wait for the next page and none is skipped;
+//!   see [`ScanKeys`]), so keys beyond it wait for the next page and none is skipped;
 //! - the states are merged per key, so a key some replica saw deleted is dropped when the deletion covers it.
 //!
 //! Any key acknowledged before the scan began is on W replicas, and R + W > N replicas answered, so it is
@@ -21,7 +21,7 @@ use futures::stream::FuturesUnordered;
 
 use super::{CoordError, Coordinator, Replica};
 use crate::cluster::ClusterView;
-use crate::rpc::{Request, Response};
+use crate::rpc::RemoteError;
 use crate::storage::layout;
 use crate::versioning::Siblings;
 
@@ -43,7 +43,43 @@ pub struct ScanPage {
 /// What one replica answered for a range: its keys in storage order and whether it reached the range's end.
 type Answer = (Vec<(Bytes, Siblings)>, bool);
 
+/// The stored keys with ring positions in `[first, last]`, in storage order, their states without values: at least
+/// `limit` of them when there are, and then every further key that shares the last one's scan cursor (the top 63
+/// bits of its position), so a cursor never splits keys.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct ScanKeys {
+    /// First position.
+    pub first: u128,
+    /// Last position (inclusive).
+    pub last: u128,
+    /// Keys wanted (at most [`MAX_COUNT`] are sent, whatever the asker says).
+    pub limit: u32,
+}
+
+/// Answer to [`ScanKeys`].
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct Keys {
+    /// (storage key, state without values) of each key, in storage order.
+    pub items: Vec<(Bytes, Siblings)>,
+    /// Whether the range is exhausted.
+    pub done: bool,
+}
+
+crate::rpc_message!(ScanKeys => Keys, tag 50, "scan_keys");
+
 impl Coordinator {
+    /// Answers [`ScanKeys`] from this node's replicas.
+    pub fn serve_scan_keys(&self, m: ScanKeys) -> Result<Keys, RemoteError> {
+        let (items, done) = self.local_keys(m.first, m.last, (m.limit as usize).clamp(1, MAX_COUNT))?;
+        Ok(Keys { items, done })
+    }
+
+    /// This node's keys in `[first, last]`, without values (see [`ScanKeys`]).
+    fn local_keys(&self, first: u128, last: u128, limit: usize) -> Result<Answer, CoordError> {
+        let (items, done) = self.store.scan_page(first, last, limit)?;
+        Ok((items.into_iter().map(|(k, s)| (k, s.without_values())).collect(), done))
+    }
+
     /// One page of a cluster-wide key scan from `cursor`, keeping the live keys `keep` accepts.
     pub async fn scan(
         self: &Arc<Self>,
@@ -107,27 +143,23 @@ impl Coordinator {
             .replicas_of(p, self.quorum.n)
             .iter()
             .filter_map(|id| view.members.get(id))
-            .map(|m| self.replica(&m.info))
+            .map(|m| self.replica_of(&m.info))
             .collect();
         let needed = r.min(replicas.len()).max(1);
         let mut answers = Vec::new();
         let mut pending = FuturesUnordered::new();
         for rep in &replicas {
             if rep.local {
-                answers.push(
-                    self.store.scan_page(first, last, limit).map(|(items, done)| {
-                        (items.into_iter().map(|(k, s)| (k, s.without_values())).collect(), done)
-                    })?,
-                );
+                answers.push(self.local_keys(first, last, limit)?);
             } else {
-                let request = Request::ScanKeys { first, last, limit: limit as u32 };
+                let request = ScanKeys { first, last, limit: limit as u32 };
                 let (pool, cluster, timeout, rep) =
                     (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
                 pending.push(async move {
                     match pool.call_node(&rep.id, &rep.addr, request, timeout).await {
-                        Ok(Response::Keys { items, done }) => Some((items, done)),
-                        Ok(other) => {
-                            tracing::warn!(replica = %rep.id, ?other, "unexpected answer to a key scan");
+                        Ok(Keys { items, done }) => Some((items, done)),
+                        Err(crate::rpc::RpcError::Refused { refusal, .. }) => {
+                            tracing::warn!(replica = %rep.id, %refusal, "a replica refused a key scan");
                             None
                         }
                         Err(_) => {

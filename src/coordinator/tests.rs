@@ -149,8 +149,8 @@ async fn merge_local_applies_replica_states() {
         0,
         Some(b("from-peer")),
     );
-    c.merge_local(&k, &remote).await.unwrap();
-    c.merge_local(&k, &remote).await.unwrap();
+    c.replica().merge(&k, &remote).await.unwrap();
+    c.replica().merge(&k, &remote).await.unwrap();
     let local = c.read_local(&k).unwrap().unwrap();
     assert_eq!(local, remote, "merging twice is merging once");
 }

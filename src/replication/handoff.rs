@@ -19,10 +19,12 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::replica::refusal;
 use super::transfer::{Effect, Next, Pull, Step};
+use crate::antientropy::{MergeStates, Merged};
 use crate::cluster::Cluster;
 use crate::membership::Transfer;
-use crate::rpc::{PeerPool, Request, Response};
+use crate::rpc::{PeerPool, RemoteError, RemoteErrorKind};
 use crate::storage::KvStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
@@ -30,6 +32,8 @@ use crate::versioning::Siblings;
 
 /// Keys per batch.
 const BATCH: u32 = 512;
+/// Most keys one batch may carry, whatever the receiver asks.
+const MAX_BATCH: usize = 4096;
 /// How often ranges this node no longer replicates are swept.
 const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// How often the driver looks for work.
@@ -53,6 +57,12 @@ pub enum HandoffError {
         partition: u32,
         /// Why.
         reason: String,
+    },
+    /// A new plan replaced the one the transfer belonged to while it ran.
+    #[error("partition {partition}: the ring changed during the transfer")]
+    Superseded {
+        /// The range.
+        partition: u32,
     },
     /// The verification pass still changed data.
     #[error("partition {partition} did not verify: the check pass changed {changed} keys")]
@@ -115,13 +125,51 @@ enum PullError {
     Transfer(HandoffError),
 }
 
-/// A source's digest of a range.
-#[derive(Clone, Copy, Debug)]
-struct RangeDigest {
-    keys: u64,
-    hash: [u8; 16],
-    /// The source is recovering the range after a lost disk.
-    recovering: bool,
+/// Stream part of a key range to a node that is receiving it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandoffPull {
+    /// The key range (partition).
+    pub partition: u32,
+    /// Resume after this storage key (exclusive); `None` from the start.
+    pub after: Option<Bytes>,
+    /// Most keys in the answer.
+    pub limit: u32,
+}
+
+/// Answer to [`HandoffPull`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct HandoffBatch {
+    /// (storage key, state) of each key, in storage order.
+    pub items: Vec<(Bytes, Siblings)>,
+    /// Whether the range is exhausted.
+    pub done: bool,
+}
+
+crate::rpc_message!(HandoffPull => HandoffBatch, tag 30, "handoff_pull");
+
+/// Digest of a key range, to verify a handoff.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DigestRange {
+    /// The key range (partition).
+    pub partition: u32,
+}
+
+/// A source's digest of a range: answer to [`DigestRange`].
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct RangeDigest {
+    /// Keys in the range.
+    pub keys: u64,
+    /// Order-independent hash of every (key, state).
+    pub hash: [u8; 16],
+    /// The source is recovering the range after a lost disk: its copy may lack acknowledged writes.
+    pub recovering: bool,
+}
+
+crate::rpc_message!(DigestRange => RangeDigest, tag 31, "range_digest");
+
+/// A range this node cannot place (it knows no ring yet).
+fn no_ring() -> RemoteError {
+    RemoteError::new(RemoteErrorKind::Misdirected, "no ring yet")
 }
 
 #[derive(Default, Serialize, Deserialize)]
@@ -213,7 +261,7 @@ impl Handoff {
                 if cancel.is_cancelled() || now.ring.version != version || now.ring.author != author {
                     break;
                 }
-                match self.transfer(&t, version).await {
+                match self.transfer(&t, version, &author).await {
                     Ok(p) => {
                         self.completed.lock().expect("progress lock").push(p);
                         let _ = self.cluster.update(|s| {
@@ -259,11 +307,10 @@ impl Handoff {
                 }
                 for id in &replicas {
                     let addr = view.members.get(id)?.info.peer_addr.clone();
-                    let req = Request::MergeStates { items: items.clone() };
-                    match self.pool.call_node(id, &addr, req, self.timeout * 4).await {
-                        Ok(Response::Merged { .. }) => {}
-                        _ => return None,
-                    }
+                    let req = MergeStates { items: items.clone() };
+                    let Ok(Merged { .. }) = self.pool.call_node(id, &addr, req, self.timeout * 4).await else {
+                        return None;
+                    };
                 }
                 let mut removed = 0;
                 for (k, s) in &items {
@@ -295,7 +342,7 @@ impl Handoff {
     }
 
     /// Receives one key range from the first source that answers; returns its final progress.
-    async fn transfer(&self, t: &Transfer, version: u64) -> Result<Progress, HandoffError> {
+    async fn transfer(&self, t: &Transfer, version: u64, author: &str) -> Result<Progress, HandoffError> {
         let me = &self.cluster.me().member.id;
         let view = self.cluster.view();
         let mut sources: Vec<&String> = t.sources.iter().filter(|s| *s != me).collect();
@@ -335,14 +382,14 @@ impl Handoff {
                 recovering.push((source, addr, digest));
                 continue;
             }
-            match self.pull_from(t, version, source, &addr, digest).await {
+            match self.pull_from(t, (version, author), source, &addr, digest).await {
                 Ok(p) => return self.transfer_done(t.partition, p),
                 Err(PullError::Transfer(e)) => return Err(e),
                 Err(PullError::Source) => self.cluster.note_reachable(source, false),
             }
         }
         for (source, addr, digest) in recovering {
-            match self.pull_from(t, version, source, &addr, digest).await {
+            match self.pull_from(t, (version, author), source, &addr, digest).await {
                 Ok(p) => {
                     tracing::warn!(partition = t.partition, from = %source, "received a range from a recovering replica");
                     return self.transfer_done(t.partition, p);
@@ -364,11 +411,12 @@ impl Handoff {
     }
 
     /// Streams and verifies from one source: runs a [`Pull`] machine, doing the requests, merges and cursor saves
-    /// it asks for.
+    /// it asks for. `plan` is the ring (version, author) the transfer belongs to: once the ring moves on, the pull
+    /// ends.
     async fn pull_from(
         &self,
         t: &Transfer,
-        version: u64,
+        (version, author): (u64, &str),
         source: &str,
         addr: &str,
         remote_digest: RangeDigest,
@@ -390,6 +438,13 @@ impl Handoff {
         }
         let mut pull = Pull::new(resume);
         loop {
+            let ring = self.cluster.view();
+            let effects = if ring.ring_version != version || ring.ring_author != author {
+                pull.on_ring_changed()
+            } else {
+                Vec::new()
+            };
+            self.apply_effects(version, partition, effects);
             let effects = match pull.next() {
                 Next::Batch { after } => match self.pull_batch(partition, source, addr, after, &mut progress).await {
                     Some((last, done, changed)) => pull.on_batch(last, done, changed),
@@ -420,16 +475,9 @@ impl Handoff {
                 Next::Unverified { changed } => {
                     return Err(PullError::Transfer(HandoffError::Unverified { partition, changed }));
                 }
+                Next::Superseded => return Err(PullError::Transfer(HandoffError::Superseded { partition })),
             };
-            for effect in effects {
-                let mut cursors = self.cursors.lock().expect("cursor lock");
-                match effect {
-                    Effect::SaveCursor(key) => cursors.by_transfer.insert((version, partition), key),
-                    Effect::ForgetCursor => cursors.by_transfer.remove(&(version, partition)),
-                };
-                drop(cursors);
-                self.save_cursors();
-            }
+            self.apply_effects(version, partition, effects);
             progress.phase = match pull.step() {
                 Step::Streaming => Phase::Streaming,
                 Step::Verifying => Phase::Verifying,
@@ -448,10 +496,9 @@ impl Handoff {
         after: Option<Bytes>,
         progress: &mut Progress,
     ) -> Option<(Option<Bytes>, bool, u64)> {
-        let req = Request::HandoffPull { partition, after, limit: BATCH };
-        let (items, done) = match self.pool.call_node(source, addr, req, self.timeout * 4).await {
-            Ok(Response::HandoffBatch { items, done }) => (items, done),
-            _ => return None,
+        let req = HandoffPull { partition, after, limit: BATCH };
+        let Ok(HandoffBatch { items, done }) = self.pool.call_node(source, addr, req, self.timeout * 4).await else {
+            return None;
         };
         let mut changed = 0;
         for (storage_key, state) in &items {
@@ -474,11 +521,36 @@ impl Handoff {
             .await
     }
 
-    async fn digest_remote(&self, source: &str, addr: &str, partition: u32) -> Option<RangeDigest> {
-        match self.pool.call_node(source, addr, Request::RangeDigest { partition }, self.timeout * 4).await {
-            Ok(Response::Digest { keys, hash, recovering }) => Some(RangeDigest { keys, hash, recovering }),
-            _ => None,
+    /// Records what a pull asked for: its cursor saved or forgotten.
+    fn apply_effects(&self, version: u64, partition: u32, effects: Vec<Effect>) {
+        for effect in effects {
+            let mut cursors = self.cursors.lock().expect("cursor lock");
+            match effect {
+                Effect::SaveCursor(key) => cursors.by_transfer.insert((version, partition), key),
+                Effect::ForgetCursor => cursors.by_transfer.remove(&(version, partition)),
+            };
+            drop(cursors);
+            self.save_cursors();
         }
+    }
+
+    async fn digest_remote(&self, source: &str, addr: &str, partition: u32) -> Option<RangeDigest> {
+        self.pool.call_node(source, addr, DigestRange { partition }, self.timeout * 4).await.ok()
+    }
+
+    /// Answers [`HandoffPull`]: the next batch of a range this node holds.
+    pub fn serve_pull(&self, m: HandoffPull) -> Result<HandoffBatch, RemoteError> {
+        let (first, last) = self.cluster.view().partition_range(m.partition).ok_or_else(no_ring)?;
+        let limit = (m.limit as usize).clamp(1, MAX_BATCH);
+        let items = self.store.scan_positions(first, last, m.after.as_deref(), limit).map_err(refusal)?;
+        Ok(HandoffBatch { done: items.len() < limit, items })
+    }
+
+    /// Answers [`DigestRange`]: this node's digest of a range, and whether it is still recovering it.
+    pub fn serve_digest(&self, m: DigestRange) -> Result<RangeDigest, RemoteError> {
+        let (first, last) = self.cluster.view().partition_range(m.partition).ok_or_else(no_ring)?;
+        let (keys, hash) = self.store.digest_positions(first, last).map_err(refusal)?;
+        Ok(RangeDigest { keys, hash, recovering: !self.recovery.vouches(m.partition) })
     }
 
     fn forget_other_versions(&self, version: u64) {

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::replica::{Ack, Replicate};
 use crate::cluster::Cluster;
+use crate::cluster::{Ping, Pong};
 use crate::membership::MemberStatus;
-use crate::rpc::{PeerPool, Request, Response};
+use crate::rpc::{PeerPool, RpcError};
 use crate::storage::hints::HintStore;
 
 /// How often the deliverer looks at the backlog.
@@ -91,8 +93,8 @@ impl HintDelivery {
         let addr = member.info.peer_addr.clone();
         // A node marked unreachable gets a ping first: that is how it comes back into routing.
         if !self.cluster.is_reachable(target) {
-            match self.pool.call_node(target, &addr, Request::Ping, self.timeout).await {
-                Ok(Response::Pong) => self.cluster.note_reachable(target, true),
+            match self.pool.call_node(target, &addr, Ping, self.timeout).await {
+                Ok(Pong) => self.cluster.note_reachable(target, true),
                 _ => return,
             }
         }
@@ -108,24 +110,24 @@ impl HintDelivery {
             let started = tokio::time::Instant::now();
             let sent = batch.len();
             for hint in batch {
-                let age_ms = crate::coordinator::now_ms().saturating_sub(hint.stored_ms);
+                let age_ms = crate::versioning::clock::now_ms().saturating_sub(hint.stored_ms);
                 if u128::from(age_ms) > self.max_age.as_millis() {
                     tracing::warn!(%target, age_s = age_ms / 1000, "dropping a hint older than the tombstone grace");
                     metrics::counter!("dynamo_hints_expired_total").increment(1);
                     let _ = self.hints.delete_delivered(target, &hint);
                     continue;
                 }
-                let req = Request::Replicate { key: hint.user_key.clone(), state: hint.state.clone(), hint_for: None };
+                let req = Replicate { key: hint.user_key.clone(), state: hint.state.clone() };
                 match self.pool.call_node(target, &addr, req, self.timeout).await {
-                    Ok(Response::Ack) => {
+                    Ok(Ack) => {
                         if let Err(e) = self.hints.delete_delivered(target, &hint) {
                             tracing::error!(error = %e, "could not delete a delivered hint");
                             return;
                         }
                     }
-                    Ok(Response::Error { message, .. }) => {
+                    Err(RpcError::Refused { refusal, .. }) => {
                         // It answered, and refused (its disk stopped writes before it could tell us): try later.
-                        tracing::debug!(%target, %message, "hint refused; keeping it");
+                        tracing::debug!(%target, %refusal, "hint refused; keeping it");
                         return;
                     }
                     _ => {

@@ -7,7 +7,9 @@
 //! 3. if they differ (this node may hold newer or extra states, or writes raced the stream), stream the whole range
 //!    once more: that check pass must change nothing, or the transfer fails and is retried later.
 //!
-//! The source failing at any step ends the pull with [`Next::SourceFailed`]: the driver tries another source.
+//! The source failing at any step ends the pull with [`Next::SourceFailed`]: the driver tries another source. A
+//! ring change (a new plan replaced the one the transfer belongs to) ends it with [`Next::Superseded`]: the new
+//! plan's transfers start afresh.
 
 use bytes::Bytes;
 
@@ -30,6 +32,8 @@ pub enum Next {
         /// Keys the check pass changed.
         changed: u64,
     },
+    /// The ring changed under the pull: the transfer belongs to a plan that no longer stands.
+    Superseded,
 }
 
 /// What the driver records on the way.
@@ -126,6 +130,16 @@ impl Pull {
         }
     }
 
+    /// The ring moved on (a new plan, or another plan won) while the pull ran: it ends, and its cursor goes (a
+    /// cursor belongs to one plan's transfer). What it merged stays merged: merging is never wrong.
+    pub fn on_ring_changed(&mut self) -> Vec<Effect> {
+        if matches!(self.state, State::Over(_)) {
+            return Vec::new();
+        }
+        self.state = State::Over(Next::Superseded);
+        vec![Effect::ForgetCursor]
+    }
+
     /// The source did not answer (or answered something else), or this node could not merge what it sent.
     pub fn on_failure(&mut self) {
         if !matches!(self.state, State::Over(_)) {
@@ -205,6 +219,31 @@ mod tests {
             p.on_compare(true);
             assert_eq!(p.next(), Next::SourceFailed);
         }
+    }
+
+    #[test]
+    fn a_ring_change_mid_pull_ends_it_at_any_step_and_drops_its_cursor() {
+        for step in 0..3 {
+            let mut p = Pull::new(None);
+            if step >= 1 {
+                p.on_batch(Some(k("a")), false, 1);
+            }
+            if step >= 2 {
+                p.on_batch(Some(k("b")), true, 1);
+                p.on_compare(false);
+            }
+            assert_eq!(p.on_ring_changed(), vec![Effect::ForgetCursor], "after {step} steps");
+            assert_eq!(p.next(), Next::Superseded);
+            // Late answers of the old plan's source change nothing.
+            assert_eq!(p.on_batch(Some(k("c")), true, 0), vec![]);
+            p.on_failure();
+            assert_eq!(p.next(), Next::Superseded);
+        }
+        let mut done = Pull::new(None);
+        done.on_batch(None, true, 0);
+        done.on_compare(true);
+        assert_eq!(done.on_ring_changed(), vec![], "a verified pull stays done");
+        assert_eq!(done.next(), Next::Done);
     }
 
     #[test]

@@ -1,146 +1,44 @@
-//! Internal protocol messages. Postcard is not self-describing, so every frame is a tagged enum and the
-//! handshake pins the protocol version.
+//! What travels on the internal protocol after the handshake. The transport knows no message by name: each
+//! subsystem declares its own requests as [`Message`] types, each with its reply type, next to the client that
+//! sends them and the handler that answers them (gossip in `cluster`, replica reads and writes in
+//! `replication::replica`, handoff streams in `replication::handoff`, hash trees in `antientropy`, forwarded writes
+//! and key scans in `coordinator`, load in `commands::views`). A frame carries the message's one-byte tag, so the
+//! receiving node knows which type to decode; the node's dispatch (`node.rs`) maps tags to handlers.
+//!
+//! A frame is `[kind: u8][request id: u64 LE]`, then for a request `[tag: u8][postcard body]`, for a reply the
+//! postcard of the message's reply, for a refusal the postcard of a [`RemoteError`]. Postcard is not
+//! self-describing, so the handshake pins [`PROTOCOL_VERSION`].
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::membership::ClusterState;
 pub use crate::membership::PeerInfo;
-use crate::versioning::{Siblings, VersionVector};
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 7;
+pub const PROTOCOL_VERSION: u16 = 8;
 
-/// A request from one node to another.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Request {
-    /// Liveness probe.
-    Ping,
-    /// Gossip: the sender's whole cluster state; the answer is the receiver's after merging (push-pull).
-    Gossip {
-        /// The sender's state.
-        state: Box<ClusterState>,
-    },
-    /// Stream part of a key range to a node that is receiving it (handoff).
-    HandoffPull {
-        /// The key range (partition).
-        partition: u32,
-        /// Resume after this storage key (exclusive); `None` from the start.
-        after: Option<Bytes>,
-        /// Most keys in the answer.
-        limit: u32,
-    },
-    /// Digest of a key range, to verify a handoff.
-    RangeDigest {
-        /// The key range (partition).
-        partition: u32,
-    },
-    /// The hash-tree leaves of a partition (anti-entropy).
-    TreeLeaves {
-        /// The partition.
-        partition: u32,
-        /// Q of the sender's ring.
-        partitions: u32,
-        /// Only the root (the XOR of the leaves): the first level of a top-down comparison.
-        root_only: bool,
-    },
-    /// Every stored state with ring positions in `[first, last]` (anti-entropy, one differing leaf).
-    RangeStates {
-        /// First position.
-        first: u128,
-        /// Last position (inclusive).
-        last: u128,
-    },
-    /// The stored keys with ring positions in `[first, last]`, in storage order, their states without values
-    /// (SCAN): at least `limit` of them when there are, and then every further key that shares the last one's
-    /// scan cursor (the top 63 bits of its position), so a cursor never splits keys.
-    ScanKeys {
-        /// First position.
-        first: u128,
-        /// Last position (inclusive).
-        last: u128,
-        /// Keys wanted.
-        limit: u32,
-    },
-    /// Merge these states into the local replica (anti-entropy).
-    MergeStates {
-        /// (storage key, state) pairs.
-        items: Vec<(Bytes, Siblings)>,
-    },
-    /// Delete these tombstones, each only if the local state is exactly the one given.
-    Reap {
-        /// (storage key, tombstone state) pairs.
-        items: Vec<(Bytes, Siblings)>,
-    },
-    /// Read the receiver's local replica of a key, or, as a fallback, what it holds as hints for it.
-    Read {
-        /// User key.
-        key: Bytes,
-        /// The receiver stands in for an unreachable replica: answer from hints only (its own store may hold a
-        /// stale copy from an older ring).
-        as_fallback: bool,
-        /// The asking node's cluster identity: a node of another cluster (one that lost its disk and founded anew)
-        /// never vouches for a not-found of this one.
-        cluster_id: u64,
-    },
-    /// Merge a state into the receiver's local replica (replication, read repair, hint delivery), or, with
-    /// `hint_for`, keep it as a hint for that unreachable replica (sloppy quorum).
-    Replicate {
-        /// User key.
-        key: Bytes,
-        /// State to merge.
-        state: Siblings,
-        /// The replica this copy is meant for, when the receiver stands in for it.
-        hint_for: Option<String>,
-    },
-    /// Coordinate a client write (sent by a node outside the key's top N to one inside it).
-    Coordinate {
-        /// User key.
-        key: Bytes,
-        /// The write.
-        op: WriteOp,
-        /// Write quorum for this request, when the client overrode it.
-        w: Option<u8>,
-    },
-    /// What the receiver is carrying (the console's per-member load).
-    NodeLoad,
+/// A request of the internal protocol, answered by a [`Message::Reply`].
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {
+    /// Its tag on the wire: unique across the protocol (the node's dispatch match refuses a duplicate as an
+    /// unreachable pattern, and a unit test lists them all).
+    const TAG: u8;
+    /// Its name in metrics and logs.
+    const NAME: &'static str;
+    /// What answers it.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
 }
 
-/// A client write, as a coordinator applies it to its replica.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum WriteOp {
-    /// SET or DEL: a new string, or a tombstone.
-    Put {
-        /// New value, or `None` for a delete.
-        value: Option<Bytes>,
-        /// What the write supersedes; `None` for a blind write (what the coordinator holds).
-        context: Option<VersionVector>,
-        /// The new value's deadline (SET EX), ms since the Unix epoch.
-        expires_at_ms: Option<u64>,
-    },
-    /// A typed write (INCRBY, SADD, ...), applied after a quorum read.
-    Typed(crate::crdt::Op),
-}
-
-impl Request {
-    /// Short name for metrics and logs.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Request::Ping => "ping",
-            Request::Gossip { .. } => "gossip",
-            Request::HandoffPull { .. } => "handoff_pull",
-            Request::RangeDigest { .. } => "range_digest",
-            Request::TreeLeaves { .. } => "tree_leaves",
-            Request::RangeStates { .. } => "range_states",
-            Request::ScanKeys { .. } => "scan_keys",
-            Request::MergeStates { .. } => "merge_states",
-            Request::Reap { .. } => "reap",
-            Request::Read { .. } => "read",
-            Request::Replicate { .. } => "replicate",
-            Request::Coordinate { .. } => "coordinate",
-            Request::NodeLoad => "node_load",
+/// Declares a request type a [`Message`]: `rpc_message!(Read => ReplicaRead, tag 10, "read")`.
+#[macro_export]
+macro_rules! rpc_message {
+    ($request:ty => $reply:ty, tag $tag:literal, $name:literal) => {
+        impl $crate::rpc::Message for $request {
+            const TAG: u8 = $tag;
+            const NAME: &'static str = $name;
+            type Reply = $reply;
         }
-    }
+    };
 }
 
 /// Why a remote request failed, as the remote classified it.
@@ -159,110 +57,190 @@ pub enum RemoteErrorKind {
     WritesStopped,
 }
 
-/// A response to one request.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Response {
-    /// Answer to `Ping`.
-    Pong,
-    /// Answer to `Gossip`.
-    Gossip {
-        /// The receiver's state after merging.
-        state: Box<ClusterState>,
-        /// The receiver's wall clock when it answered (ms since the Unix epoch): the sender measures the skew
-        /// between their clocks from it.
-        clock_ms: u64,
-    },
-    /// Answer to `HandoffPull`.
-    HandoffBatch {
-        /// (storage key, state) of each key, in storage order.
-        items: Vec<(Bytes, Siblings)>,
-        /// Whether the range is exhausted.
-        done: bool,
-    },
-    /// Answer to `ScanKeys`.
-    Keys {
-        /// (storage key, state without values) of each key, in storage order.
-        items: Vec<(Bytes, Siblings)>,
-        /// Whether the range is exhausted.
-        done: bool,
-    },
-    /// Answer to `TreeLeaves`.
-    Leaves {
-        /// The leaf hashes.
-        leaves: Vec<u128>,
-    },
-    /// Answer to `MergeStates`.
-    Merged {
-        /// Keys that changed.
-        changed: u64,
-    },
-    /// Answer to `RangeDigest`.
-    Digest {
-        /// Keys in the range.
-        keys: u64,
-        /// Order-independent hash of every (key, state).
-        hash: [u8; 16],
-        /// The sender is recovering this range after a lost disk: its copy may lack acknowledged writes.
-        recovering: bool,
-    },
-    /// Answer to `Read`: the local state, `None` when never stored.
-    State {
-        /// The replica's state.
-        state: Option<Siblings>,
-        /// Whether a `None` is evidence that the key was never acknowledged here: the receiver holds the key's
-        /// whole range in its own ring view and has nothing to recover there. Always false from a fallback.
-        vouches: bool,
-    },
-    /// Answer to `Replicate`: merged.
-    Ack,
-    /// Answer to `Coordinate`: written with the quorum reached.
-    Written {
-        /// Live values the write superseded on its coordinator.
-        superseded_live: u32,
-        /// A typed write's answer.
-        reply: Option<crate::crdt::OpReply>,
-    },
-    /// The request failed on the receiver.
-    Error {
-        /// Classification.
-        kind: RemoteErrorKind,
-        /// The message a client would see.
-        message: String,
-    },
-    /// Answer to `NodeLoad`.
-    NodeLoad(Load),
+/// A handler's refusal: the request reached the peer, which answered that it could not serve it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message}")]
+pub struct RemoteError {
+    /// Classification.
+    pub kind: RemoteErrorKind,
+    /// The message a client would see.
+    pub message: String,
 }
 
-/// What a node is carrying, as counted by the node itself.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Load {
-    /// Commands run since it started (clients' and forwarded ones).
-    pub commands_processed: u64,
-    /// Clients connected now.
-    pub connected_clients: u64,
-    /// Keys with a live value it stores.
-    pub live_keys: u64,
-    /// Bytes its storage takes on disk.
-    pub disk_bytes: u64,
-    /// Hints it holds for other nodes.
-    pub hints_held: u64,
+impl RemoteError {
+    /// A refusal of `kind` saying `message`.
+    pub fn new(kind: RemoteErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into() }
+    }
 }
 
-/// One frame after the handshake.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub enum Envelope {
-    /// A request with its id.
+const REQUEST: u8 = 0;
+const REPLY: u8 = 1;
+const REFUSAL: u8 = 2;
+/// Kind byte and request id.
+const HEADER: usize = 9;
+
+/// One frame after the handshake, its body not decoded yet (the receiver picks the type).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// A request with its id and its message's tag.
     Request {
-        /// Id the response will carry.
+        /// Id the reply will carry.
         id: u64,
-        /// The request.
-        body: Request,
+        /// Which message the body is.
+        tag: u8,
+        /// Postcard of the message.
+        body: Bytes,
     },
-    /// The response to request `id`.
-    Response {
+    /// The answer to request `id`: the postcard of its reply, or the peer's refusal.
+    Reply {
         /// Id of the request.
         id: u64,
-        /// The response.
-        body: Response,
+        /// The encoded reply, or why there is none.
+        body: Result<Bytes, RemoteError>,
     },
+}
+
+/// A frame that is not one.
+#[derive(Debug, thiserror::Error)]
+#[error("malformed frame: {reason}")]
+pub struct Malformed {
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn header(kind: u8, id: u64, extra: usize) -> BytesMut {
+    let mut b = BytesMut::with_capacity(HEADER + 1 + extra);
+    b.put_u8(kind);
+    b.put_u64_le(id);
+    b
+}
+
+fn append<T: Serialize>(frame: BytesMut, value: &T) -> Bytes {
+    postcard::to_extend(value, frame).expect("protocol messages serialize").freeze()
+}
+
+impl Frame {
+    /// The frame of request `id` carrying `message`.
+    pub fn request<M: Message>(id: u64, message: &M) -> Bytes {
+        let mut b = header(REQUEST, id, 64);
+        b.put_u8(M::TAG);
+        append(b, message)
+    }
+
+    /// The frame answering request `id` with an encoded reply (see [`encode`]) or a refusal.
+    pub fn reply(id: u64, body: Result<Bytes, RemoteError>) -> Bytes {
+        match body {
+            Ok(body) => {
+                let mut b = header(REPLY, id, body.len());
+                b.put_slice(&body);
+                b.freeze()
+            }
+            Err(e) => append(header(REFUSAL, id, e.message.len() + 4), &e),
+        }
+    }
+
+    /// Splits a received frame into its parts; the body is a view of `frame`, not a copy.
+    pub fn parse(frame: Bytes) -> Result<Frame, Malformed> {
+        if frame.len() < HEADER {
+            return Err(Malformed { reason: format!("{} bytes is shorter than a frame header", frame.len()) });
+        }
+        let id = u64::from_le_bytes(frame[1..HEADER].try_into().expect("eight bytes"));
+        match frame[0] {
+            REQUEST if frame.len() > HEADER => {
+                Ok(Frame::Request { id, tag: frame[HEADER], body: frame.slice(HEADER + 1..) })
+            }
+            REQUEST => Err(Malformed { reason: "a request without a tag".into() }),
+            REPLY => Ok(Frame::Reply { id, body: Ok(frame.slice(HEADER..)) }),
+            REFUSAL => Ok(Frame::Reply { id, body: Err(decode(&frame[HEADER..])?) }),
+            kind => Err(Malformed { reason: format!("unknown frame kind {kind}") }),
+        }
+    }
+}
+
+/// Postcard of a message or reply.
+pub fn encode<T: Serialize>(value: &T) -> Bytes {
+    Bytes::from(postcard::to_stdvec(value).expect("protocol messages serialize"))
+}
+
+/// A message or reply from its postcard; trailing bytes are an error (a frame holds one value).
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Malformed> {
+    match postcard::take_from_bytes(body) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, rest)) => Err(Malformed { reason: format!("{} bytes after the message", rest.len()) }),
+        Err(e) => Err(Malformed { reason: e.to_string() }),
+    }
+}
+
+/// What a handler made of one request.
+#[derive(Debug)]
+pub enum Answer {
+    /// The encoded reply.
+    Reply(Bytes),
+    /// The handler refused it.
+    Refused(RemoteError),
+    /// The request did not decode (an unknown tag, a body that is not its message): the connection closes.
+    Malformed(Malformed),
+}
+
+/// Decodes `body` as an `M`, serves it, and encodes the reply: one arm of a node's dispatch.
+pub async fn answer<M, F, Fut>(body: &[u8], serve: F) -> Answer
+where
+    M: Message,
+    F: FnOnce(M) -> Fut,
+    Fut: Future<Output = Result<M::Reply, RemoteError>>,
+{
+    let message = match decode::<M>(body) {
+        Ok(m) => m,
+        Err(e) => return Answer::Malformed(e),
+    };
+    metrics::counter!("dynamo_rpc_requests_total", "message" => M::NAME).increment(1);
+    match serve(message).await {
+        Ok(reply) => Answer::Reply(encode(&reply)),
+        Err(e) => Answer::Refused(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Hello(String);
+
+    impl Message for Hello {
+        const TAG: u8 = 200;
+        const NAME: &'static str = "hello";
+        type Reply = u32;
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let frame = Frame::request(7, &Hello("there".into()));
+        let Frame::Request { id, tag, body } = Frame::parse(frame).unwrap() else { panic!("a request") };
+        assert_eq!((id, tag), (7, Hello::TAG));
+        assert_eq!(decode::<Hello>(&body).unwrap(), Hello("there".into()));
+
+        let reply = Frame::parse(Frame::reply(7, Ok(encode(&42u32)))).unwrap();
+        let Frame::Reply { id: 7, body: Ok(body) } = reply else { panic!("a reply: {reply:?}") };
+        assert_eq!(decode::<u32>(&body).unwrap(), 42);
+
+        let refusal = RemoteError::new(RemoteErrorKind::Misdirected, "not here");
+        let parsed = Frame::parse(Frame::reply(9, Err(refusal.clone()))).unwrap();
+        assert_eq!(parsed, Frame::Reply { id: 9, body: Err(refusal) });
+    }
+
+    #[test]
+    fn broken_frames_are_malformed() {
+        assert!(Frame::parse(Bytes::from_static(&[0, 1, 2])).is_err(), "short");
+        assert!(Frame::parse(Bytes::from_static(&[0; 9])).is_err(), "a request without a tag");
+        assert!(Frame::parse(Bytes::from_static(&[5; 12])).is_err(), "an unknown kind");
+        assert!(
+            Frame::parse(Bytes::from_static(&[2, 0, 0, 0, 0, 0, 0, 0, 0, 9])).is_err(),
+            "a refusal that is not one"
+        );
+        let mut long = encode(&Hello("x".into())).to_vec();
+        long.push(0);
+        assert!(decode::<Hello>(&long).is_err(), "trailing bytes");
+    }
 }

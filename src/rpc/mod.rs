@@ -7,7 +7,7 @@ pub mod message;
 pub mod transport;
 
 pub use handshake::{ClusterKey, HandshakeError};
-pub use message::{Envelope, PeerInfo, RemoteErrorKind, Request, Response, WriteOp};
+pub use message::{Answer, Frame, Message, PeerInfo, RemoteError, RemoteErrorKind, answer};
 pub use transport::{Handler, Identity, PeerPool};
 
 /// Errors of a call to a peer.
@@ -50,6 +50,14 @@ pub enum RpcError {
         addr: String,
         /// Why.
         reason: String,
+    },
+    /// The peer answered that it could not serve the request (not a replica, storage stopped, ...).
+    #[error("peer {addr} refused: {refusal}")]
+    Refused {
+        /// Peer address.
+        addr: String,
+        /// Its classification and words.
+        refusal: RemoteError,
     },
     /// A frame could not be read or decoded.
     #[error("bad frame: {reason}")]

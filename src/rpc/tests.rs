@@ -9,7 +9,42 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 
-/// Answers Ping with Pong and Read with an empty state after an optional delay; records peak concurrency.
+/// A liveness probe of these tests' own: the transport carries any [`Message`].
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Ping;
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Pong;
+
+impl Message for Ping {
+    const TAG: u8 = 1;
+    const NAME: &'static str = "test_ping";
+    type Reply = Pong;
+}
+
+/// Asks for the length of `key`; the handler refuses an empty key.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Measure {
+    key: Bytes,
+}
+
+impl Message for Measure {
+    const TAG: u8 = 2;
+    const NAME: &'static str = "test_measure";
+    type Reply = u64;
+}
+
+/// A message the server below does not know.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Unknown;
+
+impl Message for Unknown {
+    const TAG: u8 = 99;
+    const NAME: &'static str = "test_unknown";
+    type Reply = ();
+}
+
+/// Answers Ping and Measure after an optional delay; records peak concurrency.
 struct Echo {
     delay: Duration,
     in_flight: AtomicUsize,
@@ -23,14 +58,23 @@ impl Echo {
 }
 
 impl Handler for Echo {
-    async fn handle(&self, _from: &str, request: Request) -> Response {
+    async fn handle(&self, _from: &str, tag: u8, body: Bytes) -> Answer {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        match request {
-            Request::Ping => Response::Pong,
-            _ => Response::State { state: None, vouches: false },
+        match tag {
+            Ping::TAG => answer(&body, |_: Ping| async { Ok(Pong) }).await,
+            Measure::TAG => {
+                answer(&body, |m: Measure| async move {
+                    match m.key.len() {
+                        0 => Err(RemoteError::new(RemoteErrorKind::Misdirected, "an empty key")),
+                        n => Ok(n as u64),
+                    }
+                })
+                .await
+            }
+            tag => Answer::Malformed(message::Malformed { reason: format!("unknown tag {tag}") }),
         }
     }
 }
@@ -59,11 +103,11 @@ async fn many_requests_share_one_connection() {
     let calls: Vec<_> = (0..100)
         .map(|_| {
             let (pool, addr) = (pool.clone(), addr.clone());
-            tokio::spawn(async move { pool.call(&addr, Request::Ping, Duration::from_secs(5)).await })
+            tokio::spawn(async move { pool.call(&addr, Ping, Duration::from_secs(5)).await })
         })
         .collect();
     for c in calls {
-        assert!(matches!(c.await.unwrap().unwrap(), Response::Pong));
+        assert_eq!(c.await.unwrap().unwrap(), Pong);
     }
     // Requests on the one connection were served concurrently, not one after another.
     assert!(echo.peak.load(Ordering::SeqCst) > 1, "peak concurrency {}", echo.peak.load(Ordering::SeqCst));
@@ -73,22 +117,19 @@ async fn many_requests_share_one_connection() {
 async fn a_stranger_is_refused() {
     let (addr, _c) = server(Some("right"), Duration::ZERO).await;
     let pool = PeerPool::new(identity("client", Some("wrong")));
-    let err = pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.unwrap_err();
+    let err = pool.call(&addr, Ping, Duration::from_secs(2)).await.unwrap_err();
     assert!(matches!(err, RpcError::Handshake { .. }), "{err}");
     let open = PeerPool::new(identity("client", None));
-    assert!(open.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_err());
+    assert!(open.call(&addr, Ping, Duration::from_secs(2)).await.is_err());
 }
 
 #[tokio::test]
 async fn timeouts_and_reconnects() {
     let (addr, cancel) = server(None, Duration::from_millis(300)).await;
     let pool = PeerPool::new(identity("client", None));
-    let err = pool
-        .call(&addr, Request::Read { key: Bytes::new(), as_fallback: false, cluster_id: 1 }, Duration::from_millis(50))
-        .await
-        .unwrap_err();
+    let err = pool.call(&addr, Measure { key: Bytes::from_static(b"k") }, Duration::from_millis(50)).await.unwrap_err();
     assert!(matches!(err, RpcError::Timeout { .. }), "{err}");
-    assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
+    assert!(pool.call(&addr, Ping, Duration::from_secs(2)).await.is_ok());
     // The server goes away: calls fail fast, then work again once it is back on the same address.
     cancel.cancel();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -108,7 +149,7 @@ async fn timeouts_and_reconnects() {
     ));
     let mut ok = false;
     for _ in 0..50 {
-        if pool.call(&addr, Request::Ping, Duration::from_millis(500)).await.is_ok() {
+        if pool.call(&addr, Ping, Duration::from_millis(500)).await.is_ok() {
             ok = true;
             break;
         }
@@ -130,7 +171,7 @@ async fn a_deadline_that_expires_before_the_request_is_sent_is_unreachable_not_a
         }
     });
     let pool = PeerPool::new(identity("client", None));
-    let err = pool.call(&addr, Request::Ping, Duration::from_millis(300)).await.unwrap_err();
+    let err = pool.call(&addr, Ping, Duration::from_millis(300)).await.unwrap_err();
     assert!(matches!(err, RpcError::Unreachable { .. }), "{err}");
 }
 
@@ -145,7 +186,22 @@ async fn garbage_closes_only_that_connection() {
     let n = tokio::time::timeout(Duration::from_secs(2), raw.read(&mut buf)).await.unwrap().unwrap_or(0);
     assert_eq!(n, 0, "the server closes a connection that sends garbage");
     let pool = PeerPool::new(identity("client", None));
-    assert!(pool.call(&addr, Request::Ping, Duration::from_secs(2)).await.is_ok());
+    assert!(pool.call(&addr, Ping, Duration::from_secs(2)).await.is_ok());
+}
+
+#[tokio::test]
+async fn typed_replies_and_refusals() {
+    let (addr, _c) = server(None, Duration::ZERO).await;
+    let pool = PeerPool::new(identity("client", None));
+    let t = Duration::from_secs(2);
+    assert_eq!(pool.call(&addr, Measure { key: Bytes::from_static(b"four") }, t).await.unwrap(), 4);
+    let err = pool.call(&addr, Measure { key: Bytes::new() }, t).await.unwrap_err();
+    assert!(matches!(&err, RpcError::Refused { refusal, .. } if refusal.kind == RemoteErrorKind::Misdirected), "{err}");
+    // A message the peer cannot decode ends that connection (the call fails at once, not at its timeout); the
+    // next call reconnects.
+    let err = pool.call(&addr, Unknown, Duration::from_secs(30)).await.unwrap_err();
+    assert!(matches!(err, RpcError::Closed { .. }), "{err}");
+    assert_eq!(pool.call(&addr, Ping, t).await.unwrap(), Pong);
 }
 
 /// A cluster CA, and node certificates it signs, written as PEM files for [`PeerTls::from_pem_files`].
@@ -196,8 +252,8 @@ fn tls_identity(id: &str, tls: crate::tls::PeerTls) -> Identity {
     Identity { tls: Some(crate::tls::Current::shared(tls)), ..identity(id, Some("s")) }
 }
 
-async fn ping(identity: Identity, addr: &str) -> Result<Response, RpcError> {
-    PeerPool::new(identity).call(addr, Request::Ping, Duration::from_secs(3)).await
+async fn ping(identity: Identity, addr: &str) -> Result<Pong, RpcError> {
+    PeerPool::new(identity).call(addr, Ping, Duration::from_secs(3)).await
 }
 
 #[tokio::test]
@@ -205,7 +261,7 @@ async fn peers_talk_over_mutual_tls_under_one_ca() {
     let ca = TestCa::new();
     let (addr, _c) = serve_identity(tls_identity("server", ca.node("server", &["127.0.0.1"], &ca))).await;
     let reply = ping(tls_identity("client", ca.node("client", &["127.0.0.1"], &ca)), &addr).await;
-    assert!(matches!(reply, Ok(Response::Pong)), "{reply:?}");
+    assert!(matches!(reply, Ok(Pong)), "{reply:?}");
     // TLS does not replace the cluster secret: a CA-signed node with the wrong secret is still refused.
     let tls = Some(crate::tls::Current::shared(ca.node("other", &["127.0.0.1"], &ca)));
     let wrong_secret = Identity { tls, ..identity("client", Some("x")) };
@@ -248,19 +304,20 @@ proptest::proptest! {
         flip in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 0..4),
         cut in 0usize..64,
     ) {
-        let _ = postcard::from_bytes::<Envelope>(&data);
-        let valid = postcard::to_stdvec(&Envelope::Request {
-            id: 7,
-            body: Request::Read { key: Bytes::from_static(b"some key"), as_fallback: false, cluster_id: 1 },
-        })
-        .unwrap();
-        let mut mutated = valid.clone();
+        let parse = |frame: &[u8]| {
+            if let Ok(Frame::Request { body, .. }) = Frame::parse(Bytes::copy_from_slice(frame)) {
+                let _ = message::decode::<Measure>(&body);
+            }
+        };
+        parse(&data);
+        let valid = Frame::request(7, &Measure { key: Bytes::from_static(b"some key") });
+        let mut mutated = valid.to_vec();
         for (i, b) in flip {
             if let Some(x) = mutated.get_mut(i % valid.len()) {
                 *x ^= b;
             }
         }
-        let _ = postcard::from_bytes::<Envelope>(&mutated);
-        let _ = postcard::from_bytes::<Envelope>(&valid[..cut.min(valid.len())]);
+        parse(&mutated);
+        parse(&valid[..cut.min(valid.len())]);
     }
 }

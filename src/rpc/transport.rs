@@ -2,7 +2,7 @@
 //! the peer listener. This is the only code that touches peer sockets. With peer TLS configured every connection is
 //! mutual TLS first, then the cluster-key handshake inside it; without, the same frames go over plain TCP.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use super::RpcError;
 use super::handshake::{ClientHandshake, ClusterKey, Handshake, HandshakeError, ServerHandshake};
-use super::message::{Envelope, Request, Response};
+use super::message::{Answer, Frame, Message, RemoteError, decode, encode};
 use crate::sys::{TcpListener, TcpStream};
 use crate::tls::{self, Current, PeerTls};
 
@@ -66,23 +65,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> PeerStream for S {}
 /// HANDSHAKE_MAX_FRAME, which is 0, so a listener can tell a peer that speaks TLS to it from one that does not.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
-/// Serves requests that arrive from peers.
+/// Serves requests that arrive from peers: picks the message type by its tag and answers it (see
+/// [`super::message::answer`]).
 pub trait Handler: Send + Sync + 'static {
-    /// Answers `request` from peer `from`.
-    fn handle(&self, from: &str, request: Request) -> impl Future<Output = Response> + Send;
+    /// Answers the request with tag `tag` and encoded `body` from peer `from`.
+    fn handle(&self, from: &str, tag: u8, body: Bytes) -> impl Future<Output = Answer> + Send;
 }
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder().max_frame_length(HANDSHAKE_MAX_FRAME).new_codec()
 }
 
-fn encode<T: Serialize>(msg: &T) -> Bytes {
-    Bytes::from(postcard::to_stdvec(msg).expect("protocol messages serialize"))
-}
-
 async fn recv<T: DeserializeOwned, S: PeerStream>(framed: &mut Framed<S, LengthDelimitedCodec>) -> Result<T, RpcError> {
     match framed.next().await {
-        Some(Ok(frame)) => postcard::from_bytes(&frame).map_err(|e| RpcError::Frame { reason: e.to_string() }),
+        Some(Ok(frame)) => decode(&frame).map_err(|e| RpcError::Frame { reason: e.to_string() }),
         Some(Err(e)) => Err(RpcError::Frame { reason: e.to_string() }),
         None => Err(RpcError::Frame { reason: "connection closed during handshake".into() }),
     }
@@ -100,7 +96,10 @@ fn unreachable(addr: &str, reason: &str) -> RpcError {
     RpcError::Unreachable { addr: addr.to_string(), reason: reason.to_string() }
 }
 
-type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<Response>>>>;
+/// Calls waiting for their reply (its encoded body, or the peer's refusal), by request id. Ordered: a connection
+/// that closes fails its calls in the order they were made, which keeps a simulated run replayable (a hash map
+/// would wake them in an order that changes from run to run).
+type Pending = Arc<Mutex<BTreeMap<u64, oneshot::Sender<Result<Bytes, RemoteError>>>>>;
 
 /// One live client connection to a peer.
 struct Conn {
@@ -148,52 +147,53 @@ impl PeerPool {
         Self { identity, slots: Mutex::new(HashMap::new()), next_id: AtomicU64::new(1) }
     }
 
-    /// Sends `request` to whatever node answers at `addr` (a seed) and waits for its response until `timeout`.
-    pub async fn call(&self, addr: &str, request: Request, timeout: Duration) -> Result<Response, RpcError> {
-        self.call_inner(None, addr, request, timeout).await
+    /// Sends `message` to whatever node answers at `addr` (a seed) and waits for its reply until `timeout`.
+    pub async fn call<M: Message>(&self, addr: &str, message: M, timeout: Duration) -> Result<M::Reply, RpcError> {
+        self.call_inner(None, addr, message, timeout).await
     }
 
-    /// Sends `request` to member `id` at `addr`; refuses to talk to any other node found there.
-    pub async fn call_node(
+    /// Sends `message` to member `id` at `addr`; refuses to talk to any other node found there.
+    pub async fn call_node<M: Message>(
         &self,
         id: &str,
         addr: &str,
-        request: Request,
+        message: M,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
-        self.call_inner(Some(id), addr, request, timeout).await
+    ) -> Result<M::Reply, RpcError> {
+        self.call_inner(Some(id), addr, message, timeout).await
     }
 
-    async fn call_inner(
+    async fn call_inner<M: Message>(
         &self,
         expected: Option<&str>,
         addr: &str,
-        request: Request,
+        message: M,
         timeout: Duration,
-    ) -> Result<Response, RpcError> {
-        let kind = request.kind();
+    ) -> Result<M::Reply, RpcError> {
         let started = Instant::now();
-        let out = self.exchange(expected, addr, request, started, started + timeout).await;
-        metrics::histogram!("dynamo_rpc_seconds", "message" => kind).record(started.elapsed().as_secs_f64());
+        let out = self.exchange(expected, addr, &message, started, started + timeout).await.and_then(|body| {
+            decode::<M::Reply>(&body).map_err(|e| RpcError::Frame { reason: format!("reply to {}: {e}", M::NAME) })
+        });
+        metrics::histogram!("dynamo_rpc_seconds", "message" => M::NAME).record(started.elapsed().as_secs_f64());
         if out.is_err() {
-            metrics::counter!("dynamo_rpc_errors_total", "message" => kind).increment(1);
+            metrics::counter!("dynamo_rpc_errors_total", "message" => M::NAME).increment(1);
         }
         out
     }
 
-    async fn exchange(
+    /// Sends one request and waits for its encoded reply.
+    async fn exchange<M: Message>(
         &self,
         expected: Option<&str>,
         addr: &str,
-        request: Request,
+        message: &M,
         started: Instant,
         deadline: Instant,
-    ) -> Result<Response, RpcError> {
+    ) -> Result<Bytes, RpcError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let kind = request.kind();
-        let frame = encode(&Envelope::Request { id, body: request });
+        let frame = Frame::request(id, message);
         // What replication costs on the wire, by message (benches/collections.py reads it per operation).
-        metrics::counter!("dynamo_rpc_request_bytes_total", "message" => kind).increment(frame.len() as u64);
+        metrics::counter!("dynamo_rpc_request_bytes_total", "message" => M::NAME).increment(frame.len() as u64);
         if frame.len() > MAX_FRAME {
             return Err(RpcError::Frame { reason: format!("request of {} bytes exceeds {MAX_FRAME}", frame.len()) });
         }
@@ -217,7 +217,9 @@ impl PeerPool {
         })
         .await;
         let out = match result {
-            Ok(r) => r,
+            Ok(Ok(Ok(body))) => Ok(body),
+            Ok(Ok(Err(refusal))) => Err(RpcError::Refused { addr: addr.to_string(), refusal }),
+            Ok(Err(e)) => Err(e),
             Err(_) => {
                 // A connection that carried nothing back for a whole request timeout is presumed dead (a peer that
                 // vanished without a reset, a middlebox that silently drops the flow): the next call reconnects
@@ -331,8 +333,8 @@ impl PeerPool {
         tokio::spawn(async move {
             while let Some(Ok(frame)) = stream.next().await {
                 reader_heard.store(opened.elapsed().as_micros() as u64, Ordering::Release);
-                match postcard::from_bytes::<Envelope>(&frame) {
-                    Ok(Envelope::Response { id, body }) => {
+                match Frame::parse(frame.freeze()) {
+                    Ok(Frame::Reply { id, body }) => {
                         if let Some(tx) = reader_pending.lock().expect("pending lock").remove(&id) {
                             let _ = tx.send(body);
                         }
@@ -460,8 +462,8 @@ async fn serve_peer<H: Handler, S: PeerStream>(
     framed.codec_mut().set_max_frame_length(MAX_FRAME);
     let (mut sink, mut stream) = framed.split();
     let (tx, mut rx) = mpsc::channel::<Bytes>(SEND_QUEUE);
-    let writer_failed = CancellationToken::new();
-    let failed = writer_failed.clone();
+    let broken = CancellationToken::new();
+    let failed = broken.clone();
     let writer = tokio::spawn(async move {
         if write_frames(&mut rx, &mut sink).await.is_err() {
             failed.cancel();
@@ -473,13 +475,13 @@ async fn serve_peer<H: Handler, S: PeerStream>(
         let permit = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            _ = writer_failed.cancelled() => break,
+            _ = broken.cancelled() => break,
             p = in_flight.clone().acquire_owned() => p.expect("semaphore never closed"),
         };
         let frame = tokio::select! {
             biased;
             _ = cancel.cancelled() => break,
-            _ = writer_failed.cancelled() => break,
+            _ = broken.cancelled() => break,
             f = stream.next() => f,
         };
         let frame = match frame {
@@ -491,26 +493,35 @@ async fn serve_peer<H: Handler, S: PeerStream>(
             }
             None => break,
         };
-        let (id, request) = match postcard::from_bytes::<Envelope>(&frame) {
-            Ok(Envelope::Request { id, body }) => (id, body),
-            _ => {
+        let (id, tag, body) = match Frame::parse(frame.freeze()) {
+            Ok(Frame::Request { id, tag, body }) => (id, tag, body),
+            other => {
                 metrics::counter!("dynamo_rpc_bad_frames_total").increment(1);
-                tracing::warn!(%peer, "malformed message from peer; closing the connection");
+                let reason = other.err().map_or_else(|| "a reply where a request belongs".into(), |e| e.reason);
+                tracing::warn!(%peer, %reason, "malformed message from peer; closing the connection");
                 break;
             }
         };
-        metrics::counter!("dynamo_rpc_requests_total", "message" => request.kind()).increment(1);
-        let (handler, tx, peer) = (handler.clone(), tx.clone(), peer.clone());
+        let (handler, tx, peer, broken) = (handler.clone(), tx.clone(), peer.clone(), broken.clone());
         tokio::spawn(async move {
-            let body = handler.handle(&peer, request).await;
-            let mut frame = encode(&Envelope::Response { id, body });
-            if frame.len() > MAX_FRAME {
-                // Answer, rather than send a frame the peer must refuse (which would end the connection).
-                let message = format!("response of {} bytes exceeds the frame limit", frame.len());
-                let body = Response::Error { kind: super::RemoteErrorKind::Refused, message };
-                frame = encode(&Envelope::Response { id, body });
-            }
-            let _ = tx.send(frame).await;
+            let body = match handler.handle(&peer, tag, body).await {
+                Answer::Reply(reply) if reply.len() + 16 > MAX_FRAME => {
+                    // Answer, rather than send a frame the peer must refuse (which would end the connection).
+                    let message = format!("reply of {} bytes exceeds the frame limit", reply.len());
+                    Err(RemoteError::new(super::RemoteErrorKind::Refused, message))
+                }
+                Answer::Reply(reply) => Ok(reply),
+                Answer::Refused(refusal) => Err(refusal),
+                Answer::Malformed(e) => {
+                    // A peer that sends what this node cannot decode speaks another protocol or is broken: the
+                    // connection ends, as for a frame that does not parse.
+                    metrics::counter!("dynamo_rpc_bad_frames_total").increment(1);
+                    tracing::warn!(%peer, tag, reason = %e.reason, "malformed request from peer; closing the connection");
+                    broken.cancel();
+                    return;
+                }
+            };
+            let _ = tx.send(Frame::reply(id, body)).await;
             drop(permit);
         });
     }

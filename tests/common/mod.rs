@@ -167,14 +167,7 @@ impl Drop for TestNode {
 }
 
 fn wait_timeout(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = std::time::Instant::now();
-    loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            return s;
-        }
-        assert!(start.elapsed() < timeout, "node did not exit within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually_blocking(timeout, "the node exits", || child.try_wait().unwrap().ok_or_else(|| "running".into()))
 }
 
 /// Sends raw bytes and reads until `expect` bytes arrived or the peer closed; returns what was read.
@@ -253,6 +246,63 @@ pub fn parse_ready(line: &str) -> (String, String) {
 
 const QUORUM: [&str; 6] = ["--n", "3", "--r", "2", "--w", "2"];
 
+/// How often [`eventually`] looks again.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Waits for something the cluster does on its own time: runs `check` every [`POLL`] until it returns `Ok`, for at
+/// most `within`, then fails with `what` and the last thing `check` saw (its `Err`). Tests wait for a condition,
+/// never for a fixed time: a fixed sleep is either too long on a fast machine or too short on a loaded one. What
+/// must be shown *not* to happen over time belongs in the simulator (tests/sim), where time is simulated.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    eventually_every(POLL, within, what, check).await
+}
+
+/// [`eventually`], looking every `poll`: for a test that must catch a state the cluster passes through quickly.
+pub async fn eventually_every<T, F, Fut>(poll: Duration, within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: not within {within:?}; last seen: {seen}"),
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
+/// The blocking form of [`eventually`], for tests outside a runtime.
+pub fn eventually_blocking<T>(within: Duration, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(seen) => assert!(Instant::now() < deadline, "{what}: not within {within:?}; last seen: {seen}"),
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// Waits until `node`, which knows no ring, heard back from its seeds: its `waiting_reason` says what each answered
+/// (a refused handshake, a TLS failure) rather than "not contacted yet".
+pub async fn wait_seeds_answered(node: &TestNode) {
+    eventually(Duration::from_secs(10), &format!("{}'s seeds answer", node.node_id), || async {
+        let mut c = node.conn().await;
+        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+        match info.lines().find(|l| l.starts_with("waiting_reason:")) {
+            Some(l) if !l.contains("not contacted yet") => Ok(()),
+            _ => Err(info),
+        }
+    })
+    .await
+}
+
 /// Starts `n` nodes (c1..cn) that join through c1, and waits until every node knows every other.
 pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
     let mut flags: Vec<&str> = QUORUM.to_vec();
@@ -272,34 +322,32 @@ pub async fn start_cluster(n: usize, extra: &[&str]) -> Vec<TestNode> {
 /// Waits until every running node lists `n` members, all up and valid, with the same ring, no transition and
 /// nothing left to recover.
 pub async fn wait_members(nodes: &[TestNode], n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut last_seen = String::new();
-    'outer: loop {
-        assert!(Instant::now() < deadline, "cluster did not settle with {n} members; last seen: {last_seen}");
-        let mut versions = Vec::new();
-        for node in nodes {
-            let mut c = node.conn().await;
-            let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
-            // Removed members stay listed as tombstones; they are not part of the cluster.
-            let members: Vec<String> =
-                members.iter().map(|m| format!("{m:?}")).filter(|t| !t.contains("\"removed\"")).collect();
-            let up = members.iter().filter(|t| t.contains("\"up\"")).count();
-            let valid = members.iter().filter(|t| t.contains("\"valid\"")).count();
-            let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
-            // Settled also means every received range has been checked against the other replicas: until then a
-            // node does not vouch for not-found answers (reads of missing keys could be refused).
-            let settled = info.contains("ring_transition:none") && info.contains("recovery:none");
-            versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
-            if members.len() != n || up != n || valid != n || !settled {
-                last_seen = format!("{}: members {members:?}, info {info}", node.node_id);
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue 'outer;
-            }
+    eventually(Duration::from_secs(30), &format!("the cluster settles with {n} members"), || settled(nodes, n)).await
+}
+
+/// Whether every node lists `n` members, all up and valid, with the same ring, no transition and nothing to recover.
+async fn settled(nodes: &[TestNode], n: usize) -> Result<(), String> {
+    let mut versions = Vec::new();
+    for node in nodes {
+        let mut c = node.conn().await;
+        let members: Vec<redis::Value> = redis::cmd("ADMIN").arg("MEMBERS").query_async(&mut c).await.unwrap();
+        // Removed members stay listed as tombstones; they are not part of the cluster.
+        let members: Vec<String> =
+            members.iter().map(|m| format!("{m:?}")).filter(|t| !t.contains("\"removed\"")).collect();
+        let up = members.iter().filter(|t| t.contains("\"up\"")).count();
+        let valid = members.iter().filter(|t| t.contains("\"valid\"")).count();
+        let info: String = redis::cmd("INFO").arg("dynamo").query_async(&mut c).await.unwrap();
+        // Settled also means every received range has been checked against the other replicas: until then a node
+        // does not vouch for not-found answers (reads of missing keys could be refused).
+        let settled = info.contains("ring_transition:none") && info.contains("recovery:none");
+        versions.push(info.lines().find(|l| l.starts_with("ring_version:")).unwrap_or("").to_string());
+        if members.len() != n || up != n || valid != n || !settled {
+            return Err(format!("{}: members {members:?}, info {info}", node.node_id));
         }
-        if versions.windows(2).all(|w| w[0] == w[1]) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    match versions.windows(2).all(|w| w[0] == w[1]) {
+        true => Ok(()),
+        false => Err(format!("ring versions differ: {versions:?}")),
     }
 }
 

@@ -142,6 +142,8 @@ struct Shared {
     now: Duration,
     /// The joiner was told to start.
     joined: bool,
+    /// The node told to leave the cluster (`ADMIN LEAVE`, sent by the checker's client), and whether it was sent.
+    leaving: Option<(usize, bool)>,
     /// Set members a client sent an SREM for, by key: they may be absent, whatever the SREM answered.
     removed: BTreeMap<String, BTreeSet<String>>,
     /// Counter increments by key: the sum acknowledged, and the sum of unknown outcome.
@@ -152,6 +154,11 @@ impl Shared {
     /// The nodes that run or ran (the joiner once it was started).
     fn members(&self, plan: &Plan) -> usize {
         plan.nodes + usize::from(self.joined)
+    }
+
+    /// The nodes that are, or will be again, members: every node that ran, but the one that left.
+    fn staying(&self, plan: &Plan) -> Vec<usize> {
+        (0..self.members(plan)).filter(|i| self.leaving.map(|(l, _)| l) != Some(*i)).collect()
     }
 }
 
@@ -263,6 +270,7 @@ pub fn run(plan: &Plan) -> Outcome {
         verbose: plan.verbose,
         now: Duration::ZERO,
         joined: false,
+        leaving: None,
         removed: BTreeMap::new(),
         increments: BTreeMap::new(),
     }));
@@ -376,7 +384,8 @@ fn drive(
                 let running = shared.borrow().members(plan);
                 let a = rng.below(running);
                 let b = (a + 1 + rng.below(running - 1)) % running;
-                let line = match rng.below(14) {
+                let leaver = shared.borrow().leaving.map(|(l, _)| l);
+                let line = match rng.below(16) {
                     0..=2 => {
                         cut.insert((a, b, false));
                         sim.partition(names[a].as_str(), names[b].as_str());
@@ -412,7 +421,22 @@ fn drive(
                         shared.borrow_mut().joined = true;
                         format!("{} joins", names[plan.nodes])
                     }
-                    7 | 8 if down.is_empty() => {
+                    13 => {
+                        // An NTP step or an operator's `date -s`: the wall clock moves, time does not. Forward at
+                        // most two hours (far below the tombstone grace, which bounds how long a hint may wait).
+                        let ms = if rng.below(2) == 0 {
+                            rng.ms(1_000, 7_200_000).as_millis() as i64
+                        } else {
+                            -(rng.ms(1_000, 600_000).as_millis() as i64)
+                        };
+                        dynamo_kv::sys::sim::jump_clock(ms);
+                        format!("every wall clock jumps {:+.1} s", ms as f64 / 1000.0)
+                    }
+                    14 if leaver.is_none() && down.is_empty() && shared.borrow().staying(plan).len() > 3 => {
+                        shared.borrow_mut().leaving = Some((a, false));
+                        format!("{} is told to leave", names[a])
+                    }
+                    7 | 8 if down.is_empty() && leaver != Some(a) => {
                         sim.crash(names[a].as_str());
                         let (data, hints) = disks.lock().unwrap()[a].clone();
                         data.crash();
@@ -420,7 +444,7 @@ fn drive(
                         down.insert(a, now + rng.ms(500, 5000));
                         format!("crash {} (kill -9)", names[a])
                     }
-                    9 if down.is_empty() && !wiped => {
+                    9 if down.is_empty() && !wiped && leaver != Some(a) => {
                         wiped = true;
                         sim.crash(names[a].as_str());
                         disks.lock().unwrap()[a] = (Arc::new(SimDisk::default()), Arc::new(SimDisk::default()));
@@ -483,7 +507,7 @@ async fn workload(plan: &Plan, c: usize, shared: &Sh) {
             shared.borrow_mut().tell(format!("c{} cannot reach {node}", c + 1));
             continue;
         };
-        let kind = rng.below(4);
+        let kind = rng.below(5);
         if kind == 2 {
             increment(&mut conn, &node, c, rng.below(plan.keys), 1 + rng.below(5) as i64, shared).await;
             continue;
@@ -525,9 +549,10 @@ async fn workload(plan: &Plan, c: usize, shared: &Sh) {
             shared.borrow_mut().attempted.entry(key.clone()).or_default().insert(item.clone());
             (key.clone(), conn.cmd(&["SET", &key, &value, "CONTEXT", &context]).await)
         } else {
-            let key = format!("set:{}", rng.below(plan.keys));
+            let (kind, command) = if kind == 4 { ("list", "RPUSH") } else { ("set", "SADD") };
+            let key = format!("{kind}:{}", rng.below(plan.keys));
             shared.borrow_mut().attempted.entry(key.clone()).or_default().insert(item.clone());
-            (key.clone(), conn.cmd(&["SADD", &key, &item]).await)
+            (key.clone(), conn.cmd(&[command, &key, &item]).await)
         };
         let mut s = shared.borrow_mut();
         let ok = matches!(&reply, Ok(Reply::Status(st)) if st == "OK") || matches!(reply, Ok(Reply::Integer(_)));
@@ -571,15 +596,17 @@ async fn info(node: &str) -> Option<BTreeMap<String, String>> {
 }
 
 /// Why `node` has not settled (`None`: it has): it must know the whole ring with nothing in transit, nothing to
-/// recover, and (when `drained`) no hints left.
-async fn unsettled(node: &str, nodes: usize, drained: bool) -> Option<String> {
+/// recover, and (when `drained`) no hints left. `nodes` counts every member that ran (a node that left stays listed,
+/// as removed), `gone` those that left (unreachable by now).
+async fn unsettled(node: &str, nodes: usize, gone: usize, drained: bool) -> Option<String> {
     let Some(f) = info(node).await else { return Some(format!("{node} does not answer")) };
     let get = |k: &str| f.get(k).map(String::as_str).unwrap_or("?");
+    let unreachable: usize = get("members_unreachable").parse().unwrap_or(usize::MAX);
     let settled = get("cluster_state") == "ok"
         && get("ring_transition") == "none"
         && get("recovery") == "none"
         && get("members") == nodes.to_string()
-        && get("members_unreachable") == "0"
+        && unreachable <= gone
         && get("transfers_total") == get("transfers_done")
         && (!drained || get("hints_total") == "0");
     (!settled).then(|| {
@@ -602,9 +629,9 @@ async fn settle(plan: &Plan, shared: &Sh, drained: bool, timeout: Duration) -> V
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let mut left = Vec::new();
-        let members = shared.borrow().members(plan);
-        for i in 0..members {
-            if let Some(why) = unsettled(&node_name(i), members, drained).await {
+        let (members, staying) = (shared.borrow().members(plan), shared.borrow().staying(plan));
+        for &i in &staying {
+            if let Some(why) = unsettled(&node_name(i), members, members - staying.len(), drained).await {
                 left.push(why);
             }
         }
@@ -615,9 +642,10 @@ async fn settle(plan: &Plan, shared: &Sh, drained: bool, timeout: Duration) -> V
     }
 }
 
-/// The digests of `key`'s replicas (ADMIN KEY, then ADMIN LOCALGET on each), or why they cannot be had.
-async fn replica_digests(key: &str) -> Result<BTreeMap<String, Option<String>>, String> {
-    let mut conn = connect("n1").await.ok_or("n1 does not answer")?;
+/// The digests of `key`'s replicas (ADMIN KEY through `via`, then ADMIN LOCALGET on each), or why they cannot be
+/// had.
+async fn replica_digests(key: &str, via: &str) -> Result<BTreeMap<String, Option<String>>, String> {
+    let mut conn = connect(via).await.ok_or(format!("{via} does not answer"))?;
     let reply = conn.cmd(&["ADMIN", "KEY", key]).await.map_err(|e| e.to_string())?;
     let Reply::Array(Some(fields)) = reply else { return Err(format!("ADMIN KEY: {reply:?}")) };
     let at = fields.iter().position(|f| f.text().as_deref() == Some("replicas")).ok_or("no replicas field")?;
@@ -644,10 +672,14 @@ async fn final_read(key: &str, node: &str) -> Result<BTreeSet<String>, String> {
                     other => Err(format!("GET {key} via {node}: {}", show(&other))),
                 }
             }
-            Some(mut c) => match c.cmd(&["SMEMBERS", key]).await {
-                Ok(r @ Reply::Array(Some(_))) => Ok(r.strings().into_iter().collect()),
-                other => Err(format!("SMEMBERS {key} via {node}: {}", show(&other))),
-            },
+            Some(mut c) => {
+                let read: &[&str] =
+                    if key.starts_with("list:") { &["LRANGE", key, "0", "-1"] } else { &["SMEMBERS", key] };
+                match c.cmd(read).await {
+                    Ok(r @ Reply::Array(Some(_))) => Ok(r.strings().into_iter().collect()),
+                    other => Err(format!("{} {key} via {node}: {}", read[0], show(&other))),
+                }
+            }
         };
         match read {
             Ok(items) => return Ok(items),
@@ -675,16 +707,31 @@ async fn checker(plan: &Plan, shared: &Sh) {
         s.phase = Phase::Running;
     }
     while shared.borrow().phase != Phase::Checking {
+        let leave = shared.borrow().leaving;
+        if let Some((i, false)) = leave {
+            // Sent until a node takes it (it may be cut off or crashed when the driver decides).
+            let node = node_name(i);
+            let reply = match connect(&node).await {
+                Some(mut c) => show(&c.cmd(&["ADMIN", "LEAVE"]).await),
+                None => format!("{node} does not answer"),
+            };
+            let mut s = shared.borrow_mut();
+            s.tell(format!("ADMIN LEAVE via {node}: {reply}"));
+            if reply.starts_with("Status") {
+                s.leaving = Some((i, true));
+            }
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let keys: Vec<String> =
-        (0..plan.keys).flat_map(|k| [format!("cart:{k}"), format!("set:{k}"), format!("counter:{k}")]).collect();
+        (0..plan.keys).flat_map(|k| ["cart", "set", "counter", "list"].map(|kind| format!("{kind}:{k}"))).collect();
     let deadline = tokio::time::Instant::now() + CONVERGE_TIMEOUT;
     let (undrained, diverged) = loop {
         let undrained = settle(plan, shared, true, Duration::ZERO).await;
         let mut diverged = Vec::new();
+        let via = node_name(shared.borrow().staying(plan)[0]);
         for key in &keys {
-            match replica_digests(key).await {
+            match replica_digests(key, &via).await {
                 Ok(d) if d.values().collect::<BTreeSet<_>>().len() <= 1 => {}
                 Ok(d) => diverged.push(format!("{key}: {d:?}")),
                 Err(e) => diverged.push(format!("{key}: {e}")),
@@ -697,9 +744,9 @@ async fn checker(plan: &Plan, shared: &Sh) {
     };
     shared.borrow_mut().tell(format!("converged: undrained {undrained:?}, diverged {diverged:?}"));
     let mut reads = Vec::new();
-    let members = shared.borrow().members(plan);
+    let staying = shared.borrow().staying(plan);
     for key in &keys {
-        for i in 0..members {
+        for &i in &staying {
             let node = node_name(i);
             reads.push((key.clone(), node.clone(), final_read(key, &node).await));
         }

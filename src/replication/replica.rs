@@ -1,0 +1,166 @@
+//! A node as a replica of one key (paper §4.5, §4.6): the messages coordinators, read repair and hint delivery send
+//! it ([`Read`], [`Replicate`], [`KeepHint`]), and their handler ([`LocalReplica`]), which also serves the
+//! coordinator's own local reads and merges.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::Cluster;
+use crate::rpc::{RemoteError, RemoteErrorKind};
+use crate::storage::hints::HintStore;
+use crate::storage::recovery::Recovery;
+use crate::storage::store::Decision;
+use crate::storage::{KvStore, StorageError};
+use crate::versioning::Siblings;
+
+/// Read the receiver's replica of a key, or, as a fallback, what it holds as hints for it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Read {
+    /// User key.
+    pub key: Bytes,
+    /// The receiver stands in for an unreachable replica: answer from hints only (its own store may hold a stale
+    /// copy from an older ring).
+    pub as_fallback: bool,
+    /// The asking node's cluster identity: a node of another cluster (one that lost its disk and founded anew)
+    /// never vouches for a not-found of this one.
+    pub cluster_id: u64,
+}
+
+/// One replica's answer to a read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaRead {
+    /// Its state of the key; `None` when it holds none.
+    pub state: Option<Siblings>,
+    /// Whether its "not found" is evidence: it is a replica holding the key's whole range, with nothing to recover
+    /// (see `storage::recovery`). A fallback answering from hints, a replica still recovering from a wipe, or a node
+    /// whose view no longer (or not yet) has it holding the range cannot vouch that the key was never written.
+    pub vouches: bool,
+}
+
+crate::rpc_message!(Read => ReplicaRead, tag 10, "read");
+
+/// Merge a state into the receiver's replica (replication, read repair, hint delivery).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Replicate {
+    /// User key.
+    pub key: Bytes,
+    /// State to merge.
+    pub state: Siblings,
+}
+
+/// The receiver took the state (merged it, or kept it as a hint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack;
+
+crate::rpc_message!(Replicate => Ack, tag 11, "replicate");
+
+/// Keep a state as a hint for an unreachable replica the receiver stands in for (sloppy quorum).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct KeepHint {
+    /// The replica the copy is meant for.
+    pub target: String,
+    /// User key.
+    pub key: Bytes,
+    /// State to deliver later.
+    pub state: Siblings,
+}
+
+crate::rpc_message!(KeepHint => Ack, tag 12, "keep_hint");
+
+/// How a peer hears of a local storage failure.
+pub fn refusal(e: StorageError) -> RemoteError {
+    let kind = match e {
+        StorageError::Closed => RemoteErrorKind::Unavailable,
+        StorageError::WritesStopped { .. } => RemoteErrorKind::WritesStopped,
+        _ => RemoteErrorKind::Storage,
+    };
+    RemoteError::new(kind, e.to_string())
+}
+
+/// This node's replicas and hints, as a replica serves them.
+pub struct LocalReplica {
+    store: Arc<KvStore>,
+    hints: Arc<HintStore>,
+    recovery: Arc<Recovery>,
+    cluster: Arc<Cluster>,
+    /// Replicas per key (N), for which ranges this node holds.
+    n: usize,
+}
+
+impl LocalReplica {
+    /// The replica side of this node.
+    pub fn new(
+        store: Arc<KvStore>,
+        hints: Arc<HintStore>,
+        recovery: Arc<Recovery>,
+        cluster: Arc<Cluster>,
+        n: usize,
+    ) -> Self {
+        Self { store, hints, recovery, cluster, n }
+    }
+
+    /// This node's answer as a replica of `key` to a coordinator of cluster `cluster_id`: its state, and whether it
+    /// vouches for a not-found (same cluster, it holds the key's whole range in its own view, and has nothing to
+    /// recover there).
+    pub fn read(&self, key: &[u8], cluster_id: u64) -> Result<ReplicaRead, StorageError> {
+        let state = self.store.get(key)?;
+        let same_cluster = cluster_id == self.cluster.view().cluster_id;
+        let vouches = state.is_some() || (same_cluster && self.vouches_for(key));
+        Ok(ReplicaRead { state, vouches })
+    }
+
+    /// Whether this node's "not found" for `key` is evidence that no write of it was ever acknowledged here.
+    fn vouches_for(&self, key: &[u8]) -> bool {
+        let view = self.cluster.view();
+        let Some(ring) = view.ring.as_ref() else { return false };
+        let p = ring.partition_of_key(key) as u32;
+        // A coordinator with an older ring may ask a node that already handed the range off and swept it, or one
+        // with a newer ring a node that has not received it: neither holds the range by its own view.
+        view.holds_range(&self.cluster.me().member.id, p, self.n) && self.recovery.vouches(p)
+    }
+
+    /// What this node can answer for `key` as a fallback: the hints it holds for it, never its own store (which may
+    /// keep a stale copy of a range it replicated under an older ring). Never evidence of absence.
+    pub fn read_as_fallback(&self, key: &[u8]) -> Result<ReplicaRead, StorageError> {
+        Ok(ReplicaRead { state: self.hints.get_any(key)?, vouches: false })
+    }
+
+    /// Merges a state sent by another replica (replication, read repair, hint delivery) into the local one.
+    pub async fn merge(&self, key: &[u8], state: &Siblings) -> Result<(), StorageError> {
+        self.store
+            .update(key, |s: &mut Siblings, _| {
+                let before = s.clone();
+                s.merge(state);
+                Ok::<_, StorageError>(if *s == before { Decision::Keep(()) } else { Decision::Write(()) })
+            })
+            .await
+    }
+
+    /// Keeps a state meant for `target` as a hint (this node stands in for it).
+    pub fn keep_hint(&self, target: &str, key: &[u8], state: &Siblings) -> Result<(), StorageError> {
+        // Hints live on the same disk as the data: a node whose storage stopped writes keeps none.
+        self.store.check_writes()?;
+        self.hints.put(target, key, state, crate::versioning::clock::now_ms())
+    }
+
+    /// Answers [`Read`].
+    pub fn serve_read(&self, m: Read) -> Result<ReplicaRead, RemoteError> {
+        match m.as_fallback {
+            true => self.read_as_fallback(&m.key),
+            false => self.read(&m.key, m.cluster_id),
+        }
+        .map_err(refusal)
+    }
+
+    /// Answers [`Replicate`].
+    pub async fn serve_replicate(&self, m: Replicate) -> Result<Ack, RemoteError> {
+        self.merge(&m.key, &m.state).await.map(|()| Ack).map_err(refusal)
+    }
+
+    /// Answers [`KeepHint`].
+    pub fn serve_keep_hint(&self, m: KeepHint) -> Result<Ack, RemoteError> {
+        self.keep_hint(&m.target, &m.key, &m.state).map(|()| Ack).map_err(refusal)
+    }
+}
