@@ -41,7 +41,7 @@ use crate::resp::{Protocol, Reply};
 use crate::storage::StorageError;
 use crate::versioning::{Token, VersionVector, context};
 
-pub use table::{CommandSpec, TABLE};
+pub use table::{CommandSpec, DataCommand, Run, SessionCommand, TABLE};
 
 /// Counters INFO reports.
 #[derive(Default)]
@@ -187,13 +187,11 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
             tx.aborted = true;
             reply
         }
-        (Ok(spec), Some(tx)) if !transaction::runs_at_once(spec.name) => {
-            tx.queue(args, node.config.limits.max_request_bytes)
-        }
+        (Ok(spec), Some(tx)) if !spec.run.runs_at_once() => tx.queue(args, node.config.limits.max_request_bytes),
         (Err(reply), None) => reply,
         (Ok(spec), _) => {
             let started = Instant::now();
-            let reply = measured(spec.name, run(node, session, spec.name, &args)).await;
+            let reply = measured(spec.name, run(node, session, spec, &args)).await;
             // EXEC's own time is its commands', each logged on its own.
             if spec.name != "exec" {
                 node.slowlog.record(node, session.id, &args, started.elapsed());
@@ -248,7 +246,7 @@ pub async fn execute_data(
 ) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
     let started = Instant::now();
-    let reply = measured(spec.name, run_data(node, spec.name, &args, data)).await;
+    let reply = measured(spec.name, run_data(node, spec, &args, data)).await;
     node.slowlog.record(node, data.client_id, &args, started.elapsed());
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
@@ -294,77 +292,64 @@ fn command_metrics(name: &'static str) -> (metrics::Counter, metrics::Histogram)
 ///
 /// Each command's future is boxed on its own: an `async fn` matching over every command would be as large as the
 /// largest of them (10 KB), and each pipelined request would allocate and copy that much.
-fn run_data<'a>(node: &'a NodeContext, name: &'a str, args: &'a [Bytes], data: DataSession) -> BoxFuture<'a, Reply> {
+fn run_data<'a>(
+    node: &'a NodeContext,
+    spec: &'static CommandSpec,
+    args: &'a [Bytes],
+    data: DataSession,
+) -> BoxFuture<'a, Reply> {
     if data.redirects
-        && let Some(key) = table::lookup(name).and_then(|spec| single_key(spec, args))
+        && let Some(key) = single_key(spec, args)
         && let Some(moved) = cluster::moved(node, key)
     {
         return std::future::ready(moved).boxed();
     }
-    let mode = data.values;
-    match name {
-        "get" => get::get(node, args, mode).boxed(),
-        "mget" => get::mget(node, args, mode).boxed(),
-        "type" => get::key_type(node, args).boxed(),
-        "strlen" => get::strlen(node, args).boxed(),
-        "set" => set::set(node, args, mode).boxed(),
-        "getset" => set::getset(node, args, mode).boxed(),
-        "getdel" => set::getdel(node, args, mode).boxed(),
-        "mset" => set::mset(node, args).boxed(),
-        "setnx" => set::setnx(node, args).boxed(),
-        "setex" | "psetex" => expire::setex(node, name, args).boxed(),
-        "getex" => expire::getex(node, args, mode).boxed(),
-        "expire" | "pexpire" | "expireat" | "pexpireat" => expire::expire(node, name, args).boxed(),
-        "persist" => expire::persist(node, args).boxed(),
-        "ttl" | "pttl" | "expiretime" | "pexpiretime" => expire::ttl(node, name, args).boxed(),
-        "del" | "unlink" => del::del(node, args).boxed(),
-        "delctx" => del::delctx(node, args).boxed(),
-        "exists" => exists::exists(node, args).boxed(),
-        "incr" | "decr" | "incrby" | "decrby" => counter::incr(node, name, args).boxed(),
-        "incrbyfloat" => std::future::ready(counter::incrbyfloat()).boxed(),
-        "sadd" | "srem" => sets::add_or_remove(node, name, args).boxed(),
-        "spop" => sets::spop(node, args).boxed(),
-        "smembers" | "scard" | "sismember" | "smismember" | "srandmember" => sets::read(node, name, args).boxed(),
-        "hset" | "hmset" | "hsetnx" => hashes::set(node, name, args).boxed(),
-        "hdel" => hashes::del(node, args).boxed(),
-        "hincrby" => hashes::incrby(node, args).boxed(),
-        "hincrbyfloat" => std::future::ready(hashes::incrbyfloat()).boxed(),
-        "hget" | "hmget" | "hgetall" | "hlen" | "hexists" | "hkeys" | "hvals" | "hstrlen" => {
-            hashes::read(node, name, args).boxed()
-        }
-        "lpush" | "rpush" => lists::push(node, name, args).boxed(),
-        "lpop" | "rpop" => lists::pop(node, name, args).boxed(),
-        "lrem" => lists::lrem(node, args).boxed(),
-        "ltrim" => lists::ltrim(node, args).boxed(),
-        "lrange" | "llen" | "lindex" => lists::read(node, name, args).boxed(),
-        "zadd" => zsets::zadd(node, args).boxed(),
-        "zincrby" => zsets::zincrby(node, args).boxed(),
-        "zrem" => zsets::zrem(node, args).boxed(),
-        "zpopmin" | "zpopmax" => zsets::zpop(node, name, args).boxed(),
-        "zscore" | "zmscore" | "zcard" | "zcount" | "zrank" | "zrevrank" | "zrange" | "zrangebyscore" | "zrevrange"
-        | "zrevrangebyscore" => zsets::read(node, name, args).boxed(),
-        other => unreachable!("'{other}' is not a data command"),
+    let (mode, name) = (data.values, spec.name);
+    let Run::Data(command) = spec.run else { unreachable!("'{name}' is not a data command") };
+    match command {
+        DataCommand::Get => get::get(node, args, mode).boxed(),
+        DataCommand::Mget => get::mget(node, args, mode).boxed(),
+        DataCommand::Type => get::key_type(node, args).boxed(),
+        DataCommand::Strlen => get::strlen(node, args).boxed(),
+        DataCommand::Set => set::set(node, args, mode).boxed(),
+        DataCommand::GetSet => set::getset(node, args, mode).boxed(),
+        DataCommand::GetDel => set::getdel(node, args, mode).boxed(),
+        DataCommand::Mset => set::mset(node, args).boxed(),
+        DataCommand::SetNx => set::setnx(node, args).boxed(),
+        DataCommand::SetEx => expire::setex(node, name, args).boxed(),
+        DataCommand::GetEx => expire::getex(node, args, mode).boxed(),
+        DataCommand::Expire => expire::expire(node, name, args).boxed(),
+        DataCommand::Persist => expire::persist(node, args).boxed(),
+        DataCommand::Ttl => expire::ttl(node, name, args).boxed(),
+        DataCommand::Del => del::del(node, args).boxed(),
+        DataCommand::DelCtx => del::delctx(node, args).boxed(),
+        DataCommand::Exists => exists::exists(node, args).boxed(),
+        DataCommand::Incr => counter::incr(node, name, args).boxed(),
+        DataCommand::IncrByFloat => std::future::ready(counter::incrbyfloat()).boxed(),
+        DataCommand::SetAddOrRemove => sets::add_or_remove(node, name, args).boxed(),
+        DataCommand::SetPop => sets::spop(node, args).boxed(),
+        DataCommand::SetRead => sets::read(node, name, args).boxed(),
+        DataCommand::HashSet => hashes::set(node, name, args).boxed(),
+        DataCommand::HashDel => hashes::del(node, args).boxed(),
+        DataCommand::HashIncrBy => hashes::incrby(node, args).boxed(),
+        DataCommand::HashIncrByFloat => std::future::ready(hashes::incrbyfloat()).boxed(),
+        DataCommand::HashRead => hashes::read(node, name, args).boxed(),
+        DataCommand::ListPush => lists::push(node, name, args).boxed(),
+        DataCommand::ListPop => lists::pop(node, name, args).boxed(),
+        DataCommand::ListRem => lists::lrem(node, args).boxed(),
+        DataCommand::ListTrim => lists::ltrim(node, args).boxed(),
+        DataCommand::ListRead => lists::read(node, name, args).boxed(),
+        DataCommand::ZAdd => zsets::zadd(node, args).boxed(),
+        DataCommand::ZIncrBy => zsets::zincrby(node, args).boxed(),
+        DataCommand::ZRem => zsets::zrem(node, args).boxed(),
+        DataCommand::ZPop => zsets::zpop(node, name, args).boxed(),
+        DataCommand::ZRead => zsets::read(node, name, args).boxed(),
     }
 }
 
-/// Commands that read and write keys and see nothing of the session but [`DataSession`] ([`run_data`]).
-#[rustfmt::skip]
-const DATA_COMMANDS: &[&str] = &[
-    "get", "mget", "set", "mset", "setnx", "getset", "getdel", "del", "unlink", "delctx", "exists", "type", "strlen",
-    "setex", "psetex", "getex", "expire", "pexpire", "expireat", "pexpireat", "persist", "ttl", "pttl", "expiretime",
-    "pexpiretime",
-    "incr", "decr", "incrby", "decrby", "incrbyfloat",
-    "sadd", "srem", "spop", "smembers", "scard", "sismember", "smismember", "srandmember",
-    "hset", "hmset", "hsetnx", "hdel", "hincrby", "hincrbyfloat", "hget", "hmget", "hgetall", "hlen", "hexists",
-    "hkeys", "hvals", "hstrlen",
-    "lpush", "rpush", "lpop", "rpop", "lrem", "ltrim", "lrange", "llen", "lindex",
-    "zadd", "zincrby", "zrem", "zpopmin", "zpopmax", "zscore", "zmscore", "zcard", "zcount", "zrank", "zrevrank",
-    "zrange", "zrangebyscore", "zrevrange", "zrevrangebyscore",
-];
-
 /// The one key of a data command that names exactly one (by the table's key positions), if it does.
 fn single_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a Bytes> {
-    if !DATA_COMMANDS.contains(&spec.name) || spec.first_key != 1 || args.len() < 2 {
+    if !matches!(spec.run, Run::Data(_)) || spec.first_key != 1 || args.len() < 2 {
         return None;
     }
     let last = if spec.last_key < 0 { args.len() as i64 + spec.last_key } else { spec.last_key };
@@ -372,58 +357,59 @@ fn single_key<'a>(spec: &CommandSpec, args: &'a [Bytes]) -> Option<&'a Bytes> {
     (keys == 1).then(|| &args[1])
 }
 
-async fn run(node: &NodeContext, session: &mut Session, name: &str, args: &[Bytes]) -> Reply {
-    match name {
-        name if DATA_COMMANDS.contains(&name) => run_data(node, name, args, session.data()).await,
-        "dbsize" => Reply::Integer(node.coordinator.store().live_keys() as i64),
-        "scan" => scan::scan(node, args).await,
-        "keys" => scan::keys(node, args).await,
-        "randomkey" => scan::randomkey(node).await,
-        "ping" => connection::ping(session, args),
-        "echo" => Reply::Bulk(args[1].clone()),
-        "quit" => {
+async fn run(node: &NodeContext, session: &mut Session, spec: &'static CommandSpec, args: &[Bytes]) -> Reply {
+    let command = match spec.run {
+        Run::Data(_) => return run_data(node, spec, args, session.data()).await,
+        Run::Session(command) => command,
+    };
+    match command {
+        SessionCommand::DbSize => Reply::Integer(node.coordinator.store().live_keys() as i64),
+        SessionCommand::Scan => scan::scan(node, args).await,
+        SessionCommand::Keys => scan::keys(node, args).await,
+        SessionCommand::RandomKey => scan::randomkey(node).await,
+        SessionCommand::Ping => connection::ping(session, args),
+        SessionCommand::Echo => Reply::Bulk(args[1].clone()),
+        SessionCommand::Quit => {
             session.closing = true;
             Reply::ok()
         }
-        "select" => connection::select(args),
-        "auth" => connection::auth(node, session, args),
-        "acl" => connection::acl(session, args),
-        "hello" => connection::hello(node, session, args),
-        "client" => client::client(node, session, args),
-        "command" => command::command(args),
-        "config" => config_get::config(node, args),
-        "info" => info::info(node, args),
-        "admin" => admin::admin(node, args),
-        "cluster"
+        SessionCommand::Select => connection::select(args),
+        SessionCommand::Auth => connection::auth(node, session, args),
+        SessionCommand::Acl => connection::acl(session, args),
+        SessionCommand::Hello => connection::hello(node, session, args),
+        SessionCommand::Client => client::client(node, session, args),
+        SessionCommand::Command => command::command(args),
+        SessionCommand::Config => config_get::config(node, args),
+        SessionCommand::Info => info::info(node, args),
+        SessionCommand::Admin => admin::admin(node, args),
+        SessionCommand::Cluster
             if args[1].eq_ignore_ascii_case(b"COUNTKEYSINSLOT") || args[1].eq_ignore_ascii_case(b"GETKEYSINSLOT") =>
         {
             cluster::keys_in_slot(node, args).await
         }
-        "cluster" => cluster::cluster(node, session, args),
-        // Cluster clients send these; every node serves every key, so there is nothing to switch.
-        "readonly" | "readwrite" | "asking" => Reply::ok(),
-        "time" => {
+        SessionCommand::Cluster => cluster::cluster(node, session, args),
+        // Cluster clients send READONLY, READWRITE and ASKING; every node serves every key, so there is nothing to
+        // switch. Nothing is ever watched, so UNWATCH (sent when a client resets a connection) has nothing to undo.
+        SessionCommand::Accepted => Reply::ok(),
+        SessionCommand::Time => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
         }
-        "latency" => latency(args),
-        "slowlog" => slowlog::slowlog(node, args),
-        "memory" => get::memory_usage(node, args).await,
-        "multi" if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
-        "multi" => {
+        SessionCommand::Latency => latency(args),
+        SessionCommand::SlowLog => slowlog::slowlog(node, args),
+        SessionCommand::Memory => get::memory_usage(node, args).await,
+        SessionCommand::Multi if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
+        SessionCommand::Multi => {
             session.transaction = Some(transaction::Transaction::default());
             Reply::ok()
         }
-        "exec" => exec(node, session).await,
-        "discard" => match session.transaction.take() {
+        SessionCommand::Exec => exec(node, session).await,
+        SessionCommand::Discard => match session.transaction.take() {
             Some(_) => Reply::ok(),
             None => Reply::error("ERR DISCARD without MULTI"),
         },
-        "watch" if session.transaction.is_some() => Reply::error("ERR WATCH inside MULTI is not allowed"),
-        "watch" => transaction::watch(),
-        // Nothing is ever watched; clients send it when they reset a connection.
-        "unwatch" => Reply::ok(),
-        other => unreachable!("command '{other}' is in the table but has no handler"),
+        SessionCommand::Watch if session.transaction.is_some() => Reply::error("ERR WATCH inside MULTI is not allowed"),
+        SessionCommand::Watch => transaction::watch(),
     }
 }
 
@@ -574,9 +560,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_data_command_is_in_the_table_and_single_keys_follow_its_positions() {
-        for name in DATA_COMMANDS {
-            assert!(table::lookup(name).is_some(), "{name} is not in the table");
+    fn the_table_names_each_command_once_and_single_keys_follow_its_positions() {
+        for (i, spec) in TABLE.iter().enumerate() {
+            assert!(TABLE[..i].iter().all(|other| other.name != spec.name), "{} is in the table twice", spec.name);
+            assert!(std::ptr::eq(table::lookup(spec.name).unwrap(), spec));
+            if matches!(spec.run, Run::Data(_)) {
+                assert!(spec.first_key >= 1, "the data command {} names no key", spec.name);
+            }
         }
         let args = |words: &[&str]| words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect::<Vec<_>>();
         let spec = |name| table::lookup(name).unwrap();

@@ -15,11 +15,169 @@ pub struct Arg {
     pub multiple: bool,
 }
 
+/// What runs a command: each entry of [`TABLE`] names its handler, so a command's name is written once (in the
+/// table), and the dispatch (`commands::run`) is a match the compiler checks for completeness. Commands that share a
+/// handler (INCR and DECRBY, the sorted-set reads) tell themselves apart by their spec's name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// A data command: it reads and writes keys and needs nothing of the session but `DataSession`, so a pipeline
+    /// may run it concurrently with its neighbours on other keys.
+    Data(DataCommand),
+    /// A command that reads or changes the session or the node (connection, keyspace, server, cluster).
+    Session(SessionCommand),
+}
+
+/// The handlers of the data commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataCommand {
+    /// GET.
+    Get,
+    /// MGET.
+    Mget,
+    /// TYPE.
+    Type,
+    /// STRLEN.
+    Strlen,
+    /// SET.
+    Set,
+    /// GETSET.
+    GetSet,
+    /// GETDEL.
+    GetDel,
+    /// MSET.
+    Mset,
+    /// SETNX.
+    SetNx,
+    /// SETEX, PSETEX.
+    SetEx,
+    /// GETEX.
+    GetEx,
+    /// EXPIRE, PEXPIRE, EXPIREAT, PEXPIREAT.
+    Expire,
+    /// PERSIST.
+    Persist,
+    /// TTL, PTTL, EXPIRETIME, PEXPIRETIME.
+    Ttl,
+    /// DEL, UNLINK.
+    Del,
+    /// DELCTX.
+    DelCtx,
+    /// EXISTS.
+    Exists,
+    /// INCR, DECR, INCRBY, DECRBY.
+    Incr,
+    /// INCRBYFLOAT.
+    IncrByFloat,
+    /// SADD, SREM.
+    SetAddOrRemove,
+    /// SPOP.
+    SetPop,
+    /// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER, SRANDMEMBER.
+    SetRead,
+    /// HSET, HMSET, HSETNX.
+    HashSet,
+    /// HDEL.
+    HashDel,
+    /// HINCRBY.
+    HashIncrBy,
+    /// HINCRBYFLOAT.
+    HashIncrByFloat,
+    /// HGET, HMGET, HGETALL, HLEN, HEXISTS, HKEYS, HVALS, HSTRLEN.
+    HashRead,
+    /// LPUSH, RPUSH.
+    ListPush,
+    /// LPOP, RPOP.
+    ListPop,
+    /// LREM.
+    ListRem,
+    /// LTRIM.
+    ListTrim,
+    /// LRANGE, LLEN, LINDEX.
+    ListRead,
+    /// ZADD.
+    ZAdd,
+    /// ZINCRBY.
+    ZIncrBy,
+    /// ZREM.
+    ZRem,
+    /// ZPOPMIN, ZPOPMAX.
+    ZPop,
+    /// ZSCORE, ZMSCORE, ZCARD, ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE.
+    ZRead,
+}
+
+/// The handlers of the other commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionCommand {
+    /// SCAN.
+    Scan,
+    /// KEYS.
+    Keys,
+    /// RANDOMKEY.
+    RandomKey,
+    /// DBSIZE.
+    DbSize,
+    /// MEMORY.
+    Memory,
+    /// SLOWLOG.
+    SlowLog,
+    /// PING.
+    Ping,
+    /// ECHO.
+    Echo,
+    /// QUIT.
+    Quit,
+    /// CLUSTER.
+    Cluster,
+    /// TIME.
+    Time,
+    /// LATENCY.
+    Latency,
+    /// MULTI.
+    Multi,
+    /// EXEC.
+    Exec,
+    /// DISCARD.
+    Discard,
+    /// WATCH.
+    Watch,
+    /// SELECT.
+    Select,
+    /// AUTH.
+    Auth,
+    /// ACL.
+    Acl,
+    /// HELLO.
+    Hello,
+    /// CLIENT.
+    Client,
+    /// COMMAND.
+    Command,
+    /// CONFIG.
+    Config,
+    /// INFO.
+    Info,
+    /// ADMIN.
+    Admin,
+    /// Answered OK with nothing to do (READONLY, READWRITE, ASKING, UNWATCH).
+    Accepted,
+}
+
+impl Run {
+    /// Runs at once even inside MULTI (the transaction's own commands, and QUIT).
+    pub fn runs_at_once(self) -> bool {
+        use SessionCommand::*;
+        matches!(self, Run::Session(Exec | Discard | Multi | Watch | Quit))
+    }
+}
+
 /// One command.
 #[derive(Debug)]
 pub struct CommandSpec {
     /// Lower-case name.
     pub name: &'static str,
+    /// What runs it.
+    pub run: Run,
     /// Redis arity: N means exactly N arguments (name included), -N at least N.
     pub arity: i64,
     /// Redis command flags.
@@ -83,6 +241,7 @@ const fn optional(name: &'static str, kind: &'static str) -> Arg {
 pub static TABLE: &[CommandSpec] = &[
     CommandSpec {
         name: "get",
+        run: Run::Data(DataCommand::Get),
         arity: -2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -95,6 +254,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "set",
+        run: Run::Data(DataCommand::Set),
         arity: -3,
         flags: &["write", "denyoom"],
         first_key: 1,
@@ -115,6 +275,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "setnx",
+        run: Run::Data(DataCommand::SetNx),
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -127,6 +288,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "getset",
+        run: Run::Data(DataCommand::GetSet),
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -139,6 +301,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "getdel",
+        run: Run::Data(DataCommand::GetDel),
         arity: 2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -151,6 +314,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "setex",
+        run: Run::Data(DataCommand::SetEx),
         arity: 4,
         flags: &["write", "denyoom"],
         first_key: 1,
@@ -163,6 +327,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "psetex",
+        run: Run::Data(DataCommand::SetEx),
         arity: 4,
         flags: &["write", "denyoom"],
         first_key: 1,
@@ -175,6 +340,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "getex",
+        run: Run::Data(DataCommand::GetEx),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -187,6 +353,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "expire",
+        run: Run::Data(DataCommand::Expire),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -199,6 +366,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "pexpire",
+        run: Run::Data(DataCommand::Expire),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -211,6 +379,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "expireat",
+        run: Run::Data(DataCommand::Expire),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -223,6 +392,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "pexpireat",
+        run: Run::Data(DataCommand::Expire),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -239,6 +409,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "persist",
+        run: Run::Data(DataCommand::Persist),
         arity: 2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -251,6 +422,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "ttl",
+        run: Run::Data(DataCommand::Ttl),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -263,6 +435,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "pttl",
+        run: Run::Data(DataCommand::Ttl),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -275,6 +448,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "expiretime",
+        run: Run::Data(DataCommand::Ttl),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -287,6 +461,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "pexpiretime",
+        run: Run::Data(DataCommand::Ttl),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -299,6 +474,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "incr",
+        run: Run::Data(DataCommand::Incr),
         arity: 2,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -311,6 +487,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "decr",
+        run: Run::Data(DataCommand::Incr),
         arity: 2,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -323,6 +500,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "incrby",
+        run: Run::Data(DataCommand::Incr),
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -335,6 +513,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "decrby",
+        run: Run::Data(DataCommand::Incr),
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -347,6 +526,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "incrbyfloat",
+        run: Run::Data(DataCommand::IncrByFloat),
         arity: 3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -359,6 +539,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "sadd",
+        run: Run::Data(DataCommand::SetAddOrRemove),
         arity: -3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -371,6 +552,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "srem",
+        run: Run::Data(DataCommand::SetAddOrRemove),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -383,6 +565,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "spop",
+        run: Run::Data(DataCommand::SetPop),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -395,6 +578,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "smembers",
+        run: Run::Data(DataCommand::SetRead),
         arity: 2,
         flags: &["readonly"],
         first_key: 1,
@@ -407,6 +591,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "scard",
+        run: Run::Data(DataCommand::SetRead),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -419,6 +604,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "sismember",
+        run: Run::Data(DataCommand::SetRead),
         arity: 3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -431,6 +617,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "smismember",
+        run: Run::Data(DataCommand::SetRead),
         arity: -3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -443,6 +630,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "srandmember",
+        run: Run::Data(DataCommand::SetRead),
         arity: -2,
         flags: &["readonly"],
         first_key: 1,
@@ -455,6 +643,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hset",
+        run: Run::Data(DataCommand::HashSet),
         arity: -4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -467,6 +656,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hmset",
+        run: Run::Data(DataCommand::HashSet),
         arity: -4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -479,6 +669,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hsetnx",
+        run: Run::Data(DataCommand::HashSet),
         arity: 4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -491,6 +682,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hdel",
+        run: Run::Data(DataCommand::HashDel),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -503,6 +695,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hincrby",
+        run: Run::Data(DataCommand::HashIncrBy),
         arity: 4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -515,6 +708,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hincrbyfloat",
+        run: Run::Data(DataCommand::HashIncrByFloat),
         arity: 4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -527,6 +721,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hget",
+        run: Run::Data(DataCommand::HashRead),
         arity: 3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -539,6 +734,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hmget",
+        run: Run::Data(DataCommand::HashRead),
         arity: -3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -551,6 +747,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hgetall",
+        run: Run::Data(DataCommand::HashRead),
         arity: 2,
         flags: &["readonly"],
         first_key: 1,
@@ -563,6 +760,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hlen",
+        run: Run::Data(DataCommand::HashRead),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -575,6 +773,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hexists",
+        run: Run::Data(DataCommand::HashRead),
         arity: 3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -587,6 +786,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hkeys",
+        run: Run::Data(DataCommand::HashRead),
         arity: 2,
         flags: &["readonly"],
         first_key: 1,
@@ -599,6 +799,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hvals",
+        run: Run::Data(DataCommand::HashRead),
         arity: 2,
         flags: &["readonly"],
         first_key: 1,
@@ -611,6 +812,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hstrlen",
+        run: Run::Data(DataCommand::HashRead),
         arity: 3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -623,6 +825,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "lpush",
+        run: Run::Data(DataCommand::ListPush),
         arity: -3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -635,6 +838,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "rpush",
+        run: Run::Data(DataCommand::ListPush),
         arity: -3,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -647,6 +851,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "lpop",
+        run: Run::Data(DataCommand::ListPop),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -659,6 +864,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "rpop",
+        run: Run::Data(DataCommand::ListPop),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -671,6 +877,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "lrem",
+        run: Run::Data(DataCommand::ListRem),
         arity: 4,
         flags: &["write"],
         first_key: 1,
@@ -683,6 +890,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "ltrim",
+        run: Run::Data(DataCommand::ListTrim),
         arity: 4,
         flags: &["write"],
         first_key: 1,
@@ -695,6 +903,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "lrange",
+        run: Run::Data(DataCommand::ListRead),
         arity: 4,
         flags: &["readonly"],
         first_key: 1,
@@ -707,6 +916,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "llen",
+        run: Run::Data(DataCommand::ListRead),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -719,6 +929,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "lindex",
+        run: Run::Data(DataCommand::ListRead),
         arity: 3,
         flags: &["readonly"],
         first_key: 1,
@@ -731,6 +942,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zadd",
+        run: Run::Data(DataCommand::ZAdd),
         arity: -4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -743,6 +955,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zincrby",
+        run: Run::Data(DataCommand::ZIncrBy),
         arity: 4,
         flags: &["write", "denyoom", "fast"],
         first_key: 1,
@@ -755,6 +968,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrem",
+        run: Run::Data(DataCommand::ZRem),
         arity: -3,
         flags: &["write", "fast"],
         first_key: 1,
@@ -767,6 +981,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zpopmin",
+        run: Run::Data(DataCommand::ZPop),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -779,6 +994,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zpopmax",
+        run: Run::Data(DataCommand::ZPop),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -791,6 +1007,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zscore",
+        run: Run::Data(DataCommand::ZRead),
         arity: 3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -803,6 +1020,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zmscore",
+        run: Run::Data(DataCommand::ZRead),
         arity: -3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -815,6 +1033,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zcard",
+        run: Run::Data(DataCommand::ZRead),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -827,6 +1046,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zcount",
+        run: Run::Data(DataCommand::ZRead),
         arity: 4,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -839,6 +1059,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrank",
+        run: Run::Data(DataCommand::ZRead),
         arity: -3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -851,6 +1072,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrevrank",
+        run: Run::Data(DataCommand::ZRead),
         arity: -3,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -863,6 +1085,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrange",
+        run: Run::Data(DataCommand::ZRead),
         arity: -4,
         flags: &["readonly"],
         first_key: 1,
@@ -880,6 +1103,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrangebyscore",
+        run: Run::Data(DataCommand::ZRead),
         arity: -4,
         flags: &["readonly"],
         first_key: 1,
@@ -897,6 +1121,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrevrange",
+        run: Run::Data(DataCommand::ZRead),
         arity: -4,
         flags: &["readonly"],
         first_key: 1,
@@ -914,6 +1139,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zrevrangebyscore",
+        run: Run::Data(DataCommand::ZRead),
         arity: -4,
         flags: &["readonly"],
         first_key: 1,
@@ -931,6 +1157,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "type",
+        run: Run::Data(DataCommand::Type),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -943,6 +1170,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "strlen",
+        run: Run::Data(DataCommand::Strlen),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -955,6 +1183,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "mget",
+        run: Run::Data(DataCommand::Mget),
         arity: -2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -967,6 +1196,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "mset",
+        run: Run::Data(DataCommand::Mset),
         arity: -3,
         flags: &["write", "denyoom"],
         first_key: 1,
@@ -979,6 +1209,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "del",
+        run: Run::Data(DataCommand::Del),
         arity: -2,
         flags: &["write"],
         first_key: 1,
@@ -991,6 +1222,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "unlink",
+        run: Run::Data(DataCommand::Del),
         arity: -2,
         flags: &["write", "fast"],
         first_key: 1,
@@ -1003,6 +1235,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "delctx",
+        run: Run::Data(DataCommand::DelCtx),
         arity: -3,
         flags: &["write"],
         first_key: 1,
@@ -1015,6 +1248,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "exists",
+        run: Run::Data(DataCommand::Exists),
         arity: -2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -1027,6 +1261,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "scan",
+        run: Run::Session(SessionCommand::Scan),
         arity: -2,
         flags: &["readonly"],
         first_key: 0,
@@ -1044,6 +1279,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "keys",
+        run: Run::Session(SessionCommand::Keys),
         arity: 2,
         flags: &["readonly"],
         first_key: 0,
@@ -1056,6 +1292,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "randomkey",
+        run: Run::Session(SessionCommand::RandomKey),
         arity: 1,
         flags: &["readonly"],
         first_key: 0,
@@ -1068,6 +1305,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "dbsize",
+        run: Run::Session(SessionCommand::DbSize),
         arity: 1,
         flags: &["readonly", "fast"],
         first_key: 0,
@@ -1080,6 +1318,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "memory",
+        run: Run::Session(SessionCommand::Memory),
         arity: -2,
         flags: &["readonly"],
         first_key: 2,
@@ -1092,6 +1331,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "slowlog",
+        run: Run::Session(SessionCommand::SlowLog),
         arity: -2,
         flags: &["admin"],
         first_key: 0,
@@ -1104,6 +1344,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "ping",
+        run: Run::Session(SessionCommand::Ping),
         arity: -1,
         flags: &["fast"],
         first_key: 0,
@@ -1116,6 +1357,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "echo",
+        run: Run::Session(SessionCommand::Echo),
         arity: 2,
         flags: &["fast"],
         first_key: 0,
@@ -1128,6 +1370,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "quit",
+        run: Run::Session(SessionCommand::Quit),
         arity: -1,
         flags: &["no_auth", "fast"],
         first_key: 0,
@@ -1140,6 +1383,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "cluster",
+        run: Run::Session(SessionCommand::Cluster),
         arity: -2,
         flags: &["loading", "stale"],
         first_key: 0,
@@ -1152,6 +1396,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "time",
+        run: Run::Session(SessionCommand::Time),
         arity: 1,
         flags: &["loading", "stale", "fast"],
         first_key: 0,
@@ -1164,6 +1409,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "latency",
+        run: Run::Session(SessionCommand::Latency),
         arity: -2,
         flags: &["admin", "noscript", "loading", "stale"],
         first_key: 0,
@@ -1176,6 +1422,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "readonly",
+        run: Run::Session(SessionCommand::Accepted),
         arity: 1,
         flags: &["loading", "stale", "fast"],
         first_key: 0,
@@ -1188,6 +1435,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "readwrite",
+        run: Run::Session(SessionCommand::Accepted),
         arity: 1,
         flags: &["loading", "stale", "fast"],
         first_key: 0,
@@ -1200,6 +1448,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "asking",
+        run: Run::Session(SessionCommand::Accepted),
         arity: 1,
         flags: &["fast"],
         first_key: 0,
@@ -1212,6 +1461,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "multi",
+        run: Run::Session(SessionCommand::Multi),
         arity: 1,
         flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
         first_key: 0,
@@ -1224,6 +1474,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "exec",
+        run: Run::Session(SessionCommand::Exec),
         arity: 1,
         flags: &["noscript", "loading", "stale", "skip_slowlog"],
         first_key: 0,
@@ -1236,6 +1487,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "discard",
+        run: Run::Session(SessionCommand::Discard),
         arity: 1,
         flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
         first_key: 0,
@@ -1248,6 +1500,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "watch",
+        run: Run::Session(SessionCommand::Watch),
         arity: -2,
         flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
         first_key: 1,
@@ -1260,6 +1513,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "unwatch",
+        run: Run::Session(SessionCommand::Accepted),
         arity: 1,
         flags: &["noscript", "loading", "stale", "fast", "allow_busy"],
         first_key: 0,
@@ -1272,6 +1526,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "select",
+        run: Run::Session(SessionCommand::Select),
         arity: 2,
         flags: &["fast"],
         first_key: 0,
@@ -1284,6 +1539,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "auth",
+        run: Run::Session(SessionCommand::Auth),
         arity: -2,
         flags: &["no_auth", "fast"],
         first_key: 0,
@@ -1296,6 +1552,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "acl",
+        run: Run::Session(SessionCommand::Acl),
         arity: -2,
         flags: &["fast"],
         first_key: 0,
@@ -1308,6 +1565,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hello",
+        run: Run::Session(SessionCommand::Hello),
         arity: -1,
         flags: &["no_auth", "fast"],
         first_key: 0,
@@ -1320,6 +1578,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "client",
+        run: Run::Session(SessionCommand::Client),
         arity: -2,
         flags: &[],
         first_key: 0,
@@ -1332,6 +1591,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "command",
+        run: Run::Session(SessionCommand::Command),
         arity: -1,
         flags: &[],
         first_key: 0,
@@ -1344,6 +1604,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "config",
+        run: Run::Session(SessionCommand::Config),
         arity: -2,
         flags: &[],
         first_key: 0,
@@ -1356,6 +1617,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "info",
+        run: Run::Session(SessionCommand::Info),
         arity: -1,
         flags: &[],
         first_key: 0,
@@ -1368,6 +1630,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "admin",
+        run: Run::Session(SessionCommand::Admin),
         arity: -2,
         flags: &["admin"],
         first_key: 0,

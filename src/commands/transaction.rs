@@ -63,8 +63,3 @@ pub fn watch() -> Reply {
          was read, and a concurrent write survives as a sibling",
     )
 }
-
-/// Whether a command runs at once inside `MULTI` instead of being queued.
-pub fn runs_at_once(name: &str) -> bool {
-    matches!(name, "exec" | "discard" | "multi" | "watch" | "quit")
-}
