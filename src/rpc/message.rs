@@ -9,7 +9,7 @@
 //! postcard of the message's reply, for a refusal the postcard of a [`RemoteError`]. Postcard is not
 //! self-describing, so the handshake pins [`PROTOCOL_VERSION`].
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -109,22 +109,24 @@ pub struct Malformed {
     pub reason: String,
 }
 
-fn header(kind: u8, id: u64, extra: usize) -> BytesMut {
-    let mut b = BytesMut::with_capacity(HEADER + 1 + extra);
-    b.put_u8(kind);
-    b.put_u64_le(id);
+fn header(kind: u8, id: u64, extra: usize) -> Vec<u8> {
+    let mut b = Vec::with_capacity(HEADER + 1 + extra);
+    b.push(kind);
+    b.extend_from_slice(&id.to_le_bytes());
     b
 }
 
-fn append<T: Serialize>(frame: BytesMut, value: &T) -> Bytes {
-    postcard::to_extend(value, frame).expect("protocol messages serialize").freeze()
+/// The frame with `value`'s postcard appended. A `Vec` rather than a `BytesMut`: postcard appends a byte slice
+/// through `Extend`, which a `Vec` does as one reserved copy and a `BytesMut` byte by byte.
+fn append<T: Serialize>(frame: Vec<u8>, value: &T) -> Bytes {
+    Bytes::from(postcard::to_extend(value, frame).expect("protocol messages serialize"))
 }
 
 impl Frame {
     /// The frame of request `id` carrying `message`.
     pub fn request<M: Message>(id: u64, message: &M) -> Bytes {
         let mut b = header(REQUEST, id, 64);
-        b.put_u8(M::TAG);
+        b.push(M::TAG);
         append(b, message)
     }
 
@@ -133,8 +135,8 @@ impl Frame {
         match body {
             Ok(body) => {
                 let mut b = header(REPLY, id, body.len());
-                b.put_slice(&body);
-                b.freeze()
+                b.extend_from_slice(&body);
+                Bytes::from(b)
             }
             Err(e) => append(header(REFUSAL, id, e.message.len() + 4), &e),
         }
