@@ -115,8 +115,11 @@ async fn a_cluster_client_sends_each_key_to_a_replica_and_carries_on_after_a_kil
     }
     // New writes are acknowledged and read back. (Until its map is refreshed again, redis-rs sends a key whose
     // first node died to a random node, which coordinates it: a forward, not an error. A request it had already
-    // sent down the dead node's connection can time out on its side; it is sent again, as an application would.)
-    write_range(&con, KEYS..KEYS + 1000, 2).await;
+    // sent down the dead node's connection can time out on its side; it is sent again, as an application would.
+    // Now and then, one run in five or so here with the same code before and after a change, every request of the
+    // first writes after the kill times out for 10 to 15 s, nodes logging nothing meanwhile: the client is stuck,
+    // not the cluster. Eight tries outlast that.)
+    write_range(&con, KEYS..KEYS + 1000, 8).await;
     assert_eq!(unreadable(&con, KEYS..KEYS + 1000).await, Vec::<usize>::new());
 }
 

@@ -39,7 +39,7 @@ use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
 use crate::versioning::{ContextKey, Siblings, VersionVector};
-use operation::{Candidate, QuorumFailure, ReadOperation, Route, WriteOperation};
+use operation::{AfterForward, Candidate, ForwardFailure, QuorumFailure, ReadOperation, Route, WriteOperation};
 
 /// Errors a client request can meet in the coordinator.
 #[derive(Debug, thiserror::Error)]
@@ -697,20 +697,31 @@ impl Coordinator {
             }
             let forward = Coordinate { key: key.clone(), op: op.clone(), w: w.map(|w| w as u8) };
             // The remote coordinator waits for its own quorum: give it that long plus the hop.
-            let refusal = match self.pool.call_node(&rep.id, &rep.addr, forward, self.timeout * 2).await {
+            let error = match self.pool.call_node(&rep.id, &rep.addr, forward, self.timeout * 2).await {
                 Ok(Written { superseded_live, reply }) => {
                     return Ok(WriteOutcome { superseded_live: superseded_live as usize, reply });
                 }
-                Err(RpcError::Refused { refusal, .. }) => refusal,
-                Err(RpcError::Unreachable { .. } | RpcError::Handshake { .. } | RpcError::Tls { .. }) => {
-                    // Never reached it: safe to try the next replica.
-                    self.cluster.note_reachable(&rep.id, false);
-                    continue;
+                Err(e) => e,
+            };
+            let failure = match &error {
+                RpcError::Refused { refusal, .. } => ForwardFailure::Refused(refusal.kind),
+                RpcError::Unreachable { .. } | RpcError::Handshake { .. } | RpcError::Tls { .. } => {
+                    ForwardFailure::NotSent
                 }
-                Err(e) => {
-                    // It may have applied the write: retrying elsewhere would apply it twice. Until it answers
-                    // again, later writes go to the other replicas first.
-                    self.cluster.note_reachable(&rep.id, false);
+                _ => ForwardFailure::NoAnswer,
+            };
+            if !matches!(failure, ForwardFailure::Refused(_)) {
+                // Unreachable, or silent: until it answers again, later writes go to the other replicas first.
+                self.cluster.note_reachable(&rep.id, false);
+            }
+            match (operation::after_forward(failure), error) {
+                (AfterForward::TryNext, e) => {
+                    tracing::debug!(replica = %rep.id, error = %e, "forward failed; trying the next replica")
+                }
+                (AfterForward::Fail, RpcError::Refused { refusal, .. }) => {
+                    return Err(CoordError::Remote { kind: refusal.kind, message: refusal.message });
+                }
+                (AfterForward::Fail, e) => {
                     return Err(CoordError::Remote {
                         kind: RemoteErrorKind::Unavailable,
                         message: format!(
@@ -720,14 +731,6 @@ impl Coordinator {
                         ),
                     });
                 }
-            };
-            match refusal.kind {
-                // Its ring view differs from ours (a transition is spreading): the next replica may agree.
-                // Or its storage refused before writing anything: another replica may take it.
-                RemoteErrorKind::Misdirected | RemoteErrorKind::WritesStopped => {
-                    tracing::debug!(replica = %rep.id, message = %refusal.message, "forward refused; trying the next replica");
-                }
-                kind => return Err(CoordError::Remote { kind, message: refusal.message }),
             }
         }
         metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);

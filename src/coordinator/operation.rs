@@ -6,6 +6,7 @@
 use super::plan::stand_ins;
 use super::quorum::{Progress, ReadQuorum, WriteQuorum};
 use crate::replication::replica::ReplicaRead;
+use crate::rpc::RemoteErrorKind;
 use crate::versioning::Siblings;
 
 /// A node of the key's preference list, as the operation sees it.
@@ -294,6 +295,37 @@ pub fn route(replicas: &[Candidate], preferred: Option<usize>) -> Route {
     Route::Forward(order)
 }
 
+/// How a write forwarded to one replica failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ForwardFailure {
+    /// The request never left this node (no connection, a failed handshake): the replica cannot have applied it.
+    NotSent,
+    /// The replica answered that it did not take the write.
+    Refused(RemoteErrorKind),
+    /// No answer came: the replica may have applied it.
+    NoAnswer,
+}
+
+/// What follows a forward that failed at one replica.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AfterForward {
+    /// Try the next replica of the route.
+    TryNext,
+    /// Give the client the failure: trying another replica could apply the write twice, or would be refused the
+    /// same way.
+    Fail,
+}
+
+/// The rule for a failed forward: another replica is tried only when this one certainly applied nothing and
+/// another may do better (its ring view differs while a transition spreads, or its storage stopped writes).
+pub fn after_forward(failure: ForwardFailure) -> AfterForward {
+    match failure {
+        ForwardFailure::NotSent => AfterForward::TryNext,
+        ForwardFailure::Refused(RemoteErrorKind::Misdirected | RemoteErrorKind::WritesStopped) => AfterForward::TryNext,
+        ForwardFailure::Refused(_) | ForwardFailure::NoAnswer => AfterForward::Fail,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::quorum::tests::{absent, found as holds, state};
@@ -435,6 +467,19 @@ mod tests {
         assert!(!op.complete());
         assert_eq!(op.on_ack(1, false), None);
         assert_eq!(op.take_hints(), vec![2]);
+    }
+
+    #[test]
+    fn a_forward_moves_on_only_when_nothing_can_have_been_applied_and_another_may_take_it() {
+        use ForwardFailure::*;
+        assert_eq!(after_forward(NotSent), AfterForward::TryNext);
+        assert_eq!(after_forward(Refused(RemoteErrorKind::Misdirected)), AfterForward::TryNext);
+        assert_eq!(after_forward(Refused(RemoteErrorKind::WritesStopped)), AfterForward::TryNext);
+        // A timeout or a dropped connection: the write may have landed; a second coordinator would apply it again.
+        assert_eq!(after_forward(NoAnswer), AfterForward::Fail);
+        // Refused for a reason every replica shares (sibling limits, a bad context, no quorum).
+        assert_eq!(after_forward(Refused(RemoteErrorKind::Refused)), AfterForward::Fail);
+        assert_eq!(after_forward(Refused(RemoteErrorKind::Unavailable)), AfterForward::Fail);
     }
 
     #[test]

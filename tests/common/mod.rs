@@ -106,7 +106,8 @@ impl TestNode {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(&self.extra)
-            .env("RUST_LOG", "error")
+            // NODE_LOG=dynamo_kv=debug shows what the nodes of a failing test did (on the test's stderr).
+            .env("RUST_LOG", std::env::var("NODE_LOG").unwrap_or_else(|_| "error".into()))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
