@@ -177,8 +177,18 @@ impl Node {
             }
             Disk::Given { data, hints } => (data, hints),
         };
-        let hints = Arc::new(HintStore::open(hints)?);
         let meta = Arc::new(NodeMeta::open(&config.data_dir, &config.node_id)?);
+        if meta.format() < crate::storage::meta::META_FORMAT {
+            tracing::warn!(format = meta.format(), "upgrading the data directory to the current layout");
+            let started = std::time::Instant::now();
+            let rewritten = crate::storage::upgrade::upgrade(engine.as_ref(), hints.as_ref())?;
+            // A transfer's cursor is a storage key of the old layout: transfers start over.
+            crate::replication::handoff::forget_cursors(&config.data_dir)?;
+            engine.sync()?;
+            meta.upgraded()?;
+            tracing::warn!(keys = rewritten, took = ?started.elapsed(), "data directory upgraded");
+        }
+        let hints = Arc::new(HintStore::open(hints)?);
         match meta.start_kind() {
             StartKind::Fresh => {
                 tracing::info!(actor = %meta.actor(), "new data directory: fresh actor")
@@ -502,7 +512,7 @@ impl Handler for PeerService {
         use crate::commands::views::{self, NodeLoad};
         use crate::coordinator::{Coordinate, scan::ScanKeys};
         use crate::replication::handoff::{DigestRange, HandoffPull};
-        use crate::replication::replica::{KeepHint, Read, Replicate};
+        use crate::replication::replica::{KeepHint, Read, ReadRows, Replicate};
 
         let coordinator = &self.node.coordinator;
         let cluster = coordinator.cluster();
@@ -514,6 +524,7 @@ impl Handler for PeerService {
             Ping::TAG => answer(&body, |_: Ping| async { Ok(Pong) }).await,
             GossipPush::TAG => answer(&body, |m| async { cluster.serve_gossip(m) }).await,
             Read::TAG => answer(&body, |m| async { replica.serve_read(m) }).await,
+            ReadRows::TAG => answer(&body, |m| async { replica.serve_read_rows(m) }).await,
             Replicate::TAG => answer(&body, |m| replica.serve_replicate(m)).await,
             KeepHint::TAG => answer(&body, |m| async { replica.serve_keep_hint(m) }).await,
             Coordinate::TAG => answer(&body, |m| coordinator.serve_coordinate(m)).await,

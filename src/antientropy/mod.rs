@@ -180,6 +180,13 @@ pub struct DeadKeys {
     pub expired: Vec<Bytes>,
 }
 
+/// Whether a key row is a collection's whose live values are all headers (its elements all removed, or cleared):
+/// with no element row left under it, it is reaped like a tombstone.
+fn emptied_collection(key_row: &Siblings) -> bool {
+    crate::crdt::rows::has_header(key_row)
+        && key_row.versions().iter().all(|v| matches!(v.value, None | Some(crate::versioning::Value::Header(_))))
+}
+
 impl LocalReplica {
     /// Answers [`TreeLeaves`].
     pub async fn serve_tree_leaves(&self, m: TreeLeaves) -> Result<Leaves, RemoteError> {
@@ -211,26 +218,72 @@ impl LocalReplica {
         self.reap_items(&m.items).map(|reaped| Reaped { reaped }).map_err(refusal)
     }
 
-    /// Deletes tombstones whose local state is exactly the given one.
+    /// Deletes dead rows whose local state is exactly the given one: tombstones, element rows their key row
+    /// cleared, and the key rows of emptied collections (each checked against this replica's own rows).
     pub fn reap_items(&self, items: &[(Bytes, Siblings)]) -> Result<u64, crate::storage::StorageError> {
         let mut reaped = 0;
         for (k, s) in items {
-            reaped += u64::from(self.store.remove_if_equal(k, s)?);
+            let removed = match crate::storage::layout::parse(k) {
+                // A live element row, or a collection's key row: dead only by the rows beside it.
+                Some((user_key, row)) if s.has_live_value() && (!row.is_empty() || emptied_collection(s)) => {
+                    let rows = self.store.scan_rows(user_key)?;
+                    let key_row = rows.key_row().cloned().unwrap_or_default();
+                    let dead = match row.is_empty() {
+                        true => rows.len() == 1 && emptied_collection(&key_row),
+                        false => s.versions().iter().all(|v| key_row.cleared().covers(v.dot)),
+                    };
+                    dead && self.store.remove_if_unchanged(k, s)?
+                }
+                _ => self.store.remove_if_equal(k, s)?,
+            };
+            reaped += u64::from(removed);
         }
         Ok(reaped)
     }
 
-    /// One scan of `[first, last]` at `now_ms`: the keys whose every version is dead (tombstones, expired values)
-    /// since before `cutoff_ms`, which reaping may remove, and the keys still holding expired values, which
+    /// One scan of `[first, last]` at `now_ms`: the rows dead since before `cutoff_ms`, which reaping may remove
+    /// (tombstones and expired values; element rows their key row cleared, at once; the key row of a collection
+    /// once no element row is left under it), and the keys still holding expired values, which
     /// [`LocalReplica::sweep_expired`] drops.
     pub fn dead_keys(&self, first: u128, last: u128, now_ms: u64, cutoff_ms: u64) -> DeadKeys {
         let mut dead = DeadKeys::default();
-        for (k, s) in self.store.scan_positions(first, last, None, MAX_RANGE_ITEMS).unwrap_or_default() {
-            if s.dead_since(now_ms).is_some_and(|since| since < cutoff_ms) {
+        let items = self.store.scan_positions(first, last, None, MAX_RANGE_ITEMS).unwrap_or_default();
+        let complete = items.len() < MAX_RANGE_ITEMS;
+        // The key row being visited, and whether it is a reaping candidate (decided once its rows are passed).
+        let mut key: Option<(Bytes, Siblings, bool)> = None;
+        let finish = |key: &mut Option<(Bytes, Siblings, bool)>, dead: &mut DeadKeys| {
+            if let Some((k, s, true)) = key.take() {
                 dead.reapable.push((k, s));
-            } else if s.versions().iter().any(|v| v.is_expired(now_ms)) {
-                dead.expired.push(k);
             }
+        };
+        for (k, s) in items {
+            let Some((_, row)) = crate::storage::layout::parse(&k) else { continue };
+            if row.is_empty() {
+                finish(&mut key, &mut dead);
+                let emptied = emptied_collection(&s) && s.versions().iter().all(|v| v.timestamp_ms < cutoff_ms);
+                let reapable = emptied || s.dead_since(now_ms).is_some_and(|since| since < cutoff_ms);
+                if !reapable && s.versions().iter().any(|v| v.is_expired(now_ms)) {
+                    dead.expired.push(k.clone());
+                }
+                key = Some((k, s, reapable));
+                continue;
+            }
+            let cleared = key.as_ref().is_some_and(|(kr, ks, _)| {
+                k.starts_with(kr) && s.versions().iter().all(|v| ks.cleared().covers(v.dot))
+            });
+            if cleared || s.dead_since(now_ms).is_some_and(|since| since < cutoff_ms) {
+                dead.reapable.push((k.clone(), s));
+            }
+            // A key row goes only once no row is left under it.
+            if let Some((kr, _, reapable)) = key.as_mut()
+                && k.starts_with(kr)
+            {
+                *reapable = false;
+            }
+        }
+        // The last key row of a scan cut short may have rows past the cut.
+        if complete {
+            finish(&mut key, &mut dead);
         }
         dead
     }
@@ -239,7 +292,14 @@ impl LocalReplica {
     /// their dots stay covered, so the other replicas drop them too at the next exchange, and the emptied key is
     /// reaped once its grace period is over. Returns how many keys changed.
     pub async fn sweep_expired(&self, keys: Vec<Bytes>, now_ms: u64) -> Result<u64, crate::storage::StorageError> {
-        self.change_each(keys.into_iter().map(|k| (k, ())).collect(), |s, ()| s.drop_expired(now_ms) > 0).await
+        self.change_each(keys.into_iter().map(|k| (k, ())).collect(), |s, ()| {
+            let had_header = crate::crdt::rows::has_header(s);
+            let dropped = s.drop_expired(now_ms);
+            // An expired collection clears its elements, which reaping then removes.
+            crate::crdt::rows::settle(s, had_header);
+            dropped > 0
+        })
+        .await
     }
 
     /// Merges states into the store; returns how many keys changed.
@@ -261,10 +321,12 @@ impl LocalReplica {
     ) -> Result<u64, crate::storage::StorageError> {
         let mut changed = 0;
         for (storage_key, item) in items {
-            let Some(user_key) = crate::storage::layout::user_key(&storage_key) else { continue };
+            if crate::storage::layout::parse(&storage_key).is_none() {
+                continue;
+            }
             let did = self
                 .store
-                .update(user_key, |s: &mut Siblings, _| {
+                .update_row(storage_key, |s: &mut Siblings, _| {
                     Ok::<_, crate::storage::StorageError>(if change(s, &item) {
                         Decision::Write(true)
                     } else {

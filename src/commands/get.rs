@@ -131,16 +131,25 @@ pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
     // Per version: a dot (actor and counter) and a timestamp; per version-vector entry: actor, counter, time.
     const PER_VERSION: usize = 24;
     const PER_CLOCK_ENTRY: usize = 24;
-    match node.coordinator.read_state(key, None).await {
-        Ok((Some(state), _)) if crate::crdt::kind(&state).is_some() => {
+    // Every row of the key (a collection kept as rows has one per element), each under its storage key.
+    let rows = match node.coordinator.read_rows(key, crate::crdt::rows::RowSelect::All, None).await {
+        Ok(rows) => rows,
+        Err(e) => return coord_error(e),
+    };
+    if crate::crdt::rows::kind_of(&rows, crate::coordinator::now_ms()).is_none() {
+        return Reply::Nil;
+    }
+    let bytes: usize = rows
+        .rows()
+        .iter()
+        .map(|(row, state)| {
             let versions: usize =
                 state.versions().iter().map(|v| v.value.as_ref().map_or(0, |x| x.len()) + PER_VERSION).sum();
-            let position = crate::storage::layout::POSITION_LEN;
-            Reply::Integer((position + key.len() + versions + state.context().len() * PER_CLOCK_ENTRY) as i64)
-        }
-        Ok(_) => Reply::Nil,
-        Err(e) => coord_error(e),
-    }
+            let clocks = (state.context().len() + state.cleared().len()) * PER_CLOCK_ENTRY;
+            crate::storage::layout::row_key(key, row).len() + versions + clocks
+        })
+        .sum();
+    Reply::Integer(bytes as i64)
 }
 
 /// The reply to a read of `key` in `mode`, counted as a keyspace hit or miss.

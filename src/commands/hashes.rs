@@ -3,9 +3,11 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, check_key_and_values, integer_reply, read_typed, wrong_arity};
-use crate::crdt::{Kind, Op, hash};
+use super::{NodeContext, check_key, check_key_and_values, integer_reply, read_collection, wrong_arity};
+use crate::coordinator::now_ms;
+use crate::crdt::{Op, rows};
 use crate::resp::Reply;
+use crate::versioning::RowKind;
 
 /// HSET key field value [field value ...] (how many fields are new), HMSET (OK), HSETNX key field value (1 or 0).
 pub async fn set(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
@@ -48,22 +50,22 @@ pub async fn incrby(node: &NodeContext, args: &[Bytes]) -> Reply {
 
 /// HGET, HMGET, HGETALL, HLEN, HEXISTS, HKEYS, HVALS and HSTRLEN, after a quorum read.
 pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let state = match read_typed(node, &args[1], Kind::Hash).await {
-        Ok(s) => s.unwrap_or_default(),
+    // Reads of named fields read those fields' rows; the others read every field.
+    let asked = matches!(name, "hget" | "hmget" | "hexists" | "hstrlen").then(|| &args[2..]);
+    let fields = match read_collection(node, &args[1], RowKind::Hash, asked).await {
+        Ok(rows) => rows::fields(&rows, now_ms()),
         Err(reply) => return reply,
     };
-    let value = |f: &Bytes| hash::get(&state, f);
+    let value = |f: &Bytes| fields.binary_search_by(|(x, _)| x.cmp(f)).ok().map(|i| fields[i].1.clone());
     match name {
         "hget" => value(&args[2]).map_or(Reply::Nil, Reply::Bulk),
         "hmget" => Reply::Array(args[2..].iter().map(|f| value(f).map_or(Reply::Nil, Reply::Bulk)).collect()),
         "hexists" => Reply::Integer(i64::from(value(&args[2]).is_some())),
         "hstrlen" => Reply::Integer(value(&args[2]).map_or(0, |v| v.len() as i64)),
-        "hlen" => Reply::Integer(hash::fields(&state).len() as i64),
-        "hkeys" => Reply::Array(hash::fields(&state).into_iter().map(|(f, _)| Reply::Bulk(f)).collect()),
-        "hvals" => Reply::Array(hash::fields(&state).into_iter().map(|(_, v)| Reply::Bulk(v)).collect()),
-        "hgetall" => {
-            Reply::Map(hash::fields(&state).into_iter().map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v))).collect())
-        }
+        "hlen" => Reply::Integer(fields.len() as i64),
+        "hkeys" => Reply::Array(fields.into_iter().map(|(f, _)| Reply::Bulk(f)).collect()),
+        "hvals" => Reply::Array(fields.into_iter().map(|(_, v)| Reply::Bulk(v)).collect()),
+        "hgetall" => Reply::Map(fields.into_iter().map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v))).collect()),
         other => unreachable!("'{other}' is not a hash read"),
     }
 }

@@ -536,6 +536,28 @@ pub async fn read_typed(
     }
 }
 
+/// A quorum read of rows of a collection key of kind `kind` (`crdt::rows`): its key row and the rows of
+/// `elements` (`None`: every row), or the reply to give instead (WRONGTYPE, a failed read).
+pub async fn read_collection(
+    node: &NodeContext,
+    key: &Bytes,
+    kind: crate::versioning::RowKind,
+    elements: Option<&[Bytes]>,
+) -> Result<crate::crdt::rows::Rows, Reply> {
+    check_key(node, key)?;
+    let select = match elements {
+        Some(e) => crate::crdt::rows::RowSelect::elements(kind, e),
+        None => crate::crdt::rows::RowSelect::All,
+    };
+    let rows = node.coordinator.read_rows(key, select, None).await.map_err(coord_error)?;
+    let mut key_row = rows.key_row().cloned().unwrap_or_default();
+    key_row.drop_expired(crate::coordinator::now_ms());
+    match crate::crdt::kind(&key_row) {
+        Some(k) if k != crate::crdt::Kind::from(kind) => Err(Reply::error(crate::crdt::OpError::WrongType.to_string())),
+        _ => Ok(rows),
+    }
+}
+
 /// The reply to a typed write that answers a count (or the write's failure).
 pub fn integer_reply(outcome: Result<crate::crdt::OpReply, CoordError>) -> Reply {
     match outcome {

@@ -4,11 +4,13 @@
 use bytes::Bytes;
 
 use super::{
-    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_typed,
+    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_collection,
     syntax_error,
 };
-use crate::crdt::{Kind, Op, OpReply, set};
+use crate::coordinator::now_ms;
+use crate::crdt::{Op, OpReply, rows};
 use crate::resp::Reply;
+use crate::versioning::RowKind;
 
 /// SADD and SREM: how many members were added (were not there) or removed (were there).
 pub async fn add_or_remove(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
@@ -42,9 +44,10 @@ pub async fn spop(node: &NodeContext, args: &[Bytes]) -> Reply {
     }
 }
 
-/// The members of a set key after a quorum read, or the reply to give instead (WRONGTYPE, a failed read).
-async fn read_members(node: &NodeContext, key: &Bytes) -> Result<Vec<Bytes>, Reply> {
-    Ok(read_typed(node, key, Kind::Set).await?.map(|s| set::members(&s)).unwrap_or_default())
+/// The members of a set key after a quorum read (of `asked` only, or of every member), sorted, or the reply to
+/// give instead (WRONGTYPE, a failed read).
+async fn read_members(node: &NodeContext, key: &Bytes, asked: Option<&[Bytes]>) -> Result<Vec<Bytes>, Reply> {
+    Ok(rows::members(&read_collection(node, key, RowKind::Set, asked).await?, now_ms()))
 }
 
 /// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER and SRANDMEMBER.
@@ -55,7 +58,9 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     {
         return r;
     }
-    let members = match read_members(node, &args[1]).await {
+    // Membership tests read the rows of the members asked; the others read every member.
+    let asked = matches!(name, "sismember" | "smismember").then(|| &args[2..]);
+    let members = match read_members(node, &args[1], asked).await {
         Ok(m) => m,
         Err(reply) => return reply,
     };
@@ -104,7 +109,7 @@ fn srandmember(members: Vec<Bytes>, args: &[Bytes]) -> Reply {
         None if members.is_empty() => Reply::Nil,
         None => Reply::Bulk(members[next(members.len())].clone()),
         Some(n) if n >= 0 => {
-            let picked = set::sample(members, n as usize, random_seed());
+            let picked = crate::crdt::set::sample(members, n as usize, random_seed());
             Reply::Array(picked.into_iter().map(Reply::Bulk).collect())
         }
         Some(_) if members.is_empty() => Reply::Array(Vec::new()),

@@ -31,8 +31,9 @@ use futures::stream::FuturesUnordered;
 
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
+use crate::crdt::rows::{RowSelect, Rows};
 use crate::crdt::{Op, OpError, OpReply, Stamp};
-use crate::replication::replica::{Ack, KeepHint, LocalReplica, Read, ReplicaRead, Replicate};
+use crate::replication::replica::{Ack, KeepHint, LocalReplica, Read, ReadRows, ReplicaRead, Replicate};
 use crate::rpc::{PeerPool, RemoteError, RemoteErrorKind, RpcError};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -299,7 +300,96 @@ struct Replica {
 }
 
 /// A reply to one ask of a read: its index, and what came back (`Err`: nothing).
-type ReadReply = (usize, Result<ReplicaRead, ()>);
+type ReadReply<S = Siblings> = (usize, Result<ReplicaRead<S>, ()>);
+
+/// What a quorum read asks each replica for: a key row ([`KeyRowRead`]), or rows of a collection ([`RowsRead`]).
+trait ReadShape: Send + Sync + 'static {
+    /// What a replica answers with.
+    type S: quorum::State + Into<Rows> + Send + Sync + 'static;
+    /// The local replica's answer.
+    fn local(
+        &self,
+        replica: &LocalReplica,
+        key: &[u8],
+        as_fallback: bool,
+        cluster_id: u64,
+    ) -> Result<ReplicaRead<Self::S>, StorageError>;
+    /// A remote replica's answer.
+    fn remote(
+        &self,
+        pool: Arc<PeerPool>,
+        to: Replica,
+        key: Bytes,
+        as_fallback: bool,
+        cluster_id: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ReplicaRead<Self::S>, RpcError>>;
+}
+
+/// A read of a key's key row: a string's, a counter's, a list's or a sorted set's whole state.
+struct KeyRowRead;
+
+impl ReadShape for KeyRowRead {
+    type S = Siblings;
+
+    fn local(
+        &self,
+        replica: &LocalReplica,
+        key: &[u8],
+        as_fallback: bool,
+        cluster_id: u64,
+    ) -> Result<ReplicaRead, StorageError> {
+        match as_fallback {
+            true => replica.read_as_fallback(key),
+            false => replica.read(key, cluster_id),
+        }
+    }
+
+    fn remote(
+        &self,
+        pool: Arc<PeerPool>,
+        to: Replica,
+        key: Bytes,
+        as_fallback: bool,
+        cluster_id: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ReplicaRead, RpcError>> {
+        Box::pin(async move { pool.call_node(&to.id, &to.addr, Read { key, as_fallback, cluster_id }, timeout).await })
+    }
+}
+
+/// A read of rows of a key: its key row and the rows selected.
+struct RowsRead(RowSelect);
+
+impl ReadShape for RowsRead {
+    type S = Rows;
+
+    fn local(
+        &self,
+        replica: &LocalReplica,
+        key: &[u8],
+        as_fallback: bool,
+        cluster_id: u64,
+    ) -> Result<ReplicaRead<Rows>, StorageError> {
+        match as_fallback {
+            true => replica.read_rows_as_fallback(key, &self.0),
+            false => replica.read_rows(key, &self.0, cluster_id),
+        }
+    }
+
+    fn remote(
+        &self,
+        pool: Arc<PeerPool>,
+        to: Replica,
+        key: Bytes,
+        as_fallback: bool,
+        cluster_id: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ReplicaRead<Rows>, RpcError>> {
+        let req = ReadRows { key, rows: self.0.clone(), as_fallback, cluster_id };
+        Box::pin(async move { pool.call_node(&to.id, &to.addr, req, timeout).await })
+    }
+}
 /// An outcome of one send of a write: its index, and whether it was acknowledged.
 type AckReply = (usize, bool);
 
@@ -487,7 +577,12 @@ impl Coordinator {
         let (merged, first_replier) = self.read_state(key, r).await?;
         metrics::histogram!("dynamo_read_siblings")
             .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
-        let folded = merged.as_ref().map(crate::crdt::fold).unwrap_or_default();
+        let mut folded = merged.as_ref().map(crate::crdt::fold).unwrap_or_default();
+        if folded.kind.and_then(crate::crdt::rows::row_kind).is_some() {
+            // A collection kept as rows exists while one of its elements does: each replica's first live one tells.
+            let rows = self.read_rows(key, RowSelect::Named { rows: Vec::new(), first_live: 1 }, r).await?;
+            folded.kind = crate::crdt::rows::kind_of(&rows, now_ms());
+        }
         Ok(ReadResult {
             kind: folded.kind,
             values: folded.values,
@@ -505,6 +600,34 @@ impl Coordinator {
         key: &Bytes,
         r: Option<usize>,
     ) -> Result<(Option<Siblings>, Option<String>), CoordError> {
+        let (merged, first) = self.quorum_read(key, r, KeyRowRead).await?;
+        // What a client sees: values past their deadline read as absent (their dots stay in the context, so a write
+        // back supersedes them).
+        let merged = merged.map(|mut s| {
+            s.drop_expired(now_ms());
+            s
+        });
+        Ok((merged, first))
+    }
+
+    /// The merged rows of `key` from R of its N replicas: its key row and the rows selected, as stored (the reader
+    /// interprets deadlines and cleared elements, `crdt::rows`).
+    pub async fn read_rows(
+        self: &Arc<Self>,
+        key: &Bytes,
+        rows: RowSelect,
+        r: Option<usize>,
+    ) -> Result<Rows, CoordError> {
+        Ok(self.quorum_read(key, r, RowsRead(rows)).await?.0.unwrap_or_default())
+    }
+
+    /// A quorum read of `key` in the given shape: the merge of R replies, and the replica that answered first.
+    async fn quorum_read<R: ReadShape>(
+        self: &Arc<Self>,
+        key: &Bytes,
+        r: Option<usize>,
+        shape: R,
+    ) -> Result<(Option<R::S>, Option<String>), CoordError> {
         let r = self.check(QuorumOf::Reads, r)?;
         let view = self.cluster.view();
         let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica_of(p)).collect();
@@ -516,21 +639,26 @@ impl Coordinator {
             .iter()
             .map(|r| Candidate { local: r.local, usable: r.local || self.cluster.is_reachable(&r.id) })
             .collect();
-        let mut op = ReadOperation::plan(&candidates, self.quorum.n, r);
+        let mut op = ReadOperation::<R::S>::plan(&candidates, self.quorum.n, r);
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>> = FuturesUnordered::new();
+        let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply<R::S>>> = FuturesUnordered::new();
         let mut answer = None;
         for (i, ask) in op.asks().to_vec().into_iter().enumerate() {
             let rep = &list[ask.node];
             if rep.local {
-                let local = match ask.as_fallback {
-                    true => self.replica.read_as_fallback(key),
-                    false => self.replica.read(key, view.cluster_id),
-                };
+                let local = shape.local(&self.replica, key, ask.as_fallback, view.cluster_id);
                 let reply = local.map_err(|e| tracing::error!(error = %e, "local read failed"));
                 answer = answer.or(op.on_reply(i, reply));
             } else {
-                pending.push(self.read_remote(i, rep, key.clone(), ask.as_fallback, view.cluster_id));
+                let read = shape.remote(
+                    self.pool.clone(),
+                    rep.clone(),
+                    key.clone(),
+                    ask.as_fallback,
+                    view.cluster_id,
+                    self.timeout,
+                );
+                pending.push(self.read_remote(i, rep, read));
             }
         }
         let answer = loop {
@@ -560,22 +688,16 @@ impl Coordinator {
             let key = key.clone();
             self.tasks.spawn(async move { this.finish_read(key, list, op, pending, deadline).await });
         }
-        // What a client sees: values past their deadline read as absent (their dots stay in the context, so a write
-        // back supersedes them).
-        let merged = found.merged.map(|mut s| {
-            s.drop_expired(now_ms());
-            s
-        });
-        Ok((merged, first))
+        Ok((found.merged, first))
     }
 
     /// Collects the replies that came after the answer, then repairs every replica that answered stale.
-    async fn finish_read(
+    async fn finish_read<S: quorum::State + Into<Rows>>(
         self: Arc<Self>,
         key: Bytes,
         list: Vec<Replica>,
-        mut op: ReadOperation,
-        mut pending: FuturesUnordered<BoxFuture<'static, ReadReply>>,
+        mut op: ReadOperation<S>,
+        mut pending: FuturesUnordered<BoxFuture<'static, ReadReply<S>>>,
         deadline: tokio::time::Instant,
     ) {
         while let Ok(Some((i, reply))) = tokio::time::timeout_at(deadline, pending.next()).await {
@@ -585,12 +707,13 @@ impl Coordinator {
             let rep = &list[node];
             metrics::counter!("dynamo_read_repairs_total").increment(1);
             tracing::debug!(replica = %rep.id, key = %String::from_utf8_lossy(&key), "read repair");
+            let rows: Rows = merged.into();
             if rep.local {
-                if let Err(e) = self.replica.merge(&key, &merged).await {
+                if let Err(e) = self.replica.merge_rows(&key, &rows).await {
                     tracing::warn!(error = %e, "local read repair failed");
                 }
             } else {
-                let repair = Replicate { key: key.clone(), state: merged };
+                let repair = Replicate { key: key.clone(), rows };
                 if let Err(e) = self.pool.call_node(&rep.id, &rep.addr, repair, self.timeout).await {
                     tracing::debug!(replica = %rep.id, error = %e, "read repair not delivered");
                 }
@@ -598,24 +721,23 @@ impl Coordinator {
         }
     }
 
-    fn read_remote(
+    /// One remote ask of a read, noting whether its replica answered.
+    fn read_remote<S: Send + 'static>(
         &self,
         i: usize,
         rep: &Replica,
-        key: Bytes,
-        as_fallback: bool,
-        cluster_id: u64,
-    ) -> BoxFuture<'static, ReadReply> {
-        let (pool, cluster, timeout, rep) = (self.pool.clone(), self.cluster.clone(), self.timeout, rep.clone());
+        read: BoxFuture<'static, Result<ReplicaRead<S>, RpcError>>,
+    ) -> BoxFuture<'static, ReadReply<S>> {
+        let (cluster, id) = (self.cluster.clone(), rep.id.clone());
         Box::pin(async move {
-            let reply = match pool.call_node(&rep.id, &rep.addr, Read { key, as_fallback, cluster_id }, timeout).await {
+            let reply = match read.await {
                 Ok(read) => {
-                    cluster.note_reachable(&rep.id, true);
+                    cluster.note_reachable(&id, true);
                     Ok(read)
                 }
                 Err(e) => {
                     if !matches!(e, RpcError::Refused { .. }) {
-                        cluster.note_reachable(&rep.id, false);
+                        cluster.note_reachable(&id, false);
                     }
                     Err(())
                 }
@@ -768,15 +890,24 @@ impl Coordinator {
         let incoming: Vec<Replica> = self.incoming(&key).into_iter().filter(|r| !r.local).collect();
         let mut plan = WriteOperation::plan(&candidates, self.quorum.n, needed, incoming.len())?;
         targets.extend(incoming);
-        let (outcome, state) = match op {
+        let (outcome, rows) = match op {
             WriteOp::Put { value, context, expires_at_ms } => {
-                self.update_local(&key, value, WriteContext::from(context), expires_at_ms).await?
+                let (outcome, state) =
+                    self.update_local(&key, value, WriteContext::from(context), expires_at_ms).await?;
+                (outcome, Rows::key_only(state))
             }
             WriteOp::Typed(op) => {
                 // The quorum read makes the answer include every write acknowledged before this one began, and
-                // a remove remove what it saw.
-                let (read, _) = self.read_state(&key, None).await?;
-                self.apply_local(&key, read, &op).await?
+                // a remove remove what it saw. It reads the rows the write touches: the key row, and the rows of
+                // the elements it names (every row of the key for SPOP).
+                let select = op.rows_read();
+                let read = self.read_rows(&key, select.clone(), None).await?;
+                let (outcome, changed) = self.apply_local(&key, select.named(), read, &op).await?;
+                if changed.is_empty() {
+                    // Nothing to write (a remove of what is not there): nothing to replicate either.
+                    return Ok(outcome);
+                }
+                (outcome, changed)
             }
         };
         let mut answer = match targets.iter().take(self.quorum.n).any(|r| r.local) {
@@ -784,7 +915,7 @@ impl Coordinator {
             false => None,
         };
         for intended in plan.take_hints() {
-            self.hint_locally(&targets[intended].id, &key, &state);
+            self.hint_locally(&targets[intended].id, &key, &rows);
         }
         let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
         for (i, send) in plan.sends().iter().enumerate() {
@@ -792,7 +923,7 @@ impl Coordinator {
                 metrics::counter!("dynamo_sloppy_writes_total").increment(1);
             }
             let hint_for = send.stands_in().then(|| targets[send.intended].id.clone());
-            pending.push(self.replicate_remote(i, &targets[send.to], hint_for, key.clone(), state.clone()));
+            pending.push(self.replicate_remote(i, &targets[send.to], hint_for, key.clone(), rows.clone()));
         }
         let deadline = tokio::time::Instant::now() + self.timeout;
         let answer = loop {
@@ -812,7 +943,7 @@ impl Coordinator {
                 plan.on_ack(i, ok);
             }
             for intended in plan.take_hints() {
-                this.hint_locally(&targets[intended].id, &key, &state);
+                this.hint_locally(&targets[intended].id, &key, &rows);
             }
         });
         answer.map(|()| outcome).map_err(|failure| {
@@ -822,11 +953,11 @@ impl Coordinator {
     }
 
     /// Keeps a copy meant for `target` as a local hint.
-    fn hint_locally(&self, target: &str, key: &[u8], state: &Siblings) {
+    fn hint_locally(&self, target: &str, key: &[u8], rows: &Rows) {
         if target == self.cluster.me().member.id {
             return;
         }
-        if let Err(e) = self.hints.put(target, key, state, now_ms()) {
+        if let Err(e) = self.hints.put(target, key, rows, now_ms()) {
             tracing::error!(error = %e, %target, "could not store a hint");
         }
     }
@@ -836,20 +967,21 @@ impl Coordinator {
         &self.hints
     }
 
-    /// Sends send `i` of a write: the new state to a replica, or to a stand-in keeping it as a hint for `hint_for`.
+    /// Sends send `i` of a write: the changed rows to a replica, or to a stand-in keeping them as a hint for
+    /// `hint_for`.
     fn replicate_remote(
         &self,
         i: usize,
         to: &Replica,
         hint_for: Option<String>,
         key: Bytes,
-        state: Siblings,
+        rows: Rows,
     ) -> BoxFuture<'static, AckReply> {
         let (pool, cluster, timeout, to) = (self.pool.clone(), self.cluster.clone(), self.timeout, to.clone());
         Box::pin(async move {
             let sent = match hint_for {
-                Some(target) => pool.call_node(&to.id, &to.addr, KeepHint { target, key, state }, timeout).await,
-                None => pool.call_node(&to.id, &to.addr, Replicate { key, state }, timeout).await,
+                Some(target) => pool.call_node(&to.id, &to.addr, KeepHint { target, key, rows }, timeout).await,
+                None => pool.call_node(&to.id, &to.addr, Replicate { key, rows }, timeout).await,
             };
             let ok = match sent {
                 Ok(Ack) => true,
@@ -883,6 +1015,7 @@ impl Coordinator {
         let durable = self.effective_quorum().n >= 2;
         let store = &self.store;
         let update = |s: &mut Siblings, _existed| {
+            let had_header = crate::crdt::rows::has_header(s);
             // Expired values are gone before the write counts what it supersedes and what survives.
             s.drop_expired(now_ms());
             let covered = match context {
@@ -918,7 +1051,12 @@ impl Coordinator {
             if expires_at_ms.is_some() {
                 s.set_expiry(|v| v.dot == dot, crate::versioning::Expiry::new(expires_at_ms, timestamp, dot.actor));
             }
-            s.prune_context(opts.max_vv_entries);
+            // A write over a collection (SET, DEL) clears its elements; its key row keeps every actor (see
+            // `apply_local`).
+            crate::crdt::rows::settle(s, had_header);
+            if s.cleared().is_empty() {
+                s.prune_context(opts.max_vv_entries);
+            }
             if s.sibling_count() > opts.sibling_soft_limit {
                 metrics::counter!("dynamo_sibling_soft_limit_warnings_total").increment(1);
                 tracing::warn!(
@@ -933,20 +1071,26 @@ impl Coordinator {
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
     }
 
-    /// Applies a typed write to the local replica, after merging what a quorum read found ([`crate::crdt::apply`]
-    /// stamps fresh dots), and prunes the vector. Returns the outcome and the state to replicate.
+    /// Applies a typed write to the local replica's rows (`named`: those it names besides the key row), after
+    /// merging what a quorum read found ([`crate::crdt::apply_to_rows`] stamps fresh dots), and prunes the key row's
+    /// vector. Returns the outcome and the rows it changed, to replicate.
     async fn apply_local(
         &self,
         key: &[u8],
-        read: Option<Siblings>,
+        named: &[Bytes],
+        read: Rows,
         op: &Op,
-    ) -> Result<(WriteOutcome, Siblings), CoordError> {
+    ) -> Result<(WriteOutcome, Rows), CoordError> {
         let (meta, opts) = (&self.meta, &self.options);
         let durable = self.effective_quorum().n >= 2;
-        let update = |s: &mut Siblings, _existed| {
-            if let Some(read) = &read {
-                s.merge(read);
-            }
+        // Every row the read found, and those the write names (SADD of a new member creates its row).
+        let mut names: Vec<Bytes> = read.rows().iter().map(|(r, _)| r.clone()).collect();
+        names.extend(named.iter().cloned());
+        names.sort();
+        names.dedup();
+        let update = |rows: &mut Rows| {
+            rows.merge(&read);
+            let before = rows.clone();
             let next_dot = || meta.next_dot();
             let now = now_ms();
             let stamp = Stamp {
@@ -956,18 +1100,26 @@ impl Coordinator {
                 timestamp_ms: now,
                 siblings: opts.plain_siblings,
             };
-            let reply = crate::crdt::apply(s, op, &stamp)?;
-            s.prune_context(opts.max_vv_entries);
-            let out = (WriteOutcome { superseded_live: 0, reply: Some(reply) }, s.clone());
-            // A write that found nothing and did nothing (SREM, EXPIRE of a missing key) stores nothing: an empty
-            // state would be a row that no replica holds and nothing ever reaps.
-            if s.versions().is_empty() && s.context().is_empty() {
-                return Ok(Decision::Keep(out));
+            let (reply, changed) = crate::crdt::apply_to_rows(rows, op, &stamp)?;
+            // A collection's key row keeps every actor: its context must cover every element write, so that a
+            // removal of the whole key clears exactly what it saw (`crdt::rows`).
+            if let Some(key_row) = rows.key_row()
+                && key_row.context().len() > opts.max_vv_entries
+                && !crate::crdt::rows::has_header(key_row)
+                && key_row.cleared().is_empty()
+            {
+                rows.entry(&[]).prune_context(opts.max_vv_entries);
             }
-            Ok::<_, CoordError>(Decision::Write(out))
+            let outcome = WriteOutcome { superseded_live: 0, reply: Some(reply) };
+            let changed_rows = match changed {
+                true => Rows::from_rows(rows.rows().iter().filter(|(r, s)| before.get(r) != Some(s)).cloned()),
+                false => Rows::new(),
+            };
+            // The local rows also take what the read brought when the write changes nothing: the store writes
+            // every row that differs from what it held.
+            Ok::<_, CoordError>(Decision::Write((outcome, changed_rows)))
         };
-        let store = &self.store;
-        if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
+        self.store.update_rows(key, &names, durable, update).await
     }
 }
 

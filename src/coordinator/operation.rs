@@ -4,7 +4,7 @@
 //! plan says, feeds back what arrives, and carries out the effects.
 
 use super::plan::stand_ins;
-use super::quorum::{Progress, ReadQuorum, WriteQuorum};
+use super::quorum::{Progress, ReadQuorum, State, WriteQuorum};
 use crate::replication::replica::ReplicaRead;
 use crate::rpc::RemoteErrorKind;
 use crate::versioning::Siblings;
@@ -53,9 +53,9 @@ pub struct Ask {
 /// What a read answers: the merge of what the replicas that counted hold (`None`: none holds the key), and the
 /// preference-list index of the replica whose reply counted first (the preferred coordinator of a write back).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ReadAnswer {
+pub struct ReadAnswer<S = Siblings> {
     /// The merged state.
-    pub merged: Option<Siblings>,
+    pub merged: Option<S>,
     /// Who answered first.
     pub first: Option<usize>,
 }
@@ -63,14 +63,14 @@ pub struct ReadAnswer {
 /// A read of one key: every one of the top N is asked, even one believed down (it may answer after all, and only
 /// replicas can vouch that a key is absent), and each unusable one also gets a stand-in past the top N.
 #[derive(Debug)]
-pub struct ReadOperation {
+pub struct ReadOperation<S = Siblings> {
     asks: Vec<Ask>,
-    quorum: ReadQuorum,
+    quorum: ReadQuorum<S>,
     replied: usize,
     answered: bool,
 }
 
-impl ReadOperation {
+impl<S: State> ReadOperation<S> {
     /// Plans a read needing `r` replies over a preference list whose first `n` nodes are the replicas.
     pub fn plan(list: &[Candidate], n: usize, r: usize) -> Self {
         let usable: Vec<bool> = list.iter().map(|c| c.usable).collect();
@@ -91,7 +91,11 @@ impl ReadOperation {
     }
 
     /// Records ask `i`'s reply (`Err`: none came). Returns the client's answer the first time one is decided.
-    pub fn on_reply(&mut self, i: usize, reply: Result<ReplicaRead, ()>) -> Option<Result<ReadAnswer, QuorumFailure>> {
+    pub fn on_reply(
+        &mut self,
+        i: usize,
+        reply: Result<ReplicaRead<S>, ()>,
+    ) -> Option<Result<ReadAnswer<S>, QuorumFailure>> {
         let reply = reply.map(|r| ReplicaRead { vouches: r.vouches && !self.asks[i].as_fallback, ..r });
         self.replied += 1;
         self.quorum.on_reply(i, reply);
@@ -99,11 +103,11 @@ impl ReadOperation {
     }
 
     /// No more replies will come before the answer is due (the deadline passed): answers now if not yet.
-    pub fn give_up(&mut self) -> Option<Result<ReadAnswer, QuorumFailure>> {
+    pub fn give_up(&mut self) -> Option<Result<ReadAnswer<S>, QuorumFailure>> {
         self.decide(true)
     }
 
-    fn decide(&mut self, now: bool) -> Option<Result<ReadAnswer, QuorumFailure>> {
+    fn decide(&mut self, now: bool) -> Option<Result<ReadAnswer<S>, QuorumFailure>> {
         if self.answered {
             return None;
         }
@@ -140,7 +144,7 @@ impl ReadOperation {
 
     /// Read repair, once the replies are in: each replica (never a stand-in) that answered with less than the merge
     /// of every reply, with the state to merge into it (preference-list index, state).
-    pub fn repairs(&self) -> Vec<(usize, Siblings)> {
+    pub fn repairs(&self) -> Vec<(usize, S)> {
         let Some(merged) = self.quorum.merged() else { return Vec::new() };
         let stale = self.quorum.stale(&merged).into_iter().filter(|&i| !self.asks[i].as_fallback);
         stale.map(|i| (self.asks[i].node, merged.clone())).collect()
@@ -340,7 +344,7 @@ mod tests {
 
     #[test]
     fn a_read_asks_every_replica_and_a_stand_in_for_each_one_down() {
-        let op = ReadOperation::plan(&[ME, DOWN, UP, UP, UP], 3, 2);
+        let op = ReadOperation::<Siblings>::plan(&[ME, DOWN, UP, UP, UP], 3, 2);
         let asks = [
             Ask { node: 0, as_fallback: false },
             Ask { node: 1, as_fallback: false },
@@ -352,7 +356,7 @@ mod tests {
 
     #[test]
     fn a_read_answers_once_then_repairs_stale_replicas_but_never_a_stand_in() {
-        let mut op = ReadOperation::plan(&[ME, DOWN, UP, UP], 3, 2);
+        let mut op = ReadOperation::<Siblings>::plan(&[ME, DOWN, UP, UP], 3, 2);
         // Asks: 0 (me), 1 (down), 2 (node 3 standing in for 1), 3 (node 2).
         assert_eq!(op.on_reply(0, holds(1)), None);
         let answer = op.on_reply(3, absent()).expect("R=2 reached").unwrap();
@@ -378,7 +382,7 @@ mod tests {
     #[test]
     fn a_stand_in_never_vouches_for_a_not_found() {
         // A fallback claiming to vouch (an older node, a bug) is not believed: its "not found" counts for nothing.
-        let mut op = ReadOperation::plan(&[DOWN, ME, UP, UP], 3, 2);
+        let mut op = ReadOperation::<Siblings>::plan(&[DOWN, ME, UP, UP], 3, 2);
         // Asks: 0 (down), 1 (node 3 for 0), 2 (me), 3 (node 2).
         assert_eq!(op.on_reply(1, absent()), None);
         assert_eq!(op.on_reply(2, absent()), None);
@@ -389,7 +393,7 @@ mod tests {
 
     #[test]
     fn a_read_past_its_deadline_fails_with_what_it_got() {
-        let mut op = ReadOperation::plan(&[ME, UP, UP], 3, 2);
+        let mut op = ReadOperation::<Siblings>::plan(&[ME, UP, UP], 3, 2);
         assert_eq!(op.on_reply(0, absent()), None);
         assert_eq!(op.give_up(), Some(Err(QuorumFailure::Unavailable { needed: 2, got: 1 })));
         assert_eq!(op.give_up(), None, "answered once");
@@ -398,7 +402,7 @@ mod tests {
 
     #[test]
     fn a_healthy_read_whose_replies_agree_is_settled() {
-        let mut op = ReadOperation::plan(&[ME, UP, UP], 3, 3);
+        let mut op = ReadOperation::<Siblings>::plan(&[ME, UP, UP], 3, 3);
         op.on_reply(1, holds(1));
         op.on_reply(2, holds(1));
         assert!(op.on_reply(0, holds(1)).is_some());

@@ -1,8 +1,27 @@
 //! Quorum tracking as pure state machines (paper §4.5): fed replies in any order, they say when R or W was
 //! reached, when it can no longer be, and which replicas a read found stale.
 
+use crate::crdt::rows::Rows;
 pub use crate::replication::replica::ReplicaRead;
 use crate::versioning::Siblings;
+
+/// What a read collects from replicas: a key row's state, or rows of a collection. Replies merge by the join.
+pub trait State: Clone + PartialEq + Default {
+    /// Merges another replica's state into this one.
+    fn join(&mut self, other: &Self);
+}
+
+impl State for Siblings {
+    fn join(&mut self, other: &Self) {
+        self.merge(other);
+    }
+}
+
+impl State for Rows {
+    fn join(&mut self, other: &Self) {
+        self.merge(other);
+    }
+}
 
 /// Where a quorum stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,7 +46,7 @@ pub enum Progress {
 /// not-found that cannot be vouched for counts for nothing: the read waits for a replica that can answer, and fails
 /// with the number of such answers when none comes.
 #[derive(Debug)]
-pub struct ReadQuorum {
+pub struct ReadQuorum<S = Siblings> {
     needed: usize,
     total: usize,
     failures: usize,
@@ -36,19 +55,19 @@ pub struct ReadQuorum {
     /// Not-found replies that could not be vouched for.
     unproven: usize,
     /// (replica index, its state) for every reply.
-    replies: Vec<(usize, Option<Siblings>)>,
+    replies: Vec<(usize, Option<S>)>,
     /// Index of the first replica whose reply counted.
     first: Option<usize>,
 }
 
-impl ReadQuorum {
+impl<S: State> ReadQuorum<S> {
     /// Starts a read of `total` replicas needing `needed` replies.
     pub fn new(needed: usize, total: usize) -> Self {
         Self { needed, total, failures: 0, counted: 0, unproven: 0, replies: Vec::with_capacity(total), first: None }
     }
 
     /// Records replica `idx`'s answer (`Err`: no answer).
-    pub fn on_reply(&mut self, idx: usize, reply: Result<ReplicaRead, ()>) -> Progress {
+    pub fn on_reply(&mut self, idx: usize, reply: Result<ReplicaRead<S>, ()>) -> Progress {
         match reply {
             Ok(ReplicaRead { state, vouches }) => {
                 if state.is_some() || vouches {
@@ -77,11 +96,11 @@ impl ReadQuorum {
     }
 
     /// The merge of every state received; `None` when no replica had the key.
-    pub fn merged(&self) -> Option<Siblings> {
-        let mut out: Option<Siblings> = None;
+    pub fn merged(&self) -> Option<S> {
+        let mut out: Option<S> = None;
         for (_, s) in &self.replies {
             if let Some(s) = s {
-                out.get_or_insert_with(Siblings::new).merge(s);
+                out.get_or_insert_with(S::default).join(s);
             }
         }
         out
@@ -108,7 +127,7 @@ impl ReadQuorum {
     }
 
     /// Replicas that answered with a state other than `merged` (read repair targets).
-    pub fn stale(&self, merged: &Siblings) -> Vec<usize> {
+    pub fn stale(&self, merged: &S) -> Vec<usize> {
         self.replies.iter().filter(|(_, s)| s.as_ref() != Some(merged)).map(|(i, _)| *i).collect()
     }
 }
@@ -194,7 +213,7 @@ pub(super) mod tests {
 
     #[test]
     fn read_reaches_r_and_finds_stale_replicas() {
-        let mut q = ReadQuorum::new(2, 3);
+        let mut q = ReadQuorum::<Siblings>::new(2, 3);
         assert_eq!(q.on_reply(2, found(1)), Progress::Pending);
         assert_eq!(q.on_reply(0, absent()), Progress::Reached);
         let merged = q.merged().unwrap();
@@ -209,17 +228,17 @@ pub(super) mod tests {
 
     #[test]
     fn read_fails_when_r_is_out_of_reach() {
-        let mut q = ReadQuorum::new(2, 3);
+        let mut q = ReadQuorum::<Siblings>::new(2, 3);
         assert_eq!(q.on_reply(0, Err(())), Progress::Pending);
         assert_eq!(q.on_reply(1, Err(())), Progress::Failed { needed: 2, got: 0 });
-        let q = ReadQuorum::new(2, 1);
+        let q = ReadQuorum::<Siblings>::new(2, 1);
         assert_eq!(q.progress(), Progress::Failed { needed: 2, got: 0 }, "fewer replicas than R");
-        assert!(ReadQuorum::new(1, 1).merged().is_none());
+        assert!(ReadQuorum::<Siblings>::new(1, 1).merged().is_none());
     }
 
     #[test]
     fn absent_only_when_replicas_that_could_hold_the_key_say_so() {
-        let mut q = ReadQuorum::new(2, 3);
+        let mut q = ReadQuorum::<Siblings>::new(2, 3);
         assert_eq!(q.on_reply(0, absent()), Progress::Pending);
         assert_eq!(q.on_reply(1, absent()), Progress::Reached);
         assert!(q.merged().is_none(), "two vouched not-founds: the key is absent");
@@ -228,7 +247,7 @@ pub(super) mod tests {
     #[test]
     fn fallback_not_founds_are_no_quorum() {
         // The minority side of a partition: one primary answers, two fallbacks without hints stand in for the rest.
-        let mut q = ReadQuorum::new(2, 3);
+        let mut q = ReadQuorum::<Siblings>::new(2, 3);
         assert_eq!(q.on_reply(1, unproven()), Progress::Pending);
         let out_of_reach = Progress::Failed { needed: 2, got: 0 };
         assert_eq!(q.on_reply(2, unproven()), out_of_reach, "two hint-less fallbacks can never make R=2");
@@ -236,7 +255,7 @@ pub(super) mod tests {
         assert_eq!(q.unproven(), 2);
         assert_eq!(q.first_replier(), Some(0), "a reply that did not count is nobody's preferred coordinator");
         // A fallback that holds a hint answers with what it holds, and that counts.
-        let mut q = ReadQuorum::new(2, 3);
+        let mut q = ReadQuorum::<Siblings>::new(2, 3);
         q.on_reply(1, Ok(ReplicaRead { state: Some(state(7)), vouches: false }));
         assert_eq!(q.on_reply(0, absent()), Progress::Reached);
         assert_eq!(q.merged().unwrap().sibling_count(), 1);
@@ -247,7 +266,7 @@ pub(super) mod tests {
         // Three primaries and one fallback asked (a primary was believed down). The fallback and one primary answer
         // first, both not-found; only the vouched one counts, so the read waits for the late primary, whose value
         // then is the answer rather than a false "absent".
-        let mut q = ReadQuorum::new(2, 4);
+        let mut q = ReadQuorum::<Siblings>::new(2, 4);
         assert_eq!(q.on_reply(3, unproven()), Progress::Pending);
         assert_eq!(q.on_reply(0, absent()), Progress::Pending);
         assert_eq!(q.on_reply(1, found(5)), Progress::Reached);
@@ -258,7 +277,7 @@ pub(super) mod tests {
     #[test]
     fn a_wiped_primary_does_not_make_a_key_absent() {
         // The wiped primary (recovering) and a primary that missed the write answer; the one that has it is cut off.
-        let mut q = ReadQuorum::new(2, 3);
+        let mut q = ReadQuorum::<Siblings>::new(2, 3);
         assert_eq!(q.on_reply(1, unproven()), Progress::Pending);
         assert_eq!(q.on_reply(2, absent()), Progress::Pending);
         assert_eq!(q.on_reply(0, Err(())), Progress::Failed { needed: 2, got: 1 });

@@ -1,7 +1,8 @@
 //! Hashes: HSET, HSETNX, HDEL and HINCRBY as a map of fields (riak_dt's map, Redis Active-Active's hashes).
 //!
-//! Each field is a group of versions of the key: `Value::Field { field, value }` for a value written by HSET, or
-//! `Value::FieldCounter { field, total }`, one per actor, for a field incremented by HINCRBY. So:
+//! Each field is a group of versions in the field's own row (`crdt::rows`; the functions here work on such a row):
+//! `Value::Field { field, value }` for a value written by HSET, or `Value::FieldCounter { field, total }`, one per
+//! actor, for a field incremented by HINCRBY. So:
 //!
 //! * HSET stamps the field's new value with a fresh dot and drops the field's versions it holds (exactly those);
 //!   two HSETs of one field through different nodes leave two versions, and a read answers the one written last
@@ -167,6 +168,7 @@ pub fn increment(state: &mut Siblings, field: &Bytes, by: i64, stamp: &Stamp) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crdt::rows::{self, Rows};
     use crate::crdt::{Op, OpReply};
     use std::cell::Cell;
 
@@ -174,8 +176,16 @@ mod tests {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn run(state: &mut Siblings, actor: u64, counter: &Cell<u64>, now_ms: u64, op: Op) -> Result<OpReply, OpError> {
-        crate::crdt::apply_as(state, actor, counter, now_ms, &op)
+    fn run(state: &mut Rows, actor: u64, counter: &Cell<u64>, now_ms: u64, op: Op) -> Result<OpReply, OpError> {
+        crate::crdt::apply_rows_as(state, actor, counter, now_ms, &op)
+    }
+
+    fn fields(state: &Rows) -> Vec<(Bytes, Bytes)> {
+        rows::fields(state, 0)
+    }
+
+    fn get(state: &Rows, field: &Bytes) -> Option<Bytes> {
+        fields(state).into_iter().find(|(f, _)| f == field).map(|(_, v)| v)
     }
 
     fn hset(pairs: &[(&str, &str)]) -> Op {
@@ -184,7 +194,7 @@ mod tests {
 
     #[test]
     fn fields_answer_as_redis_does() {
-        let (mut s, c) = (Siblings::new(), Cell::new(0));
+        let (mut s, c) = (Rows::new(), Cell::new(0));
         assert_eq!(run(&mut s, 1, &c, 1, hset(&[("a", "1"), ("b", "2"), ("a", "3")])), Ok(OpReply::Integer(2)));
         assert_eq!(fields(&s), vec![(b("a"), b("3")), (b("b"), b("2"))]);
         let nx = Op::HashSet { pairs: vec![(b("a"), b("x"))], only_new: true };
@@ -203,7 +213,7 @@ mod tests {
 
     #[test]
     fn concurrent_field_increments_add_up_and_values_resolve_by_last_writer() {
-        let (mut r1, mut r2) = (Siblings::new(), Siblings::new());
+        let (mut r1, mut r2) = (Rows::new(), Rows::new());
         let (c1, c2) = (Cell::new(0), Cell::new(0));
         run(&mut r1, 1, &c1, 1, Op::HashIncr { field: b("hits"), by: 2 }).unwrap();
         run(&mut r2, 2, &c2, 2, Op::HashIncr { field: b("hits"), by: 3 }).unwrap();
@@ -219,7 +229,7 @@ mod tests {
         // The next HINCRBY through node 1 counts from the merged 5.
         assert_eq!(run(&mut m, 1, &c1, 5, Op::HashIncr { field: b("hits"), by: 1 }), Ok(OpReply::Integer(6)));
         // Two nodes start counting from the same value at once: it counts once.
-        let mut s = Siblings::new();
+        let mut s = Rows::new();
         run(&mut s, 1, &c1, 6, hset(&[("n", "10")])).unwrap();
         let (mut a, mut b_) = (s.clone(), s.clone());
         run(&mut a, 1, &c1, 7, Op::HashIncr { field: b("n"), by: 1 }).unwrap();

@@ -1,22 +1,26 @@
 //! Typed keys (L0, pure): what a key's versions mean once the kind of value it holds is known, and the typed
 //! writes (increments, set adds and removes) planned on a coordinator's state.
 //!
-//! Every key is one [`Siblings`] state, whatever it holds, so replication, read repair, hints, handoff and
-//! anti-entropy merge every kind with the same join. The kinds differ in what a write supersedes and in how a
-//! read folds the surviving versions:
+//! Every row of a key is one [`Siblings`] state, whatever it holds, so replication, read repair, hints, handoff and
+//! anti-entropy merge every kind with the same join. A string, counter, list or sorted set is one row (its key
+//! row); a set or hash is its key row plus a row per element ([`rows`]). The kinds differ in what a write supersedes
+//! and in how a read folds the surviving versions:
 //!
 //! * a **string** key's live versions are siblings (the client sees them all, with a context to resolve them);
 //! * a **counter** key's live versions are per-actor entries whose sum is the value ([`counter`]);
-//! * a **set** key's live versions are its members, one dot each ([`set`]).
+//! * a **set**'s members are each a row of versions, one dot each ([`set`], [`rows`]); a **hash**'s fields too
+//!   ([`hash`]);
+//! * a **list**'s items and a **sorted set**'s members are versions of the key row ([`list`], [`zset`]).
 //!
-//! When writes of two kinds were concurrent, the kind of the newest live version (coordinator clock, ties by dot)
-//! decides what the key is: the same answer on every replica holding the same versions. Versions of the other kind
-//! stay hidden until a later write supersedes them.
+//! When writes of two kinds were concurrent, the kind of the key row's newest live version (coordinator clock, ties
+//! by dot) decides what the key is: the same answer on every replica holding the same versions. Versions of the
+//! other kind stay hidden until a later write supersedes them.
 
 pub mod counter;
 pub mod expiry;
 pub mod hash;
 pub mod list;
+pub mod rows;
 pub mod set;
 pub mod zset;
 
@@ -24,7 +28,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::config::PlainSiblings;
-use crate::versioning::{Actor, Dot, Siblings, Value, Version};
+use crate::versioning::{Actor, Dot, RowKind, Siblings, Value, Version};
 
 /// The kind of value a key holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +57,8 @@ impl Kind {
             Value::Field { .. } | Value::FieldCounter { .. } | Value::FieldBase { .. } => Kind::Hash,
             Value::Item { .. } => Kind::List,
             Value::Scored { .. } | Value::ScoreBase { .. } | Value::ScoreIncr { .. } => Kind::ZSet,
+            Value::Header(RowKind::Set) => Kind::Set,
+            Value::Header(RowKind::Hash) => Kind::Hash,
         }
     }
 
@@ -265,17 +271,42 @@ pub struct Stamp<'a> {
     pub siblings: PlainSiblings,
 }
 
-/// Applies `op` to `state` (the coordinator's replica, already merged with its quorum read). On an error the
-/// state is unchanged.
+/// Applies any typed write to `rows`, the rows of its key the coordinator holds merged with what its quorum read
+/// found: the key row, and the element rows it reads ([`Op::rows_read`]). Returns the reply and whether
+/// a row changed. On an error the rows are unchanged.
+pub fn apply_to_rows(rows: &mut rows::Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool), OpError> {
+    if op.row_kind().is_some() {
+        return rows::apply(rows, op, stamp);
+    }
+    let before = rows.key_row().cloned();
+    let mut key_row = before.clone().unwrap_or_default();
+    let reply = apply(&mut key_row, op, stamp)?;
+    // A write that found nothing and did nothing (EXPIRE of a missing key) leaves no row behind.
+    let changed = match &before {
+        Some(b) => *b != key_row,
+        None => !key_row.versions().is_empty() || !key_row.context().is_empty(),
+    };
+    if changed {
+        *rows.entry(&[]) = key_row;
+    }
+    Ok((reply, changed))
+}
+
+/// Applies `op`, a write of the key row alone (not [`Op::row_kind`]), to `state` (the coordinator's replica, already
+/// merged with its quorum read). On an error the state is unchanged.
 pub fn apply(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
+    let had_header = rows::has_header(state);
     let stamp = &Stamp { timestamp_ms: state.causal_timestamp(stamp.timestamp_ms), ..*stamp };
     if !state.versions().iter().any(|v| v.is_expired(stamp.now_ms)) {
-        return apply_unexpired(state, op, stamp);
+        let reply = apply_unexpired(state, op, stamp)?;
+        rows::settle(state, had_header);
+        return Ok(reply);
     }
     // Expired values are gone before the write looks at the key; an error leaves the state as it was.
     let mut next = state.clone();
     expiry::drop_expired(&mut next, stamp);
     let reply = apply_unexpired(&mut next, op, stamp)?;
+    rows::settle(&mut next, had_header);
     *state = next;
     Ok(reply)
 }
@@ -295,16 +326,12 @@ fn apply_unexpired(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpRep
 fn apply_op(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpError> {
     match op {
         Op::Increment { by } => counter::increment(state, *by, stamp).map(OpReply::Integer),
-        Op::SetAdd { members } => set::add(state, members, stamp).map(OpReply::Integer),
-        Op::SetRemove { members } => set::remove(state, members, stamp).map(OpReply::Integer),
-        Op::SetPop { count, seed } => {
-            let picked = set::pick(state, *count, *seed)?;
-            set::remove(state, &picked, stamp)?;
-            Ok(OpReply::Members(picked))
-        }
-        Op::HashSet { pairs, only_new } => hash::set(state, pairs, *only_new, stamp).map(OpReply::Integer),
-        Op::HashDel { fields } => hash::delete(state, fields, stamp).map(OpReply::Integer),
-        Op::HashIncr { field, by } => hash::increment(state, field, *by, stamp).map(OpReply::Integer),
+        Op::SetAdd { .. }
+        | Op::SetRemove { .. }
+        | Op::SetPop { .. }
+        | Op::HashSet { .. }
+        | Op::HashDel { .. }
+        | Op::HashIncr { .. } => unreachable!("a write of elements kept as rows: crdt::rows::apply"),
         Op::ListPush { head, values } => list::push(state, *head, values, stamp).map(OpReply::Integer),
         Op::ListPop { head, count } => list::pop(state, *head, *count, stamp).map(OpReply::Members),
         Op::ListRemove { count, value } => list::remove(state, *count, value, stamp).map(OpReply::Integer),
@@ -340,6 +367,17 @@ fn date_removal(state: &mut Siblings, stamp: &Stamp) {
     state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, None);
 }
 
+/// Runs `f` with the stamp of a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter`
+/// (tests).
+#[cfg(test)]
+fn stamped<T>(actor: u64, counter: &std::cell::Cell<u64>, now_ms: u64, f: impl FnOnce(&Stamp) -> T) -> T {
+    let next = || {
+        counter.set(counter.get() + 1);
+        Dot { actor: Actor(actor), counter: counter.get() }
+    };
+    f(&Stamp { actor: Actor(actor), next_dot: &next, now_ms, timestamp_ms: now_ms, siblings: PlainSiblings::Error })
+}
+
 /// Applies `op` as a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter` (tests).
 #[cfg(test)]
 pub(crate) fn apply_as(
@@ -349,13 +387,19 @@ pub(crate) fn apply_as(
     now_ms: u64,
     op: &Op,
 ) -> Result<OpReply, OpError> {
-    let next = || {
-        counter.set(counter.get() + 1);
-        Dot { actor: Actor(actor), counter: counter.get() }
-    };
-    let stamp =
-        Stamp { actor: Actor(actor), next_dot: &next, now_ms, timestamp_ms: now_ms, siblings: PlainSiblings::Error };
-    apply(state, op, &stamp)
+    stamped(actor, counter, now_ms, |stamp| apply(state, op, stamp))
+}
+
+/// [`apply_to_rows`] as a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter` (tests).
+#[cfg(test)]
+pub(crate) fn apply_rows_as(
+    rows: &mut rows::Rows,
+    actor: u64,
+    counter: &std::cell::Cell<u64>,
+    now_ms: u64,
+    op: &Op,
+) -> Result<OpReply, OpError> {
+    stamped(actor, counter, now_ms, |stamp| apply_to_rows(rows, op, stamp).map(|(reply, _)| reply))
 }
 
 #[cfg(test)]
@@ -413,8 +457,8 @@ mod tests {
         ]
     }
 
-    fn run(steps: &[Step]) -> Vec<Siblings> {
-        let mut replicas = vec![Siblings::new(); 3];
+    fn run(steps: &[Step]) -> Vec<rows::Rows> {
+        let mut replicas = vec![rows::Rows::new(); 3];
         let counters = [Cell::new(0u64), Cell::new(0), Cell::new(0)];
         for (t, step) in steps.iter().enumerate() {
             match step {
@@ -432,10 +476,13 @@ mod tests {
                         timestamp_ms: t as u64,
                         siblings: PlainSiblings::Newest,
                     };
-                    // A refused write (WRONGTYPE, overflow) leaves the state as it was.
+                    // A refused write (WRONGTYPE, overflow) leaves the rows as they were; one that changed nothing
+                    // says so.
                     let before = replicas[*at].clone();
-                    if apply(&mut replicas[*at], op, &stamp).is_err() {
-                        assert_unchanged(&replicas[*at], &before);
+                    match apply_to_rows(&mut replicas[*at], op, &stamp) {
+                        Err(_) => assert_eq!(replicas[*at], before, "a refused write changed the rows"),
+                        Ok((_, false)) => assert_eq!(replicas[*at], before, "a write that changed nothing did"),
+                        Ok((_, true)) => {}
                     }
                 }
                 Step::Sync { from, to } => {
@@ -445,10 +492,6 @@ mod tests {
             }
         }
         replicas
-    }
-
-    fn assert_unchanged(a: &Siblings, b: &Siblings) {
-        assert_eq!(a, b, "a refused write changed the state");
     }
 
     proptest! {
@@ -468,13 +511,13 @@ mod tests {
             prop_assert_eq!(&ab_c, &a_bc);
             let mut aa = r[0].clone(); aa.merge(&r[0]);
             prop_assert_eq!(&aa, &r[0]);
-            let view = |s: &Siblings| {
+            let view = |rows: &rows::Rows| {
                 // As a read at time 40 shows it.
-                let mut s = s.clone();
-                s.drop_expired(40);
-                let s = &s;
-                (kind(s), fold(s), set::members(s), hash::fields(s), list::values(s), zset::members(s)
-                    .into_iter().map(|(m, x)| (m, x.to_bits())).collect::<Vec<_>>())
+                let mut key_row = rows.key_row().cloned().unwrap_or_default();
+                key_row.drop_expired(40);
+                let s = &key_row;
+                (rows::kind_of(rows, 40), fold(s), rows::members(rows, 40), rows::fields(rows, 40), list::values(s),
+                    zset::members(s).into_iter().map(|(m, x)| (m, x.to_bits())).collect::<Vec<_>>())
             };
             for replica in &r {
                 let mut x = replica.clone();
@@ -484,10 +527,11 @@ mod tests {
         }
     }
 
-    /// Applies `op` on `state` as a coordinator of `actor` whose clock reads `clock_ms`.
-    fn write_at(state: &mut Siblings, actor: u64, clock_ms: u64, op: Op) -> OpReply {
-        let counter = Cell::new(state.context().get(Actor(actor)));
-        apply_as(state, actor, &counter, clock_ms, &op).unwrap()
+    /// Applies `op` on `rows` as a coordinator of `actor` whose clock reads `clock_ms`.
+    fn write_at(rows: &mut rows::Rows, actor: u64, clock_ms: u64, op: Op) -> OpReply {
+        let issued = rows.rows().iter().map(|(_, s)| s.context().get(Actor(actor))).max().unwrap_or(0);
+        let counter = Cell::new(issued);
+        apply_rows_as(rows, actor, &counter, clock_ms, &op).unwrap()
     }
 
     /// A write that read the key orders after everything it read, though its coordinator's clock is 2 s behind
@@ -496,7 +540,7 @@ mod tests {
     /// replica, also on one that still holds the `EXPIRE` when they merge.
     #[test]
     fn a_write_orders_after_what_it_read_whatever_its_coordinators_clock_says() {
-        let mut s = Siblings::new();
+        let mut s = rows::Rows::new();
         write_at(&mut s, 1, 12_000, Op::HashSet { pairs: vec![(b_("f"), b_("v"))], only_new: false });
         write_at(&mut s, 1, 12_000, Op::Expire { at_ms: Some(50_000), condition: expiry::Condition::Always });
         let replica_with_the_expire = s.clone();
@@ -504,14 +548,15 @@ mod tests {
         assert_eq!(write_at(&mut s, 2, 10_000, persist), OpReply::Integer(1));
         let mut merged = replica_with_the_expire.clone();
         merged.merge(&s);
-        assert_eq!(merged.deadline(10_000), Some(None), "the PERSIST wins on the replica that held the EXPIRE");
+        let deadline = |rows: &rows::Rows| rows.key_row().unwrap().deadline(10_000);
+        assert_eq!(deadline(&merged), Some(None), "the PERSIST wins on the replica that held the EXPIRE");
         let mut other_way = s.clone();
         other_way.merge(&replica_with_the_expire);
         assert_eq!(other_way, merged);
         // A field written by the slow coordinator after reading the key dates after everything it read, by 1 ms
         // (these clocks stand still, so each of the four writes after the first is 1 ms later than the one before).
         write_at(&mut s, 2, 10_000, Op::HashSet { pairs: vec![(b_("g"), b_("w"))], only_new: false });
-        let newest = s.versions().iter().map(|v| v.timestamp_ms).max();
+        let newest = s.rows().iter().flat_map(|(_, s)| s.versions()).map(|v| v.timestamp_ms).max();
         assert_eq!(newest, Some(12_003));
     }
 

@@ -41,6 +41,19 @@ const POLL: Duration = Duration::from_millis(200);
 /// File of the persisted cursors.
 const CURSOR_FILE: &str = "handoff.cursors";
 
+/// Forgets the persisted cursors under `data_dir` (an upgrade of the storage layout invalidates them: the transfers
+/// start over).
+pub fn forget_cursors(data_dir: &std::path::Path) -> Result<(), crate::storage::StorageError> {
+    let path = data_dir.join(CURSOR_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => {
+            Err(crate::storage::StorageError::Io { action: "removing", path: path.display().to_string(), source })
+        }
+    }
+}
+
 /// Why a transfer did not complete (it is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum HandoffError {
@@ -502,18 +515,21 @@ impl Handoff {
         };
         let mut changed = 0;
         for (storage_key, state) in &items {
-            let Some(user_key) = crate::storage::layout::user_key(storage_key) else { continue };
+            if crate::storage::layout::parse(storage_key).is_none() {
+                continue;
+            }
             progress.bytes += storage_key.len() as u64 + crate::storage::store::encode(state).len() as u64;
             progress.keys += 1;
-            changed += u64::from(self.merge(user_key, state).await.ok()?);
+            changed += u64::from(self.merge(storage_key.clone(), state).await.ok()?);
         }
         metrics::counter!("dynamo_handoff_keys_total").increment(items.len() as u64);
         Some((items.last().map(|(k, _)| k.clone()), done, changed))
     }
 
-    async fn merge(&self, key: &[u8], state: &Siblings) -> Result<bool, crate::storage::StorageError> {
+    /// Merges one row, by its storage key.
+    async fn merge(&self, storage_key: Bytes, state: &Siblings) -> Result<bool, crate::storage::StorageError> {
         self.store
-            .update(key, |s: &mut Siblings, _| {
+            .update_row(storage_key, |s: &mut Siblings, _| {
                 let before = s.clone();
                 s.merge(state);
                 Ok(if *s == before { Decision::Keep(false) } else { Decision::Write(true) })

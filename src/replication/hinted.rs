@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use super::replica::{Ack, Replicate};
 use crate::cluster::Cluster;
 use crate::cluster::{Ping, Pong};
+use crate::crdt::rows::Rows;
 use crate::membership::MemberStatus;
 use crate::rpc::{PeerPool, RpcError};
 use crate::storage::hints::HintStore;
@@ -117,7 +118,8 @@ impl HintDelivery {
                     let _ = self.hints.delete_delivered(target, &hint);
                     continue;
                 }
-                let req = Replicate { key: hint.user_key.clone(), state: hint.state.clone() };
+                let rows = Rows::from_rows([(hint.row.clone(), hint.state.clone())]);
+                let req = Replicate { key: hint.user_key.clone(), rows };
                 match self.pool.call_node(target, &addr, req, self.timeout).await {
                     Ok(Ack) => {
                         if let Err(e) = self.hints.delete_delivered(target, &hint) {

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
+use crate::crdt::rows::{RowSelect, Rows};
 use crate::rpc::{RemoteError, RemoteErrorKind};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -28,11 +29,11 @@ pub struct Read {
     pub cluster_id: u64,
 }
 
-/// One replica's answer to a read.
+/// One replica's answer to a read: of a key's key row ([`Read`]), or of rows of a collection ([`ReadRows`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReplicaRead {
-    /// Its state of the key; `None` when it holds none.
-    pub state: Option<Siblings>,
+pub struct ReplicaRead<S = Siblings> {
+    /// Its state of the key (or of the rows asked); `None` when it holds none.
+    pub state: Option<S>,
     /// Whether its "not found" is evidence: it is a replica holding the key's whole range, with nothing to recover
     /// (see `storage::recovery`). A fallback answering from hints, a replica still recovering from a wipe, or a node
     /// whose view no longer (or not yet) has it holding the range cannot vouch that the key was never written.
@@ -41,13 +42,30 @@ pub struct ReplicaRead {
 
 crate::rpc_message!(Read => ReplicaRead, tag 10, "read");
 
-/// Merge a state into the receiver's replica (replication, read repair, hint delivery).
+/// Read rows of a collection kept as a row per element (`crdt::rows`): the key row and the rows named, or every row
+/// of the key; or, as a fallback, what the receiver holds as hints for them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadRows {
+    /// User key.
+    pub key: Bytes,
+    /// The rows besides the key row.
+    pub rows: RowSelect,
+    /// As [`Read::as_fallback`].
+    pub as_fallback: bool,
+    /// As [`Read::cluster_id`].
+    pub cluster_id: u64,
+}
+
+crate::rpc_message!(ReadRows => ReplicaRead<Rows>, tag 13, "read_rows");
+
+/// Merge rows of a key into the receiver's replica (replication, read repair, hint delivery): the key row of a
+/// string, or the rows a write of a collection changed.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Replicate {
     /// User key.
     pub key: Bytes,
-    /// State to merge.
-    pub state: Siblings,
+    /// Rows to merge.
+    pub rows: Rows,
 }
 
 /// The receiver took the state (merged it, or kept it as a hint).
@@ -63,8 +81,8 @@ pub struct KeepHint {
     pub target: String,
     /// User key.
     pub key: Bytes,
-    /// State to deliver later.
-    pub state: Siblings,
+    /// Rows to deliver later.
+    pub rows: Rows,
 }
 
 crate::rpc_message!(KeepHint => Ack, tag 12, "keep_hint");
@@ -127,7 +145,7 @@ impl LocalReplica {
         Ok(ReplicaRead { state: self.hints.get_any(key)?, vouches: false })
     }
 
-    /// Merges a state sent by another replica (replication, read repair, hint delivery) into the local one.
+    /// Merges a state sent by another replica (replication, read repair, hint delivery) into the local key row.
     pub async fn merge(&self, key: &[u8], state: &Siblings) -> Result<(), StorageError> {
         self.store
             .update(key, |s: &mut Siblings, _| {
@@ -138,11 +156,56 @@ impl LocalReplica {
             .await
     }
 
-    /// Keeps a state meant for `target` as a hint (this node stands in for it).
-    pub fn keep_hint(&self, target: &str, key: &[u8], state: &Siblings) -> Result<(), StorageError> {
+    /// Merges rows sent by another replica into the local ones, in one write.
+    pub async fn merge_rows(&self, key: &[u8], rows: &Rows) -> Result<(), StorageError> {
+        if let [(row, state)] = rows.rows()
+            && row.is_empty()
+        {
+            return self.merge(key, state).await;
+        }
+        let names: Vec<Bytes> = rows.rows().iter().map(|(r, _)| r.clone()).collect();
+        self.store
+            .update_rows(key, &names, false, |current: &mut Rows| {
+                let before = current.clone();
+                current.merge(rows);
+                Ok::<_, StorageError>(if *current == before { Decision::Keep(()) } else { Decision::Write(()) })
+            })
+            .await
+    }
+
+    /// This node's answer as a replica of rows of `key` to a coordinator of cluster `cluster_id`, as
+    /// [`LocalReplica::read`].
+    pub fn read_rows(&self, key: &[u8], rows: &RowSelect, cluster_id: u64) -> Result<ReplicaRead<Rows>, StorageError> {
+        let found = match rows {
+            RowSelect::Named { rows, first_live } => {
+                let mut found = self.store.get_rows(key, rows)?;
+                if *first_live > 0 {
+                    found.merge(&self.store.first_live_rows(key, *first_live as usize)?);
+                }
+                found
+            }
+            RowSelect::All => self.store.scan_rows(key)?,
+        };
+        let state = (!found.is_empty()).then_some(found);
+        let same_cluster = cluster_id == self.cluster.view().cluster_id;
+        let vouches = state.is_some() || (same_cluster && self.vouches_for(key));
+        Ok(ReplicaRead { state, vouches })
+    }
+
+    /// What this node can answer for rows of `key` as a fallback: the hints it holds for them.
+    pub fn read_rows_as_fallback(&self, key: &[u8], rows: &RowSelect) -> Result<ReplicaRead<Rows>, StorageError> {
+        let found = match rows {
+            RowSelect::All => self.hints.get_rows(key, None)?,
+            RowSelect::Named { rows, .. } => self.hints.get_rows(key, Some(rows))?,
+        };
+        Ok(ReplicaRead { state: (!found.is_empty()).then_some(found), vouches: false })
+    }
+
+    /// Keeps rows meant for `target` as hints (this node stands in for it).
+    pub fn keep_hint(&self, target: &str, key: &[u8], rows: &Rows) -> Result<(), StorageError> {
         // Hints live on the same disk as the data: a node whose storage stopped writes keeps none.
         self.store.check_writes()?;
-        self.hints.put(target, key, state, crate::versioning::clock::now_ms())
+        self.hints.put(target, key, rows, crate::versioning::clock::now_ms())
     }
 
     /// Answers [`Read`].
@@ -154,13 +217,22 @@ impl LocalReplica {
         .map_err(refusal)
     }
 
+    /// Answers [`ReadRows`].
+    pub fn serve_read_rows(&self, m: ReadRows) -> Result<ReplicaRead<Rows>, RemoteError> {
+        match m.as_fallback {
+            true => self.read_rows_as_fallback(&m.key, &m.rows),
+            false => self.read_rows(&m.key, &m.rows, m.cluster_id),
+        }
+        .map_err(refusal)
+    }
+
     /// Answers [`Replicate`].
     pub async fn serve_replicate(&self, m: Replicate) -> Result<Ack, RemoteError> {
-        self.merge(&m.key, &m.state).await.map(|()| Ack).map_err(refusal)
+        self.merge_rows(&m.key, &m.rows).await.map(|()| Ack).map_err(refusal)
     }
 
     /// Answers [`KeepHint`].
     pub fn serve_keep_hint(&self, m: KeepHint) -> Result<Ack, RemoteError> {
-        self.keep_hint(&m.target, &m.key, &m.state).map(|()| Ack).map_err(refusal)
+        self.keep_hint(&m.target, &m.key, &m.rows).map(|()| Ack).map_err(refusal)
     }
 }

@@ -1,9 +1,9 @@
 //! Hints (paper §4.6): replicas a node holds for another node that was unreachable, kept apart from its own data
 //! and delivered when that node answers again.
 //!
-//! Layout in their own keyspace: key = `[len(target)][target][storage key]`, value = `[stored at, ms: 8 bytes BE]
-//! [encoded sibling set]`. Hints for the same key and target merge (the sibling merge), so any number of missed
-//! writes becomes one delivery. A hint is deleted only after the target acknowledged it, and only if it did not
+//! Layout in their own keyspace: key = `[len(target)][target][storage key]` (a storage key names one row of a key:
+//! hints of a collection are kept per row), value = `[stored at, ms: 8 bytes BE][encoded sibling set]`. Hints for
+//! the same row and target merge (the sibling merge), so any number of missed writes becomes one delivery. A hint is deleted only after the target acknowledged it, and only if it did not
 //! change meanwhile (a newer write merged into it is delivered next time).
 
 use std::collections::BTreeMap;
@@ -12,8 +12,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::layout::prefix_end;
 use super::store::{decode, encode};
 use super::{Engine, StorageError, layout};
+use crate::crdt::rows::Rows;
 use crate::versioning::Siblings;
 
 /// Backlog of hints for one target.
@@ -36,6 +38,8 @@ pub struct Hint {
     pub raw_value: Bytes,
     /// The user key.
     pub user_key: Bytes,
+    /// The row of the key (empty: its key row).
+    pub row: Bytes,
     /// The state to deliver.
     pub state: Siblings,
     /// When the hint was first stored (ms since the Unix epoch).
@@ -95,11 +99,18 @@ impl HintStore {
         Ok(store)
     }
 
-    /// Stores (merges) a hint of `state` for `target`.
-    pub fn put(&self, target: &str, user_key: &[u8], state: &Siblings, now_ms: u64) -> Result<(), StorageError> {
+    /// Stores (merges) hints of `rows` of `user_key` for `target`.
+    pub fn put(&self, target: &str, user_key: &[u8], rows: &Rows, now_ms: u64) -> Result<(), StorageError> {
+        for (row, state) in rows.rows() {
+            self.put_row(target, &layout::row_key(user_key, row), state, now_ms)?;
+        }
+        Ok(())
+    }
+
+    fn put_row(&self, target: &str, storage_key: &[u8], state: &Siblings, now_ms: u64) -> Result<(), StorageError> {
         let _guard = self.lock.lock().expect("hint lock");
         let mut key = prefix(target);
-        key.extend_from_slice(&layout::storage_key(user_key));
+        key.extend_from_slice(storage_key);
         let existing = self.engine.get(&key)?;
         let (at, merged, old_len) = match &existing {
             Some(v) => {
@@ -129,17 +140,47 @@ impl HintStore {
         Ok(())
     }
 
-    /// The merge of every hint held for `user_key`, whatever its target: what this node can answer as a stand-in.
+    /// The merge of every hint held for the key row of `user_key`, whatever its target: what this node can answer
+    /// as a stand-in.
     pub fn get_any(&self, user_key: &[u8]) -> Result<Option<Siblings>, StorageError> {
-        let storage_key = layout::storage_key(user_key);
+        Ok(self.get_rows(user_key, Some(&[]))?.key_row().cloned())
+    }
+
+    /// The merge of every hint held for rows of `user_key` (its key row and `rows`; `None`: every row), whatever
+    /// their target.
+    pub fn get_rows(&self, user_key: &[u8], rows: Option<&[Bytes]>) -> Result<Rows, StorageError> {
+        let key_row = layout::storage_key(user_key);
         let targets: Vec<String> = self.backlog.lock().expect("backlog lock").keys().cloned().collect();
-        let mut out: Option<Siblings> = None;
+        let mut out = Rows::new();
         for target in targets {
-            let mut key = prefix(&target);
-            key.extend_from_slice(&storage_key);
-            if let Some(v) = self.engine.get(&key)? {
-                let (_, s) = parse_value(&v)?;
-                out.get_or_insert_with(Siblings::new).merge(&s);
+            let mut start = prefix(&target);
+            start.extend_from_slice(&key_row);
+            match rows {
+                Some(rows) => {
+                    for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
+                        let mut key = start.clone();
+                        key.extend_from_slice(row);
+                        if let Some(v) = self.engine.get(&key)? {
+                            out.merge_row(row.clone(), &parse_value(&v)?.1);
+                        }
+                    }
+                }
+                None => {
+                    // Every hint of the key for this target: they begin with its key row's storage key.
+                    let end = prefix_end(&start);
+                    let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+                    let mut lower = Bound::Included(Bytes::from(start.clone()));
+                    loop {
+                        let page = self.engine.scan((lower.as_ref().map(|b| &b[..]), upper), 1024)?;
+                        for (k, v) in &page {
+                            out.merge_row(Bytes::copy_from_slice(&k[start.len()..]), &parse_value(v)?.1);
+                        }
+                        match page.last() {
+                            Some((k, _)) if page.len() == 1024 => lower = Bound::Excluded(k.clone()),
+                            _ => break,
+                        }
+                    }
+                }
             }
         }
         Ok(out)
@@ -148,26 +189,19 @@ impl HintStore {
     /// Up to `limit` hints for `target`, in key order.
     pub fn batch(&self, target: &str, limit: usize) -> Result<Vec<Hint>, StorageError> {
         let start = prefix(target);
-        let mut end = start.clone();
-        // The next prefix of the same length: every key of `target` sorts below it.
-        let last = end.len() - 1;
-        let upper = match end[last].checked_add(1) {
-            Some(b) => {
-                end[last] = b;
-                Bound::Excluded(&end[..])
-            }
-            None => Bound::Unbounded,
-        };
+        let end = prefix_end(&start);
+        let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let page = self.engine.scan((Bound::Included(&start[..]), upper), limit)?;
         page.into_iter()
             .filter_map(|(k, v)| {
                 let (t, storage_key) = parse_key(&k)?;
-                let user_key = Bytes::copy_from_slice(layout::user_key(storage_key)?);
-                (t == target).then(|| (k.clone(), v.clone(), user_key))
+                let (user_key, row) = layout::parse(storage_key)?;
+                let (user_key, row) = (Bytes::copy_from_slice(user_key), Bytes::copy_from_slice(row));
+                (t == target).then(|| (k.clone(), v.clone(), user_key, row))
             })
-            .map(|(raw_key, raw_value, user_key)| {
+            .map(|(raw_key, raw_value, user_key, row)| {
                 let (stored_ms, state) = parse_value(&raw_value)?;
-                Ok(Hint { raw_key, raw_value, user_key, state, stored_ms })
+                Ok(Hint { raw_key, raw_value, user_key, row, state, stored_ms })
             })
             .collect()
     }
@@ -208,7 +242,11 @@ mod tests {
     use crate::storage::memory::MemoryEngine;
     use crate::versioning::{Actor, Dot, VersionVector};
 
-    fn state(actor: u64, v: &'static str) -> Siblings {
+    fn state(actor: u64, v: &'static str) -> Rows {
+        Rows::key_only(sibling(actor, v))
+    }
+
+    fn sibling(actor: u64, v: &'static str) -> Siblings {
         let mut s = Siblings::new();
         s.update(
             &VersionVector::new(),

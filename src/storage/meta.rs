@@ -19,8 +19,10 @@ use crate::versioning::{Actor, Dot};
 
 /// File name inside the data directory.
 const META_FILE: &str = "node.meta";
-/// Format of the file, and of the data directory: 2 places keys by hash slot (1 placed them by MD5 alone).
-const META_FORMAT: u32 = 2;
+/// Format of the file, and of the data directory: 3 keeps collections as a row per element under length-prefixed
+/// user keys (`storage::layout`); 2 placed keys by hash slot, one row each (upgraded at start, `storage::upgrade`);
+/// 1 placed them by MD5 alone.
+pub const META_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct MetaFile {
@@ -45,6 +47,8 @@ pub enum StartKind {
 /// The node's persistent identity and its dot counter.
 pub struct NodeMeta {
     path: PathBuf,
+    /// The data directory's format: [`META_FORMAT`], or an older one until its upgrade is done.
+    format: AtomicU64,
     node_id: String,
     epoch: u64,
     actor: Actor,
@@ -70,6 +74,7 @@ impl NodeMeta {
             }
         };
         let dir_error = |reason: String| StorageError::DataDir { path: dir.display().to_string(), reason };
+        let format = previous.as_ref().map_or(META_FORMAT, |m| m.format);
         let (epoch, counter, start_kind) = match previous {
             None => (random_u64()?, 0, StartKind::Fresh),
             Some(m) if m.format == 1 => {
@@ -80,7 +85,7 @@ impl NodeMeta {
                         .into(),
                 ));
             }
-            Some(m) if m.format != META_FORMAT => {
+            Some(m) if m.format != META_FORMAT && m.format != 2 => {
                 return Err(dir_error(format!(
                     "{META_FILE} has format {} but this build reads {META_FORMAT}",
                     m.format
@@ -94,6 +99,7 @@ impl NodeMeta {
         };
         let meta = NodeMeta {
             path,
+            format: AtomicU64::new(u64::from(format)),
             node_id: node_id.to_string(),
             epoch,
             actor: Actor::derive(node_id, epoch),
@@ -120,6 +126,17 @@ impl NodeMeta {
         self.actor
     }
 
+    /// The data directory's format (older than [`META_FORMAT`] until [`NodeMeta::upgraded`]).
+    pub fn format(&self) -> u32 {
+        self.format.load(Ordering::Relaxed) as u32
+    }
+
+    /// Records that the data directory was upgraded to [`META_FORMAT`].
+    pub fn upgraded(&self) -> Result<(), StorageError> {
+        self.format.store(u64::from(META_FORMAT), Ordering::Relaxed);
+        self.write(false)
+    }
+
     /// How this start relates to the previous run.
     pub fn start_kind(&self) -> StartKind {
         self.start_kind
@@ -144,7 +161,7 @@ impl NodeMeta {
     fn write(&self, clean: bool) -> Result<(), StorageError> {
         let _guard = self.write_lock.lock().expect("meta lock");
         let file = MetaFile {
-            format: META_FORMAT,
+            format: self.format(),
             node_id: self.node_id.clone(),
             epoch: self.epoch,
             counter: self.counter.load(Ordering::Relaxed),

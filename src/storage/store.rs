@@ -25,13 +25,17 @@ use super::write_buffer::{Buffered, WriteBuffer};
 use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
+use crate::crdt::rows::Rows;
 use crate::versioning::Siblings;
-use crate::versioning::siblings::{Format2Siblings, LegacySiblings};
+use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblings};
 
 /// Number of key-lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 1024;
-/// Format byte prefixed to every stored sibling set: 3 since versions carry deadlines (2: typed values).
-const VALUE_FORMAT: u8 = 3;
+/// Format byte prefixed to every stored sibling set: 4 since key rows carry their cleared element writes (3:
+/// versions with deadlines, 2: typed values).
+const VALUE_FORMAT: u8 = 4;
+/// The format of sibling sets without cleared element writes.
+const FORMAT_3: u8 = 3;
 /// The format of sibling sets whose every value was a string; still read, and rewritten at start
 /// ([`KvStore::build`]), as is format 2.
 const LEGACY_VALUE_FORMAT: u8 = 1;
@@ -175,7 +179,7 @@ impl KvStore {
             let mut upgraded: Vec<super::Change> = Vec::new();
             for (k, v) in page.iter_mut() {
                 let state = decode(v)?;
-                live += i64::from(state.has_live_value());
+                live += i64::from(state.has_live_value() && layout::is_key_row(k));
                 if v.first() != Some(&VALUE_FORMAT) {
                     *v = encode(&state);
                     upgraded.push((k.clone(), Some(v.clone())));
@@ -427,7 +431,31 @@ impl KvStore {
     where
         E: From<StorageError>,
     {
-        let key = layout::storage_key(user_key);
+        self.update_storage_key(layout::storage_key(user_key), f, durable).await
+    }
+
+    /// [`update`](Self::update) of one row by its storage key (any row of any key: anti-entropy, handoff and hint
+    /// delivery move rows as they are stored).
+    pub async fn update_row<T, E>(
+        &self,
+        storage_key: Bytes,
+        f: impl FnOnce(&mut Siblings, bool) -> Result<Decision<T>, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        self.update_storage_key(storage_key, f, false).await
+    }
+
+    async fn update_storage_key<T, E>(
+        &self,
+        key: Bytes,
+        f: impl FnOnce(&mut Siblings, bool) -> Result<Decision<T>, E>,
+        durable: bool,
+    ) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
         let (out, seq) = {
             let _guard = self.locks[stripe(&key)].lock().expect("key lock");
             if self.closed.load(Ordering::Acquire) {
@@ -441,39 +469,183 @@ impl KvStore {
                 Decision::Keep(out) => return Ok(out),
                 Decision::Write(out) => out,
             };
-            self.gate.check()?;
-            let now_live = siblings.has_live_value();
-            let encoded = encode(&siblings);
-            let change = [(key.clone(), Some(encoded.clone()))];
-            let written = self.gate.observe(match &self.buffer {
-                Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &change),
-                _ => self.write_raw(&change),
-            });
-            let digest = self.digest(&key, &encoded);
-            if let Some(cache) = &self.cache {
-                match written {
-                    Ok(()) => cache.put(key.clone(), encoded.clone(), digest),
-                    // The engine may hold either state now: the next read asks it.
-                    Err(_) => cache.forget(&key),
-                }
-            }
-            written?;
-            if self.counted_by_writer(&key) {
-                if let Some(o) = &self.observer {
-                    o.on_change(&key, old_digest, Some(digest));
-                }
-                self.live_keys.fetch_add(i64::from(now_live) - i64::from(was_live), Ordering::Relaxed);
-            }
-            (out, self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
+            let seq = self.write_rows(vec![RowWrite { key, old_digest, was_live, state: &siblings }], durable)?;
+            (out, seq)
         };
-        match self.options.durability {
-            Durability::Fsync => self.wait_synced(seq).await?,
-            // The write waits in the engine's journal buffer (`apply_unflushed`): acknowledged once it reached the OS.
-            Durability::Os => self.wait_flushed(seq).await?,
-            // In the buffer, or written through (`apply`, which flushed).
-            Durability::Buffered => {}
+        self.wait_durable(seq).await?;
+        Ok(out)
+    }
+
+    /// Atomically reads, changes and writes rows of `user_key`: its key row (the empty row) and `rows`, under the
+    /// key's lock (every row of a key shares it), in one write batch. `f` gets the rows that exist; the rows it
+    /// leaves changed are written. As [`update_durable`](Self::update_durable) when `durable`.
+    pub async fn update_rows<T, E>(
+        &self,
+        user_key: &[u8],
+        rows: &[Bytes],
+        durable: bool,
+        f: impl FnOnce(&mut Rows) -> Result<Decision<T>, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StorageError>,
+    {
+        let key_row = layout::storage_key(user_key);
+        let (out, seq) = {
+            let _guard = self.locks[stripe(&key_row)].lock().expect("key lock");
+            if self.closed.load(Ordering::Acquire) {
+                return Err(StorageError::Closed.into());
+            }
+            let mut before: Vec<(Bytes, Bytes, Option<u128>)> = Vec::with_capacity(rows.len() + 1);
+            let mut current = Rows::new();
+            for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
+                let key = layout::row_key(user_key, row);
+                if let Some((state, digest)) = self.current_row(&key)? {
+                    current.merge_row(row.clone(), &state);
+                    before.push((row.clone(), key, Some(digest)));
+                } else {
+                    before.push((row.clone(), key, None));
+                }
+            }
+            let previous = current.clone();
+            let out = match f(&mut current)? {
+                Decision::Keep(out) => return Ok(out),
+                Decision::Write(out) => out,
+            };
+            let mut writes = Vec::new();
+            for (row, state) in current.rows() {
+                let old = previous.get(row);
+                if old == Some(state) {
+                    continue;
+                }
+                let (key, old_digest) = match before.iter().find(|(r, _, _)| r == row) {
+                    Some((_, key, digest)) => (key.clone(), *digest),
+                    None => (layout::row_key(user_key, row), None),
+                };
+                let was_live = old.is_some_and(Siblings::has_live_value);
+                writes.push(RowWrite { key, old_digest, was_live, state });
+            }
+            if writes.is_empty() {
+                return Ok(out);
+            }
+            (out, self.write_rows(writes, durable)?)
+        };
+        self.wait_durable(seq).await?;
+        Ok(out)
+    }
+
+    /// The stored rows of `user_key` among its key row and `rows`.
+    pub fn get_rows(&self, user_key: &[u8], rows: &[Bytes]) -> Result<Rows, StorageError> {
+        let key_row = layout::storage_key(user_key);
+        let _guard = self.locks[stripe(&key_row)].lock().expect("key lock");
+        let mut out = Rows::new();
+        for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
+            if let Some((state, _)) = self.current_row(&layout::row_key(user_key, row))? {
+                out.merge_row(row.clone(), &state);
+            }
         }
         Ok(out)
+    }
+
+    /// Up to `n` element rows of `user_key` that hold a live element its stored key row has not cleared, in row
+    /// order (with the key row).
+    pub fn first_live_rows(&self, user_key: &[u8], n: usize) -> Result<Rows, StorageError> {
+        const PAGE: usize = 64;
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let prefix = layout::storage_key(user_key);
+        let key_row = self.get(user_key)?.unwrap_or_default();
+        let (mut out, mut found) = (Rows::new(), 0);
+        let mut lower = Bound::Excluded(prefix.clone());
+        loop {
+            let page = self.engine.scan((lower.as_ref().map(|b| &b[..]), Bound::Unbounded), PAGE)?;
+            for (k, v) in &page {
+                if !k.starts_with(&prefix) {
+                    return Ok(out);
+                }
+                let state = decode(v)?;
+                if crate::crdt::rows::element_is_live(&key_row, &state) {
+                    out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &state);
+                    found += 1;
+                    if found == n {
+                        return Ok(out);
+                    }
+                }
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE => lower = Bound::Excluded(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Every stored row of `user_key`, its key row first.
+    pub fn scan_rows(&self, user_key: &[u8]) -> Result<Rows, StorageError> {
+        const PAGE: usize = 4096;
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let prefix = layout::storage_key(user_key);
+        let mut out = Rows::new();
+        let mut after: Option<Bytes> = None;
+        loop {
+            let lower = after.as_deref().map_or(Bound::Included(&prefix[..]), Bound::Excluded);
+            let page = self.engine.scan((lower, Bound::Unbounded), PAGE)?;
+            for (k, v) in &page {
+                if !k.starts_with(&prefix) {
+                    return Ok(out);
+                }
+                out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &decode(v)?);
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Writes changed rows in one batch (called under their key's lock): the engine, the cache, the observer and
+    /// the live-key count. Returns the write's sequence number, for [`wait_durable`](Self::wait_durable).
+    fn write_rows(&self, rows: Vec<RowWrite<'_>>, durable: bool) -> Result<u64, StorageError> {
+        self.gate.check()?;
+        let encoded: Vec<Bytes> = rows.iter().map(|r| encode(r.state)).collect();
+        let changes: Vec<Change> = rows.iter().zip(&encoded).map(|(r, e)| (r.key.clone(), Some(e.clone()))).collect();
+        let written = self.gate.observe(match &self.buffer {
+            Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &changes),
+            _ => self.write_raw(&changes),
+        });
+        for (row, encoded) in rows.iter().zip(encoded) {
+            let digest = self.digest(&row.key, &encoded);
+            if let Some(cache) = &self.cache {
+                match written {
+                    Ok(()) => cache.put(row.key.clone(), encoded, digest),
+                    // The engine may hold either state now: the next read asks it.
+                    Err(_) => cache.forget(&row.key),
+                }
+            }
+            if written.is_ok() && self.counted_by_writer(&row.key) {
+                if let Some(o) = &self.observer {
+                    o.on_change(&row.key, row.old_digest, Some(digest));
+                }
+                if layout::is_key_row(&row.key) {
+                    let now_live = row.state.has_live_value();
+                    self.live_keys.fetch_add(i64::from(now_live) - i64::from(row.was_live), Ordering::Relaxed);
+                }
+            }
+        }
+        written?;
+        Ok(self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Waits until the write numbered `seq` is as durable as the mode promises.
+    async fn wait_durable(&self, seq: u64) -> Result<(), StorageError> {
+        match self.options.durability {
+            Durability::Fsync => self.wait_synced(seq).await,
+            // The write waits in the engine's journal buffer (`apply_unflushed`): acknowledged once it reached the OS.
+            Durability::Os => self.wait_flushed(seq).await,
+            // In the buffer, or written through (`apply`, which flushed).
+            Durability::Buffered => Ok(()),
+        }
     }
 
     /// Visits every stored key in `range` of storage keys with its decoded sibling set, in key order.
@@ -555,7 +727,7 @@ impl KvStore {
         }
         deleted?;
         if self.counted_by_writer(storage_key) {
-            if current.has_live_value() {
+            if current.has_live_value() && layout::is_key_row(storage_key) {
                 self.live_keys.fetch_sub(1, Ordering::Relaxed);
             }
             if let Some(o) = &self.observer {
@@ -589,33 +761,44 @@ impl KvStore {
         self.engine.scan((lower, upper), limit)?.into_iter().map(|(k, v)| Ok((k, decode(&v)?))).collect()
     }
 
-    /// A page of a key scan (SCAN): the stored keys with ring positions in `[first, last]`, in storage order, at
-    /// least `limit` of them when there are that many, then every further key whose scan cursor
-    /// ([`layout::scan_cursor`] of its position) equals the last one's, so a cursor never splits keys; and whether the range is exhausted.
+    /// A page of a key scan (SCAN): the key rows (element rows of collections are skipped) with ring positions in
+    /// `[first, last]`, in storage order, at least `limit` of them when there are that many, then every further key
+    /// whose scan cursor ([`layout::scan_cursor`] of its position) equals the last one's, so a cursor never splits
+    /// keys; and whether the range is exhausted.
     pub fn scan_page(
         &self,
         first: u128,
         last: u128,
         limit: usize,
     ) -> Result<(Vec<(Bytes, Siblings)>, bool), StorageError> {
-        const MORE: usize = 16;
-        let mut items = self.scan_positions(first, last, None, limit.max(1))?;
-        if items.len() < limit.max(1) {
-            return Ok((items, true));
+        const PAGE: usize = 256;
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
         }
+        let (start, end) = layout::position_range(first, last);
+        let upper = end.as_ref().map_or(Bound::Unbounded, |e| Bound::Excluded(&e[..]));
+        let cursor = |k: &[u8]| layout::position(k).map(layout::scan_cursor);
+        let mut lower = Bound::Included(Bytes::copy_from_slice(&start));
+        let mut items: Vec<(Bytes, Siblings)> = Vec::new();
         loop {
-            let last_key = items.last().map(|(k, _)| k.clone()).unwrap_or_default();
-            let cursor = |k: &[u8]| layout::position(k).map(layout::scan_cursor);
-            let more = self.scan_positions(first, last, Some(&last_key), MORE)?;
-            let exhausted = more.len() < MORE;
-            for (k, state) in more {
-                if cursor(&k) != cursor(&last_key) {
+            let page = self.engine.scan((lower.as_ref().map(|b| &b[..]), upper), PAGE)?;
+            let exhausted = page.len() < PAGE;
+            let mut next = page.last().map(|(k, _)| Bound::Excluded(k.clone()));
+            for (k, v) in &page {
+                let Some((user_key, row)) = layout::parse(k) else { continue };
+                if !row.is_empty() {
+                    // An element row: skip the rest of its key's rows in one seek.
+                    next = layout::rows_end(&layout::storage_key(user_key)).map(Bound::Included);
+                    break;
+                }
+                if items.len() >= limit.max(1) && cursor(k) != items.last().and_then(|(l, _)| cursor(l)) {
                     return Ok((items, false));
                 }
-                items.push((k, state));
+                items.push((k.clone(), decode(v)?));
             }
-            if exhausted {
-                return Ok((items, true));
+            match next {
+                Some(bound) if !(exhausted && matches!(bound, Bound::Excluded(_))) => lower = bound,
+                _ => return Ok((items, true)),
             }
         }
     }
@@ -774,6 +957,17 @@ impl KvStore {
     }
 }
 
+/// One row [`KvStore::write_rows`] writes.
+struct RowWrite<'a> {
+    key: Bytes,
+    /// The observer's digest of the row before (`None`: it was absent).
+    old_digest: Option<u128>,
+    /// Whether the row held a live value before.
+    was_live: bool,
+    state: &'a Siblings,
+}
+
+/// The lock stripe of a storage key: from its first bytes, the ring position, which every row of a key shares.
 fn stripe(key: &[u8]) -> usize {
     // The first bytes of a storage key are MD5 output: already uniform.
     let mut b = [0u8; 8];
@@ -799,6 +993,9 @@ pub fn decode(raw: &[u8]) -> Result<Siblings, StorageError> {
     match raw.split_first() {
         Some((&VALUE_FORMAT, body)) => postcard::from_bytes(body)
             .map_err(|e| StorageError::Corrupt { reason: format!("sibling set does not decode: {e}") }),
+        Some((&FORMAT_3, body)) => postcard::from_bytes::<Format3Siblings>(body)
+            .map(Siblings::from)
+            .map_err(|e| StorageError::Corrupt { reason: format!("sibling set (format 3) does not decode: {e}") }),
         Some((&FORMAT_2, body)) => postcard::from_bytes::<Format2Siblings>(body)
             .map(Siblings::from)
             .map_err(|e| StorageError::Corrupt { reason: format!("sibling set (format 2) does not decode: {e}") }),

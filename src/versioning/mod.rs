@@ -8,4 +8,4 @@ pub mod siblings;
 
 pub use clock::{Actor, Dot, Entry, VersionVector};
 pub use context::{ContextError, ContextKey, Token};
-pub use siblings::{Expiry, Siblings, Value, Version};
+pub use siblings::{Expiry, RowKind, Siblings, Value, Version};

@@ -86,6 +86,20 @@ pub enum Value {
         /// The actor's running total for it (128 bits, as [`Value::Counter`]).
         total: i128,
     },
+    /// The header of a collection kept as a row per element (sets, hashes): held in the key's own row, it says
+    /// what kind of collection the key is and carries its deadline. Every write of an element writes a fresh header
+    /// (superseding the ones it saw), so a delete that did not see that write cannot take the key away from under
+    /// it (see `crdt::rows`).
+    Header(RowKind),
+}
+
+/// The kinds of collection kept as a row per element (the `Value::Header` of their key row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RowKind {
+    /// A set: a row per member.
+    Set,
+    /// A hash: a row per field.
+    Hash,
 }
 
 impl Value {
@@ -108,6 +122,7 @@ impl Value {
             Value::Scored { member, .. } | Value::ScoreBase { member, .. } | Value::ScoreIncr { member, .. } => {
                 member.len() + 8
             }
+            Value::Header(_) => 1,
         }
     }
 
@@ -176,11 +191,15 @@ impl Version {
     }
 }
 
-/// The full versioned state of a key on one replica.
+/// The full versioned state of a key (or of one row of a collection) on one replica.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Siblings {
     context: VersionVector,
     versions: Vec<Version>,
+    /// In a collection's key row: the element writes cleared by a delete, an overwrite or an expiry of the whole
+    /// collection (every element version whose dot this covers is gone). A join like the context (entrywise max);
+    /// empty in every other row. See `crdt::rows`.
+    cleared: VersionVector,
 }
 
 impl Siblings {
@@ -197,6 +216,24 @@ impl Siblings {
     /// The surviving versions (values and tombstones), sorted by dot.
     pub fn versions(&self) -> &[Version] {
         &self.versions
+    }
+
+    /// The same context (and cleared writes) with other versions, sorted by dot: one row's share of a state split
+    /// into rows (an upgrade of a collection kept in one row).
+    pub fn with_versions(&self, mut versions: Vec<Version>) -> Siblings {
+        versions.sort_by_key(|v| v.dot);
+        Siblings { context: self.context.clone(), versions, cleared: self.cleared.clone() }
+    }
+
+    /// The element writes a whole-collection removal cleared (key rows of collections kept as rows).
+    pub fn cleared(&self) -> &VersionVector {
+        &self.cleared
+    }
+
+    /// Clears every element write this key row has seen: each element write advances the key row's context (it
+    /// writes a fresh header), so the context covers exactly the elements the removal saw.
+    pub fn clear_elements(&mut self) {
+        self.cleared.merge(&self.context);
     }
 
     /// The string values of the live (non-tombstone) versions, in dot order.
@@ -235,9 +272,11 @@ impl Siblings {
             Value::ScoreIncr { total, .. } => Value::ScoreIncr { member: Bytes::new(), total: *total },
             Value::Counter(n) => Value::Counter(*n),
             Value::CounterBase(n) => Value::CounterBase(*n),
+            Value::Header(k) => Value::Header(*k),
         };
         Siblings {
             context: self.context.clone(),
+            cleared: self.cleared.clone(),
             versions: self
                 .versions
                 .iter()
@@ -377,6 +416,7 @@ impl Siblings {
         }
         self.versions = merged;
         self.context.merge(&other.context);
+        self.cleared.merge(&other.cleared);
     }
 
     /// Keeps the causal context within `max_entries` actors by dropping the oldest entries of actors that hold no
@@ -421,6 +461,7 @@ impl From<LegacySiblings> for Siblings {
                     expiry: Expiry::default(),
                 })
                 .collect(),
+            cleared: VersionVector::new(),
         }
     }
 }
@@ -454,7 +495,22 @@ impl From<Format2Siblings> for Siblings {
                     expiry: Expiry::default(),
                 })
                 .collect(),
+            cleared: VersionVector::new(),
         }
+    }
+}
+
+/// The stored form of a sibling set before key rows carried their cleared element writes (value format 3). Read
+/// only to upgrade a data directory written by an older build.
+#[derive(Deserialize)]
+pub struct Format3Siblings {
+    context: VersionVector,
+    versions: Vec<Version>,
+}
+
+impl From<Format3Siblings> for Siblings {
+    fn from(old: Format3Siblings) -> Self {
+        Siblings { context: old.context, versions: old.versions, cleared: VersionVector::new() }
     }
 }
 

@@ -1,0 +1,656 @@
+//! Collections kept as a row per element: sets (a row per member) and hashes (a row per field), so that a write of
+//! one element reads, stores and replicates that element's row and the key row, whatever the collection's size.
+//!
+//! A collection key has a **key row** (the key's own row, as a string has) and one **element row** per element
+//! ever written, under the key in storage ([`crate::storage::layout`]). Each row is a [`Siblings`] of its own:
+//!
+//! * an element row holds the versions of one element, exactly the versions the whole-key state held for it
+//!   before (`Value::Member`, `Value::Field`, ...), so the [`super::set`] and [`super::hash`] rules apply to it
+//!   unchanged: an add stamps a fresh dot and drops the element's versions it saw, a remove drops them and leaves a
+//!   tombstone (so an element row is reaped like a deleted key), and add wins over a remove that did not see it;
+//! * the key row holds the collection's **header** (`Value::Header`: its kind, and the key's deadline) and its
+//!   **cleared** vector ([`Siblings::cleared`]).
+//!
+//! Every element write also writes a fresh header, superseding the key row versions it saw. So the key row's context
+//! covers every element write that reached it, and:
+//!
+//! * a `DEL`, a `SET`, an expiry or a write of another type that leaves the key row without a header
+//!   *clears* the collection: `cleared` takes the key row's context, and every element version it covers is gone
+//!   (reads skip it, writes drop it, and reaping removes the rows). That is O(1), and it removes exactly the
+//!   element writes the removal saw;
+//! * an element write concurrent with the removal (not seen by it) wrote a header the removal did not cover, so
+//!   the key stays a collection and that element stays: add wins, for whole-key removals too;
+//! * a collection created anew (no live header of its kind) clears first, so nothing from an earlier life of the key
+//!   comes back.
+//!
+//! A collection whose every element was removed (SREM of its last member) keeps its header: it reads as absent
+//! (no live element), and the key row is reaped with the element rows.
+
+use std::collections::BTreeSet;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+use super::{Kind, Op, OpError, OpReply, Stamp, check_kind, hash, set};
+use crate::versioning::{RowKind, Siblings, Value, Version};
+
+/// The tag that begins an element row of a set (its member follows).
+const SET_TAG: u8 = b's';
+/// The tag that begins an element row of a hash (its field follows).
+const HASH_TAG: u8 = b'h';
+
+/// The row of `element` in a collection of `kind`.
+pub fn element_row(kind: RowKind, element: &[u8]) -> Bytes {
+    let mut row = BytesMut::with_capacity(1 + element.len());
+    row.put_u8(match kind {
+        RowKind::Set => SET_TAG,
+        RowKind::Hash => HASH_TAG,
+    });
+    row.put_slice(element);
+    row.freeze()
+}
+
+/// The kind and element of an element row (`None` for the key row or a row of no known kind).
+pub fn parse_row(row: &[u8]) -> Option<(RowKind, &[u8])> {
+    match row.split_first()? {
+        (&SET_TAG, element) => Some((RowKind::Set, element)),
+        (&HASH_TAG, element) => Some((RowKind::Hash, element)),
+        _ => None,
+    }
+}
+
+/// The collection kind a key kind is kept as, if it is one kept as rows.
+pub fn row_kind(kind: Kind) -> Option<RowKind> {
+    match kind {
+        Kind::Set => Some(RowKind::Set),
+        Kind::Hash => Some(RowKind::Hash),
+        _ => None,
+    }
+}
+
+/// The rows of one key that a read found or a write changes: its key row (the empty row) and some element rows,
+/// sorted by row. What replicas send each other for a collection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rows {
+    rows: Vec<(Bytes, Siblings)>,
+}
+
+impl Rows {
+    /// No rows.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The key row alone (a string's state, as replicated).
+    pub fn key_only(state: Siblings) -> Self {
+        Rows { rows: vec![(Bytes::new(), state)] }
+    }
+
+    /// Rows from (row, state) pairs in any order (a row given twice: the states merge).
+    pub fn from_rows(rows: impl IntoIterator<Item = (Bytes, Siblings)>) -> Self {
+        let mut out = Rows::new();
+        for (row, state) in rows {
+            out.merge_row(row, &state);
+        }
+        out
+    }
+
+    /// Every row, in row order (the key row first, when present).
+    pub fn rows(&self) -> &[(Bytes, Siblings)] {
+        &self.rows
+    }
+
+    /// Takes the rows out.
+    pub fn into_rows(self) -> Vec<(Bytes, Siblings)> {
+        self.rows
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// How many rows are held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The state of `row`, if held.
+    pub fn get(&self, row: &[u8]) -> Option<&Siblings> {
+        self.rows.binary_search_by(|(r, _)| r.as_ref().cmp(row)).ok().map(|i| &self.rows[i].1)
+    }
+
+    /// The state of `row`, added empty when not held.
+    pub fn entry(&mut self, row: &[u8]) -> &mut Siblings {
+        let i = match self.rows.binary_search_by(|(r, _)| r.as_ref().cmp(row)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.rows.insert(i, (Bytes::copy_from_slice(row), Siblings::new()));
+                i
+            }
+        };
+        &mut self.rows[i].1
+    }
+
+    /// The key row, if held.
+    pub fn key_row(&self) -> Option<&Siblings> {
+        self.get(&[])
+    }
+
+    /// Merges one row's state in.
+    pub fn merge_row(&mut self, row: Bytes, state: &Siblings) {
+        match self.rows.binary_search_by(|(r, _)| r.cmp(&row)) {
+            Ok(i) => self.rows[i].1.merge(state),
+            Err(i) => self.rows.insert(i, (row, state.clone())),
+        }
+    }
+
+    /// The join of two replicas' rows: row by row.
+    pub fn merge(&mut self, other: &Rows) {
+        for (row, state) in &other.rows {
+            self.merge_row(row.clone(), state);
+        }
+    }
+}
+
+/// Whether a key row holds a collection header (live or expired).
+pub fn has_header(key_row: &Siblings) -> bool {
+    key_row.versions().iter().any(|v| matches!(v.value, Some(Value::Header(_))))
+}
+
+/// After a write to a key row that held a header before it (`had_header`): a write that left no header clears the
+/// collection (see the module documentation).
+pub fn settle(key_row: &mut Siblings, had_header: bool) {
+    if had_header && !has_header(key_row) {
+        key_row.clear_elements();
+    }
+}
+
+/// The collection kind the key row says the key is, at `now_ms`: its newest live value is a header.
+pub fn live_kind(key_row: &Siblings, now_ms: u64) -> Option<RowKind> {
+    key_row
+        .versions()
+        .iter()
+        .filter(|v| v.value.is_some() && !v.is_expired(now_ms))
+        .max_by_key(|v| (v.timestamp_ms, v.dot))
+        .and_then(|v| match v.value {
+            Some(Value::Header(k)) => Some(k),
+            _ => None,
+        })
+}
+
+/// The versions of an element row that the key row has not cleared.
+fn uncleared<'a>(key_row: &'a Siblings, row: &'a Siblings) -> impl Iterator<Item = &'a Version> + Clone {
+    row.versions().iter().filter(|v| !key_row.cleared().covers(v.dot))
+}
+
+/// An element row without the versions the key row cleared: what the element is now.
+pub fn visible(key_row: &Siblings, row: &Siblings) -> Siblings {
+    let mut row = row.clone();
+    row.remove_versions(|v| key_row.cleared().covers(v.dot));
+    row
+}
+
+/// Whether an element row holds a live element the key row has not cleared.
+pub fn element_is_live(key_row: &Siblings, row: &Siblings) -> bool {
+    uncleared(key_row, row).any(|v| v.value.is_some())
+}
+
+/// The live elements of `kind` in `rows` (a read of the key at `now_ms`), each with its visible state, in element
+/// order; none when the key is not a live collection of that kind.
+pub fn elements(rows: &Rows, kind: RowKind, now_ms: u64) -> Vec<(Bytes, Siblings)> {
+    let Some(key_row) = rows.key_row() else { return Vec::new() };
+    if live_kind(key_row, now_ms) != Some(kind) {
+        return Vec::new();
+    }
+    rows.rows()
+        .iter()
+        .filter_map(|(row, state)| match parse_row(row) {
+            Some((k, element)) if k == kind && element_is_live(key_row, state) => {
+                Some((Bytes::copy_from_slice(element), visible(key_row, state)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What kind `rows` (a read of the key row and its element rows) says the key is at `now_ms`, counting a
+/// collection with no live element as absent.
+pub fn kind_of(rows: &Rows, now_ms: u64) -> Option<Kind> {
+    let mut key_row = rows.key_row()?.clone();
+    key_row.drop_expired(now_ms);
+    match super::kind(&key_row)? {
+        Kind::Set => (!elements(rows, RowKind::Set, now_ms).is_empty()).then_some(Kind::Set),
+        Kind::Hash => (!elements(rows, RowKind::Hash, now_ms).is_empty()).then_some(Kind::Hash),
+        other => Some(other),
+    }
+}
+
+/// A set's members (sorted).
+pub fn members(rows: &Rows, now_ms: u64) -> Vec<Bytes> {
+    elements(rows, RowKind::Set, now_ms).into_iter().map(|(m, _)| m).collect()
+}
+
+/// A hash's fields with their values (sorted by field).
+pub fn fields(rows: &Rows, now_ms: u64) -> Vec<(Bytes, Bytes)> {
+    elements(rows, RowKind::Hash, now_ms)
+        .into_iter()
+        .filter_map(|(f, state)| Some((f.clone(), hash::get(&state, &f)?)))
+        .collect()
+}
+
+impl Op {
+    /// The collection kind this write changes, when it is a write of elements kept as rows.
+    pub fn row_kind(&self) -> Option<RowKind> {
+        match self {
+            Op::SetAdd { .. } | Op::SetRemove { .. } | Op::SetPop { .. } => Some(RowKind::Set),
+            Op::HashSet { .. } | Op::HashDel { .. } | Op::HashIncr { .. } => Some(RowKind::Hash),
+            _ => None,
+        }
+    }
+
+    /// The rows a write reads and writes besides the key row: the rows of the elements it names (with, for a
+    /// remove, a probe for other live elements, so that it knows whether it empties the collection), every row
+    /// (SPOP picks among all members), or none (a write of the key row alone).
+    pub fn rows_read(&self) -> RowSelect {
+        let named = |kind, elements: &mut dyn Iterator<Item = &Bytes>, removes: bool| {
+            let unique: BTreeSet<Bytes> = elements.map(|e| element_row(kind, e)).collect();
+            // One live element past those it removes, if there is one.
+            let first_live = if removes { unique.len() as u32 + 1 } else { 0 };
+            RowSelect::Named { rows: unique.into_iter().collect(), first_live }
+        };
+        match self {
+            Op::SetAdd { members } => named(RowKind::Set, &mut members.iter(), false),
+            Op::SetRemove { members } => named(RowKind::Set, &mut members.iter(), true),
+            Op::HashSet { pairs, .. } => named(RowKind::Hash, &mut pairs.iter().map(|(f, _)| f), false),
+            Op::HashDel { fields } => named(RowKind::Hash, &mut fields.iter(), true),
+            Op::HashIncr { field, .. } => named(RowKind::Hash, &mut std::iter::once(field), false),
+            Op::SetPop { .. } => RowSelect::All,
+            _ => RowSelect::Named { rows: Vec::new(), first_live: 0 },
+        }
+    }
+}
+
+/// Which rows of a key a read asks for besides its key row.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RowSelect {
+    /// Every row of the key.
+    All,
+    /// The element rows named, and up to `first_live` more element rows that hold a live element, in row order.
+    Named {
+        /// Rows (each an [`element_row`]).
+        rows: Vec<Bytes>,
+        /// How many further live element rows to add.
+        first_live: u32,
+    },
+}
+
+impl RowSelect {
+    /// The named rows of these elements of a collection of `kind`.
+    pub fn elements(kind: RowKind, elements: &[Bytes]) -> RowSelect {
+        RowSelect::Named { rows: elements.iter().map(|e| element_row(kind, e)).collect(), first_live: 0 }
+    }
+
+    /// The rows named (none for [`RowSelect::All`]).
+    pub fn named(&self) -> &[Bytes] {
+        match self {
+            RowSelect::All => &[],
+            RowSelect::Named { rows, .. } => rows,
+        }
+    }
+}
+
+/// Applies a write of elements (an [`Op::row_kind`] op) to `rows`: the coordinator's own rows of the key merged
+/// with what its quorum read found, holding at least the key row and the op's element rows (every row for SPOP).
+/// Returns the reply and whether anything changed; on an error `rows` is unchanged.
+pub fn apply(rows: &mut Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool), OpError> {
+    let kind = op.row_kind().expect("a write of elements");
+    let mut next = rows.clone();
+    let key_row = next.entry(&[]);
+    let had_header = has_header(key_row);
+    let stamp = &Stamp { timestamp_ms: key_row.causal_timestamp(stamp.timestamp_ms), ..*stamp };
+    key_row.drop_expired(stamp.now_ms);
+    settle(key_row, had_header);
+    check_kind(key_row, Kind::from(kind))?;
+    let live = live_kind(key_row, stamp.now_ms) == Some(kind);
+    if !live {
+        if !matches!(op, Op::SetAdd { .. } | Op::HashSet { .. } | Op::HashIncr { .. }) {
+            // A remove or a pop of a key that is no collection of this kind: nothing to do, nothing written.
+            let reply = if let Op::SetPop { .. } = op { OpReply::Members(Vec::new()) } else { OpReply::Integer(0) };
+            return Ok((reply, false));
+        }
+        // A new collection: nothing written to the key before lives on in it.
+        key_row.clear_elements();
+    }
+    let cleared = key_row.cleared().clone();
+    // Versions of elements the key row cleared are gone: drop them (their dots stay covered by the row's own
+    // context, so every replica drops them too).
+    for (_, state) in next.rows.iter_mut().filter(|(r, _)| parse_row(r).is_some()) {
+        state.remove_versions(|v| cleared.covers(v.dot));
+    }
+    let (reply, added) = apply_elements(&mut next, op, kind, stamp)?;
+    let removed = match &reply {
+        OpReply::Integer(n) => !added && *n > 0,
+        OpReply::Members(m) => !m.is_empty(),
+        OpReply::Bulk(_) => false,
+    };
+    if removed && elements(&next, kind, stamp.now_ms).is_empty() {
+        // The remove emptied the collection (its read holds every live element, or a probe past the ones removed):
+        // the key goes, as in Redis. Its header is superseded and the elements it saw are cleared; an element added
+        // concurrently wrote a header this did not see, and keeps the key.
+        let key_row = next.entry(&[]);
+        let covered = key_row.context().clone();
+        key_row.update_value(&covered, (stamp.next_dot)(), stamp.timestamp_ms, None);
+        settle(key_row, true);
+    }
+    if added {
+        // A fresh header supersedes every version of the key row this write saw: its own earlier headers, a value
+        // of another kind that lost to the collection, a tombstone; it keeps the key's deadline.
+        let key_row = next.entry(&[]);
+        let deadline = key_row.deadline(stamp.now_ms).flatten();
+        let covered = key_row.context().clone();
+        let dot = (stamp.next_dot)();
+        key_row.update_value(&covered, dot, stamp.timestamp_ms, Some(Value::Header(kind)));
+        if deadline.is_some() {
+            let expiry = crate::versioning::Expiry::new(deadline, stamp.timestamp_ms, stamp.actor);
+            key_row.set_expiry(|v| v.dot == dot, expiry);
+        }
+    }
+    let changed = next != *rows;
+    *rows = next;
+    Ok((reply, changed))
+}
+
+/// The element part of [`apply`]: each element's row, by the rules of its type. Returns the reply and whether an
+/// element was added or written (which writes a header).
+fn apply_elements(rows: &mut Rows, op: &Op, kind: RowKind, stamp: &Stamp) -> Result<(OpReply, bool), OpError> {
+    let row = |e: &Bytes| element_row(kind, e);
+    match op {
+        Op::SetAdd { members } => {
+            let unique: BTreeSet<&Bytes> = members.iter().collect();
+            let mut added = 0;
+            for m in unique {
+                added += set::add(rows.entry(&row(m)), std::slice::from_ref(m), stamp)?;
+            }
+            Ok((OpReply::Integer(added), true))
+        }
+        Op::SetRemove { members } => {
+            let unique: BTreeSet<&Bytes> = members.iter().collect();
+            let mut removed = 0;
+            for m in unique {
+                if let Some(state) = rows_get_mut(rows, &row(m)) {
+                    removed += set::remove(state, std::slice::from_ref(m), stamp)?;
+                }
+            }
+            Ok((OpReply::Integer(removed), false))
+        }
+        Op::SetPop { count, seed } => {
+            let present: Vec<Bytes> = rows
+                .rows()
+                .iter()
+                .filter_map(|(r, s)| match parse_row(r) {
+                    Some((RowKind::Set, m)) if s.has_live_value() => Some(Bytes::copy_from_slice(m)),
+                    _ => None,
+                })
+                .collect();
+            let picked = set::sample(present, *count, *seed);
+            for m in &picked {
+                if let Some(state) = rows_get_mut(rows, &row(m)) {
+                    set::remove(state, std::slice::from_ref(m), stamp)?;
+                }
+            }
+            Ok((OpReply::Members(picked), false))
+        }
+        Op::HashSet { pairs, only_new } => {
+            // The last value given for a field repeated wins, as in Redis.
+            let last: std::collections::BTreeMap<&Bytes, &Bytes> = pairs.iter().map(|(f, v)| (f, v)).collect();
+            let (mut added, mut wrote) = (0, false);
+            for (f, v) in last {
+                let new = hash::set(rows.entry(&row(f)), &[(f.clone(), v.clone())], *only_new, stamp)?;
+                // HSETNX of a field that exists writes nothing.
+                wrote |= !*only_new || new > 0;
+                added += new;
+            }
+            Ok((OpReply::Integer(added), wrote))
+        }
+        Op::HashDel { fields } => {
+            let unique: BTreeSet<&Bytes> = fields.iter().collect();
+            let mut removed = 0;
+            for f in unique {
+                if let Some(state) = rows_get_mut(rows, &row(f)) {
+                    removed += hash::delete(state, std::slice::from_ref(f), stamp)?;
+                }
+            }
+            Ok((OpReply::Integer(removed), false))
+        }
+        Op::HashIncr { field, by } => {
+            let total = hash::increment(rows.entry(&row(field)), field, *by, stamp)?;
+            Ok((OpReply::Integer(total), true))
+        }
+        _ => unreachable!("not a write of elements kept as rows"),
+    }
+}
+
+fn rows_get_mut<'a>(rows: &'a mut Rows, row: &[u8]) -> Option<&'a mut Siblings> {
+    let i = rows.rows.binary_search_by(|(r, _)| r.as_ref().cmp(row)).ok()?;
+    Some(&mut rows.rows[i].1)
+}
+
+/// The rows of a key whose whole state was one row (data format 2): each set member's and hash field's versions
+/// move to their element row (with the state's context, which covers exactly what the state saw of them), and
+/// the key row keeps the rest, with a header when the collection is what the key holds. Deterministic, so
+/// replicas that held the same state hold the same rows.
+pub fn split_whole_state(state: &Siblings) -> Rows {
+    let element = |v: &Version| match &v.value {
+        Some(Value::Member(m)) => Some(element_row(RowKind::Set, m)),
+        Some(Value::Field { field, .. } | Value::FieldCounter { field, .. } | Value::FieldBase { field, .. }) => {
+            Some(element_row(RowKind::Hash, field))
+        }
+        _ => None,
+    };
+    if !state.versions().iter().any(|v| element(v).is_some()) {
+        return Rows::key_only(state.clone());
+    }
+    let mut by_row: std::collections::BTreeMap<Bytes, Vec<Version>> = std::collections::BTreeMap::new();
+    let mut rest = Vec::new();
+    for v in state.versions() {
+        match element(v) {
+            Some(row) => by_row.entry(row).or_default().push(v.clone()),
+            // Removals' tombstones go: the element rows keep what they removed covered.
+            None if v.value.is_none() => {}
+            None => rest.push(v.clone()),
+        }
+    }
+    let newest = state.newest_live_version().filter(|v| element(v).is_some()).cloned();
+    if let Some(newest) = newest {
+        let kind = match super::Kind::of(newest.value.as_ref().expect("live")) {
+            Kind::Set => RowKind::Set,
+            _ => RowKind::Hash,
+        };
+        rest.push(Version { value: Some(Value::Header(kind)), ..newest });
+    }
+    let mut rows = Rows::key_only(state.with_versions(rest));
+    for (row, versions) in by_row {
+        rows.merge_row(row, &state.with_versions(versions));
+    }
+    rows
+}
+
+impl From<Siblings> for Rows {
+    /// A key row's state, as the rows of its key.
+    fn from(state: Siblings) -> Rows {
+        Rows::key_only(state)
+    }
+}
+
+impl From<RowKind> for Kind {
+    fn from(k: RowKind) -> Kind {
+        match k {
+            RowKind::Set => Kind::Set,
+            RowKind::Hash => Kind::Hash,
+        }
+    }
+}
+
+/// A replica of one key for the `crdt` tests: its rows, and the dots its actor issued.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use crate::crdt::apply_rows_as;
+    use crate::versioning::{Actor, Dot};
+    use std::cell::Cell;
+
+    pub(crate) struct Replica {
+        pub(crate) actor: u64,
+        pub(crate) counter: Cell<u64>,
+        pub(crate) rows: Rows,
+    }
+
+    impl Replica {
+        /// A replica of actor `actor` holding nothing.
+        pub(crate) fn new(actor: u64) -> Self {
+            Self::with(actor, Rows::new())
+        }
+
+        /// A replica of actor `actor` holding `rows`.
+        pub(crate) fn with(actor: u64, rows: Rows) -> Self {
+            Replica { actor, counter: Cell::new(0), rows }
+        }
+
+        /// Coordinates `op` here at `now_ms`.
+        pub(crate) fn run(&mut self, op: Op, now_ms: u64) -> Result<OpReply, OpError> {
+            apply_rows_as(&mut self.rows, self.actor, &self.counter, now_ms, &op)
+        }
+
+        /// A blind SET (`Some`) or a DEL (`None`) of the key, as the coordinator writes it: it supersedes every
+        /// version of the key row it holds.
+        pub(crate) fn put(&mut self, value: Option<&str>, now_ms: u64) {
+            let key_row = self.rows.entry(&[]);
+            let had_header = has_header(key_row);
+            key_row.drop_expired(now_ms);
+            self.counter.set(self.counter.get() + 1);
+            let dot = Dot { actor: Actor(self.actor), counter: self.counter.get() };
+            let covered = key_row.context().clone();
+            key_row.update(&covered, dot, now_ms, value.map(|v| Bytes::copy_from_slice(v.as_bytes())));
+            settle(key_row, had_header);
+        }
+
+        /// The set's members as this replica reads them at time 0.
+        pub(crate) fn members(&self) -> Vec<Bytes> {
+            members(&self.rows, 0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::Replica;
+    use super::*;
+    use crate::versioning::{Actor, Dot};
+    use proptest::prelude::*;
+
+    fn b(s: &str) -> Bytes {
+        Bytes::copy_from_slice(s.as_bytes())
+    }
+
+    #[test]
+    fn a_delete_clears_what_it_saw_and_a_concurrent_add_survives_it() {
+        let mut r1 = Replica::new(1);
+        r1.run(Op::SetAdd { members: vec![b("a"), b("b")] }, 1).unwrap();
+        let mut r2 = Replica::with(2, r1.rows.clone());
+        r1.run(Op::SetAdd { members: vec![b("c")] }, 2).unwrap();
+        r2.put(None, 3);
+        assert_eq!(kind_of(&r2.rows, 3), None);
+        let mut merged = r1.rows.clone();
+        merged.merge(&r2.rows);
+        assert_eq!(members(&merged, 3), vec![b("c")], "a and b were seen by the delete, c was not");
+        // The key's element rows are still stored; a new set on the key does not bring a or b back.
+        let mut r3 = Replica::with(3, r2.rows.clone());
+        assert_eq!(r3.run(Op::SetAdd { members: vec![b("a")] }, 4), Ok(OpReply::Integer(1)), "a is new again");
+        assert_eq!(members(&r3.rows, 4), vec![b("a")]);
+        // A string written over a set, then deleted: the next set starts empty.
+        let mut r4 = Replica::with(4, merged.clone());
+        r4.put(Some("text"), 5);
+        assert_eq!(kind_of(&r4.rows, 5), Some(Kind::String));
+        assert_eq!(r4.run(Op::SetAdd { members: vec![b("z")] }, 6), Err(OpError::WrongType));
+        r4.put(None, 7);
+        r4.run(Op::SetAdd { members: vec![b("z")] }, 8).unwrap();
+        assert_eq!(members(&r4.rows, 8), vec![b("z")]);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Add { at: usize, m: u8 },
+        Remove { at: usize, m: u8 },
+        Delete { at: usize },
+        Sync { from: usize, to: usize },
+    }
+
+    fn arb_step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => (0usize..3, 0u8..5).prop_map(|(at, m)| Step::Add { at, m }),
+            2 => (0usize..3, 0u8..5).prop_map(|(at, m)| Step::Remove { at, m }),
+            1 => (0usize..3).prop_map(|at| Step::Delete { at }),
+            3 => (0usize..3, 0usize..3).prop_map(|(from, to)| Step::Sync { from, to }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// With deletes of the whole key among the adds and removes: the rows merge as a join, and a member is in
+        /// the merged set exactly when one of its adds was observed by no later add, remove or delete (a delete
+        /// observes every add its key row's context covers).
+        #[test]
+        fn no_add_is_lost_but_to_a_removal_that_saw_it(steps in proptest::collection::vec(arb_step(), 0..50)) {
+            let mut rs: Vec<Replica> = (1..=3).map(Replica::new).collect();
+            let mut adds: Vec<(u8, Dot, bool)> = Vec::new();
+            for (t, step) in steps.iter().enumerate() {
+                let t = t as u64;
+                match *step {
+                    Step::Add { at, m } | Step::Remove { at, m } => {
+                        let row = element_row(RowKind::Set, &b(&m.to_string()));
+                        let key_row = rs[at].rows.key_row().cloned().unwrap_or_default();
+                        let held: Vec<Dot> = rs[at].rows.get(&row).map_or(Vec::new(), |s| {
+                            uncleared(&key_row, s).filter(|v| v.value.is_some()).map(|v| v.dot).collect()
+                        });
+                        for a in adds.iter_mut().filter(|a| held.contains(&a.1)) {
+                            a.2 = true;
+                        }
+                        if matches!(step, Step::Add { .. }) {
+                            rs[at].run(Op::SetAdd { members: vec![b(&m.to_string())] }, t).unwrap();
+                            let dot = Dot { actor: Actor(rs[at].actor), counter: rs[at].counter.get() - 1 };
+                            adds.push((m, dot, false));
+                        } else {
+                            rs[at].run(Op::SetRemove { members: vec![b(&m.to_string())] }, t).unwrap();
+                        }
+                    }
+                    Step::Delete { at } => {
+                        let context = rs[at].rows.key_row().map(|k| k.context().clone()).unwrap_or_default();
+                        for a in adds.iter_mut().filter(|a| context.covers(a.1)) {
+                            a.2 = true;
+                        }
+                        rs[at].put(None, t);
+                    }
+                    Step::Sync { from, to } => {
+                        let s = rs[from].rows.clone();
+                        rs[to].rows.merge(&s);
+                    }
+                }
+            }
+            let (a, b_, c) = (&rs[0].rows, &rs[1].rows, &rs[2].rows);
+            let mut ab = a.clone(); ab.merge(b_);
+            let mut ba = b_.clone(); ba.merge(a);
+            prop_assert_eq!(&ab, &ba);
+            let mut ab_c = ab.clone(); ab_c.merge(c);
+            let mut bc = b_.clone(); bc.merge(c);
+            let mut a_bc = a.clone(); a_bc.merge(&bc);
+            prop_assert_eq!(&ab_c, &a_bc);
+            for m in 0u8..5 {
+                let present = members(&ab_c, 100).contains(&b(&m.to_string()));
+                let unobserved = adds.iter().any(|a| a.0 == m && !a.2);
+                prop_assert_eq!(present, unobserved, "member {}", m);
+            }
+        }
+    }
+}
