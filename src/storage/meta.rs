@@ -242,4 +242,23 @@ mod tests {
         let err = NodeMeta::open(dir.path(), "n1").err().unwrap();
         assert!(err.to_string().contains("placed keys by MD5 alone"), "{err}");
     }
+
+    #[test]
+    fn a_format_2_directory_keeps_its_format_until_upgraded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(META_FILE),
+            "format = 2\nnode_id = \"n1\"\nepoch = 7\ncounter = 3\nclean = true\n",
+        )
+        .unwrap();
+        let m = NodeMeta::open(dir.path(), "n1").unwrap();
+        assert_eq!((m.format(), m.start_kind()), (2, StartKind::Clean));
+        drop(m);
+        // A start that stopped before the upgrade finished upgrades again.
+        let m = NodeMeta::open(dir.path(), "n1").unwrap();
+        assert_eq!(m.format(), 2);
+        m.upgraded().unwrap();
+        drop(m);
+        assert_eq!(NodeMeta::open(dir.path(), "n1").unwrap().format(), META_FORMAT);
+    }
 }
