@@ -902,7 +902,10 @@ impl Coordinator {
                 // the elements it names (every row of the key for SPOP).
                 let select = op.rows_read();
                 let read = self.read_rows(&key, select.clone(), None).await?;
-                let (outcome, changed) = self.apply_local(&key, select.named(), read, &op).await?;
+                let (outcome, changed) = match self.apply_local(&key, select.named(), read.clone(), &op).await {
+                    Err(CoordError::Op(OpError::WrongType)) => self.over_emptied(&key, read, &op).await?,
+                    other => other?,
+                };
                 if changed.is_empty() {
                     // Nothing to write (a remove of what is not there): nothing to replicate either.
                     return Ok(outcome);
@@ -1071,6 +1074,31 @@ impl Coordinator {
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
     }
 
+    /// A write of one kind refused because the key row says the key is a collection of another: in a cluster a
+    /// collection whose every element was removed keeps its header (see `Stamp::may_empty`), and reads as absent.
+    /// If a read of every row finds no live element, the write goes ahead over it: the empty collection's headers
+    /// are dropped from the rows it applies to (their dots stay covered, so every replica drops them), and nothing
+    /// is cleared, so an element no replica showed lives on.
+    async fn over_emptied(
+        self: &Arc<Self>,
+        key: &Bytes,
+        mut read: Rows,
+        op: &Op,
+    ) -> Result<(WriteOutcome, Rows), CoordError> {
+        let all = self.read_rows(key, RowSelect::All, None).await?;
+        let now = now_ms();
+        let mut key_row = all.key_row().cloned().unwrap_or_default();
+        key_row.drop_expired(now);
+        let emptied = crate::crdt::kind(&key_row).and_then(crate::crdt::rows::row_kind).is_some()
+            && crate::crdt::rows::kind_of(&all, now).is_none();
+        if !emptied {
+            return Err(CoordError::Op(OpError::WrongType));
+        }
+        read.merge(&all);
+        read.entry(&[]).remove_versions(|v| matches!(v.value, Some(crate::versioning::Value::Header(_))));
+        self.apply_local(key, op.rows_read().named(), read, op).await
+    }
+
     /// Applies a typed write to the local replica's rows (`named`: those it names besides the key row), after
     /// merging what a quorum read found ([`crate::crdt::apply_to_rows`] stamps fresh dots), and prunes the key row's
     /// vector. Returns the outcome and the rows it changed, to replicate.
@@ -1099,6 +1127,8 @@ impl Coordinator {
                 now_ms: now,
                 timestamp_ms: now,
                 siblings: opts.plain_siblings,
+                may_empty: self.effective_quorum().n == 1,
+                read: Some(&read),
             };
             let (reply, changed) = crate::crdt::apply_to_rows(rows, op, &stamp)?;
             // A collection's key row keeps every actor: its context must cover every element write, so that a

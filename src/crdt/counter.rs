@@ -133,7 +133,19 @@ mod tests {
             next.set(next.get() + 1);
             Dot { actor, counter: next.get() }
         };
-        increment(s, by, &Stamp { actor, next_dot: &next_dot, now_ms: counter, timestamp_ms: counter, siblings: rule })
+        increment(
+            s,
+            by,
+            &Stamp {
+                actor,
+                next_dot: &next_dot,
+                now_ms: counter,
+                timestamp_ms: counter,
+                siblings: rule,
+                may_empty: true,
+                read: None,
+            },
+        )
     }
 
     fn incr(s: &mut Siblings, actor: Actor, counter: u64, by: i64) -> i64 {
@@ -259,6 +271,8 @@ mod tests {
                         now_ms: t as u64,
                         timestamp_ms: t as u64,
                         siblings: PlainSiblings::Newest,
+                        may_empty: true,
+                        read: None,
                     };
                     increment(&mut replicas[at], by, &stamp).unwrap();
                     counters[at] = next.get();

@@ -96,7 +96,15 @@ mod tests {
             counter.set(counter.get() + 1);
             Dot { actor, counter: counter.get() }
         };
-        f(&Stamp { actor, next_dot: &next, now_ms, timestamp_ms: now_ms, siblings: PlainSiblings::Newest })
+        f(&Stamp {
+            actor,
+            next_dot: &next,
+            now_ms,
+            timestamp_ms: now_ms,
+            siblings: PlainSiblings::Newest,
+            may_empty: true,
+            read: None,
+        })
     }
 
     fn expire_op(at_ms: Option<u64>, condition: Condition) -> Op {

@@ -269,6 +269,16 @@ pub struct Stamp<'a> {
     pub timestamp_ms: u64,
     /// Which of several concurrent strings an INCR counts from.
     pub siblings: PlainSiblings,
+    /// Whether a remove that empties a collection takes the key away (`crdt::rows`): only where the rows the write
+    /// reads are all the key has (a single replica, N = 1). Elsewhere an emptied collection keeps its header and
+    /// reads as absent: a replica can hold a key row whose context covers an element whose row it has not
+    /// received yet (rows travel apart through hints, read repair and anti-entropy), so clearing what the key row
+    /// saw could remove an element no read showed.
+    pub may_empty: bool,
+    /// What the write's quorum read found of the key's rows (`None`: the rows given are all there is). A remove that
+    /// empties the collection does so only if that read showed no other live element, and then supersedes and clears
+    /// only what the read's key row saw: a write that reached the replica between the read and the apply survives.
+    pub read: Option<&'a rows::Rows>,
 }
 
 /// Applies any typed write to `rows`, the rows of its key the coordinator holds merged with what its quorum read
@@ -375,7 +385,15 @@ fn stamped<T>(actor: u64, counter: &std::cell::Cell<u64>, now_ms: u64, f: impl F
         counter.set(counter.get() + 1);
         Dot { actor: Actor(actor), counter: counter.get() }
     };
-    f(&Stamp { actor: Actor(actor), next_dot: &next, now_ms, timestamp_ms: now_ms, siblings: PlainSiblings::Error })
+    f(&Stamp {
+        actor: Actor(actor),
+        next_dot: &next,
+        now_ms,
+        timestamp_ms: now_ms,
+        siblings: PlainSiblings::Error,
+        may_empty: true,
+        read: None,
+    })
 }
 
 /// Applies `op` as a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter` (tests).
@@ -475,6 +493,8 @@ mod tests {
                         now_ms: t as u64,
                         timestamp_ms: t as u64,
                         siblings: PlainSiblings::Newest,
+                        may_empty: true,
+                        read: None,
                     };
                     // A refused write (WRONGTYPE, overflow) leaves the rows as they were; one that changed nothing
                     // says so.

@@ -184,6 +184,17 @@ fn uncleared<'a>(key_row: &'a Siblings, row: &'a Siblings) -> impl Iterator<Item
     row.versions().iter().filter(|v| !key_row.cleared().covers(v.dot))
 }
 
+/// The element rows of `kind` in `rows` that hold a live element their key row has not cleared.
+fn live_element_rows(rows: &Rows, kind: RowKind) -> BTreeSet<Bytes> {
+    let empty = Siblings::new();
+    let key_row = rows.key_row().unwrap_or(&empty);
+    rows.rows()
+        .iter()
+        .filter(|(row, state)| parse_row(row).is_some_and(|(k, _)| k == kind) && element_is_live(key_row, state))
+        .map(|(row, _)| row.clone())
+        .collect()
+}
+
 /// An element row without the versions the key row cleared: what the element is now.
 pub fn visible(key_row: &Siblings, row: &Siblings) -> Siblings {
     let mut row = row.clone();
@@ -307,20 +318,19 @@ pub fn apply(rows: &mut Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool),
     let kind = op.row_kind().expect("a write of elements");
     let mut next = rows.clone();
     let key_row = next.entry(&[]);
+    let seen_here = key_row.context().clone();
     let had_header = has_header(key_row);
     let stamp = &Stamp { timestamp_ms: key_row.causal_timestamp(stamp.timestamp_ms), ..*stamp };
     key_row.drop_expired(stamp.now_ms);
     settle(key_row, had_header);
     check_kind(key_row, Kind::from(kind))?;
     let live = live_kind(key_row, stamp.now_ms) == Some(kind);
-    if !live {
-        if !matches!(op, Op::SetAdd { .. } | Op::HashSet { .. } | Op::HashIncr { .. }) {
-            // A remove or a pop of a key that is no collection of this kind: nothing to do, nothing written.
-            let reply = if let Op::SetPop { .. } = op { OpReply::Members(Vec::new()) } else { OpReply::Integer(0) };
-            return Ok((reply, false));
-        }
-        // A new collection: nothing written to the key before lives on in it.
-        key_row.clear_elements();
+    // Not a collection of this kind yet: an add starts one (what a delete, an overwrite or an expiry of an earlier
+    // one removed, it cleared then, in `settle`; an element that no removal saw lives on in it), and a remove or a
+    // pop has nothing to do and writes nothing.
+    if !live && !matches!(op, Op::SetAdd { .. } | Op::HashSet { .. } | Op::HashIncr { .. }) {
+        let reply = if let Op::SetPop { .. } = op { OpReply::Members(Vec::new()) } else { OpReply::Integer(0) };
+        return Ok((reply, false));
     }
     let cleared = key_row.cleared().clone();
     // Versions of elements the key row cleared are gone: drop them (their dots stay covered by the row's own
@@ -328,20 +338,31 @@ pub fn apply(rows: &mut Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool),
     for (_, state) in next.rows.iter_mut().filter(|(r, _)| parse_row(r).is_some()) {
         state.remove_versions(|v| cleared.covers(v.dot));
     }
+    let live_before = live_element_rows(&next, kind);
     let (reply, added) = apply_elements(&mut next, op, kind, stamp)?;
     let removed = match &reply {
         OpReply::Integer(n) => !added && *n > 0,
         OpReply::Members(m) => !m.is_empty(),
         OpReply::Bulk(_) => false,
     };
-    if removed && elements(&next, kind, stamp.now_ms).is_empty() {
-        // The remove emptied the collection (its read holds every live element, or a probe past the ones removed):
-        // the key goes, as in Redis. Its header is superseded and the elements it saw are cleared; an element added
-        // concurrently wrote a header this did not see, and keeps the key.
-        let key_row = next.entry(&[]);
-        let covered = key_row.context().clone();
-        key_row.update_value(&covered, (stamp.next_dot)(), stamp.timestamp_ms, None);
-        settle(key_row, true);
+    if removed && stamp.may_empty && elements(&next, kind, stamp.now_ms).is_empty() {
+        // What the read saw: its key row's context, and the live elements it showed besides those removed here.
+        let (seen, others_read) = match stamp.read {
+            Some(read) => {
+                let gone: BTreeSet<Bytes> = live_before.difference(&live_element_rows(&next, kind)).cloned().collect();
+                let others = live_element_rows(read, kind).difference(&gone).count();
+                (read.key_row().map(|k| k.context().clone()).unwrap_or_default(), others)
+            }
+            None => (seen_here, 0),
+        };
+        if others_read == 0 {
+            // The remove emptied the collection: the key goes, as in Redis. Its header is superseded and the
+            // elements its read saw are cleared; an element added since the read wrote a header this did not see,
+            // and keeps the key.
+            let key_row = next.entry(&[]);
+            key_row.update_value(&seen, (stamp.next_dot)(), stamp.timestamp_ms, None);
+            key_row.clear_seen(&seen);
+        }
     }
     if added {
         // A fresh header supersedes every version of the key row this write saw: its own earlier headers, a value

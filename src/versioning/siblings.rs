@@ -236,6 +236,11 @@ impl Siblings {
         self.cleared.merge(&self.context);
     }
 
+    /// Clears the element writes `seen` covers (what a removal's read saw of this key row's context).
+    pub fn clear_seen(&mut self, seen: &VersionVector) {
+        self.cleared.merge(seen);
+    }
+
     /// The string values of the live (non-tombstone) versions, in dot order.
     pub fn live_values(&self) -> impl Iterator<Item = &Bytes> {
         self.versions.iter().filter_map(|v| v.value.as_ref().and_then(Value::as_string))
