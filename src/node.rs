@@ -404,9 +404,17 @@ impl Node {
         tasks.spawn(rpc::transport::serve(self.peer_listener, self.identity, service, cancel.clone(), tracker.clone()));
         tasks.spawn(self.cluster.clone().run(cancel.clone()));
         tasks.spawn(self.handoff.clone().run(cancel.clone()));
+        let local = crate::replication::replica::LocalReplica::new(
+            self.store.clone(),
+            self.hints.clone(),
+            self.context.coordinator.recovery().clone(),
+            self.cluster.clone(),
+            self.cluster.n(),
+        );
         let delivery = Arc::new(HintDelivery::new(
             self.cluster.clone(),
             self.hints.clone(),
+            local,
             self.pool.clone(),
             self.config.cluster.request_timeout,
             hinted::DEFAULT_RATE,

@@ -1,13 +1,49 @@
-//! Lists: LPUSH, RPUSH, LPOP, RPOP, LREM, LTRIM (typed writes, see [`crate::crdt::list`]) and LRANGE, LLEN,
+//! Lists: LPUSH, RPUSH, LPOP, RPOP, LREM, LTRIM (typed writes, see [`crate::crdt::rows`]) and LRANGE, LLEN,
 //! LINDEX (quorum reads of the merged list), with Redis's replies.
 
 use bytes::Bytes;
 
 use super::{
-    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_typed,
+    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_collection,
 };
-use crate::crdt::{Kind, Op, OpReply, list};
+use crate::coordinator::now_ms;
+use crate::crdt::{Op, OpReply, list, rows};
 use crate::resp::Reply;
+use crate::versioning::RowKind;
+
+/// The most items a read takes from one end of a list before it reads the whole list instead.
+const MAX_END_READ: i64 = 100_000;
+
+/// The items of the list at `key` after a quorum read, in order: of one end (`Some((head, count))`: up to `count`
+/// items from the head or the tail), or the whole list; or the reply to give instead (WRONGTYPE, a failed read).
+async fn read_items(node: &NodeContext, key: &Bytes, end: Option<(bool, i64)>) -> Result<Vec<Bytes>, Reply> {
+    let rows = match end {
+        Some((head, count)) if (1..=MAX_END_READ).contains(&count) => {
+            check_key(node, key)?;
+            let rows = node.coordinator.read_list_end(key, head, count as u32, None).await.map_err(coord_error)?;
+            let mut key_row = rows.key_row().cloned().unwrap_or_default();
+            key_row.drop_expired(now_ms());
+            match crate::crdt::kind(&key_row) {
+                Some(k) if k != crate::crdt::Kind::List => {
+                    return Err(Reply::error(crate::crdt::OpError::WrongType.to_string()));
+                }
+                _ => rows,
+            }
+        }
+        _ => read_collection(node, key, RowKind::List, None).await?,
+    };
+    let mut items: Vec<Bytes> = rows::items(&rows, now_ms()).into_iter().map(|(_, v)| v).collect();
+    match end {
+        // The end read holds the first `count` items, or the last `count` (or the whole list, when shorter).
+        Some((true, count)) => items.truncate(count.max(0) as usize),
+        Some((false, count)) => {
+            let keep = items.len().min(count.max(0) as usize);
+            items.drain(..items.len() - keep);
+        }
+        None => {}
+    }
+    Ok(items)
+}
 
 /// LPUSH and RPUSH: the list's length after the push.
 pub async fn push(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
@@ -31,8 +67,8 @@ pub async fn pop(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     };
     if count == Some(0) {
         // Nothing to pop: as Redis, an empty array for a list, nil for no key (and WRONGTYPE for another kind).
-        return match read_typed(node, key, Kind::List).await {
-            Ok(Some(state)) if crate::crdt::kind(&state).is_some() => Reply::Array(Vec::new()),
+        return match read_items(node, key, Some((true, 1))).await {
+            Ok(items) if !items.is_empty() => Reply::Array(Vec::new()),
             Ok(_) => Reply::Nil,
             Err(reply) => reply,
         };
@@ -84,8 +120,16 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
         Ok(i) => i,
         Err(r) => return r,
     };
-    let values = match read_typed(node, &args[1], Kind::List).await {
-        Ok(s) => s.map(|s| list::values(&s)).unwrap_or_default(),
+    // Indexes counted from one end read that end only: LRANGE 0 99 the first hundred items, LINDEX -1 the last.
+    let end = match (name, ints.as_slice()) {
+        ("lrange", &[start, stop]) if start >= 0 && stop >= 0 => Some((true, stop.saturating_add(1))),
+        ("lrange", &[start, stop]) if start < 0 && stop < 0 => Some((false, start.saturating_neg())),
+        ("lindex", &[i]) if i >= 0 => Some((true, i.saturating_add(1))),
+        ("lindex", &[i]) => Some((false, i.saturating_neg())),
+        _ => None,
+    };
+    let values = match read_items(node, &args[1], end).await {
+        Ok(v) => v,
         Err(reply) => return reply,
     };
     match name {

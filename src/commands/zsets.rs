@@ -4,10 +4,13 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_typed, syntax_error};
+use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_collection, syntax_error};
+use crate::coordinator::now_ms;
+use crate::crdt::rows;
 use crate::crdt::zset::{self, AddFlags};
-use crate::crdt::{Kind, Op, OpReply};
+use crate::crdt::{Op, OpReply};
 use crate::resp::Reply;
+use crate::versioning::RowKind;
 
 fn not_a_float() -> Reply {
     Reply::error("ERR value is not a valid float")
@@ -223,21 +226,24 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
         Ok(q) => q,
         Err(r) => return r,
     };
-    let state = match read_typed(node, &args[1], Kind::ZSet).await {
-        Ok(s) => s.unwrap_or_default(),
+    // Scores of named members read those members' rows; the others read every member.
+    let asked = match &query {
+        ZRead::Score(m) => Some(vec![m.clone()]),
+        ZRead::MScore(ms) => Some(ms.clone()),
+        _ => None,
+    };
+    let all = match read_collection(node, &args[1], RowKind::ZSet, asked.as_deref()).await {
+        Ok(rows) => rows::scored(&rows, now_ms()),
         Err(reply) => return reply,
     };
+    let score = |m: &Bytes| all.iter().find(|(x, _)| x == m).map(|(_, s)| *s);
     match query {
-        ZRead::Score(m) => zset::score(&state, &m).map_or(Reply::Nil, Reply::Double),
-        ZRead::MScore(ms) => {
-            Reply::Array(ms.iter().map(|m| zset::score(&state, m).map_or(Reply::Nil, Reply::Double)).collect())
-        }
-        ZRead::Card => Reply::Integer(zset::members(&state).len() as i64),
-        ZRead::Count(min, max) => {
-            Reply::Integer(zset::members(&state).iter().filter(|(_, s)| within(*s, min, max)).count() as i64)
-        }
+        ZRead::Score(m) => score(&m).map_or(Reply::Nil, Reply::Double),
+        ZRead::MScore(ms) => Reply::Array(ms.iter().map(|m| score(m).map_or(Reply::Nil, Reply::Double)).collect()),
+        ZRead::Card => Reply::Integer(all.len() as i64),
+        ZRead::Count(min, max) => Reply::Integer(all.iter().filter(|(_, s)| within(*s, min, max)).count() as i64),
         ZRead::Rank { member, rev, with_score } => {
-            let mut all = zset::members(&state);
+            let mut all = all;
             if rev {
                 all.reverse();
             }
@@ -247,13 +253,12 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
                 Some(i) => Reply::Integer(i as i64),
             }
         }
-        ZRead::Range(q, bounds) => range(&state, &q, bounds),
+        ZRead::Range(q, bounds) => range(all, &q, bounds),
     }
 }
 
-/// ZRANGE, ZRANGEBYSCORE, ZREVRANGE and ZREVRANGEBYSCORE.
-fn range(state: &crate::versioning::Siblings, q: &RangeQuery, bounds: Bounds) -> Reply {
-    let mut all = zset::members(state);
+/// ZRANGE, ZRANGEBYSCORE, ZREVRANGE and ZREVRANGEBYSCORE over every member, ordered by score.
+fn range(mut all: Vec<(Bytes, f64)>, q: &RangeQuery, bounds: Bounds) -> Reply {
     if q.rev {
         all.reverse();
     }

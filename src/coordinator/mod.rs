@@ -409,6 +409,17 @@ pub struct Coordinator {
     replica: LocalReplica,
     routing: Routing,
     tasks: tokio_util::task::TaskTracker,
+    /// Pops coordinated here take their key's stripe, read to acknowledgement: two pops through one node never
+    /// take the same item, and a pop's read does not race the pops before it (which would make it read deeper).
+    pops: Box<[tokio::sync::Mutex<()>]>,
+}
+
+/// Stripes of [`Coordinator::pops`].
+const POP_STRIPES: usize = 256;
+
+/// The pop stripe of a user key.
+fn pop_stripe(key: &[u8]) -> usize {
+    (crate::storage::layout::ring_position(key) % POP_STRIPES as u128) as usize
 }
 
 /// How well clients route: requests that reached a node holding no replica of their key cost an extra hop (a
@@ -469,6 +480,7 @@ impl Coordinator {
             recovery: p.recovery,
             routing: Routing::default(),
             tasks: p.tasks,
+            pops: (0..POP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
         })
     }
 
@@ -568,7 +580,7 @@ impl Coordinator {
     }
 
     /// Key ranges this node cannot vouch for yet.
-    pub fn recovery(&self) -> &Recovery {
+    pub fn recovery(&self) -> &Arc<Recovery> {
         &self.recovery
     }
 
@@ -619,6 +631,61 @@ impl Coordinator {
         r: Option<usize>,
     ) -> Result<Rows, CoordError> {
         Ok(self.quorum_read(key, r, RowsRead(rows)).await?.0.unwrap_or_default())
+    }
+
+    /// Up to `count` live items at one end of the list at `key`, with its key row, from R replicas. A replica that
+    /// missed a pop still holds the popped item in its live range, and the others no longer show it there: the
+    /// items found are read again by name, which finds a removed item in either home. When some turn out removed,
+    /// a replica that showed them may hide live items behind them, so the end is read again, that many items
+    /// deeper. Once a round finds no removed item it did not know, every replica that answered showed `count` items
+    /// that are live (or all it has), so the answer holds the list's first `count` live items whenever the list
+    /// does. Pops racing on the same end can keep finding new removed items: after a few rounds the whole list is
+    /// read instead.
+    pub async fn read_list_end(
+        self: &Arc<Self>,
+        key: &Bytes,
+        head: bool,
+        count: u32,
+        r: Option<usize>,
+    ) -> Result<Rows, CoordError> {
+        const ROUNDS: usize = 6;
+        let mut found = self.read_rows(key, RowSelect::End { head, count }, r).await?;
+        if self.effective_quorum().n == 1 {
+            return Ok(found);
+        }
+        // Items the earlier rounds found removed, with the state that says so.
+        let mut removed: Vec<(Bytes, Siblings)> = Vec::new();
+        for round in 1..=ROUNDS {
+            for (row, state) in &removed {
+                found.merge_row(row.clone(), state);
+            }
+            let named: Vec<Bytes> =
+                crate::crdt::rows::items(&found, now_ms()).into_iter().map(|(row, _)| row).collect();
+            if named.is_empty() {
+                return Ok(found);
+            }
+            let again = self.read_rows(key, RowSelect::Named { rows: named.clone(), first_live: 0 }, r).await?;
+            // Only the items are taken from the second read: the key row stays the one that goes with the items
+            // found (a remove that empties the list clears what that key row saw, and a newer key row may cover
+            // items pushed since, which the end read did not show).
+            for (row, state) in again.rows().iter().filter(|(row, _)| !row.is_empty()) {
+                found.merge_row(row.clone(), state);
+            }
+            let live: std::collections::HashSet<Bytes> =
+                crate::crdt::rows::items(&found, now_ms()).into_iter().map(|(row, _)| row).collect();
+            let newly: Vec<Bytes> = named.into_iter().filter(|row| !live.contains(row)).collect();
+            if newly.is_empty() {
+                return Ok(found);
+            }
+            metrics::counter!("dynamo_list_stale_ends_total").increment(1);
+            removed.extend(newly.into_iter().filter_map(|row| found.get(&row).cloned().map(|state| (row, state))));
+            if round < ROUNDS {
+                let deeper = count.saturating_add(u32::try_from(removed.len()).unwrap_or(u32::MAX));
+                found = self.read_rows(key, RowSelect::End { head, count: deeper }, r).await?;
+            }
+        }
+        metrics::counter!("dynamo_list_end_full_reads_total").increment(1);
+        self.read_rows(key, RowSelect::All, r).await
     }
 
     /// A quorum read of `key` in the given shape: the merge of R replies, and the replica that answered first.
@@ -877,6 +944,10 @@ impl Coordinator {
         w: Option<usize>,
     ) -> Result<WriteOutcome, CoordError> {
         let needed = self.check(QuorumOf::Writes, w)?;
+        let _popping = match &op {
+            WriteOp::Typed(o) if o.is_pop() => Some(self.pops[pop_stripe(&key)].lock().await),
+            _ => None,
+        };
         let view = self.cluster.view();
         let mut targets: Vec<Replica> = view.preference_list(&key).into_iter().map(|p| self.replica_of(p)).collect();
         // Sloppy quorum (paper §4.6): a replica known to be unreachable, or whose storage stopped writes, is stood in
@@ -901,11 +972,23 @@ impl Coordinator {
                 // a remove remove what it saw. It reads the rows the write touches: the key row, and the rows of
                 // the elements it names (every row of the key for SPOP).
                 let select = op.rows_read();
-                let read = self.read_rows(&key, select.clone(), None).await?;
-                let (outcome, changed) = match self.apply_local(&key, select.named(), read.clone(), &op).await {
+                let read = match select {
+                    // A push only needs a rank past the end: an item at the end that turns out removed still
+                    // gives one. A pop needs the live items (`read_list_end`).
+                    RowSelect::End { head, count } if op.is_pop() => {
+                        self.read_list_end(&key, head, count, None).await?
+                    }
+                    _ => self.read_rows(&key, select.clone(), None).await?,
+                };
+                let (mut outcome, changed) = match self.apply_local(&key, select.named(), read.clone(), &op).await {
                     Err(CoordError::Op(OpError::WrongType)) => self.over_emptied(&key, read, &op).await?,
                     other => other?,
                 };
+                if let Op::ListPush { .. } = op {
+                    // A push answers the length of the list as this replica holds it: no merge of the replicas'
+                    // rows counts a list without reading every item.
+                    outcome.reply = Some(OpReply::Integer(self.store.list_len(&key)? as i64));
+                }
                 if changed.is_empty() {
                     // Nothing to write (a remove of what is not there): nothing to replicate either.
                     return Ok(outcome);
@@ -1074,11 +1157,11 @@ impl Coordinator {
         if durable { store.update_durable(key, update).await } else { store.update(key, update).await }
     }
 
-    /// A write of one kind refused because the key row says the key is a collection of another: in a cluster a
-    /// collection whose every element was removed keeps its header (see `Stamp::may_empty`), and reads as absent.
-    /// If a read of every row finds no live element, the write goes ahead over it: the empty collection's headers
-    /// are dropped from the rows it applies to (their dots stay covered, so every replica drops them), and nothing
-    /// is cleared, so an element no replica showed lives on.
+    /// A write of one kind refused because the key row says the key is a collection of another: a collection whose
+    /// every element was removed keeps its header (a remove cannot know that no replica holds an element it did not
+    /// see, so it never takes the key away), and reads as absent. If a read of every row finds no live element, the
+    /// write goes ahead over it: the empty collection's headers are dropped from the rows it applies to (their dots
+    /// stay covered, so every replica drops them), and nothing is cleared, so an element no replica showed lives on.
     async fn over_emptied(
         self: &Arc<Self>,
         key: &Bytes,
@@ -1096,7 +1179,8 @@ impl Coordinator {
         }
         read.merge(&all);
         read.entry(&[]).remove_versions(|v| matches!(v.value, Some(crate::versioning::Value::Header(_))));
-        self.apply_local(key, op.rows_read().named(), read, op).await
+        let select = op.rows_read();
+        self.apply_local(key, select.named(), read, op).await
     }
 
     /// Applies a typed write to the local replica's rows (`named`: those it names besides the key row), after

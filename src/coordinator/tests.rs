@@ -154,3 +154,31 @@ async fn merge_local_applies_replica_states() {
     let local = c.read_local(&k).unwrap().unwrap();
     assert_eq!(local, remote, "merging twice is merging once");
 }
+
+/// A replica remembers where a list's live items begin and end (`KvStore::list_ends`), so its end reads skip the
+/// rows earlier pops deleted; items pushed past those remembered ends, and into a list that emptied, are still
+/// found, at the right end.
+#[tokio::test]
+async fn end_reads_find_items_pushed_past_the_remembered_ends() {
+    let (c, _d) = coordinator(VersioningOptions::default());
+    let key = b("queue");
+    let push = |head: bool, v: &'static str| Op::ListPush { head, values: vec![b(v)] };
+    let pop = |head: bool| Op::ListPop { head, count: 1 };
+    for v in ["a", "b", "c", "d"] {
+        c.apply(key.clone(), push(false, v), None).await.unwrap();
+    }
+    assert_eq!(c.apply(key.clone(), pop(true), None).await.unwrap(), OpReply::Members(vec![b("a")]));
+    assert_eq!(c.apply(key.clone(), pop(false), None).await.unwrap(), OpReply::Members(vec![b("d")]));
+    // Below the head and above the tail the end reads last found.
+    c.apply(key.clone(), push(true, "x"), None).await.unwrap();
+    c.apply(key.clone(), push(false, "y"), None).await.unwrap();
+    for want in ["x", "b", "c", "y"] {
+        assert_eq!(c.apply(key.clone(), pop(true), None).await.unwrap(), OpReply::Members(vec![b(want)]));
+    }
+    assert_eq!(c.apply(key.clone(), pop(false), None).await.unwrap(), OpReply::Members(vec![]));
+    // Into the emptied list, from either end.
+    c.apply(key.clone(), push(false, "z"), None).await.unwrap();
+    c.apply(key.clone(), push(true, "w"), None).await.unwrap();
+    assert_eq!(c.apply(key.clone(), pop(false), None).await.unwrap(), OpReply::Members(vec![b("z")]));
+    assert_eq!(c.apply(key.clone(), pop(false), None).await.unwrap(), OpReply::Members(vec![b("w")]));
+}

@@ -133,19 +133,16 @@ mod tests {
             next.set(next.get() + 1);
             Dot { actor, counter: next.get() }
         };
-        increment(
-            s,
-            by,
-            &Stamp {
-                actor,
-                next_dot: &next_dot,
-                now_ms: counter,
-                timestamp_ms: counter,
-                siblings: rule,
-                may_empty: true,
-                read: None,
-            },
-        )
+        let stamp = Stamp {
+            actor,
+            next_dot: &next_dot,
+            now_ms: counter,
+            timestamp_ms: counter,
+            siblings: rule,
+            may_empty: true,
+            read: None,
+        };
+        increment(s, by, &stamp)
     }
 
     fn incr(s: &mut Siblings, actor: Actor, counter: u64, by: i64) -> i64 {

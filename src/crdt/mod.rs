@@ -2,15 +2,15 @@
 //! writes (increments, set adds and removes) planned on a coordinator's state.
 //!
 //! Every row of a key is one [`Siblings`] state, whatever it holds, so replication, read repair, hints, handoff and
-//! anti-entropy merge every kind with the same join. A string, counter, list or sorted set is one row (its key
-//! row); a set or hash is its key row plus a row per element ([`rows`]). The kinds differ in what a write supersedes
+//! anti-entropy merge every kind with the same join. A string or counter is one row (its key row); a set, hash,
+//! sorted set or list is its key row plus a row per element ([`rows`]). The kinds differ in what a write supersedes
 //! and in how a read folds the surviving versions:
 //!
 //! * a **string** key's live versions are siblings (the client sees them all, with a context to resolve them);
 //! * a **counter** key's live versions are per-actor entries whose sum is the value ([`counter`]);
 //! * a **set**'s members are each a row of versions, one dot each ([`set`], [`rows`]); a **hash**'s fields too
 //!   ([`hash`]);
-//! * a **list**'s items and a **sorted set**'s members are versions of the key row ([`list`], [`zset`]).
+//! * a **sorted set**'s members too ([`zset`]), and a **list**'s items ([`list`]).
 //!
 //! When writes of two kinds were concurrent, the kind of the key row's newest live version (coordinator clock, ties
 //! by dot) decides what the key is: the same answer on every replica holding the same versions. Versions of the
@@ -59,6 +59,8 @@ impl Kind {
             Value::Scored { .. } | Value::ScoreBase { .. } | Value::ScoreIncr { .. } => Kind::ZSet,
             Value::Header(RowKind::Set) => Kind::Set,
             Value::Header(RowKind::Hash) => Kind::Hash,
+            Value::Header(RowKind::ZSet) => Kind::ZSet,
+            Value::Header(RowKind::List) => Kind::List,
         }
     }
 
@@ -271,9 +273,7 @@ pub struct Stamp<'a> {
     pub siblings: PlainSiblings,
     /// Whether a remove that empties a collection takes the key away (`crdt::rows`): only where the rows the write
     /// reads are all the key has (a single replica, N = 1). Elsewhere an emptied collection keeps its header and
-    /// reads as absent: a replica can hold a key row whose context covers an element whose row it has not
-    /// received yet (rows travel apart through hints, read repair and anti-entropy), so clearing what the key row
-    /// saw could remove an element no read showed.
+    /// reads as absent, since a remove cannot know that no replica holds an element its read did not show.
     pub may_empty: bool,
     /// What the write's quorum read found of the key's rows (`None`: the rows given are all there is). A remove that
     /// empties the collection does so only if that read showed no other live element, and then supersedes and clears
@@ -341,17 +341,15 @@ fn apply_op(state: &mut Siblings, op: &Op, stamp: &Stamp) -> Result<OpReply, OpE
         | Op::SetPop { .. }
         | Op::HashSet { .. }
         | Op::HashDel { .. }
-        | Op::HashIncr { .. } => unreachable!("a write of elements kept as rows: crdt::rows::apply"),
-        Op::ListPush { head, values } => list::push(state, *head, values, stamp).map(OpReply::Integer),
-        Op::ListPop { head, count } => list::pop(state, *head, *count, stamp).map(OpReply::Members),
-        Op::ListRemove { count, value } => list::remove(state, *count, value, stamp).map(OpReply::Integer),
-        Op::ListTrim { start, stop } => list::trim(state, *start, *stop, stamp).map(OpReply::Integer),
-        Op::ZAdd { entries, flags } => zset::add(state, entries, *flags, stamp),
-        Op::ZIncr { member, by } => {
-            zset::increment(state, member, f64::from_bits(*by), stamp).map(|s| OpReply::Bulk(Some(zset::format(s))))
-        }
-        Op::ZRemove { members } => zset::remove(state, members, stamp).map(OpReply::Integer),
-        Op::ZPop { max, count } => zset::pop(state, *max, *count, stamp).map(OpReply::Members),
+        | Op::HashIncr { .. }
+        | Op::ZAdd { .. }
+        | Op::ZIncr { .. }
+        | Op::ZRemove { .. }
+        | Op::ZPop { .. }
+        | Op::ListPush { .. }
+        | Op::ListPop { .. }
+        | Op::ListRemove { .. }
+        | Op::ListTrim { .. } => unreachable!("a write of elements kept as rows: crdt::rows::apply"),
         Op::Expire { .. } => unreachable!("handled by apply_unexpired"),
     }
 }
@@ -394,18 +392,6 @@ fn stamped<T>(actor: u64, counter: &std::cell::Cell<u64>, now_ms: u64, f: impl F
         may_empty: true,
         read: None,
     })
-}
-
-/// Applies `op` as a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter` (tests).
-#[cfg(test)]
-pub(crate) fn apply_as(
-    state: &mut Siblings,
-    actor: u64,
-    counter: &std::cell::Cell<u64>,
-    now_ms: u64,
-    op: &Op,
-) -> Result<OpReply, OpError> {
-    stamped(actor, counter, now_ms, |stamp| apply(state, op, stamp))
 }
 
 /// [`apply_to_rows`] as a coordinator of `actor` whose clock reads `now_ms`, issuing dots from `counter` (tests).
@@ -454,7 +440,9 @@ mod tests {
                 flags: zset::AddFlags::default()
             }),
             (e.clone(), 0u8..3).prop_map(|(m, by)| Op::ZIncr { member: b(m), by: (f64::from(by) / 2.0).to_bits() }),
-            e.prop_map(|m| Op::ZRemove { members: vec![b(m)] }),
+            e.clone().prop_map(|m| Op::ZRemove { members: vec![b(m)] }),
+            (any::<bool>(), 1usize..3).prop_map(|(max, count)| Op::ZPop { max, count }),
+            (1usize..3, any::<u64>()).prop_map(|(count, seed)| Op::SetPop { count, seed }),
             (proptest::option::of(0u64..80), 0u8..5).prop_map(|(at_ms, c)| Op::Expire {
                 at_ms,
                 condition: [
@@ -536,8 +524,8 @@ mod tests {
                 let mut key_row = rows.key_row().cloned().unwrap_or_default();
                 key_row.drop_expired(40);
                 let s = &key_row;
-                (rows::kind_of(rows, 40), fold(s), rows::members(rows, 40), rows::fields(rows, 40), list::values(s),
-                    zset::members(s).into_iter().map(|(m, x)| (m, x.to_bits())).collect::<Vec<_>>())
+                (rows::kind_of(rows, 40), fold(s), rows::members(rows, 40), rows::fields(rows, 40), rows::items(rows, 40),
+                    rows::scored(rows, 40).into_iter().map(|(m, x)| (m, x.to_bits())).collect::<Vec<_>>())
             };
             for replica in &r {
                 let mut x = replica.clone();

@@ -31,13 +31,21 @@ use std::collections::BTreeSet;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use super::{Kind, Op, OpError, OpReply, Stamp, check_kind, hash, set};
-use crate::versioning::{RowKind, Siblings, Value, Version};
+use super::{Kind, Op, OpError, OpReply, Stamp, check_kind, hash, set, zset};
+use crate::versioning::{Dot, RowKind, Siblings, Value, Version};
 
 /// The tag that begins an element row of a set (its member follows).
 const SET_TAG: u8 = b's';
 /// The tag that begins an element row of a hash (its field follows).
 const HASH_TAG: u8 = b'h';
+/// The tag that begins an element row of a sorted set (its member follows).
+const ZSET_TAG: u8 = b'z';
+/// The tag that begins a list item's row while the item is live (its rank and dot follow, in an order-preserving
+/// encoding, so a list's live items are one range in list order).
+const LIST_TAG: u8 = b'l';
+/// The tag of a removed list item's row (the same rank and dot follow): its second home, outside the live items'
+/// range, so that reading a list's ends never walks past the items popped before (see [`item_homes`]).
+const REMOVED_ITEM_TAG: u8 = b'L';
 
 /// The row of `element` in a collection of `kind`.
 pub fn element_row(kind: RowKind, element: &[u8]) -> Bytes {
@@ -45,6 +53,8 @@ pub fn element_row(kind: RowKind, element: &[u8]) -> Bytes {
     row.put_u8(match kind {
         RowKind::Set => SET_TAG,
         RowKind::Hash => HASH_TAG,
+        RowKind::ZSet => ZSET_TAG,
+        RowKind::List => LIST_TAG,
     });
     row.put_slice(element);
     row.freeze()
@@ -55,6 +65,8 @@ pub fn parse_row(row: &[u8]) -> Option<(RowKind, &[u8])> {
     match row.split_first()? {
         (&SET_TAG, element) => Some((RowKind::Set, element)),
         (&HASH_TAG, element) => Some((RowKind::Hash, element)),
+        (&ZSET_TAG, element) => Some((RowKind::ZSet, element)),
+        (&LIST_TAG, element) => Some((RowKind::List, element)),
         _ => None,
     }
 }
@@ -64,8 +76,48 @@ pub fn row_kind(kind: Kind) -> Option<RowKind> {
     match kind {
         Kind::Set => Some(RowKind::Set),
         Kind::Hash => Some(RowKind::Hash),
+        Kind::ZSet => Some(RowKind::ZSet),
+        Kind::List => Some(RowKind::List),
         _ => None,
     }
+}
+
+/// The row of a list item pushed with `rank` under `dot`.
+pub fn item_row(rank: i64, dot: Dot) -> Bytes {
+    let mut row = BytesMut::with_capacity(25);
+    row.put_u8(LIST_TAG);
+    // Flipping the sign bit makes the big-endian bytes of an i64 sort as the numbers do.
+    row.put_u64(rank as u64 ^ (1 << 63));
+    row.put_u64(dot.actor.0);
+    row.put_u64(dot.counter);
+    row.freeze()
+}
+
+/// The rank and dot of a list item's row (either home).
+pub fn item_of(row: &[u8]) -> Option<(i64, Dot)> {
+    let (&tag, rest) = row.split_first()?;
+    if (tag != LIST_TAG && tag != REMOVED_ITEM_TAG) || rest.len() != 24 {
+        return None;
+    }
+    let word = |i: usize| u64::from_be_bytes(rest[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    Some(((word(0) ^ (1 << 63)) as i64, Dot { actor: crate::versioning::Actor(word(1)), counter: word(2) }))
+}
+
+/// The two homes of a list item's row (given either): where it is stored while live, and once removed. A store
+/// keeps a row in exactly one of them (`KvStore::update_rows`), and presents it under the first, so an item row is
+/// one logical row whatever its state. `None` for any other row.
+pub fn item_homes(row: &[u8]) -> Option<(Bytes, Bytes)> {
+    item_of(row)?;
+    let mut live = BytesMut::from(row);
+    live[0] = LIST_TAG;
+    let mut removed = BytesMut::from(row);
+    removed[0] = REMOVED_ITEM_TAG;
+    Some((live.freeze(), removed.freeze()))
+}
+
+/// The range of rows (after a key's key row) holding its live list items, in list order: `[start, end)`.
+pub fn live_items_range() -> ([u8; 1], [u8; 1]) {
+    ([LIST_TAG], [LIST_TAG + 1])
 }
 
 /// The rows of one key that a read found or a write changes: its key row (the empty row) and some element rows,
@@ -233,6 +285,8 @@ pub fn kind_of(rows: &Rows, now_ms: u64) -> Option<Kind> {
     match super::kind(&key_row)? {
         Kind::Set => (!elements(rows, RowKind::Set, now_ms).is_empty()).then_some(Kind::Set),
         Kind::Hash => (!elements(rows, RowKind::Hash, now_ms).is_empty()).then_some(Kind::Hash),
+        Kind::ZSet => (!elements(rows, RowKind::ZSet, now_ms).is_empty()).then_some(Kind::ZSet),
+        Kind::List => (!elements(rows, RowKind::List, now_ms).is_empty()).then_some(Kind::List),
         other => Some(other),
     }
 }
@@ -240,6 +294,41 @@ pub fn kind_of(rows: &Rows, now_ms: u64) -> Option<Kind> {
 /// A set's members (sorted).
 pub fn members(rows: &Rows, now_ms: u64) -> Vec<Bytes> {
     elements(rows, RowKind::Set, now_ms).into_iter().map(|(m, _)| m).collect()
+}
+
+/// A sorted set's members with their scores, ordered by score, then member (as Redis orders them).
+pub fn scored(rows: &Rows, now_ms: u64) -> Vec<(Bytes, f64)> {
+    let mut all: Vec<(Bytes, f64)> = elements(rows, RowKind::ZSet, now_ms)
+        .into_iter()
+        .filter_map(|(m, state)| Some((m.clone(), zset::score(&state, &m)?)))
+        .collect();
+    all.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    all
+}
+
+/// A list's items in list order, as (row, value), of those `rows` holds.
+pub fn items(rows: &Rows, now_ms: u64) -> Vec<(Bytes, Bytes)> {
+    match rows.key_row() {
+        Some(key_row) if live_kind(key_row, now_ms) == Some(RowKind::List) => uncleared_items(rows),
+        _ => Vec::new(),
+    }
+}
+
+/// The items `rows` holds that are live and not cleared by its key row, whatever the key row's kind.
+fn uncleared_items(rows: &Rows) -> Vec<(Bytes, Bytes)> {
+    let empty = Siblings::new();
+    let key_row = rows.key_row().unwrap_or(&empty);
+    rows.rows()
+        .iter()
+        .filter(|(row, _)| row.first() == Some(&LIST_TAG))
+        .filter_map(|(row, state)| {
+            let value = uncleared(key_row, state).find_map(|v| match &v.value {
+                Some(Value::Item { value, .. }) => Some(value.clone()),
+                _ => None,
+            })?;
+            Some((row.clone(), value))
+        })
+        .collect()
 }
 
 /// A hash's fields with their values (sorted by field).
@@ -251,11 +340,20 @@ pub fn fields(rows: &Rows, now_ms: u64) -> Vec<(Bytes, Bytes)> {
 }
 
 impl Op {
+    /// A pop: it takes elements it chooses by reading them (SPOP, ZPOPMIN, ZPOPMAX, LPOP, RPOP).
+    pub fn is_pop(&self) -> bool {
+        matches!(self, Op::SetPop { .. } | Op::ZPop { .. } | Op::ListPop { .. })
+    }
+
     /// The collection kind this write changes, when it is a write of elements kept as rows.
     pub fn row_kind(&self) -> Option<RowKind> {
         match self {
             Op::SetAdd { .. } | Op::SetRemove { .. } | Op::SetPop { .. } => Some(RowKind::Set),
             Op::HashSet { .. } | Op::HashDel { .. } | Op::HashIncr { .. } => Some(RowKind::Hash),
+            Op::ZAdd { .. } | Op::ZIncr { .. } | Op::ZRemove { .. } | Op::ZPop { .. } => Some(RowKind::ZSet),
+            Op::ListPush { .. } | Op::ListPop { .. } | Op::ListRemove { .. } | Op::ListTrim { .. } => {
+                Some(RowKind::List)
+            }
             _ => None,
         }
     }
@@ -276,7 +374,14 @@ impl Op {
             Op::HashSet { pairs, .. } => named(RowKind::Hash, &mut pairs.iter().map(|(f, _)| f), false),
             Op::HashDel { fields } => named(RowKind::Hash, &mut fields.iter(), true),
             Op::HashIncr { field, .. } => named(RowKind::Hash, &mut std::iter::once(field), false),
-            Op::SetPop { .. } => RowSelect::All,
+            Op::ZAdd { entries, .. } => named(RowKind::ZSet, &mut entries.iter().map(|(_, m)| m), false),
+            Op::ZIncr { member, .. } => named(RowKind::ZSet, &mut std::iter::once(member), false),
+            Op::ZRemove { members } => named(RowKind::ZSet, &mut members.iter(), true),
+            // A push reads the item at its end (its rank comes next), a pop the items it takes and one more (to know
+            // whether it empties the list); LREM and LTRIM read every item.
+            Op::ListPush { head, .. } => RowSelect::End { head: *head, count: 1 },
+            Op::ListPop { head, count } => RowSelect::End { head: *head, count: (*count as u32).saturating_add(1) },
+            Op::SetPop { .. } | Op::ZPop { .. } | Op::ListRemove { .. } | Op::ListTrim { .. } => RowSelect::All,
             _ => RowSelect::Named { rows: Vec::new(), first_live: 0 },
         }
     }
@@ -294,6 +399,13 @@ pub enum RowSelect {
         /// How many further live element rows to add.
         first_live: u32,
     },
+    /// Up to `count` live items at one end of a list.
+    End {
+        /// The head (else the tail).
+        head: bool,
+        /// How many.
+        count: u32,
+    },
 }
 
 impl RowSelect {
@@ -302,10 +414,10 @@ impl RowSelect {
         RowSelect::Named { rows: elements.iter().map(|e| element_row(kind, e)).collect(), first_live: 0 }
     }
 
-    /// The rows named (none for [`RowSelect::All`]).
+    /// The rows named (none for [`RowSelect::All`] and [`RowSelect::End`]).
     pub fn named(&self) -> &[Bytes] {
         match self {
-            RowSelect::All => &[],
+            RowSelect::All | RowSelect::End { .. } => &[],
             RowSelect::Named { rows, .. } => rows,
         }
     }
@@ -325,12 +437,22 @@ pub fn apply(rows: &mut Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool),
     settle(key_row, had_header);
     check_kind(key_row, Kind::from(kind))?;
     let live = live_kind(key_row, stamp.now_ms) == Some(kind);
-    // Not a collection of this kind yet: an add starts one (what a delete, an overwrite or an expiry of an earlier
-    // one removed, it cleared then, in `settle`; an element that no removal saw lives on in it), and a remove or a
-    // pop has nothing to do and writes nothing.
-    if !live && !matches!(op, Op::SetAdd { .. } | Op::HashSet { .. } | Op::HashIncr { .. }) {
-        let reply = if let Op::SetPop { .. } = op { OpReply::Members(Vec::new()) } else { OpReply::Integer(0) };
-        return Ok((reply, false));
+    if !live {
+        match op {
+            Op::SetAdd { .. }
+            | Op::HashSet { .. }
+            | Op::HashIncr { .. }
+            | Op::ZAdd { .. }
+            | Op::ZIncr { .. }
+            | Op::ListPush { .. } => {}
+            // A remove or a pop of a key that is no collection of this kind: nothing to do, nothing written.
+            Op::SetPop { .. } | Op::ZPop { .. } | Op::ListPop { .. } => {
+                return Ok((OpReply::Members(Vec::new()), false));
+            }
+            _ => return Ok((OpReply::Integer(0), false)),
+        }
+        // A new collection. What a delete, an overwrite or an expiry of an earlier one removed, it cleared then
+        // (`settle`); an element that no removal saw lives on in it.
     }
     let cleared = key_row.cleared().clone();
     // Versions of elements the key row cleared are gone: drop them (their dots stay covered by the row's own
@@ -340,10 +462,17 @@ pub fn apply(rows: &mut Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool),
     }
     let live_before = live_element_rows(&next, kind);
     let (reply, added) = apply_elements(&mut next, op, kind, stamp)?;
-    let removed = match &reply {
-        OpReply::Integer(n) => !added && *n > 0,
-        OpReply::Members(m) => !m.is_empty(),
-        OpReply::Bulk(_) => false,
+    let removed = match (op, &reply) {
+        (
+            Op::SetRemove { .. }
+            | Op::HashDel { .. }
+            | Op::ZRemove { .. }
+            | Op::ListRemove { .. }
+            | Op::ListTrim { .. },
+            OpReply::Integer(n),
+        ) => *n > 0,
+        (Op::SetPop { .. } | Op::ZPop { .. } | Op::ListPop { .. }, OpReply::Members(m)) => !m.is_empty(),
+        _ => false,
     };
     if removed && stamp.may_empty && elements(&next, kind, stamp.now_ms).is_empty() {
         // What the read saw: its key row's context, and the live elements it showed besides those removed here.
@@ -356,9 +485,9 @@ pub fn apply(rows: &mut Rows, op: &Op, stamp: &Stamp) -> Result<(OpReply, bool),
             None => (seen_here, 0),
         };
         if others_read == 0 {
-            // The remove emptied the collection: the key goes, as in Redis. Its header is superseded and the
-            // elements its read saw are cleared; an element added since the read wrote a header this did not see,
-            // and keeps the key.
+            // The remove emptied the collection: the key goes, as in Redis. Its header is superseded and the elements
+            // its read saw are cleared; an element added since the read wrote a header this did not see, and keeps
+            // the key.
             let key_row = next.entry(&[]);
             key_row.update_value(&seen, (stamp.next_dot)(), stamp.timestamp_ms, None);
             key_row.clear_seen(&seen);
@@ -448,7 +577,113 @@ fn apply_elements(rows: &mut Rows, op: &Op, kind: RowKind, stamp: &Stamp) -> Res
             let total = hash::increment(rows.entry(&row(field)), field, *by, stamp)?;
             Ok((OpReply::Integer(total), true))
         }
+        Op::ZAdd { entries, flags } => {
+            if flags.incr {
+                // One member (the command refuses more).
+                let (by, member) = &entries[0];
+                let state = rows.entry(&row(member));
+                let before = state.clone();
+                let reply = zset::add(state, std::slice::from_ref(&(*by, member.clone())), *flags, stamp)?;
+                let wrote = *state != before;
+                return Ok((reply, wrote));
+            }
+            // The last score given for a member counts, as in Redis.
+            let last: std::collections::BTreeMap<&Bytes, u64> = entries.iter().map(|(s, m)| (m, *s)).collect();
+            let (mut count, mut wrote) = (0, false);
+            for (member, score) in last {
+                let state = rows.entry(&row(member));
+                let before = state.clone();
+                if let OpReply::Integer(n) = zset::add(state, &[(score, member.clone())], *flags, stamp)? {
+                    count += n;
+                }
+                wrote |= *state != before;
+            }
+            Ok((OpReply::Integer(count), wrote))
+        }
+        Op::ZIncr { member, by } => {
+            let score = zset::increment(rows.entry(&row(member)), member, f64::from_bits(*by), stamp)?;
+            Ok((OpReply::Bulk(Some(zset::format(score))), true))
+        }
+        Op::ZRemove { members } => {
+            let unique: BTreeSet<&Bytes> = members.iter().collect();
+            let mut removed = 0;
+            for m in unique {
+                if let Some(state) = rows_get_mut(rows, &row(m)) {
+                    removed += zset::remove(state, std::slice::from_ref(m), stamp)?;
+                }
+            }
+            Ok((OpReply::Integer(removed), false))
+        }
+        Op::ZPop { max, count } => {
+            let mut all = scored(rows, stamp.now_ms);
+            if *max {
+                all.reverse();
+            }
+            all.truncate(*count);
+            for (m, _) in &all {
+                if let Some(state) = rows_get_mut(rows, &row(m)) {
+                    zset::remove(state, std::slice::from_ref(m), stamp)?;
+                }
+            }
+            Ok((OpReply::Members(all.into_iter().flat_map(|(m, s)| [m, zset::format(s)]).collect()), false))
+        }
+        Op::ListPush { head, values } => {
+            // The key was checked: a new list, or one that goes on (its header is written after).
+            let live = uncleared_items(rows);
+            let end = if *head { live.first() } else { live.last() };
+            let mut rank = end.and_then(|(row, _)| item_of(row)).map_or(0, |(rank, _)| rank);
+            for value in values {
+                rank = if *head { rank.checked_sub(1) } else { rank.checked_add(1) }.ok_or(OpError::Overflow)?;
+                let dot = (stamp.next_dot)();
+                let item = Value::Item { rank, value: value.clone() };
+                rows.entry(&item_row(rank, dot)).update_value(&Default::default(), dot, stamp.timestamp_ms, Some(item));
+            }
+            // The length of the list these rows hold (the coordinator answers its replica's own count).
+            Ok((OpReply::Integer(uncleared_items(rows).len() as i64), true))
+        }
+        Op::ListPop { head, count } => {
+            let mut live = items(rows, stamp.now_ms);
+            if !*head {
+                live.reverse();
+            }
+            live.truncate(*count);
+            for (row, _) in &live {
+                remove_item(rows, row, stamp);
+            }
+            Ok((OpReply::Members(live.into_iter().map(|(_, v)| v).collect()), false))
+        }
+        Op::ListRemove { count, value } => {
+            let mut live = items(rows, stamp.now_ms);
+            if *count < 0 {
+                live.reverse();
+            }
+            let limit = if *count == 0 { usize::MAX } else { count.unsigned_abs() as usize };
+            let gone: Vec<Bytes> = live.into_iter().filter(|(_, v)| v == value).take(limit).map(|(r, _)| r).collect();
+            for row in &gone {
+                remove_item(rows, row, stamp);
+            }
+            Ok((OpReply::Integer(gone.len() as i64), false))
+        }
+        Op::ListTrim { start, stop } => {
+            let live = items(rows, stamp.now_ms);
+            let keep = super::list::index_range(*start, *stop, live.len());
+            let gone: Vec<Bytes> =
+                live.into_iter().enumerate().filter(|(i, _)| !keep.contains(i)).map(|(_, (r, _))| r).collect();
+            for row in &gone {
+                remove_item(rows, row, stamp);
+            }
+            Ok((OpReply::Integer(gone.len() as i64), false))
+        }
         _ => unreachable!("not a write of elements kept as rows"),
+    }
+}
+
+/// Removes a list item: its version goes, and a tombstone dates the removal (its row then moves to the removed
+/// items' home, and is reaped like a deleted key).
+fn remove_item(rows: &mut Rows, row: &Bytes, stamp: &Stamp) {
+    if let Some(state) = rows_get_mut(rows, row) {
+        state.remove_versions(|v| v.value.is_some());
+        state.update_value(&Default::default(), (stamp.next_dot)(), stamp.timestamp_ms, None);
     }
 }
 
@@ -467,6 +702,10 @@ pub fn split_whole_state(state: &Siblings) -> Rows {
         Some(Value::Field { field, .. } | Value::FieldCounter { field, .. } | Value::FieldBase { field, .. }) => {
             Some(element_row(RowKind::Hash, field))
         }
+        Some(Value::Scored { member, .. } | Value::ScoreBase { member, .. } | Value::ScoreIncr { member, .. }) => {
+            Some(element_row(RowKind::ZSet, member))
+        }
+        Some(Value::Item { rank, .. }) => Some(item_row(*rank, v.dot)),
         _ => None,
     };
     if !state.versions().iter().any(|v| element(v).is_some()) {
@@ -486,6 +725,8 @@ pub fn split_whole_state(state: &Siblings) -> Rows {
     if let Some(newest) = newest {
         let kind = match super::Kind::of(newest.value.as_ref().expect("live")) {
             Kind::Set => RowKind::Set,
+            Kind::ZSet => RowKind::ZSet,
+            Kind::List => RowKind::List,
             _ => RowKind::Hash,
         };
         rest.push(Version { value: Some(Value::Header(kind)), ..newest });
@@ -509,6 +750,8 @@ impl From<RowKind> for Kind {
         match k {
             RowKind::Set => Kind::Set,
             RowKind::Hash => Kind::Hash,
+            RowKind::ZSet => Kind::ZSet,
+            RowKind::List => Kind::List,
         }
     }
 }
@@ -556,6 +799,32 @@ pub(crate) mod testing {
             settle(key_row, had_header);
         }
 
+        /// Coordinates `op` here as a node does after the quorum read `read`: on its own key row and the rows the
+        /// read found, merged with the read, then keeps what the write changed.
+        pub(crate) fn coordinate(&mut self, read: &Rows, op: Op, now_ms: u64) -> Result<OpReply, OpError> {
+            let mut rows = Rows::from_rows(
+                self.rows.rows().iter().filter(|(row, _)| row.is_empty() || read.get(row).is_some()).cloned(),
+            );
+            rows.merge(read);
+            let counter = &self.counter;
+            let next = || {
+                counter.set(counter.get() + 1);
+                Dot { actor: Actor(self.actor), counter: counter.get() }
+            };
+            let stamp = Stamp {
+                actor: Actor(self.actor),
+                next_dot: &next,
+                now_ms,
+                timestamp_ms: now_ms,
+                siblings: crate::config::PlainSiblings::Newest,
+                may_empty: true,
+                read: Some(read),
+            };
+            let (reply, _) = apply(&mut rows, &op, &stamp)?;
+            self.rows.merge(&rows);
+            Ok(reply)
+        }
+
         /// The set's members as this replica reads them at time 0.
         pub(crate) fn members(&self) -> Vec<Bytes> {
             members(&self.rows, 0)
@@ -597,6 +866,39 @@ mod tests {
         r4.put(None, 7);
         r4.run(Op::SetAdd { members: vec![b("z")] }, 8).unwrap();
         assert_eq!(members(&r4.rows, 8), vec![b("z")]);
+    }
+
+    /// A pop that empties the list its read saw, while a push reached the coordinator's replica between that read
+    /// and the pop's apply: the pushed item survives, and so does the key.
+    #[test]
+    fn a_remove_that_empties_what_it_read_keeps_what_arrived_since() {
+        let mut r = Replica::new(1);
+        r.run(Op::ListPush { head: false, values: vec![b("a"), b("b")] }, 1).unwrap();
+        let read = r.rows.clone();
+        r.run(Op::ListPush { head: false, values: vec![b("c")] }, 2).unwrap();
+        let reply = r.coordinate(&read, Op::ListPop { head: true, count: 2 }, 3).unwrap();
+        assert_eq!(reply, OpReply::Members(vec![b("a"), b("b")]));
+        assert_eq!(items(&r.rows, 3).into_iter().map(|(_, v)| v).collect::<Vec<_>>(), vec![b("c")]);
+        assert_eq!(kind_of(&r.rows, 3), Some(Kind::List));
+    }
+
+    /// A pop whose read showed two items, one of which another pop took before this one applied: the items past
+    /// the read are not cleared, though none the pop holds is left.
+    #[test]
+    fn a_pop_whose_read_went_stale_does_not_empty_the_list() {
+        let mut r = Replica::new(1);
+        r.run(Op::ListPush { head: false, values: vec![b("a"), b("b"), b("c")] }, 1).unwrap();
+        let all = r.rows.clone();
+        let named: Vec<Bytes> = items(&all, 1).into_iter().take(2).map(|(row, _)| row).collect();
+        // The read: the key row and the first two items.
+        let read = Rows::from_rows(all.rows().iter().filter(|(row, _)| row.is_empty() || named.contains(row)).cloned());
+        // Another node pops b meanwhile; the coordinator's replica merges that before this pop applies.
+        let mut other = Replica::with(2, all.clone());
+        other.run(Op::ListRemove { count: 1, value: b("b") }, 2).unwrap();
+        r.rows.merge(&other.rows);
+        let reply = r.coordinate(&read, Op::ListPop { head: true, count: 1 }, 3).unwrap();
+        assert_eq!(reply, OpReply::Members(vec![b("a")]));
+        assert_eq!(items(&r.rows, 3).into_iter().map(|(_, v)| v).collect::<Vec<_>>(), vec![b("c")]);
     }
 
     #[derive(Clone, Debug)]

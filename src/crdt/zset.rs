@@ -247,33 +247,27 @@ pub fn remove(state: &mut Siblings, remove: &[Bytes], stamp: &Stamp) -> Result<i
     Ok(wanted.len() as i64)
 }
 
-/// ZPOPMIN (or ZPOPMAX): removes up to `count` members from that end; returns member, score, member, score...
-pub fn pop(state: &mut Siblings, max: bool, count: usize, stamp: &Stamp) -> Result<Vec<Bytes>, OpError> {
-    check_kind(state, Kind::ZSet)?;
-    let mut all = members(state);
-    if max {
-        all.reverse();
-    }
-    all.truncate(count);
-    if !all.is_empty() {
-        let popped: BTreeSet<&Bytes> = all.iter().map(|(m, _)| m).collect();
-        drop_members(state, &popped, stamp);
-    }
-    Ok(all.into_iter().flat_map(|(m, s)| [m, format(s)]).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crdt::Op;
+    use crate::crdt::rows::{self, Rows};
     use std::cell::Cell;
 
     fn b(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
     }
 
-    fn run(state: &mut Siblings, actor: u64, counter: &Cell<u64>, op: Op) -> Result<OpReply, OpError> {
-        crate::crdt::apply_as(state, actor, counter, counter.get(), &op)
+    fn run(state: &mut Rows, actor: u64, counter: &Cell<u64>, op: Op) -> Result<OpReply, OpError> {
+        crate::crdt::apply_rows_as(state, actor, counter, counter.get(), &op)
+    }
+
+    fn members(state: &Rows) -> Vec<(Bytes, f64)> {
+        rows::scored(state, 0)
+    }
+
+    fn score(state: &Rows, member: &Bytes) -> Option<f64> {
+        members(state).into_iter().find(|(m, _)| m == member).map(|(_, s)| s)
     }
 
     fn zadd(entries: &[(f64, &str)], flags: AddFlags) -> Op {
@@ -282,7 +276,7 @@ mod tests {
 
     #[test]
     fn scores_and_flags_answer_as_redis_does() {
-        let (mut s, c) = (Siblings::new(), Cell::new(0));
+        let (mut s, c) = (Rows::new(), Cell::new(0));
         let none = AddFlags::default();
         assert_eq!(run(&mut s, 1, &c, zadd(&[(1.0, "a"), (2.0, "b"), (3.0, "a")], none)), Ok(OpReply::Integer(2)));
         assert_eq!(members(&s), vec![(b("b"), 2.0), (b("a"), 3.0)]);
@@ -308,12 +302,12 @@ mod tests {
         assert_eq!(popped, Ok(OpReply::Members(vec![b("d"), b("4")])));
         let popped = run(&mut s, 1, &c, Op::ZPop { max: true, count: 5 });
         assert_eq!(popped, Ok(OpReply::Members(vec![b("a"), b("inf"), b("b"), b("9")])));
-        assert_eq!(kind(&s), None);
+        assert_eq!(rows::kind_of(&s, 0), None);
     }
 
     #[test]
     fn concurrent_increments_all_count_and_scores_print_as_in_redis() {
-        let (mut r1, mut r2) = (Siblings::new(), Siblings::new());
+        let (mut r1, mut r2) = (Rows::new(), Rows::new());
         let (c1, c2) = (Cell::new(0), Cell::new(0));
         run(&mut r1, 1, &c1, zadd(&[(10.0, "m")], AddFlags::default())).unwrap();
         r2.merge(&r1);

@@ -103,6 +103,9 @@ impl Gossip {
                 Err(e) => tracing::warn!(error = %e, "bootstrap failed"),
             }
         }
+        if self.state.claimant() == Some(self.me.as_str()) && self.state.remove_idle_leavers() {
+            tracing::info!("removed a member that left before it owned a key range");
+        }
         let stale = self.state.transition_stale();
         if self.auto_commit
             && (stale || self.state.ring.next.is_none())

@@ -448,6 +448,25 @@ impl ClusterState {
         true
     }
 
+    /// Members told to leave before they owned a partition (a join not yet planned, then a leave) have nothing to
+    /// hand off, and no transition will ever remove them: they are removed here. Returns whether one was.
+    pub fn remove_idle_leavers(&mut self) -> bool {
+        if self.ring.owners.is_empty() {
+            return false;
+        }
+        let owning: BTreeSet<String> =
+            self.ring.owners.iter().chain(self.ring.next.iter().flatten()).cloned().collect();
+        let mut removed = false;
+        for (id, rec) in self.members.iter_mut() {
+            if rec.status == MemberStatus::Leaving && !owning.contains(id) {
+                rec.status = MemberStatus::Removed;
+                rec.version += 1;
+                removed = true;
+            }
+        }
+        removed
+    }
+
     /// Changes a member's status (join, leave, remove), bumping its version.
     pub fn set_status(&mut self, id: &str, status: MemberStatus) -> Result<(), StateError> {
         let rec = self.members.get_mut(id).ok_or_else(|| StateError::UnknownMember { id: id.to_string() })?;

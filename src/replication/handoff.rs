@@ -295,20 +295,23 @@ impl Handoff {
 
     /// Pushes the keys of ranges this node no longer replicates (it did under an older ring) to the current
     /// replicas, and deletes them here once every replica acknowledged: a write that only reached a dropped replica
-    /// still reaches the new ones, and no stale copy is left behind to come back later. Not during a transition
-    /// (outgoing ranges are still needed then). Returns the keys moved, or `None` if some replica did not answer
-    /// (the data stays until the next sweep).
+    /// still reaches the new ones, and no stale copy is left behind to come back later. During a transition a range
+    /// is swept only if this node replicates it in neither ring (it is no source of the transition then), and goes
+    /// to the replicas of both: a node that left must not wait for, nor skip, a transition it takes no part in.
+    /// Returns the keys moved, or `None` if some replica did not answer (the data stays until the next sweep).
     pub async fn sweep(&self) -> Option<u64> {
         let view = self.cluster.view();
-        if view.next.is_some() {
-            return Some(0);
-        }
         let ring = view.ring.as_ref()?;
         let me = &self.cluster.me().member.id;
         let n = self.cluster.n();
         let mut moved = 0;
         for p in 0..ring.partitions() {
-            let replicas: Vec<String> = ring.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+            let mut replicas: Vec<String> = ring.preference_list(p).take(n).map(|m| m.id.clone()).collect();
+            for m in view.next.iter().flat_map(|next| next.preference_list(p).take(n)) {
+                if !replicas.contains(&m.id) {
+                    replicas.push(m.id.clone());
+                }
+            }
             if replicas.contains(me) {
                 continue;
             }

@@ -32,6 +32,8 @@ fn check_engine(e: &dyn Engine) {
     assert_eq!(keys(e.scan((Bound::Unbounded, Bound::Unbounded), 100).unwrap()), vec![b("a"), b("c"), b("d"), b("e")]);
     assert_eq!(keys(e.scan((Bound::Included(b"c"), Bound::Excluded(b"e")), 100).unwrap()), vec![b("c"), b("d")]);
     assert_eq!(keys(e.scan((Bound::Excluded(b"a"), Bound::Unbounded), 2).unwrap()), vec![b("c"), b("d")]);
+    assert_eq!(keys(e.scan_rev((Bound::Unbounded, Bound::Excluded(b"e")), 2).unwrap()), vec![b("d"), b("c")]);
+    assert_eq!(keys(e.scan_rev((Bound::Included(b"c"), Bound::Unbounded), 9).unwrap()), vec![b("e"), b("d"), b("c")]);
     // Binary keys and values, including empty ones.
     e.apply(&[(Bytes::from_static(&[0, 255, 0]), Some(Bytes::new()))]).unwrap();
     assert_eq!(e.get(&[0, 255, 0]).unwrap(), Some(Bytes::new()));

@@ -157,6 +157,17 @@ impl Engine for FjallEngine {
         })
     }
 
+    fn scan_rev(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        self.with(|_, ks| {
+            let mut out = Vec::new();
+            for guard in ks.range::<&[u8], _>(range).rev().take(limit) {
+                let (k, v) = guard.into_inner()?;
+                out.push((Bytes::from(k), Bytes::from(v)));
+            }
+            Ok(out)
+        })
+    }
+
     fn sync(&self) -> Result<(), StorageError> {
         self.with(|db, _| Ok(db.persist(PersistMode::SyncData)?))
     }

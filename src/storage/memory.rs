@@ -48,6 +48,11 @@ impl Engine for MemoryEngine {
         Ok(map.range::<[u8], _>(range).take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
     }
 
+    fn scan_rev(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let map = self.map.read().expect("memory engine lock");
+        Ok(map.range::<[u8], _>(range).rev().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+
     fn sync(&self) -> Result<(), StorageError> {
         Ok(())
     }

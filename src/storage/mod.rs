@@ -122,6 +122,14 @@ pub trait Engine: Send + Sync + 'static {
     }
     /// Up to `limit` entries with keys in `range`, in key order.
     fn scan(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError>;
+    /// Up to `limit` entries with keys in `range`, from the last down (a list's tail). The default reads the whole
+    /// range forward: engines that can walk backwards override it.
+    fn scan_rev(&self, range: (Bound<&[u8]>, Bound<&[u8]>), limit: usize) -> Result<Vec<(Bytes, Bytes)>, StorageError> {
+        let mut all = self.scan(range, usize::MAX)?;
+        all.reverse();
+        all.truncate(limit);
+        Ok(all)
+    }
     /// Makes everything applied so far durable on disk (fsync).
     fn sync(&self) -> Result<(), StorageError>;
     /// Bytes used on disk (0 for the in-memory engine).

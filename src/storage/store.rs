@@ -31,6 +31,8 @@ use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblin
 
 /// Number of key-lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 1024;
+/// Lists whose length is kept ([`KvStore::list_len`]); past it the lengths are counted again when needed.
+const MAX_LIST_LENS: usize = 100_000;
 /// Format byte prefixed to every stored sibling set: 4 since key rows carry their cleared element writes (3:
 /// versions with deadlines, 2: typed values).
 const VALUE_FORMAT: u8 = 4;
@@ -108,6 +110,22 @@ pub struct KvStore {
     reopens: AtomicU64,
     /// Stored rows of recently used keys, changed only under their key lock (see [`RowCache`]).
     cache: Option<RowCache>,
+    /// The number of live items of lists whose length was asked ([`KvStore::list_len`]), kept under their key
+    /// locks as items move in and out of the live range.
+    list_lens: std::sync::Mutex<std::collections::HashMap<Bytes, u64>>,
+    /// Where the live items' home of recently read lists begins and ends ([`ListEnds`]), kept under their key
+    /// locks: an end read starts there instead of walking the deletes that earlier pops left in the engine.
+    list_ends: std::sync::Mutex<std::collections::HashMap<Bytes, ListEnds>>,
+}
+
+/// Bounds of a list's live items' home, as storage keys: no row of that home lies below `low` or above `high`.
+/// Pops delete rows from the home's ends, and an ordered engine (an LSM tree) walks those deletes on every scan
+/// until compaction drops them: a queue's end read would cost as much as every pop before it. Items only enter at
+/// ends the bounds then widen to, and leaving rows keep the bounds true, so they stay valid until dropped.
+#[derive(Clone, Debug)]
+struct ListEnds {
+    low: Bytes,
+    high: Bytes,
 }
 
 impl KvStore {
@@ -155,6 +173,8 @@ impl KvStore {
             observer,
             building: AtomicBool::new(true),
             built_through: std::sync::Mutex::new(None),
+            list_lens: std::sync::Mutex::new(std::collections::HashMap::new()),
+            list_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -456,6 +476,18 @@ impl KvStore {
     where
         E: From<StorageError>,
     {
+        if let Some((user_key, row)) = layout::parse(&key)
+            && let Some((live, _)) = crate::crdt::rows::item_homes(row)
+        {
+            // A list item's row, in either home: one logical row (see `update_rows`).
+            let user_key = Bytes::copy_from_slice(user_key);
+            return self
+                .update_rows(&user_key, std::slice::from_ref(&live), durable, |rows: &mut Rows| {
+                    let existed = rows.get(&live).is_some();
+                    f(rows.entry(&live), existed)
+                })
+                .await;
+        }
         let (out, seq) = {
             let _guard = self.locks[stripe(&key)].lock().expect("key lock");
             if self.closed.load(Ordering::Acquire) {
@@ -465,11 +497,18 @@ impl KvStore {
             let existed = existing.is_some();
             let mut siblings = existing.unwrap_or_default();
             let was_live = siblings.has_live_value();
+            let cleared_before = siblings.cleared().clone();
             let out = match f(&mut siblings, existed)? {
                 Decision::Keep(out) => return Ok(out),
                 Decision::Write(out) => out,
             };
-            let seq = self.write_rows(vec![RowWrite { key, old_digest, was_live, state: &siblings }], durable)?;
+            let write = RowWrite { key: key.clone(), old_digest, was_live, state: Some(&siblings) };
+            let mut seq = self.write_rows(vec![write], durable)?;
+            if *siblings.cleared() != cleared_before
+                && let Some(user_key) = layout::user_key(&key).filter(|_| layout::is_key_row(&key))
+            {
+                seq = self.sweep_cleared_items(user_key, &siblings, durable)?.unwrap_or(seq);
+            }
             (out, seq)
         };
         self.wait_durable(seq).await?;
@@ -479,6 +518,11 @@ impl KvStore {
     /// Atomically reads, changes and writes rows of `user_key`: its key row (the empty row) and `rows`, under the
     /// key's lock (every row of a key shares it), in one write batch. `f` gets the rows that exist; the rows it
     /// leaves changed are written. As [`update_durable`](Self::update_durable) when `durable`.
+    ///
+    /// A list item's row has two homes (`crdt::rows::item_homes`): `f` sees it under its live home's name, merged
+    /// from both, and it is written to the live home while it holds the item, to the removed home once it does
+    /// not (the other home deleted). A key row whose cleared vector grew moves the list items it cleared out of
+    /// the live range.
     pub async fn update_rows<T, E>(
         &self,
         user_key: &[u8],
@@ -495,16 +539,14 @@ impl KvStore {
             if self.closed.load(Ordering::Acquire) {
                 return Err(StorageError::Closed.into());
             }
-            let mut before: Vec<(Bytes, Bytes, Option<u128>)> = Vec::with_capacity(rows.len() + 1);
+            let mut homes: Vec<(Bytes, Home)> = Vec::with_capacity(rows.len() + 1);
             let mut current = Rows::new();
             for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
-                let key = layout::row_key(user_key, row);
-                if let Some((state, digest)) = self.current_row(&key)? {
+                let (row, home, state) = self.read_logical(user_key, row)?;
+                if let Some(state) = state {
                     current.merge_row(row.clone(), &state);
-                    before.push((row.clone(), key, Some(digest)));
-                } else {
-                    before.push((row.clone(), key, None));
                 }
+                homes.push((row, home));
             }
             let previous = current.clone();
             let out = match f(&mut current)? {
@@ -514,33 +556,220 @@ impl KvStore {
             let mut writes = Vec::new();
             for (row, state) in current.rows() {
                 let old = previous.get(row);
-                if old == Some(state) {
+                if old == Some(state) || (old.is_none() && state.versions().is_empty() && state.context().is_empty()) {
                     continue;
                 }
-                let (key, old_digest) = match before.iter().find(|(r, _, _)| r == row) {
-                    Some((_, key, digest)) => (key.clone(), *digest),
-                    None => (layout::row_key(user_key, row), None),
+                let home = match homes.iter().find(|(r, _)| r == row) {
+                    Some((_, home)) => home.clone(),
+                    None => Home::of(user_key, row),
                 };
-                let was_live = old.is_some_and(Siblings::has_live_value);
-                writes.push(RowWrite { key, old_digest, was_live, state });
+                home.writes(state, old.is_some_and(Siblings::has_live_value), &mut writes);
             }
             if writes.is_empty() {
                 return Ok(out);
             }
-            (out, self.write_rows(writes, durable)?)
+            let mut seq = self.write_rows(writes, durable)?;
+            if let (Some(before), Some(after)) = (previous.key_row(), current.key_row())
+                && before.cleared() != after.cleared()
+            {
+                seq = self.sweep_cleared_items(user_key, after, durable)?.unwrap_or(seq);
+            } else if let (None, Some(after)) = (previous.key_row(), current.key_row())
+                && !after.cleared().is_empty()
+            {
+                seq = self.sweep_cleared_items(user_key, after, durable)?.unwrap_or(seq);
+            }
+            (out, seq)
         };
         self.wait_durable(seq).await?;
         Ok(out)
     }
 
-    /// The stored rows of `user_key` among its key row and `rows`.
+    /// A logical row of `user_key` as stored (call under the key's lock): its name (a list item's under its live
+    /// home), where it lives, and its state merged from its homes (`None`: absent).
+    fn read_logical(&self, user_key: &[u8], row: &Bytes) -> Result<(Bytes, Home, Option<Siblings>), StorageError> {
+        let home = Home::of(user_key, row);
+        let mut state: Option<Siblings> = None;
+        let mut digests = [None, None];
+        for (i, key) in home.keys().enumerate() {
+            if let Some((s, digest)) = self.current_row(key)? {
+                digests[i] = Some(digest);
+                match &mut state {
+                    Some(merged) => merged.merge(&s),
+                    None => state = Some(s),
+                }
+            }
+        }
+        let name = match &home {
+            Home::One { .. } => row.clone(),
+            Home::Item { live, .. } => Bytes::copy_from_slice(&live[live.len() - row.len()..]),
+        };
+        Ok((name, home.with_digests(digests), state))
+    }
+
+    /// Moves the list items of `user_key` that its key row (just written, under the key's lock) cleared out of the
+    /// live items' range, so that the ends of the list are read without walking past them. Returns the write's
+    /// sequence number, if it wrote.
+    fn sweep_cleared_items(
+        &self,
+        user_key: &[u8],
+        key_row: &Siblings,
+        durable: bool,
+    ) -> Result<Option<u64>, StorageError> {
+        let prefix = layout::storage_key(user_key);
+        let (start, end) = crate::crdt::rows::live_items_range();
+        let (lower, upper) = ([&prefix[..], &start].concat(), [&prefix[..], &end].concat());
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let mut moved: Vec<(Bytes, Home, Siblings)> = Vec::new();
+        let mut after = Bound::Included(Bytes::from(lower));
+        loop {
+            let page = self.engine.scan((after.as_ref().map(|b| &b[..]), Bound::Excluded(&upper)), 1024)?;
+            for (k, v) in &page {
+                let mut state = decode(v)?;
+                if crate::crdt::rows::element_is_live(key_row, &state) {
+                    continue;
+                }
+                state.remove_versions(|v| key_row.cleared().covers(v.dot));
+                let row = Bytes::copy_from_slice(&k[prefix.len()..]);
+                let (_, home, _) = self.read_logical(user_key, &row)?;
+                moved.push((row, home, state));
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == 1024 => after = Bound::Excluded(k.clone()),
+                _ => break,
+            }
+        }
+        if moved.is_empty() {
+            return Ok(None);
+        }
+        let mut writes = Vec::new();
+        for (_, home, state) in &moved {
+            home.writes(state, true, &mut writes);
+        }
+        Ok(Some(self.write_rows(writes, durable)?))
+    }
+
+    /// How many live list items this replica holds under `user_key` (not cleared by its key row): what `LPUSH` and
+    /// `RPUSH` answer. Counted once per key, then kept as items move in and out of the live range.
+    pub fn list_len(&self, user_key: &[u8]) -> Result<u64, StorageError> {
+        let prefix = layout::storage_key(user_key);
+        let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
+        if let Some(n) = self.list_lens.lock().expect("list lengths lock").get(user_key) {
+            return Ok(*n);
+        }
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let (start, end) = crate::crdt::rows::live_items_range();
+        let upper = [&prefix[..], &end].concat();
+        let mut after = Bound::Included(Bytes::from([&prefix[..], &start].concat()));
+        let mut n = 0u64;
+        loop {
+            let page = self.engine.scan((after.as_ref().map(|b| &b[..]), Bound::Excluded(&upper)), 4096)?;
+            n += page.len() as u64;
+            match page.last() {
+                Some((k, _)) if page.len() == 4096 => after = Bound::Excluded(k.clone()),
+                _ => break,
+            }
+        }
+        let mut lens = self.list_lens.lock().expect("list lengths lock");
+        if lens.len() >= MAX_LIST_LENS {
+            // Counted again when next needed.
+            lens.clear();
+        }
+        lens.insert(Bytes::copy_from_slice(user_key), n);
+        Ok(n)
+    }
+
+    /// Up to `count` live list items at one end of `user_key`'s list, with its key row. Under the key's lock, so
+    /// the bounds it learns ([`ListEnds`]) hold.
+    pub fn end_items(&self, user_key: &[u8], head: bool, count: usize) -> Result<Rows, StorageError> {
+        let prefix = layout::storage_key(user_key);
+        let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let mut out = Rows::new();
+        let key_row = self.current_row(&prefix)?.map(|(state, _)| state);
+        if let Some(k) = &key_row {
+            out.merge_row(Bytes::new(), k);
+        }
+        let key_row = key_row.unwrap_or_default();
+        let (start, end) = crate::crdt::rows::live_items_range();
+        let (lower, upper) = ([&prefix[..], &start].concat(), [&prefix[..], &end].concat());
+        let known = self.list_ends.lock().expect("list ends lock").get(user_key).cloned();
+        // Every row of the home lies within [low, high].
+        let (low, high) = match &known {
+            Some(ends) => (ends.low.to_vec(), ends.high.to_vec()),
+            None => (lower.clone(), upper.clone()),
+        };
+        let mut from: Bound<Bytes> = Bound::Included(Bytes::from(if head { low.clone() } else { high.clone() }));
+        let mut found = 0;
+        let mut edge: Option<Bytes> = None;
+        // An empty home (`low` past `high`) has nothing to scan.
+        let mut more = low <= high;
+        while more {
+            const PAGE: usize = 64;
+            let page = match head {
+                true => self.engine.scan((from.as_ref().map(|b| &b[..]), Bound::Included(&high)), PAGE)?,
+                false => {
+                    let to = match &from {
+                        Bound::Included(b) => Bound::Included(&b[..]),
+                        Bound::Excluded(b) => Bound::Excluded(&b[..]),
+                        Bound::Unbounded => Bound::Unbounded,
+                    };
+                    self.engine.scan_rev((Bound::Included(&low[..]), to), PAGE)?
+                }
+            };
+            let page: Vec<_> = page.into_iter().filter(|(k, _)| k.as_ref() < &upper[..]).collect();
+            if edge.is_none() {
+                edge = page.first().map(|(k, _)| k.clone());
+            }
+            for (k, v) in &page {
+                let state = decode(v)?;
+                if crate::crdt::rows::element_is_live(&key_row, &state) {
+                    out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &state);
+                    found += 1;
+                    if found == count {
+                        break;
+                    }
+                }
+            }
+            match page.last() {
+                Some((k, _)) if found < count && page.len() == PAGE => from = Bound::Excluded(k.clone()),
+                _ => more = false,
+            }
+        }
+        // The first row met from this end is where the home begins (or, with none, it is empty: the bounds close
+        // on the other one).
+        let mut ends = self.list_ends.lock().expect("list ends lock");
+        if ends.len() >= MAX_LIST_LENS {
+            ends.clear();
+        }
+        let entry = ends
+            .entry(Bytes::copy_from_slice(user_key))
+            .or_insert_with(|| ListEnds { low: Bytes::from(lower.clone()), high: Bytes::from(upper.clone()) });
+        match (head, edge) {
+            (true, Some(k)) => entry.low = k,
+            (false, Some(k)) => entry.high = k,
+            // Nothing in the home at all: an empty range, widened by the next item that arrives.
+            (_, None) => {
+                entry.low = Bytes::from(upper.clone());
+                entry.high = Bytes::from(lower.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored rows of `user_key` among its key row and `rows` (a list item's merged from its two homes).
     pub fn get_rows(&self, user_key: &[u8], rows: &[Bytes]) -> Result<Rows, StorageError> {
         let key_row = layout::storage_key(user_key);
         let _guard = self.locks[stripe(&key_row)].lock().expect("key lock");
         let mut out = Rows::new();
         for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
-            if let Some((state, _)) = self.current_row(&layout::row_key(user_key, row))? {
-                out.merge_row(row.clone(), &state);
+            if let (name, _, Some(state)) = self.read_logical(user_key, row)? {
+                out.merge_row(name, &state);
             }
         }
         Ok(out)
@@ -557,12 +786,11 @@ impl KvStore {
         let key_row = self.get(user_key)?.unwrap_or_default();
         let (mut out, mut found) = (Rows::new(), 0);
         let mut lower = Bound::Excluded(prefix.clone());
+        let end = layout::rows_end(&prefix);
+        let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         loop {
-            let page = self.engine.scan((lower.as_ref().map(|b| &b[..]), Bound::Unbounded), PAGE)?;
+            let page = self.engine.scan((lower.as_ref().map(|b| &b[..]), upper), PAGE)?;
             for (k, v) in &page {
-                if !k.starts_with(&prefix) {
-                    return Ok(out);
-                }
                 let state = decode(v)?;
                 if crate::crdt::rows::element_is_live(&key_row, &state) {
                     out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &state);
@@ -587,54 +815,88 @@ impl KvStore {
         }
         let prefix = layout::storage_key(user_key);
         let mut out = Rows::new();
-        let mut after: Option<Bytes> = None;
+        // The key row by point read (the cache usually has it), then the element rows from just past it: the key
+        // row is rewritten by every element write, and a scan would walk each of its versions that the engine
+        // still holds (an LSM tree keeps them until a flush or compaction drops them), where a seek skips them.
+        if let Some(key_row) = self.get(user_key)? {
+            out.merge_row(Bytes::new(), &key_row);
+        }
+        let end = layout::rows_end(&prefix);
+        let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
+        let mut after = prefix.clone();
         loop {
-            let lower = after.as_deref().map_or(Bound::Included(&prefix[..]), Bound::Excluded);
-            let page = self.engine.scan((lower, Bound::Unbounded), PAGE)?;
+            let page = self.engine.scan((Bound::Excluded(&after[..]), upper), PAGE)?;
             for (k, v) in &page {
-                if !k.starts_with(&prefix) {
-                    return Ok(out);
-                }
-                out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &decode(v)?);
+                let row = &k[prefix.len()..];
+                let name = crate::crdt::rows::item_homes(row).map_or_else(|| Bytes::copy_from_slice(row), |(l, _)| l);
+                out.merge_row(name, &decode(v)?);
             }
             match page.last() {
-                Some((k, _)) if page.len() == PAGE => after = Some(k.clone()),
+                Some((k, _)) if page.len() == PAGE => after = k.clone(),
                 _ => return Ok(out),
             }
         }
     }
 
-    /// Writes changed rows in one batch (called under their key's lock): the engine, the cache, the observer and
-    /// the live-key count. Returns the write's sequence number, for [`wait_durable`](Self::wait_durable).
+    /// Writes changed rows in one batch (called under their key's lock): the engine, the cache, the observer, the
+    /// live-key count and the list lengths. Returns the write's sequence number, for
+    /// [`wait_durable`](Self::wait_durable).
     fn write_rows(&self, rows: Vec<RowWrite<'_>>, durable: bool) -> Result<u64, StorageError> {
         self.gate.check()?;
-        let encoded: Vec<Bytes> = rows.iter().map(|r| encode(r.state)).collect();
-        let changes: Vec<Change> = rows.iter().zip(&encoded).map(|(r, e)| (r.key.clone(), Some(e.clone()))).collect();
+        let encoded: Vec<Option<Bytes>> = rows.iter().map(|r| r.state.map(encode)).collect();
+        let changes: Vec<Change> = rows.iter().zip(&encoded).map(|(r, e)| (r.key.clone(), e.clone())).collect();
         let written = self.gate.observe(match &self.buffer {
             Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &changes),
             _ => self.write_raw(&changes),
         });
         for (row, encoded) in rows.iter().zip(encoded) {
-            let digest = self.digest(&row.key, &encoded);
+            let digest = encoded.as_ref().map(|e| self.digest(&row.key, e));
             if let Some(cache) = &self.cache {
-                match written {
-                    Ok(()) => cache.put(row.key.clone(), encoded, digest),
+                match (&written, encoded, digest) {
+                    (Ok(()), Some(encoded), Some(digest)) => cache.put(row.key.clone(), encoded, digest),
+                    (Ok(()), None, _) => cache.put_absent(row.key.clone()),
                     // The engine may hold either state now: the next read asks it.
-                    Err(_) => cache.forget(&row.key),
+                    _ => cache.forget(&row.key),
                 }
             }
-            if written.is_ok() && self.counted_by_writer(&row.key) {
+            if written.is_err() {
+                continue;
+            }
+            if self.counted_by_writer(&row.key) {
                 if let Some(o) = &self.observer {
-                    o.on_change(&row.key, row.old_digest, Some(digest));
+                    o.on_change(&row.key, row.old_digest, digest);
                 }
                 if layout::is_key_row(&row.key) {
-                    let now_live = row.state.has_live_value();
+                    let now_live = row.state.is_some_and(Siblings::has_live_value);
                     self.live_keys.fetch_add(i64::from(now_live) - i64::from(row.was_live), Ordering::Relaxed);
                 }
             }
+            self.count_list_item(&row.key, row.old_digest.is_some(), row.state.is_some());
         }
         written?;
         Ok(self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    /// Keeps a counted list's length as its live items' home gains or loses `storage_key`.
+    fn count_list_item(&self, storage_key: &[u8], existed: bool, exists: bool) {
+        if existed == exists {
+            return;
+        }
+        let Some((user_key, row)) = layout::parse(storage_key) else { return };
+        if !row.starts_with(&crate::crdt::rows::live_items_range().0) {
+            return;
+        }
+        if let Some(n) = self.list_lens.lock().expect("list lengths lock").get_mut(user_key) {
+            *n = if exists { *n + 1 } else { n.saturating_sub(1) };
+        }
+        if exists && let Some(ends) = self.list_ends.lock().expect("list ends lock").get_mut(user_key) {
+            if storage_key < &ends.low[..] {
+                ends.low = Bytes::copy_from_slice(storage_key);
+            }
+            if storage_key > &ends.high[..] {
+                ends.high = Bytes::copy_from_slice(storage_key);
+            }
+        }
     }
 
     /// Waits until the write numbered `seq` is as durable as the mode promises.
@@ -726,6 +988,7 @@ impl KvStore {
             }
         }
         deleted?;
+        self.count_list_item(storage_key, true, false);
         if self.counted_by_writer(storage_key) {
             if current.has_live_value() && layout::is_key_row(storage_key) {
                 self.live_keys.fetch_sub(1, Ordering::Relaxed);
@@ -964,7 +1227,69 @@ struct RowWrite<'a> {
     old_digest: Option<u128>,
     /// Whether the row held a live value before.
     was_live: bool,
-    state: &'a Siblings,
+    /// The new state; `None` deletes the row.
+    state: Option<&'a Siblings>,
+}
+
+/// Where a logical row of a key is stored: one storage key, or a list item's two homes (`crdt::rows::item_homes`),
+/// with the observer's digests of what each held when read (`None`: absent).
+#[derive(Clone, Debug)]
+enum Home {
+    One { key: Bytes, digest: Option<u128> },
+    Item { live: Bytes, live_digest: Option<u128>, removed: Bytes, removed_digest: Option<u128> },
+}
+
+impl Home {
+    /// The home of row `row` of `user_key`, as if absent.
+    fn of(user_key: &[u8], row: &[u8]) -> Home {
+        match crate::crdt::rows::item_homes(row) {
+            Some((live, removed)) => Home::Item {
+                live: layout::row_key(user_key, &live),
+                live_digest: None,
+                removed: layout::row_key(user_key, &removed),
+                removed_digest: None,
+            },
+            None => Home::One { key: layout::row_key(user_key, row), digest: None },
+        }
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &Bytes> {
+        match self {
+            Home::One { key, .. } => [Some(key), None],
+            Home::Item { live, removed, .. } => [Some(live), Some(removed)],
+        }
+        .into_iter()
+        .flatten()
+    }
+
+    fn with_digests(self, digests: [Option<u128>; 2]) -> Home {
+        match self {
+            Home::One { key, .. } => Home::One { key, digest: digests[0] },
+            Home::Item { live, removed, .. } => {
+                Home::Item { live, live_digest: digests[0], removed, removed_digest: digests[1] }
+            }
+        }
+    }
+
+    /// The writes that store `state` here: a list item in its live home while it holds the item, else in its
+    /// removed home, the other home deleted.
+    fn writes<'a>(&self, state: &'a Siblings, was_live: bool, out: &mut Vec<RowWrite<'a>>) {
+        match self {
+            Home::One { key, digest } => {
+                out.push(RowWrite { key: key.clone(), old_digest: *digest, was_live, state: Some(state) })
+            }
+            Home::Item { live, live_digest, removed, removed_digest } => {
+                let (to, to_digest, from, from_digest) = match state.has_live_value() {
+                    true => (live, live_digest, removed, removed_digest),
+                    false => (removed, removed_digest, live, live_digest),
+                };
+                out.push(RowWrite { key: to.clone(), old_digest: *to_digest, was_live, state: Some(state) });
+                if from_digest.is_some() {
+                    out.push(RowWrite { key: from.clone(), old_digest: *from_digest, was_live, state: None });
+                }
+            }
+        }
+    }
 }
 
 /// The lock stripe of a storage key: from its first bytes, the ring position, which every row of a key shares.

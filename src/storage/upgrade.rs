@@ -112,28 +112,45 @@ mod tests {
             let dot = Dot { actor: Actor(2), counter: i as u64 + 1 };
             set.update_value(&VersionVector::new(), dot, 6, Some(Value::Member(Bytes::from(*m))));
         }
-        data.apply(&[(format2_key(b"str"), Some(encode(&string))), (format2_key(b"set"), Some(encode(&set)))]).unwrap();
+        let mut list = Siblings::new();
+        for (i, item) in ["x", "y"].iter().enumerate() {
+            let dot = Dot { actor: Actor(3), counter: i as u64 + 1 };
+            let value = Value::Item { rank: i as i64, value: Bytes::from(*item) };
+            list.update_value(&VersionVector::new(), dot, 7, Some(value));
+        }
+        data.apply(&[
+            (format2_key(b"str"), Some(encode(&string))),
+            (format2_key(b"set"), Some(encode(&set))),
+            (format2_key(b"list"), Some(encode(&list))),
+        ])
+        .unwrap();
         let mut hint_key = vec![2u8, b'n', b'2'];
         hint_key.extend_from_slice(&format2_key(b"str"));
         let mut hint_value = 77u64.to_be_bytes().to_vec();
         hint_value.extend_from_slice(&encode(&string));
         hints.apply(&[(Bytes::from(hint_key), Some(Bytes::from(hint_value)))]).unwrap();
 
-        assert_eq!(upgrade(&data, &hints).unwrap(), 3);
+        assert_eq!(upgrade(&data, &hints).unwrap(), 4);
         assert_eq!(upgrade(&data, &hints).unwrap(), 0, "an upgraded directory is left as it is");
         let get = |k: Bytes| data.get(&k).unwrap().map(|v| decode(&v).unwrap());
         assert_eq!(get(layout::storage_key(b"str")), Some(string.clone()));
         let all: Vec<(Bytes, Bytes)> = data.scan((Bound::Unbounded, Bound::Unbounded), 100).unwrap();
-        assert_eq!(all.len(), 4, "the string, the set's key row and one row per member");
-        let set_rows = rows::Rows::from_rows(
-            all.iter()
-                .filter_map(|(k, v)| match layout::parse(k) {
-                    Some((b"set", row)) => Some((Bytes::copy_from_slice(row), decode(v).unwrap())),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
-        );
-        assert_eq!(rows::members(&set_rows, 10), vec![Bytes::from("a"), Bytes::from("b")]);
+        assert_eq!(all.len(), 7, "the string, the set's and the list's key rows and one row per member or item");
+        let rows_of = |key: &[u8]| {
+            rows::Rows::from_rows(
+                all.iter()
+                    .filter_map(|(k, v)| match layout::parse(k) {
+                        Some((user_key, row)) if user_key == key => {
+                            Some((Bytes::copy_from_slice(row), decode(v).unwrap()))
+                        }
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(rows::members(&rows_of(b"set"), 10), vec![Bytes::from("a"), Bytes::from("b")]);
+        let items: Vec<Bytes> = rows::items(&rows_of(b"list"), 10).into_iter().map(|(_, v)| v).collect();
+        assert_eq!(items, vec![Bytes::from("x"), Bytes::from("y")]);
         let store = crate::storage::hints::HintStore::open(std::sync::Arc::new(hints)).unwrap();
         let batch = store.batch("n2", 10).unwrap();
         assert_eq!(batch.len(), 1);

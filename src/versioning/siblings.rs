@@ -86,7 +86,7 @@ pub enum Value {
         /// The actor's running total for it (128 bits, as [`Value::Counter`]).
         total: i128,
     },
-    /// The header of a collection kept as a row per element (sets, hashes): held in the key's own row, it says
+    /// The header of a collection kept as a row per element (sets, hashes, sorted sets): held in the key's own row, it says
     /// what kind of collection the key is and carries its deadline. Every write of an element writes a fresh header
     /// (superseding the ones it saw), so a delete that did not see that write cannot take the key away from under
     /// it (see `crdt::rows`).
@@ -100,6 +100,10 @@ pub enum RowKind {
     Set,
     /// A hash: a row per field.
     Hash,
+    /// A sorted set: a row per member.
+    ZSet,
+    /// A list: a row per item, ordered by (rank, dot).
+    List,
 }
 
 impl Value {

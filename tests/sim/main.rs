@@ -3,7 +3,8 @@
 //!
 //! Built only with the `sim` feature: `cargo test --release --features sim --test sim`.
 //! `SIM_SEEDS=n` (how many seeds, default 500), `SIM_FIRST_SEED=s` (where to start), `SIM_SEED=s` (one seed, with
-//! its story printed), `SIM_LOG=filter` (the nodes' tracing, for one seed).
+//! its story printed), `SIM_LOG=filter` (the nodes' tracing, for one seed, stamped with simulated time),
+//! `SIM_TRACE_KEY=key` (with `SIM_SEED`: every reply and final read of that key).
 
 mod disk;
 mod resp;
@@ -66,6 +67,9 @@ fn one_seed() {
     let Some(seed) = env_u64("SIM_SEED") else { return };
     let outcome = world::run(&Plan { verbose: true, ..Plan::standard(seed) });
     eprintln!("{}", outcome.story.join("\n"));
+    if let Ok(key) = std::env::var("SIM_TRACE_KEY") {
+        outcome.trace.iter().filter(|line| line.contains(&key)).for_each(|line| eprintln!("  trace: {line}"));
+    }
     eprintln!("seed {seed}: {}", outcome.summary());
     assert!(outcome.passed(), "seed {seed} failed: {}", outcome.summary());
 }

@@ -249,6 +249,16 @@ fn catch_panics() {
     });
 }
 
+/// The nodes' log lines carry the simulated time, so they line up with the story.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let elapsed = turmoil::sim_elapsed().unwrap_or_default();
+        write!(w, "{:>8.3}s", elapsed.as_secs_f64())
+    }
+}
+
 /// Runs `plan` to the end and checks it.
 pub fn run(plan: &Plan) -> Outcome {
     catch_panics();
@@ -256,7 +266,12 @@ pub fn run(plan: &Plan) -> Outcome {
     dynamo_kv::sys::sim::reset(plan.seed);
     dynamo_kv::sys::sim::plant_merge_bug(plan.planted_bug);
     let _log = std::env::var("SIM_LOG").ok().filter(|_| plan.verbose).map(|filter| {
-        let subscriber = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().finish();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_ansi(false)
+            .with_timer(SimTime)
+            .with_test_writer()
+            .finish();
         tracing::subscriber::set_default(subscriber)
     });
     let dir = tempfile::tempdir().expect("temp dir");
@@ -634,6 +649,14 @@ async fn settle(plan: &Plan, shared: &Sh, drained: bool, timeout: Duration) -> V
             if let Some(why) = unsettled(&node_name(i), members, members - staying.len(), drained).await {
                 left.push(why);
             }
+        }
+        // A node that was told to leave keeps what it holds until it has pushed it to the replicas, then exits:
+        // until then its data is not yet where the final reads look.
+        let leaver = shared.borrow().leaving;
+        if let Some((i, true)) = leaver
+            && connect(&node_name(i)).await.is_some()
+        {
+            left.push(format!("{} has not finished leaving", node_name(i)));
         }
         if left.is_empty() || tokio::time::Instant::now() >= deadline {
             return left;

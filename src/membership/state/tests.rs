@@ -206,6 +206,22 @@ fn leave_hands_everything_off_then_removes_the_member() {
 }
 
 #[test]
+fn a_member_that_leaves_before_it_owned_anything_is_removed_at_once() {
+    let mut s = settled(3);
+    s.merge(&ClusterState::joiner(info(3)));
+    assert!(s.change_pending());
+    s.set_status("n03", MemberStatus::Leaving).unwrap();
+    // Nothing to plan (it owns nothing), so no transition would ever remove it.
+    assert!(!s.change_pending());
+    assert!(s.remove_idle_leavers());
+    assert_eq!(s.members["n03"].status, MemberStatus::Removed);
+    // A leaver that owns partitions waits for its transition.
+    s.set_status("n02", MemberStatus::Leaving).unwrap();
+    assert!(!s.remove_idle_leavers());
+    assert_eq!(s.members["n02"].status, MemberStatus::Leaving);
+}
+
+#[test]
 fn concurrent_flips_agree() {
     let mut s = ClusterState::founder(info(0), Q);
     s.merge(&ClusterState::joiner(info(1)));
