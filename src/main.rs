@@ -144,8 +144,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         for config in configs {
             let id = config.node_id.clone();
             let node = Node::start(config).await.with_context(|| format!("starting node {id}"))?;
-            // One stable line per node on stdout for scripts and tests; logs go to stderr.
-            println!("dynamo-kv ready: node {id} clients on {} peers on {}", node.client_addr(), node.peer_addr());
+            // One stable line per node on stdout for scripts and tests; logs go to stderr. The HTTP address, last,
+            // tells a node started on port 0 where its console and metrics are.
+            let http = node.http_addr().map(|a| format!(" http on {a}")).unwrap_or_default();
+            println!(
+                "dynamo-kv ready: node {id} clients on {} peers on {}{http}",
+                node.client_addr(),
+                node.peer_addr()
+            );
             started.push(node);
         }
         let shutdown = tokio_util::sync::CancellationToken::new();

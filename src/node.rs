@@ -373,6 +373,11 @@ impl Node {
         self.context.client_addr
     }
 
+    /// The address of the HTTP console, API and metrics, when they are served.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The address peers connect to.
     pub fn peer_addr(&self) -> &str {
         &self.cluster.me().peer_addr

@@ -29,14 +29,17 @@ fn json(port: u16, path: &str, credentials: Option<&str>) -> Value {
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
 }
 
-fn http_port() -> u16 {
-    common::free_ports(1)[0]
+/// Starts a node serving HTTP on a port it picks (a port picked here and passed in could be taken by another
+/// test's node before this one binds it), and returns it with that port.
+fn start_with_http(extra: &[&str]) -> (TestNode, u16) {
+    let node = TestNode::start(&[&["--http-listen", "0"], extra].concat());
+    let port = node.http_port.expect("the ready line names the HTTP address");
+    (node, port)
 }
 
 #[tokio::test]
 async fn the_api_answers_json_views_of_the_node_and_the_console_is_served() {
-    let port = http_port();
-    let node = TestNode::start(&["--http-listen", &port.to_string()]);
+    let (node, port) = start_with_http(&[]);
     let mut c = node.conn().await;
     let _: () = redis::cmd("SET").arg("k").arg("v").query_async(&mut c).await.unwrap();
 
@@ -111,8 +114,7 @@ async fn with_users_the_console_and_the_api_ask_for_credentials_and_metrics_do_n
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("node.toml");
     std::fs::write(&config, "[[users]]\nname = \"viewer\"\npassword = \"view-secret\"\naccess = \"read\"\n").unwrap();
-    let port = http_port();
-    let _node = TestNode::start(&["--http-listen", &port.to_string(), "--config", config.to_str().unwrap()]);
+    let (_node, port) = start_with_http(&["--config", config.to_str().unwrap()]);
 
     for path in ["/", "/api/node", "/api/members", "/console.js"] {
         let (status, head, _) = request(port, "GET", path, None);

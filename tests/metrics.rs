@@ -9,9 +9,9 @@ use redis::AsyncCommands;
 
 #[tokio::test]
 async fn metrics_endpoint_serves_command_counts_and_latency_histograms() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let addr = format!("127.0.0.1:{port}");
-    let node = TestNode::start(&["--metrics-listen", &addr]);
+    // Port 0: the node picks a free port and names it on its ready line.
+    let node = TestNode::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let addr = format!("127.0.0.1:{}", node.http_port.expect("the ready line names the metrics address"));
     let mut c = node.conn().await;
     for i in 0..10 {
         let _: () = c.set(format!("m{i}"), i).await.unwrap();

@@ -39,7 +39,7 @@ use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
-use crate::versioning::{ContextKey, Siblings, VersionVector};
+use crate::versioning::{ContextKey, RowKind, Siblings, VersionVector};
 use operation::{AfterForward, Candidate, ForwardFailure, QuorumFailure, ReadOperation, Route, WriteOperation};
 
 /// Errors a client request can meet in the coordinator.
@@ -688,6 +688,39 @@ impl Coordinator {
         self.read_rows(key, RowSelect::All, r).await
     }
 
+    /// A sample of the live members of the set at `key` ([`RowSelect::Sample`]), with its key row, from R replicas,
+    /// for SPOP. A replica that missed a remove still shows the member, and the others, whose samples start
+    /// elsewhere, need not show its row at all: the members found are read again by name. When some turn out
+    /// removed and fewer live ones are left than the sample asked for, a replica may hide live members behind
+    /// them, and the whole set is read instead; otherwise each replica showed as many live members as asked
+    /// (or all it has), which is what the pop needs: members to take, and whether one more is left.
+    async fn read_sample(self: &Arc<Self>, key: &Bytes, select: RowSelect) -> Result<Rows, CoordError> {
+        let RowSelect::Sample { count, .. } = select else { unreachable!("a sample read") };
+        let mut found = self.read_rows(key, select, None).await?;
+        if self.effective_quorum().n == 1 {
+            return Ok(found);
+        }
+        let live = |rows: &Rows| crate::crdt::rows::elements(rows, RowKind::Set, now_ms()).len();
+        let named: Vec<Bytes> = crate::crdt::rows::elements(&found, RowKind::Set, now_ms())
+            .into_iter()
+            .map(|(member, _)| crate::crdt::rows::element_row(RowKind::Set, &member))
+            .collect();
+        if named.is_empty() {
+            return Ok(found);
+        }
+        let again = self.read_rows(key, RowSelect::Named { rows: named.clone(), first_live: 0 }, None).await?;
+        // Only the members are taken from the second read, as for a list's end (`read_list_end`).
+        for (row, state) in again.rows().iter().filter(|(row, _)| !row.is_empty()) {
+            found.merge_row(row.clone(), state);
+        }
+        let left = live(&found);
+        if left < named.len() && left < count as usize {
+            metrics::counter!("dynamo_set_sample_full_reads_total").increment(1);
+            return self.read_rows(key, RowSelect::All, None).await;
+        }
+        Ok(found)
+    }
+
     /// A quorum read of `key` in the given shape: the merge of R replies, and the replica that answered first.
     async fn quorum_read<R: ReadShape>(
         self: &Arc<Self>,
@@ -978,6 +1011,7 @@ impl Coordinator {
                     RowSelect::End { head, count } if op.is_pop() => {
                         self.read_list_end(&key, head, count, None).await?
                     }
+                    RowSelect::Sample { .. } => self.read_sample(&key, select.clone()).await?,
                     _ => self.read_rows(&key, select.clone(), None).await?,
                 };
                 let (mut outcome, changed) = match self.apply_local(&key, select.named(), read.clone(), &op).await {

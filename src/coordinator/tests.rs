@@ -182,3 +182,46 @@ async fn end_reads_find_items_pushed_past_the_remembered_ends() {
     assert_eq!(c.apply(key.clone(), pop(false), None).await.unwrap(), OpReply::Members(vec![b("z")]));
     assert_eq!(c.apply(key.clone(), pop(false), None).await.unwrap(), OpReply::Members(vec![b("w")]));
 }
+
+/// SPOP reads a sample, not the set: a sample holds the key row and the rows asked for, each pop takes a member
+/// no earlier pop took until none is left, and the first pops come from across the whole order (the pick descends
+/// it at random) rather than from one end.
+#[tokio::test]
+async fn set_pops_read_a_sample_and_take_members_from_across_the_set() {
+    let (c, _d) = coordinator(VersioningOptions::default());
+    let key = b("bag");
+    let members: Vec<Bytes> = (0..1000).map(|i| Bytes::from(format!("m{i:03}"))).collect();
+    c.apply(key.clone(), Op::SetAdd { members: members.clone() }, None).await.unwrap();
+    let sample = c.store.sample_live_rows(&key, 42, 3).unwrap();
+    assert_eq!(sample.len(), 4, "the key row and three members");
+    let (mut taken, mut hundreds) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
+    for i in 0..1000u64 {
+        let pop = Op::SetPop { count: 1, seed: i.wrapping_mul(0x9e37_79b9_7f4a_7c15) };
+        let OpReply::Members(got) = c.apply(key.clone(), pop, None).await.unwrap() else { panic!("members") };
+        assert_eq!(got.len(), 1, "pop {i} of a set with members left");
+        assert!(taken.insert(got[0].clone()), "{:?} popped twice", got[0]);
+        if i < 50 {
+            hundreds.insert(got[0][1]);
+        }
+    }
+    assert_eq!(taken.len(), members.len());
+    assert!(hundreds.len() >= 8, "the first 50 pops took members of only these hundreds: {hundreds:?}");
+    let pop = Op::SetPop { count: 3, seed: 7 };
+    assert_eq!(c.apply(key.clone(), pop, None).await.unwrap(), OpReply::Members(vec![]));
+    // A count takes that many different members.
+    c.apply(key.clone(), Op::SetAdd { members: members[..20].to_vec() }, None).await.unwrap();
+    let OpReply::Members(got) = c.apply(key.clone(), Op::SetPop { count: 15, seed: 9 }, None).await.unwrap() else {
+        panic!("members")
+    };
+    assert_eq!(got.iter().collect::<std::collections::BTreeSet<_>>().len(), 15);
+    // Members written below and above the live rows' bounds the pops remembered are found.
+    let bag = b("bag2");
+    c.apply(bag.clone(), Op::SetAdd { members: vec![b("m5")] }, None).await.unwrap();
+    assert_eq!(c.store.sample_live_rows(&bag, 1, 5).unwrap().len(), 2);
+    c.apply(bag.clone(), Op::SetAdd { members: vec![b("m1"), b("m9")] }, None).await.unwrap();
+    let OpReply::Members(mut got) = c.apply(bag.clone(), Op::SetPop { count: 5, seed: 3 }, None).await.unwrap() else {
+        panic!("members")
+    };
+    got.sort();
+    assert_eq!(got, vec![b("m1"), b("m5"), b("m9")]);
+}

@@ -359,8 +359,9 @@ impl Op {
     }
 
     /// The rows a write reads and writes besides the key row: the rows of the elements it names (with, for a
-    /// remove, a probe for other live elements, so that it knows whether it empties the collection), every row
-    /// (SPOP picks among all members), or none (a write of the key row alone).
+    /// remove, a probe for other live elements, so that it knows whether it empties the collection), a sample of
+    /// live members (SPOP), items at a list's end, every row (ZPOPMIN and ZPOPMAX find the lowest or highest
+    /// scores, LREM and LTRIM walk the list), or none (a write of the key row alone).
     pub fn rows_read(&self) -> RowSelect {
         let named = |kind, elements: &mut dyn Iterator<Item = &Bytes>, removes: bool| {
             let unique: BTreeSet<Bytes> = elements.map(|e| element_row(kind, e)).collect();
@@ -381,7 +382,11 @@ impl Op {
             // whether it empties the list); LREM and LTRIM read every item.
             Op::ListPush { head, .. } => RowSelect::End { head: *head, count: 1 },
             Op::ListPop { head, count } => RowSelect::End { head: *head, count: (*count as u32).saturating_add(1) },
-            Op::SetPop { .. } | Op::ZPop { .. } | Op::ListRemove { .. } | Op::ListTrim { .. } => RowSelect::All,
+            // SPOP picks among a sample and one member more (to know whether it empties the set).
+            Op::SetPop { count, seed } => {
+                RowSelect::Sample { seed: *seed, count: u32::try_from(*count).unwrap_or(u32::MAX).saturating_add(1) }
+            }
+            Op::ZPop { .. } | Op::ListRemove { .. } | Op::ListTrim { .. } => RowSelect::All,
             _ => RowSelect::Named { rows: Vec::new(), first_live: 0 },
         }
     }
@@ -406,6 +411,14 @@ pub enum RowSelect {
         /// How many.
         count: u32,
     },
+    /// Up to `count` element rows holding a live element, in row order from a point `seed` picks between the
+    /// first and the last of them, wrapping around: a random sample that reads `count` rows, not the collection.
+    Sample {
+        /// Picks the point.
+        seed: u64,
+        /// How many.
+        count: u32,
+    },
 }
 
 impl RowSelect {
@@ -414,10 +427,10 @@ impl RowSelect {
         RowSelect::Named { rows: elements.iter().map(|e| element_row(kind, e)).collect(), first_live: 0 }
     }
 
-    /// The rows named (none for [`RowSelect::All`] and [`RowSelect::End`]).
+    /// The rows named (none but for [`RowSelect::Named`]).
     pub fn named(&self) -> &[Bytes] {
         match self {
-            RowSelect::All | RowSelect::End { .. } => &[],
+            RowSelect::All | RowSelect::End { .. } | RowSelect::Sample { .. } => &[],
             RowSelect::Named { rows, .. } => rows,
         }
     }

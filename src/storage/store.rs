@@ -116,12 +116,19 @@ pub struct KvStore {
     /// Where the live items' home of recently read lists begins and ends ([`ListEnds`]), kept under their key
     /// locks: an end read starts there instead of walking the deletes that earlier pops left in the engine.
     list_ends: std::sync::Mutex<std::collections::HashMap<Bytes, ListEnds>>,
+    /// Where the element rows that hold a live value begin and end, for recently sampled collections
+    /// ([`ListEnds`] over element rows), kept under their key locks: a pop or a probe for a live element starts
+    /// there, and an emptied collection reads none, instead of walking removed rows (and every version of a hot
+    /// row that the engine still holds).
+    live_ends: std::sync::Mutex<std::collections::HashMap<Bytes, ListEnds>>,
 }
 
 /// Bounds of a list's live items' home, as storage keys: no row of that home lies below `low` or above `high`.
 /// Pops delete rows from the home's ends, and an ordered engine (an LSM tree) walks those deletes on every scan
 /// until compaction drops them: a queue's end read would cost as much as every pop before it. Items only enter at
-/// ends the bounds then widen to, and leaving rows keep the bounds true, so they stay valid until dropped.
+/// ends the bounds then widen to, and leaving rows keep the bounds true, so they stay valid until dropped. The same
+/// bounds over a collection's element rows that hold a live value ([`KvStore::live_ends`]) widen to each row
+/// written with one.
 #[derive(Clone, Debug)]
 struct ListEnds {
     low: Bytes,
@@ -175,6 +182,7 @@ impl KvStore {
             built_through: std::sync::Mutex::new(None),
             list_lens: std::sync::Mutex::new(std::collections::HashMap::new()),
             list_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
+            live_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -776,35 +784,171 @@ impl KvStore {
     }
 
     /// Up to `n` element rows of `user_key` that hold a live element its stored key row has not cleared, in row
-    /// order (with the key row).
+    /// order.
     pub fn first_live_rows(&self, user_key: &[u8], n: usize) -> Result<Rows, StorageError> {
-        const PAGE: usize = 64;
+        let prefix = layout::storage_key(user_key);
+        let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
         if let Some(buffer) = &self.buffer {
             buffer.flush(self.engine.as_ref())?;
         }
+        let key_row = self.current_row(&prefix)?.map(|(state, _)| state).unwrap_or_default();
+        let mut out = Rows::new();
+        if let Some((low, high)) = self.live_span(user_key, &prefix)? {
+            let span = (Bound::Included(&low[..]), Bound::Included(&high[..]));
+            self.live_rows(&prefix, &key_row, span, Direction::Forward, n, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Up to `n` element rows of `user_key` that hold a live element its stored key row has not cleared, with the
+    /// key row: in row order from one that `seed` picks, wrapping around
+    /// ([`RowSelect::Sample`](crate::crdt::rows::RowSelect::Sample)). The pick descends the rows' order as a trie:
+    /// where the first and the last live rows under the prefix chosen so far part, it picks a byte between theirs
+    /// at random and goes on with the rows from there that share it. Each step is two seeks, and there are about
+    /// as many steps as the rows have bytes that differ, so a pop reads a few rows, not the collection; the pick
+    /// is uniform among rows whose bytes fill their ranges (as decimal numbers do) and favors rows that follow a
+    /// gap in the order otherwise (Redis's own pick is only roughly fair too).
+    pub fn sample_live_rows(&self, user_key: &[u8], seed: u64, n: usize) -> Result<Rows, StorageError> {
         let prefix = layout::storage_key(user_key);
-        let key_row = self.get(user_key)?.unwrap_or_default();
-        let (mut out, mut found) = (Rows::new(), 0);
-        let mut lower = Bound::Excluded(prefix.clone());
-        let end = layout::rows_end(&prefix);
-        let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
-        loop {
-            let page = self.engine.scan((lower.as_ref().map(|b| &b[..]), upper), PAGE)?;
+        let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let mut out = Rows::new();
+        let Some((key_row, _)) = self.current_row(&prefix)? else { return Ok(out) };
+        out.merge_row(Bytes::new(), &key_row);
+        let Some((span_low, span_high)) = self.live_span(user_key, &prefix)? else { return Ok(out) };
+        let span = (Bound::Included(&span_low[..]), Bound::Included(&span_high[..]));
+        let mut rng = seed | 1;
+        let mut random = move || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        // The first and the last live rows of the part of the order the pick has narrowed to.
+        let mut edges = Rows::new();
+        let first = self.live_rows(&prefix, &key_row, span, Direction::Forward, 1, &mut edges)?;
+        let last = self.live_rows(&prefix, &key_row, span, Direction::Backward, 1, &mut edges)?;
+        let (Some(mut low), Some(mut high)) = (first.into_iter().next(), last.into_iter().next()) else {
+            return Ok(out);
+        };
+        while low != high {
+            let common = low.iter().zip(high.iter()).take_while(|(a, b)| a == b).count();
+            // The choices at this byte: `low` itself when it ends here (as -1), else its byte, up to `high`'s.
+            let from = low.get(common).map_or(-1, |b| i32::from(*b));
+            let to = i32::from(high[common]);
+            let byte = from + (random() % (to - from + 1) as u64) as i32;
+            let Ok(byte) = u8::try_from(byte) else { break };
+            let mut child = low[..common].to_vec();
+            child.push(byte);
+            let below_high = (Bound::Included(&child[..]), Bound::Included(&high[..]));
+            let found = self.live_rows(&prefix, &key_row, below_high, Direction::Forward, 1, &mut edges)?;
+            // `high` itself lies in that range, so a live row is found.
+            let Some(next_low) = found.into_iter().next() else { break };
+            let branch = layout::prefix_end(&next_low[..=common]);
+            let within = (Bound::Included(&next_low[..]), branch.as_deref().map_or(Bound::Unbounded, Bound::Excluded));
+            let found = self.live_rows(&prefix, &key_row, within, Direction::Backward, 1, &mut edges)?;
+            high = found.into_iter().next().unwrap_or_else(|| next_low.clone());
+            low = next_low;
+        }
+        let from_pick = (Bound::Included(&low[..]), Bound::Included(&span_high[..]));
+        let found = self.live_rows(&prefix, &key_row, from_pick, Direction::Forward, n, &mut out)?;
+        if found.len() < n {
+            let before = (Bound::Included(&span_low[..]), Bound::Excluded(&low[..]));
+            self.live_rows(&prefix, &key_row, before, Direction::Forward, n - found.len(), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// The first and the last element rows of the key at `prefix` that hold a live value (`None`: none does), from
+    /// its remembered bounds ([`KvStore::live_ends`]), which this tightens. Called under the key's lock, so that no
+    /// write lands between the scans and the bounds they set.
+    fn live_span(&self, user_key: &[u8], prefix: &[u8]) -> Result<Option<(Bytes, Bytes)>, StorageError> {
+        let end = layout::rows_end(prefix);
+        let known = self.live_ends.lock().expect("live ends lock").get(user_key).cloned();
+        let (lower, upper) = match &known {
+            Some(ends) if ends.low > ends.high => return Ok(None),
+            Some(ends) => (Bound::Included(&ends.low[..]), Bound::Included(&ends.high[..])),
+            None => (Bound::Excluded(prefix), end.as_deref().map_or(Bound::Unbounded, Bound::Excluded)),
+        };
+        let edge = |direction| -> Result<Option<Bytes>, StorageError> {
+            let (mut lower, mut upper) = (lower.map(Bytes::copy_from_slice), upper.map(Bytes::copy_from_slice));
+            loop {
+                const PAGE: usize = 64;
+                let bounds = (lower.as_ref().map(|b| &b[..]), upper.as_ref().map(|b| &b[..]));
+                let page = match direction {
+                    Direction::Forward => self.engine.scan(bounds, PAGE)?,
+                    Direction::Backward => self.engine.scan_rev(bounds, PAGE)?,
+                };
+                for (k, v) in &page {
+                    if decode(v)?.has_live_value() {
+                        return Ok(Some(k.clone()));
+                    }
+                }
+                match (page.last(), direction) {
+                    (Some((k, _)), Direction::Forward) if page.len() == PAGE => lower = Bound::Excluded(k.clone()),
+                    (Some((k, _)), Direction::Backward) if page.len() == PAGE => upper = Bound::Excluded(k.clone()),
+                    _ => return Ok(None),
+                }
+            }
+        };
+        let span = match edge(Direction::Forward)? {
+            Some(low) => edge(Direction::Backward)?.map(|high| (low, high)),
+            None => None,
+        };
+        let mut ends = self.live_ends.lock().expect("live ends lock");
+        if ends.len() >= MAX_LIST_LENS {
+            ends.clear();
+        }
+        // No live row at all: an empty range (`low` past `high`), widened by the next row written with a value.
+        let (low, high) = span.clone().unwrap_or_else(|| {
+            (
+                Bytes::from(end.clone().map_or_else(|| vec![u8::MAX; prefix.len() + 1], |e| e.to_vec())),
+                Bytes::copy_from_slice(prefix),
+            )
+        });
+        ends.insert(Bytes::copy_from_slice(user_key), ListEnds { low, high });
+        Ok(span)
+    }
+
+    /// Up to `n` element rows of the key at `prefix` within `range` that hold a live element `key_row` has not
+    /// cleared, merged into `out` in the order met; returns their storage keys.
+    fn live_rows(
+        &self,
+        prefix: &[u8],
+        key_row: &Siblings,
+        range: (Bound<&[u8]>, Bound<&[u8]>),
+        direction: Direction,
+        n: usize,
+        out: &mut Rows,
+    ) -> Result<Vec<Bytes>, StorageError> {
+        const PAGE: usize = 64;
+        let mut found = Vec::new();
+        let (mut lower, mut upper) = (range.0.map(Bytes::copy_from_slice), range.1.map(Bytes::copy_from_slice));
+        while found.len() < n {
+            let bounds = (lower.as_ref().map(|b| &b[..]), upper.as_ref().map(|b| &b[..]));
+            let page = match direction {
+                Direction::Forward => self.engine.scan(bounds, PAGE)?,
+                Direction::Backward => self.engine.scan_rev(bounds, PAGE)?,
+            };
             for (k, v) in &page {
                 let state = decode(v)?;
-                if crate::crdt::rows::element_is_live(&key_row, &state) {
+                if crate::crdt::rows::element_is_live(key_row, &state) {
                     out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &state);
-                    found += 1;
-                    if found == n {
-                        return Ok(out);
+                    found.push(k.clone());
+                    if found.len() == n {
+                        break;
                     }
                 }
             }
-            match page.last() {
-                Some((k, _)) if page.len() == PAGE => lower = Bound::Excluded(k.clone()),
-                _ => return Ok(out),
+            match (page.last(), direction) {
+                (Some((k, _)), Direction::Forward) if page.len() == PAGE => lower = Bound::Excluded(k.clone()),
+                (Some((k, _)), Direction::Backward) if page.len() == PAGE => upper = Bound::Excluded(k.clone()),
+                _ => break,
             }
         }
+        Ok(found)
     }
 
     /// Every stored row of `user_key`, its key row first.
@@ -872,6 +1016,9 @@ impl KvStore {
                 }
             }
             self.count_list_item(&row.key, row.old_digest.is_some(), row.state.is_some());
+            if row.state.is_some_and(Siblings::has_live_value) {
+                self.widen_live_ends(&row.key);
+            }
         }
         written?;
         Ok(self.applied_seq.fetch_add(1, Ordering::AcqRel) + 1)
@@ -890,6 +1037,23 @@ impl KvStore {
             *n = if exists { *n + 1 } else { n.saturating_sub(1) };
         }
         if exists && let Some(ends) = self.list_ends.lock().expect("list ends lock").get_mut(user_key) {
+            if storage_key < &ends.low[..] {
+                ends.low = Bytes::copy_from_slice(storage_key);
+            }
+            if storage_key > &ends.high[..] {
+                ends.high = Bytes::copy_from_slice(storage_key);
+            }
+        }
+    }
+
+    /// Widens the remembered bounds of live element rows ([`KvStore::live_ends`]) of the key of `storage_key`, an
+    /// element row written with a live value, to take it in.
+    fn widen_live_ends(&self, storage_key: &[u8]) {
+        if layout::is_key_row(storage_key) {
+            return;
+        }
+        let Some((user_key, _)) = layout::parse(storage_key) else { return };
+        if let Some(ends) = self.live_ends.lock().expect("live ends lock").get_mut(user_key) {
             if storage_key < &ends.low[..] {
                 ends.low = Bytes::copy_from_slice(storage_key);
             }
@@ -1330,4 +1494,11 @@ pub fn decode(raw: &[u8]) -> Result<Siblings, StorageError> {
         Some((other, _)) => Err(StorageError::Corrupt { reason: format!("unknown value format {other}") }),
         None => Err(StorageError::Corrupt { reason: "empty stored value".into() }),
     }
+}
+
+/// Which way a scan goes.
+#[derive(Clone, Copy)]
+enum Direction {
+    Forward,
+    Backward,
 }

@@ -16,6 +16,8 @@ pub struct TestNode {
     pub extra: Vec<String>,
     pub port: u16,
     pub peer_port: u16,
+    /// The port of the HTTP console and metrics, when the node serves them (`--http-listen 0` picks a free one).
+    pub http_port: Option<u16>,
     /// The host the client port binds (the peer port always binds 127.0.0.1).
     pub listen_host: String,
     child: Option<Child>,
@@ -55,6 +57,7 @@ impl TestNode {
             extra: extra.iter().map(|s| s.to_string()).collect(),
             port: 0,
             peer_port: 0,
+            http_port: None,
             listen_host: host.into(),
             child: None,
             _dir: Some(dir),
@@ -116,6 +119,8 @@ impl TestNode {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).unwrap();
         let (client, peer) = parse_ready(&line);
+        let words: Vec<&str> = line.split_whitespace().collect();
+        self.http_port = words.windows(3).find(|w| w[..2] == ["http", "on"]).map(|w| port_of(w[2]));
         self.port = client.rsplit(':').next().unwrap().parse().unwrap();
         self.peer_port = peer.rsplit(':').next().unwrap().parse().unwrap();
         self.child = Some(child);
@@ -235,7 +240,13 @@ pub fn parse_get(v: redis::Value) -> (Vec<String>, Option<String>) {
     (values, ctx)
 }
 
-/// Splits a ready line (`dynamo-kv ready: node ID clients on ADDR peers on ADDR`) into the two addresses.
+/// The port of an address `host:port`.
+fn port_of(addr: &str) -> u16 {
+    addr.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {addr:?}"))
+}
+
+/// Splits a ready line (`dynamo-kv ready: node ID clients on ADDR peers on ADDR [http on ADDR]`) into the client
+/// and peer addresses.
 pub fn parse_ready(line: &str) -> (String, String) {
     let words: Vec<&str> = line.split_whitespace().collect();
     let after = |w: &str| words.iter().position(|x| *x == w).map(|i| words[i + 2].to_string());

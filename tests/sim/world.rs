@@ -144,8 +144,11 @@ struct Shared {
     joined: bool,
     /// The node told to leave the cluster (`ADMIN LEAVE`, sent by the checker's client), and whether it was sent.
     leaving: Option<(usize, bool)>,
-    /// Set members a client sent an SREM for, by key: they may be absent, whatever the SREM answered.
+    /// Set members a client sent an SREM for, or an SPOP answered, by key: they may be absent, whatever the SREM
+    /// answered.
     removed: BTreeMap<String, BTreeSet<String>>,
+    /// SPOPs of unknown outcome by key: each may have taken a member nobody saw it take.
+    blind_pops: BTreeMap<String, usize>,
     /// Counter increments by key: the sum acknowledged, and the sum of unknown outcome.
     increments: BTreeMap<String, (i64, i64)>,
 }
@@ -287,6 +290,7 @@ pub fn run(plan: &Plan) -> Outcome {
         joined: false,
         leaving: None,
         removed: BTreeMap::new(),
+        blind_pops: BTreeMap::new(),
         increments: BTreeMap::new(),
     }));
     let result = simulate(plan, dir.path(), &shared);
@@ -525,6 +529,21 @@ async fn workload(plan: &Plan, c: usize, shared: &Sh) {
         let kind = rng.below(5);
         if kind == 2 {
             increment(&mut conn, &node, c, rng.below(plan.keys), 1 + rng.below(5) as i64, shared).await;
+            continue;
+        }
+        if kind == 3 && rng.below(4) == 0 {
+            // SPOP: the member it answers may be gone from then on; one of unknown outcome may have taken any.
+            let key = format!("set:{}", rng.below(plan.keys));
+            let reply = conn.cmd(&["SPOP", &key]).await;
+            let mut s = shared.borrow_mut();
+            s.outcome.trace.push(format!("c{} SPOP {key} via {node}: {}", c + 1, show(&reply)));
+            match reply {
+                Ok(Reply::Bulk(Some(member))) => {
+                    s.removed.entry(key).or_default().insert(String::from_utf8_lossy(&member).into_owned());
+                }
+                Ok(Reply::Bulk(None)) => {}
+                _ => *s.blind_pops.entry(key).or_default() += 1,
+            }
             continue;
         }
         if kind == 3 {
@@ -801,8 +820,12 @@ async fn checker(plan: &Plan, shared: &Sh) {
         let acked: BTreeSet<String> =
             s.acked.get(&key).map(|a| a.difference(&removed).cloned().collect()).unwrap_or_default();
         let attempted = s.attempted.get(&key).cloned().unwrap_or_default();
-        for item in acked.difference(&items) {
-            s.outcome.lost.push(format!("{key}: {item} (read via {node})"));
+        let missing: Vec<String> = acked.difference(&items).cloned().collect();
+        // Each SPOP of unknown outcome may account for one missing member.
+        if missing.len() > s.blind_pops.get(&key).copied().unwrap_or(0) {
+            for item in missing {
+                s.outcome.lost.push(format!("{key}: {item} (read via {node})"));
+            }
         }
         for item in items.difference(&attempted) {
             s.outcome.unexpected.push(format!("{key}: {item} (read via {node})"));
