@@ -117,10 +117,15 @@ pub struct KvStore {
     /// locks: an end read starts there instead of walking the deletes that earlier pops left in the engine.
     list_ends: std::sync::Mutex<std::collections::HashMap<Bytes, ListEnds>>,
     /// Where the element rows that hold a live value begin and end, for recently sampled collections
-    /// ([`ListEnds`] over element rows), kept under their key locks: a pop or a probe for a live element starts
-    /// there, and an emptied collection reads none, instead of walking removed rows (and every version of a hot
-    /// row that the engine still holds).
+    /// ([`ListEnds`] over element rows): a pop or a probe for a live element starts there, and an emptied
+    /// collection reads none, instead of walking removed rows (and every version of a hot row that the engine
+    /// still holds). An element row can be written under its own lock stripe rather than its key's (a single
+    /// row's merge), so bounds learned by a scan are kept only when no such write was counted in the key's
+    /// [`live_writes`](Self::live_writes) stripe meanwhile.
     live_ends: std::sync::Mutex<std::collections::HashMap<Bytes, ListEnds>>,
+    /// Writes of element rows with a live value, by the lock stripe of their key row (bumped under the
+    /// `live_ends` lock, after the engine took the write).
+    live_writes: Box<[AtomicU64]>,
 }
 
 /// Bounds of a list's live items' home, as storage keys: no row of that home lies below `low` or above `high`.
@@ -183,6 +188,7 @@ impl KvStore {
             list_lens: std::sync::Mutex::new(std::collections::HashMap::new()),
             list_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
             live_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
+            live_writes: (0..LOCK_STRIPES).map(|_| AtomicU64::new(0)).collect(),
         })
     }
 
@@ -862,10 +868,12 @@ impl KvStore {
     }
 
     /// The first and the last element rows of the key at `prefix` that hold a live value (`None`: none does), from
-    /// its remembered bounds ([`KvStore::live_ends`]), which this tightens. Called under the key's lock, so that no
-    /// write lands between the scans and the bounds they set.
+    /// its remembered bounds ([`KvStore::live_ends`]), which this tightens unless a row was written meanwhile.
+    /// Called under the key's lock.
     fn live_span(&self, user_key: &[u8], prefix: &[u8]) -> Result<Option<(Bytes, Bytes)>, StorageError> {
         let end = layout::rows_end(prefix);
+        let writes = &self.live_writes[stripe(prefix)];
+        let writes_before = writes.load(Ordering::Acquire);
         let known = self.live_ends.lock().expect("live ends lock").get(user_key).cloned();
         let (lower, upper) = match &known {
             Some(ends) if ends.low > ends.high => return Ok(None),
@@ -898,6 +906,10 @@ impl KvStore {
             None => None,
         };
         let mut ends = self.live_ends.lock().expect("live ends lock");
+        if writes.load(Ordering::Acquire) != writes_before {
+            // A row the scans may have missed: the bounds it widened (or none) stay as they are.
+            return Ok(span);
+        }
         if ends.len() >= MAX_LIST_LENS {
             ends.clear();
         }
@@ -1052,8 +1064,12 @@ impl KvStore {
         if layout::is_key_row(storage_key) {
             return;
         }
-        let Some((user_key, _)) = layout::parse(storage_key) else { return };
-        if let Some(ends) = self.live_ends.lock().expect("live ends lock").get_mut(user_key) {
+        let Some((user_key, row)) = layout::parse(storage_key) else { return };
+        // The key row's storage key is the row's without the row part.
+        let key_row = &storage_key[..storage_key.len() - row.len()];
+        let mut all = self.live_ends.lock().expect("live ends lock");
+        self.live_writes[stripe(key_row)].fetch_add(1, Ordering::AcqRel);
+        if let Some(ends) = all.get_mut(user_key) {
             if storage_key < &ends.low[..] {
                 ends.low = Bytes::copy_from_slice(storage_key);
             }
