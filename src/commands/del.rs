@@ -35,7 +35,7 @@ async fn del_one(node: &NodeContext, key: &Bytes) -> Result<bool, CoordError> {
         return Ok(false);
     }
     node.coordinator
-        .put(key.clone(), None, WriteContext::Covering(read.context), None, read.first_replier.as_deref())
+        .put(key.clone(), None, WriteContext::after_read(read.kind, read.context), None, read.first_replier.as_deref())
         .await?;
     Ok(true)
 }

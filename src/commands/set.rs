@@ -136,7 +136,7 @@ async fn set_if(
         return Ok(false);
     }
     let at = expiry.resolve(read.expires_at_ms);
-    let context = WriteContext::Covering(read.context);
+    let context = WriteContext::after_read(read.kind, read.context);
     node.coordinator
         .put_expiring(key.clone(), value.clone(), context, at, w, read.first_replier.as_deref())
         .await
@@ -191,7 +191,7 @@ async fn read_then_write(
         Some(Condition::Present) => read.kind.is_some(),
     };
     if holds && (value.is_some() || read.kind.is_some()) {
-        let context = WriteContext::Covering(read.context);
+        let context = WriteContext::after_read(read.kind, read.context);
         let preferred = read.first_replier.as_deref();
         let written = match value {
             Some(v) => {

@@ -39,7 +39,7 @@ use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
 use crate::storage::store::Decision;
 use crate::storage::{KvStore, StorageError, meta::NodeMeta};
-use crate::versioning::{ContextKey, RowKind, Siblings, VersionVector};
+use crate::versioning::{ContextKey, Siblings, VersionVector};
 use operation::{AfterForward, Candidate, ForwardFailure, QuorumFailure, ReadOperation, Route, WriteOperation};
 
 /// Errors a client request can meet in the coordinator.
@@ -214,6 +214,9 @@ pub enum WriteOp {
         value: Option<Bytes>,
         /// What the write supersedes; `None` for a blind write (what the coordinator holds).
         context: Option<VersionVector>,
+        /// The context is a read's that found a collection: the write clears the elements it covers
+        /// ([`WriteContext::CoveringCollection`]).
+        over_collection: bool,
         /// The new value's deadline (SET EX), ms since the Unix epoch.
         expires_at_ms: Option<u64>,
     },
@@ -264,21 +267,38 @@ pub enum WriteContext {
     Blind,
     /// Exactly what this context (from a previous read) covers.
     Covering(VersionVector),
+    /// Exactly what this context covers, from a read that found a collection (`DEL`, or `SET NX` over a set): the
+    /// write also clears the collection's elements that the context covers. The coordinator's own copy cannot
+    /// tell: it may not have received the collection yet, and a tombstone that clears nothing would leave the
+    /// elements to come back with the next element written.
+    CoveringCollection(VersionVector),
 }
 
 impl WriteContext {
-    /// The context a write carries: `None` for a blind write.
-    fn into_covered(self) -> Option<VersionVector> {
-        match self {
-            WriteContext::Blind => None,
-            WriteContext::Covering(c) => Some(c),
+    /// The context of a write after a read that found `kind` (`None`: nothing) and `context`.
+    pub fn after_read(kind: Option<crate::crdt::Kind>, context: VersionVector) -> WriteContext {
+        match kind.and_then(crate::crdt::rows::row_kind) {
+            Some(_) => WriteContext::CoveringCollection(context),
+            None => WriteContext::Covering(context),
         }
     }
-}
 
-impl From<Option<VersionVector>> for WriteContext {
-    fn from(c: Option<VersionVector>) -> Self {
-        c.map_or(WriteContext::Blind, WriteContext::Covering)
+    /// The context a write carries (`None` for a blind write), and whether it is a collection's.
+    fn into_parts(self) -> (Option<VersionVector>, bool) {
+        match self {
+            WriteContext::Blind => (None, false),
+            WriteContext::Covering(c) => (Some(c), false),
+            WriteContext::CoveringCollection(c) => (Some(c), true),
+        }
+    }
+
+    /// The inverse of [`into_parts`](Self::into_parts).
+    fn from_parts(context: Option<VersionVector>, over_collection: bool) -> WriteContext {
+        match (context, over_collection) {
+            (None, _) => WriteContext::Blind,
+            (Some(c), false) => WriteContext::Covering(c),
+            (Some(c), true) => WriteContext::CoveringCollection(c),
+        }
     }
 }
 
@@ -688,34 +708,49 @@ impl Coordinator {
         self.read_rows(key, RowSelect::All, r).await
     }
 
-    /// A sample of the live members of the set at `key` ([`RowSelect::Sample`]), with its key row, from R replicas,
-    /// for SPOP. A replica that missed a remove still shows the member, and the others, whose samples start
-    /// elsewhere, need not show its row at all: the members found are read again by name. When some turn out
-    /// removed and fewer live ones are left than the sample asked for, a replica may hide live members behind
-    /// them, and the whole set is read instead; otherwise each replica showed as many live members as asked
-    /// (or all it has), which is what the pop needs: members to take, and whether one more is left.
-    async fn read_sample(self: &Arc<Self>, key: &Bytes, select: RowSelect) -> Result<Rows, CoordError> {
-        let RowSelect::Sample { count, .. } = select else { unreachable!("a sample read") };
+    /// Live elements of the collection at `key`, with its key row, from R replicas, for a pop: a sample of a set's
+    /// members ([`RowSelect::Sample`], SPOP) or every live element ([`RowSelect::Live`], ZPOPMIN and ZPOPMAX). A
+    /// replica answers only the elements it holds live, so one that missed a remove still shows the element and the
+    /// others, which hold its removal, do not say so: the elements found are read again by name, which brings the
+    /// removals. For every live element, that settles each one found. A sample may then hold fewer live elements
+    /// than it asked for, while a replica hides live ones behind those removed: when some turn out removed and
+    /// fewer are left than asked, the whole collection is read instead; otherwise each replica showed as many live
+    /// elements as asked (or all it has), which is what the pop needs: elements to take, and whether one more is
+    /// left.
+    async fn read_live(self: &Arc<Self>, key: &Bytes, select: RowSelect) -> Result<Rows, CoordError> {
+        let asked = match select {
+            RowSelect::Sample { count, .. } => Some(count as usize),
+            _ => None,
+        };
         let mut found = self.read_rows(key, select, None).await?;
         if self.effective_quorum().n == 1 {
             return Ok(found);
         }
-        let live = |rows: &Rows| crate::crdt::rows::elements(rows, RowKind::Set, now_ms()).len();
-        let named: Vec<Bytes> = crate::crdt::rows::elements(&found, RowKind::Set, now_ms())
-            .into_iter()
-            .map(|(member, _)| crate::crdt::rows::element_row(RowKind::Set, &member))
-            .collect();
+        let live = |rows: &Rows| -> Vec<Bytes> {
+            let Some(key_row) = rows.key_row() else { return Vec::new() };
+            rows.rows()
+                .iter()
+                .filter(|(row, state)| {
+                    crate::crdt::rows::parse_row(row).is_some() && crate::crdt::rows::element_is_live(key_row, state)
+                })
+                .map(|(row, _)| row.clone())
+                .collect()
+        };
+        let named = live(&found);
         if named.is_empty() {
             return Ok(found);
         }
         let again = self.read_rows(key, RowSelect::Named { rows: named.clone(), first_live: 0 }, None).await?;
-        // Only the members are taken from the second read, as for a list's end (`read_list_end`).
+        // Only the elements are taken from the second read, as for a list's end (`read_list_end`).
         for (row, state) in again.rows().iter().filter(|(row, _)| !row.is_empty()) {
             found.merge_row(row.clone(), state);
         }
-        let left = live(&found);
-        if left < named.len() && left < count as usize {
-            metrics::counter!("dynamo_set_sample_full_reads_total").increment(1);
+        let left = live(&found).len();
+        if let Some(asked) = asked
+            && left < named.len()
+            && left < asked
+        {
+            metrics::counter!("dynamo_pop_sample_full_reads_total").increment(1);
             return self.read_rows(key, RowSelect::All, None).await;
         }
         Ok(found)
@@ -861,7 +896,8 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
-        let op = WriteOp::Put { value, context: context.into_covered(), expires_at_ms: None };
+        let (context, over_collection) = context.into_parts();
+        let op = WriteOp::Put { value, context, over_collection, expires_at_ms: None };
         self.write(key, op, w, preferred).await
     }
 
@@ -875,7 +911,8 @@ impl Coordinator {
         w: Option<usize>,
         preferred: Option<&str>,
     ) -> Result<WriteOutcome, CoordError> {
-        let op = WriteOp::Put { value: Some(value), context: context.into_covered(), expires_at_ms };
+        let (context, over_collection) = context.into_parts();
+        let op = WriteOp::Put { value: Some(value), context, over_collection, expires_at_ms };
         self.write(key, op, w, preferred).await
     }
 
@@ -995,9 +1032,9 @@ impl Coordinator {
         let mut plan = WriteOperation::plan(&candidates, self.quorum.n, needed, incoming.len())?;
         targets.extend(incoming);
         let (outcome, rows) = match op {
-            WriteOp::Put { value, context, expires_at_ms } => {
-                let (outcome, state) =
-                    self.update_local(&key, value, WriteContext::from(context), expires_at_ms).await?;
+            WriteOp::Put { value, context, over_collection, expires_at_ms } => {
+                let context = WriteContext::from_parts(context, over_collection);
+                let (outcome, state) = self.update_local(&key, value, context, expires_at_ms).await?;
                 (outcome, Rows::key_only(state))
             }
             WriteOp::Typed(op) => {
@@ -1011,7 +1048,7 @@ impl Coordinator {
                     RowSelect::End { head, count } if op.is_pop() => {
                         self.read_list_end(&key, head, count, None).await?
                     }
-                    RowSelect::Sample { .. } => self.read_sample(&key, select.clone()).await?,
+                    RowSelect::Sample { .. } | RowSelect::Live => self.read_live(&key, select.clone()).await?,
                     _ => self.read_rows(&key, select.clone(), None).await?,
                 };
                 let (mut outcome, changed) = match self.apply_local(&key, select.named(), read.clone(), &op).await {
@@ -1135,12 +1172,13 @@ impl Coordinator {
         let durable = self.effective_quorum().n >= 2;
         let store = &self.store;
         let update = |s: &mut Siblings, _existed| {
-            let had_header = crate::crdt::rows::has_header(s);
+            // A read found a collection: the write clears what it covers even if this copy has no header yet.
+            let had_header = crate::crdt::rows::has_header(s) || matches!(context, WriteContext::CoveringCollection(_));
             // Expired values are gone before the write counts what it supersedes and what survives.
             s.drop_expired(now_ms());
             let covered = match context {
                 WriteContext::Blind => s.context().clone(),
-                WriteContext::Covering(c) => {
+                WriteContext::Covering(c) | WriteContext::CoveringCollection(c) => {
                     // Tokens are authenticated, so this only trips on a bug or a leaked secret; it keeps a bad
                     // context from marking this node's future dots as already superseded.
                     if c.get(meta.actor()) > meta.issued_counter() {

@@ -14,15 +14,20 @@ use crate::storage::store::StoreOptions;
 
 /// A coordinator of a one-node cluster on the in-memory engine.
 fn coordinator(options: VersioningOptions) -> (Arc<Coordinator>, tempfile::TempDir) {
+    coordinator_named(options, "n1")
+}
+
+/// [`coordinator`] with node id `id` (its own actor).
+fn coordinator_named(options: VersioningOptions, id: &str) -> (Arc<Coordinator>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = KvStore::open(Arc::new(MemoryEngine::new()), StoreOptions::default()).unwrap();
-    let meta = Arc::new(NodeMeta::open(dir.path(), "n1").unwrap());
+    let meta = Arc::new(NodeMeta::open(dir.path(), id).unwrap());
     let me = PeerInfo {
-        member: Member { id: "n1".into(), weight: 1, zone: None },
+        member: Member { id: id.into(), weight: 1, zone: None },
         client_addr: "127.0.0.1:0".into(),
         peer_addr: "127.0.0.1:0".into(),
     };
-    let pool = Arc::new(PeerPool::new(Identity::plain("n1", ClusterKey::derive("t", None))));
+    let pool = Arc::new(PeerPool::new(Identity::plain(id, ClusterKey::derive("t", None))));
     let cluster = Cluster::open(
         crate::cluster::ClusterParams {
             me,
@@ -194,6 +199,10 @@ async fn set_pops_read_a_sample_and_take_members_from_across_the_set() {
     c.apply(key.clone(), Op::SetAdd { members: members.clone() }, None).await.unwrap();
     let sample = c.store.sample_live_rows(&key, 42, 3).unwrap();
     assert_eq!(sample.len(), 4, "the key row and three members");
+    // Each member of a sample is a pick of its own, not its neighbour in the order.
+    let sample = c.store.sample_live_rows(&key, 42, 10).unwrap();
+    let spread: std::collections::BTreeSet<u8> = sample.rows().iter().skip(1).map(|(row, _)| row[2]).collect();
+    assert!(spread.len() >= 4, "a sample of ten from these hundreds only: {spread:?}");
     let (mut taken, mut hundreds) = (std::collections::BTreeSet::new(), std::collections::BTreeSet::new());
     for i in 0..1000u64 {
         let pop = Op::SetPop { count: 1, seed: i.wrapping_mul(0x9e37_79b9_7f4a_7c15) };
@@ -208,12 +217,14 @@ async fn set_pops_read_a_sample_and_take_members_from_across_the_set() {
     assert!(hundreds.len() >= 8, "the first 50 pops took members of only these hundreds: {hundreds:?}");
     let pop = Op::SetPop { count: 3, seed: 7 };
     assert_eq!(c.apply(key.clone(), pop, None).await.unwrap(), OpReply::Members(vec![]));
+    assert_eq!(c.store.all_live_rows(&key).unwrap().len(), 1, "the key row and no removed member");
     // A count takes that many different members.
     c.apply(key.clone(), Op::SetAdd { members: members[..20].to_vec() }, None).await.unwrap();
     let OpReply::Members(got) = c.apply(key.clone(), Op::SetPop { count: 15, seed: 9 }, None).await.unwrap() else {
         panic!("members")
     };
     assert_eq!(got.iter().collect::<std::collections::BTreeSet<_>>().len(), 15);
+    assert_eq!(c.store.all_live_rows(&key).unwrap().len(), 6, "the key row and the five members left");
     // Members written below and above the live rows' bounds the pops remembered are found.
     let bag = b("bag2");
     c.apply(bag.clone(), Op::SetAdd { members: vec![b("m5")] }, None).await.unwrap();
@@ -224,4 +235,22 @@ async fn set_pops_read_a_sample_and_take_members_from_across_the_set() {
     };
     got.sort();
     assert_eq!(got, vec![b("m1"), b("m5"), b("m9")]);
+}
+
+/// A DEL coordinated by a node whose own copy has not received the collection its quorum read found still clears
+/// the elements that read saw: when they arrive there, they stay removed, and the next SADD starts a new set.
+#[tokio::test]
+async fn a_delete_through_a_node_without_the_collection_clears_what_its_read_saw() {
+    let (writer, _d1) = coordinator_named(VersioningOptions::default(), "n1");
+    let (stale, _d2) = coordinator_named(VersioningOptions::default(), "n2");
+    let key = b("s");
+    writer.apply(key.clone(), Op::SetAdd { members: vec![b("a"), b("b")] }, None).await.unwrap();
+    let rows = writer.read_rows(&key, RowSelect::All, None).await.unwrap();
+    let context = rows.key_row().unwrap().context().clone();
+    let delete = WriteContext::after_read(Some(crate::crdt::Kind::Set), context);
+    stale.put(key.clone(), None, delete, None, None).await.unwrap();
+    stale.replica().merge_rows(&key, &rows).await.unwrap();
+    stale.apply(key.clone(), Op::SetAdd { members: vec![b("c")] }, None).await.unwrap();
+    let after = stale.read_rows(&key, RowSelect::All, None).await.unwrap();
+    assert_eq!(crate::crdt::rows::members(&after, now_ms()), vec![b("c")]);
 }

@@ -360,8 +360,8 @@ impl Op {
 
     /// The rows a write reads and writes besides the key row: the rows of the elements it names (with, for a
     /// remove, a probe for other live elements, so that it knows whether it empties the collection), a sample of
-    /// live members (SPOP), items at a list's end, every row (ZPOPMIN and ZPOPMAX find the lowest or highest
-    /// scores, LREM and LTRIM walk the list), or none (a write of the key row alone).
+    /// live members (SPOP), items at a list's end, every live element (ZPOPMIN and ZPOPMAX find the lowest or
+    /// highest scores), every row (LREM and LTRIM walk the list), or none (a write of the key row alone).
     pub fn rows_read(&self) -> RowSelect {
         let named = |kind, elements: &mut dyn Iterator<Item = &Bytes>, removes: bool| {
             let unique: BTreeSet<Bytes> = elements.map(|e| element_row(kind, e)).collect();
@@ -386,7 +386,8 @@ impl Op {
             Op::SetPop { count, seed } => {
                 RowSelect::Sample { seed: *seed, count: u32::try_from(*count).unwrap_or(u32::MAX).saturating_add(1) }
             }
-            Op::ZPop { .. } | Op::ListRemove { .. } | Op::ListTrim { .. } => RowSelect::All,
+            Op::ZPop { .. } => RowSelect::Live,
+            Op::ListRemove { .. } | Op::ListTrim { .. } => RowSelect::All,
             _ => RowSelect::Named { rows: Vec::new(), first_live: 0 },
         }
     }
@@ -411,6 +412,8 @@ pub enum RowSelect {
         /// How many.
         count: u32,
     },
+    /// Every element row holding a live element (not the rows of removed ones, which `All` reads too).
+    Live,
     /// Up to `count` element rows holding a live element, in row order from a point `seed` picks between the
     /// first and the last of them, wrapping around: a random sample that reads `count` rows, not the collection.
     Sample {
@@ -430,7 +433,7 @@ impl RowSelect {
     /// The rows named (none but for [`RowSelect::Named`]).
     pub fn named(&self) -> &[Bytes] {
         match self {
-            RowSelect::All | RowSelect::End { .. } | RowSelect::Sample { .. } => &[],
+            RowSelect::All | RowSelect::Live | RowSelect::End { .. } | RowSelect::Sample { .. } => &[],
             RowSelect::Named { rows, .. } => rows,
         }
     }

@@ -187,6 +187,7 @@ impl LocalReplica {
             RowSelect::All => self.store.scan_rows(key)?,
             RowSelect::End { head, count } => self.store.end_items(key, *head, *count as usize)?,
             RowSelect::Sample { seed, count } => self.store.sample_live_rows(key, *seed, *count as usize)?,
+            RowSelect::Live => self.store.all_live_rows(key)?,
         };
         let state = (!found.is_empty()).then_some(found);
         let same_cluster = cluster_id == self.cluster.view().cluster_id;
@@ -197,7 +198,9 @@ impl LocalReplica {
     /// What this node can answer for rows of `key` as a fallback: the hints it holds for them.
     pub fn read_rows_as_fallback(&self, key: &[u8], rows: &RowSelect) -> Result<ReplicaRead<Rows>, StorageError> {
         let found = match rows {
-            RowSelect::All | RowSelect::End { .. } | RowSelect::Sample { .. } => self.hints.get_rows(key, None)?,
+            RowSelect::All | RowSelect::Live | RowSelect::End { .. } | RowSelect::Sample { .. } => {
+                self.hints.get_rows(key, None)?
+            }
             RowSelect::Named { rows, .. } => self.hints.get_rows(key, Some(rows))?,
         };
         Ok(ReplicaRead { state: (!found.is_empty()).then_some(found), vouches: false })

@@ -33,6 +33,8 @@ use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblin
 const LOCK_STRIPES: usize = 1024;
 /// Lists whose length is kept ([`KvStore::list_len`]); past it the lengths are counted again when needed.
 const MAX_LIST_LENS: usize = 100_000;
+/// The most rows a sample picks each by its own descent ([`KvStore::sample_live_rows`]).
+const MAX_SEPARATE_PICKS: usize = 64;
 /// Format byte prefixed to every stored sibling set: 4 since key rows carry their cleared element writes (3:
 /// versions with deadlines, 2: typed values).
 const VALUE_FORMAT: u8 = 4;
@@ -806,15 +808,23 @@ impl KvStore {
         Ok(out)
     }
 
-    /// Up to `n` element rows of `user_key` that hold a live element its stored key row has not cleared, with the
-    /// key row: in row order from one that `seed` picks, wrapping around
-    /// ([`RowSelect::Sample`](crate::crdt::rows::RowSelect::Sample)). The pick descends the rows' order as a trie:
-    /// where the first and the last live rows under the prefix chosen so far part, it picks a byte between theirs
-    /// at random and goes on with the rows from there that share it. Each step is two seeks, and there are about
-    /// as many steps as the rows have bytes that differ, so a pop reads a few rows, not the collection; the pick
-    /// is uniform among rows whose bytes fill their ranges (as decimal numbers do) and favors rows that follow a
-    /// gap in the order otherwise (Redis's own pick is only roughly fair too).
-    pub fn sample_live_rows(&self, user_key: &[u8], seed: u64, n: usize) -> Result<Rows, StorageError> {
+    /// Every element row of `user_key` that holds a live element its stored key row has not cleared, with the key
+    /// row ([`RowSelect::Live`](crate::crdt::rows::RowSelect::Live)): within the remembered bounds of such rows, so
+    /// that an emptied collection reads none of its removed rows.
+    pub fn all_live_rows(&self, user_key: &[u8]) -> Result<Rows, StorageError> {
+        self.read_live_span(user_key, |prefix, key_row, (low, high), out| {
+            let span = (Bound::Included(&low[..]), Bound::Included(&high[..]));
+            self.live_rows(prefix, key_row, span, Direction::Forward, usize::MAX, out).map(drop)
+        })
+    }
+
+    /// Under `user_key`'s lock, its key row (nothing when the key has none) and what `read` adds of its element
+    /// rows, given the first and the last of them that hold a live value ([`live_span`](Self::live_span)), if any.
+    fn read_live_span(
+        &self,
+        user_key: &[u8],
+        read: impl FnOnce(&[u8], &Siblings, (&Bytes, &Bytes), &mut Rows) -> Result<(), StorageError>,
+    ) -> Result<Rows, StorageError> {
         let prefix = layout::storage_key(user_key);
         let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
         if let Some(buffer) = &self.buffer {
@@ -823,21 +833,80 @@ impl KvStore {
         let mut out = Rows::new();
         let Some((key_row, _)) = self.current_row(&prefix)? else { return Ok(out) };
         out.merge_row(Bytes::new(), &key_row);
-        let Some((span_low, span_high)) = self.live_span(user_key, &prefix)? else { return Ok(out) };
-        let span = (Bound::Included(&span_low[..]), Bound::Included(&span_high[..]));
-        let mut rng = seed | 1;
-        let mut random = move || {
-            rng ^= rng << 13;
-            rng ^= rng >> 7;
-            rng ^= rng << 17;
-            rng
-        };
-        // The first and the last live rows of the part of the order the pick has narrowed to.
-        let mut edges = Rows::new();
-        let first = self.live_rows(&prefix, &key_row, span, Direction::Forward, 1, &mut edges)?;
-        let last = self.live_rows(&prefix, &key_row, span, Direction::Backward, 1, &mut edges)?;
+        if let Some((low, high)) = self.live_span(user_key, &prefix)? {
+            read(&prefix, &key_row, (&low, &high), &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Up to `n` element rows of `user_key` that hold a live element its stored key row has not cleared, picked at
+    /// random, with the key row ([`RowSelect::Sample`](crate::crdt::rows::RowSelect::Sample)). Each pick descends
+    /// the rows' order as a trie ([`descend`](Self::descend)) and takes the first live row from there, wrapping
+    /// around, that is not picked yet. Past [`MAX_SEPARATE_PICKS`] rows, one descent picks where a run of `n`
+    /// rows in row order begins: a large count costs `n` rows, not `n` descents, and its members are neighbours
+    /// in that order.
+    pub fn sample_live_rows(&self, user_key: &[u8], seed: u64, n: usize) -> Result<Rows, StorageError> {
+        self.read_live_span(user_key, |prefix, key_row, (span_low, span_high), out| {
+            let mut rng = seed | 1;
+            let mut random = move || {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                rng
+            };
+            // Up to `want` live rows from `start` on, wrapping around to the span's beginning.
+            let run_from = |start: &Bytes, want: usize, into: &mut Rows| -> Result<Vec<Bytes>, StorageError> {
+                let after = (Bound::Included(&start[..]), Bound::Included(&span_high[..]));
+                let mut found = self.live_rows(prefix, key_row, after, Direction::Forward, want, into)?;
+                if found.len() < want {
+                    let before = (Bound::Included(&span_low[..]), Bound::Excluded(&start[..]));
+                    let rest = want - found.len();
+                    found.extend(self.live_rows(prefix, key_row, before, Direction::Forward, rest, into)?);
+                }
+                Ok(found)
+            };
+            if n > MAX_SEPARATE_PICKS {
+                if let Some(start) = self.descend(prefix, key_row, (span_low, span_high), &mut random)? {
+                    run_from(&start, n, out)?;
+                }
+                return Ok(());
+            }
+            let mut picked: std::collections::BTreeSet<Bytes> = std::collections::BTreeSet::new();
+            while picked.len() < n {
+                let Some(start) = self.descend(prefix, key_row, (span_low, span_high), &mut random)? else { break };
+                // One more row than picked so far holds one not picked yet, unless every live row is picked.
+                let mut run = Rows::new();
+                let found = run_from(&start, picked.len() + 1, &mut run)?;
+                let Some(new) = found.into_iter().find(|k| !picked.contains(k)) else { break };
+                let row = Bytes::copy_from_slice(&new[prefix.len()..]);
+                if let Some(state) = run.get(&row) {
+                    out.merge_row(row, state);
+                }
+                picked.insert(new);
+            }
+            Ok(())
+        })
+    }
+
+    /// A live element row of the key at `prefix` that `random` picks within `span` (its first and last rows that
+    /// hold a live value), descending the rows' order as a trie: where the first and the last live rows under the
+    /// prefix chosen so far part, it picks a byte between theirs at random and goes on with the rows from there
+    /// that share it. Each step is two seeks, and there are about as many steps as the rows have bytes that differ.
+    /// The pick is uniform among rows whose bytes fill their ranges (as decimal numbers do) and favors rows that
+    /// follow a gap in the order otherwise (Redis's own pick is only roughly fair too).
+    fn descend(
+        &self,
+        prefix: &[u8],
+        key_row: &Siblings,
+        span: (&Bytes, &Bytes),
+        random: &mut impl FnMut() -> u64,
+    ) -> Result<Option<Bytes>, StorageError> {
+        let mut scratch = Rows::new();
+        let whole = (Bound::Included(&span.0[..]), Bound::Included(&span.1[..]));
+        let first = self.live_rows(prefix, key_row, whole, Direction::Forward, 1, &mut scratch)?;
+        let last = self.live_rows(prefix, key_row, whole, Direction::Backward, 1, &mut scratch)?;
         let (Some(mut low), Some(mut high)) = (first.into_iter().next(), last.into_iter().next()) else {
-            return Ok(out);
+            return Ok(None);
         };
         while low != high {
             let common = low.iter().zip(high.iter()).take_while(|(a, b)| a == b).count();
@@ -849,22 +918,16 @@ impl KvStore {
             let mut child = low[..common].to_vec();
             child.push(byte);
             let below_high = (Bound::Included(&child[..]), Bound::Included(&high[..]));
-            let found = self.live_rows(&prefix, &key_row, below_high, Direction::Forward, 1, &mut edges)?;
+            let found = self.live_rows(prefix, key_row, below_high, Direction::Forward, 1, &mut scratch)?;
             // `high` itself lies in that range, so a live row is found.
             let Some(next_low) = found.into_iter().next() else { break };
             let branch = layout::prefix_end(&next_low[..=common]);
             let within = (Bound::Included(&next_low[..]), branch.as_deref().map_or(Bound::Unbounded, Bound::Excluded));
-            let found = self.live_rows(&prefix, &key_row, within, Direction::Backward, 1, &mut edges)?;
+            let found = self.live_rows(prefix, key_row, within, Direction::Backward, 1, &mut scratch)?;
             high = found.into_iter().next().unwrap_or_else(|| next_low.clone());
             low = next_low;
         }
-        let from_pick = (Bound::Included(&low[..]), Bound::Included(&span_high[..]));
-        let found = self.live_rows(&prefix, &key_row, from_pick, Direction::Forward, n, &mut out)?;
-        if found.len() < n {
-            let before = (Bound::Included(&span_low[..]), Bound::Excluded(&low[..]));
-            self.live_rows(&prefix, &key_row, before, Direction::Forward, n - found.len(), &mut out)?;
-        }
-        Ok(out)
+        Ok(Some(low))
     }
 
     /// The first and the last element rows of the key at `prefix` that hold a live value (`None`: none does), from
