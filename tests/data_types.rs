@@ -170,7 +170,13 @@ async fn sets_answer_as_redis_does() {
     }
     assert_eq!(cmd::<Vec<Option<String>>>(&mut c, &["MGET", "t", "n"]).await, vec![None, None]);
     let _: () = cmd(&mut c, &["SET", "str", "v"]).await;
-    for args in [&["SADD", "str", "x"][..], &["SMEMBERS", "str"], &["SREM", "str", "x"], &["SPOP", "str"]] {
+    for args in [
+        &["SADD", "str", "x"][..],
+        &["SMEMBERS", "str"],
+        &["SREM", "str", "x"],
+        &["SPOP", "str"],
+        &["SRANDMEMBER", "str"],
+    ] {
         let e = err(&mut c, args).await;
         assert!(e.contains("WRONGTYPE"), "{args:?}: {e}");
     }
@@ -224,6 +230,22 @@ async fn set_adds_through_every_node_all_land() {
     assert_eq!(cmd::<i64>(&mut cons[0], &["SADD", "cart", "item-0-0"]).await, 1);
     for c in cons.iter_mut() {
         assert_eq!(cmd::<i64>(c, &["SCARD", "cart"]).await, 269);
+    }
+    // SRANDMEMBER with a small count answers from a sample of the set: distinct live members, from across it.
+    let live = |m: &str| m.starts_with("item-") && m != "item-1-1";
+    for c in cons.iter_mut() {
+        let mut picked: Vec<String> = cmd(c, &["SRANDMEMBER", "cart", "20"]).await;
+        assert!(picked.iter().all(|m| live(m)), "{picked:?}");
+        picked.sort();
+        picked.dedup();
+        assert_eq!(picked.len(), 20);
+        let mut singles = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let one: String = cmd(c, &["SRANDMEMBER", "cart"]).await;
+            assert!(live(&one), "{one}");
+            singles.insert(one);
+        }
+        assert!(singles.len() >= 10, "40 picks found only {singles:?}");
     }
 }
 

@@ -29,7 +29,7 @@ mod zsets;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::FutureExt;
@@ -190,11 +190,10 @@ pub async fn execute(node: &NodeContext, session: &mut Session, args: Vec<Bytes>
         (Ok(spec), Some(tx)) if !spec.run.runs_at_once() => tx.queue(args, node.config.limits.max_request_bytes),
         (Err(reply), None) => reply,
         (Ok(spec), _) => {
-            let started = Instant::now();
-            let reply = measured(spec.name, run(node, session, spec, &args)).await;
+            let (reply, took) = measured(spec.name, run(node, session, spec, &args)).await;
             // EXEC's own time is its commands', each logged on its own.
             if spec.name != "exec" {
-                node.slowlog.record(node, session.id, &args, started.elapsed());
+                node.slowlog.record(node, session.id, &args, took);
             }
             reply
         }
@@ -245,26 +244,27 @@ pub async fn execute_data(
     data: DataSession,
 ) -> Reply {
     node.stats.commands_processed.fetch_add(1, Ordering::Relaxed);
-    let started = Instant::now();
-    let reply = measured(spec.name, run_data(node, spec, &args, data)).await;
-    node.slowlog.record(node, data.client_id, &args, started.elapsed());
+    let (reply, took) = measured(spec.name, run_data(node, spec, &args, data)).await;
+    node.slowlog.record(node, data.client_id, &args, took);
     if reply.is_error() {
         node.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
     reply
 }
 
-/// Counts a command and its latency (and whether it answered an error) for the metrics endpoint.
-async fn measured(name: &'static str, handler: impl std::future::Future<Output = Reply>) -> Reply {
+/// Counts a command and its latency (and whether it answered an error) for the metrics endpoint; returns the
+/// latency too, for the slow log (one clock reading each side serves both).
+async fn measured(name: &'static str, handler: impl std::future::Future<Output = Reply>) -> (Reply, Duration) {
     let started = Instant::now();
     let reply = handler.await;
+    let took = started.elapsed();
     let (count, seconds) = command_metrics(name);
     count.increment(1);
-    seconds.record(started.elapsed().as_secs_f64());
+    seconds.record(took.as_secs_f64());
     if reply.is_error() {
         metrics::counter!("dynamo_command_errors_total", "command" => name).increment(1);
     }
-    reply
+    (reply, took)
 }
 
 /// A command's count and latency series. The handles are kept per thread: looking a labelled series up in the
@@ -550,6 +550,26 @@ pub async fn read_collection(
         None => crate::crdt::rows::RowSelect::All,
     };
     let rows = node.coordinator.read_rows(key, select, None).await.map_err(coord_error)?;
+    of_kind(rows, kind)
+}
+
+/// A sample of the live members of the set at `key` ([`crate::crdt::rows::RowSelect::Sample`]): `count` picked at
+/// random from across the set, each confirmed by a quorum read (`Coordinator::read_live`), or the whole set when
+/// some of the picks turned out removed and too few are left. Errors as [`read_collection`].
+pub async fn read_set_sample(
+    node: &NodeContext,
+    key: &Bytes,
+    count: u32,
+    seed: u64,
+) -> Result<crate::crdt::rows::Rows, Reply> {
+    check_key(node, key)?;
+    let select = crate::crdt::rows::RowSelect::Sample { seed, count };
+    let rows = node.coordinator.read_live(key, select).await.map_err(coord_error)?;
+    of_kind(rows, crate::versioning::RowKind::Set)
+}
+
+/// `rows` when the key holds a collection of `kind` (or nothing), else WRONGTYPE.
+fn of_kind(rows: crate::crdt::rows::Rows, kind: crate::versioning::RowKind) -> Result<crate::crdt::rows::Rows, Reply> {
     let mut key_row = rows.key_row().cloned().unwrap_or_default();
     key_row.drop_expired(crate::coordinator::now_ms());
     match crate::crdt::kind(&key_row) {

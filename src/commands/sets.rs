@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use super::{
     NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_collection,
-    syntax_error,
+    read_set_sample, syntax_error,
 };
 use crate::coordinator::now_ms;
 use crate::crdt::{Op, OpReply, rows};
@@ -58,6 +58,23 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     {
         return r;
     }
+    if name == "srandmember"
+        && let Ok(count) = srandmember_count(args)
+        && let Some(wanted) = sampled(count)
+    {
+        // A few members picked from across the set, not the whole set read to pick among it.
+        let seed = random_seed();
+        match read_set_sample(node, &args[1], wanted, seed).await {
+            Ok(rows) => {
+                let members = rows::members(&rows, now_ms());
+                // Fewer than asked: the set may be that small, which only the whole set tells.
+                if members.len() >= wanted as usize {
+                    return srandmember(members, args);
+                }
+            }
+            Err(reply) => return reply,
+        }
+    }
     // Membership tests read the rows of the members asked; the others read every member.
     let asked = matches!(name, "sismember" | "smismember").then(|| &args[2..]);
     let members = match read_members(node, &args[1], asked).await {
@@ -72,6 +89,19 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
         "smismember" => Reply::Array(args[2..].iter().map(|m| Reply::Integer(has(m))).collect()),
         "srandmember" => srandmember(members, args),
         other => unreachable!("'{other}' is not a set read"),
+    }
+}
+
+/// The largest SRANDMEMBER count answered from a sample of the set ([`read_set_sample`]); a larger one, and a
+/// negative one (repeats drawn uniformly from the whole set), read every member.
+const MAX_SAMPLED: i64 = 64;
+
+/// How many members SRANDMEMBER's `count` samples, or `None` when it reads the whole set.
+fn sampled(count: Option<i64>) -> Option<u32> {
+    match count {
+        None => Some(1),
+        Some(n) if (1..=MAX_SAMPLED).contains(&n) => Some(n as u32),
+        Some(_) => None,
     }
 }
 

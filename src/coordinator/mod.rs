@@ -708,8 +708,9 @@ impl Coordinator {
         self.read_rows(key, RowSelect::All, r).await
     }
 
-    /// Live elements of the collection at `key`, with its key row, from R replicas, for a pop: a sample of a set's
-    /// members ([`RowSelect::Sample`], SPOP) or every live element ([`RowSelect::Live`], ZPOPMIN and ZPOPMAX). A
+    /// Live elements of the collection at `key`, with its key row, from R replicas, for a pop or a random pick: a
+    /// sample of a set's members ([`RowSelect::Sample`], SPOP and SRANDMEMBER) or every live element
+    /// ([`RowSelect::Live`], ZPOPMIN and ZPOPMAX). A
     /// replica answers only the elements it holds live, so one that missed a remove still shows the element and the
     /// others, which hold its removal, do not say so: the elements found are read again by name, which brings the
     /// removals. For every live element, that settles each one found. A sample may then hold fewer live elements
@@ -717,7 +718,7 @@ impl Coordinator {
     /// fewer are left than asked, the whole collection is read instead; otherwise each replica showed as many live
     /// elements as asked (or all it has), which is what the pop needs: elements to take, and whether one more is
     /// left.
-    async fn read_live(self: &Arc<Self>, key: &Bytes, select: RowSelect) -> Result<Rows, CoordError> {
+    pub async fn read_live(self: &Arc<Self>, key: &Bytes, select: RowSelect) -> Result<Rows, CoordError> {
         let asked = match select {
             RowSelect::Sample { count, .. } => Some(count as usize),
             _ => None,
@@ -775,7 +776,6 @@ impl Coordinator {
             .map(|r| Candidate { local: r.local, usable: r.local || self.cluster.is_reachable(&r.id) })
             .collect();
         let mut op = ReadOperation::<R::S>::plan(&candidates, self.quorum.n, r);
-        let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply<R::S>>> = FuturesUnordered::new();
         let mut answer = None;
         for (i, ask) in op.asks().to_vec().into_iter().enumerate() {
@@ -796,10 +796,13 @@ impl Coordinator {
                 pending.push(self.read_remote(i, rep, read));
             }
         }
+        // A read answered by the local replica alone (one node, or R=1) never looks at the clock.
+        let mut deadline = None;
         let answer = loop {
             if let Some(answer) = answer {
                 break answer;
             }
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.timeout);
             answer = match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((i, reply))) => op.on_reply(i, reply),
                 Ok(None) | Err(_) => op.give_up(),
@@ -821,6 +824,7 @@ impl Coordinator {
         if !op.settled() {
             let this = self.clone();
             let key = key.clone();
+            let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.timeout);
             self.tasks.spawn(async move { this.finish_read(key, list, op, pending, deadline).await });
         }
         Ok((found.merged, first))
@@ -1082,27 +1086,35 @@ impl Coordinator {
             let hint_for = send.stands_in().then(|| targets[send.intended].id.clone());
             pending.push(self.replicate_remote(i, &targets[send.to], hint_for, key.clone(), rows.clone()));
         }
-        let deadline = tokio::time::Instant::now() + self.timeout;
+        let mut deadline = None;
         let answer = loop {
             if let Some(answer) = answer {
                 break answer;
             }
+            let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.timeout);
             answer = match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((i, ok))) => plan.on_ack(i, ok),
                 Ok(None) | Err(_) => plan.give_up(),
             };
         };
-        // The remaining replicas still get the write after the client has its answer; every copy that could not be
-        // delivered becomes a hint here, delivered when its replica answers again.
-        let this = self.clone();
-        self.tasks.spawn(async move {
-            while let Some((i, ok)) = pending.next().await {
-                plan.on_ack(i, ok);
-            }
+        if pending.is_empty() {
+            // Every send answered (or there was none, as on one node): no task is needed for the rest.
             for intended in plan.take_hints() {
-                this.hint_locally(&targets[intended].id, &key, &rows);
+                self.hint_locally(&targets[intended].id, &key, &rows);
             }
-        });
+        } else {
+            // The remaining replicas still get the write after the client has its answer; every copy that could not
+            // be delivered becomes a hint here, delivered when its replica answers again.
+            let this = self.clone();
+            self.tasks.spawn(async move {
+                while let Some((i, ok)) = pending.next().await {
+                    plan.on_ack(i, ok);
+                }
+                for intended in plan.take_hints() {
+                    this.hint_locally(&targets[intended].id, &key, &rows);
+                }
+            });
+        }
         answer.map(|()| outcome).map_err(|failure| {
             metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);
             failure.into()
