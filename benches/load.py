@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Load benchmark: redis-server (appendonly yes, appendfsync everysec) against dynamo-kv (one node N=1; a
-three-node dev cluster N=3 R=2 W=2 with the client on node 1, and again with `redis-benchmark --cluster` routing
+three-node cluster N=3 R=2 W=2, separate processes, with the client on node 1, and again with `redis-benchmark --cluster` routing
 each key to its slot's node; and a five-node one, where routing saves the forward to a replica), with the same
 redis-benchmark commands in the same run, printing requests/s, p50/p99/p99.9 and our/redis ratios, then the
 resident memory of each after loading 1M keys of 100 bytes.
@@ -84,6 +84,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_of(procs):
+    """CPU seconds used so far by every process of a target together."""
+    return sum(cpu_seconds(p.pid) for p in procs)
+
+
 def rss_bytes(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -122,29 +127,34 @@ def start_node(binary, port, workdir, durability):
 
 
 def start_cluster(binary, port, workdir, durability, nodes=3, peer_tls=False):
+    """Starts `nodes` separate `serve` processes, as real nodes run (N=3 R=2 W=2): the first, then the others
+    joining through it; returns them once node 1 sees every member up, owning ranges, with no transition."""
     tls = []
     if peer_tls:
-        # One certificate for 127.0.0.1 serves every dev node (docs/peer-certs.sh, openssl).
+        # One certificate for 127.0.0.1 serves every node (docs/peer-certs.sh, openssl).
         pki = os.path.join(workdir, "pki")
         subprocess.run(["bash", os.path.join(ROOT, "docs", "peer-certs.sh"), pki, "dev=127.0.0.1"], check=True,
                        stdout=subprocess.DEVNULL)
         tls = ["--peer-tls-cert-file", os.path.join(pki, "dev.pem"), "--peer-tls-key-file",
                os.path.join(pki, "dev.key"), "--peer-tls-ca-file", os.path.join(pki, "ca.pem")]
-    p = subprocess.Popen(
-        [binary, "dev", "--nodes", str(nodes), "--port", str(port), "--data-dir", os.path.join(workdir, "data"),
-         "--durability", durability, *tls],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"})
+    procs = []
     for i in range(nodes):
+        seeds = ["--seeds", f"127.0.0.1:{port + 1000}"] if i else []
+        procs.append(subprocess.Popen(
+            [binary, "serve", "--node-id", f"b{i + 1}", "--listen", f"127.0.0.1:{port + i}", "--peer-listen",
+             f"127.0.0.1:{port + 1000 + i}", "--data-dir", os.path.join(workdir, f"data{i + 1}"), "--durability",
+             durability, "--n", "3", "--r", "2", "--w", "2", *seeds, *tls],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"}))
         wait_port(port + i)
-    # Let membership converge (every node knows every other) before measuring.
-    deadline = time.time() + 20
+    # Let membership converge (every node knows every other) and the joins' handoffs finish before measuring.
+    deadline = time.time() + 60
     while time.time() < deadline:
         out = subprocess.run(["redis-cli", "-p", str(port), "INFO", "dynamo"], capture_output=True, text=True).stdout
         if f"members:{nodes}" in out and "members_unreachable:0" in out and "ring_transition:none" in out \
                 and "partitions_owned:0" not in out:
             break
         time.sleep(0.2)
-    return p
+    return procs
 
 
 def stop(p):
@@ -159,7 +169,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--requests", type=int, default=200_000, help="requests per throughput run")
     ap.add_argument("--latency-requests", type=int, default=20_000, help="requests per -c 1 latency run")
-    ap.add_argument("--modes", default="fsync,buffered", help="dynamo-kv durability modes to measure")
+    ap.add_argument("--modes", default="os,fsync",
+                    help="dynamo-kv durability modes to measure (the targets are read on `os`)")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3- and 5-node N=3 R=2 W=2 clusters")
     ap.add_argument("--peer-tls", action="store_true", help="also measure the cluster with mutual TLS between nodes")
     ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
@@ -202,11 +213,11 @@ def main():
         work = tempfile.mkdtemp(prefix="dkbench-")
         port = 7490 if mode is None else 7491
         if mode is None:
-            proc = start_redis(port, work)
+            procs = [start_redis(port, work)]
         elif nodes == 1:
-            proc = start_node(a.binary, port, work, mode)
+            procs = [start_node(a.binary, port, work, mode)]
         else:
-            proc = start_cluster(a.binary, port, work, mode, nodes, peer_tls)
+            procs = start_cluster(a.binary, port, work, mode, nodes, peer_tls)
         try:
             for label, args in (runs[:2] if nodes > 3 else runs) + (cluster_runs if nodes > 1 else []):
                 group = mode == "fsync" and nodes == 1
@@ -216,11 +227,11 @@ def main():
                 for test_flag in ("set", "get"):
                     run_args = [x for x in args if x != "set,get"]
                     run_args[run_args.index("-t") + 1:run_args.index("-t") + 1] = [test_flag]
-                    cpu_before = cpu_seconds(proc.pid)
+                    cpu_before = cpu_of(procs)
                     for test, fig in bench(port, run_args).items():
                         results[(name, label, test)] = fig
                         requests = int(run_args[run_args.index("-n") + 1])
-                        cpu[(name, label, test)] = (cpu_seconds(proc.pid) - cpu_before) / requests * 1e6
+                        cpu[(name, label, test)] = (cpu_of(procs) - cpu_before) / requests * 1e6
                 if group:
                     # Group commit (paper §6.1): how many acknowledged writes each fsync covered.
                     fsyncs = scrape("dynamo_storage_fsyncs_total") - before[0]
@@ -238,9 +249,10 @@ def main():
                 time.sleep(3)
                 keys = int(subprocess.run(["redis-cli", "-p", str(port), "DBSIZE"], capture_output=True,
                                           text=True).stdout.strip() or 0)
-                memory[name] = (rss_bytes(proc.pid) / nodes, keys)
+                memory[name] = (sum(rss_bytes(p.pid) for p in procs) / nodes, keys)
         finally:
-            stop(proc)
+            for p in procs:
+                stop(p)
             shutil.rmtree(work, ignore_errors=True)
 
     print(f"{'target':<20} {'run':<8} {'test':<5} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
@@ -258,7 +270,7 @@ def main():
                 print(f"{name:<20} {label:<8} {test:<5} {fig[0]:>9.0f} {fig[1]:>7.3f} {fig[2]:>7.3f} {fig[3]:>8.3f} "
                       f"{rr:>8.2f}x {pr:>8.2f}x")
     if cpu:
-        print("\nServer CPU time per request (user + system, us; a dev cluster is one process: every node together)")
+        print("\nServer CPU time per request (user + system, us; a cluster: every node process together)")
         print(f"{'target':<20} {'run':<8} {'test':<5} {'cpu us':>7} {'ratio':>7}")
         for name, _, _, _ in targets:
             for label, _ in runs + cluster_runs:
@@ -287,11 +299,56 @@ def main():
             print(f"  {label:<8} {per:>7.1f} writes per fsync")
     if memory:
         print(f"\nRSS after loading {a.memory_keys} keys of 100 bytes on top of the benchmark's keys (DBSIZE: keys "
-              f"held per node); a dev cluster runs its nodes in one process, so its figure is that RSS / 3:")
+              f"held per node); a cluster's figure is its processes' RSS summed, / nodes:")
         base = memory.get("redis-server", (0, 0))[0]
         for name, (rss, keys) in memory.items():
             ratio = f"{rss / base:.2f}x" if base else "-"
             print(f"  {name:<20} {rss / 2**20:>8.1f} MiB  {keys:>8} keys  {rss / max(keys, 1):>6.0f} bytes/key  {ratio}")
+    summarize_targets(results, cpu, memory)
+
+
+def summarize_targets(results, cpu, memory):
+    """One line per target of the speed issue (docs/PERFORMANCE.md): the figure, the bound, met or not. Targets
+    whose runs were skipped are left out."""
+    def rps_ratio(name, label, test):
+        fig, base = results.get((name, label, test)), results.get(("redis-server", label, test))
+        return fig[0] / base[0] if fig and base and base[0] else None
+
+    def p99_ratio(name, label, test):
+        fig, base = results.get((name, label, test)), results.get(("redis-server", label, test))
+        return fig[2] / base[2] if fig and base and base[2] else None
+
+    one, three = "N=1 os", "3 nodes N=3 os"
+    lines = []
+
+    def check(what, value, bound, at_most=True, unit="x"):
+        if value is None:
+            return
+        met = value <= bound if at_most else value >= bound
+        sign = "<=" if at_most else ">="
+        lines.append(f"  {'met' if met else 'NOT met':<8} {what:<52} {value:>8.2f}{unit} (target {sign} {bound}{unit})")
+
+    check("one node, CPU per SET at -P 16", cpu.get((one, "c50 P16", "SET")), 4, unit=" us")
+    check("one node, CPU per GET at -P 16", cpu.get((one, "c50 P16", "GET")), 3, unit=" us")
+    check("3 nodes, CPU per replicated SET at c50 (all nodes)", cpu.get((three, "c50", "SET")), 30, unit=" us")
+    c50, p16 = cpu.get((three, "c50", "SET")), cpu.get((three, "c50 P16", "SET"))
+    if c50 and p16:
+        check("3 nodes, CPU per SET at -P 16 / at c50", p16 / c50, 1.0)
+    for test in ("SET", "GET"):
+        check(f"one node, {test} rps at c50 vs redis-server", rps_ratio(one, "c50", test), 0.9, at_most=False)
+        check(f"one node, {test} rps at -P 16 vs redis-server", rps_ratio(one, "c50 P16", test), 0.5, at_most=False)
+        check(f"one node, {test} p99 at -P 16 vs redis-server", p99_ratio(one, "c50 P16", test), 3)
+        check(f"3 nodes, {test} rps at c50 vs redis-server", rps_ratio(three, "c50", test), 0.45, at_most=False)
+        check(f"3 nodes, {test} rps at -P 16 vs redis-server", rps_ratio(three, "c50 P16", test), 0.4, at_most=False)
+        a, b = results.get((three, "c50", test)), results.get((three, "c50 P16", test))
+        if a and b and a[0]:
+            check(f"3 nodes, {test} rps gain of -P 16 over c50", b[0] / a[0], 1.5, at_most=False)
+        check(f"3 nodes, {test} p99 at c50 vs redis-server", p99_ratio(three, "c50", test), 3)
+    if one in memory and "redis-server" in memory and memory["redis-server"][0]:
+        check("one node, RSS after 1M keys vs redis-server", memory[one][0] / memory["redis-server"][0], 1.0)
+    if lines:
+        print("\nTargets (docs/PERFORMANCE.md): figure, bound, met or not")
+        print("\n".join(lines))
 
 
 if __name__ == "__main__":

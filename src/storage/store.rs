@@ -29,6 +29,9 @@ use crate::crdt::rows::Rows;
 use crate::versioning::Siblings;
 use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblings};
 
+/// Rows a scan for live elements copies out of the engine at once, past its first page (which asks for just the
+/// rows wanted: the rows at a collection's end are usually live).
+const SCAN_PAGE: usize = 64;
 /// Number of key-lock stripes: enough that unrelated keys rarely share one.
 const LOCK_STRIPES: usize = 1024;
 /// Lists whose length is kept ([`KvStore::list_len`]); past it the lengths are counted again when needed.
@@ -725,19 +728,23 @@ impl KvStore {
         let mut edge: Option<Bytes> = None;
         // An empty home (`low` past `high`) has nothing to scan.
         let mut more = low <= high;
+        // The first page asks for just the items wanted: at an end whose items are live (a push, most pops) that is
+        // all there is to read, and a full page copied 64 rows per push out of the engine.
+        let mut page_len = count.clamp(1, SCAN_PAGE);
         while more {
-            const PAGE: usize = 64;
             let page = match head {
-                true => self.engine.scan((from.as_ref().map(|b| &b[..]), Bound::Included(&high)), PAGE)?,
+                true => self.engine.scan((from.as_ref().map(|b| &b[..]), Bound::Included(&high)), page_len)?,
                 false => {
                     let to = match &from {
                         Bound::Included(b) => Bound::Included(&b[..]),
                         Bound::Excluded(b) => Bound::Excluded(&b[..]),
                         Bound::Unbounded => Bound::Unbounded,
                     };
-                    self.engine.scan_rev((Bound::Included(&low[..]), to), PAGE)?
+                    self.engine.scan_rev((Bound::Included(&low[..]), to), page_len)?
                 }
             };
+            let full = page.len() == page_len;
+            page_len = SCAN_PAGE;
             let page: Vec<_> = page.into_iter().filter(|(k, _)| k.as_ref() < &upper[..]).collect();
             if edge.is_none() {
                 edge = page.first().map(|(k, _)| k.clone());
@@ -753,7 +760,7 @@ impl KvStore {
                 }
             }
             match page.last() {
-                Some((k, _)) if found < count && page.len() == PAGE => from = Bound::Excluded(k.clone()),
+                Some((k, _)) if found < count && full => from = Bound::Excluded(k.clone()),
                 _ => more = false,
             }
         }
@@ -945,21 +952,24 @@ impl KvStore {
         };
         let edge = |direction| -> Result<Option<Bytes>, StorageError> {
             let (mut lower, mut upper) = (lower.map(Bytes::copy_from_slice), upper.map(Bytes::copy_from_slice));
+            // The first row is usually the live one: a page of one, then full pages past removed rows.
+            let mut page_len = 1;
             loop {
-                const PAGE: usize = 64;
                 let bounds = (lower.as_ref().map(|b| &b[..]), upper.as_ref().map(|b| &b[..]));
                 let page = match direction {
-                    Direction::Forward => self.engine.scan(bounds, PAGE)?,
-                    Direction::Backward => self.engine.scan_rev(bounds, PAGE)?,
+                    Direction::Forward => self.engine.scan(bounds, page_len)?,
+                    Direction::Backward => self.engine.scan_rev(bounds, page_len)?,
                 };
                 for (k, v) in &page {
                     if decode(v)?.has_live_value() {
                         return Ok(Some(k.clone()));
                     }
                 }
+                let full = page.len() == page_len;
+                page_len = SCAN_PAGE;
                 match (page.last(), direction) {
-                    (Some((k, _)), Direction::Forward) if page.len() == PAGE => lower = Bound::Excluded(k.clone()),
-                    (Some((k, _)), Direction::Backward) if page.len() == PAGE => upper = Bound::Excluded(k.clone()),
+                    (Some((k, _)), Direction::Forward) if full => lower = Bound::Excluded(k.clone()),
+                    (Some((k, _)), Direction::Backward) if full => upper = Bound::Excluded(k.clone()),
                     _ => return Ok(None),
                 }
             }
@@ -998,15 +1008,18 @@ impl KvStore {
         n: usize,
         out: &mut Rows,
     ) -> Result<Vec<Bytes>, StorageError> {
-        const PAGE: usize = 64;
         let mut found = Vec::new();
         let (mut lower, mut upper) = (range.0.map(Bytes::copy_from_slice), range.1.map(Bytes::copy_from_slice));
+        // As many rows as wanted first (a descent's step wants one), then full pages past removed rows.
+        let mut page_len = n.clamp(1, SCAN_PAGE);
         while found.len() < n {
             let bounds = (lower.as_ref().map(|b| &b[..]), upper.as_ref().map(|b| &b[..]));
             let page = match direction {
-                Direction::Forward => self.engine.scan(bounds, PAGE)?,
-                Direction::Backward => self.engine.scan_rev(bounds, PAGE)?,
+                Direction::Forward => self.engine.scan(bounds, page_len)?,
+                Direction::Backward => self.engine.scan_rev(bounds, page_len)?,
             };
+            let full = page.len() == page_len;
+            page_len = SCAN_PAGE;
             for (k, v) in &page {
                 let state = decode(v)?;
                 if crate::crdt::rows::element_is_live(key_row, &state) {
@@ -1018,8 +1031,8 @@ impl KvStore {
                 }
             }
             match (page.last(), direction) {
-                (Some((k, _)), Direction::Forward) if page.len() == PAGE => lower = Bound::Excluded(k.clone()),
-                (Some((k, _)), Direction::Backward) if page.len() == PAGE => upper = Bound::Excluded(k.clone()),
+                (Some((k, _)), Direction::Forward) if full => lower = Bound::Excluded(k.clone()),
+                (Some((k, _)), Direction::Backward) if full => upper = Bound::Excluded(k.clone()),
                 _ => break,
             }
         }
