@@ -197,6 +197,15 @@ impl Rows {
         }
     }
 
+    /// As [`merge_row`](Self::merge_row), taking the state: a row not held yet keeps it without a copy (a scan's
+    /// rows are decoded once and moved in).
+    pub fn merge_row_owned(&mut self, row: Bytes, state: Siblings) {
+        match self.rows.binary_search_by(|(r, _)| r.cmp(&row)) {
+            Ok(i) => self.rows[i].1.merge(&state),
+            Err(i) => self.rows.insert(i, (row, state)),
+        }
+    }
+
     /// The join of two replicas' rows: row by row.
     pub fn merge(&mut self, other: &Rows) {
         for (row, state) in &other.rows {

@@ -563,7 +563,7 @@ impl KvStore {
             for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
                 let (row, home, state) = self.read_logical(user_key, row)?;
                 if let Some(state) = state {
-                    current.merge_row(row.clone(), &state);
+                    current.merge_row_owned(row.clone(), state);
                 }
                 homes.push((row, home));
             }
@@ -752,7 +752,7 @@ impl KvStore {
             for (k, v) in &page {
                 let state = decode(v)?;
                 if crate::crdt::rows::element_is_live(&key_row, &state) {
-                    out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &state);
+                    out.merge_row_owned(Bytes::copy_from_slice(&k[prefix.len()..]), state);
                     found += 1;
                     if found == count {
                         break;
@@ -792,7 +792,7 @@ impl KvStore {
         let mut out = Rows::new();
         for row in std::iter::once(&Bytes::new()).chain(rows.iter().filter(|r| !r.is_empty())) {
             if let (name, _, Some(state)) = self.read_logical(user_key, row)? {
-                out.merge_row(name, &state);
+                out.merge_row_owned(name, state);
             }
         }
         Ok(out)
@@ -1023,7 +1023,7 @@ impl KvStore {
             for (k, v) in &page {
                 let state = decode(v)?;
                 if crate::crdt::rows::element_is_live(key_row, &state) {
-                    out.merge_row(Bytes::copy_from_slice(&k[prefix.len()..]), &state);
+                    out.merge_row_owned(Bytes::copy_from_slice(&k[prefix.len()..]), state);
                     found.push(k.clone());
                     if found.len() == n {
                         break;
@@ -1061,7 +1061,7 @@ impl KvStore {
             for (k, v) in &page {
                 let row = &k[prefix.len()..];
                 let name = crate::crdt::rows::item_homes(row).map_or_else(|| Bytes::copy_from_slice(row), |(l, _)| l);
-                out.merge_row(name, &decode(v)?);
+                out.merge_row_owned(name, decode(v)?);
             }
             match page.last() {
                 Some((k, _)) if page.len() == PAGE => after = k.clone(),
