@@ -364,6 +364,83 @@ async fn lists_answer_as_redis_does() {
     assert_eq!(cmd::<i64>(&mut c, &["EXISTS", "l"]).await, 0);
 }
 
+/// A list driven by a seeded mix of every command that moves its ends (pushes and pops at both ends, LREM, LTRIM,
+/// DEL) answers as a plain double-ended queue would, checked after every step: the store remembers where each
+/// list's items begin and end, and reads an end's first item by a point read of that bound when it is still live,
+/// so every way an end item can leave must send the next read past it.
+#[tokio::test]
+async fn list_ends_follow_every_way_items_leave() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let mut model = std::collections::VecDeque::<String>::new();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    for step in 0..400 {
+        let v = format!("v{}", next(6));
+        match next(10) {
+            0..=2 => {
+                assert_eq!(cmd::<usize>(&mut c, &["LPUSH", "l", &v]).await, model.len() + 1);
+                model.push_front(v);
+            }
+            3..=4 => {
+                assert_eq!(cmd::<usize>(&mut c, &["RPUSH", "l", &v]).await, model.len() + 1);
+                model.push_back(v);
+            }
+            5 => assert_eq!(cmd::<Option<String>>(&mut c, &["LPOP", "l"]).await, model.pop_front(), "step {step}"),
+            6 => assert_eq!(cmd::<Option<String>>(&mut c, &["RPOP", "l"]).await, model.pop_back(), "step {step}"),
+            7 => {
+                // One occurrence from the head or the tail: often an end item.
+                let (count, removed) = match next(2) {
+                    0 => ("1", model.iter().position(|x| *x == v)),
+                    _ => ("-1", model.iter().rposition(|x| *x == v)),
+                };
+                assert_eq!(cmd::<usize>(&mut c, &["LREM", "l", count, &v]).await, usize::from(removed.is_some()));
+                if let Some(i) = removed {
+                    model.remove(i);
+                }
+            }
+            8 => {
+                let _: () = cmd(&mut c, &["LTRIM", "l", "1", "-2"]).await;
+                model.pop_front();
+                model.pop_back();
+            }
+            _ if next(4) == 0 => {
+                let _: i64 = cmd(&mut c, &["DEL", "l"]).await;
+                model.clear();
+            }
+            _ => {}
+        }
+        let all: Vec<String> = cmd(&mut c, &["LRANGE", "l", "0", "-1"]).await;
+        assert_eq!(all, Vec::from(model.clone()), "step {step}");
+        assert_eq!(cmd::<Option<String>>(&mut c, &["LINDEX", "l", "0"]).await.as_ref(), model.front(), "step {step}");
+    }
+}
+
+/// A DEL coordinated by another node clears the items whose ends this node remembers: its next pushes and pops
+/// at either end go past them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_ends_follow_a_delete_through_another_node() {
+    let nodes = start_cluster(3, &[]).await;
+    let (mut a, mut b) = (nodes[0].conn().await, nodes[1].conn().await);
+    for round in 0..5 {
+        assert_eq!(cmd::<i64>(&mut a, &["RPUSH", "q", "x", "y", "z"]).await, 3, "round {round}");
+        assert_eq!(cmd::<Option<String>>(&mut a, &["LPOP", "q"]).await.as_deref(), Some("x"));
+        assert_eq!(cmd::<Option<String>>(&mut a, &["RPOP", "q"]).await.as_deref(), Some("z"));
+        assert_eq!(cmd::<i64>(&mut b, &["DEL", "q"]).await, 1);
+        assert_eq!(cmd::<i64>(&mut a, &["LPUSH", "q", "h"]).await, 1, "round {round}");
+        assert_eq!(cmd::<i64>(&mut a, &["RPUSH", "q", "t"]).await, 2, "round {round}");
+        assert_eq!(cmd::<Vec<String>>(&mut a, &["LRANGE", "q", "0", "-1"]).await, ["h", "t"]);
+        assert_eq!(cmd::<Option<String>>(&mut a, &["LPOP", "q"]).await.as_deref(), Some("h"));
+        assert_eq!(cmd::<Option<String>>(&mut a, &["RPOP", "q"]).await.as_deref(), Some("t"));
+        assert_eq!(cmd::<Option<String>>(&mut a, &["RPOP", "q"]).await, None);
+    }
+}
+
 /// Pushes through every node all land, each client's own in the order it pushed them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_pushes_through_every_node_all_land() {

@@ -728,9 +728,29 @@ impl KvStore {
         let mut edge: Option<Bytes> = None;
         // An empty home (`low` past `high`) has nothing to scan.
         let mut more = low <= high;
+        // A remembered bound is a row's key: when that row is still there and live, nothing of the home lies beyond
+        // it, so it is this end's first item. A point read (the row cache, or the engine's filters) finds it where
+        // a scan would open an iterator over every table of the engine: after a push, the cache holds the row the
+        // next push at that end wants.
+        let remembered = match (&known, &from) {
+            (Some(_), Bound::Included(bound)) if more && count > 0 => Some(bound.clone()),
+            _ => None,
+        };
+        if let Some(bound) = remembered
+            && bound[..] >= lower[..]
+            && bound[..] < upper[..]
+            && let Some((state, _)) = self.current_row(&bound)?
+            && crate::crdt::rows::element_is_live(&key_row, &state)
+        {
+            out.merge_row_owned(Bytes::copy_from_slice(&bound[prefix.len()..]), state);
+            found = 1;
+            more = count > 1;
+            from = Bound::Excluded(bound.clone());
+            edge = Some(bound);
+        }
         // The first page asks for just the items wanted: at an end whose items are live (a push, most pops) that is
         // all there is to read, and a full page copied 64 rows per push out of the engine.
-        let mut page_len = count.clamp(1, SCAN_PAGE);
+        let mut page_len = (count - found).clamp(1, SCAN_PAGE);
         while more {
             let page = match head {
                 true => self.engine.scan((from.as_ref().map(|b| &b[..]), Bound::Included(&high)), page_len)?,
