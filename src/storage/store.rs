@@ -139,11 +139,22 @@ pub struct KvStore {
 /// ends the bounds then widen to, and leaving rows keep the bounds true, so they stay valid until dropped. The same
 /// bounds over a collection's element rows that hold a live value ([`KvStore::live_ends`]) widen to each row
 /// written with one.
-#[derive(Clone, Debug)]
+///
+/// A list's bounds also keep the rows an end read met next from each end (`next_up` from `low` upwards,
+/// `next_down` from `high` downwards), so that a queue's pops read their next item by point reads rather than by
+/// a scan each: the first of them still present is the end's first row once every row before it is gone, since
+/// nothing entered between them meanwhile (an item entering at or before the last of them drops them).
+#[derive(Clone, Debug, Default)]
 struct ListEnds {
     low: Bytes,
     high: Bytes,
+    next_up: Vec<Bytes>,
+    next_down: Vec<Bytes>,
 }
+
+/// How many rows past an end's first one a list's end read remembers ([`ListEnds`]): a run of pops reads the
+/// engine's range once per this many.
+const LIST_LOOKAHEAD: usize = 16;
 
 impl KvStore {
     /// Opens the store on `engine`, counting the live keys already stored (a full scan: start-up time grows with
@@ -732,25 +743,52 @@ impl KvStore {
         // it, so it is this end's first item. A point read (the row cache, or the engine's filters) finds it where
         // a scan would open an iterator over every table of the engine: after a push, the cache holds the row the
         // next push at that end wants.
-        let remembered = match (&known, &from) {
-            (Some(_), Bound::Included(bound)) if more && count > 0 => Some(bound.clone()),
-            _ => None,
+        // The rows met from this end last time follow the bound, in order ([`ListEnds`]): while every one of them
+        // read so far is gone or taken, the next still present is the next row of the home. So the end's items are
+        // read one point read each, and a scan starts only past them.
+        let candidates: Vec<Bytes> = match (&known, &from) {
+            (Some(ends), Bound::Included(bound)) if more && count > 0 => {
+                // A long read (an LRANGE) scans at once: a point read per row costs more than the scan's step.
+                let next = if head { &ends.next_up } else { &ends.next_down };
+                let next = if count <= LIST_LOOKAHEAD { &next[..] } else { &[] };
+                std::iter::once(bound).chain(next).cloned().collect()
+            }
+            _ => Vec::new(),
         };
-        if let Some(bound) = remembered
-            && bound[..] >= lower[..]
-            && bound[..] < upper[..]
-            && let Some((state, _)) = self.current_row(&bound)?
-            && crate::crdt::rows::element_is_live(&key_row, &state)
-        {
-            out.merge_row_owned(Bytes::copy_from_slice(&bound[prefix.len()..]), state);
-            found = 1;
-            more = count > 1;
-            from = Bound::Excluded(bound.clone());
-            edge = Some(bound);
+        // How many candidates were read (each gone, or taken), and which one became the end's first row.
+        let (mut read, mut first) = (0, None);
+        for candidate in &candidates {
+            if found == count || candidate[..] < lower[..] || candidate[..] >= upper[..] {
+                break;
+            }
+            match self.current_row(candidate)? {
+                None => {}
+                Some((state, _)) if crate::crdt::rows::element_is_live(&key_row, &state) => {
+                    out.merge_row_owned(Bytes::copy_from_slice(&candidate[prefix.len()..]), state);
+                    found += 1;
+                    first = first.or(Some(read));
+                }
+                // A row that stays without a live item: the scan reads on from it.
+                Some(_) => break,
+            }
+            read += 1;
         }
-        // The first page asks for just the items wanted: at an end whose items are live (a push, most pops) that is
-        // all there is to read, and a full page copied 64 rows per push out of the engine.
-        let mut page_len = (count - found).clamp(1, SCAN_PAGE);
+        if read > 0 {
+            from = Bound::Excluded(candidates[read - 1].clone());
+            more = found < count;
+        }
+        // The rows this read met after the end's first row, in order from the end: past the candidates read, the
+        // unread ones still follow when no scan reads on (found them all), else the scan's rows do.
+        let mut met: Vec<Bytes> = Vec::new();
+        if let Some(first) = first {
+            edge = Some(candidates[first].clone());
+            let upto = if more { read } else { candidates.len() };
+            met.extend(candidates[first + 1..upto].iter().cloned());
+        }
+        // The first page asks for just the items wanted and the few rows after them that the next pops at this end
+        // will want (a push finds its end by the point read above): a full page copied 64 rows per push out of the
+        // engine.
+        let mut page_len = (count - found + LIST_LOOKAHEAD).clamp(1, SCAN_PAGE);
         while more {
             let page = match head {
                 true => self.engine.scan((from.as_ref().map(|b| &b[..]), Bound::Included(&high)), page_len)?,
@@ -766,9 +804,11 @@ impl KvStore {
             let full = page.len() == page_len;
             page_len = SCAN_PAGE;
             let page: Vec<_> = page.into_iter().filter(|(k, _)| k.as_ref() < &upper[..]).collect();
+            let mut rows = page.iter();
             if edge.is_none() {
-                edge = page.first().map(|(k, _)| k.clone());
+                edge = rows.next().map(|(k, _)| k.clone());
             }
+            met.extend(rows.map(|(k, _)| k.clone()));
             for (k, v) in &page {
                 let state = decode(v)?;
                 if crate::crdt::rows::element_is_live(&key_row, &state) {
@@ -790,16 +830,22 @@ impl KvStore {
         if ends.len() >= MAX_LIST_LENS {
             ends.clear();
         }
-        let entry = ends
-            .entry(Bytes::copy_from_slice(user_key))
-            .or_insert_with(|| ListEnds { low: Bytes::from(lower.clone()), high: Bytes::from(upper.clone()) });
+        let entry = ends.entry(Bytes::copy_from_slice(user_key)).or_insert_with(|| ListEnds {
+            low: Bytes::from(lower.clone()),
+            high: Bytes::from(upper.clone()),
+            ..ListEnds::default()
+        });
+        met.truncate(LIST_LOOKAHEAD);
         match (head, edge) {
-            (true, Some(k)) => entry.low = k,
-            (false, Some(k)) => entry.high = k,
+            (true, Some(k)) => (entry.low, entry.next_up) = (k, met),
+            (false, Some(k)) => (entry.high, entry.next_down) = (k, met),
             // Nothing in the home at all: an empty range, widened by the next item that arrives.
             (_, None) => {
-                entry.low = Bytes::from(upper.clone());
-                entry.high = Bytes::from(lower.clone());
+                *entry = ListEnds {
+                    low: Bytes::from(upper.clone()),
+                    high: Bytes::from(lower.clone()),
+                    ..ListEnds::default()
+                };
             }
         }
         Ok(out)
@@ -1013,7 +1059,7 @@ impl KvStore {
                 Bytes::copy_from_slice(prefix),
             )
         });
-        ends.insert(Bytes::copy_from_slice(user_key), ListEnds { low, high });
+        ends.insert(Bytes::copy_from_slice(user_key), ListEnds { low, high, ..ListEnds::default() });
         Ok(span)
     }
 
@@ -1145,6 +1191,14 @@ impl KvStore {
             *n = if exists { *n + 1 } else { n.saturating_sub(1) };
         }
         if exists && let Some(ends) = self.list_ends.lock().expect("list ends lock").get_mut(user_key) {
+            // A row entering at or before the last row an end read met from an end: those rows no longer follow
+            // one another there.
+            if ends.next_up.last().is_none_or(|last| storage_key <= &last[..]) {
+                ends.next_up.clear();
+            }
+            if ends.next_down.last().is_none_or(|last| storage_key >= &last[..]) {
+                ends.next_down.clear();
+            }
             if storage_key < &ends.low[..] {
                 ends.low = Bytes::copy_from_slice(storage_key);
             }
