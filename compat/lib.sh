@@ -12,6 +12,12 @@ check() { # check "description" command...
   if "$@"; then pass "$what"; else fail "$what"; fi
 }
 
+# matches TEXT GREP-ARGS...: whether a line of TEXT matches; lacks: whether none does. Shell functions, for checks
+# of long outputs: a benchmark's progress lines can pass the kernel's limit on one argument of a new process
+# (128 KiB), which `bash -c "..." "$out"` meets.
+matches() { local text=$1; shift; grep -q "$@" <<< "$text"; }
+lacks() { ! matches "$@"; }
+
 # start_node PORT [extra serve flags...]: starts a node (id $NODE_ID, default compat) on a fresh data dir; sets
 # NODE_PID and NODE_DIR.
 start_node() {
