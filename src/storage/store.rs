@@ -739,13 +739,10 @@ impl KvStore {
         let mut edge: Option<Bytes> = None;
         // An empty home (`low` past `high`) has nothing to scan.
         let mut more = low <= high;
-        // A remembered bound is a row's key: when that row is still there and live, nothing of the home lies beyond
-        // it, so it is this end's first item. A point read (the row cache, or the engine's filters) finds it where
-        // a scan would open an iterator over every table of the engine: after a push, the cache holds the row the
-        // next push at that end wants.
-        // The rows met from this end last time follow the bound, in order ([`ListEnds`]): while every one of them
-        // read so far is gone or taken, the next still present is the next row of the home. So the end's items are
-        // read one point read each, and a scan starts only past them.
+        // A remembered bound is a row's key, and the rows met from this end last time follow it in order
+        // ([`ListEnds`]): while every one of them read so far is gone or taken, the next still present is the next
+        // row of the home. So the end's items are read by point reads (the row cache, or the engine's filters),
+        // where a scan would open an iterator over every table of the engine, and a scan starts only past them.
         let candidates: Vec<Bytes> = match (&known, &from) {
             (Some(ends), Bound::Included(bound)) if more && count > 0 => {
                 // A long read (an LRANGE) scans at once: a point read per row costs more than the scan's step.
