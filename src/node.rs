@@ -525,7 +525,7 @@ impl Handler for PeerService {
         use crate::commands::views::{self, NodeLoad};
         use crate::coordinator::{Coordinate, scan::ScanKeys};
         use crate::replication::handoff::{DigestRange, HandoffPull};
-        use crate::replication::replica::{KeepHint, Read, ReadRows, Replicate};
+        use crate::replication::replica::{KeepHint, Read, ReadRows, ReadTally, Replicate};
 
         let coordinator = &self.node.coordinator;
         let cluster = coordinator.cluster();
@@ -538,6 +538,7 @@ impl Handler for PeerService {
             GossipPush::TAG => answer(&body, |m| async { cluster.serve_gossip(m) }).await,
             Read::TAG => answer(&body, |m| async { replica.serve_read(m) }).await,
             ReadRows::TAG => answer(&body, |m| async { replica.serve_read_rows(m) }).await,
+            ReadTally::TAG => answer(&body, |m| async { replica.serve_read_tally(m) }).await,
             Replicate::TAG => answer(&body, |m| replica.serve_replicate(m)).await,
             KeepHint::TAG => answer(&body, |m| async { replica.serve_keep_hint(m) }).await,
             Coordinate::TAG => answer(&body, |m| coordinator.serve_coordinate(m)).await,

@@ -11,6 +11,16 @@ async fn cmd<T: redis::FromRedisValue>(con: &mut redis::aio::MultiplexedConnecti
     redis::cmd(args[0]).arg(&args[1..]).query_async(con).await.unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// A seeded xorshift generator: `next(n)` is a number below `n`.
+fn seeded(mut seed: u64) -> impl FnMut(u64) -> u64 {
+    move |n| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    }
+}
+
 async fn err(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) -> String {
     let r: redis::RedisResult<redis::Value> = redis::cmd(args[0]).arg(&args[1..]).query_async(con).await;
     r.expect_err(&format!("{args:?} should fail")).to_string()
@@ -373,13 +383,7 @@ async fn list_ends_follow_every_way_items_leave() {
     let node = TestNode::start(&[]);
     let mut c = node.conn().await;
     let mut model = std::collections::VecDeque::<String>::new();
-    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    let mut next = move |n: u64| {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed % n
-    };
+    let mut next = seeded(0x9e37_79b9_7f4a_7c15_u64);
     for step in 0..400 {
         let v = format!("v{}", next(6));
         match next(10) {
@@ -417,6 +421,7 @@ async fn list_ends_follow_every_way_items_leave() {
         }
         let all: Vec<String> = cmd(&mut c, &["LRANGE", "l", "0", "-1"]).await;
         assert_eq!(all, Vec::from(model.clone()), "step {step}");
+        assert_eq!(cmd::<usize>(&mut c, &["LLEN", "l"]).await, model.len(), "step {step}");
         assert_eq!(cmd::<Option<String>>(&mut c, &["LINDEX", "l", "0"]).await.as_ref(), model.front(), "step {step}");
     }
 }
@@ -538,4 +543,116 @@ async fn get_and_write_in_one_command() {
     assert_eq!(cmd::<i64>(&mut c, &["SCARD", "s"]).await, 1, "nothing deleted");
     assert_eq!(cmd::<Option<String>>(&mut c, &["SET", "g", "v", "GET", "EX", "10"]).await, None);
     assert!((9..=10).contains(&cmd::<i64>(&mut c, &["TTL", "g"]).await));
+}
+
+/// Every collection's count (SCARD, HLEN, ZCARD, LLEN: a replica's tally, kept as rows change) equals the number of
+/// elements a read of the whole collection shows, through a seeded mix of adds, removes, pops, whole-key deletes,
+/// expiry and a key changing type, on one node.
+#[tokio::test]
+async fn counts_follow_every_way_elements_come_and_go() {
+    let node = TestNode::start(&[]);
+    let mut c = node.conn().await;
+    let mut next = seeded(0x2545_f491_4f6c_dd1d_u64);
+    let keys = ["s", "h", "z", "l"];
+    for step in 0..500 {
+        let key = keys[next(4) as usize];
+        let e = format!("e{}", next(8));
+        let args: Vec<String> = match (key, next(10)) {
+            (_, 0) => vec!["DEL".into(), key.into()],
+            // A key that changes type: a DEL then a write of another kind, or a string over it.
+            (_, 1) if next(3) == 0 => vec!["SET".into(), key.into(), "a string now".into()],
+            (_, 1) => vec!["EXPIRE".into(), key.into(), "100".into()],
+            ("s", 2..=5) => vec!["SADD".into(), key.into(), e.clone(), format!("e{}", next(8))],
+            ("s", 6..=7) => vec!["SREM".into(), key.into(), e],
+            ("s", _) => vec!["SPOP".into(), key.into()],
+            ("h", 2..=5) => vec!["HSET".into(), key.into(), e, format!("v{step}")],
+            ("h", 6..=8) => vec!["HDEL".into(), key.into(), e],
+            ("h", _) => vec!["HINCRBY".into(), key.into(), e, "2".into()],
+            ("z", 2..=5) => vec!["ZADD".into(), key.into(), next(5).to_string(), e],
+            ("z", 6..=7) => vec!["ZREM".into(), key.into(), e],
+            ("z", _) => vec!["ZPOPMIN".into(), key.into()],
+            ("l", 2..=4) => vec!["RPUSH".into(), key.into(), e],
+            ("l", 5) => vec!["LPOP".into(), key.into()],
+            ("l", 6) => vec!["LREM".into(), key.into(), "0".into(), e],
+            ("l", 7) => vec!["LTRIM".into(), key.into(), "1".into(), "-1".into()],
+            _ => vec!["LPUSH".into(), key.into(), e],
+        };
+        // A write to a key of another kind is refused (WRONGTYPE): the counts must not move then either.
+        let _: redis::RedisResult<redis::Value> = redis::cmd(&args[0]).arg(&args[1..]).query_async(&mut c).await;
+        let kind: String = cmd(&mut c, &["TYPE", key]).await;
+        let (count, whole) = match key {
+            "s" => ("SCARD", vec!["SMEMBERS", key]),
+            "h" => ("HLEN", vec!["HKEYS", key]),
+            "z" => ("ZCARD", vec!["ZRANGE", key, "0", "-1"]),
+            _ => ("LLEN", vec!["LRANGE", key, "0", "-1"]),
+        };
+        let expected = match kind.as_str() {
+            "set" | "hash" | "zset" | "list" => cmd::<Vec<String>>(&mut c, &whole).await.len(),
+            _ => 0,
+        };
+        let counted: redis::RedisResult<usize> = redis::cmd(count).arg(key).query_async(&mut c).await;
+        match counted {
+            Ok(n) => assert_eq!(n, expected, "step {step}, {args:?}, {count} of a {kind}"),
+            Err(e) => assert!(e.to_string().contains("WRONGTYPE") && kind == "string", "step {step}: {e}"),
+        }
+    }
+}
+
+/// The full-read counts a node's metrics report so far.
+fn count_full_reads(node: &TestNode) -> u64 {
+    use std::io::{Read, Write};
+    let addr = format!("127.0.0.1:{}", node.http_port.expect("the ready line names the metrics address"));
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    body.lines()
+        .filter(|l| l.starts_with("dynamo_count_full_reads_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// On a cluster, counts come from the replicas' tallies once they agree, with no read of the elements, and read
+/// every row when they differ: a replica that was down while elements were added answers a different tally, and
+/// the count through it is still right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_read_tallies_while_replicas_agree() {
+    let mut nodes = start_cluster(3, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let mut a = nodes[0].conn().await;
+    for i in 0..60 {
+        let _: i64 = cmd(&mut a, &["SADD", "s", &format!("m{i}")]).await;
+        let _: i64 = cmd(&mut a, &["HSET", "h", &format!("f{i}"), "v"]).await;
+        let _: i64 = cmd(&mut a, &["ZADD", "z", &i.to_string(), &format!("m{i}")]).await;
+        let _: i64 = cmd(&mut a, &["RPUSH", "l", &format!("i{i}")]).await;
+    }
+    let _: i64 = cmd(&mut a, &["SREM", "s", "m0", "m1"]).await;
+    let _: Option<String> = cmd(&mut a, &["LPOP", "l"]).await;
+    let expected = [("SCARD", "s", 58), ("HLEN", "h", 60), ("ZCARD", "z", 60), ("LLEN", "l", 59)];
+    // Once the third replica has every write, no count reads the rows.
+    let healthy = &nodes;
+    common::eventually(std::time::Duration::from_secs(20), "counts answered from tallies", || async move {
+        let before: Vec<u64> = healthy.iter().map(count_full_reads).collect();
+        for node in healthy {
+            let mut c = node.conn().await;
+            for (command, key, n) in expected {
+                assert_eq!(cmd::<i64>(&mut c, &[command, key]).await, n, "{command} through {}", node.node_id);
+            }
+        }
+        let after: Vec<u64> = healthy.iter().map(count_full_reads).collect();
+        (before == after).then_some(()).ok_or(format!("full reads {before:?} -> {after:?}"))
+    })
+    .await;
+
+    // A replica down while the set grows holds a smaller tally when it returns.
+    nodes[2].stop();
+    for i in 60..90 {
+        let _: i64 = cmd(&mut a, &["SADD", "s", &format!("m{i}")]).await;
+    }
+    nodes[2].restart();
+    let mut c = nodes[2].conn().await;
+    for _ in 0..5 {
+        assert_eq!(cmd::<i64>(&mut c, &["SCARD", "s"]).await, 88);
+        assert_eq!(cmd::<i64>(&mut a, &["SCARD", "s"]).await, 88);
+    }
+    assert_eq!(cmd::<Vec<String>>(&mut c, &["SMEMBERS", "s"]).await.len(), 88);
 }

@@ -1,5 +1,6 @@
 //! Hashes: HSET, HMSET, HSETNX, HDEL, HINCRBY (typed writes, see [`crate::crdt::hash`]) and HGET, HMGET, HGETALL,
-//! HLEN, HEXISTS, HKEYS, HVALS, HSTRLEN (quorum reads of the merged hash), with Redis's replies.
+//! HEXISTS, HKEYS, HVALS, HSTRLEN (quorum reads of the merged hash), with Redis's replies. HLEN is a count
+//! (`commands::card`).
 
 use bytes::Bytes;
 
@@ -62,7 +63,6 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
         "hmget" => Reply::Array(args[2..].iter().map(|f| value(f).map_or(Reply::Nil, Reply::Bulk)).collect()),
         "hexists" => Reply::Integer(i64::from(value(&args[2]).is_some())),
         "hstrlen" => Reply::Integer(value(&args[2]).map_or(0, |v| v.len() as i64)),
-        "hlen" => Reply::Integer(fields.len() as i64),
         "hkeys" => Reply::Array(fields.into_iter().map(|(f, _)| Reply::Bulk(f)).collect()),
         "hvals" => Reply::Array(fields.into_iter().map(|(_, v)| Reply::Bulk(v)).collect()),
         "hgetall" => Reply::Map(fields.into_iter().map(|(f, v)| (Reply::Bulk(f), Reply::Bulk(v))).collect()),

@@ -1,10 +1,11 @@
-//! Lists: LPUSH, RPUSH, LPOP, RPOP, LREM, LTRIM (typed writes, see [`crate::crdt::rows`]) and LRANGE, LLEN,
-//! LINDEX (quorum reads of the merged list), with Redis's replies.
+//! Lists: LPUSH, RPUSH, LPOP, RPOP, LREM, LTRIM (typed writes, see [`crate::crdt::rows`]) and LRANGE, LINDEX
+//! (quorum reads of the merged list), with Redis's replies. LLEN is a count (`commands::card`).
 
 use bytes::Bytes;
 
 use super::{
-    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_collection,
+    NodeContext, check_key, check_key_and_values, check_row_kind, coord_error, integer_reply, parse_int, pop_count,
+    read_collection,
 };
 use crate::coordinator::now_ms;
 use crate::crdt::{Op, OpReply, list, rows};
@@ -21,14 +22,8 @@ async fn read_items(node: &NodeContext, key: &Bytes, end: Option<(bool, i64)>) -
         Some((head, count)) if (1..=MAX_END_READ).contains(&count) => {
             check_key(node, key)?;
             let rows = node.coordinator.read_list_end(key, head, count as u32, None).await.map_err(coord_error)?;
-            let mut key_row = rows.key_row().cloned().unwrap_or_default();
-            key_row.drop_expired(now_ms());
-            match crate::crdt::kind(&key_row) {
-                Some(k) if k != crate::crdt::Kind::List => {
-                    return Err(Reply::error(crate::crdt::OpError::WrongType.to_string()));
-                }
-                _ => rows,
-            }
+            check_row_kind(rows.key_row(), RowKind::List)?;
+            rows
         }
         _ => read_collection(node, key, RowKind::List, None).await?,
     };
@@ -133,7 +128,6 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
         Err(reply) => return reply,
     };
     match name {
-        "llen" => Reply::Integer(values.len() as i64),
         "lrange" => {
             let range = list::index_range(ints[0], ints[1], values.len());
             Reply::Array(values[range].iter().cloned().map(Reply::Bulk).collect())

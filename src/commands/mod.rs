@@ -344,6 +344,7 @@ fn run_data<'a>(
         DataCommand::ZRem => zsets::zrem(node, args).boxed(),
         DataCommand::ZPop => zsets::zpop(node, name, args).boxed(),
         DataCommand::ZRead => zsets::read(node, name, args).boxed(),
+        DataCommand::Card(kind) => card(node, &args[1], kind).boxed(),
     }
 }
 
@@ -570,11 +571,34 @@ pub async fn read_set_sample(
 
 /// `rows` when the key holds a collection of `kind` (or nothing), else WRONGTYPE.
 fn of_kind(rows: crate::crdt::rows::Rows, kind: crate::versioning::RowKind) -> Result<crate::crdt::rows::Rows, Reply> {
-    let mut key_row = rows.key_row().cloned().unwrap_or_default();
+    check_row_kind(rows.key_row(), kind).map(|()| rows)
+}
+
+/// WRONGTYPE unless the key row (`None`: absent) is of a collection of `kind` or of nothing live.
+pub fn check_row_kind(
+    key_row: Option<&crate::versioning::Siblings>,
+    kind: crate::versioning::RowKind,
+) -> Result<(), Reply> {
+    let mut key_row = key_row.cloned().unwrap_or_default();
     key_row.drop_expired(crate::coordinator::now_ms());
     match crate::crdt::kind(&key_row) {
         Some(k) if k != crate::crdt::Kind::from(kind) => Err(Reply::error(crate::crdt::OpError::WrongType.to_string())),
-        _ => Ok(rows),
+        _ => Ok(()),
+    }
+}
+
+/// SCARD, HLEN, ZCARD and LLEN: how many live elements the collection of `kind` at `key` holds, from R replicas'
+/// tallies when they agree (`Coordinator::read_count`), or WRONGTYPE.
+async fn card(node: &NodeContext, key: &Bytes, kind: crate::versioning::RowKind) -> Reply {
+    if let Err(r) = check_key(node, key) {
+        return r;
+    }
+    match node.coordinator.read_count(key, kind).await {
+        Ok((count, key_row)) => match check_row_kind(key_row.as_ref(), kind) {
+            Ok(()) => Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
+            Err(reply) => reply,
+        },
+        Err(e) => coord_error(e),
     }
 }
 

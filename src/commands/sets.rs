@@ -1,5 +1,5 @@
-//! Sets: SADD, SREM, SPOP (typed writes, see [`crate::crdt::set`]) and SMEMBERS, SISMEMBER, SMISMEMBER, SCARD,
-//! SRANDMEMBER (quorum reads of the merged set), with Redis's replies.
+//! Sets: SADD, SREM, SPOP (typed writes, see [`crate::crdt::set`]) and SMEMBERS, SISMEMBER, SMISMEMBER,
+//! SRANDMEMBER (quorum reads of the merged set), with Redis's replies. SCARD is a count (`commands::card`).
 
 use bytes::Bytes;
 
@@ -84,7 +84,6 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     let has = |m: &Bytes| i64::from(members.binary_search(m).is_ok());
     match name {
         "smembers" => Reply::Set(members.into_iter().map(Reply::Bulk).collect()),
-        "scard" => Reply::Integer(members.len() as i64),
         "sismember" => Reply::Integer(has(&args[2])),
         "smismember" => Reply::Array(args[2..].iter().map(|m| Reply::Integer(has(m))).collect()),
         "srandmember" => srandmember(members, args),

@@ -1,5 +1,7 @@
 //! The command table: arity and flags as Redis reports them in `COMMAND INFO`, docs as in `COMMAND DOCS`.
 
+use crate::versioning::RowKind;
+
 /// One argument, as `COMMAND DOCS` describes it (redis-cli builds its hints from these).
 #[derive(Debug)]
 pub struct Arg {
@@ -72,7 +74,7 @@ pub enum DataCommand {
     SetAddOrRemove,
     /// SPOP.
     SetPop,
-    /// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER, SRANDMEMBER.
+    /// SMEMBERS, SISMEMBER, SMISMEMBER, SRANDMEMBER.
     SetRead,
     /// HSET, HMSET, HSETNX.
     HashSet,
@@ -82,7 +84,7 @@ pub enum DataCommand {
     HashIncrBy,
     /// HINCRBYFLOAT.
     HashIncrByFloat,
-    /// HGET, HMGET, HGETALL, HLEN, HEXISTS, HKEYS, HVALS, HSTRLEN.
+    /// HGET, HMGET, HGETALL, HEXISTS, HKEYS, HVALS, HSTRLEN.
     HashRead,
     /// LPUSH, RPUSH.
     ListPush,
@@ -92,7 +94,7 @@ pub enum DataCommand {
     ListRem,
     /// LTRIM.
     ListTrim,
-    /// LRANGE, LLEN, LINDEX.
+    /// LRANGE, LINDEX.
     ListRead,
     /// ZADD.
     ZAdd,
@@ -102,8 +104,10 @@ pub enum DataCommand {
     ZRem,
     /// ZPOPMIN, ZPOPMAX.
     ZPop,
-    /// ZSCORE, ZMSCORE, ZCARD, ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE.
+    /// ZSCORE, ZMSCORE, ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE.
     ZRead,
+    /// SCARD, HLEN, ZCARD, LLEN: how many elements a collection of this kind holds.
+    Card(RowKind),
 }
 
 /// The handlers of the other commands.
@@ -591,7 +595,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "scard",
-        run: Run::Data(DataCommand::SetRead),
+        run: Run::Data(DataCommand::Card(RowKind::Set)),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -599,7 +603,7 @@ pub static TABLE: &[CommandSpec] = &[
         step: 1,
         summary: "Returns how many members a set has.",
         group: "set",
-        complexity: "O(N)",
+        complexity: "O(1)",
         args: &[arg("key", "key")],
     },
     CommandSpec {
@@ -760,7 +764,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "hlen",
-        run: Run::Data(DataCommand::HashRead),
+        run: Run::Data(DataCommand::Card(RowKind::Hash)),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -768,7 +772,7 @@ pub static TABLE: &[CommandSpec] = &[
         step: 1,
         summary: "Returns how many fields a hash has.",
         group: "hash",
-        complexity: "O(N)",
+        complexity: "O(1)",
         args: &[arg("key", "key")],
     },
     CommandSpec {
@@ -916,7 +920,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "llen",
-        run: Run::Data(DataCommand::ListRead),
+        run: Run::Data(DataCommand::Card(RowKind::List)),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -924,7 +928,7 @@ pub static TABLE: &[CommandSpec] = &[
         step: 1,
         summary: "Returns the length of a list.",
         group: "list",
-        complexity: "O(N)",
+        complexity: "O(1)",
         args: &[arg("key", "key")],
     },
     CommandSpec {
@@ -1033,7 +1037,7 @@ pub static TABLE: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "zcard",
-        run: Run::Data(DataCommand::ZRead),
+        run: Run::Data(DataCommand::Card(RowKind::ZSet)),
         arity: 2,
         flags: &["readonly", "fast"],
         first_key: 1,
@@ -1041,7 +1045,7 @@ pub static TABLE: &[CommandSpec] = &[
         step: 1,
         summary: "Returns how many members a sorted set has.",
         group: "sorted-set",
-        complexity: "O(N)",
+        complexity: "O(1)",
         args: &[arg("key", "key")],
     },
     CommandSpec {

@@ -1,6 +1,6 @@
 //! Sorted sets: ZADD, ZINCRBY, ZREM, ZPOPMIN, ZPOPMAX (typed writes, see [`crate::crdt::zset`]) and ZSCORE,
-//! ZMSCORE, ZCARD, ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE (quorum reads of
-//! the merged set), with Redis's replies.
+//! ZMSCORE, ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE (quorum reads of the merged
+//! set), with Redis's replies. ZCARD is a count (`commands::card`).
 
 use bytes::Bytes;
 
@@ -165,7 +165,6 @@ fn range_options(args: &[Bytes], mut q: RangeQuery) -> Result<RangeQuery, Reply>
 enum ZRead {
     Score(Bytes),
     MScore(Vec<Bytes>),
-    Card,
     Count((f64, bool), (f64, bool)),
     Rank { member: Bytes, rev: bool, with_score: bool },
     Range(RangeQuery, Bounds),
@@ -187,7 +186,6 @@ fn parse_read(name: &str, args: &[Bytes]) -> Result<ZRead, Reply> {
     Ok(match name {
         "zscore" => ZRead::Score(args[2].clone()),
         "zmscore" => ZRead::MScore(args[2..].to_vec()),
-        "zcard" => ZRead::Card,
         "zcount" => {
             let (min, max) = bounds(&args[2], &args[3])?;
             ZRead::Count(min, max)
@@ -240,7 +238,6 @@ pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
     match query {
         ZRead::Score(m) => score(&m).map_or(Reply::Nil, Reply::Double),
         ZRead::MScore(ms) => Reply::Array(ms.iter().map(|m| score(m).map_or(Reply::Nil, Reply::Double)).collect()),
-        ZRead::Card => Reply::Integer(all.len() as i64),
         ZRead::Count(min, max) => Reply::Integer(all.iter().filter(|(_, s)| within(*s, min, max)).count() as i64),
         ZRead::Rank { member, rev, with_score } => {
             let mut all = all;

@@ -33,7 +33,9 @@ use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
 use crate::crdt::rows::{RowSelect, Rows};
 use crate::crdt::{Op, OpError, OpReply, Stamp};
-use crate::replication::replica::{Ack, KeepHint, LocalReplica, Read, ReadRows, ReplicaRead, Replicate};
+use crate::replication::replica::{
+    Ack, Counted, KeepHint, LocalReplica, Read, ReadRows, ReadTally, ReplicaRead, Replicate,
+};
 use crate::rpc::{PeerPool, RemoteError, RemoteErrorKind, RpcError};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -410,6 +412,39 @@ impl ReadShape for RowsRead {
         Box::pin(async move { pool.call_node(&to.id, &to.addr, req, timeout).await })
     }
 }
+/// A read of a collection's key row and tally, for a count.
+struct TallyRead;
+
+impl ReadShape for TallyRead {
+    type S = Counted;
+
+    fn local(
+        &self,
+        replica: &LocalReplica,
+        key: &[u8],
+        as_fallback: bool,
+        cluster_id: u64,
+    ) -> Result<ReplicaRead<Counted>, StorageError> {
+        match as_fallback {
+            true => replica.read_tally_as_fallback(key),
+            false => replica.read_tally(key, cluster_id),
+        }
+    }
+
+    fn remote(
+        &self,
+        pool: Arc<PeerPool>,
+        to: Replica,
+        key: Bytes,
+        as_fallback: bool,
+        cluster_id: u64,
+        timeout: Duration,
+    ) -> BoxFuture<'static, Result<ReplicaRead<Counted>, RpcError>> {
+        let req = ReadTally { key, as_fallback, cluster_id };
+        Box::pin(async move { pool.call_node(&to.id, &to.addr, req, timeout).await })
+    }
+}
+
 /// An outcome of one send of a write: its index, and whether it was acknowledged.
 type AckReply = (usize, bool);
 
@@ -653,6 +688,37 @@ impl Coordinator {
         Ok(self.quorum_read(key, r, RowsRead(rows)).await?.0.unwrap_or_default())
     }
 
+    /// How many live elements the collection of `kind` at `key` holds (0 when it holds another kind or none), and
+    /// its key row (`None`: absent), from R replicas. Each answers its key row and tally ([`Tally`]); when every
+    /// replica holding the key answered the same, their states are equal and so is the count of their merge, which
+    /// costs no read of the elements. Otherwise (replicas that differ, a fallback's hints, a failed tally read)
+    /// every row is read, merged and counted, which also repairs.
+    ///
+    /// [`Tally`]: crate::crdt::rows::Tally
+    pub async fn read_count(
+        self: &Arc<Self>,
+        key: &Bytes,
+        kind: crate::versioning::RowKind,
+    ) -> Result<(u64, Option<Siblings>), CoordError> {
+        match self.quorum_read(key, None, TallyRead).await {
+            Ok((None, _)) => return Ok((0, None)),
+            Ok((Some(Counted::Tallied { key_row, tally }), _)) => {
+                let live = key_row.as_ref().and_then(|k| crate::crdt::rows::live_kind(k, now_ms()));
+                let count = if live == Some(kind) { tally.count(kind) } else { 0 };
+                return Ok((count, key_row));
+            }
+            Ok((Some(Counted::Differ | Counted::Nothing), _)) => {
+                metrics::counter!("dynamo_count_full_reads_total", "why" => "differ").increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("dynamo_count_full_reads_total", "why" => "failed").increment(1);
+                tracing::debug!(error = %e, "tally read failed; reading every row");
+            }
+        }
+        let rows = self.read_rows(key, RowSelect::All, None).await?;
+        Ok((crate::crdt::rows::card(&rows, kind, now_ms()), rows.key_row().cloned()))
+    }
+
     /// Up to `count` live items at one end of the list at `key`, with its key row, from R replicas. A replica that
     /// missed a pop still holds the popped item in its live range, and the others no longer show it there: the
     /// items found are read again by name, which finds a removed item in either home. When some turn out removed,
@@ -844,9 +910,13 @@ impl Coordinator {
         }
         for (node, merged) in op.repairs() {
             let rep = &list[node];
+            let rows: Rows = merged.into();
+            if rows.is_empty() {
+                // A tally read's join holds no rows to send.
+                continue;
+            }
             metrics::counter!("dynamo_read_repairs_total").increment(1);
             tracing::debug!(replica = %rep.id, key = %String::from_utf8_lossy(&key), "read repair");
-            let rows: Rows = merged.into();
             if rep.local {
                 if let Err(e) = self.replica.merge_rows(&key, &rows).await {
                     tracing::warn!(error = %e, "local read repair failed");

@@ -23,6 +23,12 @@ impl State for Rows {
     }
 }
 
+impl State for crate::replication::replica::Counted {
+    fn join(&mut self, other: &Self) {
+        crate::replication::replica::Counted::join(self, other);
+    }
+}
+
 /// Where a quorum stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Progress {

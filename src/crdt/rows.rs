@@ -32,7 +32,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use super::{Kind, Op, OpError, OpReply, Stamp, check_kind, hash, set, zset};
-use crate::versioning::{Dot, RowKind, Siblings, Value, Version};
+use crate::versioning::{Dot, RowKind, Siblings, Value, Version, VersionVector};
 
 /// The tag that begins an element row of a set (its member follows).
 const SET_TAG: u8 = b's';
@@ -242,7 +242,73 @@ pub fn live_kind(key_row: &Siblings, now_ms: u64) -> Option<RowKind> {
 
 /// The versions of an element row that the key row has not cleared.
 fn uncleared<'a>(key_row: &'a Siblings, row: &'a Siblings) -> impl Iterator<Item = &'a Version> + Clone {
-    row.versions().iter().filter(|v| !key_row.cleared().covers(v.dot))
+    uncleared_by(key_row.cleared(), row)
+}
+
+/// The versions of an element row that `cleared` (a key row's cleared element writes) does not cover.
+fn uncleared_by<'a>(cleared: &'a VersionVector, row: &'a Siblings) -> impl Iterator<Item = &'a Version> + Clone {
+    row.versions().iter().filter(|v| !cleared.covers(v.dot))
+}
+
+/// The kind of collection whose live element the stored row `row` (a row's name under its key, in either home)
+/// holds, given its key row's cleared element writes: what LLEN, SCARD, HLEN and ZCARD count, and what a reply
+/// shows (a hash field with a value, a sorted-set member with a score, a list item in its live home). `None` for
+/// the key row, a removed element, or a list item's removed home.
+pub fn counted_kind(cleared: &VersionVector, row: &[u8], state: &Siblings) -> Option<RowKind> {
+    let (kind, element) = parse_row(row)?;
+    let mut live = uncleared_by(cleared, state).filter(|v| v.value.is_some()).peekable();
+    live.peek()?;
+    let visible = || {
+        let mut visible = state.clone();
+        visible.remove_versions(|v| cleared.covers(v.dot));
+        visible
+    };
+    let counted = match kind {
+        RowKind::Set => true,
+        RowKind::List => live.any(|v| matches!(v.value, Some(Value::Item { .. }))),
+        RowKind::Hash => hash::get(&visible(), &Bytes::copy_from_slice(element)).is_some(),
+        RowKind::ZSet => zset::score(&visible(), &Bytes::copy_from_slice(element)).is_some(),
+    };
+    counted.then_some(kind)
+}
+
+/// How many live elements the collection of `kind` at `rows` (a read of every row of the key at `now_ms`) holds:
+/// LLEN, SCARD, HLEN and ZCARD (0 when it is not a live collection of that kind).
+pub fn card(rows: &Rows, kind: RowKind, now_ms: u64) -> u64 {
+    let Some(key_row) = rows.key_row() else { return 0 };
+    if live_kind(key_row, now_ms) != Some(kind) {
+        return 0;
+    }
+    let counted = rows.rows().iter().filter(|(row, state)| counted_kind(key_row.cleared(), row, state) == Some(kind));
+    counted.count() as u64
+}
+
+/// One replica's count of a collection key's live elements by kind ([`counted_kind`]), with the XOR of the
+/// hash-tree digests of every element row it stores (both homes of a list item). Replicas whose key rows and
+/// tallies are equal hold equal rows (up to a collision of the digests), so the count of their merge is the count
+/// each has: a count is read from R replicas' tallies instead of from every element row they hold.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tally {
+    /// Live elements, by [`RowKind`] (set, hash, sorted set, list).
+    pub counts: [u64; 4],
+    /// XOR of the digests of the element rows.
+    pub digest: u128,
+}
+
+impl Tally {
+    /// The live elements of `kind` counted.
+    pub fn count(&self, kind: RowKind) -> u64 {
+        self.counts[kind as usize]
+    }
+
+    /// Takes in (`entering`) or out a stored element row: its digest, and its element if it holds a live one.
+    pub fn account(&mut self, cleared: &VersionVector, row: &[u8], state: &Siblings, digest: u128, entering: bool) {
+        self.digest ^= digest;
+        if let Some(kind) = counted_kind(cleared, row, state) {
+            let n = &mut self.counts[kind as usize];
+            *n = if entering { *n + 1 } else { n.saturating_sub(1) };
+        }
+    }
 }
 
 /// The element rows of `kind` in `rows` that hold a live element their key row has not cleared.

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
-use crate::crdt::rows::{RowSelect, Rows};
+use crate::crdt::rows::{RowSelect, Rows, Tally};
 use crate::rpc::{RemoteError, RemoteErrorKind};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -57,6 +57,58 @@ pub struct ReadRows {
 }
 
 crate::rpc_message!(ReadRows => ReplicaRead<Rows>, tag 13, "read_rows");
+
+/// Read the receiver's key row of a collection and its tally of the element rows ([`Tally`]): what a count
+/// (LLEN, SCARD, HLEN, ZCARD) asks R replicas for instead of every element row.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ReadTally {
+    /// User key.
+    pub key: Bytes,
+    /// As [`Read::as_fallback`].
+    pub as_fallback: bool,
+    /// As [`Read::cluster_id`].
+    pub cluster_id: u64,
+}
+
+/// What replicas answered to [`ReadTally`], joined: nothing yet, one key row and tally that every replica holding
+/// the key answered, or replies that differ (or one that could not tally: a fallback answering from hints). A
+/// flat join: equal replies stay, different ones make `Differ`, which stays.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Counted {
+    /// No reply joined yet.
+    #[default]
+    Nothing,
+    /// The key row (`None`: absent) and the tally of the element rows.
+    Tallied {
+        /// The key row.
+        key_row: Option<Siblings>,
+        /// The tally.
+        tally: Tally,
+    },
+    /// The replies differ, or one has no tally: only a read of the rows can count.
+    Differ,
+}
+
+impl Counted {
+    /// Joins another replica's answer (or a join of answers).
+    pub fn join(&mut self, other: &Counted) {
+        match (&*self, other) {
+            (_, Counted::Nothing) => {}
+            (Counted::Nothing, _) => *self = other.clone(),
+            (a, b) if a == b => {}
+            _ => *self = Counted::Differ,
+        }
+    }
+}
+
+/// A tally read repairs nothing: it holds no rows to send.
+impl From<Counted> for Rows {
+    fn from(_: Counted) -> Rows {
+        Rows::new()
+    }
+}
+
+crate::rpc_message!(ReadTally => ReplicaRead<Counted>, tag 14, "read_tally");
 
 /// Merge rows of a key into the receiver's replica (replication, read repair, hint delivery): the key row of a
 /// string, or the rows a write of a collection changed.
@@ -206,6 +258,25 @@ impl LocalReplica {
         Ok(ReplicaRead { state: (!found.is_empty()).then_some(found), vouches: false })
     }
 
+    /// This node's answer as a replica of `key` to a count, as [`LocalReplica::read`]: its key row and tally
+    /// (nothing when it holds no row of the key).
+    pub fn read_tally(&self, key: &[u8], cluster_id: u64) -> Result<ReplicaRead<Counted>, StorageError> {
+        let state = match self.store.tally(key)? {
+            (None, Some(tally)) if tally == Tally::default() => None,
+            (key_row, Some(tally)) => Some(Counted::Tallied { key_row, tally }),
+            (_, None) => Some(Counted::Differ),
+        };
+        let same_cluster = cluster_id == self.cluster.view().cluster_id;
+        let vouches = state.is_some() || (same_cluster && self.vouches_for(key));
+        Ok(ReplicaRead { state, vouches })
+    }
+
+    /// What this node can answer to a count as a fallback: that it cannot tally hints, when it holds some for `key`.
+    pub fn read_tally_as_fallback(&self, key: &[u8]) -> Result<ReplicaRead<Counted>, StorageError> {
+        let held = !self.hints.get_rows(key, None)?.is_empty();
+        Ok(ReplicaRead { state: held.then_some(Counted::Differ), vouches: false })
+    }
+
     /// Keeps rows meant for `target` as hints (this node stands in for it).
     pub fn keep_hint(&self, target: &str, key: &[u8], rows: &Rows) -> Result<(), StorageError> {
         // Hints live on the same disk as the data: a node whose storage stopped writes keeps none.
@@ -231,6 +302,15 @@ impl LocalReplica {
         .map_err(refusal)
     }
 
+    /// Answers [`ReadTally`].
+    pub fn serve_read_tally(&self, m: ReadTally) -> Result<ReplicaRead<Counted>, RemoteError> {
+        match m.as_fallback {
+            true => self.read_tally_as_fallback(&m.key),
+            false => self.read_tally(&m.key, m.cluster_id),
+        }
+        .map_err(refusal)
+    }
+
     /// Answers [`Replicate`].
     pub async fn serve_replicate(&self, m: Replicate) -> Result<Ack, RemoteError> {
         self.merge_rows(&m.key, &m.rows).await.map(|()| Ack).map_err(refusal)
@@ -239,5 +319,37 @@ impl LocalReplica {
     /// Answers [`KeepHint`].
     pub fn serve_keep_hint(&self, m: KeepHint) -> Result<Ack, RemoteError> {
         self.keep_hint(&m.target, &m.key, &m.rows).map(|()| Ack).map_err(refusal)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The join of tally replies is a flat semilattice: `Nothing` is its identity, equal replies stay, any two
+    /// different ones make `Differ`, which absorbs; so the quorum's fold answers a count only when every reply
+    /// holding the key is the same, whatever order they came in.
+    #[test]
+    fn tally_replies_join_as_a_flat_lattice() {
+        let tallied = |n: u64| Counted::Tallied { key_row: None, tally: Tally { counts: [n, 0, 0, 0], digest: 7 } };
+        let all = [Counted::Nothing, tallied(1), tallied(2), Counted::Differ];
+        let join = |a: &Counted, b: &Counted| {
+            let mut out = a.clone();
+            out.join(b);
+            out
+        };
+        for a in &all {
+            assert_eq!(join(a, a), *a, "idempotent");
+            assert_eq!(join(a, &Counted::Nothing), *a, "identity");
+            for b in &all {
+                assert_eq!(join(a, b), join(b, a), "commutative");
+                for c in &all {
+                    assert_eq!(join(&join(a, b), c), join(a, &join(b, c)), "associative");
+                }
+            }
+        }
+        assert_eq!(join(&tallied(1), &tallied(1)), tallied(1));
+        assert_eq!(join(&tallied(1), &tallied(2)), Counted::Differ);
+        assert_eq!(join(&Counted::Differ, &tallied(1)), Counted::Differ);
     }
 }

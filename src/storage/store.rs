@@ -25,9 +25,9 @@ use super::write_buffer::{Buffered, WriteBuffer};
 use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
-use crate::crdt::rows::Rows;
-use crate::versioning::Siblings;
+use crate::crdt::rows::{Rows, Tally};
 use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblings};
+use crate::versioning::{Siblings, VersionVector};
 
 /// Rows a scan for live elements copies out of the engine at once, past its first page (which asks for just the
 /// rows wanted: the rows at a collection's end are usually live).
@@ -36,6 +36,8 @@ const SCAN_PAGE: usize = 64;
 const LOCK_STRIPES: usize = 1024;
 /// Lists whose length is kept ([`KvStore::list_len`]); past it the lengths are counted again when needed.
 const MAX_LIST_LENS: usize = 100_000;
+/// Collections whose tally is kept ([`KvStore::tally`]); past it the tallies are counted again when needed.
+const MAX_TALLIES: usize = 100_000;
 /// The most rows a sample picks each by its own descent ([`KvStore::sample_live_rows`]).
 const MAX_SEPARATE_PICKS: usize = 64;
 /// Format byte prefixed to every stored sibling set: 4 since key rows carry their cleared element writes (3:
@@ -131,6 +133,11 @@ pub struct KvStore {
     /// Writes of element rows with a live value, by the lock stripe of their key row (bumped under the
     /// `live_ends` lock, after the engine took the write).
     live_writes: Box<[AtomicU64]>,
+    /// The tallies of collections whose count was asked ([`KvStore::tally`]), with the cleared element writes of
+    /// the key row they were counted under, kept under their key locks as rows are written and deleted. A key row
+    /// write that changes what it cleared drops its key's tally (every element's liveness may change): the next
+    /// count counts again.
+    tallies: std::sync::Mutex<std::collections::HashMap<Bytes, (Tally, VersionVector)>>,
 }
 
 /// Bounds of a list's live items' home, as storage keys: no row of that home lies below `low` or above `high`.
@@ -151,6 +158,9 @@ struct ListEnds {
     next_up: Vec<Bytes>,
     next_down: Vec<Bytes>,
 }
+
+/// A row's stored state and its digest (`None`: absent).
+type StoredRow = Option<(Siblings, u128)>;
 
 /// How many rows past an end's first one a list's end read remembers ([`ListEnds`]): a run of pops reads the
 /// engine's range once per this many.
@@ -205,6 +215,7 @@ impl KvStore {
             list_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
             live_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
             live_writes: (0..LOCK_STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            tallies: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 
@@ -240,6 +251,8 @@ impl KvStore {
                     // The entries keep the stored bytes the hash tree hashed: those just changed.
                     upgraded.iter().for_each(|(k, _)| cache.forget(k));
                 }
+                // So did the digests tallies were counted from.
+                self.tallies.lock().expect("tallies lock").clear();
                 self.engine.apply(&upgraded)?;
                 metrics::counter!("dynamo_storage_values_upgraded_total").increment(upgraded.len() as u64);
             }
@@ -296,6 +309,11 @@ impl KvStore {
         if let Some(o) = &self.observer {
             o.reset();
         }
+        // What was kept of collections was kept from writes the engine may not hold, or hold after all.
+        self.list_lens.lock().expect("list lengths lock").clear();
+        self.list_ends.lock().expect("list ends lock").clear();
+        self.live_ends.lock().expect("live ends lock").clear();
+        self.tallies.lock().expect("tallies lock").clear();
     }
 
     /// Why writes are stopped, if they are (a disk below its floor, or a failed write).
@@ -712,6 +730,76 @@ impl KvStore {
         Ok(n)
     }
 
+    /// The key row of `user_key` and this replica's tally of its element rows ([`Tally`]; `None` without a hash
+    /// tree to take digests from). Counted by one scan of the key's rows when first asked, then kept as its rows
+    /// change, so a count costs a point read, not a read of every element.
+    pub fn tally(&self, user_key: &[u8]) -> Result<(Option<Siblings>, Option<Tally>), StorageError> {
+        let prefix = layout::storage_key(user_key);
+        let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
+        let key_row = self.current_row(&prefix)?.map(|(state, _)| state);
+        if self.observer.is_none() {
+            return Ok((key_row, None));
+        }
+        if let Some((tally, _)) = self.tallies.lock().expect("tallies lock").get(user_key) {
+            return Ok((key_row, Some(*tally)));
+        }
+        if let Some(buffer) = &self.buffer {
+            buffer.flush(self.engine.as_ref())?;
+        }
+        let cleared = key_row.as_ref().map(|k| k.cleared().clone()).unwrap_or_default();
+        let mut tally = Tally::default();
+        self.for_each_element_row(&prefix, |k, v| {
+            tally.account(&cleared, &k[prefix.len()..], &decode(v)?, self.digest(k, v), true);
+            Ok(())
+        })?;
+        let mut tallies = self.tallies.lock().expect("tallies lock");
+        if tallies.len() >= MAX_TALLIES {
+            // Counted again when next needed.
+            tallies.clear();
+        }
+        tallies.insert(Bytes::copy_from_slice(user_key), (tally, cleared));
+        Ok((key_row, Some(tally)))
+    }
+
+    /// The element rows among `rows` (about to be written, under their key's lock) of keys with a tally, each with
+    /// its stored state and digest before the write (`None`: absent); a key row among them that changes what its
+    /// key cleared drops its key's tally first.
+    fn tallied_rows(&self, rows: &[RowWrite<'_>]) -> Result<Vec<(usize, StoredRow)>, StorageError> {
+        let mut tallies = self.tallies.lock().expect("tallies lock");
+        if tallies.is_empty() {
+            return Ok(Vec::new());
+        }
+        for row in rows.iter().filter(|r| layout::is_key_row(&r.key)) {
+            let Some(user_key) = layout::user_key(&row.key) else { continue };
+            let cleared = row.state.map(|s| s.cleared().clone()).unwrap_or_default();
+            if tallies.get(user_key).is_some_and(|(_, counted_under)| *counted_under != cleared) {
+                tallies.remove(user_key);
+            }
+        }
+        let tallied: Vec<usize> = (0..rows.len())
+            .filter(|&i| {
+                let key = &rows[i].key;
+                !layout::is_key_row(key) && layout::user_key(key).is_some_and(|k| tallies.contains_key(k))
+            })
+            .collect();
+        drop(tallies);
+        tallied.into_iter().map(|i| Ok((i, self.current_row(&rows[i].key)?))).collect()
+    }
+
+    /// Takes a row write or delete into its key's tally, if it has one: out goes the row as it was (`old`), in
+    /// comes the row as it is (`new`), each with its digest.
+    fn account_row(&self, storage_key: &[u8], old: Option<(&Siblings, u128)>, new: Option<(&Siblings, u128)>) {
+        let Some((user_key, row)) = layout::parse(storage_key) else { return };
+        let mut tallies = self.tallies.lock().expect("tallies lock");
+        let Some((tally, cleared)) = tallies.get_mut(user_key) else { return };
+        if let Some((state, digest)) = old {
+            tally.account(cleared, row, state, digest, false);
+        }
+        if let Some((state, digest)) = new {
+            tally.account(cleared, row, state, digest, true);
+        }
+    }
+
     /// Up to `count` live list items at one end of `user_key`'s list, with its key row. Under the key's lock, so
     /// the bounds it learns ([`ListEnds`]) hold.
     pub fn end_items(&self, user_key: &[u8], head: bool, count: usize) -> Result<Rows, StorageError> {
@@ -1104,7 +1192,6 @@ impl KvStore {
 
     /// Every stored row of `user_key`, its key row first.
     pub fn scan_rows(&self, user_key: &[u8]) -> Result<Rows, StorageError> {
-        const PAGE: usize = 4096;
         if let Some(buffer) = &self.buffer {
             buffer.flush(self.engine.as_ref())?;
         }
@@ -1116,19 +1203,34 @@ impl KvStore {
         if let Some(key_row) = self.get(user_key)? {
             out.merge_row(Bytes::new(), &key_row);
         }
-        let end = layout::rows_end(&prefix);
+        self.for_each_element_row(&prefix, |k, v| {
+            let row = &k[prefix.len()..];
+            let name = crate::crdt::rows::item_homes(row).map_or_else(|| Bytes::copy_from_slice(row), |(l, _)| l);
+            out.merge_row_owned(name, decode(v)?);
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every stored element row of the key at `prefix` (its storage key and stored bytes), in storage order,
+    /// from just past its key row, page by page.
+    fn for_each_element_row(
+        &self,
+        prefix: &Bytes,
+        mut f: impl FnMut(&Bytes, &Bytes) -> Result<(), StorageError>,
+    ) -> Result<(), StorageError> {
+        const PAGE: usize = 4096;
+        let end = layout::rows_end(prefix);
         let upper = end.as_deref().map_or(Bound::Unbounded, Bound::Excluded);
         let mut after = prefix.clone();
         loop {
             let page = self.engine.scan((Bound::Excluded(&after[..]), upper), PAGE)?;
             for (k, v) in &page {
-                let row = &k[prefix.len()..];
-                let name = crate::crdt::rows::item_homes(row).map_or_else(|| Bytes::copy_from_slice(row), |(l, _)| l);
-                out.merge_row_owned(name, decode(v)?);
+                f(k, v)?;
             }
             match page.last() {
                 Some((k, _)) if page.len() == PAGE => after = k.clone(),
-                _ => return Ok(out),
+                _ => return Ok(()),
             }
         }
     }
@@ -1138,14 +1240,16 @@ impl KvStore {
     /// [`wait_durable`](Self::wait_durable).
     fn write_rows(&self, rows: Vec<RowWrite<'_>>, durable: bool) -> Result<u64, StorageError> {
         self.gate.check()?;
+        let tallied = self.tallied_rows(&rows)?;
         let encoded: Vec<Option<Bytes>> = rows.iter().map(|r| r.state.map(encode)).collect();
         let changes: Vec<Change> = rows.iter().zip(&encoded).map(|(r, e)| (r.key.clone(), e.clone())).collect();
         let written = self.gate.observe(match &self.buffer {
             Some(buffer) if durable => buffer.write_through(self.engine.as_ref(), &changes),
             _ => self.write_raw(&changes),
         });
-        for (row, encoded) in rows.iter().zip(encoded) {
-            let digest = encoded.as_ref().map(|e| self.digest(&row.key, e));
+        let digests: Vec<Option<u128>> =
+            rows.iter().zip(&encoded).map(|(r, e)| e.as_ref().map(|e| self.digest(&r.key, e))).collect();
+        for ((row, encoded), &digest) in rows.iter().zip(encoded).zip(&digests) {
             if let Some(cache) = &self.cache {
                 match (&written, encoded, digest) {
                     (Ok(()), Some(encoded), Some(digest)) => cache.put(row.key.clone(), encoded, digest),
@@ -1169,6 +1273,16 @@ impl KvStore {
             self.count_list_item(&row.key, row.old_digest.is_some(), row.state.is_some());
             if row.state.is_some_and(Siblings::has_live_value) {
                 self.widen_live_ends(&row.key);
+            }
+        }
+        for (i, old) in tallied {
+            let row = &rows[i];
+            if written.is_ok() {
+                let old = old.as_ref().map(|(state, digest)| (state, *digest));
+                self.account_row(&row.key, old, row.state.zip(digests[i]));
+            } else if let Some(user_key) = layout::user_key(&row.key) {
+                // The engine may hold either state: counted again when next asked.
+                self.tallies.lock().expect("tallies lock").remove(user_key);
             }
         }
         written?;
@@ -1314,7 +1428,13 @@ impl KvStore {
                 Err(_) => cache.forget(&key),
             }
         }
+        let user_key = layout::user_key(storage_key).unwrap_or(&[]);
+        if deleted.is_err() || layout::is_key_row(storage_key) {
+            // Either state may be stored (counted again when next asked), or the key row went with what it cleared.
+            self.tallies.lock().expect("tallies lock").remove(user_key);
+        }
         deleted?;
+        self.account_row(storage_key, Some((&current, digest)), None);
         self.count_list_item(storage_key, true, false);
         if self.counted_by_writer(storage_key) {
             if current.has_live_value() && layout::is_key_row(storage_key) {

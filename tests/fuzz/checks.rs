@@ -184,7 +184,7 @@ fn request_round_trips(id: u64, tag: u8, body: &[u8]) {
     use dynamo_kv::commands::views::NodeLoad;
     use dynamo_kv::coordinator::{Coordinate, scan::ScanKeys};
     use dynamo_kv::replication::handoff::{DigestRange, HandoffPull};
-    use dynamo_kv::replication::replica::{KeepHint, Read, ReadRows, Replicate};
+    use dynamo_kv::replication::replica::{KeepHint, Read, ReadRows, ReadTally, Replicate};
 
     fn check<M: Message + std::fmt::Debug>(id: u64, body: &[u8]) {
         let Ok(message) = decode::<M>(body) else { return };
@@ -200,6 +200,7 @@ fn request_round_trips(id: u64, tag: u8, body: &[u8]) {
         GossipPush::TAG => check::<GossipPush>(id, body),
         Read::TAG => check::<Read>(id, body),
         ReadRows::TAG => check::<ReadRows>(id, body),
+        ReadTally::TAG => check::<ReadTally>(id, body),
         Replicate::TAG => check::<Replicate>(id, body),
         KeepHint::TAG => check::<KeepHint>(id, body),
         Coordinate::TAG => check::<Coordinate>(id, body),

@@ -715,11 +715,18 @@ async fn final_read(key: &str, node: &str) -> Result<BTreeSet<String>, String> {
                 }
             }
             Some(mut c) => {
-                let read: &[&str] =
-                    if key.starts_with("list:") { &["LRANGE", key, "0", "-1"] } else { &["SMEMBERS", key] };
-                match c.cmd(read).await {
-                    Ok(r @ Reply::Array(Some(_))) => Ok(r.strings().into_iter().collect()),
-                    other => Err(format!("{} {key} via {node}: {}", read[0], show(&other))),
+                let (read, count): (&[&str], _) = match key.starts_with("list:") {
+                    true => (&["LRANGE", key, "0", "-1"], "LLEN"),
+                    false => (&["SMEMBERS", key], "SCARD"),
+                };
+                // The count (the replicas' tallies when they agree) must say as many as the whole read shows.
+                match (c.cmd(read).await, c.cmd(&[count, key]).await) {
+                    (Ok(r @ Reply::Array(Some(_))), Ok(Reply::Integer(n))) if r.strings().len() as i64 == n => {
+                        Ok(r.strings().into_iter().collect())
+                    }
+                    (whole, counted) => {
+                        Err(format!("{} and {count} {key} via {node}: {}, {}", read[0], show(&whole), show(&counted)))
+                    }
                 }
             }
         };
