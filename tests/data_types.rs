@@ -600,16 +600,18 @@ async fn counts_follow_every_way_elements_come_and_go() {
 
 /// The full-read counts a node's metrics report so far.
 fn count_full_reads(node: &TestNode) -> u64 {
+    metric_sum(node, "dynamo_count_full_reads_total")
+}
+
+/// The sum of every series of a counter on a node's metrics endpoint.
+fn metric_sum(node: &TestNode, name: &str) -> u64 {
     use std::io::{Read, Write};
     let addr = format!("127.0.0.1:{}", node.http_port.expect("the ready line names the metrics address"));
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
     let mut body = String::new();
     s.read_to_string(&mut body).unwrap();
-    body.lines()
-        .filter(|l| l.starts_with("dynamo_count_full_reads_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
+    body.lines().filter(|l| l.starts_with(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok()).sum()
 }
 
 /// On a cluster, counts come from the replicas' tallies once they agree, with no read of the elements, and read
@@ -655,4 +657,52 @@ async fn counts_read_tallies_while_replicas_agree() {
         assert_eq!(cmd::<i64>(&mut a, &["SCARD", "s"]).await, 88);
     }
     assert_eq!(cmd::<Vec<String>>(&mut c, &["SMEMBERS", "s"]).await.len(), 88);
+}
+
+/// Under a stream of pushes, replicas answer a count at different points of it: their tallies differ, and the count
+/// merges them by their latest changes rather than reading the list. Each count lies between the pushes
+/// acknowledged before it was sent and those sent before it returned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_under_a_stream_of_writes_merge_the_replicas_tallies() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let nodes = start_cluster(3, &["--metrics-listen", "127.0.0.1:0"]).await;
+    let (sent, acked, stop) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let (sent, acked, stop) = (sent.clone(), acked.clone(), stop.clone());
+            let url = nodes[w % 2].url();
+            tokio::spawn(async move {
+                let client = redis::Client::open(url).unwrap();
+                let mut c = common::connect(&client).await;
+                while !stop.load(Ordering::SeqCst) {
+                    sent.fetch_add(1, Ordering::SeqCst);
+                    let _: i64 = cmd(&mut c, &["RPUSH", "q", "x"]).await;
+                    acked.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    let mut c = nodes[2].conn().await;
+    let mut counts = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while counts < 50 || merged_tallies(&nodes[2]) == 0 {
+        assert!(std::time::Instant::now() < deadline, "no count merged replicas' tallies in {counts} counts");
+        let at_least = acked.load(Ordering::SeqCst);
+        let n: u64 = cmd(&mut c, &["LLEN", "q"]).await;
+        let at_most = sent.load(Ordering::SeqCst);
+        assert!((at_least..=at_most).contains(&n), "LLEN {n}, acknowledged {at_least}, sent {at_most}");
+        counts += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.await.unwrap();
+    }
+    assert_eq!(cmd::<u64>(&mut c, &["LLEN", "q"]).await, acked.load(Ordering::SeqCst));
+}
+
+/// How many counts a node's metrics say merged replicas' differing tallies.
+fn merged_tallies(node: &TestNode) -> u64 {
+    metric_sum(node, "dynamo_count_merged_tallies_total")
 }

@@ -689,12 +689,15 @@ impl Coordinator {
     }
 
     /// How many live elements the collection of `kind` at `key` holds (0 when it holds another kind or none), and
-    /// its key row (`None`: absent), from R replicas. Each answers its key row and tally ([`Tally`]); when every
-    /// replica holding the key answered the same, their states are equal and so is the count of their merge, which
-    /// costs no read of the elements. Otherwise (replicas that differ, a fallback's hints, a failed tally read)
-    /// every row is read, merged and counted, which also repairs.
+    /// its key row (`None`: absent), from R replicas. Each answers its key row, its tally ([`Tally`]) and the
+    /// tally's latest changes; when every replica holding the key answered the same tally, their states are equal
+    /// and so is the count of their merge. Replicas a few writes apart (a stream of writes reaches them at
+    /// different moments) are merged by those changes ([`merged_count`]). Neither costs a read of the elements.
+    /// Otherwise (a fallback's hints, a failed tally read, replicas further apart) every row is read, merged and
+    /// counted, which also repairs.
     ///
     /// [`Tally`]: crate::crdt::rows::Tally
+    /// [`merged_count`]: crate::crdt::rows::merged_count
     pub async fn read_count(
         self: &Arc<Self>,
         key: &Bytes,
@@ -702,13 +705,17 @@ impl Coordinator {
     ) -> Result<(u64, Option<Siblings>), CoordError> {
         match self.quorum_read(key, None, TallyRead).await {
             Ok((None, _)) => return Ok((0, None)),
-            Ok((Some(Counted::Tallied { key_row, tally }), _)) => {
-                let live = key_row.as_ref().and_then(|k| crate::crdt::rows::live_kind(k, now_ms()));
-                let count = if live == Some(kind) { tally.count(kind) } else { 0 };
-                return Ok((count, key_row));
-            }
-            Ok((Some(Counted::Differ | Counted::Nothing), _)) => {
+            Ok((Some(Counted::Tallied(replies)), _)) => {
+                if let Some(counted) = crate::crdt::rows::merged_count(&replies, kind, now_ms()) {
+                    if replies.iter().any(|r| r.tally != replies[0].tally) {
+                        metrics::counter!("dynamo_count_merged_tallies_total").increment(1);
+                    }
+                    return Ok(counted);
+                }
                 metrics::counter!("dynamo_count_full_reads_total", "why" => "differ").increment(1);
+            }
+            Ok((Some(Counted::Untallied | Counted::Nothing), _)) => {
+                metrics::counter!("dynamo_count_full_reads_total", "why" => "untallied").increment(1);
             }
             Err(e) => {
                 metrics::counter!("dynamo_count_full_reads_total", "why" => "failed").increment(1);

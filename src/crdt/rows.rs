@@ -305,10 +305,144 @@ impl Tally {
     pub fn account(&mut self, cleared: &VersionVector, row: &[u8], state: &Siblings, digest: u128, entering: bool) {
         self.digest ^= digest;
         if let Some(kind) = counted_kind(cleared, row, state) {
-            let n = &mut self.counts[kind as usize];
-            *n = if entering { *n + 1 } else { n.saturating_sub(1) };
+            self.step(kind, entering);
         }
     }
+
+    /// Applies a change (`forward`), or undoes it: the tally as it was before it.
+    pub fn apply(&mut self, change: &TallyChange, forward: bool) {
+        self.digest ^= change.before.0 ^ change.after.0;
+        let (gone, came) = if forward { (change.before.1, change.after.1) } else { (change.after.1, change.before.1) };
+        if let Some(kind) = gone {
+            self.step(kind, false);
+        }
+        if let Some(kind) = came {
+            self.step(kind, true);
+        }
+    }
+
+    fn step(&mut self, kind: RowKind, up: bool) {
+        let n = &mut self.counts[kind as usize];
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+}
+
+/// An element row as a tally sees it: its digest (0: absent) and the kind it counts as live of ([`counted_kind`]).
+pub type RowSide = (u128, Option<RowKind>);
+
+/// One change of a replica's element row, as its tally took it: which element (an MD5 of its row's name, the
+/// same for both homes of a list item, so that a change stays small whatever the element's size) and which home,
+/// with the row's digest and [`counted_kind`] before and after (digest 0: absent).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TallyChange {
+    /// The element.
+    pub element: u128,
+    /// The home: 0 for a row's only home (or a list item's live one), 1 for a removed list item's.
+    pub home: u8,
+    /// Its digest and counted kind before the change.
+    pub before: RowSide,
+    /// Its digest and counted kind after it.
+    pub after: RowSide,
+}
+
+impl TallyChange {
+    /// The change of stored row `row` (its name under the key) from `before` to `after` (each a state with its
+    /// digest; `None`: absent), counted under a key row that cleared `cleared`.
+    pub fn of(
+        cleared: &VersionVector,
+        row: &[u8],
+        before: Option<(&Siblings, u128)>,
+        after: Option<(&Siblings, u128)>,
+    ) -> TallyChange {
+        let side =
+            |s: Option<(&Siblings, u128)>| s.map_or((0, None), |(s, digest)| (digest, counted_kind(cleared, row, s)));
+        let (element, home) = match item_of(row) {
+            // Both homes of a list item name one element: its live home's name.
+            Some(_) => (md5::compute([&[LIST_TAG][..], &row[1..]].concat()).0, u8::from(row[0] == REMOVED_ITEM_TAG)),
+            None => (md5::compute(row).0, 0),
+        };
+        TallyChange { element: u128::from_be_bytes(element), home, before: side(before), after: side(after) }
+    }
+}
+
+/// A replica's answer to a count: its key row, its tally, and the last changes its tally took, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TallyReply {
+    /// The key row (`None`: absent).
+    pub key_row: Option<Siblings>,
+    /// The tally now.
+    pub tally: Tally,
+    /// Its latest changes, oldest first.
+    pub recent: Vec<TallyChange>,
+}
+
+/// The number of live elements of `kind` in the merge of the replicas that gave `replies` (at `now_ms`), with
+/// their merged key row; `None` when the replies cannot tell, and only a read of the rows can.
+///
+/// Replicas apply the same writes at different moments: while writes to a key keep coming, two replicas' tallies
+/// rarely match at the instant each answers. Undoing each one's latest changes finds the tally it had before
+/// them: where those earlier tallies match (digests included), the replicas passed through one state P, and each
+/// holds P changed by its own latest changes since. Every change leaves a row at a state that includes the one
+/// before (a join; a list item moving home leaves its live home empty, and its removed home holds the item's
+/// removal), so the merge of the replicas is P with each changed row at its newest state: the one every replica
+/// that changed it reached, or, when two reached different states of one row, unknown (`None`). The key rows must
+/// have cleared the same writes, for the counts to count the same rows as live.
+pub fn merged_count(replies: &[TallyReply], kind: RowKind, now_ms: u64) -> Option<(u64, Option<Siblings>)> {
+    let first = replies.first()?;
+    let cleared = |r: &TallyReply| r.key_row.as_ref().map(|k| k.cleared().clone()).unwrap_or_default();
+    if replies.iter().any(|r| cleared(r) != cleared(first)) {
+        return None;
+    }
+    let key_row = replies.iter().filter_map(|r| r.key_row.as_ref()).fold(None, |acc: Option<Siblings>, k| {
+        Some(match acc {
+            Some(mut merged) => {
+                merged.merge(k);
+                merged
+            }
+            None => k.clone(),
+        })
+    });
+    // Each reply's earlier tallies, by how many of its latest changes are undone.
+    let earlier = |r: &TallyReply| -> Vec<Tally> {
+        let mut at = r.tally;
+        let mut out = vec![at];
+        for change in r.recent.iter().rev() {
+            at.apply(change, false);
+            out.push(at);
+        }
+        out
+    };
+    let histories: Vec<Vec<Tally>> = replies.iter().map(earlier).collect();
+    // The most recent state of the first reply that every other one passed through too.
+    let undone: Vec<usize> = histories[0]
+        .iter()
+        .find_map(|p| histories.iter().map(|h| h.iter().position(|t| t == p)).collect::<Option<Vec<usize>>>())?;
+    let base = histories[0][undone[0]];
+    // Each changed element: its rows (one per home) in P and at the newest state a replica that changed it gave
+    // them. Two replicas that changed one element must have made the same change: a list item one replica took
+    // in while another removed it lies in two homes, and only both states merged tell whether it is live.
+    type Homes = std::collections::BTreeMap<u8, (RowSide, RowSide)>;
+    let mut elements: std::collections::BTreeMap<u128, Homes> = std::collections::BTreeMap::new();
+    for (reply, &n) in replies.iter().zip(&undone) {
+        let mut mine: std::collections::BTreeMap<u128, Homes> = std::collections::BTreeMap::new();
+        for change in &reply.recent[reply.recent.len() - n..] {
+            let homes = mine.entry(change.element).or_default();
+            homes.entry(change.home).or_insert((change.before, change.after)).1 = change.after;
+        }
+        for (element, homes) in mine {
+            match elements.get(&element) {
+                Some(theirs) if *theirs != homes => return None,
+                Some(_) => {}
+                None => drop(elements.insert(element, homes)),
+            }
+        }
+    }
+    let mut count = base.count(kind);
+    for (before, after) in elements.values().flat_map(|homes| homes.values()) {
+        count = (count + u64::from(after.1 == Some(kind))).saturating_sub(u64::from(before.1 == Some(kind)));
+    }
+    let live = key_row.as_ref().and_then(|k| live_kind(k, now_ms));
+    Some((if live == Some(kind) { count } else { 0 }, key_row))
 }
 
 /// The element rows of `kind` in `rows` that hold a live element their key row has not cleared.
@@ -1066,5 +1200,151 @@ mod tests {
                 prop_assert_eq!(present, unobserved, "member {}", m);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tally_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A model replica: each row at a version (0: absent), changed only by joins (the newer version wins), with
+    /// its tally and latest changes as a store keeps them. A row counts as a live set member at an odd version.
+    #[derive(Clone, Default)]
+    struct Model {
+        rows: std::collections::BTreeMap<u8, u32>,
+        tally: Tally,
+        recent: Vec<TallyChange>,
+    }
+
+    fn side(row: u8, version: u32) -> RowSide {
+        match version {
+            0 => (0, None),
+            v => {
+                let digest = md5::compute([&[row][..], &v.to_be_bytes()].concat()).0;
+                (u128::from_be_bytes(digest), (v % 2 == 1).then_some(RowKind::Set))
+            }
+        }
+    }
+
+    impl Model {
+        fn write(&mut self, row: u8, version: u32, keep: usize) {
+            let before = self.rows.get(&row).copied().unwrap_or(0);
+            if version <= before {
+                return;
+            }
+            self.rows.insert(row, version);
+            let change =
+                TallyChange { element: u128::from(row), home: 0, before: side(row, before), after: side(row, version) };
+            self.tally.apply(&change, true);
+            self.recent.push(change);
+            if self.recent.len() > keep {
+                self.recent.remove(0);
+            }
+        }
+
+        fn reply(&self) -> TallyReply {
+            TallyReply { key_row: Some(header()), tally: self.tally, recent: self.recent.clone() }
+        }
+    }
+
+    fn header() -> Siblings {
+        let mut s = Siblings::new();
+        let dot = crate::versioning::Dot { actor: crate::versioning::Actor(1), counter: 1 };
+        s.update_value(&VersionVector::default(), dot, 1, Some(Value::Header(RowKind::Set)));
+        s
+    }
+
+    proptest! {
+        /// Replicas that applied overlapping parts of one stream of writes, each in its own order: whenever
+        /// `merged_count` answers, it answers the count of their merge, and it answers when the writes they do not
+        /// share are among the changes they keep.
+        #[test]
+        fn merged_counts_are_the_count_of_the_merge(
+            shared in proptest::collection::vec((0u8..12, 1u32..40), 0..30),
+            apart in proptest::collection::vec((0u8..12, 1u32..40, 0u8..3), 0..12),
+            keep in 1usize..20,
+        ) {
+            let mut replicas = [Model::default(), Model::default()];
+            for &(row, version) in &shared {
+                replicas.iter_mut().for_each(|r| r.write(row, version, keep));
+            }
+            // Writes one replica, the other, or both applied after the shared ones (the latest in flight).
+            for &(row, version, to) in &apart {
+                for (i, r) in replicas.iter_mut().enumerate() {
+                    if to == 2 || usize::from(to) == i {
+                        r.write(row, version, keep);
+                    }
+                }
+            }
+            let mut merged = replicas[0].rows.clone();
+            for (&row, &v) in &replicas[1].rows {
+                let e = merged.entry(row).or_insert(0);
+                *e = (*e).max(v);
+            }
+            let expected = merged.values().filter(|&&v| v % 2 == 1).count() as u64;
+            let replies: Vec<TallyReply> = replicas.iter().map(Model::reply).collect();
+            match merged_count(&replies, RowKind::Set, 0) {
+                Some((n, _)) => prop_assert_eq!(n, expected),
+                None => prop_assert!(
+                    apart.len() >= keep || replicas.iter().any(|r| r.rows != replicas[0].rows),
+                    "no answer though the replicas are equal"
+                ),
+            }
+            if replicas[0].rows == replicas[1].rows {
+                prop_assert_eq!(merged_count(&replies, RowKind::Set, 0).map(|(n, _)| n), Some(expected));
+            }
+        }
+    }
+
+    /// A list item lives in one of two homes: a replica that took a push in and one that took the pop of the same
+    /// item changed different rows, and only their states merged tell that the item is gone.
+    #[test]
+    fn a_list_item_changed_in_two_homes_is_not_counted_from_tallies() {
+        let item = |home: u8, before: RowSide, after: RowSide| TallyChange { element: 9, home, before, after };
+        let live = (11, Some(RowKind::List));
+        let reply = |changes: Vec<TallyChange>| {
+            let mut tally = Tally { counts: [0, 0, 0, 5], digest: 1 };
+            changes.iter().for_each(|c| tally.apply(c, true));
+            let mut key_row = Siblings::new();
+            let dot = crate::versioning::Dot { actor: crate::versioning::Actor(1), counter: 1 };
+            key_row.update_value(&VersionVector::default(), dot, 1, Some(Value::Header(RowKind::List)));
+            TallyReply { key_row: Some(key_row), tally, recent: changes }
+        };
+        let pushed = reply(vec![item(0, (0, None), live)]);
+        let popped_elsewhere = reply(vec![item(1, (0, None), (12, None))]);
+        assert_eq!(merged_count(&[pushed.clone(), popped_elsewhere], RowKind::List, 0), None);
+        // One replica pushed and popped it (the live home emptied, the removed one holds it): it is not counted.
+        let pushed_and_popped =
+            reply(vec![item(0, (0, None), live), item(0, live, (0, None)), item(1, (0, None), (12, None))]);
+        let untouched = reply(vec![]);
+        assert_eq!(merged_count(&[pushed_and_popped, untouched.clone()], RowKind::List, 0).map(|(n, _)| n), Some(5));
+        assert_eq!(merged_count(&[pushed, untouched], RowKind::List, 0).map(|(n, _)| n), Some(6));
+    }
+
+    #[test]
+    fn replicas_apart_by_a_few_writes_are_counted_without_their_rows() {
+        let (mut a, mut b) = (Model::default(), Model::default());
+        for i in 0..50u8 {
+            a.write(i % 20, u32::from(i) + 1, 32);
+            b.write(i % 20, u32::from(i) + 1, 32);
+        }
+        // In flight: a has two more, b one other.
+        a.write(30, 1, 32);
+        a.write(31, 2, 32);
+        b.write(32, 3, 32);
+        let expected = [&a, &b].iter().flat_map(|r| r.rows.iter()).collect::<std::collections::BTreeMap<_, _>>();
+        let expected = expected.values().filter(|&&&v| v % 2 == 1).count() as u64;
+        assert_eq!(merged_count(&[a.reply(), b.reply()], RowKind::Set, 0).map(|(n, _)| n), Some(expected));
+        // The same row at two different states on two replicas: only its rows can tell.
+        let mut c = b.clone();
+        a.write(33, 5, 32);
+        c.write(33, 7, 32);
+        assert_eq!(merged_count(&[a.reply(), c.reply()], RowKind::Set, 0), None);
+        // Keys that cleared different writes count different rows as live.
+        let mut other = b.reply();
+        other.key_row.as_mut().unwrap().clear_elements();
+        assert_ne!(other.key_row, b.reply().key_row);
+        assert_eq!(merged_count(&[b.reply(), other], RowKind::Set, 0), None);
     }
 }

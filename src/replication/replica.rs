@@ -8,7 +8,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
-use crate::crdt::rows::{RowSelect, Rows, Tally};
+use crate::crdt::rows::{RowSelect, Rows, Tally, TallyReply};
 use crate::rpc::{RemoteError, RemoteErrorKind};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -70,33 +70,33 @@ pub struct ReadTally {
     pub cluster_id: u64,
 }
 
-/// What replicas answered to [`ReadTally`], joined: nothing yet, one key row and tally that every replica holding
-/// the key answered, or replies that differ (or one that could not tally: a fallback answering from hints). A
-/// flat join: equal replies stay, different ones make `Differ`, which stays.
+/// What replicas answered to [`ReadTally`], joined: nothing yet, the distinct replies of replicas holding the key
+/// (`crdt::rows::merged_count` counts their merge), or that one could not tally (a fallback answering from hints),
+/// which stays.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Counted {
     /// No reply joined yet.
     #[default]
     Nothing,
-    /// The key row (`None`: absent) and the tally of the element rows.
-    Tallied {
-        /// The key row.
-        key_row: Option<Siblings>,
-        /// The tally.
-        tally: Tally,
-    },
-    /// The replies differ, or one has no tally: only a read of the rows can count.
-    Differ,
+    /// Key rows and tallies, each distinct reply once.
+    Tallied(Vec<TallyReply>),
+    /// A reply without a tally: only a read of the rows can count.
+    Untallied,
 }
 
 impl Counted {
     /// Joins another replica's answer (or a join of answers).
     pub fn join(&mut self, other: &Counted) {
-        match (&*self, other) {
-            (_, Counted::Nothing) => {}
-            (Counted::Nothing, _) => *self = other.clone(),
-            (a, b) if a == b => {}
-            _ => *self = Counted::Differ,
+        match (&mut *self, other) {
+            (_, Counted::Nothing) | (Counted::Untallied, _) => {}
+            (Counted::Nothing, _) | (_, Counted::Untallied) => *self = other.clone(),
+            (Counted::Tallied(mine), Counted::Tallied(theirs)) => {
+                for reply in theirs {
+                    if !mine.contains(reply) {
+                        mine.push(reply.clone());
+                    }
+                }
+            }
         }
     }
 }
@@ -262,9 +262,9 @@ impl LocalReplica {
     /// (nothing when it holds no row of the key).
     pub fn read_tally(&self, key: &[u8], cluster_id: u64) -> Result<ReplicaRead<Counted>, StorageError> {
         let state = match self.store.tally(key)? {
-            (None, Some(tally)) if tally == Tally::default() => None,
-            (key_row, Some(tally)) => Some(Counted::Tallied { key_row, tally }),
-            (_, None) => Some(Counted::Differ),
+            Some(TallyReply { key_row: None, tally, .. }) if tally == Tally::default() => None,
+            Some(reply) => Some(Counted::Tallied(vec![reply])),
+            None => Some(Counted::Untallied),
         };
         let same_cluster = cluster_id == self.cluster.view().cluster_id;
         let vouches = state.is_some() || (same_cluster && self.vouches_for(key));
@@ -274,7 +274,7 @@ impl LocalReplica {
     /// What this node can answer to a count as a fallback: that it cannot tally hints, when it holds some for `key`.
     pub fn read_tally_as_fallback(&self, key: &[u8]) -> Result<ReplicaRead<Counted>, StorageError> {
         let held = !self.hints.get_rows(key, None)?.is_empty();
-        Ok(ReplicaRead { state: held.then_some(Counted::Differ), vouches: false })
+        Ok(ReplicaRead { state: held.then_some(Counted::Untallied), vouches: false })
     }
 
     /// Keeps rows meant for `target` as hints (this node stands in for it).
@@ -326,21 +326,27 @@ impl LocalReplica {
 mod tests {
     use super::*;
 
-    /// The join of tally replies is a flat semilattice: `Nothing` is its identity, equal replies stay, any two
-    /// different ones make `Differ`, which absorbs; so the quorum's fold answers a count only when every reply
-    /// holding the key is the same, whatever order they came in.
+    /// The join of tally replies is a semilattice up to the order of the replies it keeps: `Nothing` is its
+    /// identity, `Untallied` absorbs, and tallied replies gather, each distinct one once; so the quorum's fold
+    /// holds every distinct reply, whatever order they came in.
     #[test]
-    fn tally_replies_join_as_a_flat_lattice() {
-        let tallied = |n: u64| Counted::Tallied { key_row: None, tally: Tally { counts: [n, 0, 0, 0], digest: 7 } };
-        let all = [Counted::Nothing, tallied(1), tallied(2), Counted::Differ];
+    fn tally_replies_join_as_a_set() {
+        let reply =
+            |n: u64| TallyReply { key_row: None, tally: Tally { counts: [n, 0, 0, 0], digest: 7 }, recent: vec![] };
+        let tallied = |ns: &[u64]| Counted::Tallied(ns.iter().map(|&n| reply(n)).collect());
+        let all = [Counted::Nothing, tallied(&[1]), tallied(&[2]), tallied(&[1, 2]), Counted::Untallied];
         let join = |a: &Counted, b: &Counted| {
             let mut out = a.clone();
             out.join(b);
+            // As a set: the order the replies came in does not matter.
+            if let Counted::Tallied(replies) = &mut out {
+                replies.sort_by_key(|r| r.tally.counts);
+            }
             out
         };
         for a in &all {
-            assert_eq!(join(a, a), *a, "idempotent");
-            assert_eq!(join(a, &Counted::Nothing), *a, "identity");
+            assert_eq!(join(a, a), join(a, &Counted::Nothing), "idempotent");
+            assert_eq!(join(&Counted::Nothing, a), join(a, &Counted::Nothing), "identity");
             for b in &all {
                 assert_eq!(join(a, b), join(b, a), "commutative");
                 for c in &all {
@@ -348,8 +354,8 @@ mod tests {
                 }
             }
         }
-        assert_eq!(join(&tallied(1), &tallied(1)), tallied(1));
-        assert_eq!(join(&tallied(1), &tallied(2)), Counted::Differ);
-        assert_eq!(join(&Counted::Differ, &tallied(1)), Counted::Differ);
+        assert_eq!(join(&tallied(&[1]), &tallied(&[1])), tallied(&[1]));
+        assert_eq!(join(&tallied(&[2]), &tallied(&[1])), tallied(&[1, 2]));
+        assert_eq!(join(&Counted::Untallied, &tallied(&[1])), Counted::Untallied);
     }
 }

@@ -18,6 +18,7 @@ pub mod meta;
 pub mod recovery;
 pub mod row_cache;
 pub mod store;
+pub mod tallies;
 pub mod upgrade;
 mod write_buffer;
 pub mod write_gate;

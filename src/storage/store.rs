@@ -21,13 +21,14 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
 use super::row_cache::{Row, RowCache};
+use super::tallies::{Tallies, TallyEntry};
 use super::write_buffer::{Buffered, WriteBuffer};
 use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
-use crate::crdt::rows::{Rows, Tally};
+use crate::crdt::rows::{Rows, Tally, TallyChange, TallyReply};
+use crate::versioning::Siblings;
 use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblings};
-use crate::versioning::{Siblings, VersionVector};
 
 /// Rows a scan for live elements copies out of the engine at once, past its first page (which asks for just the
 /// rows wanted: the rows at a collection's end are usually live).
@@ -36,8 +37,6 @@ const SCAN_PAGE: usize = 64;
 const LOCK_STRIPES: usize = 1024;
 /// Lists whose length is kept ([`KvStore::list_len`]); past it the lengths are counted again when needed.
 const MAX_LIST_LENS: usize = 100_000;
-/// Collections whose tally is kept ([`KvStore::tally`]); past it the tallies are counted again when needed.
-const MAX_TALLIES: usize = 100_000;
 /// The most rows a sample picks each by its own descent ([`KvStore::sample_live_rows`]).
 const MAX_SEPARATE_PICKS: usize = 64;
 /// Format byte prefixed to every stored sibling set: 4 since key rows carry their cleared element writes (3:
@@ -137,7 +136,7 @@ pub struct KvStore {
     /// the key row they were counted under, kept under their key locks as rows are written and deleted. A key row
     /// write that changes what it cleared drops its key's tally (every element's liveness may change): the next
     /// count counts again.
-    tallies: std::sync::Mutex<std::collections::HashMap<Bytes, (Tally, VersionVector)>>,
+    tallies: std::sync::Mutex<Tallies>,
 }
 
 /// Bounds of a list's live items' home, as storage keys: no row of that home lies below `low` or above `high`.
@@ -215,7 +214,7 @@ impl KvStore {
             list_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
             live_ends: std::sync::Mutex::new(std::collections::HashMap::new()),
             live_writes: (0..LOCK_STRIPES).map(|_| AtomicU64::new(0)).collect(),
-            tallies: std::sync::Mutex::new(std::collections::HashMap::new()),
+            tallies: std::sync::Mutex::new(Tallies::default()),
         })
     }
 
@@ -359,6 +358,8 @@ impl KvStore {
                 // second-guess.
                 cache.clear();
             }
+            // Nor may the tallies counted from what the cache and the engine held before.
+            self.tallies.lock().expect("tallies lock").clear();
             self.gate.reopened(&result, std::time::Instant::now());
             if result.is_ok() {
                 self.reopens.fetch_add(1, Ordering::AcqRel);
@@ -730,18 +731,19 @@ impl KvStore {
         Ok(n)
     }
 
-    /// The key row of `user_key` and this replica's tally of its element rows ([`Tally`]; `None` without a hash
-    /// tree to take digests from). Counted by one scan of the key's rows when first asked, then kept as its rows
-    /// change, so a count costs a point read, not a read of every element.
-    pub fn tally(&self, user_key: &[u8]) -> Result<(Option<Siblings>, Option<Tally>), StorageError> {
+    /// The key row of `user_key` with this replica's tally of its element rows ([`Tally`]) and its latest changes,
+    /// oldest first (`None` without a hash tree to take digests from). Counted by one scan of the key's rows when
+    /// first asked, under the key's lock (writes of the key wait for it), then kept as its rows change, so a count
+    /// costs a point read, not a read of every element.
+    pub fn tally(&self, user_key: &[u8]) -> Result<Option<TallyReply>, StorageError> {
         let prefix = layout::storage_key(user_key);
         let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
         let key_row = self.current_row(&prefix)?.map(|(state, _)| state);
         if self.observer.is_none() {
-            return Ok((key_row, None));
+            return Ok(None);
         }
-        if let Some((tally, _)) = self.tallies.lock().expect("tallies lock").get(user_key) {
-            return Ok((key_row, Some(*tally)));
+        if let Some(entry) = self.tallies.lock().expect("tallies lock").get(user_key) {
+            return Ok(Some(TallyReply { key_row, tally: entry.tally, recent: entry.recent() }));
         }
         if let Some(buffer) = &self.buffer {
             buffer.flush(self.engine.as_ref())?;
@@ -752,13 +754,11 @@ impl KvStore {
             tally.account(&cleared, &k[prefix.len()..], &decode(v)?, self.digest(k, v), true);
             Ok(())
         })?;
-        let mut tallies = self.tallies.lock().expect("tallies lock");
-        if tallies.len() >= MAX_TALLIES {
-            // Counted again when next needed.
-            tallies.clear();
+        // A key with no row at all is not kept: counts of missing keys would crowd out the tallies worth keeping.
+        if key_row.is_some() || tally != Tally::default() {
+            self.tallies.lock().expect("tallies lock").insert(user_key, TallyEntry::new(tally, cleared));
         }
-        tallies.insert(Bytes::copy_from_slice(user_key), (tally, cleared));
-        Ok((key_row, Some(tally)))
+        Ok(Some(TallyReply { key_row, tally, recent: Vec::new() }))
     }
 
     /// The element rows among `rows` (about to be written, under their key's lock) of keys with a tally, each with
@@ -772,31 +772,29 @@ impl KvStore {
         for row in rows.iter().filter(|r| layout::is_key_row(&r.key)) {
             let Some(user_key) = layout::user_key(&row.key) else { continue };
             let cleared = row.state.map(|s| s.cleared().clone()).unwrap_or_default();
-            if tallies.get(user_key).is_some_and(|(_, counted_under)| *counted_under != cleared) {
+            if tallies.get(user_key).is_some_and(|entry| entry.cleared != cleared) {
                 tallies.remove(user_key);
             }
         }
         let tallied: Vec<usize> = (0..rows.len())
             .filter(|&i| {
                 let key = &rows[i].key;
-                !layout::is_key_row(key) && layout::user_key(key).is_some_and(|k| tallies.contains_key(k))
+                !layout::is_key_row(key) && layout::user_key(key).is_some_and(|k| tallies.get(k).is_some())
             })
             .collect();
         drop(tallies);
         tallied.into_iter().map(|i| Ok((i, self.current_row(&rows[i].key)?))).collect()
     }
 
-    /// Takes a row write or delete into its key's tally, if it has one: out goes the row as it was (`old`), in
-    /// comes the row as it is (`new`), each with its digest.
+    /// Takes a row write or delete into its key's tally, if it has one, and notes it among the tally's latest
+    /// changes: out goes the row as it was (`old`), in comes the row as it is (`new`), each with its digest.
     fn account_row(&self, storage_key: &[u8], old: Option<(&Siblings, u128)>, new: Option<(&Siblings, u128)>) {
         let Some((user_key, row)) = layout::parse(storage_key) else { return };
         let mut tallies = self.tallies.lock().expect("tallies lock");
-        let Some((tally, cleared)) = tallies.get_mut(user_key) else { return };
-        if let Some((state, digest)) = old {
-            tally.account(cleared, row, state, digest, false);
-        }
-        if let Some((state, digest)) = new {
-            tally.account(cleared, row, state, digest, true);
+        let Some(entry) = tallies.get(user_key) else { return };
+        let change = TallyChange::of(&entry.cleared, row, old, new);
+        if change.before != change.after {
+            tallies.apply(user_key, change);
         }
     }
 
@@ -1428,10 +1426,17 @@ impl KvStore {
                 Err(_) => cache.forget(&key),
             }
         }
-        let user_key = layout::user_key(storage_key).unwrap_or(&[]);
-        if deleted.is_err() || layout::is_key_row(storage_key) {
-            // Either state may be stored (counted again when next asked), or the key row went with what it cleared.
-            self.tallies.lock().expect("tallies lock").remove(user_key);
+        if let Some(user_key) = layout::user_key(storage_key) {
+            let mut tallies = self.tallies.lock().expect("tallies lock");
+            if deleted.is_err() || layout::is_key_row(storage_key) {
+                // Either state may be stored (counted again when next asked), or the key row went with what it
+                // cleared.
+                tallies.remove(user_key);
+            } else if live_ok {
+                // A live row swept from a range handed off is no join of what it was: no merge of counts reaches
+                // back across it (`crdt::rows::merged_count`).
+                tallies.forget_changes(user_key);
+            }
         }
         deleted?;
         self.account_row(storage_key, Some((&current, digest)), None);
