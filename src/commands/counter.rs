@@ -3,34 +3,26 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error};
+use super::{NodeContext, coord_error};
 use crate::crdt::{Op, OpReply};
 use crate::resp::Reply;
 
 /// INCR, DECR, INCRBY and DECRBY: the counter's value after the increment, as Redis answers. A missing key counts
 /// from 0 and a string from its integer value.
-pub async fn incr(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    let by = match name {
-        "incr" => 1,
-        "decr" => -1,
-        _ => match std::str::from_utf8(&args[2]).ok().and_then(|s| crate::crdt::counter::parse_integer(s).ok()) {
-            Some(n) if name == "incrby" => n,
-            Some(n) => match n.checked_neg() {
-                Some(n) => n,
-                None => return Reply::error("ERR decrement would overflow"),
-            },
-            None => return Reply::error("ERR value is not an integer or out of range"),
-        },
-    };
-    match node.coordinator.apply(key.clone(), Op::Increment { by }, None).await {
+pub async fn incr(node: &NodeContext, key: Bytes, by: i64) -> Reply {
+    match node.coordinator.apply(key, Op::Increment { by }, None).await {
         Ok(OpReply::Integer(total)) => Reply::Integer(total),
         Ok(other) => unreachable!("an increment answers an integer, not {other:?}"),
         Err(e) => coord_error(e),
     }
+}
+
+/// An increment argument (INCRBY, DECRBY, HINCRBY), as Redis reads it and words its refusal.
+pub fn amount(arg: &[u8]) -> Result<i64, Reply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .and_then(|s| crate::crdt::counter::parse_integer(s).ok())
+        .ok_or_else(|| Reply::error("ERR value is not an integer or out of range"))
 }
 
 /// INCRBYFLOAT: refused with the reason. A float counter cannot add concurrent increments exactly (the sum of

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 
 use super::get::concurrently;
-use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, syntax_error};
+use super::{NodeContext, coord_error, parse_context};
 use crate::coordinator::{CoordError, WriteContext};
 use crate::resp::Reply;
 
@@ -11,13 +11,8 @@ use crate::resp::Reply;
 /// so a delete through any node removes the value as in Redis when nothing fails. Values written concurrently
 /// survive as siblings. The keys are deleted concurrently, each on its own (no atomicity across keys); returns how
 /// many had a live value, or the first key's error if any failed.
-pub async fn del(node: &NodeContext, args: &[Bytes]) -> Reply {
-    for key in &args[1..] {
-        if let Err(r) = check_key(node, key) {
-            return r;
-        }
-    }
-    let outcomes = concurrently(args[1..].iter().map(|key| del_one(node, key)).collect()).await;
+pub async fn del(node: &NodeContext, keys: Vec<Bytes>) -> Reply {
+    let outcomes = concurrently(keys.iter().map(|key| del_one(node, key)).collect()).await;
     let mut deleted = 0;
     for outcome in outcomes {
         match outcome {
@@ -42,28 +37,12 @@ async fn del_one(node: &NodeContext, key: &Bytes) -> Result<bool, CoordError> {
 
 /// DELCTX: a tombstone superseding exactly what the context covers. Returns 1 if it superseded a live value on its
 /// coordinator. Values written concurrently (not covered) survive as siblings of the tombstone.
-pub async fn delctx(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    let w = match args.len() {
-        3 => None,
-        5 if args[3].eq_ignore_ascii_case(b"W") => match parse_quorum(&args[4]) {
-            Ok(w) => Some(w),
-            Err(r) => return r,
-        },
-        _ => return syntax_error(),
-    };
-    let token = match parse_context(node, key, &args[2]) {
+pub async fn delctx(node: &NodeContext, key: Bytes, context: Bytes, w: Option<usize>) -> Reply {
+    let token = match parse_context(node, &key, &context) {
         Ok(t) => t,
         Err(r) => return r,
     };
-    match node
-        .coordinator
-        .put(key.clone(), None, WriteContext::Covering(token.clock), w, token.coordinator.as_deref())
-        .await
-    {
+    match node.coordinator.put(key, None, WriteContext::Covering(token.clock), w, token.coordinator.as_deref()).await {
         Ok(out) => Reply::Integer(i64::from(out.superseded_live > 0)),
         Err(e) => coord_error(e),
     }

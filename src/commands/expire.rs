@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, printable, syntax_error};
+use super::parse::Parse;
+use super::{NodeContext, coord_error, integer_reply, parse_int, printable, syntax_error};
 use crate::config::ValueMode;
 use crate::coordinator::{WriteContext, now_ms};
 use crate::crdt::Op;
@@ -79,38 +80,29 @@ impl SetExpiry {
     }
 }
 
-/// Parses SET's deadline option at `args[i]` (`EX s`, `PX ms`, `EXAT t`, `PXAT t`, `KEEPTTL`) into `expiry`, if it
-/// is one: `Some(Ok(n))` consumed `n` arguments, `Some(Err(reply))` is bad, `None` is not a deadline option.
-pub fn parse_set_option(args: &[Bytes], i: usize, expiry: &mut Option<SetExpiry>) -> Option<Result<usize, Reply>> {
-    let option = args[i].to_ascii_uppercase();
+/// Parses SET's deadline option that comes next (`EX s`, `PX ms`, `EXAT t`, `PXAT t`, `KEEPTTL`) into `expiry`: a
+/// syntax error when it is no deadline option, or a second one.
+pub fn parse_set_option(p: &mut Parse, expiry: &mut Option<SetExpiry>) -> Result<(), Reply> {
+    let option = p.next()?.to_ascii_uppercase();
     if option.as_slice() == b"KEEPTTL" {
-        return Some(match expiry {
-            None => {
-                *expiry = Some(SetExpiry::Keep);
-                Ok(1)
-            }
-            Some(_) => Err(syntax_error()),
-        });
-    }
-    let value = args.get(i + 1)?;
-    let deadline = match Deadline::from_option(&option, value)? {
-        Ok(d) => d,
-        Err(r) => return Some(Err(r)),
-    };
-    if expiry.is_some() {
-        return Some(Err(syntax_error()));
-    }
-    Some(match positive(deadline, "set") {
-        Ok(at) => {
-            *expiry = Some(SetExpiry::At(at));
-            Ok(2)
+        if expiry.is_some() {
+            return Err(syntax_error());
         }
-        Err(r) => Err(r),
-    })
+        *expiry = Some(SetExpiry::Keep);
+        return Ok(());
+    }
+    let value = p.peek().ok_or_else(syntax_error)?;
+    let deadline = Deadline::from_option(&option, value).ok_or_else(syntax_error)??;
+    p.next()?;
+    if expiry.is_some() {
+        return Err(syntax_error());
+    }
+    *expiry = Some(SetExpiry::At(positive(deadline, "set")?));
+    Ok(())
 }
 
 /// A deadline of SET, SETEX, PSETEX or GETEX: its amount must be positive, and it must not overflow.
-fn positive(deadline: Deadline, name: &str) -> Result<u64, Reply> {
+pub fn positive(deadline: Deadline, name: &str) -> Result<u64, Reply> {
     let amount = match deadline {
         Deadline::Seconds(n) | Deadline::Millis(n) | Deadline::AtSeconds(n) | Deadline::AtMillis(n) => n,
     };
@@ -120,137 +112,157 @@ fn positive(deadline: Deadline, name: &str) -> Result<u64, Reply> {
     deadline.at_ms(now_ms()).ok_or_else(|| invalid_expire(name))
 }
 
-/// SETEX key seconds value, PSETEX key milliseconds value: SET key value EX seconds (PX milliseconds).
-pub async fn setex(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let amount = match parse_int(&args[2]) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let deadline = if name == "setex" { Deadline::Seconds(amount) } else { Deadline::Millis(amount) };
-    let at = match positive(deadline, name) {
-        Ok(at) => at,
-        Err(r) => return r,
-    };
-    let (key, value) = (&args[1], &args[3]);
-    if let Err(r) = super::check_key_and_values(node, key, [value]) {
-        return r;
-    }
-    match node.coordinator.put_expiring(key.clone(), value.clone(), WriteContext::Blind, Some(at), None, None).await {
+/// SETEX key seconds value, PSETEX key milliseconds value: SET key value EX seconds (PX milliseconds), the
+/// deadline resolved when parsed.
+pub async fn setex(node: &NodeContext, key: Bytes, at_ms: u64, value: Bytes) -> Reply {
+    match node.coordinator.put_expiring(key, value, WriteContext::Blind, Some(at_ms), None, None).await {
         Ok(_) => Reply::ok(),
         Err(e) => coord_error(e),
     }
 }
 
-/// EXPIRE key seconds, PEXPIRE key ms, EXPIREAT key unix-seconds, PEXPIREAT key unix-ms, each with an optional
-/// `NX | XX | GT | LT`: 1 when the key's deadline was set (a deadline in the past deletes the key), 0 when the key
-/// has no live value or the condition does not hold.
-pub async fn expire(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    let amount = match parse_int(&args[2]) {
-        Ok(n) => n,
-        Err(r) => return r,
-    };
-    let mut condition = Condition::Always;
-    for option in &args[3..] {
-        let next = match option.to_ascii_uppercase().as_slice() {
-            b"NX" => Condition::Nx,
-            b"XX" => Condition::Xx,
-            b"GT" => Condition::Gt,
-            b"LT" => Condition::Lt,
-            _ => return Reply::error(format!("ERR Unsupported option {}", printable(option, 32))),
+/// EXPIRE, PEXPIRE, EXPIREAT and PEXPIREAT, parsed: the deadline resolved, and the condition.
+#[derive(Debug)]
+pub struct Expire {
+    key: Bytes,
+    at_ms: u64,
+    condition: Condition,
+}
+
+impl Expire {
+    /// EXPIRE key seconds, PEXPIRE key ms, EXPIREAT key unix-seconds, PEXPIREAT key unix-ms, each with an optional
+    /// `NX | XX | GT | LT`.
+    pub fn parse(name: &str, p: &mut Parse) -> Result<Self, Reply> {
+        let key = p.key()?;
+        let amount = p.int()?;
+        let mut condition = Condition::Always;
+        for option in p.rest() {
+            let next = match option.to_ascii_uppercase().as_slice() {
+                b"NX" => Condition::Nx,
+                b"XX" => Condition::Xx,
+                b"GT" => Condition::Gt,
+                b"LT" => Condition::Lt,
+                _ => return Err(Reply::error(format!("ERR Unsupported option {}", printable(option, 32)))),
+            };
+            condition = match (condition, next) {
+                (Condition::Always, next) => next,
+                (a, b) if a == b => a,
+                (Condition::Gt, Condition::Lt) | (Condition::Lt, Condition::Gt) => {
+                    return Err(Reply::error("ERR GT and LT options at the same time are not compatible"));
+                }
+                _ => return Err(Reply::error("ERR NX and XX, GT or LT options at the same time are not compatible")),
+            };
+        }
+        let deadline = match name {
+            "expire" => Deadline::Seconds(amount),
+            "pexpire" => Deadline::Millis(amount),
+            "expireat" => Deadline::AtSeconds(amount),
+            _ => Deadline::AtMillis(amount),
         };
-        condition = match (condition, next) {
-            (Condition::Always, next) => next,
-            (a, b) if a == b => a,
-            (Condition::Gt, Condition::Lt) | (Condition::Lt, Condition::Gt) => {
-                return Reply::error("ERR GT and LT options at the same time are not compatible");
-            }
-            _ => return Reply::error("ERR NX and XX, GT or LT options at the same time are not compatible"),
-        };
+        let at_ms = deadline.at_ms(now_ms()).ok_or_else(|| invalid_expire(name))?;
+        Ok(Expire { key, at_ms, condition })
     }
-    let deadline = match name {
-        "expire" => Deadline::Seconds(amount),
-        "pexpire" => Deadline::Millis(amount),
-        "expireat" => Deadline::AtSeconds(amount),
-        _ => Deadline::AtMillis(amount),
-    };
-    let Some(at_ms) = deadline.at_ms(now_ms()) else { return invalid_expire(name) };
-    if let Err(r) = check_key(node, key) {
-        return r;
+
+    /// 1 when the key's deadline was set (a deadline in the past deletes the key), 0 when the key has no live
+    /// value or the condition does not hold.
+    pub async fn apply(self, node: &NodeContext) -> Reply {
+        let op = Op::Expire { at_ms: Some(self.at_ms), condition: self.condition };
+        integer_reply(node.coordinator.apply(self.key, op, None).await)
     }
-    integer_reply(node.coordinator.apply(key.clone(), Op::Expire { at_ms: Some(at_ms), condition }, None).await)
 }
 
 /// PERSIST key: 1 when the key had a deadline and now has none, else 0.
-pub async fn persist(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
+pub async fn persist(node: &NodeContext, key: Bytes) -> Reply {
+    integer_reply(node.coordinator.apply(key, Op::Expire { at_ms: None, condition: Condition::Always }, None).await)
+}
+
+/// What a TTL-like command answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TtlUnit {
+    /// TTL: seconds left, rounded.
+    Seconds,
+    /// PTTL: milliseconds left.
+    Millis,
+    /// EXPIRETIME: the deadline in Unix seconds.
+    AtSeconds,
+    /// PEXPIRETIME: the deadline in Unix milliseconds.
+    AtMillis,
+}
+
+impl TtlUnit {
+    /// The unit of the command `name`.
+    pub fn of(name: &str) -> Self {
+        match name {
+            "ttl" => TtlUnit::Seconds,
+            "pttl" => TtlUnit::Millis,
+            "expiretime" => TtlUnit::AtSeconds,
+            _ => TtlUnit::AtMillis,
+        }
     }
-    integer_reply(
-        node.coordinator.apply(key.clone(), Op::Expire { at_ms: None, condition: Condition::Always }, None).await,
-    )
 }
 
 /// TTL (seconds, rounded), PTTL (ms), EXPIRETIME (Unix seconds), PEXPIRETIME (Unix ms) of a key: -2 when it has
 /// no live value, -1 when it never expires.
-pub async fn ttl(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    let read = match node.coordinator.get(key, None).await {
+pub async fn ttl(node: &NodeContext, key: Bytes, unit: TtlUnit) -> Reply {
+    let read = match node.coordinator.get(&key, None).await {
         Ok(read) => read,
         Err(e) => return coord_error(e),
     };
     let Some(at) = read.expires_at_ms else { return Reply::Integer(if read.kind.is_some() { -1 } else { -2 }) };
     let left = at.saturating_sub(now_ms());
-    Reply::Integer(match name {
+    Reply::Integer(match unit {
         // Redis rounds to the nearest second.
-        "ttl" => (left.saturating_add(500) / 1000) as i64,
-        "pttl" => left as i64,
-        "expiretime" => (at / 1000) as i64,
-        _ => at as i64,
+        TtlUnit::Seconds => (left.saturating_add(500) / 1000) as i64,
+        TtlUnit::Millis => left as i64,
+        TtlUnit::AtSeconds => (at / 1000) as i64,
+        TtlUnit::AtMillis => at as i64,
     })
 }
 
-/// GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST]: the value, as GET answers it; with an option, then sets
-/// the key's deadline as EXPIRE (or PERSIST) would.
-pub async fn getex(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
-    let key = &args[1];
-    let change = match &args[2..] {
-        [] => None,
-        [option] if option.eq_ignore_ascii_case(b"PERSIST") => Some(None),
-        [option, value] => match Deadline::from_option(&option.to_ascii_uppercase(), value) {
-            Some(Ok(d)) => match positive(d, "getex") {
-                Ok(at) => Some(Some(at)),
-                Err(r) => return r,
+/// GETEX, parsed: the deadline change it makes, if any (`Some(None)`: PERSIST).
+#[derive(Debug)]
+pub struct GetEx {
+    key: Bytes,
+    change: Option<Option<u64>>,
+}
+
+impl GetEx {
+    /// GETEX key [EX s | PX ms | EXAT t | PXAT t | PERSIST].
+    pub fn parse(p: &mut Parse) -> Result<Self, Reply> {
+        let key = p.key()?;
+        let change = match p.rest() {
+            [] => None,
+            [option] if option.eq_ignore_ascii_case(b"PERSIST") => Some(None),
+            [option, value] => match Deadline::from_option(&option.to_ascii_uppercase(), value) {
+                Some(deadline) => Some(Some(positive(deadline?, "getex")?)),
+                None => return Err(syntax_error()),
             },
-            Some(Err(r)) => return r,
-            None => return syntax_error(),
-        },
-        _ => return syntax_error(),
-    };
-    if let Err(r) = check_key(node, key) {
-        return r;
+            _ => return Err(syntax_error()),
+        };
+        Ok(GetEx { key, change })
     }
-    let read = match node.coordinator.get(key, None).await {
-        Ok(read) => read,
-        Err(e) => return coord_error(e),
-    };
-    if read.kind.is_some_and(|k| k.redis_type() != "string") {
-        return Reply::error(crate::crdt::OpError::WrongType.to_string());
-    }
-    let found = read.kind.is_some();
-    let reply = super::get::read_reply(node, key, read, mode);
-    if reply.is_error() || !found {
-        return reply;
-    }
-    if let Some(at_ms) = change {
-        let op = Op::Expire { at_ms, condition: Condition::Always };
-        if let Err(e) = node.coordinator.apply(key.clone(), op, None).await {
-            return coord_error(e);
+
+    /// The value, as GET answers it; with an option, then sets the key's deadline as EXPIRE (or PERSIST) would.
+    pub async fn apply(self, node: &NodeContext, mode: ValueMode) -> Reply {
+        let key = self.key;
+        let read = match node.coordinator.get(&key, None).await {
+            Ok(read) => read,
+            Err(e) => return coord_error(e),
+        };
+        if read.kind.is_some_and(|k| k.redis_type() != "string") {
+            return Reply::error(crate::crdt::OpError::WrongType.to_string());
         }
+        let found = read.kind.is_some();
+        let reply = super::get::read_reply(node, &key, read, mode);
+        if reply.is_error() || !found {
+            return reply;
+        }
+        if let Some(at_ms) = self.change {
+            let op = Op::Expire { at_ms, condition: Condition::Always };
+            if let Err(e) = node.coordinator.apply(key, op, None).await {
+                return coord_error(e);
+            }
+        }
+        reply
     }
-    reply
 }

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
-use super::{NodeContext, check_key, context_token, coord_error, parse_quorum, printable, syntax_error};
+use super::{NodeContext, check_key, context_token, coord_error, printable, syntax_error};
 use crate::config::{PlainSiblings, ValueMode};
 use crate::coordinator::ReadResult;
 use crate::resp::Reply;
@@ -34,22 +34,10 @@ pub async fn concurrently<F: Future>(ops: Vec<F>) -> Vec<F::Output> {
 /// context token, always given: for a missing key it covers nothing, so a write back with it supersedes nothing and
 /// a concurrent creation stays a sibling. In the plain mode the value, nil, or what `plain_siblings` says for a key
 /// with several. `R n` overrides the read quorum.
-pub async fn get(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    let r = match args.len() {
-        2 => None,
-        4 if args[2].eq_ignore_ascii_case(b"R") => match parse_quorum(&args[3]) {
-            Ok(r) => Some(r),
-            Err(reply) => return reply,
-        },
-        _ => return syntax_error(),
-    };
-    match node.coordinator.get(key, r).await {
+pub async fn get(node: &NodeContext, key: Bytes, r: Option<usize>, mode: ValueMode) -> Reply {
+    match node.coordinator.get(&key, r).await {
         Ok(read) if is_collection(&read) => Reply::error(crate::crdt::OpError::WrongType.to_string()),
-        Ok(read) => read_reply(node, key, read, mode),
+        Ok(read) => read_reply(node, &key, read, mode),
         Err(e) => coord_error(e),
     }
 }
@@ -62,13 +50,7 @@ fn is_collection(read: &ReadResult) -> bool {
 /// MGET: one reply per key, in order, each exactly what GET would answer in the session's mode. The keys are read
 /// concurrently (each its own quorum read: no snapshot across keys). A key that fails fails the whole command, so
 /// a client never mistakes an unreachable key for a missing one.
-pub async fn mget(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
-    let keys = &args[1..];
-    for key in keys {
-        if let Err(r) = check_key(node, key) {
-            return r;
-        }
-    }
+pub async fn mget(node: &NodeContext, keys: Vec<Bytes>, mode: ValueMode) -> Reply {
     let reads = concurrently(keys.iter().map(|key| node.coordinator.get(key, None)).collect()).await;
     let mut replies = Vec::with_capacity(keys.len());
     for (key, read) in keys.iter().zip(reads) {
@@ -83,12 +65,8 @@ pub async fn mget(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply 
 }
 
 /// TYPE: the key's Redis type (`string` for strings and counters, `set`), `none` without a live value.
-pub async fn key_type(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    match node.coordinator.get(key, None).await {
+pub async fn key_type(node: &NodeContext, key: Bytes) -> Reply {
+    match node.coordinator.get(&key, None).await {
         Ok(read) => Reply::Simple(Bytes::from_static(read.kind.map_or("none", |k| k.redis_type()).as_bytes())),
         Err(e) => coord_error(e),
     }
@@ -96,14 +74,10 @@ pub async fn key_type(node: &NodeContext, args: &[Bytes]) -> Reply {
 
 /// STRLEN: the length of the value a plain-mode GET would answer (0 when missing; a key with siblings answers as
 /// `plain_siblings` says).
-pub async fn strlen(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    match node.coordinator.get(key, None).await {
+pub async fn strlen(node: &NodeContext, key: Bytes) -> Reply {
+    match node.coordinator.get(&key, None).await {
         Ok(read) if is_collection(&read) => Reply::error(crate::crdt::OpError::WrongType.to_string()),
-        Ok(read) => match read_reply(node, key, read, ValueMode::Plain) {
+        Ok(read) => match read_reply(node, &key, read, ValueMode::Plain) {
             Reply::Bulk(value) => Reply::Integer(value.len() as i64),
             Reply::Nil => Reply::Integer(0),
             other => other,

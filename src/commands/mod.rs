@@ -17,6 +17,7 @@ mod get;
 mod hashes;
 pub mod info;
 mod lists;
+mod parse;
 mod pattern;
 mod scan;
 mod set;
@@ -288,10 +289,8 @@ fn command_metrics(name: &'static str) -> (metrics::Counter, metrics::Histogram)
     })
 }
 
-/// The data commands: they read and write keys and see nothing of the session but [`DataSession`].
-///
-/// Each command's future is boxed on its own: an `async fn` matching over every command would be as large as the
-/// largest of them (10 KB), and each pipelined request would allocate and copy that much.
+/// The data commands: they read and write keys and see nothing of the session but [`DataSession`]. Each is parsed
+/// into a typed [`parse::Command`] (refused there when malformed) and then applied.
 fn run_data<'a>(
     node: &'a NodeContext,
     spec: &'static CommandSpec,
@@ -304,47 +303,10 @@ fn run_data<'a>(
     {
         return std::future::ready(moved).boxed();
     }
-    let (mode, name) = (data.values, spec.name);
-    let Run::Data(command) = spec.run else { unreachable!("'{name}' is not a data command") };
-    match command {
-        DataCommand::Get => get::get(node, args, mode).boxed(),
-        DataCommand::Mget => get::mget(node, args, mode).boxed(),
-        DataCommand::Type => get::key_type(node, args).boxed(),
-        DataCommand::Strlen => get::strlen(node, args).boxed(),
-        DataCommand::Set => set::set(node, args, mode).boxed(),
-        DataCommand::GetSet => set::getset(node, args, mode).boxed(),
-        DataCommand::GetDel => set::getdel(node, args, mode).boxed(),
-        DataCommand::Mset => set::mset(node, args).boxed(),
-        DataCommand::SetNx => set::setnx(node, args).boxed(),
-        DataCommand::SetEx => expire::setex(node, name, args).boxed(),
-        DataCommand::GetEx => expire::getex(node, args, mode).boxed(),
-        DataCommand::Expire => expire::expire(node, name, args).boxed(),
-        DataCommand::Persist => expire::persist(node, args).boxed(),
-        DataCommand::Ttl => expire::ttl(node, name, args).boxed(),
-        DataCommand::Del => del::del(node, args).boxed(),
-        DataCommand::DelCtx => del::delctx(node, args).boxed(),
-        DataCommand::Exists => exists::exists(node, args).boxed(),
-        DataCommand::Incr => counter::incr(node, name, args).boxed(),
-        DataCommand::IncrByFloat => std::future::ready(counter::incrbyfloat()).boxed(),
-        DataCommand::SetAddOrRemove => sets::add_or_remove(node, name, args).boxed(),
-        DataCommand::SetPop => sets::spop(node, args).boxed(),
-        DataCommand::SetRead => sets::read(node, name, args).boxed(),
-        DataCommand::HashSet => hashes::set(node, name, args).boxed(),
-        DataCommand::HashDel => hashes::del(node, args).boxed(),
-        DataCommand::HashIncrBy => hashes::incrby(node, args).boxed(),
-        DataCommand::HashIncrByFloat => std::future::ready(hashes::incrbyfloat()).boxed(),
-        DataCommand::HashRead => hashes::read(node, name, args).boxed(),
-        DataCommand::ListPush => lists::push(node, name, args).boxed(),
-        DataCommand::ListPop => lists::pop(node, name, args).boxed(),
-        DataCommand::ListRem => lists::lrem(node, args).boxed(),
-        DataCommand::ListTrim => lists::ltrim(node, args).boxed(),
-        DataCommand::ListRead => lists::read(node, name, args).boxed(),
-        DataCommand::ZAdd => zsets::zadd(node, args).boxed(),
-        DataCommand::ZIncrBy => zsets::zincrby(node, args).boxed(),
-        DataCommand::ZRem => zsets::zrem(node, args).boxed(),
-        DataCommand::ZPop => zsets::zpop(node, name, args).boxed(),
-        DataCommand::ZRead => zsets::read(node, name, args).boxed(),
-        DataCommand::Card(kind) => card(node, &args[1], kind).boxed(),
+    let Run::Data(command) = spec.run else { unreachable!("'{}' is not a data command", spec.name) };
+    match parse::Command::parse(command, spec.name, args, &node.config.limits) {
+        Ok(command) => command.apply(node, data.values),
+        Err(reply) => std::future::ready(reply).boxed(),
     }
 }
 
@@ -467,18 +429,6 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Reply> {
         .ok_or_else(|| Reply::error("ERR value is not an integer or out of range"))
 }
 
-/// The optional count of SPOP, LPOP, RPOP, ZPOPMIN and ZPOPMAX (`key [count]`), in Redis's words when it is bad.
-pub fn pop_count(args: &[Bytes]) -> Result<Option<usize>, Reply> {
-    match args.len() {
-        2 => Ok(None),
-        3 => match parse_int(&args[2]) {
-            Ok(n) if n >= 0 => Ok(Some(n as usize)),
-            _ => Err(Reply::error("ERR value is out of range, must be positive")),
-        },
-        _ => Err(syntax_error()),
-    }
-}
-
 /// Decodes a client context token presented for `key`, or the `ERR invalid context` reply.
 pub fn parse_context(node: &NodeContext, key: &[u8], token: &[u8]) -> Result<Token, Reply> {
     context::decode(node.coordinator.context_key(), key, token)
@@ -490,28 +440,9 @@ pub fn context_token(node: &NodeContext, key: &[u8], clock: VersionVector, first
     Reply::bulk(context::encode(node.coordinator.context_key(), key, &Token { clock, coordinator: first_replier }))
 }
 
-/// Checks a key against the configured limit.
+/// Checks a key against the configured limit (data commands' keys are checked as they are parsed).
 pub fn check_key(node: &NodeContext, key: &[u8]) -> Result<(), Reply> {
-    let max = node.config.limits.max_key_bytes;
-    if key.len() > max {
-        return Err(Reply::error(format!("ERR key is {} bytes, larger than max_key_bytes ({max})", key.len())));
-    }
-    Ok(())
-}
-
-/// Checks a key and the values a write carries (set members, list items, hash fields and values) against the
-/// configured limits.
-pub fn check_key_and_values<'a>(
-    node: &NodeContext,
-    key: &[u8],
-    values: impl IntoIterator<Item = &'a Bytes>,
-) -> Result<(), Reply> {
-    check_key(node, key)?;
-    let max = node.config.limits.max_value_bytes;
-    match values.into_iter().map(Bytes::len).find(|n| *n > max) {
-        Some(n) => Err(Reply::error(format!("ERR value is {n} bytes, larger than max_value_bytes ({max})"))),
-        None => Ok(()),
-    }
+    parse::key_within(&node.config.limits, key)
 }
 
 /// Parses a per-request quorum option's value (`R 1`, `W 3`).
@@ -519,21 +450,6 @@ pub fn parse_quorum(value: &[u8]) -> Result<usize, Reply> {
     match parse_int(value) {
         Ok(n) if n >= 1 => Ok(n as usize),
         _ => Err(Reply::error("ERR R and W must be positive integers")),
-    }
-}
-
-/// The state of a key of kind `kind` after a quorum read (`None`: no replica holds it), or the reply to give
-/// instead: WRONGTYPE for a key of another kind, or the read's failure.
-pub async fn read_typed(
-    node: &NodeContext,
-    key: &Bytes,
-    kind: crate::crdt::Kind,
-) -> Result<Option<crate::versioning::Siblings>, Reply> {
-    check_key(node, key)?;
-    let (state, _) = node.coordinator.read_state(key, None).await.map_err(coord_error)?;
-    match state.as_ref().and_then(crate::crdt::kind) {
-        Some(k) if k != kind => Err(Reply::error(crate::crdt::OpError::WrongType.to_string())),
-        _ => Ok(state),
     }
 }
 
@@ -545,7 +461,6 @@ pub async fn read_collection(
     kind: crate::versioning::RowKind,
     elements: Option<&[Bytes]>,
 ) -> Result<crate::crdt::rows::Rows, Reply> {
-    check_key(node, key)?;
     let select = match elements {
         Some(e) => crate::crdt::rows::RowSelect::elements(kind, e),
         None => crate::crdt::rows::RowSelect::All,
@@ -563,7 +478,6 @@ pub async fn read_set_sample(
     count: u32,
     seed: u64,
 ) -> Result<crate::crdt::rows::Rows, Reply> {
-    check_key(node, key)?;
     let select = crate::crdt::rows::RowSelect::Sample { seed, count };
     let rows = node.coordinator.read_live(key, select).await.map_err(coord_error)?;
     of_kind(rows, crate::versioning::RowKind::Set)
@@ -589,11 +503,8 @@ pub fn check_row_kind(
 
 /// SCARD, HLEN, ZCARD and LLEN: how many live elements the collection of `kind` at `key` holds, from R replicas'
 /// tallies when they agree (`Coordinator::read_count`), or WRONGTYPE.
-async fn card(node: &NodeContext, key: &Bytes, kind: crate::versioning::RowKind) -> Reply {
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    match node.coordinator.read_count(key, kind).await {
+async fn card(node: &NodeContext, key: Bytes, kind: crate::versioning::RowKind) -> Reply {
+    match node.coordinator.read_count(&key, kind).await {
         Ok((count, key_row)) => match check_row_kind(key_row.as_ref(), kind) {
             Ok(()) => Reply::Integer(i64::try_from(count).unwrap_or(i64::MAX)),
             Err(reply) => reply,

@@ -5,7 +5,8 @@ use bytes::Bytes;
 
 use super::expire::{SetExpiry, parse_set_option};
 use super::get::concurrently;
-use super::{NodeContext, check_key, coord_error, parse_context, parse_quorum, syntax_error, wrong_arity};
+use super::parse::Parse;
+use super::{NodeContext, coord_error, parse_context, parse_quorum};
 use crate::config::ValueMode;
 use crate::coordinator::WriteContext;
 use crate::resp::Reply;
@@ -19,98 +20,95 @@ enum Condition {
     Present,
 }
 
-/// SET: writes a new version. With CONTEXT it supersedes exactly what the context covers; without, everything the
-/// coordinating replica holds for the key. `W n` overrides the write quorum.
-pub async fn set(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
-    let (key, value) = (&args[1], &args[2]);
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    if let Err(r) = check_value(node, value) {
-        return r;
-    }
-    let mut token = None;
-    let mut w = None;
-    let mut condition = None;
-    let mut get = false;
-    let mut expiry = None;
-    let mut i = 3;
-    while i < args.len() {
-        let opt = args[i].to_ascii_uppercase();
-        match opt.as_slice() {
-            b"GET" if !get => {
-                get = true;
-                i += 1;
-            }
-            b"NX" | b"XX" if condition.is_none() => {
-                condition = Some(if opt.as_slice() == b"NX" { Condition::Absent } else { Condition::Present });
-                i += 1;
-            }
-            b"CONTEXT" if i + 1 < args.len() && token.is_none() => {
-                match parse_context(node, key, &args[i + 1]) {
-                    Ok(t) => token = Some(t),
-                    Err(r) => return r,
+/// SET's options, parsed.
+#[derive(Debug)]
+pub struct Set {
+    key: Bytes,
+    value: Bytes,
+    /// CONTEXT, as sent (decoded by `apply`, which holds the key to check it against).
+    context: Option<Bytes>,
+    w: Option<usize>,
+    condition: Option<Condition>,
+    get: bool,
+    expiry: SetExpiry,
+}
+
+impl Set {
+    /// SET key value [CONTEXT token] [NX | XX] [GET] [EX s | PX ms | EXAT t | PXAT t | KEEPTTL] [W n], the options
+    /// in any order, each at most once.
+    pub fn parse(p: &mut Parse) -> Result<Self, Reply> {
+        let (key, value) = (p.key()?, p.value()?);
+        let (mut context, mut w, mut condition, mut get, mut expiry) = (None, None, None, false, None);
+        while let Some(option) = p.peek() {
+            let upper = option.to_ascii_uppercase();
+            let has_value = p.remaining() >= 2;
+            match upper.as_slice() {
+                b"GET" if !get => get = true,
+                b"NX" if condition.is_none() => condition = Some(Condition::Absent),
+                b"XX" if condition.is_none() => condition = Some(Condition::Present),
+                b"CONTEXT" if has_value && context.is_none() => {
+                    p.next()?;
+                    context = Some(p.bytes()?);
+                    continue;
                 }
-                i += 2;
-            }
-            b"W" if i + 1 < args.len() && w.is_none() => {
-                match parse_quorum(&args[i + 1]) {
-                    Ok(n) => w = Some(n),
-                    Err(r) => return r,
+                b"W" if has_value && w.is_none() => {
+                    p.next()?;
+                    w = Some(parse_quorum(p.next()?)?);
+                    continue;
                 }
-                i += 2;
+                _ => {
+                    parse_set_option(p, &mut expiry)?;
+                    continue;
+                }
             }
-            _ => match parse_set_option(args, i, &mut expiry) {
-                Some(Ok(n)) => i += n,
-                Some(Err(r)) => return r,
-                None => return syntax_error(),
-            },
+            p.next()?;
         }
+        if get && context.is_some() {
+            return Err(Reply::error("ERR SET GET takes no CONTEXT: it reads the key itself"));
+        }
+        if condition.is_some() && context.is_some() && !get {
+            return Err(Reply::error("ERR SET NX and XX take no CONTEXT: they read the key themselves"));
+        }
+        Ok(Set { key, value, context, w, condition, get, expiry: expiry.unwrap_or_default() })
     }
-    let expiry = expiry.unwrap_or_default();
-    if get {
-        if token.is_some() {
-            return Reply::error("ERR SET GET takes no CONTEXT: it reads the key itself");
+
+    /// SET: writes a new version. With CONTEXT it supersedes exactly what the context covers; without, everything
+    /// the coordinating replica holds for the key. `W n` overrides the write quorum.
+    pub async fn apply(self, node: &NodeContext, mode: ValueMode) -> Reply {
+        let Set { key, value, context, w, condition, get, expiry } = self;
+        if get {
+            return read_then_write(node, &key, Some(&value), condition, expiry, w, mode).await;
         }
-        return read_then_write(node, key, Some(value), condition, expiry, w, mode).await;
-    }
-    if let Some(condition) = condition {
-        if token.is_some() {
-            return Reply::error("ERR SET NX and XX take no CONTEXT: they read the key themselves");
+        if let Some(condition) = condition {
+            return match set_if(node, &key, &value, condition, expiry, w).await {
+                Ok(true) => Reply::ok(),
+                Ok(false) => Reply::Nil,
+                Err(r) => r,
+            };
         }
-        return match set_if(node, key, value, condition, expiry, w).await {
-            Ok(true) => Reply::ok(),
-            Ok(false) => Reply::Nil,
-            Err(r) => r,
+        let (context, preferred) = match context.map(|c| parse_context(node, &key, &c)).transpose() {
+            Ok(Some(t)) => (WriteContext::Covering(t.clock), t.coordinator),
+            Ok(None) => (WriteContext::Blind, None),
+            Err(r) => return r,
         };
-    }
-    let (context, preferred) = match token {
-        Some(t) => (WriteContext::Covering(t.clock), t.coordinator),
-        None => (WriteContext::Blind, None),
-    };
-    let expires_at_ms = match expiry {
-        // KEEPTTL: the deadline the key has, by a quorum read.
-        SetExpiry::Keep => match node.coordinator.get(key, None).await {
-            Ok(read) => read.expires_at_ms,
-            Err(e) => return coord_error(e),
-        },
-        other => other.resolve(None),
-    };
-    let put =
-        node.coordinator.put_expiring(key.clone(), value.clone(), context, expires_at_ms, w, preferred.as_deref());
-    match put.await {
-        Ok(_) => Reply::ok(),
-        Err(e) => coord_error(e),
+        let expires_at_ms = match expiry {
+            // KEEPTTL: the deadline the key has, by a quorum read.
+            SetExpiry::Keep => match node.coordinator.get(&key, None).await {
+                Ok(read) => read.expires_at_ms,
+                Err(e) => return coord_error(e),
+            },
+            other => other.resolve(None),
+        };
+        match node.coordinator.put_expiring(key, value, context, expires_at_ms, w, preferred.as_deref()).await {
+            Ok(_) => Reply::ok(),
+            Err(e) => coord_error(e),
+        }
     }
 }
 
 /// SETNX: SET NX answering 1 when it wrote and 0 when the key had a value.
-pub async fn setnx(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let (key, value) = (&args[1], &args[2]);
-    if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
-        return r;
-    }
-    match set_if(node, key, value, Condition::Absent, SetExpiry::Never, None).await {
+pub async fn setnx(node: &NodeContext, key: Bytes, value: Bytes) -> Reply {
+    match set_if(node, &key, &value, Condition::Absent, SetExpiry::Never, None).await {
         Ok(wrote) => Reply::Integer(i64::from(wrote)),
         Err(r) => r,
     }
@@ -145,20 +143,13 @@ async fn set_if(
 }
 
 /// GETSET key value: SET key value GET.
-pub async fn getset(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
-    let (key, value) = (&args[1], &args[2]);
-    if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
-        return r;
-    }
-    read_then_write(node, key, Some(value), None, SetExpiry::Never, None, mode).await
+pub async fn getset(node: &NodeContext, key: Bytes, value: Bytes, mode: ValueMode) -> Reply {
+    read_then_write(node, &key, Some(&value), None, SetExpiry::Never, None, mode).await
 }
 
 /// GETDEL key: the value, and a delete of exactly what was read.
-pub async fn getdel(node: &NodeContext, args: &[Bytes], mode: ValueMode) -> Reply {
-    if let Err(r) = check_key(node, &args[1]) {
-        return r;
-    }
-    read_then_write(node, &args[1], None, None, SetExpiry::Never, None, mode).await
+pub async fn getdel(node: &NodeContext, key: Bytes, mode: ValueMode) -> Reply {
+    read_then_write(node, &key, None, None, SetExpiry::Never, None, mode).await
 }
 
 /// SET ... GET, GETSET and GETDEL: a quorum read (default R), then, when `condition` holds on what it found, a
@@ -210,22 +201,12 @@ async fn read_then_write(
 /// MSET: each pair is its own blind write (as SET without CONTEXT), run concurrently: there is no atomicity across
 /// keys, and a failure leaves the other keys written. OK when every write reached its quorum; otherwise an error
 /// saying how many did.
-pub async fn mset(node: &NodeContext, args: &[Bytes]) -> Reply {
-    if args.len().is_multiple_of(2) {
-        return wrong_arity("mset");
-    }
-    let pairs: Vec<(&Bytes, &Bytes)> = args[1..].chunks_exact(2).map(|p| (&p[0], &p[1])).collect();
-    for (key, value) in &pairs {
-        if let Err(r) = check_key(node, key).and_then(|()| check_value(node, value)) {
-            return r;
-        }
-    }
+pub async fn mset(node: &NodeContext, pairs: Vec<(Bytes, Bytes)>) -> Reply {
+    let count = pairs.len();
     let outcomes = concurrently(
         pairs
-            .iter()
-            .map(|(key, value)| {
-                node.coordinator.put((*key).clone(), Some((*value).clone()), WriteContext::Blind, None, None)
-            })
+            .into_iter()
+            .map(|(key, value)| node.coordinator.put(key, Some(value), WriteContext::Blind, None, None))
             .collect(),
     )
     .await;
@@ -235,18 +216,8 @@ pub async fn mset(node: &NodeContext, args: &[Bytes]) -> Reply {
         Some(e) => {
             let Reply::Error(text) = coord_error(e) else { unreachable!("coord_error answers an error") };
             Reply::error(format!(
-                "{text} (MSET wrote {written} of {} keys; a failed key may still be written on some replicas)",
-                pairs.len()
+                "{text} (MSET wrote {written} of {count} keys; a failed key may still be written on some replicas)"
             ))
         }
     }
-}
-
-/// Checks a value against the configured limit.
-fn check_value(node: &NodeContext, value: &[u8]) -> Result<(), Reply> {
-    let max = node.config.limits.max_value_bytes;
-    if value.len() > max {
-        return Err(Reply::error(format!("ERR value is {} bytes, larger than max_value_bytes ({max})", value.len())));
-    }
-    Ok(())
 }

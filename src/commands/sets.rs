@@ -3,38 +3,23 @@
 
 use bytes::Bytes;
 
-use super::{
-    NodeContext, check_key, check_key_and_values, coord_error, integer_reply, parse_int, pop_count, read_collection,
-    read_set_sample, syntax_error,
-};
+use super::parse::Parse;
+use super::{NodeContext, coord_error, integer_reply, read_collection, read_set_sample, syntax_error};
 use crate::coordinator::now_ms;
 use crate::crdt::{Op, OpReply, rows};
 use crate::resp::Reply;
 use crate::versioning::RowKind;
 
 /// SADD and SREM: how many members were added (were not there) or removed (were there).
-pub async fn add_or_remove(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key_and_values(node, key, &args[2..]) {
-        return r;
-    }
-    let members = args[2..].to_vec();
-    let op = if name == "sadd" { Op::SetAdd { members } } else { Op::SetRemove { members } };
-    integer_reply(node.coordinator.apply(key.clone(), op, None).await)
+pub async fn add_or_remove(node: &NodeContext, key: Bytes, add: bool, members: Vec<Bytes>) -> Reply {
+    let op = if add { Op::SetAdd { members } } else { Op::SetRemove { members } };
+    integer_reply(node.coordinator.apply(key, op, None).await)
 }
 
 /// SPOP key [count]: removes and returns random members (without a count: one, or nil; with: an array).
-pub async fn spop(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    let count = match pop_count(args) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+pub async fn spop(node: &NodeContext, key: Bytes, count: Option<usize>) -> Reply {
     let op = Op::SetPop { count: count.unwrap_or(1), seed: random_seed() };
-    match node.coordinator.apply(key.clone(), op, None).await {
+    match node.coordinator.apply(key, op, None).await {
         Ok(OpReply::Members(members)) => match count {
             None => members.into_iter().next().map_or(Reply::Nil, Reply::Bulk),
             Some(_) => Reply::Array(members.into_iter().map(Reply::Bulk).collect()),
@@ -50,44 +35,67 @@ async fn read_members(node: &NodeContext, key: &Bytes, asked: Option<&[Bytes]>) 
     Ok(rows::members(&read_collection(node, key, RowKind::Set, asked).await?, now_ms()))
 }
 
-/// SMEMBERS, SCARD, SISMEMBER, SMISMEMBER and SRANDMEMBER.
-pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    // SRANDMEMBER's count is refused, as Redis does, before the key is read.
-    if name == "srandmember"
-        && let Err(r) = srandmember_count(args)
-    {
-        return r;
+/// A read of a set, parsed.
+#[derive(Debug)]
+pub enum SetRead {
+    /// SMEMBERS.
+    Members,
+    /// SISMEMBER key member.
+    IsMember(Bytes),
+    /// SMISMEMBER key member [member ...].
+    AreMembers(Vec<Bytes>),
+    /// SRANDMEMBER key [count].
+    RandomMember(Option<i64>),
+}
+
+impl SetRead {
+    /// The read command `name`'s arguments after the key. SRANDMEMBER's count is refused, as Redis does, before
+    /// the key is read.
+    pub fn parse(name: &str, p: &mut Parse) -> Result<Self, Reply> {
+        Ok(match name {
+            "smembers" => SetRead::Members,
+            "sismember" => SetRead::IsMember(p.bytes()?),
+            "smismember" => SetRead::AreMembers(p.rest().to_vec()),
+            "srandmember" => SetRead::RandomMember(srandmember_count(p)?),
+            other => unreachable!("'{other}' is not a set read"),
+        })
     }
-    if name == "srandmember"
-        && let Ok(count) = srandmember_count(args)
-        && let Some(wanted) = sampled(count)
-    {
-        // A few members picked from across the set, not the whole set read to pick among it.
-        let seed = random_seed();
-        match read_set_sample(node, &args[1], wanted, seed).await {
-            Ok(rows) => {
-                let members = rows::members(&rows, now_ms());
-                // Fewer than asked: the set may be that small, which only the whole set tells.
-                if members.len() >= wanted as usize {
-                    return srandmember(members, args);
+
+    /// Runs the read on the set at `key`.
+    pub async fn apply(self, node: &NodeContext, key: Bytes) -> Reply {
+        if let SetRead::RandomMember(count) = self
+            && let Some(wanted) = sampled(count)
+        {
+            // A few members picked from across the set, not the whole set read to pick among it.
+            let seed = random_seed();
+            match read_set_sample(node, &key, wanted, seed).await {
+                Ok(rows) => {
+                    let members = rows::members(&rows, now_ms());
+                    // Fewer than asked: the set may be that small, which only the whole set tells.
+                    if members.len() >= wanted as usize {
+                        return srandmember(members, count);
+                    }
                 }
+                Err(reply) => return reply,
             }
-            Err(reply) => return reply,
         }
-    }
-    // Membership tests read the rows of the members asked; the others read every member.
-    let asked = matches!(name, "sismember" | "smismember").then(|| &args[2..]);
-    let members = match read_members(node, &args[1], asked).await {
-        Ok(m) => m,
-        Err(reply) => return reply,
-    };
-    let has = |m: &Bytes| i64::from(members.binary_search(m).is_ok());
-    match name {
-        "smembers" => Reply::Set(members.into_iter().map(Reply::Bulk).collect()),
-        "sismember" => Reply::Integer(has(&args[2])),
-        "smismember" => Reply::Array(args[2..].iter().map(|m| Reply::Integer(has(m))).collect()),
-        "srandmember" => srandmember(members, args),
-        other => unreachable!("'{other}' is not a set read"),
+        // Membership tests read the rows of the members asked; the others read every member.
+        let asked = match &self {
+            SetRead::IsMember(m) => Some(std::slice::from_ref(m)),
+            SetRead::AreMembers(ms) => Some(ms.as_slice()),
+            _ => None,
+        };
+        let members = match read_members(node, &key, asked).await {
+            Ok(m) => m,
+            Err(reply) => return reply,
+        };
+        let has = |m: &Bytes| i64::from(members.binary_search(m).is_ok());
+        match self {
+            SetRead::IsMember(m) => Reply::Integer(has(&m)),
+            SetRead::AreMembers(ms) => Reply::Array(ms.iter().map(|m| Reply::Integer(has(m))).collect()),
+            SetRead::Members => Reply::Set(members.into_iter().map(Reply::Bulk).collect()),
+            SetRead::RandomMember(count) => srandmember(members, count),
+        }
     }
 }
 
@@ -109,10 +117,10 @@ const MAX_RANDOM_REPEATS: i64 = 1 << 20;
 
 /// SRANDMEMBER key [count]: without a count one member (or nil); a positive count that many distinct members at
 /// most; a negative one exactly |count| members, repeats allowed.
-fn srandmember_count(args: &[Bytes]) -> Result<Option<i64>, Reply> {
-    match args.len() {
-        2 => Ok(None),
-        3 => match parse_int(&args[2]) {
+fn srandmember_count(p: &mut Parse) -> Result<Option<i64>, Reply> {
+    match p.remaining() {
+        0 => Ok(None),
+        1 => match p.int() {
             // Repeats are allowed with a negative count: bound them, so one request cannot ask for gigabytes.
             Ok(n) if n >= -MAX_RANDOM_REPEATS => Ok(Some(n)),
             Ok(_) => Err(Reply::error(format!("ERR value is out of range (at most {MAX_RANDOM_REPEATS} repeats)"))),
@@ -122,11 +130,7 @@ fn srandmember_count(args: &[Bytes]) -> Result<Option<i64>, Reply> {
     }
 }
 
-fn srandmember(members: Vec<Bytes>, args: &[Bytes]) -> Reply {
-    let count = match srandmember_count(args) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
+fn srandmember(members: Vec<Bytes>, count: Option<i64>) -> Reply {
     let mut rng = random_seed() | 1;
     let mut next = |bound: usize| {
         rng ^= rng << 13;

@@ -4,7 +4,8 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, coord_error, integer_reply, parse_int, pop_count, read_collection, syntax_error};
+use super::parse::Parse;
+use super::{NodeContext, coord_error, integer_reply, parse_int, read_collection, syntax_error};
 use crate::coordinator::now_ms;
 use crate::crdt::rows;
 use crate::crdt::zset::{self, AddFlags};
@@ -16,51 +17,63 @@ fn not_a_float() -> Reply {
     Reply::error("ERR value is not a valid float")
 }
 
-/// ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...].
-pub async fn zadd(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let key = &args[1];
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
-    let mut flags = AddFlags::default();
-    let mut i = 2;
-    while i < args.len() {
-        match args[i].to_ascii_uppercase().as_slice() {
-            b"NX" => flags.nx = true,
-            b"XX" => flags.xx = true,
-            b"GT" => flags.gt = true,
-            b"LT" => flags.lt = true,
-            b"CH" => flags.ch = true,
-            b"INCR" => flags.incr = true,
-            _ => break,
+/// A score argument, or Redis's refusal.
+pub fn score(arg: &[u8]) -> Result<f64, Reply> {
+    zset::parse_score(arg).ok_or_else(not_a_float)
+}
+
+/// ZADD, parsed.
+#[derive(Debug)]
+pub struct ZAdd {
+    key: Bytes,
+    flags: AddFlags,
+    /// Each member with its score's bits.
+    entries: Vec<(u64, Bytes)>,
+}
+
+impl ZAdd {
+    /// ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member [score member ...].
+    pub fn parse(p: &mut Parse) -> Result<Self, Reply> {
+        let key = p.key()?;
+        let mut flags = AddFlags::default();
+        while let Some(option) = p.peek() {
+            match option.to_ascii_uppercase().as_slice() {
+                b"NX" => flags.nx = true,
+                b"XX" => flags.xx = true,
+                b"GT" => flags.gt = true,
+                b"LT" => flags.lt = true,
+                b"CH" => flags.ch = true,
+                b"INCR" => flags.incr = true,
+                _ => break,
+            }
+            p.next()?;
         }
-        i += 1;
-    }
-    let rest = &args[i..];
-    if rest.is_empty() || !rest.len().is_multiple_of(2) {
-        return syntax_error();
-    }
-    if flags.nx && flags.xx {
-        return Reply::error("ERR XX and NX options at the same time are not compatible");
-    }
-    if [flags.gt, flags.lt, flags.nx].iter().filter(|f| **f).count() > 1 {
-        return Reply::error("ERR GT, LT, and/or NX options at the same time are not compatible");
-    }
-    if flags.incr && rest.len() != 2 {
-        return Reply::error("ERR INCR option supports a single increment-element pair");
-    }
-    let mut entries = Vec::with_capacity(rest.len() / 2);
-    for pair in rest.chunks(2) {
-        match zset::parse_score(&pair[0]) {
-            Some(score) => entries.push((score.to_bits(), pair[1].clone())),
-            None => return not_a_float(),
+        let rest = p.rest();
+        if rest.is_empty() || !rest.len().is_multiple_of(2) {
+            return Err(syntax_error());
         }
+        if flags.nx && flags.xx {
+            return Err(Reply::error("ERR XX and NX options at the same time are not compatible"));
+        }
+        if [flags.gt, flags.lt, flags.nx].iter().filter(|f| **f).count() > 1 {
+            return Err(Reply::error("ERR GT, LT, and/or NX options at the same time are not compatible"));
+        }
+        if flags.incr && rest.len() != 2 {
+            return Err(Reply::error("ERR INCR option supports a single increment-element pair"));
+        }
+        let entries =
+            rest.chunks(2).map(|pair| Ok((score(&pair[0])?.to_bits(), pair[1].clone()))).collect::<Result<_, _>>()?;
+        Ok(ZAdd { key, flags, entries })
     }
-    match node.coordinator.apply(key.clone(), Op::ZAdd { entries, flags }, None).await {
-        Ok(OpReply::Integer(n)) => Reply::Integer(n),
-        Ok(OpReply::Bulk(score)) => score.map_or(Reply::Nil, |s| Reply::Double(parse(&s))),
-        Ok(other) => unreachable!("ZADD answers a count or a score, not {other:?}"),
-        Err(e) => coord_error(e),
+
+    /// How many members were added (with CH: changed), or with INCR the new score (nil when a condition stopped it).
+    pub async fn apply(self, node: &NodeContext) -> Reply {
+        match node.coordinator.apply(self.key, Op::ZAdd { entries: self.entries, flags: self.flags }, None).await {
+            Ok(OpReply::Integer(n)) => Reply::Integer(n),
+            Ok(OpReply::Bulk(score)) => score.map_or(Reply::Nil, |s| Reply::Double(parse(&s))),
+            Ok(other) => unreachable!("ZADD answers a count or a score, not {other:?}"),
+            Err(e) => coord_error(e),
+        }
     }
 }
 
@@ -70,12 +83,8 @@ fn parse(b: &Bytes) -> f64 {
 }
 
 /// ZINCRBY key increment member: the new score.
-pub async fn zincrby(node: &NodeContext, args: &[Bytes]) -> Reply {
-    if let Err(r) = check_key(node, &args[1]) {
-        return r;
-    }
-    let Some(by) = zset::parse_score(&args[2]) else { return not_a_float() };
-    match node.coordinator.apply(args[1].clone(), Op::ZIncr { member: args[3].clone(), by: by.to_bits() }, None).await {
+pub async fn zincrby(node: &NodeContext, key: Bytes, by: u64, member: Bytes) -> Reply {
+    match node.coordinator.apply(key, Op::ZIncr { member, by }, None).await {
         Ok(OpReply::Bulk(Some(score))) => Reply::Double(parse(&score)),
         Ok(other) => unreachable!("ZINCRBY answers a score, not {other:?}"),
         Err(e) => coord_error(e),
@@ -83,24 +92,14 @@ pub async fn zincrby(node: &NodeContext, args: &[Bytes]) -> Reply {
 }
 
 /// ZREM key member [member ...]: how many were members.
-pub async fn zrem(node: &NodeContext, args: &[Bytes]) -> Reply {
-    if let Err(r) = check_key(node, &args[1]) {
-        return r;
-    }
-    integer_reply(node.coordinator.apply(args[1].clone(), Op::ZRemove { members: args[2..].to_vec() }, None).await)
+pub async fn zrem(node: &NodeContext, key: Bytes, members: Vec<Bytes>) -> Reply {
+    integer_reply(node.coordinator.apply(key, Op::ZRemove { members }, None).await)
 }
 
 /// ZPOPMIN and ZPOPMAX key [count]: without a count the member and its score (empty when none); with one, pairs.
-pub async fn zpop(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    if let Err(r) = check_key(node, &args[1]) {
-        return r;
-    }
-    let count = match pop_count(args) {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
-    let op = Op::ZPop { max: name == "zpopmax", count: count.unwrap_or(1) };
-    match node.coordinator.apply(args[1].clone(), op, None).await {
+pub async fn zpop(node: &NodeContext, key: Bytes, max: bool, count: Option<usize>) -> Reply {
+    let op = Op::ZPop { max, count: count.unwrap_or(1) };
+    match node.coordinator.apply(key, op, None).await {
         Ok(OpReply::Members(flat)) => {
             let pairs: Vec<(Reply, Reply)> =
                 flat.chunks(2).map(|p| (Reply::Bulk(p[0].clone()), Reply::Double(parse(&p[1])))).collect();
@@ -127,7 +126,8 @@ fn within(score: f64, min: (f64, bool), max: (f64, bool)) -> bool {
 }
 
 /// How a range read answers.
-struct RangeQuery {
+#[derive(Debug)]
+pub struct RangeQuery {
     by_score: bool,
     rev: bool,
     limit: Option<(i64, i64)>,
@@ -162,7 +162,8 @@ fn range_options(args: &[Bytes], mut q: RangeQuery) -> Result<RangeQuery, Reply>
 }
 
 /// A read of a sorted set, its arguments parsed (and refused, as Redis does, before the key is read).
-enum ZRead {
+#[derive(Debug)]
+pub enum ZRead {
     Score(Bytes),
     MScore(Vec<Bytes>),
     Count((f64, bool), (f64, bool)),
@@ -171,86 +172,88 @@ enum ZRead {
 }
 
 /// What a range read selects.
-enum Bounds {
+#[derive(Debug)]
+pub enum Bounds {
     /// Redis's inclusive index range.
     Index(i64, i64),
     /// Minimum and maximum scores, each maybe exclusive.
     Score((f64, bool), (f64, bool)),
 }
 
-fn parse_read(name: &str, args: &[Bytes]) -> Result<ZRead, Reply> {
-    let bounds = |a: &Bytes, b: &Bytes| match (score_bound(a), score_bound(b)) {
-        (Some(a), Some(b)) => Ok((a, b)),
-        _ => Err(Reply::error("ERR min or max is not a float")),
-    };
-    Ok(match name {
-        "zscore" => ZRead::Score(args[2].clone()),
-        "zmscore" => ZRead::MScore(args[2..].to_vec()),
-        "zcount" => {
-            let (min, max) = bounds(&args[2], &args[3])?;
-            ZRead::Count(min, max)
-        }
-        "zrank" | "zrevrank" => {
-            let with_score = match args.get(3) {
-                None => false,
-                Some(a) if a.eq_ignore_ascii_case(b"WITHSCORE") && args.len() == 4 => true,
-                Some(_) => return Err(syntax_error()),
-            };
-            ZRead::Rank { member: args[2].clone(), rev: name == "zrevrank", with_score }
-        }
-        _ => {
-            let base = RangeQuery {
-                by_score: name.ends_with("byscore"),
-                rev: name.starts_with("zrev"),
-                limit: None,
-                with_scores: false,
-            };
-            let q = range_options(&args[4..], base)?;
-            let b = if q.by_score {
-                // With REV (or ZREVRANGEBYSCORE) the first bound is the maximum.
-                let (a, b) = bounds(&args[2], &args[3])?;
-                if q.rev { Bounds::Score(b, a) } else { Bounds::Score(a, b) }
-            } else {
-                Bounds::Index(parse_int(&args[2])?, parse_int(&args[3])?)
-            };
-            ZRead::Range(q, b)
-        }
-    })
-}
+impl ZRead {
+    /// The read command `name`'s arguments after the key.
+    pub fn parse(name: &str, p: &mut Parse) -> Result<Self, Reply> {
+        let bounds = |a: &Bytes, b: &Bytes| match (score_bound(a), score_bound(b)) {
+            (Some(a), Some(b)) => Ok((a, b)),
+            _ => Err(Reply::error("ERR min or max is not a float")),
+        };
+        Ok(match name {
+            "zscore" => ZRead::Score(p.bytes()?),
+            "zmscore" => ZRead::MScore(p.rest().to_vec()),
+            "zcount" => {
+                let (min, max) = bounds(p.next()?, p.next()?)?;
+                ZRead::Count(min, max)
+            }
+            "zrank" | "zrevrank" => {
+                let member = p.bytes()?;
+                let with_score = match p.rest() {
+                    [] => false,
+                    [a] if a.eq_ignore_ascii_case(b"WITHSCORE") => true,
+                    _ => return Err(syntax_error()),
+                };
+                ZRead::Rank { member, rev: name == "zrevrank", with_score }
+            }
+            _ => {
+                let base = RangeQuery {
+                    by_score: name.ends_with("byscore"),
+                    rev: name.starts_with("zrev"),
+                    limit: None,
+                    with_scores: false,
+                };
+                let (start, stop) = (p.next()?, p.next()?);
+                let q = range_options(p.rest(), base)?;
+                let b = if q.by_score {
+                    // With REV (or ZREVRANGEBYSCORE) the first bound is the maximum.
+                    let (a, b) = bounds(start, stop)?;
+                    if q.rev { Bounds::Score(b, a) } else { Bounds::Score(a, b) }
+                } else {
+                    Bounds::Index(parse_int(start)?, parse_int(stop)?)
+                };
+                ZRead::Range(q, b)
+            }
+        })
+    }
 
-/// ZSCORE, ZMSCORE, ZCARD, ZCOUNT, ZRANK, ZREVRANK and the range reads, after a quorum read.
-pub async fn read(node: &NodeContext, name: &str, args: &[Bytes]) -> Reply {
-    let query = match parse_read(name, args) {
-        Ok(q) => q,
-        Err(r) => return r,
-    };
-    // Scores of named members read those members' rows; the others read every member.
-    let asked = match &query {
-        ZRead::Score(m) => Some(vec![m.clone()]),
-        ZRead::MScore(ms) => Some(ms.clone()),
-        _ => None,
-    };
-    let all = match read_collection(node, &args[1], RowKind::ZSet, asked.as_deref()).await {
-        Ok(rows) => rows::scored(&rows, now_ms()),
-        Err(reply) => return reply,
-    };
-    let score = |m: &Bytes| all.iter().find(|(x, _)| x == m).map(|(_, s)| *s);
-    match query {
-        ZRead::Score(m) => score(&m).map_or(Reply::Nil, Reply::Double),
-        ZRead::MScore(ms) => Reply::Array(ms.iter().map(|m| score(m).map_or(Reply::Nil, Reply::Double)).collect()),
-        ZRead::Count(min, max) => Reply::Integer(all.iter().filter(|(_, s)| within(*s, min, max)).count() as i64),
-        ZRead::Rank { member, rev, with_score } => {
-            let mut all = all;
-            if rev {
-                all.reverse();
+    /// Runs the read on the sorted set at `key`, after a quorum read.
+    pub async fn apply(self, node: &NodeContext, key: Bytes) -> Reply {
+        // Scores of named members read those members' rows; the others read every member.
+        let asked = match &self {
+            ZRead::Score(m) => Some(std::slice::from_ref(m)),
+            ZRead::MScore(ms) => Some(ms.as_slice()),
+            _ => None,
+        };
+        let all = match read_collection(node, &key, RowKind::ZSet, asked).await {
+            Ok(rows) => rows::scored(&rows, now_ms()),
+            Err(reply) => return reply,
+        };
+        let score = |m: &Bytes| all.iter().find(|(x, _)| x == m).map(|(_, s)| *s);
+        match self {
+            ZRead::Score(m) => score(&m).map_or(Reply::Nil, Reply::Double),
+            ZRead::MScore(ms) => Reply::Array(ms.iter().map(|m| score(m).map_or(Reply::Nil, Reply::Double)).collect()),
+            ZRead::Count(min, max) => Reply::Integer(all.iter().filter(|(_, s)| within(*s, min, max)).count() as i64),
+            ZRead::Rank { member, rev, with_score } => {
+                let mut all = all;
+                if rev {
+                    all.reverse();
+                }
+                match all.iter().position(|(m, _)| *m == member) {
+                    None => Reply::Nil,
+                    Some(i) if with_score => Reply::Array(vec![Reply::Integer(i as i64), Reply::Double(all[i].1)]),
+                    Some(i) => Reply::Integer(i as i64),
+                }
             }
-            match all.iter().position(|(m, _)| *m == member) {
-                None => Reply::Nil,
-                Some(i) if with_score => Reply::Array(vec![Reply::Integer(i as i64), Reply::Double(all[i].1)]),
-                Some(i) => Reply::Integer(i as i64),
-            }
+            ZRead::Range(q, bounds) => range(all, &q, bounds),
         }
-        ZRead::Range(q, bounds) => range(all, &q, bounds),
     }
 }
 
