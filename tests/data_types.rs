@@ -706,3 +706,188 @@ async fn counts_under_a_stream_of_writes_merge_the_replicas_tallies() {
 fn merged_tallies(node: &TestNode) -> u64 {
     metric_sum(node, "dynamo_count_merged_tallies_total")
 }
+
+/// A model of a sorted set with integer scores: its members in Redis's order (score, then member).
+fn ordered(model: &std::collections::HashMap<String, i64>) -> Vec<(String, i64)> {
+    let mut all: Vec<(String, i64)> = model.iter().map(|(m, s)| (m.clone(), *s)).collect();
+    all.sort_by(|a, b| a.1.cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
+    all
+}
+
+/// Every read of a sorted set's order (ZRANGE by index and by score, with REV and LIMIT, ZRANK, ZREVRANK, ZCOUNT)
+/// answers as a model does through a seeded mix of adds, increments, removes, pops, deletes and a string over the
+/// key, sent through every node of a cluster in turn: the replicas' score orders, kept as their rows change, must
+/// answer what a read of every member would.
+async fn ranked_reads_follow_the_model(nodes: &[TestNode], seed: u64, steps: usize) {
+    let mut conns = Vec::new();
+    for node in nodes {
+        conns.push(node.conn().await);
+    }
+    let mut next = seeded(seed);
+    let mut model = std::collections::HashMap::<String, i64>::new();
+    for step in 0..steps {
+        let c = &mut conns[step % nodes.len()];
+        let m = format!("m{}", next(12));
+        let score = next(9) as i64 - 4;
+        match next(20) {
+            0 => {
+                let _: i64 = cmd(c, &["DEL", "z"]).await;
+                model.clear();
+            }
+            1 if next(4) == 0 => {
+                let _: String = cmd(c, &["SET", "z", "a string now"]).await;
+                let e = err(c, &["ZRANGE", "z", "0", "-1"]).await;
+                assert!(e.contains("WRONGTYPE"), "{e}");
+                let _: i64 = cmd(c, &["DEL", "z"]).await;
+                model.clear();
+            }
+            2..=9 => {
+                let _: i64 = cmd(c, &["ZADD", "z", &score.to_string(), &m]).await;
+                model.insert(m.clone(), score);
+            }
+            10..=11 => {
+                let _: String = cmd(c, &["ZINCRBY", "z", &score.to_string(), &m]).await;
+                *model.entry(m.clone()).or_insert(0) += score;
+            }
+            12..=14 => {
+                let _: i64 = cmd(c, &["ZREM", "z", &m]).await;
+                model.remove(&m);
+            }
+            15 => {
+                let popped: Vec<String> = cmd(c, &["ZPOPMIN", "z"]).await;
+                if let Some((first, _)) = ordered(&model).first() {
+                    assert_eq!(&popped[0], first, "step {step}: ZPOPMIN");
+                    model.remove(first);
+                }
+            }
+            _ => {}
+        }
+        let all = ordered(&model);
+        let flat: Vec<String> = all.iter().flat_map(|(m, s)| [m.clone(), s.to_string()]).collect();
+        let c = &mut conns[(step + 1) % nodes.len()];
+        assert_eq!(cmd::<Vec<String>>(c, &["ZRANGE", "z", "0", "-1", "WITHSCORES"]).await, flat, "step {step}");
+        let (a, b) = (next(7) as i64 - 3, next(7) as i64 - 1);
+        let by_index: Vec<String> = cmd(c, &["ZREVRANGE", "z", &a.to_string(), &b.to_string()]).await;
+        let n = all.len() as i64;
+        let (from, to) = (if a < 0 { (n + a).max(0) } else { a }, if b < 0 { n + b } else { b.min(n - 1) });
+        let rev: Vec<String> = all.iter().rev().map(|(m, _)| m.clone()).collect();
+        let expected = if from > to || from >= n { vec![] } else { rev[from as usize..=to as usize].to_vec() };
+        assert_eq!(by_index, expected, "step {step}: ZREVRANGE {a} {b}");
+        let (min, max) = (next(9) as i64 - 4, next(9) as i64 - 4);
+        let within: Vec<String> = all.iter().filter(|(_, s)| min < *s && *s <= max).map(|(m, _)| m.clone()).collect();
+        let (offset, count) = (next(3) as usize, next(4) as i64 - 1);
+        let limited: Vec<String> =
+            within.iter().skip(offset).take(if count < 0 { usize::MAX } else { count as usize }).cloned().collect();
+        let args = ["ZRANGE", "z", &format!("({min}"), &max.to_string(), "BYSCORE"];
+        assert_eq!(cmd::<Vec<String>>(c, &args).await, within, "step {step}: {args:?}");
+        let (offset, count) = (offset.to_string(), count.to_string());
+        let args = [&args[..], &["LIMIT", &offset, &count]].concat();
+        assert_eq!(cmd::<Vec<String>>(c, &args).await, limited, "step {step}: {args:?}");
+        let args = ["ZCOUNT", "z", &format!("({min}"), &max.to_string()];
+        assert_eq!(cmd::<usize>(c, &args).await, within.len(), "step {step}: {args:?}");
+        let rank = all.iter().position(|(x, _)| *x == m);
+        assert_eq!(cmd::<Option<usize>>(c, &["ZRANK", "z", &m]).await, rank, "step {step}: ZRANK {m}");
+        let rev_rank = rank.map(|r| all.len() - 1 - r);
+        assert_eq!(cmd::<Option<usize>>(c, &["ZREVRANK", "z", &m]).await, rev_rank, "step {step}: ZREVRANK {m}");
+    }
+}
+
+/// The sum of a node's reads of a sorted set's order that read every member.
+fn ranked_full_reads(node: &TestNode) -> u64 {
+    metric_sum(node, "dynamo_ranked_full_reads_total")
+}
+
+#[tokio::test]
+async fn ranked_reads_follow_every_write_on_one_node() {
+    let node = TestNode::start(&["--metrics-listen", "127.0.0.1:0"]);
+    ranked_reads_follow_the_model(std::slice::from_ref(&node), 0x9e37_79b9_7f4a_7c15, 400).await;
+    assert_eq!(ranked_full_reads(&node), 0, "one replica always answers from its order");
+}
+
+/// On a cluster the reads of a sorted set's order answer from the replicas' score orders once they agree, with no
+/// read of the members, and read every member when they differ: a replica that was down while members changed
+/// answers differently, and the reads through it are still right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ranked_reads_on_a_cluster_use_the_replicas_orders_while_they_agree() {
+    let mut nodes = start_cluster(3, &["--metrics-listen", "127.0.0.1:0"]).await;
+    ranked_reads_follow_the_model(&nodes, 0x2545_f491_4f6c_dd1d, 150).await;
+    let mut a = nodes[0].conn().await;
+    let _: i64 = cmd(&mut a, &["DEL", "z"]).await;
+    for i in 0..100 {
+        let _: i64 = cmd(&mut a, &["ZADD", "z", &i.to_string(), &format!("m{i:03}")]).await;
+    }
+    let healthy = &nodes;
+    common::eventually(std::time::Duration::from_secs(20), "ranked reads answered from orders", || async move {
+        let before: Vec<u64> = healthy.iter().map(ranked_full_reads).collect();
+        for node in healthy {
+            let mut c = node.conn().await;
+            assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "10", "11"]).await, ["m010", "m011"]);
+            assert_eq!(cmd::<Option<i64>>(&mut c, &["ZREVRANK", "z", "m090"]).await, Some(9));
+            assert_eq!(cmd::<i64>(&mut c, &["ZCOUNT", "z", "(50", "+inf"]).await, 49);
+        }
+        let after: Vec<u64> = healthy.iter().map(ranked_full_reads).collect();
+        (before == after).then_some(()).ok_or(format!("full reads {before:?} -> {after:?}"))
+    })
+    .await;
+
+    // A replica down while members move holds an older order when it returns.
+    nodes[2].stop();
+    for i in 0..20 {
+        let _: i64 = cmd(&mut a, &["ZADD", "z", &(1000 + i).to_string(), &format!("m{i:03}")]).await;
+    }
+    nodes[2].restart();
+    let mut c = nodes[2].conn().await;
+    for _ in 0..5 {
+        assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "0", "0"]).await, ["m020"]);
+        assert_eq!(cmd::<Vec<String>>(&mut c, &["ZRANGE", "z", "-1", "-1"]).await, ["m019"]);
+        assert_eq!(cmd::<Option<i64>>(&mut c, &["ZRANK", "z", "m000"]).await, Some(80));
+        assert_eq!(cmd::<i64>(&mut a, &["ZCOUNT", "z", "1000", "+inf"]).await, 20);
+    }
+}
+
+/// ZPOPMIN and ZPOPMAX name their members from a read of the order: through a replica that missed lower scores
+/// while it was down they still pop the lowest, and pops racing adds through every node lose no member (each added
+/// member is popped or still there at the end; two pops through different nodes may take the same one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pops_take_the_ends_of_the_merged_order() {
+    let mut nodes = start_cluster(3, &[]).await;
+    let mut a = nodes[0].conn().await;
+    for i in 0..50 {
+        let _: i64 = cmd(&mut a, &["ZADD", "z", &(100 + i).to_string(), &format!("m{i:02}")]).await;
+    }
+    nodes[2].stop();
+    for i in 0..10 {
+        let _: i64 = cmd(&mut a, &["ZADD", "z", &i.to_string(), &format!("low{i}")]).await;
+    }
+    nodes[2].restart();
+    let mut c = nodes[2].conn().await;
+    let popped: Vec<String> = cmd(&mut c, &["ZPOPMIN", "z", "3"]).await;
+    assert_eq!(popped, ["low0", "0", "low1", "1", "low2", "2"]);
+    let popped: Vec<String> = cmd(&mut c, &["ZPOPMAX", "z", "2"]).await;
+    assert_eq!(popped, ["m49", "149", "m48", "148"]);
+    assert_eq!(cmd::<Vec<String>>(&mut a, &["ZRANGE", "z", "0", "0"]).await, ["low3"]);
+    assert_eq!(cmd::<i64>(&mut a, &["ZCARD", "z"]).await, 55);
+
+    let pops = nodes.iter().enumerate().map(|(n, node)| {
+        let url = node.url();
+        async move {
+            let mut c = common::connect(&redis::Client::open(url).unwrap()).await;
+            let mut popped = Vec::new();
+            for i in 0..40 {
+                let _: i64 = cmd(&mut c, &["ZADD", "z", &(i % 7).to_string(), &format!("n{n}-{i}")]).await;
+                let got: Vec<String> = cmd(&mut c, &["ZPOPMIN", "z"]).await;
+                popped.extend(got.into_iter().step_by(2));
+            }
+            popped
+        }
+    });
+    let popped: std::collections::HashSet<String> = join_all(pops).await.into_iter().flatten().collect();
+    let left: std::collections::HashSet<String> =
+        cmd::<Vec<String>>(&mut a, &["ZRANGE", "z", "0", "-1"]).await.into_iter().collect();
+    for n in 0..3 {
+        for i in 0..40 {
+            let m = format!("n{n}-{i}");
+            assert!(popped.contains(&m) || left.contains(&m), "{m} was added, and neither popped nor left");
+        }
+    }
+}

@@ -1,13 +1,15 @@
 //! Sorted sets: ZADD, ZINCRBY, ZREM, ZPOPMIN, ZPOPMAX (typed writes, see [`crate::crdt::zset`]) and ZSCORE,
-//! ZMSCORE, ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE, ZREVRANGEBYSCORE (quorum reads of the merged
-//! set), with Redis's replies. ZCARD is a count (`commands::card`).
+//! ZMSCORE (quorum reads of the named members) and ZCOUNT, ZRANK, ZREVRANK, ZRANGE, ZRANGEBYSCORE, ZREVRANGE,
+//! ZREVRANGEBYSCORE (reads of the order: [`crate::crdt::zorder`]), with Redis's replies. ZCARD is a count
+//! (`commands::card`).
 
 use bytes::Bytes;
 
 use super::parse::Parse;
-use super::{NodeContext, coord_error, integer_reply, parse_int, read_collection, syntax_error};
+use super::{NodeContext, check_row_kind, coord_error, integer_reply, parse_int, read_collection, syntax_error};
 use crate::coordinator::now_ms;
 use crate::crdt::rows;
+use crate::crdt::zorder::{ScoreBound, ZAnswer, ZBounds, ZQuery};
 use crate::crdt::zset::{self, AddFlags};
 use crate::crdt::{Op, OpReply};
 use crate::resp::Reply;
@@ -114,20 +116,16 @@ pub async fn zpop(node: &NodeContext, key: Bytes, max: bool, count: Option<usize
 }
 
 /// One end of a score range: the score and whether it is excluded (`(5`).
-fn score_bound(b: &[u8]) -> Option<(f64, bool)> {
+fn score_bound(b: &[u8]) -> Option<ScoreBound> {
     match b.strip_prefix(b"(") {
-        Some(rest) => zset::parse_score(rest).map(|s| (s, true)),
-        None => zset::parse_score(b).map(|s| (s, false)),
+        Some(rest) => zset::parse_score(rest).map(|score| ScoreBound { score, exclusive: true }),
+        None => zset::parse_score(b).map(|score| ScoreBound { score, exclusive: false }),
     }
 }
 
-fn within(score: f64, min: (f64, bool), max: (f64, bool)) -> bool {
-    (if min.1 { score > min.0 } else { score >= min.0 }) && (if max.1 { score < max.0 } else { score <= max.0 })
-}
-
-/// How a range read answers.
-#[derive(Debug)]
-pub struct RangeQuery {
+/// A range read's options after its start and stop.
+#[derive(Default)]
+struct RangeOptions {
     by_score: bool,
     rev: bool,
     limit: Option<(i64, i64)>,
@@ -135,7 +133,7 @@ pub struct RangeQuery {
 }
 
 /// Parses the options after ZRANGE's start and stop (or after ZRANGEBYSCORE's min and max).
-fn range_options(args: &[Bytes], mut q: RangeQuery) -> Result<RangeQuery, Reply> {
+fn range_options(args: &[Bytes], mut q: RangeOptions) -> Result<RangeOptions, Reply> {
     let mut i = 0;
     while i < args.len() {
         match args[i].to_ascii_uppercase().as_slice() {
@@ -164,20 +162,12 @@ fn range_options(args: &[Bytes], mut q: RangeQuery) -> Result<RangeQuery, Reply>
 /// A read of a sorted set, its arguments parsed (and refused, as Redis does, before the key is read).
 #[derive(Debug)]
 pub enum ZRead {
+    /// ZSCORE.
     Score(Bytes),
+    /// ZMSCORE.
     MScore(Vec<Bytes>),
-    Count((f64, bool), (f64, bool)),
-    Rank { member: Bytes, rev: bool, with_score: bool },
-    Range(RangeQuery, Bounds),
-}
-
-/// What a range read selects.
-#[derive(Debug)]
-pub enum Bounds {
-    /// Redis's inclusive index range.
-    Index(i64, i64),
-    /// Minimum and maximum scores, each maybe exclusive.
-    Score((f64, bool), (f64, bool)),
+    /// ZRANGE and its kin, ZRANK and ZREVRANK, ZCOUNT: a read of the order, with scores in the reply or not.
+    Ordered { query: ZQuery, with_scores: bool },
 }
 
 impl ZRead {
@@ -192,96 +182,78 @@ impl ZRead {
             "zmscore" => ZRead::MScore(p.rest().to_vec()),
             "zcount" => {
                 let (min, max) = bounds(p.next()?, p.next()?)?;
-                ZRead::Count(min, max)
+                ZRead::Ordered { query: ZQuery::Count(min, max), with_scores: false }
             }
             "zrank" | "zrevrank" => {
                 let member = p.bytes()?;
-                let with_score = match p.rest() {
+                let with_scores = match p.rest() {
                     [] => false,
                     [a] if a.eq_ignore_ascii_case(b"WITHSCORE") => true,
                     _ => return Err(syntax_error()),
                 };
-                ZRead::Rank { member, rev: name == "zrevrank", with_score }
+                ZRead::Ordered { query: ZQuery::Rank { member, rev: name == "zrevrank" }, with_scores }
             }
             _ => {
-                let base = RangeQuery {
+                let base = RangeOptions {
                     by_score: name.ends_with("byscore"),
                     rev: name.starts_with("zrev"),
-                    limit: None,
-                    with_scores: false,
+                    ..RangeOptions::default()
                 };
                 let (start, stop) = (p.next()?, p.next()?);
                 let q = range_options(p.rest(), base)?;
-                let b = if q.by_score {
+                let bounds = if q.by_score {
                     // With REV (or ZREVRANGEBYSCORE) the first bound is the maximum.
                     let (a, b) = bounds(start, stop)?;
-                    if q.rev { Bounds::Score(b, a) } else { Bounds::Score(a, b) }
+                    if q.rev { ZBounds::Score(b, a) } else { ZBounds::Score(a, b) }
                 } else {
-                    Bounds::Index(parse_int(start)?, parse_int(stop)?)
+                    ZBounds::Index(parse_int(start)?, parse_int(stop)?)
                 };
-                ZRead::Range(q, b)
+                ZRead::Ordered {
+                    query: ZQuery::Range { rev: q.rev, bounds, limit: q.limit },
+                    with_scores: q.with_scores,
+                }
             }
         })
     }
 
-    /// Runs the read on the sorted set at `key`, after a quorum read.
+    /// Runs the read on the sorted set at `key`: scores by reading the named members' rows, the others from the
+    /// replicas' score orders when they agree (`Coordinator::read_ranked`), else from every member.
     pub async fn apply(self, node: &NodeContext, key: Bytes) -> Reply {
-        // Scores of named members read those members' rows; the others read every member.
-        let asked = match &self {
-            ZRead::Score(m) => Some(std::slice::from_ref(m)),
-            ZRead::MScore(ms) => Some(ms.as_slice()),
-            _ => None,
+        let (asked, one) = match self {
+            ZRead::Score(m) => (vec![m], true),
+            ZRead::MScore(ms) => (ms, false),
+            ZRead::Ordered { query, with_scores } => return ordered(node, key, query, with_scores).await,
         };
-        let all = match read_collection(node, &key, RowKind::ZSet, asked).await {
+        let all = match read_collection(node, &key, RowKind::ZSet, Some(&asked)).await {
             Ok(rows) => rows::scored(&rows, now_ms()),
             Err(reply) => return reply,
         };
-        let score = |m: &Bytes| all.iter().find(|(x, _)| x == m).map(|(_, s)| *s);
-        match self {
-            ZRead::Score(m) => score(&m).map_or(Reply::Nil, Reply::Double),
-            ZRead::MScore(ms) => Reply::Array(ms.iter().map(|m| score(m).map_or(Reply::Nil, Reply::Double)).collect()),
-            ZRead::Count(min, max) => Reply::Integer(all.iter().filter(|(_, s)| within(*s, min, max)).count() as i64),
-            ZRead::Rank { member, rev, with_score } => {
-                let mut all = all;
-                if rev {
-                    all.reverse();
-                }
-                match all.iter().position(|(m, _)| *m == member) {
-                    None => Reply::Nil,
-                    Some(i) if with_score => Reply::Array(vec![Reply::Integer(i as i64), Reply::Double(all[i].1)]),
-                    Some(i) => Reply::Integer(i as i64),
-                }
-            }
-            ZRead::Range(q, bounds) => range(all, &q, bounds),
+        let score = |m: &Bytes| all.iter().find(|(x, _)| x == m).map_or(Reply::Nil, |(_, s)| Reply::Double(*s));
+        match one {
+            true => score(&asked[0]),
+            false => Reply::Array(asked.iter().map(score).collect()),
         }
     }
 }
 
-/// ZRANGE, ZRANGEBYSCORE, ZREVRANGE and ZREVRANGEBYSCORE over every member, ordered by score.
-fn range(mut all: Vec<(Bytes, f64)>, q: &RangeQuery, bounds: Bounds) -> Reply {
-    if q.rev {
-        all.reverse();
-    }
-    let picked: Vec<(Bytes, f64)> = match bounds {
-        Bounds::Score(min, max) => {
-            let matching = all.into_iter().filter(|(_, s)| within(*s, min, max));
-            match q.limit {
-                Some((offset, _)) if offset < 0 => Vec::new(),
-                Some((offset, count)) => {
-                    let count = if count < 0 { usize::MAX } else { count as usize };
-                    matching.skip(offset as usize).take(count).collect()
-                }
-                None => matching.collect(),
-            }
-        }
-        Bounds::Index(start, stop) => {
-            let r = crate::crdt::list::index_range(start, stop, all.len());
-            all[r].to_vec()
-        }
+/// ZRANGE and its kin, ZRANK and ZREVRANK, ZCOUNT: the answer to `query` in Redis's reply shape, or WRONGTYPE.
+async fn ordered(node: &NodeContext, key: Bytes, query: ZQuery, with_scores: bool) -> Reply {
+    let answer = match node.coordinator.read_ranked(&key, &query).await {
+        Ok((answer, key_row)) => match check_row_kind(key_row.as_ref(), RowKind::ZSet) {
+            Ok(()) => answer,
+            Err(reply) => return reply,
+        },
+        Err(e) => return coord_error(e),
     };
-    if q.with_scores {
-        Reply::Pairs(picked.into_iter().map(|(m, s)| (Reply::Bulk(m), Reply::Double(s))).collect())
-    } else {
-        Reply::Array(picked.into_iter().map(|(m, _)| Reply::Bulk(m)).collect())
+    let score = |bits: u64| Reply::Double(f64::from_bits(bits));
+    match answer {
+        ZAnswer::Count(n) => Reply::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+        ZAnswer::Rank(None) => Reply::Nil,
+        ZAnswer::Rank(Some((rank, s))) if with_scores => Reply::Array(vec![Reply::Integer(rank as i64), score(s)]),
+        ZAnswer::Rank(Some((rank, _))) => Reply::Integer(rank as i64),
+        ZAnswer::Members(picked) if with_scores => {
+            Reply::Pairs(picked.into_iter().map(|(m, s)| (Reply::Bulk(m), score(s))).collect())
+        }
+        ZAnswer::Members(picked) => Reply::Array(picked.into_iter().map(|(m, _)| Reply::Bulk(m)).collect()),
     }
 }

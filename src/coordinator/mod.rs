@@ -32,6 +32,7 @@ use futures::stream::FuturesUnordered;
 use crate::cluster::Cluster;
 use crate::config::{Quorum, VersioningOptions};
 use crate::crdt::rows::{RowSelect, Rows};
+use crate::crdt::zorder::{ZAnswer, ZQuery};
 use crate::crdt::{Op, OpError, OpReply, Stamp};
 use crate::replication::replica::{
     Ack, Counted, KeepHint, LocalReplica, Read, ReadRows, ReadTally, ReplicaRead, Replicate,
@@ -412,8 +413,9 @@ impl ReadShape for RowsRead {
         Box::pin(async move { pool.call_node(&to.id, &to.addr, req, timeout).await })
     }
 }
-/// A read of a collection's key row and tally, for a count.
-struct TallyRead;
+/// A read of a collection's key row and tally, for a count, and with a query the answer to that read of a sorted
+/// set's order.
+struct TallyRead(Option<ZQuery>);
 
 impl ReadShape for TallyRead {
     type S = Counted;
@@ -427,7 +429,7 @@ impl ReadShape for TallyRead {
     ) -> Result<ReplicaRead<Counted>, StorageError> {
         match as_fallback {
             true => replica.read_tally_as_fallback(key),
-            false => replica.read_tally(key, cluster_id),
+            false => replica.read_tally(key, cluster_id, self.0.as_ref()),
         }
     }
 
@@ -440,7 +442,7 @@ impl ReadShape for TallyRead {
         cluster_id: u64,
         timeout: Duration,
     ) -> BoxFuture<'static, Result<ReplicaRead<Counted>, RpcError>> {
-        let req = ReadTally { key, as_fallback, cluster_id };
+        let req = ReadTally { key, as_fallback, cluster_id, ranked: self.0.clone() };
         Box::pin(async move { pool.call_node(&to.id, &to.addr, req, timeout).await })
     }
 }
@@ -703,7 +705,7 @@ impl Coordinator {
         key: &Bytes,
         kind: crate::versioning::RowKind,
     ) -> Result<(u64, Option<Siblings>), CoordError> {
-        match self.quorum_read(key, None, TallyRead).await {
+        match self.quorum_read(key, None, TallyRead(None)).await {
             Ok((None, _)) => return Ok((0, None)),
             Ok((Some(Counted::Tallied(replies)), _)) => {
                 if let Some(counted) = crate::crdt::rows::merged_count(&replies, kind, now_ms()) {
@@ -724,6 +726,66 @@ impl Coordinator {
         }
         let rows = self.read_rows(key, RowSelect::All, None).await?;
         Ok((crate::crdt::rows::card(&rows, kind, now_ms()), rows.key_row().cloned()))
+    }
+
+    /// The answer to `query` (ZRANGE and its kin, ZRANK, ZCOUNT) over the sorted set at `key` (empty when it
+    /// holds another kind or none), with its key row (`None`: absent), from R replicas. Each answers from its
+    /// members kept in score order, with its key row and tally ([`TallyRead`]); when every replica holding the key
+    /// gave the same reply, their rows are equal (as for a count) and so are their answers: the answer costs the
+    /// members it holds, not the set's size. Otherwise (replicas apart, even by one write in flight, a fallback's
+    /// hints, a set too large to keep in order) every member is read, merged and ordered, which also repairs.
+    pub async fn read_ranked(
+        self: &Arc<Self>,
+        key: &Bytes,
+        query: &ZQuery,
+    ) -> Result<(ZAnswer, Option<Siblings>), CoordError> {
+        use crate::versioning::RowKind;
+        match self.quorum_read(key, None, TallyRead(Some(query.clone()))).await {
+            Ok((None, _)) => return Ok((query.empty(), None)),
+            Ok((Some(Counted::Tallied(mut replies)), _)) if replies.len() == 1 && replies[0].answer.is_some() => {
+                let reply = replies.pop().expect("one reply");
+                let answer = match &reply.key_row {
+                    Some(k) if crate::crdt::rows::live_kind(k, now_ms()) == Some(RowKind::ZSet) => reply.answer,
+                    _ => None,
+                };
+                return Ok((answer.unwrap_or_else(|| query.empty()), reply.key_row));
+            }
+            Ok((Some(Counted::Tallied(replies)), _)) if replies.iter().any(|r| r.answer.is_none()) => {
+                metrics::counter!("dynamo_ranked_full_reads_total", "why" => "unordered").increment(1);
+            }
+            Ok((Some(Counted::Tallied(_)), _)) => {
+                metrics::counter!("dynamo_ranked_full_reads_total", "why" => "differ").increment(1);
+            }
+            Ok((Some(Counted::Untallied | Counted::Nothing), _)) => {
+                metrics::counter!("dynamo_ranked_full_reads_total", "why" => "untallied").increment(1);
+            }
+            Err(e) => {
+                metrics::counter!("dynamo_ranked_full_reads_total", "why" => "failed").increment(1);
+                tracing::debug!(error = %e, "ranked tally read failed; reading every member");
+            }
+        }
+        let rows = self.read_rows(key, RowSelect::All, None).await?;
+        let all = crate::crdt::rows::scored(&rows, now_ms());
+        Ok((query.answer(all.as_slice()), rows.key_row().cloned()))
+    }
+
+    /// The rows a ZPOPMIN (ZPOPMAX with `max`) of `count` members reads: the rows of the `count` lowest (highest)
+    /// members a read of the order finds ([`Self::read_ranked`]), and one live member's row more, to know whether
+    /// the pop empties the set, as ZREM reads. A member whose score a concurrent write lowers past them is popped
+    /// after it, as if the pop had come first.
+    async fn pop_candidates(self: &Arc<Self>, key: &Bytes, max: bool, count: usize) -> Result<RowSelect, CoordError> {
+        let last = i64::try_from(count).unwrap_or(i64::MAX) - 1;
+        let query = ZQuery::Range { rev: max, bounds: crate::crdt::zorder::ZBounds::Index(0, last), limit: None };
+        let members = match self.read_ranked(key, &query).await?.0 {
+            ZAnswer::Members(members) => members.into_iter().map(|(m, _)| m).collect::<Vec<_>>(),
+            other => unreachable!("a range answers members, not {other:?}"),
+        };
+        // The first live rows in row order, as many as the members named and one more: at least one other than
+        // those popped, if the set holds one.
+        let first_live = u32::try_from(members.len()).unwrap_or(u32::MAX).saturating_add(1);
+        let rows =
+            members.iter().map(|m| crate::crdt::rows::element_row(crate::versioning::RowKind::ZSet, m)).collect();
+        Ok(RowSelect::Named { rows, first_live })
     }
 
     /// Up to `count` live items at one end of the list at `key`, with its key row, from R replicas. A replica that
@@ -1122,7 +1184,10 @@ impl Coordinator {
                 // The quorum read makes the answer include every write acknowledged before this one began, and
                 // a remove remove what it saw. It reads the rows the write touches: the key row, and the rows of
                 // the elements it names (every row of the key for SPOP).
-                let select = op.rows_read();
+                let select = match &op {
+                    Op::ZPop { max, count } => self.pop_candidates(&key, *max, *count).await?,
+                    _ => op.rows_read(),
+                };
                 let read = match select {
                     // A push only needs a rank past the end: an item at the end that turns out removed still
                     // gives one. A pop needs the live items (`read_list_end`).

@@ -22,6 +22,7 @@ pub mod hash;
 pub mod list;
 pub mod rows;
 pub mod set;
+pub mod zorder;
 pub mod zset;
 
 use bytes::Bytes;

@@ -272,6 +272,19 @@ pub fn counted_kind(cleared: &VersionVector, row: &[u8], state: &Siblings) -> Op
     counted.then_some(kind)
 }
 
+/// The sorted-set member the stored row `row` holds, with its score, under a key row that cleared `cleared`: what
+/// a replica's score order ([`crate::crdt::zorder::ScoreOrder`]) keeps of the row (`None`: no row of a member, or
+/// no score). As [`scored`] sees the row, so an order kept from the rows and a read of them answer alike.
+pub fn ranked_entry(cleared: &VersionVector, row: &[u8], state: &Siblings) -> Option<(Bytes, f64)> {
+    let (RowKind::ZSet, member) = parse_row(row)? else { return None };
+    uncleared_by(cleared, state).find(|v| v.value.is_some())?;
+    let mut visible = state.clone();
+    visible.remove_versions(|v| cleared.covers(v.dot));
+    let member = Bytes::copy_from_slice(member);
+    let score = zset::score(&visible, &member)?;
+    Some((member, score))
+}
+
 /// How many live elements the collection of `kind` at `rows` (a read of every row of the key at `now_ms`) holds:
 /// LLEN, SCARD, HLEN and ZCARD (0 when it is not a live collection of that kind).
 pub fn card(rows: &Rows, kind: RowKind, now_ms: u64) -> u64 {
@@ -374,6 +387,9 @@ pub struct TallyReply {
     pub tally: Tally,
     /// Its latest changes, oldest first.
     pub recent: Vec<TallyChange>,
+    /// The answer to a read of the sorted set's order asked with the tally (`ReadTally::ranked`), from the
+    /// replica's score order; its latest changes are left out then (two replicas in one state answer alike).
+    pub answer: Option<super::zorder::ZAnswer>,
 }
 
 /// The number of live elements of `kind` in the merge of the replicas that gave `replies` (at `now_ms`), with
@@ -570,7 +586,9 @@ impl Op {
     /// The rows a write reads and writes besides the key row: the rows of the elements it names (with, for a
     /// remove, a probe for other live elements, so that it knows whether it empties the collection), a sample of
     /// live members (SPOP), items at a list's end, every live element (ZPOPMIN and ZPOPMAX find the lowest or
-    /// highest scores), every row (LREM and LTRIM walk the list), or none (a write of the key row alone).
+    /// highest scores; their coordinator names them from a read of the order instead, `Coordinator::apply`, and
+    /// reads every live element only past an emptied key), every row (LREM and LTRIM walk the list), or none (a
+    /// write of the key row alone).
     pub fn rows_read(&self) -> RowSelect {
         let named = |kind, elements: &mut dyn Iterator<Item = &Bytes>, removes: bool| {
             let unique: BTreeSet<Bytes> = elements.map(|e| element_row(kind, e)).collect();
@@ -1244,7 +1262,7 @@ mod tally_tests {
         }
 
         fn reply(&self) -> TallyReply {
-            TallyReply { key_row: Some(header()), tally: self.tally, recent: self.recent.clone() }
+            TallyReply { key_row: Some(header()), tally: self.tally, recent: self.recent.clone(), answer: None }
         }
     }
 
@@ -1309,7 +1327,7 @@ mod tally_tests {
             let mut key_row = Siblings::new();
             let dot = crate::versioning::Dot { actor: crate::versioning::Actor(1), counter: 1 };
             key_row.update_value(&VersionVector::default(), dot, 1, Some(Value::Header(RowKind::List)));
-            TallyReply { key_row: Some(key_row), tally, recent: changes }
+            TallyReply { key_row: Some(key_row), tally, recent: changes, answer: None }
         };
         let pushed = reply(vec![item(0, (0, None), live)]);
         let popped_elsewhere = reply(vec![item(1, (0, None), (12, None))]);

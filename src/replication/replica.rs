@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cluster::Cluster;
 use crate::crdt::rows::{RowSelect, Rows, Tally, TallyReply};
+use crate::crdt::zorder::ZQuery;
 use crate::rpc::{RemoteError, RemoteErrorKind};
 use crate::storage::hints::HintStore;
 use crate::storage::recovery::Recovery;
@@ -68,6 +69,8 @@ pub struct ReadTally {
     pub as_fallback: bool,
     /// As [`Read::cluster_id`].
     pub cluster_id: u64,
+    /// A read of the sorted set's order to answer with the tally ([`TallyReply::answer`]): ZRANGE, ZRANK, ZCOUNT.
+    pub ranked: Option<ZQuery>,
 }
 
 /// What replicas answered to [`ReadTally`], joined: nothing yet, the distinct replies of replicas holding the key
@@ -259,9 +262,14 @@ impl LocalReplica {
     }
 
     /// This node's answer as a replica of `key` to a count, as [`LocalReplica::read`]: its key row and tally
-    /// (nothing when it holds no row of the key).
-    pub fn read_tally(&self, key: &[u8], cluster_id: u64) -> Result<ReplicaRead<Counted>, StorageError> {
-        let state = match self.store.tally(key)? {
+    /// (nothing when it holds no row of the key), and with `ranked` its answer to that read of the sorted set.
+    pub fn read_tally(
+        &self,
+        key: &[u8],
+        cluster_id: u64,
+        ranked: Option<&ZQuery>,
+    ) -> Result<ReplicaRead<Counted>, StorageError> {
+        let state = match self.store.tally(key, ranked)? {
             Some(TallyReply { key_row: None, tally, .. }) if tally == Tally::default() => None,
             Some(reply) => Some(Counted::Tallied(vec![reply])),
             None => Some(Counted::Untallied),
@@ -306,7 +314,7 @@ impl LocalReplica {
     pub fn serve_read_tally(&self, m: ReadTally) -> Result<ReplicaRead<Counted>, RemoteError> {
         match m.as_fallback {
             true => self.read_tally_as_fallback(&m.key),
-            false => self.read_tally(&m.key, m.cluster_id),
+            false => self.read_tally(&m.key, m.cluster_id, m.ranked.as_ref()),
         }
         .map_err(refusal)
     }
@@ -331,8 +339,12 @@ mod tests {
     /// holds every distinct reply, whatever order they came in.
     #[test]
     fn tally_replies_join_as_a_set() {
-        let reply =
-            |n: u64| TallyReply { key_row: None, tally: Tally { counts: [n, 0, 0, 0], digest: 7 }, recent: vec![] };
+        let reply = |n: u64| TallyReply {
+            key_row: None,
+            tally: Tally { counts: [n, 0, 0, 0], digest: 7 },
+            recent: vec![],
+            answer: None,
+        };
         let tallied = |ns: &[u64]| Counted::Tallied(ns.iter().map(|&n| reply(n)).collect());
         let all = [Counted::Nothing, tallied(&[1]), tallied(&[2]), tallied(&[1, 2]), Counted::Untallied];
         let join = |a: &Counted, b: &Counted| {

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::membership::PeerInfo;
 
 /// Version of the internal protocol; peers with another version are refused at the handshake.
-pub const PROTOCOL_VERSION: u16 = 11;
+pub const PROTOCOL_VERSION: u16 = 12;
 
 /// A request of the internal protocol, answered by a [`Message::Reply`].
 pub trait Message: Serialize + DeserializeOwned + Send + 'static {

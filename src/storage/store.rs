@@ -21,14 +21,15 @@ use tokio::sync::Mutex as AsyncMutex;
 use tokio_util::sync::CancellationToken;
 
 use super::row_cache::{Row, RowCache};
-use super::tallies::{Tallies, TallyEntry};
+use super::tallies::{self, Tallies, TallyEntry};
 use super::write_buffer::{Buffered, WriteBuffer};
 use super::write_gate::{SpaceAction, WriteGate, WriteStop};
 use super::{Change, Engine, StorageError, layout};
 use crate::config::Durability;
 use crate::crdt::rows::{Rows, Tally, TallyChange, TallyReply};
-use crate::versioning::Siblings;
+use crate::crdt::zorder::{Order, ScoreOrder, ZQuery};
 use crate::versioning::siblings::{Format2Siblings, Format3Siblings, LegacySiblings};
+use crate::versioning::{RowKind, Siblings};
 
 /// Rows a scan for live elements copies out of the engine at once, past its first page (which asks for just the
 /// rows wanted: the rows at a collection's end are usually live).
@@ -735,7 +736,13 @@ impl KvStore {
     /// oldest first (`None` without a hash tree to take digests from). Counted by one scan of the key's rows when
     /// first asked, under the key's lock (writes of the key wait for it), then kept as its rows change, so a count
     /// costs a point read, not a read of every element.
-    pub fn tally(&self, user_key: &[u8]) -> Result<Option<TallyReply>, StorageError> {
+    ///
+    /// With `ranked`, also the answer to that read of the sorted set's order, from its members kept in score order
+    /// (gathered by the same scan the first time, then kept as its rows change: [`ScoreOrder`]), and no changes.
+    /// No answer for a set too large to keep in order ([`tallies::MAX_ORDERED`]).
+    ///
+    /// [`ScoreOrder`]: crate::crdt::zorder::ScoreOrder
+    pub fn tally(&self, user_key: &[u8], ranked: Option<&ZQuery>) -> Result<Option<TallyReply>, StorageError> {
         let prefix = layout::storage_key(user_key);
         let _guard = self.locks[stripe(&prefix)].lock().expect("key lock");
         let key_row = self.current_row(&prefix)?.map(|(state, _)| state);
@@ -743,22 +750,56 @@ impl KvStore {
             return Ok(None);
         }
         if let Some(entry) = self.tallies.lock().expect("tallies lock").get(user_key) {
-            return Ok(Some(TallyReply { key_row, tally: entry.tally, recent: entry.recent() }));
+            match (ranked, entry.order()) {
+                (None, _) => {
+                    return Ok(Some(TallyReply { key_row, tally: entry.tally, recent: entry.recent(), answer: None }));
+                }
+                (Some(query), Some(order)) => {
+                    let answer = Some(query.answer(order));
+                    return Ok(Some(TallyReply { key_row, tally: entry.tally, recent: Vec::new(), answer }));
+                }
+                // Too many members to keep in order: no scan would keep them.
+                (Some(_), None) if entry.tally.count(RowKind::ZSet) as usize > tallies::MAX_ORDERED => {
+                    return Ok(Some(TallyReply { key_row, tally: entry.tally, recent: Vec::new(), answer: None }));
+                }
+                (Some(_), None) => {}
+            }
         }
         if let Some(buffer) = &self.buffer {
             buffer.flush(self.engine.as_ref())?;
         }
         let cleared = key_row.as_ref().map(|k| k.cleared().clone()).unwrap_or_default();
         let mut tally = Tally::default();
+        let mut order = ranked.map(|_| ScoreOrder::default());
         self.for_each_element_row(&prefix, |k, v| {
-            tally.account(&cleared, &k[prefix.len()..], &decode(v)?, self.digest(k, v), true);
+            let (row, state) = (&k[prefix.len()..], decode(v)?);
+            tally.account(&cleared, row, &state, self.digest(k, v), true);
+            if let Some(o) = &mut order {
+                match crate::crdt::rows::ranked_entry(&cleared, row, &state) {
+                    // Past the bound it is not kept: stop gathering.
+                    Some(_) if o.len() >= tallies::MAX_ORDERED => order = None,
+                    Some((member, score)) => o.set(&member, Some(score)),
+                    None => {}
+                }
+            }
             Ok(())
         })?;
         // A key with no row at all is not kept: counts of missing keys would crowd out the tallies worth keeping.
-        if key_row.is_some() || tally != Tally::default() {
-            self.tallies.lock().expect("tallies lock").insert(user_key, TallyEntry::new(tally, cleared));
+        if key_row.is_none() && tally == Tally::default() {
+            let answer = ranked.map(ZQuery::empty);
+            return Ok(Some(TallyReply { key_row, tally, recent: Vec::new(), answer }));
         }
-        Ok(Some(TallyReply { key_row, tally, recent: Vec::new() }))
+        let mut tallies = self.tallies.lock().expect("tallies lock");
+        tallies.insert(user_key, TallyEntry::new(tally, cleared));
+        let answer = match (ranked, order) {
+            (Some(query), Some(order)) => {
+                let answer = query.answer(&order);
+                tallies.keep_order(user_key, order);
+                Some(answer)
+            }
+            _ => None,
+        };
+        Ok(Some(TallyReply { key_row, tally, recent: Vec::new(), answer }))
     }
 
     /// The element rows among `rows` (about to be written, under their key's lock) of keys with a tally, each with
@@ -793,6 +834,12 @@ impl KvStore {
         let mut tallies = self.tallies.lock().expect("tallies lock");
         let Some(entry) = tallies.get(user_key) else { return };
         let change = TallyChange::of(&entry.cleared, row, old, new);
+        if entry.order().is_some()
+            && let Some((RowKind::ZSet, member)) = crate::crdt::rows::parse_row(row)
+        {
+            let ranked = new.and_then(|(state, _)| crate::crdt::rows::ranked_entry(&entry.cleared, row, state));
+            tallies.reorder(user_key, member, ranked.map(|(_, score)| score));
+        }
         if change.before != change.after {
             tallies.apply(user_key, change);
         }
