@@ -7,26 +7,89 @@
 
 use bytes::Bytes;
 
-use super::{NodeContext, check_key, context_token, coord_error, printable, views, wrong_arity};
+use super::{NodeContext, context_token, coord_error, printable, views, wrong_arity};
 use crate::membership::{MemberStatus, StateError};
 use crate::resp::Reply;
 
+/// An ADMIN subcommand with its arguments read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AdminCall {
+    /// MEMBERS.
+    Members,
+    /// RING.
+    Ring,
+    /// KEY key: where the key lives.
+    Key(Bytes),
+    /// LOCALGET key: this node's own copy.
+    LocalGet(Bytes),
+    /// STATUS.
+    Status,
+    /// JOIN seed.
+    Join(Bytes),
+    /// LEAVE.
+    Leave,
+    /// REMOVE id.
+    Remove(String),
+    /// PLAN.
+    Plan,
+    /// REPAIR: an anti-entropy pass now.
+    Repair,
+    /// COMMIT.
+    Commit,
+}
+
+impl AdminCall {
+    /// Reads ADMIN's subcommand and arguments (a key within the configured limit).
+    pub fn parse(args: &[Bytes], limits: &crate::config::Limits) -> Result<AdminCall, Reply> {
+        let sub = args[1].to_ascii_uppercase();
+        Ok(match (sub.as_slice(), args.len()) {
+            (b"MEMBERS", 2) => AdminCall::Members,
+            (b"RING", 2) => AdminCall::Ring,
+            (b"KEY", 3) => {
+                super::parse::key_within(limits, &args[2])?;
+                AdminCall::Key(args[2].clone())
+            }
+            (b"LOCALGET", 3) => {
+                super::parse::key_within(limits, &args[2])?;
+                AdminCall::LocalGet(args[2].clone())
+            }
+            (b"STATUS", 2) => AdminCall::Status,
+            (b"JOIN", 3) => AdminCall::Join(args[2].clone()),
+            (b"LEAVE", 2) => AdminCall::Leave,
+            (b"REMOVE", 3) => AdminCall::Remove(String::from_utf8_lossy(&args[2]).into_owned()),
+            (b"PLAN", 2) => AdminCall::Plan,
+            (b"REPAIR", 2) => AdminCall::Repair,
+            (b"COMMIT", 2) => AdminCall::Commit,
+            (
+                b"MEMBERS" | b"RING" | b"KEY" | b"LOCALGET" | b"STATUS" | b"JOIN" | b"LEAVE" | b"REMOVE" | b"PLAN"
+                | b"COMMIT" | b"REPAIR",
+                _,
+            ) => return Err(wrong_arity("admin")),
+            _ => {
+                return Err(Reply::error(format!(
+                    "ERR unknown subcommand '{}'. Try ADMIN MEMBERS, RING, KEY key, LOCALGET key, STATUS, JOIN seed, \
+                     LEAVE, REMOVE id, PLAN or COMMIT.",
+                    printable(&args[1], 32)
+                )));
+            }
+        })
+    }
+}
+
 /// ADMIN subcommands.
-pub fn admin(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let sub = args[1].to_ascii_uppercase();
-    match (sub.as_slice(), args.len()) {
-        (b"MEMBERS", 2) => members(node),
-        (b"RING", 2) => ring(node),
-        (b"KEY", 3) => key(node, &args[2]),
-        (b"LOCALGET", 3) => local_get(node, &args[2]),
-        (b"STATUS", 2) => status(node),
-        (b"JOIN", 3) => join(node, &args[2]),
-        (b"LEAVE", 2) => {
+pub fn admin(node: &NodeContext, call: AdminCall) -> Reply {
+    match call {
+        AdminCall::Members => members(node),
+        AdminCall::Ring => ring(node),
+        AdminCall::Key(k) => key(node, &k),
+        AdminCall::LocalGet(k) => local_get(node, &k),
+        AdminCall::Status => status(node),
+        AdminCall::Join(seed) => join(node, &seed),
+        AdminCall::Leave => {
             let me = node.coordinator.cluster().me().member.id.clone();
             change_status(node, &me, MemberStatus::Leaving)
         }
-        (b"REMOVE", 3) => {
-            let id = String::from_utf8_lossy(&args[2]).into_owned();
+        AdminCall::Remove(id) => {
             let cluster = node.coordinator.cluster();
             if id == cluster.me().member.id {
                 return Reply::error("ERR use ADMIN LEAVE to take this node out of the cluster");
@@ -41,22 +104,12 @@ pub fn admin(node: &NodeContext, args: &[Bytes]) -> Reply {
             }
             change_status(node, &id, MemberStatus::Removed)
         }
-        (b"PLAN", 2) => plan(node),
-        (b"REPAIR", 2) => {
+        AdminCall::Plan => plan(node),
+        AdminCall::Repair => {
             node.antientropy.repair_now();
             Reply::ok()
         }
-        (b"COMMIT", 2) => commit(node),
-        (
-            b"MEMBERS" | b"RING" | b"KEY" | b"LOCALGET" | b"STATUS" | b"JOIN" | b"LEAVE" | b"REMOVE" | b"PLAN"
-            | b"COMMIT" | b"REPAIR",
-            _,
-        ) => wrong_arity("admin"),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try ADMIN MEMBERS, RING, KEY key, LOCALGET key, STATUS, JOIN seed, LEAVE, \
-             REMOVE id, PLAN or COMMIT.",
-            printable(&args[1], 32)
-        )),
+        AdminCall::Commit => commit(node),
     }
 }
 
@@ -126,9 +179,6 @@ fn ring(node: &NodeContext) -> Reply {
 
 /// Where a key lives ([`views::key`]): partition, hash slot, position, replicas (top N) and fallbacks.
 fn key(node: &NodeContext, key: &Bytes) -> Reply {
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
     let k = views::key(node, key);
     Reply::Map(vec![
         pair("partition", k.partition.map_or(Reply::Nil, int)),
@@ -141,9 +191,6 @@ fn key(node: &NodeContext, key: &Bytes) -> Reply {
 
 /// This node's own replica of a key, no quorum: [siblings, context] as GET shows them, plus the state's digest.
 fn local_get(node: &NodeContext, key: &Bytes) -> Reply {
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
     match node.coordinator.read_local(key) {
         Ok(state) => {
             let values =

@@ -7,73 +7,166 @@ use super::{NodeContext, Session, printable, wrong_arity};
 use crate::config::ValueMode;
 use crate::resp::Reply;
 
-/// CLIENT subcommands.
-pub fn client(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply {
-    let sub = args[1].to_ascii_uppercase();
-    match (sub.as_slice(), args.len()) {
-        (b"LIST", _) => list(node, session, args),
-        (b"INFO", 2) => info(node, session),
-        (b"KILL", n) if n >= 3 => kill(node, session, args),
-        (b"ID", 2) => Reply::Integer(session.id as i64),
-        (b"GETNAME", 2) => session.name.clone().map_or(Reply::Nil, Reply::Bulk),
-        (b"SETNAME", 3) => match valid_name(&args[2]) {
-            Ok(()) => {
-                session.name = (!args[2].is_empty()).then(|| args[2].clone());
-                Reply::ok()
-            }
-            Err(r) => r,
-        },
-        (b"SETINFO", 4) => {
-            let value = args[3].clone();
-            if value.iter().any(|&b| b == b' ' || b == b'\n' || b == b'\r') {
-                return Reply::error("ERR lib-name and lib-ver cannot contain spaces or newlines");
-            }
-            match args[2].to_ascii_uppercase().as_slice() {
-                b"LIB-NAME" => session.lib_name = Some(value),
-                b"LIB-VER" => session.lib_ver = Some(value),
-                _ => {
-                    return Reply::error(format!("ERR Unrecognized option '{}'", printable(&args[2], 32)));
+/// A CLIENT subcommand with its arguments read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ClientCall {
+    /// LIST [TYPE type] [ID id ...]: `normal` is false for a type no connection here has.
+    List {
+        /// Only connections of the `normal` type (all of them are).
+        normal: bool,
+        /// Only these ids.
+        ids: Option<Vec<u64>>,
+    },
+    /// INFO.
+    Info,
+    /// KILL addr, or KILL with filters.
+    Kill(Kill),
+    /// ID.
+    Id,
+    /// GETNAME.
+    GetName,
+    /// SETNAME name (checked).
+    SetName(Bytes),
+    /// SETINFO LIB-NAME | LIB-VER value.
+    SetInfo {
+        /// LIB-VER (else LIB-NAME).
+        version: bool,
+        /// The value (checked).
+        value: Bytes,
+    },
+    /// NO-EVICT, NO-TOUCH, MAINT_NOTIFICATIONS: nothing is evicted, nothing tracks access times, and no
+    /// maintenance moves a client's endpoint, so every client already gets what these ask for.
+    Accepted,
+    /// VALUES: this connection's value mode.
+    ShowValues,
+    /// VALUES PLAIN | VERSIONED.
+    Values(ValueMode),
+}
+
+/// Which connections CLIENT KILL closes.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Kill {
+    /// The old form: the one with this address (an error when none has it).
+    Addr(String),
+    /// Every connection matching all the filters given.
+    Filters {
+        /// ID.
+        id: Option<u64>,
+        /// ADDR.
+        addr: Option<String>,
+        /// LADDR.
+        laddr: Option<String>,
+        /// USER.
+        user: Option<String>,
+        /// SKIPME (yes unless told no): not this connection.
+        skipme: bool,
+        /// TYPE normal (false: a type no connection here has).
+        normal: bool,
+    },
+}
+
+impl ClientCall {
+    /// Reads CLIENT's subcommand and arguments. KILL needs `admin` access, checked first (as Redis's ACL check of
+    /// `client|kill` comes before the command reads its arguments).
+    pub fn parse(session: &Session, args: &[Bytes]) -> Result<ClientCall, Reply> {
+        let sub = args[1].to_ascii_uppercase();
+        Ok(match (sub.as_slice(), args.len()) {
+            (b"LIST", _) => list_filters(args)?,
+            (b"INFO", 2) => ClientCall::Info,
+            (b"KILL", n) if n >= 3 => {
+                if session.access < crate::config::Access::Admin {
+                    return Err(Reply::error(format!(
+                        "NOPERM User {} has no permissions to run the 'client|kill' command",
+                        session.user
+                    )));
                 }
+                ClientCall::Kill(kill_filters(args)?)
             }
+            (b"ID", 2) => ClientCall::Id,
+            (b"GETNAME", 2) => ClientCall::GetName,
+            (b"SETNAME", 3) => {
+                valid_name(&args[2])?;
+                ClientCall::SetName(args[2].clone())
+            }
+            (b"SETINFO", 4) => {
+                let value = args[3].clone();
+                if value.iter().any(|&b| b == b' ' || b == b'\n' || b == b'\r') {
+                    return Err(Reply::error("ERR lib-name and lib-ver cannot contain spaces or newlines"));
+                }
+                let version = match args[2].to_ascii_uppercase().as_slice() {
+                    b"LIB-NAME" => false,
+                    b"LIB-VER" => true,
+                    _ => return Err(Reply::error(format!("ERR Unrecognized option '{}'", printable(&args[2], 32)))),
+                };
+                ClientCall::SetInfo { version, value }
+            }
+            (b"NO-EVICT" | b"NO-TOUCH", 3) => match args[2].to_ascii_uppercase().as_slice() {
+                b"ON" | b"OFF" => ClientCall::Accepted,
+                _ => return Err(super::syntax_error()),
+            },
+            // redis-py 8 asks for maintenance notifications on connect. Nodes never send any (no failover moves a
+            // client's endpoint here), so accepting is true and keeps it from counting as a failed command.
+            (b"MAINT_NOTIFICATIONS", n) if n >= 3 => ClientCall::Accepted,
+            // VALUES alone tells the mode; with PLAIN or VERSIONED it switches this connection until the next AUTH.
+            (b"VALUES", 2) => ClientCall::ShowValues,
+            (b"VALUES", 3) => match args[2].to_ascii_uppercase().as_slice() {
+                b"PLAIN" => ClientCall::Values(ValueMode::Plain),
+                b"VERSIONED" => ClientCall::Values(ValueMode::Versioned),
+                _ => {
+                    return Err(Reply::error(format!(
+                        "ERR CLIENT VALUES takes PLAIN or VERSIONED, not '{}'",
+                        printable(&args[2], 32)
+                    )));
+                }
+            },
+            (
+                b"ID"
+                | b"GETNAME"
+                | b"SETNAME"
+                | b"SETINFO"
+                | b"NO-EVICT"
+                | b"NO-TOUCH"
+                | b"MAINT_NOTIFICATIONS"
+                | b"VALUES",
+                _,
+            ) => return Err(wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase()))),
+            _ => {
+                return Err(Reply::error(format!(
+                    "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO, KILL, \
+                     NO-EVICT, NO-TOUCH, MAINT_NOTIFICATIONS or VALUES.",
+                    printable(&args[1], 32)
+                )));
+            }
+        })
+    }
+}
+
+/// CLIENT subcommands.
+pub fn client(node: &NodeContext, session: &mut Session, call: ClientCall) -> Reply {
+    match call {
+        ClientCall::List { normal, ids } => list(node, session, normal, ids),
+        ClientCall::Info => info(node, session),
+        ClientCall::Kill(kill) => self::kill(node, session, kill),
+        ClientCall::Id => Reply::Integer(session.id as i64),
+        ClientCall::GetName => session.name.clone().map_or(Reply::Nil, Reply::Bulk),
+        ClientCall::SetName(name) => {
+            session.name = (!name.is_empty()).then_some(name);
             Reply::ok()
         }
-        // Nothing is evicted and nothing tracks access times: both modes are what every client already gets.
-        (b"NO-EVICT" | b"NO-TOUCH", 3) => match args[2].to_ascii_uppercase().as_slice() {
-            b"ON" | b"OFF" => Reply::ok(),
-            _ => super::syntax_error(),
-        },
-        // redis-py 8 asks for maintenance notifications on connect. Nodes never send any (no failover moves a
-        // client's endpoint here), so accepting is true and keeps it from counting as a failed command.
-        (b"MAINT_NOTIFICATIONS", n) if n >= 3 => Reply::ok(),
-        // VALUES alone tells the mode; with PLAIN or VERSIONED it switches this connection until the next AUTH.
-        (b"VALUES", 2) => Reply::bulk(session.values.as_str()),
-        (b"VALUES", 3) => match args[2].to_ascii_uppercase().as_slice() {
-            b"PLAIN" => {
-                session.values = ValueMode::Plain;
-                Reply::ok()
-            }
-            b"VERSIONED" => {
-                session.values = ValueMode::Versioned;
-                Reply::ok()
-            }
-            _ => Reply::error(format!("ERR CLIENT VALUES takes PLAIN or VERSIONED, not '{}'", printable(&args[2], 32))),
-        },
-        (
-            b"ID"
-            | b"GETNAME"
-            | b"SETNAME"
-            | b"SETINFO"
-            | b"NO-EVICT"
-            | b"NO-TOUCH"
-            | b"MAINT_NOTIFICATIONS"
-            | b"VALUES",
-            _,
-        ) => wrong_arity(&format!("client|{}", String::from_utf8_lossy(&sub).to_ascii_lowercase())),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try CLIENT ID, SETNAME, GETNAME, SETINFO, LIST, INFO, KILL, NO-EVICT, \
-             NO-TOUCH, MAINT_NOTIFICATIONS or VALUES.",
-            printable(&args[1], 32)
-        )),
+        ClientCall::SetInfo { version: false, value } => {
+            session.lib_name = Some(value);
+            Reply::ok()
+        }
+        ClientCall::SetInfo { version: true, value } => {
+            session.lib_ver = Some(value);
+            Reply::ok()
+        }
+        ClientCall::Accepted => Reply::ok(),
+        ClientCall::ShowValues => Reply::bulk(session.values.as_str()),
+        ClientCall::Values(mode) => {
+            session.values = mode;
+            Reply::ok()
+        }
     }
 }
 
@@ -206,9 +299,8 @@ fn client_line(id: u64, e: &ClientEntry) -> String {
     )
 }
 
-/// CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...]: every connection (all of them are `normal`).
-pub fn list(node: &NodeContext, session: &Session, args: &[Bytes]) -> Reply {
-    node.clients.update(session, Some(b"client|list"));
+/// CLIENT LIST [TYPE normal|master|replica|pubsub] [ID id ...].
+fn list_filters(args: &[Bytes]) -> Result<ClientCall, Reply> {
     let mut ids: Option<Vec<u64>> = None;
     let mut normal = true;
     let mut i = 2;
@@ -218,7 +310,9 @@ pub fn list(node: &NodeContext, session: &Session, args: &[Bytes]) -> Reply {
                 match args[i + 1].to_ascii_lowercase().as_slice() {
                     b"normal" => {}
                     b"master" | b"replica" | b"slave" | b"pubsub" => normal = false,
-                    _ => return Reply::error(format!("ERR Unknown client type '{}'", printable(&args[i + 1], 32))),
+                    _ => {
+                        return Err(Reply::error(format!("ERR Unknown client type '{}'", printable(&args[i + 1], 32))));
+                    }
                 }
                 i += 2;
             }
@@ -227,15 +321,21 @@ pub fn list(node: &NodeContext, session: &Session, args: &[Bytes]) -> Reply {
                 for a in &args[i + 1..] {
                     match std::str::from_utf8(a).ok().and_then(|s| s.parse::<u64>().ok()) {
                         Some(id) => wanted.push(id),
-                        None => return Reply::error("ERR Invalid client ID"),
+                        None => return Err(Reply::error("ERR Invalid client ID")),
                     }
                 }
                 ids = Some(wanted);
                 i = args.len();
             }
-            _ => return super::syntax_error(),
+            _ => return Err(super::syntax_error()),
         }
     }
+    Ok(ClientCall::List { normal, ids })
+}
+
+/// CLIENT LIST: every connection matching the filters (all of them are `normal`).
+fn list(node: &NodeContext, session: &Session, normal: bool, ids: Option<Vec<u64>>) -> Reply {
+    node.clients.update(session, Some(b"client|list"));
     let mut out = String::new();
     for (id, e) in node.clients.snapshot() {
         if normal && ids.as_ref().is_none_or(|w| w.contains(&id)) {
@@ -255,29 +355,13 @@ pub fn info(node: &NodeContext, session: &Session) -> Reply {
     }
 }
 
-/// CLIENT KILL addr | CLIENT KILL [ID id] [ADDR addr] [LADDR addr] [USER name] [TYPE type] [SKIPME yes|no]: closes
-/// matching connections (after the request they are running, if any). Needs `admin` access.
-pub fn kill(node: &NodeContext, session: &Session, args: &[Bytes]) -> Reply {
-    if session.access < crate::config::Access::Admin {
-        return Reply::error(format!(
-            "NOPERM User {} has no permissions to run the 'client|kill' command",
-            session.user
-        ));
-    }
-    let clients = node.clients.snapshot();
+/// CLIENT KILL addr | CLIENT KILL [ID id] [ADDR addr] [LADDR addr] [USER name] [TYPE type] [SKIPME yes|no].
+fn kill_filters(args: &[Bytes]) -> Result<Kill, Reply> {
     if args.len() == 3 {
-        // The old form: one address, an error when no client has it.
-        let addr = String::from_utf8_lossy(&args[2]);
-        return match clients.iter().find(|(_, e)| e.addr == addr) {
-            Some((_, e)) => {
-                e.kill.cancel();
-                Reply::ok()
-            }
-            None => Reply::error("ERR No such client"),
-        };
+        return Ok(Kill::Addr(String::from_utf8_lossy(&args[2]).into_owned()));
     }
     if !args.len().is_multiple_of(2) {
-        return super::syntax_error();
+        return Err(super::syntax_error());
     }
     let (mut id, mut addr, mut laddr, mut user, mut skipme, mut normal) = (None, None, None, None, true, true);
     for pair in args[2..].chunks_exact(2) {
@@ -285,7 +369,7 @@ pub fn kill(node: &NodeContext, session: &Session, args: &[Bytes]) -> Reply {
         match pair[0].to_ascii_uppercase().as_slice() {
             b"ID" => match value.parse::<u64>() {
                 Ok(v) => id = Some(v),
-                Err(_) => return Reply::error("ERR client-id should be greater than 0"),
+                Err(_) => return Err(Reply::error("ERR client-id should be greater than 0")),
             },
             b"ADDR" => addr = Some(value),
             b"LADDR" => laddr = Some(value),
@@ -293,16 +377,35 @@ pub fn kill(node: &NodeContext, session: &Session, args: &[Bytes]) -> Reply {
             b"TYPE" => match value.to_ascii_lowercase().as_str() {
                 "normal" => {}
                 "master" | "replica" | "slave" | "pubsub" => normal = false,
-                _ => return Reply::error(format!("ERR Unknown client type '{}'", printable(&pair[1], 32))),
+                _ => return Err(Reply::error(format!("ERR Unknown client type '{}'", printable(&pair[1], 32)))),
             },
             b"SKIPME" => match value.to_ascii_lowercase().as_str() {
                 "yes" => skipme = true,
                 "no" => skipme = false,
-                _ => return super::syntax_error(),
+                _ => return Err(super::syntax_error()),
             },
-            _ => return super::syntax_error(),
+            _ => return Err(super::syntax_error()),
         }
     }
+    Ok(Kill::Filters { id, addr, laddr, user, skipme, normal })
+}
+
+/// CLIENT KILL: closes the matching connections (after the request they are running, if any).
+fn kill(node: &NodeContext, session: &Session, kill: Kill) -> Reply {
+    let clients = node.clients.snapshot();
+    let (id, addr, laddr, user, skipme, normal) = match kill {
+        // The old form: one address, an error when no client has it.
+        Kill::Addr(addr) => {
+            return match clients.iter().find(|(_, e)| e.addr == addr) {
+                Some((_, e)) => {
+                    e.kill.cancel();
+                    Reply::ok()
+                }
+                None => Reply::error("ERR No such client"),
+            };
+        }
+        Kill::Filters { id, addr, laddr, user, skipme, normal } => (id, addr, laddr, user, skipme, normal),
+    };
     let mut killed = 0;
     for (cid, e) in &clients {
         let matches = normal

@@ -19,47 +19,102 @@ use crate::cluster::SlotRange;
 use crate::membership::PeerInfo;
 use crate::resp::Reply;
 
-/// CLUSTER subcommands.
-pub fn cluster(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply {
-    let sub = args[1].to_ascii_uppercase();
-    if matches!(sub.as_slice(), b"SLOTS" | b"SHARDS" | b"NODES") {
-        session.cluster_client = true;
+/// A CLUSTER subcommand with its arguments read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClusterCall {
+    /// SLOTS.
+    Slots,
+    /// SHARDS.
+    Shards,
+    /// NODES.
+    Nodes,
+    /// INFO.
+    Info,
+    /// MYID.
+    MyId,
+    /// KEYSLOT key: the key's slot.
+    KeySlot(u16),
+    /// COUNTKEYSINSLOT slot (`limit` none) | GETKEYSINSLOT slot count.
+    KeysInSlot {
+        /// The slot.
+        slot: u16,
+        /// How many keys to list (none: count them).
+        limit: Option<usize>,
+    },
+}
+
+impl ClusterCall {
+    /// Reads CLUSTER's subcommand and arguments.
+    pub fn parse(args: &[Bytes]) -> Result<ClusterCall, Reply> {
+        let sub = args[1].to_ascii_uppercase();
+        Ok(match (sub.as_slice(), args.len()) {
+            (b"SLOTS", 2) => ClusterCall::Slots,
+            (b"SHARDS", 2) => ClusterCall::Shards,
+            (b"NODES", 2) => ClusterCall::Nodes,
+            (b"INFO", 2) => ClusterCall::Info,
+            (b"MYID", 2) => ClusterCall::MyId,
+            (b"KEYSLOT", 3) => ClusterCall::KeySlot(crate::ring::slot::key_slot(&args[2])),
+            (b"COUNTKEYSINSLOT", 3) => ClusterCall::KeysInSlot { slot: slot(&args[2])?, limit: None },
+            (b"GETKEYSINSLOT", 4) => {
+                let slot = slot(&args[2])?;
+                match super::parse_int(&args[3]) {
+                    Ok(n) if n >= 0 => ClusterCall::KeysInSlot { slot, limit: Some(n as usize) },
+                    _ => return Err(Reply::error("ERR Invalid number of keys")),
+                }
+            }
+            (
+                b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO" | b"MYID" | b"KEYSLOT" | b"COUNTKEYSINSLOT"
+                | b"GETKEYSINSLOT",
+                _,
+            ) => {
+                return Err(wrong_arity("cluster"));
+            }
+            _ => {
+                return Err(Reply::error(format!(
+                    "ERR unknown subcommand '{}'. Try CLUSTER SLOTS, SHARDS, NODES, INFO, MYID, KEYSLOT key, \
+                     COUNTKEYSINSLOT slot or GETKEYSINSLOT slot count.",
+                    printable(&args[1], 32)
+                )));
+            }
+        })
     }
-    match (sub.as_slice(), args.len()) {
-        (b"SLOTS", 2) => slots(node),
-        (b"SHARDS", 2) => shards(node),
-        (b"NODES", 2) => Reply::Bulk(Bytes::from(nodes(node))),
-        (b"INFO", 2) => Reply::Bulk(Bytes::from(info(node))),
-        (b"MYID", 2) => Reply::bulk(node.coordinator.cluster().me().member.id.clone()),
-        (b"KEYSLOT", 3) => Reply::Integer(i64::from(crate::ring::slot::key_slot(&args[2]))),
-        (b"SLOTS" | b"SHARDS" | b"NODES" | b"INFO" | b"MYID" | b"KEYSLOT", _) => wrong_arity("cluster"),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try CLUSTER SLOTS, SHARDS, NODES, INFO, MYID, KEYSLOT key, \
-             COUNTKEYSINSLOT slot or GETKEYSINSLOT slot count.",
-            printable(&args[1], 32)
-        )),
+}
+
+/// A slot number, below 16384.
+fn slot(arg: &[u8]) -> Result<u16, Reply> {
+    match std::str::from_utf8(arg).ok().and_then(|s| s.parse::<u16>().ok()) {
+        Some(s) if usize::from(s) < crate::ring::slot::SLOTS => Ok(s),
+        _ => Err(Reply::error("ERR Invalid slot")),
+    }
+}
+
+/// CLUSTER subcommands. A connection that asks for the slot map is a cluster client (see the module's docs).
+pub async fn cluster(node: &NodeContext, session: &mut Session, call: ClusterCall) -> Reply {
+    match call {
+        ClusterCall::Slots => {
+            session.cluster_client = true;
+            slots(node)
+        }
+        ClusterCall::Shards => {
+            session.cluster_client = true;
+            shards(node)
+        }
+        ClusterCall::Nodes => {
+            session.cluster_client = true;
+            Reply::Bulk(Bytes::from(nodes(node)))
+        }
+        ClusterCall::Info => Reply::Bulk(Bytes::from(info(node))),
+        ClusterCall::MyId => Reply::bulk(node.coordinator.cluster().me().member.id.clone()),
+        ClusterCall::KeySlot(slot) => Reply::Integer(i64::from(slot)),
+        ClusterCall::KeysInSlot { slot, limit } => keys_in_slot(node, slot, limit).await,
     }
 }
 
 /// CLUSTER COUNTKEYSINSLOT slot | GETKEYSINSLOT slot count: the keys of one slot, from the whole cluster (every
 /// node answers the same, unlike Redis where a node answers for its own slots), by a scan of the slot's range.
-pub async fn keys_in_slot(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let count_only = args[1].eq_ignore_ascii_case(b"COUNTKEYSINSLOT");
-    if args.len() != if count_only { 3 } else { 4 } {
-        return wrong_arity("cluster");
-    }
-    let slot = match std::str::from_utf8(&args[2]).ok().and_then(|s| s.parse::<u16>().ok()) {
-        Some(s) if usize::from(s) < crate::ring::slot::SLOTS => s,
-        _ => return Reply::error("ERR Invalid slot"),
-    };
-    let limit = if count_only {
-        usize::MAX
-    } else {
-        match super::parse_int(&args[3]) {
-            Ok(n) if n >= 0 => n as usize,
-            _ => return Reply::error("ERR Invalid number of keys"),
-        }
-    };
+async fn keys_in_slot(node: &NodeContext, slot: u16, limit: Option<usize>) -> Reply {
+    let count_only = limit.is_none();
+    let limit = limit.unwrap_or(usize::MAX);
     let first = u128::from(slot) << 114;
     let end = first + ((1u128 << 114) - 1);
     let mut cursor = crate::storage::layout::scan_cursor(first);

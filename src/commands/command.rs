@@ -2,38 +2,28 @@
 
 use bytes::Bytes;
 
+use super::session::Commands;
 use super::table::{CommandSpec, TABLE, lookup};
-use super::{printable, wrong_arity};
 use crate::resp::Reply;
 
 /// COMMAND and its subcommands, in the shapes redis-cli reads.
-pub fn command(args: &[Bytes]) -> Reply {
-    if args.len() == 1 {
-        return Reply::Array(TABLE.iter().map(info).collect());
-    }
-    let named = |args: &[Bytes]| -> Vec<Option<&'static CommandSpec>> {
-        args.iter().map(|a| lookup(&String::from_utf8_lossy(a).to_ascii_lowercase())).collect()
+pub fn command(call: Commands) -> Reply {
+    let named = |names: &[Bytes]| -> Vec<Option<&'static CommandSpec>> {
+        names.iter().map(|a| lookup(&String::from_utf8_lossy(a).to_ascii_lowercase())).collect()
     };
-    match args[1].to_ascii_uppercase().as_slice() {
-        b"COUNT" if args.len() == 2 => Reply::Integer(TABLE.len() as i64),
-        b"LIST" if args.len() == 2 => Reply::Array(TABLE.iter().map(|c| Reply::bulk(c.name)).collect()),
-        b"INFO" => {
-            let specs = if args.len() == 2 { TABLE.iter().map(Some).collect() } else { named(&args[2..]) };
+    match call {
+        Commands::All => Reply::Array(TABLE.iter().map(info).collect()),
+        Commands::Count => Reply::Integer(TABLE.len() as i64),
+        Commands::List => Reply::Array(TABLE.iter().map(|c| Reply::bulk(c.name)).collect()),
+        Commands::Info(names) => {
+            let specs = if names.is_empty() { TABLE.iter().map(Some).collect() } else { named(&names) };
             Reply::Array(specs.into_iter().map(|s| s.map_or(Reply::Nil, info)).collect())
         }
-        b"DOCS" => {
-            let specs: Vec<&CommandSpec> = if args.len() == 2 {
-                TABLE.iter().collect()
-            } else {
-                named(&args[2..]).into_iter().flatten().collect()
-            };
+        Commands::Docs(names) => {
+            let specs: Vec<&CommandSpec> =
+                if names.is_empty() { TABLE.iter().collect() } else { named(&names).into_iter().flatten().collect() };
             Reply::Map(specs.into_iter().map(|s| (Reply::bulk(s.name), docs(s))).collect())
         }
-        b"COUNT" | b"LIST" => wrong_arity("command"),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try COMMAND COUNT, LIST, INFO or DOCS.",
-            printable(&args[1], 32)
-        )),
     }
 }
 

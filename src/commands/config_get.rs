@@ -1,32 +1,22 @@
-//! CONFIG GET pattern [pattern ...]: the settings Redis tools ask about, plus ours.
+//! CONFIG GET pattern [pattern ...]: the settings Redis tools ask about, plus ours (CONFIG SET is refused when
+//! parsed, [`super::session::Call::parse`]).
 
 use bytes::Bytes;
 
-use super::{NodeContext, printable};
+use super::NodeContext;
 use crate::config::Durability;
 use crate::resp::Reply;
 
-/// CONFIG GET (and a clear refusal of CONFIG SET: settings come from flags, environment or the config file).
-pub fn config(node: &NodeContext, args: &[Bytes]) -> Reply {
-    match args[1].to_ascii_uppercase().as_slice() {
-        b"GET" if args.len() >= 3 => {
-            let settings = settings(node);
-            let mut out = Vec::new();
-            for (name, value) in &settings {
-                if args[2..].iter().any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes())) {
-                    out.push((Reply::bulk(*name), Reply::bulk(value.clone())));
-                }
-            }
-            Reply::Map(out)
+/// CONFIG GET pattern [pattern ...]: the settings whose names match a pattern.
+pub fn config_get(node: &NodeContext, patterns: &[Bytes]) -> Reply {
+    let settings = settings(node);
+    let mut out = Vec::new();
+    for (name, value) in &settings {
+        if patterns.iter().any(|p| glob_match(&p.to_ascii_lowercase(), name.as_bytes())) {
+            out.push((Reply::bulk(*name), Reply::bulk(value.clone())));
         }
-        b"GET" => super::wrong_arity("config|get"),
-        b"SET" => Reply::error(
-            "ERR CONFIG SET is not supported: settings come from flags, DYNAMO_KV_* environment variables or the \
-             config file, and take effect at restart",
-        ),
-        b"RESETSTAT" => Reply::ok(),
-        _ => Reply::error(format!("ERR unknown subcommand '{}'. Try CONFIG GET.", printable(&args[1], 32))),
     }
+    Reply::Map(out)
 }
 
 fn settings(node: &NodeContext) -> Vec<(&'static str, String)> {

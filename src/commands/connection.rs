@@ -1,47 +1,34 @@
-//! PING, SELECT, AUTH, HELLO: connection handshakes as Redis clients expect them.
+//! SELECT, AUTH, HELLO: connection handshakes as Redis clients expect them (their arguments read by
+//! [`super::session::Call::parse`]).
 
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 
-use super::{NodeContext, Session, parse_int, syntax_error, wrong_arity};
+use super::session::Hello;
+use super::{NodeContext, Session};
 use crate::resp::{Protocol, Reply};
 
 /// Redis's compatibility level we announce in HELLO and INFO.
 pub const REDIS_COMPAT_VERSION: &str = "7.2.0";
 
-/// PING [message].
-pub fn ping(_session: &Session, args: &[Bytes]) -> Reply {
-    match args.len() {
-        1 => Reply::simple("PONG"),
-        2 => Reply::Bulk(args[1].clone()),
-        _ => wrong_arity("ping"),
-    }
-}
-
 /// SELECT index: only database 0 exists.
-pub fn select(args: &[Bytes]) -> Reply {
-    match parse_int(&args[1]) {
-        Ok(0) => Reply::ok(),
-        Ok(_) => Reply::error("ERR DB index is out of range"),
-        Err(r) => r,
+pub fn select(index: i64) -> Reply {
+    match index {
+        0 => Reply::ok(),
+        _ => Reply::error("ERR DB index is out of range"),
     }
 }
 
 /// AUTH [username] password.
-pub fn auth(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply {
-    let (user, pass) = match args.len() {
-        2 => (None, &args[1]),
-        3 => (Some(&args[1]), &args[2]),
-        _ => return syntax_error(),
-    };
+pub fn auth(node: &NodeContext, session: &mut Session, user: Option<Bytes>, pass: &[u8]) -> Reply {
     if !node.config.auth_required() && user.is_none() {
         return Reply::error(
             "ERR AUTH <password> called without any password configured for the default user. Are you sure your \
              configuration is correct?",
         );
     }
-    check_credentials(node, session, user, pass)
+    check_credentials(node, session, user.as_ref(), pass)
 }
 
 /// Verifies credentials ([`crate::config::Config::grant`]); on success the session runs as that user and OK is
@@ -67,50 +54,12 @@ fn check_credentials(node: &NodeContext, session: &mut Session, user: Option<&By
     }
 }
 
-/// ACL WHOAMI (the only ACL subcommand: users come from the config file).
-pub fn acl(session: &Session, args: &[Bytes]) -> Reply {
-    match (args[1].to_ascii_uppercase().as_slice(), args.len()) {
-        (b"WHOAMI", 2) => Reply::bulk(session.user.clone()),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try ACL WHOAMI; users are defined in the config file",
-            super::printable(&args[1], 32)
-        )),
-    }
-}
-
 /// HELLO [protover [AUTH username password] [SETNAME clientname]].
-pub fn hello(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply {
-    let mut protocol = session.protocol;
-    if args.len() >= 2 {
-        protocol = match parse_int(&args[1]) {
-            Ok(2) => Protocol::Resp2,
-            Ok(3) => Protocol::Resp3,
-            Ok(_) => return Reply::error("NOPROTO unsupported protocol version"),
-            Err(_) => {
-                return Reply::error("ERR Protocol version is not an integer or out of range");
-            }
-        };
-    }
-    let mut auth = None;
-    let mut setname = None;
-    let mut i = 2;
-    while i < args.len() {
-        match args[i].to_ascii_uppercase().as_slice() {
-            b"AUTH" if i + 2 < args.len() => {
-                auth = Some((&args[i + 1], &args[i + 2]));
-                i += 3;
-            }
-            b"SETNAME" if i + 1 < args.len() => {
-                setname = Some(&args[i + 1]);
-                i += 2;
-            }
-            _ => {
-                return Reply::error(format!("ERR Syntax error in HELLO option '{}'", super::printable(&args[i], 32)));
-            }
-        }
-    }
+pub fn hello(node: &NodeContext, session: &mut Session, hello: Hello) -> Reply {
+    let Hello { protocol, auth, setname } = hello;
+    let protocol = protocol.unwrap_or(session.protocol);
     if let Some((user, pass)) = auth {
-        let r = check_credentials(node, session, Some(user), pass);
+        let r = check_credentials(node, session, Some(&user), &pass);
         if r.is_error() {
             return r;
         }
@@ -123,10 +72,10 @@ pub fn hello(node: &NodeContext, session: &mut Session, args: &[Bytes]) -> Reply
         );
     }
     if let Some(name) = setname {
-        if let Err(r) = super::client::valid_name(name) {
+        if let Err(r) = super::client::valid_name(&name) {
             return r;
         }
-        session.name = Some(name.clone());
+        session.name = Some(name);
     }
     session.protocol = protocol;
     Reply::Map(vec![

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
-use super::{NodeContext, check_key, context_token, coord_error, printable, syntax_error};
+use super::{NodeContext, context_token, coord_error, printable};
 use crate::config::{PlainSiblings, ValueMode};
 use crate::coordinator::ReadResult;
 use crate::resp::Reply;
@@ -88,20 +88,7 @@ pub async fn strlen(node: &NodeContext, key: Bytes) -> Reply {
 
 /// MEMORY USAGE key [SAMPLES n]: the bytes the key takes on each replica, estimated from a quorum read (storage
 /// key, every version's value, dot and timestamp, the version vector); nil when the key has no live value.
-pub async fn memory_usage(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let sub = args[1].to_ascii_uppercase();
-    if sub.as_slice() != b"USAGE" {
-        return Reply::error(format!("ERR unknown subcommand '{}'. Try MEMORY USAGE key.", printable(&args[1], 32)));
-    }
-    let Some(key) = args.get(2) else { return super::wrong_arity("memory|usage") };
-    match args.len() {
-        3 => {}
-        5 if args[3].eq_ignore_ascii_case(b"SAMPLES") && super::parse_int(&args[4]).is_ok() => {}
-        _ => return syntax_error(),
-    }
-    if let Err(r) = check_key(node, key) {
-        return r;
-    }
+pub async fn memory_usage(node: &NodeContext, key: &Bytes) -> Reply {
     // Per version: a dot (actor and counter) and a timestamp; per version-vector entry: actor, counter, time.
     const PER_VERSION: usize = 24;
     const PER_CLOCK_ENTRY: usize = 24;

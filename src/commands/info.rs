@@ -13,8 +13,7 @@ use crate::resp::Reply;
 const SECTIONS: &[&str] = &["server", "clients", "memory", "stats", "replication", "cluster", "keyspace", "dynamo"];
 
 /// INFO: the requested sections (default and `all`: every section).
-pub fn info(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let wanted: Vec<String> = args[1..].iter().map(|a| String::from_utf8_lossy(a).to_ascii_lowercase()).collect();
+pub fn info(node: &NodeContext, wanted: &[String]) -> Reply {
     let all = wanted.is_empty() || wanted.iter().any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
     let mut out = String::new();
     for section in SECTIONS {

@@ -20,6 +20,7 @@ mod lists;
 mod parse;
 mod pattern;
 mod scan;
+mod session;
 mod set;
 mod sets;
 mod slowlog;
@@ -42,6 +43,7 @@ use crate::resp::{Protocol, Reply};
 use crate::storage::StorageError;
 use crate::versioning::{Token, VersionVector, context};
 
+use session::Call;
 pub use table::{CommandSpec, DataCommand, Run, SessionCommand, TABLE};
 
 /// Counters INFO reports.
@@ -325,68 +327,57 @@ async fn run(node: &NodeContext, session: &mut Session, spec: &'static CommandSp
         Run::Data(_) => return run_data(node, spec, args, session.data()).await,
         Run::Session(command) => command,
     };
-    match command {
-        SessionCommand::DbSize => Reply::Integer(node.coordinator.store().live_keys() as i64),
-        SessionCommand::Scan => scan::scan(node, args).await,
-        SessionCommand::Keys => scan::keys(node, args).await,
-        SessionCommand::RandomKey => scan::randomkey(node).await,
-        SessionCommand::Ping => connection::ping(session, args),
-        SessionCommand::Echo => Reply::Bulk(args[1].clone()),
-        SessionCommand::Quit => {
+    let call = match session::Call::parse(command, args, &node.config.limits, session) {
+        Ok(call) => call,
+        Err(reply) => return reply,
+    };
+    match call {
+        Call::DbSize => Reply::Integer(node.coordinator.store().live_keys() as i64),
+        Call::Scan(scan) => scan::scan(node, scan).await,
+        Call::Keys { pattern } => scan::keys(node, &pattern).await,
+        Call::RandomKey => scan::randomkey(node).await,
+        Call::Ping { message: None } => Reply::simple("PONG"),
+        Call::Ping { message: Some(message) } | Call::Echo { message } => Reply::Bulk(message),
+        Call::Quit => {
             session.closing = true;
             Reply::ok()
         }
-        SessionCommand::Select => connection::select(args),
-        SessionCommand::Auth => connection::auth(node, session, args),
-        SessionCommand::Acl => connection::acl(session, args),
-        SessionCommand::Hello => connection::hello(node, session, args),
-        SessionCommand::Client => client::client(node, session, args),
-        SessionCommand::Command => command::command(args),
-        SessionCommand::Config => config_get::config(node, args),
-        SessionCommand::Info => info::info(node, args),
-        SessionCommand::Admin => admin::admin(node, args),
-        SessionCommand::Cluster
-            if args[1].eq_ignore_ascii_case(b"COUNTKEYSINSLOT") || args[1].eq_ignore_ascii_case(b"GETKEYSINSLOT") =>
-        {
-            cluster::keys_in_slot(node, args).await
-        }
-        SessionCommand::Cluster => cluster::cluster(node, session, args),
+        Call::Select { index } => connection::select(index),
+        Call::Auth { user, pass } => connection::auth(node, session, user, &pass),
+        Call::AclWhoAmI => Reply::bulk(session.user.clone()),
+        Call::Hello(hello) => connection::hello(node, session, hello),
+        Call::Client(call) => client::client(node, session, call),
+        Call::ConfigGet { patterns } => config_get::config_get(node, &patterns),
+        Call::ConfigResetStat => Reply::ok(),
+        Call::Info { sections } => info::info(node, &sections),
+        Call::Admin(call) => admin::admin(node, call),
+        Call::Cluster(call) => cluster::cluster(node, session, call).await,
+        Call::Command(call) => command::command(call),
         // Cluster clients send READONLY, READWRITE and ASKING; every node serves every key, so there is nothing to
         // switch. Nothing is ever watched, so UNWATCH (sent when a client resets a connection) has nothing to undo.
-        SessionCommand::Accepted => Reply::ok(),
-        SessionCommand::Time => {
+        Call::Accepted => Reply::ok(),
+        Call::Time => {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
             Reply::Array(vec![Reply::bulk(now.as_secs().to_string()), Reply::bulk(now.subsec_micros().to_string())])
         }
-        SessionCommand::Latency => latency(args),
-        SessionCommand::SlowLog => slowlog::slowlog(node, args),
-        SessionCommand::Memory => get::memory_usage(node, args).await,
-        SessionCommand::Multi if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
-        SessionCommand::Multi => {
+        // No latency monitor runs (the Prometheus histograms are the latency record), so there are no events:
+        // LATEST and HISTORY answer empty, RESET resets none.
+        Call::LatencyEvents => Reply::Array(Vec::new()),
+        Call::LatencyReset => Reply::Integer(0),
+        Call::SlowLog(call) => slowlog::slowlog(node, call),
+        Call::MemoryUsage { key } => get::memory_usage(node, &key).await,
+        Call::Multi if session.transaction.is_some() => Reply::error("ERR MULTI calls can not be nested"),
+        Call::Multi => {
             session.transaction = Some(transaction::Transaction::default());
             Reply::ok()
         }
-        SessionCommand::Exec => exec(node, session).await,
-        SessionCommand::Discard => match session.transaction.take() {
+        Call::Exec => exec(node, session).await,
+        Call::Discard => match session.transaction.take() {
             Some(_) => Reply::ok(),
             None => Reply::error("ERR DISCARD without MULTI"),
         },
-        SessionCommand::Watch if session.transaction.is_some() => Reply::error("ERR WATCH inside MULTI is not allowed"),
-        SessionCommand::Watch => transaction::watch(),
-    }
-}
-
-/// LATENCY: no latency monitor runs (the Prometheus histograms are the latency record), so there are no events:
-/// LATEST and HISTORY answer empty, RESET resets none.
-fn latency(args: &[Bytes]) -> Reply {
-    match (args[1].to_ascii_uppercase().as_slice(), args.len()) {
-        (b"LATEST", 2) | (b"HISTORY", 3) => Reply::Array(Vec::new()),
-        (b"RESET", _) => Reply::Integer(0),
-        (b"LATEST" | b"HISTORY", _) => wrong_arity("latency"),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try LATENCY LATEST, HISTORY event or RESET.",
-            printable(&args[1], 32)
-        )),
+        Call::Watch if session.transaction.is_some() => Reply::error("ERR WATCH inside MULTI is not allowed"),
+        Call::Watch => transaction::watch(),
     }
 }
 

@@ -1,46 +1,14 @@
 //! SCAN cursor [MATCH pattern] [COUNT n] [TYPE type], KEYS pattern and RANDOMKEY: the whole cluster's keyspace,
 //! through any node (see [`crate::coordinator::scan`] for the cursor and the guarantee).
 
-use bytes::Bytes;
-
-use super::{NodeContext, coord_error, parse_int, pattern, printable, syntax_error};
+use super::session::Scan;
+use super::{NodeContext, coord_error, pattern};
 use crate::resp::Reply;
-
-/// Key types SCAN's TYPE knows (Redis's names; counters are strings).
-const TYPES: &[&str] = &["string", "list", "set", "zset", "hash", "stream"];
-
-/// COUNT when none is given, as in Redis.
-const DEFAULT_COUNT: usize = 10;
 
 /// SCAN: one page of keys and the next cursor (0 when done). A cursor is a position on the ring, so any node
 /// continues a scan another began, and a node's failure does not end it.
-pub async fn scan(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let cursor = match std::str::from_utf8(&args[1]).ok().and_then(|s| s.parse::<u64>().ok()) {
-        Some(c) => c,
-        None => return Reply::error("ERR invalid cursor"),
-    };
-    let (mut pattern, mut count, mut only_type) = (None, DEFAULT_COUNT, None);
-    let mut i = 2;
-    while i < args.len() {
-        let Some(value) = args.get(i + 1) else { return syntax_error() };
-        match args[i].to_ascii_uppercase().as_slice() {
-            b"MATCH" => pattern = Some(value.clone()),
-            b"COUNT" => match parse_int(value) {
-                Ok(n) if n >= 1 => count = n as usize,
-                Ok(_) => return syntax_error(),
-                Err(r) => return r,
-            },
-            b"TYPE" => {
-                let name = value.to_ascii_lowercase();
-                match TYPES.iter().find(|t| t.as_bytes() == name.as_slice()) {
-                    Some(t) => only_type = Some(*t),
-                    None => return Reply::error(format!("ERR unknown type name '{}'", printable(value, 32))),
-                }
-            }
-            _ => return syntax_error(),
-        }
-        i += 2;
-    }
+pub async fn scan(node: &NodeContext, scan: Scan) -> Reply {
+    let Scan { cursor, pattern, count, only_type } = scan;
     let keep = |k: &[u8], kind: crate::crdt::Kind| {
         only_type.is_none_or(|t| kind.redis_type() == t) && pattern.as_ref().is_none_or(|p| pattern::matches(p, k))
     };
@@ -55,8 +23,7 @@ pub async fn scan(node: &NodeContext, args: &[Bytes]) -> Reply {
 
 /// KEYS: every key matching the pattern, by a full scan of the cluster (as costly as in Redis, and more: use SCAN
 /// on a large keyspace). A key may appear twice if it was rewritten during the scan; it is listed once here.
-pub async fn keys(node: &NodeContext, args: &[Bytes]) -> Reply {
-    let pattern = &args[1];
+pub async fn keys(node: &NodeContext, pattern: &[u8]) -> Reply {
     let mut found = std::collections::BTreeSet::new();
     let mut cursor = 0;
     loop {

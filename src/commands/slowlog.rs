@@ -7,7 +7,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
-use super::{NodeContext, printable};
+use super::NodeContext;
+use super::session::SlowLogCall;
 use crate::resp::Reply;
 
 /// Arguments kept per entry, as in Redis; the rest is summarised.
@@ -66,44 +67,31 @@ fn shorten(arg: &Bytes) -> Bytes {
 }
 
 /// SLOWLOG subcommands.
-pub fn slowlog(node: &NodeContext, args: &[Bytes]) -> Reply {
+pub fn slowlog(node: &NodeContext, call: SlowLogCall) -> Reply {
     let log = &node.slowlog;
     let mut inner = log.inner.lock().unwrap_or_else(|e| e.into_inner());
-    match (args[1].to_ascii_uppercase().as_slice(), args.len()) {
-        (b"GET", 2 | 3) => {
-            let count = match args.get(2).map(|a| super::parse_int(a)) {
-                None => 10,
-                Some(Ok(-1)) => usize::MAX,
-                Some(Ok(n)) if n >= 0 => n as usize,
-                Some(_) => return Reply::error("ERR count should be greater than or equal to -1"),
-            };
-            Reply::Array(
-                inner
-                    .1
-                    .iter()
-                    .take(count)
-                    .map(|e| {
-                        Reply::Array(vec![
-                            Reply::Integer(e.id as i64),
-                            Reply::Integer(e.started as i64),
-                            Reply::Integer(e.micros as i64),
-                            Reply::Array(e.args.iter().cloned().map(Reply::Bulk).collect()),
-                            Reply::bulk(e.client.clone()),
-                            Reply::bulk(e.name.clone()),
-                        ])
-                    })
-                    .collect(),
-            )
-        }
-        (b"LEN", 2) => Reply::Integer(inner.1.len() as i64),
-        (b"RESET", 2) => {
+    match call {
+        SlowLogCall::Get(count) => Reply::Array(
+            inner
+                .1
+                .iter()
+                .take(count)
+                .map(|e| {
+                    Reply::Array(vec![
+                        Reply::Integer(e.id as i64),
+                        Reply::Integer(e.started as i64),
+                        Reply::Integer(e.micros as i64),
+                        Reply::Array(e.args.iter().cloned().map(Reply::Bulk).collect()),
+                        Reply::bulk(e.client.clone()),
+                        Reply::bulk(e.name.clone()),
+                    ])
+                })
+                .collect(),
+        ),
+        SlowLogCall::Len => Reply::Integer(inner.1.len() as i64),
+        SlowLogCall::Reset => {
             inner.1.clear();
             Reply::ok()
         }
-        (b"GET" | b"LEN" | b"RESET", _) => super::wrong_arity("slowlog"),
-        _ => Reply::error(format!(
-            "ERR unknown subcommand '{}'. Try SLOWLOG GET [count], LEN or RESET.",
-            printable(&args[1], 32)
-        )),
     }
 }
