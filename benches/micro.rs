@@ -88,7 +88,7 @@ fn resp_encode(c: &mut Criterion) {
     }
     let token = context::encode(
         &ContextKey::from_bytes([7; 32]),
-        b"user:00042",
+        &dynamo_kv::ring::slot::key_digest(b"user:00042"),
         &Token { clock, coordinator: Some("node1".into()) },
     );
     let get = Reply::Array(vec![Reply::Array(vec![Reply::Bulk(value())]), Reply::bulk(token)]);

@@ -422,13 +422,14 @@ pub fn parse_int(b: &[u8]) -> Result<i64, Reply> {
 
 /// Decodes a client context token presented for `key`, or the `ERR invalid context` reply.
 pub fn parse_context(node: &NodeContext, key: &[u8], token: &[u8]) -> Result<Token, Reply> {
-    context::decode(node.coordinator.context_key(), key, token)
+    context::decode(node.coordinator.context_key(), &crate::ring::slot::key_digest(key), token)
         .map_err(|e| Reply::error(format!("ERR invalid context: {e}")))
 }
 
 /// The token for what a read of `key` returned.
 pub fn context_token(node: &NodeContext, key: &[u8], clock: VersionVector, first_replier: Option<String>) -> Reply {
-    Reply::bulk(context::encode(node.coordinator.context_key(), key, &Token { clock, coordinator: first_replier }))
+    let token = Token { clock, coordinator: first_replier };
+    Reply::bulk(context::encode(node.coordinator.context_key(), &crate::ring::slot::key_digest(key), &token))
 }
 
 /// Checks a key against the configured limit (data commands' keys are checked as they are parsed).

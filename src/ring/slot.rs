@@ -31,36 +31,48 @@ pub fn key_slot(key: &[u8]) -> u16 {
 
 /// The ring position of `key`: its slot, then MD5 within the slot.
 pub fn key_position(key: &[u8]) -> u128 {
+    remembered(key).1
+}
+
+/// The MD5 of `key` (which its context tokens bind).
+pub fn key_digest(key: &[u8]) -> [u8; 16] {
+    remembered(key).0
+}
+
+/// Longest key whose digest and position [`remembered`] keeps.
+const MEMO_KEY_BYTES: usize = 64;
+
+thread_local! {
+    /// The last key whose digest this thread computed, with the digest and the position. A length of `usize::MAX`
+    /// matches no key.
+    static LAST_KEY: std::cell::RefCell<([u8; MEMO_KEY_BYTES], usize, [u8; 16], u128)> =
+        const { std::cell::RefCell::new(([0; MEMO_KEY_BYTES], usize::MAX, [0; 16], 0)) };
+}
+
+/// `key`'s MD5 and ring position, remembered for the last key this thread asked about: one request asks for its
+/// key's position several times (its storage key, its preference list, whether its range is moving, where a
+/// fallback stands) and its context token binds the same digest, and the MD5 was a fifth of a write's CPU.
+fn remembered(key: &[u8]) -> ([u8; 16], u128) {
     if key.len() > MEMO_KEY_BYTES {
-        return compute_position(key);
+        return compute(key);
     }
-    LAST_POSITION.with(|memo| {
+    LAST_KEY.with(|memo| {
         let mut memo = memo.borrow_mut();
-        let (buf, len, position) = &mut *memo;
+        let (buf, len, digest, position) = &mut *memo;
         if *len == key.len() && buf[..key.len()] == *key {
-            return *position;
+            return (*digest, *position);
         }
-        let computed = compute_position(key);
+        let computed = compute(key);
         buf[..key.len()].copy_from_slice(key);
-        (*len, *position) = (key.len(), computed);
+        (*len, *digest, *position) = (key.len(), computed.0, computed.1);
         computed
     })
 }
 
-/// Longest key whose position [`key_position`] remembers.
-const MEMO_KEY_BYTES: usize = 64;
-
-thread_local! {
-    /// The last key whose position this thread computed, with that position. One request asks for its key's
-    /// position several times (its storage key, its preference list, whether its range is moving, where a fallback
-    /// stands), and the MD5 was a fifth of a write's CPU. A length of `usize::MAX` matches no key.
-    static LAST_POSITION: std::cell::RefCell<([u8; MEMO_KEY_BYTES], usize, u128)> =
-        const { std::cell::RefCell::new(([0; MEMO_KEY_BYTES], usize::MAX, 0)) };
-}
-
-fn compute_position(key: &[u8]) -> u128 {
-    let md5 = u128::from_be_bytes(md5::compute(key).0);
-    (u128::from(key_slot(key)) << BELOW_SLOT) | (md5 >> (128 - BELOW_SLOT))
+fn compute(key: &[u8]) -> ([u8; 16], u128) {
+    let digest = md5::compute(key).0;
+    let md5 = u128::from_be_bytes(digest);
+    (digest, (u128::from(key_slot(key)) << BELOW_SLOT) | (md5 >> (128 - BELOW_SLOT)))
 }
 
 /// The slot of a ring position.
@@ -79,7 +91,8 @@ mod tests {
         let keys: [&[u8]; 7] = [b"user:1", b"user:2", b"user:1", b"user:", b"", &long, b"user:1"];
         for _ in 0..2 {
             for k in keys {
-                assert_eq!(key_position(k), compute_position(k), "{:?}", String::from_utf8_lossy(k));
+                assert_eq!((key_digest(k), key_position(k)), compute(k), "{:?}", String::from_utf8_lossy(k));
+                assert_eq!(key_digest(k), md5::compute(k).0);
             }
         }
     }

@@ -64,9 +64,9 @@ impl ContextKey {
         &self.bytes
     }
 
-    fn tag(&self, user_key: &[u8], body: &[u8]) -> Hmac<Sha256> {
+    fn tag(&self, key_digest: &[u8; 16], body: &[u8]) -> Hmac<Sha256> {
         let mut mac = self.keyed.clone();
-        mac.update(&md5::compute(user_key).0);
+        mac.update(key_digest);
         mac.update(body);
         mac
     }
@@ -107,23 +107,25 @@ pub enum ContextError {
     Payload,
 }
 
-/// Encodes a token for `user_key` as printable text.
-pub fn encode(key: &ContextKey, user_key: &[u8], token: &Token) -> String {
+/// Encodes a token for the user key whose MD5 is `key_digest` as printable text. The digest, not the key: a request
+/// has computed it already for its key's ring position (`ring::slot::key_digest` remembers it).
+pub fn encode(key: &ContextKey, key_digest: &[u8; 16], token: &Token) -> String {
     let mut body = vec![FORMAT_V1];
     body.extend(postcard::to_stdvec(token).expect("a token always serializes"));
-    seal(key, user_key, body)
+    seal(key, key_digest, body)
 }
 
-/// Tags `body` (format byte, then payload) for `user_key` and encodes it as token text. [`encode`] seals real
+/// Tags `body` (format byte, then payload) for the user key of `key_digest` and encodes it as token text. [`encode`] seals real
 /// tokens; the fuzz target seals arbitrary bodies, to reach the payload parser that sits behind the tag check.
-pub fn seal(key: &ContextKey, user_key: &[u8], mut body: Vec<u8>) -> String {
-    let tag = key.tag(user_key, &body).finalize().into_bytes();
+pub fn seal(key: &ContextKey, key_digest: &[u8; 16], mut body: Vec<u8>) -> String {
+    let tag = key.tag(key_digest, &body).finalize().into_bytes();
     body.extend_from_slice(&tag[..TAG_LEN]);
     URL_SAFE_NO_PAD.encode(body)
 }
 
-/// Decodes and verifies a token presented for `user_key`; anything malformed is rejected, never guessed at.
-pub fn decode(key: &ContextKey, user_key: &[u8], token: &[u8]) -> Result<Token, ContextError> {
+/// Decodes and verifies a token presented for the user key whose MD5 is `key_digest`; anything malformed is
+/// rejected, never guessed at.
+pub fn decode(key: &ContextKey, key_digest: &[u8; 16], token: &[u8]) -> Result<Token, ContextError> {
     if token.len() > MAX_TOKEN_LEN {
         return Err(ContextError::TooLong { len: token.len() });
     }
@@ -133,7 +135,7 @@ pub fn decode(key: &ContextKey, user_key: &[u8], token: &[u8]) -> Result<Token, 
     }
     let (body, tag) = raw.split_at(raw.len() - TAG_LEN);
     // Constant-time comparison of the truncated tag.
-    key.tag(user_key, body).verify_truncated_left(tag).map_err(|_| ContextError::Authentication)?;
+    key.tag(key_digest, body).verify_truncated_left(tag).map_err(|_| ContextError::Authentication)?;
     if body[0] != FORMAT_V1 {
         return Err(ContextError::UnknownFormat { version: body[0] });
     }
@@ -154,6 +156,10 @@ mod tests {
     use crate::versioning::clock::{Actor, Entry};
     use proptest::prelude::*;
 
+    fn digest(user_key: &[u8]) -> [u8; 16] {
+        md5::compute(user_key).0
+    }
+
     fn key() -> ContextKey {
         ContextKey::from_bytes([7; 32])
     }
@@ -171,27 +177,27 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let t = encode(&key(), b"k", &sample());
+        let t = encode(&key(), &digest(b"k"), &sample());
         assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(decode(&key(), b"k", t.as_bytes()).unwrap(), sample());
-        let empty = encode(&key(), b"k", &Token::default());
-        assert_eq!(decode(&key(), b"k", empty.as_bytes()).unwrap(), Token::default());
+        assert_eq!(decode(&key(), &digest(b"k"), t.as_bytes()).unwrap(), sample());
+        let empty = encode(&key(), &digest(b"k"), &Token::default());
+        assert_eq!(decode(&key(), &digest(b"k"), empty.as_bytes()).unwrap(), Token::default());
     }
 
     #[test]
     fn rejects_tampering_other_keys_and_other_secrets() {
-        let t = encode(&key(), b"k", &sample());
+        let t = encode(&key(), &digest(b"k"), &sample());
         let mut bytes = t.clone().into_bytes();
         let mid = bytes.len() / 2;
         bytes[mid] = if bytes[mid] == b'A' { b'B' } else { b'A' };
-        assert!(decode(&key(), b"k", &bytes).is_err());
-        assert!(decode(&key(), b"k", &t.as_bytes()[..t.len() - 3]).is_err());
-        assert_eq!(decode(&key(), b"other", t.as_bytes()).unwrap_err(), ContextError::Authentication);
+        assert!(decode(&key(), &digest(b"k"), &bytes).is_err());
+        assert!(decode(&key(), &digest(b"k"), &t.as_bytes()[..t.len() - 3]).is_err());
+        assert_eq!(decode(&key(), &digest(b"other"), t.as_bytes()).unwrap_err(), ContextError::Authentication);
         let stranger = ContextKey::from_bytes([8; 32]);
-        assert_eq!(decode(&stranger, b"k", t.as_bytes()).unwrap_err(), ContextError::Authentication);
-        assert_eq!(decode(&key(), b"k", b"!!!").unwrap_err(), ContextError::Encoding);
-        assert_eq!(decode(&key(), b"k", b"").unwrap_err(), ContextError::Truncated);
-        assert!(matches!(decode(&key(), b"k", &vec![b'A'; 5000]), Err(ContextError::TooLong { .. })));
+        assert_eq!(decode(&stranger, &digest(b"k"), t.as_bytes()).unwrap_err(), ContextError::Authentication);
+        assert_eq!(decode(&key(), &digest(b"k"), b"!!!").unwrap_err(), ContextError::Encoding);
+        assert_eq!(decode(&key(), &digest(b"k"), b"").unwrap_err(), ContextError::Truncated);
+        assert!(matches!(decode(&key(), &digest(b"k"), &vec![b'A'; 5000]), Err(ContextError::TooLong { .. })));
     }
 
     #[test]
@@ -202,22 +208,22 @@ mod tests {
         raw.extend(postcard::to_stdvec(&Token { clock: forged, coordinator: None }).unwrap());
         raw.extend_from_slice(&[0u8; TAG_LEN]);
         let t = URL_SAFE_NO_PAD.encode(raw);
-        assert_eq!(decode(&key(), b"k", t.as_bytes()).unwrap_err(), ContextError::Authentication);
+        assert_eq!(decode(&key(), &digest(b"k"), t.as_bytes()).unwrap_err(), ContextError::Authentication);
     }
 
     proptest! {
         #[test]
         fn arbitrary_input_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
-            let _ = decode(&key(), b"k", &data);
+            let _ = decode(&key(), &digest(b"k"), &data);
             let t = URL_SAFE_NO_PAD.encode(&data);
-            let _ = decode(&key(), b"k", t.as_bytes());
+            let _ = decode(&key(), &digest(b"k"), t.as_bytes());
         }
 
         #[test]
         fn round_trip_any(pairs in proptest::collection::vec((any::<u64>(), 1u64..u64::MAX, any::<u64>()), 0..12)) {
             let vv = VersionVector::from_entries(pairs.into_iter().map(|(a, c, t)| Entry { actor: Actor(a), counter: c, timestamp_ms: t }));
             let t = Token { clock: vv, coordinator: None };
-            prop_assert_eq!(decode(&key(), b"key", encode(&key(), b"key", &t).as_bytes()).unwrap(), t);
+            prop_assert_eq!(decode(&key(), &digest(b"key"), encode(&key(), &digest(b"key"), &t).as_bytes()).unwrap(), t);
         }
     }
 }
