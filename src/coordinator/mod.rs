@@ -469,6 +469,9 @@ pub struct Coordinator {
     /// Pops coordinated here take their key's stripe, read to acknowledgement: two pops through one node never
     /// take the same item, and a pop's read does not race the pops before it (which would make it read deeper).
     pops: Box<[tokio::sync::Mutex<()>]>,
+    /// Live values per read (`dynamo_read_siblings`): the handle is kept, as a lookup in the recorder on every
+    /// read costs a hash and a lock.
+    read_siblings: metrics::Histogram,
 }
 
 /// Stripes of [`Coordinator::pops`].
@@ -538,6 +541,7 @@ impl Coordinator {
             routing: Routing::default(),
             tasks: p.tasks,
             pops: (0..POP_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            read_siblings: metrics::histogram!("dynamo_read_siblings"),
         })
     }
 
@@ -595,10 +599,16 @@ impl Coordinator {
         view.preference_list(key).into_iter().take(self.quorum.n).map(|p| self.replica_of(p)).collect()
     }
 
-    /// Replicas a transition adds for the key: they get every write but do not count toward W until the flip.
-    fn incoming(&self, key: &[u8]) -> Vec<Replica> {
-        let view = self.cluster.view();
-        view.incoming_replicas(key, self.quorum.n).into_iter().map(|p| self.replica_of(p)).collect()
+    /// Each member of a preference list as a quorum operation plans with it: whether it is this node, and whether
+    /// it can take part (this node always can; another when `usable`, the operation's liveness test, says so).
+    fn candidates(&self, list: &[&crate::membership::PeerInfo], usable: impl Fn(&str) -> bool) -> Vec<Candidate> {
+        let me = &self.cluster.me().member.id;
+        list.iter()
+            .map(|p| {
+                let local = p.member.id == *me;
+                Candidate { local, usable: local || usable(&p.member.id) }
+            })
+            .collect()
     }
 
     fn replica_of(&self, p: &crate::membership::PeerInfo) -> Replica {
@@ -644,8 +654,7 @@ impl Coordinator {
     /// Reads `key` from R of its N replicas; stale replicas are repaired in the background.
     pub async fn get(self: &Arc<Self>, key: &Bytes, r: Option<usize>) -> Result<ReadResult, CoordError> {
         let (merged, first_replier) = self.read_state(key, r).await?;
-        metrics::histogram!("dynamo_read_siblings")
-            .record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
+        self.read_siblings.record(merged.as_ref().map_or(0, |s| s.live_values().count()) as f64);
         let mut folded = merged.as_ref().map(crate::crdt::fold).unwrap_or_default();
         if folded.kind.and_then(crate::crdt::rows::row_kind).is_some() {
             // A collection kept as rows exists while one of its elements does: each replica's first live one tells.
@@ -657,7 +666,7 @@ impl Coordinator {
             values: folded.values,
             newest: folded.newest,
             expires_at_ms: merged.as_ref().and_then(|s| s.deadline(now_ms()).flatten()),
-            context: merged.map(|s| s.context().clone()).unwrap_or_default(),
+            context: merged.map(Siblings::into_context).unwrap_or_default(),
             first_replier,
         })
     }
@@ -901,34 +910,36 @@ impl Coordinator {
     ) -> Result<(Option<R::S>, Option<String>), CoordError> {
         let r = self.check(QuorumOf::Reads, r)?;
         let view = self.cluster.view();
-        let list: Vec<Replica> = view.preference_list(key).into_iter().map(|p| self.replica_of(p)).collect();
-        if !list.iter().take(self.quorum.n).any(|r| r.local) {
+        // Borrowed from the view: an owned `Replica` (two strings each) only for a remote ask, and for the list
+        // a read repair takes along. A read the local replica answers alone allocates none of them.
+        let prefs = view.preference_list(key);
+        let candidates = self.candidates(&prefs, |id| self.cluster.is_reachable(id));
+        if !candidates.iter().take(self.quorum.n).any(|c| c.local) {
             self.routing.reads_off_replica.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             metrics::counter!("dynamo_reads_off_replica_total").increment(1);
         }
-        let candidates: Vec<Candidate> = list
-            .iter()
-            .map(|r| Candidate { local: r.local, usable: r.local || self.cluster.is_reachable(&r.id) })
-            .collect();
         let mut op = ReadOperation::<R::S>::plan(&candidates, self.quorum.n, r);
-        let mut pending: FuturesUnordered<BoxFuture<'static, ReadReply<R::S>>> = FuturesUnordered::new();
+        // The remote asks (sent once polled, below), then the local one, answered at once.
+        let mut pending: Option<FuturesUnordered<BoxFuture<'static, ReadReply<R::S>>>> = None;
+        for (i, ask) in op.asks().iter().enumerate().filter(|(_, a)| !candidates[a.node].local) {
+            let rep = self.replica_of(prefs[ask.node]);
+            let read = shape.remote(
+                self.pool.clone(),
+                rep.clone(),
+                key.clone(),
+                ask.as_fallback,
+                view.cluster_id,
+                self.timeout,
+            );
+            pending.get_or_insert_with(FuturesUnordered::new).push(self.read_remote(i, &rep, read));
+        }
         let mut answer = None;
-        for (i, ask) in op.asks().to_vec().into_iter().enumerate() {
-            let rep = &list[ask.node];
-            if rep.local {
+        for i in 0..op.asks().len() {
+            let ask = op.asks()[i];
+            if candidates[ask.node].local {
                 let local = shape.local(&self.replica, key, ask.as_fallback, view.cluster_id);
                 let reply = local.map_err(|e| tracing::error!(error = %e, "local read failed"));
                 answer = answer.or(op.on_reply(i, reply));
-            } else {
-                let read = shape.remote(
-                    self.pool.clone(),
-                    rep.clone(),
-                    key.clone(),
-                    ask.as_fallback,
-                    view.cluster_id,
-                    self.timeout,
-                );
-                pending.push(self.read_remote(i, rep, read));
             }
         }
         // A read answered by the local replica alone (one node, or R=1) never looks at the clock.
@@ -937,6 +948,7 @@ impl Coordinator {
             if let Some(answer) = answer {
                 break answer;
             }
+            let Some(pending) = pending.as_mut() else { break op.give_up().expect("an undecided read gives up") };
             let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.timeout);
             answer = match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((i, reply))) => op.on_reply(i, reply),
@@ -953,12 +965,14 @@ impl Coordinator {
                 return Err(failure.into());
             }
         };
-        let first = found.first.map(|i| list[i].id.clone());
+        let first = found.first.map(|i| prefs[i].member.id.clone());
         // When every replica asked has answered the same state there is nothing left to collect or repair: no task
         // (a one-replica read, or a healthy one whose replies all came in before the quorum was counted).
         if !op.settled() {
             let this = self.clone();
             let key = key.clone();
+            let list: Vec<Replica> = prefs.iter().map(|p| self.replica_of(p)).collect();
+            let pending = pending.unwrap_or_default();
             let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + self.timeout);
             self.tasks.spawn(async move { this.finish_read(key, list, op, pending, deadline).await });
         }
@@ -1162,16 +1176,16 @@ impl Coordinator {
             _ => None,
         };
         let view = self.cluster.view();
-        let mut targets: Vec<Replica> = view.preference_list(&key).into_iter().map(|p| self.replica_of(p)).collect();
+        let me = &self.cluster.me().member.id;
+        // Borrowed from the view, as a read's are: an owned `Replica` only for a copy sent to another node.
+        let mut targets = view.preference_list(&key);
         // Sloppy quorum (paper §4.6): a replica known to be unreachable, or whose storage stopped writes, is stood in
         // for by the next healthy fallback of the preference list, which keeps the copy as a hint and counts toward W.
-        let candidates: Vec<Candidate> = targets
-            .iter()
-            .map(|r| Candidate { local: r.local, usable: r.local || self.cluster.takes_writes(&r.id) })
-            .collect();
+        let candidates = self.candidates(&targets, |id| self.cluster.takes_writes(id));
         // A range in transit: its next replicas get the write too (not counted), so nothing written during the move
         // is missing when ownership flips. The handoff's verification pass covers a miss.
-        let incoming: Vec<Replica> = self.incoming(&key).into_iter().filter(|r| !r.local).collect();
+        let incoming: Vec<_> =
+            view.incoming_replicas(&key, self.quorum.n).into_iter().filter(|p| p.member.id != *me).collect();
         let mut plan = WriteOperation::plan(&candidates, self.quorum.n, needed, incoming.len())?;
         targets.extend(incoming);
         let (outcome, rows) = match op {
@@ -1213,49 +1227,56 @@ impl Coordinator {
                 (outcome, changed)
             }
         };
-        let mut answer = match targets.iter().take(self.quorum.n).any(|r| r.local) {
+        let mut answer = match candidates.iter().take(self.quorum.n).any(|c| c.local) {
             true => plan.on_local_write(),
             false => None,
         };
         for intended in plan.take_hints() {
-            self.hint_locally(&targets[intended].id, &key, &rows);
+            self.hint_locally(&targets[intended].member.id, &key, &rows);
         }
-        let mut pending: FuturesUnordered<BoxFuture<'static, AckReply>> = FuturesUnordered::new();
+        let mut pending: Option<FuturesUnordered<BoxFuture<'static, AckReply>>> = None;
         for (i, send) in plan.sends().iter().enumerate() {
             if send.stands_in() {
                 metrics::counter!("dynamo_sloppy_writes_total").increment(1);
             }
-            let hint_for = send.stands_in().then(|| targets[send.intended].id.clone());
-            pending.push(self.replicate_remote(i, &targets[send.to], hint_for, key.clone(), rows.clone()));
+            let hint_for = send.stands_in().then(|| targets[send.intended].member.id.clone());
+            let to = self.replica_of(targets[send.to]);
+            let copy = self.replicate_remote(i, &to, hint_for, key.clone(), rows.clone());
+            pending.get_or_insert_with(FuturesUnordered::new).push(copy);
         }
         let mut deadline = None;
         let answer = loop {
             if let Some(answer) = answer {
                 break answer;
             }
+            let Some(pending) = pending.as_mut() else { break plan.give_up().expect("an undecided write gives up") };
             let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + self.timeout);
             answer = match tokio::time::timeout_at(deadline, pending.next()).await {
                 Ok(Some((i, ok))) => plan.on_ack(i, ok),
                 Ok(None) | Err(_) => plan.give_up(),
             };
         };
-        if pending.is_empty() {
+        match pending.filter(|p| !p.is_empty()) {
             // Every send answered (or there was none, as on one node): no task is needed for the rest.
-            for intended in plan.take_hints() {
-                self.hint_locally(&targets[intended].id, &key, &rows);
+            None => {
+                for intended in plan.take_hints() {
+                    self.hint_locally(&targets[intended].member.id, &key, &rows);
+                }
             }
-        } else {
             // The remaining replicas still get the write after the client has its answer; every copy that could not
             // be delivered becomes a hint here, delivered when its replica answers again.
-            let this = self.clone();
-            self.tasks.spawn(async move {
-                while let Some((i, ok)) = pending.next().await {
-                    plan.on_ack(i, ok);
-                }
-                for intended in plan.take_hints() {
-                    this.hint_locally(&targets[intended].id, &key, &rows);
-                }
-            });
+            Some(mut pending) => {
+                let this = self.clone();
+                let targets: Vec<String> = targets.iter().map(|p| p.member.id.clone()).collect();
+                self.tasks.spawn(async move {
+                    while let Some((i, ok)) = pending.next().await {
+                        plan.on_ack(i, ok);
+                    }
+                    for intended in plan.take_hints() {
+                        this.hint_locally(&targets[intended], &key, &rows);
+                    }
+                });
+            }
         }
         answer.map(|()| outcome).map_err(|failure| {
             metrics::counter!("dynamo_quorum_failures_total", "op" => "write").increment(1);

@@ -73,14 +73,21 @@ pub struct ReadOperation<S = Siblings> {
 impl<S: State> ReadOperation<S> {
     /// Plans a read needing `r` replies over a preference list whose first `n` nodes are the replicas.
     pub fn plan(list: &[Candidate], n: usize, r: usize) -> Self {
-        let usable: Vec<bool> = list.iter().map(|c| c.usable).collect();
-        let mut asks = Vec::new();
-        for (i, stand_in) in stand_ins(&usable, n).into_iter().enumerate() {
-            asks.push(Ask { node: i, as_fallback: false });
-            if let Some(f) = stand_in {
-                asks.push(Ask { node: f, as_fallback: true });
+        let top = &list[..n.min(list.len())];
+        let asks: Vec<Ask> = if top.iter().all(|c| c.usable) {
+            // No stand-ins to find (the usual case, planned without the lists that takes).
+            (0..top.len()).map(|node| Ask { node, as_fallback: false }).collect()
+        } else {
+            let usable: Vec<bool> = list.iter().map(|c| c.usable).collect();
+            let mut asks = Vec::with_capacity(2 * top.len());
+            for (i, stand_in) in stand_ins(&usable, n).into_iter().enumerate() {
+                asks.push(Ask { node: i, as_fallback: false });
+                if let Some(f) = stand_in {
+                    asks.push(Ask { node: f, as_fallback: true });
+                }
             }
-        }
+            asks
+        };
         let quorum = ReadQuorum::new(r, asks.len());
         Self { asks, quorum, replied: 0, answered: false }
     }
@@ -114,7 +121,13 @@ impl<S: State> ReadOperation<S> {
         let answer = match self.quorum.progress() {
             Progress::Reached => {
                 let first = self.quorum.first_replier().map(|i| self.asks[i].node);
-                Ok(ReadAnswer { merged: self.quorum.merged(), first })
+                // The lone reply of a read with nothing else to come is the answer itself: there is nothing to
+                // merge it with, and nothing left to repair (`settled`), so it is moved out, not copied.
+                let merged = match self.complete() && self.replied == 1 {
+                    true => self.quorum.take_merged(),
+                    false => self.quorum.merged(),
+                };
+                Ok(ReadAnswer { merged, first })
             }
             Progress::Pending if !now => return None,
             Progress::Pending | Progress::Failed { .. } => Err(self.failure()),
@@ -195,8 +208,16 @@ impl WriteOperation {
         if let Progress::Failed { needed, got } = quorum.progress() {
             return Err(QuorumFailure::Unavailable { needed, got });
         }
-        let usable: Vec<bool> = list.iter().map(|c| c.usable).collect();
         let (mut sends, mut hints) = (Vec::new(), Vec::new());
+        if list[..n].iter().all(|c| c.usable) {
+            // No stand-ins to find (the usual case, planned without the lists that takes): a copy to each replica
+            // but this node.
+            sends.extend((0..n).filter(|&i| !list[i].local).map(|i| Send { to: i, intended: i, counts: true }));
+            sends.extend((list.len()..list.len() + incoming).map(|i| Send { to: i, intended: i, counts: false }));
+            let outstanding = sends.len();
+            return Ok(Self { sends, quorum, hints, outstanding, answered: false });
+        }
+        let usable: Vec<bool> = list.iter().map(|c| c.usable).collect();
         for (i, stand_in) in stand_ins(&usable, n).into_iter().enumerate() {
             match (list[i].local, list[i].usable, stand_in) {
                 // The local replica is the coordinator's own write: see `on_local_write`.
@@ -408,6 +429,23 @@ mod tests {
         op.on_reply(2, holds(1));
         assert!(op.on_reply(0, holds(1)).is_some());
         assert!(op.settled());
+    }
+
+    #[test]
+    fn a_lone_reply_is_the_answer_as_the_replica_holds_it_and_leaves_nothing_to_repair() {
+        let mut op = ReadOperation::<Siblings>::plan(&[ME], 1, 1);
+        assert_eq!(op.asks(), &[Ask { node: 0, as_fallback: false }]);
+        let answer = op.on_reply(0, holds(3)).expect("R=1 reached").unwrap();
+        assert_eq!(answer.merged, Some(state(3)));
+        assert_eq!(answer.first, Some(0));
+        assert!(op.settled());
+        assert!(op.repairs().is_empty());
+        // R=1 of N=3: the first reply answers, but the others are still to come and to compare, so it is kept.
+        let mut op = ReadOperation::<Siblings>::plan(&[ME, UP, UP], 3, 1);
+        assert_eq!(op.on_reply(0, holds(1)).expect("R=1 reached").unwrap().merged, Some(state(1)));
+        op.on_reply(1, holds(1));
+        op.on_reply(2, absent());
+        assert_eq!(op.repairs(), vec![(2, state(1))], "the lone early answer is still there to repair with");
     }
 
     #[test]

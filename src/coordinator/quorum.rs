@@ -112,6 +112,17 @@ impl<S: State> ReadQuorum<S> {
         out
     }
 
+    /// As [`merged`](Self::merged), but takes the states out: the quorum holds none afterwards, so only for an
+    /// answer after which nothing asks it again (a read with no repair to make).
+    pub fn take_merged(&mut self) -> Option<S> {
+        let mut states = self.replies.iter_mut().filter_map(|(_, s)| s.take());
+        let mut out = states.next()?;
+        for s in states {
+            out.join(&s);
+        }
+        Some(out)
+    }
+
     /// Replies the read waits for (R).
     pub fn needed(&self) -> usize {
         self.needed

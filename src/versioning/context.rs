@@ -110,8 +110,7 @@ pub enum ContextError {
 /// Encodes a token for the user key whose MD5 is `key_digest` as printable text. The digest, not the key: a request
 /// has computed it already for its key's ring position (`ring::slot::key_digest` remembers it).
 pub fn encode(key: &ContextKey, key_digest: &[u8; 16], token: &Token) -> String {
-    let mut body = vec![FORMAT_V1];
-    body.extend(postcard::to_stdvec(token).expect("a token always serializes"));
+    let body = postcard::to_extend(token, vec![FORMAT_V1]).expect("a token always serializes");
     seal(key, key_digest, body)
 }
 

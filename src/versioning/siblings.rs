@@ -217,6 +217,11 @@ impl Siblings {
         &self.context
     }
 
+    /// The context, taken from a set that is done with.
+    pub fn into_context(self) -> VersionVector {
+        self.context
+    }
+
     /// The surviving versions (values and tombstones), sorted by dot.
     pub fn versions(&self) -> &[Version] {
         &self.versions
