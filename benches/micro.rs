@@ -1,5 +1,5 @@
 //! Micro-benchmarks of the hot paths under every client request: RESP framing, the versioning algebra, preference
-//! lists, the storage read-modify-write and the anti-entropy leaf update.
+//! lists, the quorum bookkeeping, the storage read-modify-write and the anti-entropy leaf update.
 //!
 //! Figures only, never a pass/fail: these machines are shared and noisy. Run with `cargo bench --bench micro`
 //! (add `-- <filter>` for one group); `cargo test --bench micro` runs each benchmark once as a smoke test.
@@ -15,7 +15,9 @@ use tokio_util::codec::Decoder;
 use dynamo_kv::antientropy::tree::HashTree;
 use dynamo_kv::cluster::ClusterView;
 use dynamo_kv::config::DEFAULT_MAX_VV_ENTRIES;
+use dynamo_kv::coordinator::operation::{Candidate, ReadOperation, WriteOperation};
 use dynamo_kv::membership::{MemberRecord, MemberStatus, PeerInfo};
+use dynamo_kv::replication::replica::ReplicaRead;
 use dynamo_kv::resp::{FrameLimits, Protocol, Reply, RequestCodec};
 use dynamo_kv::ring::{DEFAULT_SPACING, Member, Ring};
 use dynamo_kv::storage::fjall_engine::FjallEngine;
@@ -242,6 +244,53 @@ fn preflist(c: &mut Criterion) {
     group.finish();
 }
 
+/// The coordinator's bookkeeping of one quorum operation, without the I/O: planning whom to ask, taking the
+/// replies, giving the answer and deciding whether anything is left to repair. `read/1` is one node (the local
+/// replica answers alone), `read/3` three replicas that agree with R=2, `write/3` a write's plan and its
+/// acknowledgements with W=2. A reply's state is made outside the timing, as the replica's decode makes it.
+fn quorum(c: &mut Criterion) {
+    const ME: Candidate = Candidate { local: true, usable: true };
+    const UP: Candidate = Candidate { local: false, usable: true };
+    let mut state = Siblings::new();
+    state.update(&VersionVector::new(), Dot { actor: Actor(1), counter: 1 }, 1, Some(value()));
+    let reply = |s: &Siblings| Ok(ReplicaRead { state: Some(s.clone()), vouches: true });
+    let mut group = c.benchmark_group("quorum");
+    group.bench_function("read/1", |b| {
+        b.iter_batched(
+            || reply(&state),
+            |r| {
+                let mut op = ReadOperation::<Siblings>::plan(black_box(&[ME]), 1, 1);
+                let answer = op.on_reply(0, r);
+                black_box((answer, op.settled()))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("read/3", |b| {
+        b.iter_batched(
+            || [reply(&state), reply(&state), reply(&state)],
+            |[a, b, c]| {
+                let mut op = ReadOperation::<Siblings>::plan(black_box(&[ME, UP, UP]), 3, 2);
+                op.on_reply(0, a);
+                let answer = op.on_reply(1, b);
+                op.on_reply(2, c);
+                black_box((answer, op.settled()))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("write/3", |b| {
+        b.iter(|| {
+            let mut op = WriteOperation::plan(black_box(&[ME, UP, UP]), 3, 2, 0).expect("enough replicas");
+            op.on_local_write();
+            let answer = op.on_ack(0, true);
+            op.on_ack(1, true);
+            black_box((answer, op.complete()))
+        })
+    });
+    group.finish();
+}
+
 /// A blind put as the coordinator does it: one atomic read-modify-write of the key's sibling set.
 async fn put(store: &KvStore, key: &[u8], dot: Dot, value: Bytes) -> Result<(), StorageError> {
     store
@@ -329,6 +378,7 @@ criterion_group!(
     dvv_update,
     vv_descends,
     preflist,
+    quorum,
     storage,
     merkle_leaf_update
 );
