@@ -531,13 +531,18 @@ async fn serve_peer<H: Handler, S: PeerStream>(
 }
 
 /// Sends queued frames until the queue closes (Ok) or the socket fails (Err). Frames already queued behind the first
-/// go out in the same write: under load, many replications share one syscall instead of paying one each.
+/// go out in the same write: under load, many replications share one syscall instead of paying one each. Before
+/// the write it yields once, so the requests already running on this runtime queue their frames too: without it
+/// the writer woke for every frame and sent 1.4 frames per `writev` under 50 clients (3 nodes, `SET -c 50`, where
+/// the links' writes were 18% of the cluster's CPU). A yield is one turn of the scheduler, not a timer: an idle
+/// runtime comes straight back.
 async fn write_frames<S>(rx: &mut mpsc::Receiver<Bytes>, sink: &mut S) -> Result<(), S::Error>
 where
     S: futures::Sink<Bytes> + Unpin,
 {
     while let Some(frame) = rx.recv().await {
         sink.feed(frame).await?;
+        tokio::task::yield_now().await;
         while let Ok(more) = rx.try_recv() {
             sink.feed(more).await?;
         }
