@@ -15,6 +15,8 @@
 //!
 //! Eviction is quick_cache's S3-FIFO over a byte budget (`--row-cache-mb`), so a scan does not flush the hot keys.
 
+use std::borrow::Borrow;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -41,22 +43,74 @@ pub enum Row {
 /// 1M keys of 100 bytes through a 64 MiB cache).
 const ENTRY_OVERHEAD: u64 = 160;
 
+/// Longest storage key kept inside the map's entry: a 16-byte ring position and a user key of up to 30 bytes, so
+/// that the whole key is 48 bytes with its length and tag.
+const INLINE_KEY_BYTES: usize = 46;
+
+/// A storage key as the cache keeps it. A lookup compares the key it finds in the map's entry; kept inline, that
+/// key is in the entry's own cache lines, where a `Bytes` was a pointer to one more memory miss per lookup (the
+/// comparison was 5% of a pipelined GET's CPU over 100k keys). Longer keys stay on the heap.
+#[derive(Clone)]
+enum CacheKey {
+    Inline { len: u8, bytes: [u8; INLINE_KEY_BYTES] },
+    Heap(Bytes),
+}
+
+impl CacheKey {
+    fn new(key: Bytes) -> Self {
+        if key.len() > INLINE_KEY_BYTES {
+            return CacheKey::Heap(key);
+        }
+        let mut bytes = [0; INLINE_KEY_BYTES];
+        bytes[..key.len()].copy_from_slice(&key);
+        CacheKey::Inline { len: key.len() as u8, bytes }
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            CacheKey::Inline { len, bytes } => &bytes[..*len as usize],
+            CacheKey::Heap(key) => key,
+        }
+    }
+}
+
+// Equality and hash are the bytes' own, as `Borrow` requires: lookups go by `&[u8]`.
+impl PartialEq for CacheKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for CacheKey {}
+
+impl Hash for CacheKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_slice().hash(state)
+    }
+}
+
+impl Borrow<[u8]> for CacheKey {
+    fn borrow(&self) -> &[u8] {
+        self.as_slice()
+    }
+}
+
 #[derive(Clone)]
 struct RowWeight;
 
-impl Weighter<Bytes, Row> for RowWeight {
-    fn weight(&self, key: &Bytes, row: &Row) -> u64 {
+impl Weighter<CacheKey, Row> for RowWeight {
+    fn weight(&self, key: &CacheKey, row: &Row) -> u64 {
         let row = match row {
             Row::Absent => 0,
             Row::Present { raw, .. } => raw.len() as u64,
         };
-        key.len() as u64 + row + ENTRY_OVERHEAD
+        key.as_slice().len() as u64 + row + ENTRY_OVERHEAD
     }
 }
 
 /// A bounded cache of rows by storage key. See the module docs for the rule callers keep.
 pub struct RowCache {
-    rows: Cache<Bytes, Row, RowWeight>,
+    rows: Cache<CacheKey, Row, RowWeight>,
     capacity: u64,
     hits: AtomicU64,
     misses: AtomicU64,
@@ -129,12 +183,12 @@ impl RowCache {
 
     /// Records that `key` is absent. Only under the key's stripe lock.
     pub fn put_absent(&self, key: Bytes) {
-        self.rows.insert(key, Row::Absent);
+        self.rows.insert(CacheKey::new(key), Row::Absent);
     }
 
     /// Records `key`'s stored bytes and their digest. Only under the key's stripe lock.
     pub fn put(&self, key: Bytes, raw: Bytes, digest: u128) {
-        self.rows.insert(key, Row::Present { raw, digest });
+        self.rows.insert(CacheKey::new(key), Row::Present { raw, digest });
     }
 
     /// Forgets `key`. Only under the key's stripe lock.
@@ -156,5 +210,38 @@ impl RowCache {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_inline_and_on_the_heap_are_found_by_their_bytes() {
+        let cache = RowCache::new(1 << 20).expect("a cache");
+        // Both sides of the inline bound, the empty key, and keys that share a prefix.
+        let keys: Vec<Bytes> = [0, 1, INLINE_KEY_BYTES - 1, INLINE_KEY_BYTES, INLINE_KEY_BYTES + 1, 200]
+            .into_iter()
+            .map(|n| Bytes::from(vec![b'k'; n]))
+            .collect();
+        for (i, k) in keys.iter().enumerate() {
+            cache.put(k.clone(), Bytes::from(vec![i as u8; 3]), i as u128);
+        }
+        for (i, k) in keys.iter().enumerate() {
+            match cache.get(k) {
+                Some(Row::Present { raw, digest }) => {
+                    assert_eq!((raw.as_ref(), digest), (&[i as u8; 3][..], i as u128), "key of {} bytes", k.len())
+                }
+                other => panic!("key of {} bytes: {other:?}", k.len()),
+            }
+        }
+        assert!(cache.get(&[b'k'; 2]).is_none());
+        cache.forget(&keys[3]);
+        cache.put_absent(keys[4].clone());
+        assert!(cache.get(&keys[3]).is_none());
+        assert!(matches!(cache.get(&keys[4]), Some(Row::Absent)));
+        assert!(matches!(cache.get(&keys[5]), Some(Row::Present { .. })));
+        assert_eq!(cache.stats().rows, keys.len() - 1);
     }
 }
