@@ -126,16 +126,17 @@ def start_node(binary, port, workdir, durability):
     return p
 
 
-def start_cluster(binary, port, workdir, durability, nodes=3, peer_tls=False):
+def start_cluster(binary, port, workdir, durability, nodes=3, peer_tls=False, threads=0):
     """Starts `nodes` separate `serve` processes, as real nodes run (N=3 R=2 W=2): the first, then the others
-    joining through it; returns them once node 1 sees every member up, owning ranges, with no transition."""
-    tls = []
+    joining through it; returns them once node 1 sees every member up, owning ranges, with no transition. Each gets
+    `--worker-threads threads` (0: the runtime's default, one per core)."""
+    extra = ["--worker-threads", str(threads)] if threads else []
     if peer_tls:
         # One certificate for 127.0.0.1 serves every node (docs/peer-certs.sh, openssl).
         pki = os.path.join(workdir, "pki")
         subprocess.run(["bash", os.path.join(ROOT, "docs", "peer-certs.sh"), pki, "dev=127.0.0.1"], check=True,
                        stdout=subprocess.DEVNULL)
-        tls = ["--peer-tls-cert-file", os.path.join(pki, "dev.pem"), "--peer-tls-key-file",
+        extra += ["--peer-tls-cert-file", os.path.join(pki, "dev.pem"), "--peer-tls-key-file",
                os.path.join(pki, "dev.key"), "--peer-tls-ca-file", os.path.join(pki, "ca.pem")]
     procs = []
     for i in range(nodes):
@@ -143,7 +144,7 @@ def start_cluster(binary, port, workdir, durability, nodes=3, peer_tls=False):
         procs.append(subprocess.Popen(
             [binary, "serve", "--node-id", f"b{i + 1}", "--listen", f"127.0.0.1:{port + i}", "--peer-listen",
              f"127.0.0.1:{port + 1000 + i}", "--data-dir", os.path.join(workdir, f"data{i + 1}"), "--durability",
-             durability, "--n", "3", "--r", "2", "--w", "2", *seeds, *tls],
+             durability, "--n", "3", "--r", "2", "--w", "2", *seeds, *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RUST_LOG": "error"}))
         wait_port(port + i)
     # Let membership converge (every node knows every other) and the joins' handoffs finish before measuring.
@@ -173,6 +174,10 @@ def main():
                     help="dynamo-kv durability modes to measure (the targets are read on `os`)")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3- and 5-node N=3 R=2 W=2 clusters")
     ap.add_argument("--peer-tls", action="store_true", help="also measure the cluster with mutual TLS between nodes")
+    ap.add_argument("--node-threads", type=int, default=1,
+                    help="--worker-threads of each cluster node (0: one per core). The nodes of a cluster run share "
+                         "this machine's cores, as real nodes would not: one thread each gives each about its share "
+                         "(docs/PERFORMANCE.md)")
     ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
     ap.add_argument("--suite-requests", type=int, default=2_000,
                     help="requests per test of redis-benchmark's default suite (every data type; 0: skip)")
@@ -217,7 +222,7 @@ def main():
         elif nodes == 1:
             procs = [start_node(a.binary, port, work, mode)]
         else:
-            procs = start_cluster(a.binary, port, work, mode, nodes, peer_tls)
+            procs = start_cluster(a.binary, port, work, mode, nodes, peer_tls, a.node_threads)
         try:
             for label, args in (runs[:2] if nodes > 3 else runs) + (cluster_runs if nodes > 1 else []):
                 group = mode == "fsync" and nodes == 1
@@ -255,6 +260,7 @@ def main():
                 stop(p)
             shutil.rmtree(work, ignore_errors=True)
 
+    print(f"cluster nodes run with --worker-threads {a.node_threads or 'default (one per core)'}")
     print(f"{'target':<20} {'run':<8} {'test':<5} {'rps':>9} {'p50 ms':>7} {'p99 ms':>7} {'p99.9 ms':>8} "
           f"{'rps ratio':>9} {'p99 ratio':>9}")
     for name, _, _, _ in targets:

@@ -290,6 +290,9 @@ pub struct Config {
     pub cache_bytes: u64,
     /// Budget of the row cache, bytes (0: none).
     pub row_cache_bytes: u64,
+    /// Threads of the async runtime (`None`: one per CPU the process may use). A process setting: `main` reads it
+    /// from the first node's config when it builds the runtime.
+    pub worker_threads: Option<usize>,
     /// Free disk space below which the node stops taking writes, bytes (0: only a failed write stops them).
     pub min_free_disk_bytes: u64,
     /// Commands slower than this many microseconds enter the slow log (negative: none; 0: every command).
@@ -387,6 +390,10 @@ pub struct ServeArgs {
     /// [default: 64].
     #[arg(long, env = "DYNAMO_KV_ROW_CACHE_MB")]
     pub row_cache_mb: Option<u64>,
+    /// Threads that run requests [default: one per CPU this process may use]. Give each node fewer when several
+    /// share a machine: their threads then take turns on the same cores, and every turn costs a context switch.
+    #[arg(long, env = "DYNAMO_KV_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Stop taking writes when the data directory's disk has less than this many MiB free; writes resume by
     /// themselves when space returns (0: never stop for space) [default: 256].
     #[arg(long, env = "DYNAMO_KV_MIN_FREE_DISK_MB")]
@@ -719,6 +726,7 @@ impl Config {
             buffer_flush_interval: Duration::from_millis(s.buffer_flush_ms.unwrap_or(DEFAULT_BUFFER_FLUSH_MS)),
             cache_bytes: s.cache_mb.unwrap_or(DEFAULT_CACHE_MB) << 20,
             row_cache_bytes: s.row_cache_mb.unwrap_or(DEFAULT_ROW_CACHE_MB).saturating_mul(1 << 20),
+            worker_threads: s.worker_threads.map(usize::from),
             min_free_disk_bytes: s.min_free_disk_mb.unwrap_or(DEFAULT_MIN_FREE_DISK_MB).saturating_mul(1 << 20),
             slowlog_slower_than_us: s.slowlog_log_slower_than.unwrap_or(DEFAULT_SLOWLOG_SLOWER_THAN_US),
             slowlog_max_len: s.slowlog_max_len.unwrap_or(DEFAULT_SLOWLOG_MAX_LEN),
@@ -762,6 +770,10 @@ impl Config {
             && self.node_id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         if !id_ok {
             return invalid("node_id", format!("'{}': use 1-64 letters, digits, '-', '_' or '.'", self.node_id));
+        }
+        // The flag's parser bounds it; the config file's value arrives here unchecked.
+        if let Some(n) = self.worker_threads.filter(|n| !(1..=1024).contains(n)) {
+            return invalid("worker_threads", format!("{n}: use 1 to 1024 threads"));
         }
         if self.min_free_disk_bytes != 0 && self.min_free_disk_bytes < MIN_FREE_DISK_FLOOR {
             return invalid(
@@ -972,6 +984,30 @@ mod tests {
         assert!(matches!(Config::resolve(&a), Err(ConfigError::Parse { .. })));
         std::fs::write(&path, "no_such_setting = 1\n").unwrap();
         assert!(matches!(Config::resolve(&a), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn worker_threads_default_to_the_runtime_s_choice_and_zero_is_refused() {
+        assert_eq!(Config::resolve(&args()).unwrap().worker_threads, None);
+        let mut a = args();
+        a.worker_threads = Some(1);
+        assert_eq!(Config::resolve(&a).unwrap().worker_threads, Some(1));
+        // The flag's parser refuses 0; a config file's value is checked by `validate`.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, "worker_threads = 0\n").unwrap();
+        let err = Config::resolve(&args_with(&path)).unwrap_err();
+        assert!(matches!(err, ConfigError::Invalid { setting: "worker_threads", .. }), "{err}");
+        assert!(<Cli as clap::Parser>::try_parse_from(["t", "--worker-threads", "0"]).is_err());
+        let parsed = <Cli as clap::Parser>::try_parse_from(["t", "--worker-threads", "3"]).unwrap();
+        assert_eq!(parsed.args.worker_threads, Some(3));
+    }
+
+    /// The serve flags alone, for parser checks.
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: ServeArgs,
     }
 
     #[test]

@@ -146,7 +146,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Health { host, password } => return admin::health(&host, password.as_deref()),
         Command::Call { host, args } => return admin::call(&host, &args),
     };
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = configs.first().and_then(|c| c.worker_threads) {
+        runtime.worker_threads(threads);
+    }
+    let runtime = runtime.enable_all().build().context("starting the async runtime")?;
     // One recorder per process: the first node's HTTP port serves the metrics of every node of a `dev` cluster.
     if configs.iter().any(|c| c.metrics_listen.is_some()) {
         dynamo_kv::http::install_recorder()?;
