@@ -174,10 +174,9 @@ def main():
                     help="dynamo-kv durability modes to measure (the targets are read on `os`)")
     ap.add_argument("--no-cluster", action="store_true", help="skip the 3- and 5-node N=3 R=2 W=2 clusters")
     ap.add_argument("--peer-tls", action="store_true", help="also measure the cluster with mutual TLS between nodes")
-    ap.add_argument("--node-threads", type=int, default=1,
-                    help="--worker-threads of each cluster node (0: one per core). The nodes of a cluster run share "
-                         "this machine's cores, as real nodes would not: one thread each gives each about its share "
-                         "(docs/PERFORMANCE.md)")
+    ap.add_argument("--node-threads", type=int, default=0,
+                    help="--worker-threads of each cluster node (0: the default, one per core). Its nodes share this "
+                         "machine's cores, as real nodes would not; 1 each is docs/PERFORMANCE.md's open item 6")
     ap.add_argument("--memory-keys", type=int, default=1_000_000, help="keys of 100 bytes loaded for RSS (0: skip)")
     ap.add_argument("--suite-requests", type=int, default=2_000,
                     help="requests per test of redis-benchmark's default suite (every data type; 0: skip)")
