@@ -18,7 +18,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Turns transparent huge pages off for this process, as redis-server does (its `disable-thp yes`). With them on
 /// (Debian's default is `always`), the allocator's free pages and the engine's memtables fault back in as whole
 /// 2 MiB pages, each zeroed first: 7% of a 3-node cluster's CPU under `SET -c 50`, and a 1M-key node held 227 MiB
-/// resident instead of 191 MiB (docs/PERFORMANCE.md). A failure costs only memory and CPU, so it is a warning.
+/// resident instead of 196 MiB (docs/PERFORMANCE.md). A failure costs only memory and CPU, so it is a warning.
 fn disable_transparent_huge_pages() {
     #[cfg(target_os = "linux")]
     if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
