@@ -110,6 +110,8 @@ pub const DEFAULT_BUFFER_FLUSH_MS: u64 = 50;
 pub const DEFAULT_CACHE_MB: u64 = 32;
 /// Default budget of the row cache (hot keys' stored rows, ahead of the engine).
 pub const DEFAULT_ROW_CACHE_MB: u64 = 64;
+/// Most request threads `--worker-threads` takes.
+pub const MAX_WORKER_THREADS: u16 = 1024;
 /// Default durability mode: acknowledged once the write reached the OS, fsynced every second (Redis's
 /// `appendfsync everysec`).
 pub const DEFAULT_DURABILITY: Durability = Durability::Os;
@@ -392,7 +394,11 @@ pub struct ServeArgs {
     pub row_cache_mb: Option<u64>,
     /// Threads that run requests [default: one per CPU this process may use]. Give each node fewer when several
     /// share a machine: their threads then take turns on the same cores, and every turn costs a context switch.
-    #[arg(long, env = "DYNAMO_KV_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    #[arg(
+        long,
+        env = "DYNAMO_KV_WORKER_THREADS",
+        value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_WORKER_THREADS))
+    )]
     pub worker_threads: Option<u16>,
     /// Stop taking writes when the data directory's disk has less than this many MiB free; writes resume by
     /// themselves when space returns (0: never stop for space) [default: 256].
@@ -772,8 +778,8 @@ impl Config {
             return invalid("node_id", format!("'{}': use 1-64 letters, digits, '-', '_' or '.'", self.node_id));
         }
         // The flag's parser bounds it; the config file's value arrives here unchecked.
-        if let Some(n) = self.worker_threads.filter(|n| !(1..=1024).contains(n)) {
-            return invalid("worker_threads", format!("{n}: use 1 to 1024 threads"));
+        if let Some(n) = self.worker_threads.filter(|n| !(1..=usize::from(MAX_WORKER_THREADS)).contains(n)) {
+            return invalid("worker_threads", format!("{n}: use 1 to {MAX_WORKER_THREADS} threads"));
         }
         if self.min_free_disk_bytes != 0 && self.min_free_disk_bytes < MIN_FREE_DISK_FLOOR {
             return invalid(
